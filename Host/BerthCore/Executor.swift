@@ -1,0 +1,153 @@
+// The executor: one thread owns the store's connection and runs every state-changing operation as its own
+// transaction. Operations that arrive together share one SQLite commit (group commit), each inside its own
+// savepoint, so a failing operation rolls back alone and a successful one is acknowledged only after the
+// commit that holds it has returned.
+import BerthWire
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public final class Executor: @unchecked Sendable {
+    public let store: Store
+    private var queue: [Job] = []
+    private var mutex = pthread_mutex_t()
+    private var cond = pthread_cond_t()
+    private var thread = pthread_t()
+    private var stopping = false
+    private var running = false
+    /// Called (off the executor thread's lock) after each commit that appended events.
+    public var onCommit: (@Sendable (Int64) -> Void)?
+    /// Largest number of operations in one commit.
+    public var maxBatch = 512
+    private var eventsAppended = false
+    private var lastRev: Int64 = 0
+    public private(set) var commits: UInt64 = 0
+    public private(set) var operations: UInt64 = 0
+
+    struct Job {
+        let work: () throws -> Void
+        let complete: (Error?) -> Void
+    }
+
+    public init(store: Store) {
+        self.store = store
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&cond, nil)
+    }
+
+    public func start() {
+        guard !running else { return }
+        running = true
+        let unmanaged = Unmanaged.passRetained(self)
+        pthread_create(&thread, nil, { arg in
+            let ex = Unmanaged<Executor>.fromOpaque(arg!).takeRetainedValue()
+            ex.loop()
+            return nil
+        }, unmanaged.toOpaque())
+    }
+
+    /// Stops after the queued operations are done.
+    public func stop() {
+        guard running else { return }
+        pthread_mutex_lock(&mutex)
+        stopping = true
+        pthread_cond_signal(&cond)
+        pthread_mutex_unlock(&mutex)
+        pthread_join(thread, nil)
+        running = false
+    }
+
+    public var isExecutorThread: Bool { running && pthread_equal(pthread_self(), thread) != 0 }
+
+    /// Records that the current operation appended an event (so watchers get woken after the commit).
+    func noteEvent(_ rev: Int64) {
+        eventsAppended = true
+        lastRev = max(lastRev, rev)
+    }
+
+    private func enqueue(_ job: Job) {
+        pthread_mutex_lock(&mutex)
+        queue.append(job)
+        pthread_cond_signal(&cond)
+        pthread_mutex_unlock(&mutex)
+    }
+
+    /// Runs `body` in its own transaction on the executor thread and returns its result once committed.
+    public func run<T>(_ body: @escaping () throws -> T) async throws -> T {
+        if isExecutorThread { return try body() }
+        return try await withCheckedThrowingContinuation { (cont: CheckedContinuation<T, Error>) in
+            var result: T?
+            enqueue(Job(work: { result = try body() }, complete: { err in
+                if let err { cont.resume(throwing: err) } else { cont.resume(returning: result!) }
+            }))
+        }
+    }
+
+    /// The blocking form, for threads that are not part of Swift concurrency (CLI, tests, benchmarks).
+    public func runSync<T>(_ body: @escaping () throws -> T) throws -> T {
+        if isExecutorThread { return try body() }
+        var sem = sem_t()
+        sem_init(&sem, 0, 0)
+        defer { sem_destroy(&sem) }
+        var result: Result<T, Error>?
+        var value: T?
+        enqueue(Job(work: { value = try body() }, complete: { err in
+            result = err.map { .failure($0) } ?? .success(value!)
+            sem_post(&sem)
+        }))
+        while sem_wait(&sem) != 0 {}
+        return try result!.get()
+    }
+
+    private func loop() {
+        while true {
+            pthread_mutex_lock(&mutex)
+            while queue.isEmpty && !stopping { pthread_cond_wait(&cond, &mutex) }
+            if queue.isEmpty && stopping { pthread_mutex_unlock(&mutex); return }
+            let n = min(queue.count, maxBatch)
+            let batch = Array(queue[0..<n])
+            queue.removeFirst(n)
+            pthread_mutex_unlock(&mutex)
+            runBatch(batch)
+        }
+    }
+
+    private func runBatch(_ batch: [Job]) {
+        var errors = [Error?](repeating: nil, count: batch.count)
+        eventsAppended = false
+        do {
+            try store.exec("BEGIN IMMEDIATE")
+        } catch {
+            for j in batch { j.complete(error) }
+            return
+        }
+        for (i, job) in batch.enumerated() {
+            do {
+                try store.exec("SAVEPOINT op")
+                do {
+                    try job.work()
+                    try store.exec("RELEASE op")
+                } catch {
+                    errors[i] = error
+                    try store.exec("ROLLBACK TO op")
+                    try store.exec("RELEASE op")
+                }
+            } catch {
+                errors[i] = errors[i] ?? error
+            }
+        }
+        do {
+            try store.exec("COMMIT")
+        } catch {
+            try? store.exec("ROLLBACK")
+            let e = StoreError("commit failed, nothing was saved: \(error)")
+            for j in batch { j.complete(e) }
+            return
+        }
+        commits += 1
+        operations += UInt64(batch.count)
+        for (i, j) in batch.enumerated() { j.complete(errors[i]) }
+        if eventsAppended, let cb = onCommit { cb(lastRev) }
+    }
+}

@@ -1,0 +1,271 @@
+// The state store: SQLite (the system libsqlite3) in WAL mode, a versioned schema with migrations, the plugins'
+// key-value namespaces and the append-only event log. Everything else in the host reaches SQLite only through
+// this file and Executor.swift, so the store can later move to another engine behind the same small surface.
+import BerthWire
+import CSQLite
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct StoreError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+let SQLITE_TRANSIENT_PTR = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+
+/// One prepared statement, cached by the store.
+public final class Statement {
+    let stmt: OpaquePointer
+    let db: OpaquePointer
+    init(_ stmt: OpaquePointer, _ db: OpaquePointer) { self.stmt = stmt; self.db = db }
+    deinit { sqlite3_finalize(stmt) }
+
+    @discardableResult
+    public func reset() -> Statement {
+        sqlite3_reset(stmt)
+        sqlite3_clear_bindings(stmt)
+        return self
+    }
+    public func bind(_ i: Int32, _ v: String) { sqlite3_bind_text(stmt, i, v, -1, SQLITE_TRANSIENT_PTR) }
+    public func bind(_ i: Int32, _ v: Int64) { sqlite3_bind_int64(stmt, i, v) }
+    public func bind(_ i: Int32, _ v: Double) { sqlite3_bind_double(stmt, i, v) }
+    public func bindNull(_ i: Int32) { sqlite3_bind_null(stmt, i) }
+    public func bind(_ i: Int32, blob p: UnsafeRawPointer?, _ n: Int) {
+        if n == 0 { sqlite3_bind_zeroblob(stmt, i, 0) } else { sqlite3_bind_blob(stmt, i, p, Int32(n), SQLITE_TRANSIENT_PTR) }
+    }
+    public func bind(_ i: Int32, blob: [UInt8]) { blob.withUnsafeBytes { bind(i, blob: $0.baseAddress, $0.count) } }
+
+    /// Steps once; true when a row is available.
+    public func step() throws -> Bool {
+        let rc = sqlite3_step(stmt)
+        if rc == SQLITE_ROW { return true }
+        if rc == SQLITE_DONE { return false }
+        throw StoreError("sqlite: \(String(cString: sqlite3_errmsg(db))) (code \(rc))")
+    }
+    public func run() throws { while try step() {} }
+
+    public func int(_ c: Int32) -> Int64 { sqlite3_column_int64(stmt, c) }
+    public func double(_ c: Int32) -> Double { sqlite3_column_double(stmt, c) }
+    public func isNull(_ c: Int32) -> Bool { sqlite3_column_type(stmt, c) == SQLITE_NULL }
+    public func text(_ c: Int32) -> String {
+        guard let p = sqlite3_column_text(stmt, c) else { return "" }
+        return String(cString: p)
+    }
+    public func blob(_ c: Int32) -> UnsafeRawBufferPointer {
+        let n = Int(sqlite3_column_bytes(stmt, c))
+        return UnsafeRawBufferPointer(start: sqlite3_column_blob(stmt, c), count: n)
+    }
+    public func bytes(_ c: Int32) -> [UInt8] { Array(blob(c)) }
+}
+
+public struct Event: Sendable {
+    public var rev: Int64
+    public var time: Double
+    public var type: String
+    public var subject: String
+    public var actor: String
+    public var data: JSON
+    public var json: JSON {
+        ["rev": .number(Double(rev)), "time": .number(time), "type": .string(type), "subject": .string(subject),
+         "actor": .string(actor), "data": data]
+    }
+}
+
+public final class Store {
+    public let path: String
+    let db: OpaquePointer
+    private var cache: [String: Statement] = [:]
+    public private(set) var schemaVersion: Int = 0
+
+    /// Schema migrations, applied in order; the index + 1 is the schema version. Append only.
+    static let migrations: [String] = [
+        // 1: plugin namespaces and the event log
+        """
+        CREATE TABLE kv (ns TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, PRIMARY KEY (ns, key)) WITHOUT ROWID;
+        CREATE TABLE events (rev INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, type TEXT NOT NULL,
+                             subject TEXT NOT NULL, actor TEXT NOT NULL, data TEXT NOT NULL);
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        """,
+        // 2: network attachments kept by the host (the plugin keeps its pools and addresses in its namespace)
+        """
+        CREATE TABLE attachments (network TEXT NOT NULL, container_id TEXT NOT NULL, ifname TEXT NOT NULL,
+                                  node TEXT NOT NULL, result TEXT NOT NULL, created REAL NOT NULL,
+                                  PRIMARY KEY (network, container_id, ifname)) WITHOUT ROWID;
+        """,
+    ]
+
+    /// Opens (creating if needed) the store at `path` and migrates it to the current schema.
+    /// `synchronous` is "full" (every commit reaches the disk: survives power loss) or "normal" (survives a
+    /// crash or kill of the daemon; the OS may lose the last commits on power loss).
+    public init(path: String, synchronous: String = "full") throws {
+        self.path = path
+        var h: OpaquePointer?
+        let rc = sqlite3_open_v2(path, &h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
+        guard rc == SQLITE_OK, let h else {
+            let msg = h.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            if let h { sqlite3_close(h) }
+            throw StoreError("cannot open the state store \(path): \(msg)")
+        }
+        db = h
+        sqlite3_busy_timeout(db, 5000)
+        try exec("PRAGMA journal_mode=WAL")
+        try exec("PRAGMA synchronous=\(synchronous == "normal" ? "NORMAL" : "FULL")")
+        try exec("PRAGMA foreign_keys=ON")
+        try migrate()
+    }
+
+    deinit {
+        cache.removeAll()
+        sqlite3_close_v2(db)
+    }
+
+    public func exec(_ sql: String) throws {
+        var err: UnsafeMutablePointer<CChar>?
+        if sqlite3_exec(db, sql, nil, nil, &err) != SQLITE_OK {
+            let msg = err.map { String(cString: $0) } ?? "unknown error"
+            sqlite3_free(err)
+            throw StoreError("sqlite: \(msg) in: \(sql.prefix(80))")
+        }
+    }
+
+    /// A cached prepared statement, reset and ready to bind.
+    public func prepare(_ sql: String) throws -> Statement {
+        if let s = cache[sql] { return s.reset() }
+        var st: OpaquePointer?
+        guard sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &st, nil) == SQLITE_OK, let st else {
+            throw StoreError("sqlite: \(String(cString: sqlite3_errmsg(db))) in: \(sql)")
+        }
+        let s = Statement(st, db)
+        cache[sql] = s
+        return s
+    }
+
+    func migrate() throws {
+        let v = try prepare("PRAGMA user_version")
+        _ = try v.step()
+        let current = Int(v.int(0))
+        v.reset()
+        if current > Store.migrations.count {
+            throw StoreError("the state store \(path) has schema version \(current), newer than this berthd understands (\(Store.migrations.count)); use a newer berthd")
+        }
+        for (i, sql) in Store.migrations.enumerated() where i >= current {
+            try exec("BEGIN IMMEDIATE")
+            do {
+                try exec(sql)
+                try exec("PRAGMA user_version=\(i + 1)")
+                try exec("COMMIT")
+            } catch {
+                try? exec("ROLLBACK")
+                throw StoreError("migrating the state store to schema \(i + 1) failed: \(error)")
+            }
+        }
+        schemaVersion = Store.migrations.count
+    }
+
+    // MARK: key-value namespaces
+
+    public func kvGet(_ ns: String, _ key: UnsafeRawBufferPointer) throws -> Statement? {
+        let s = try prepare("SELECT value FROM kv WHERE ns=?1 AND key=?2")
+        s.bind(1, ns)
+        s.bind(2, blob: key.baseAddress, key.count)
+        return try s.step() ? s : nil
+    }
+
+    public func kvGet(_ ns: String, _ key: String) throws -> [UInt8]? {
+        try Array(key.utf8).withUnsafeBytes { try kvGet(ns, $0)?.bytes(0) }
+    }
+
+    public func kvPut(_ ns: String, _ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws {
+        let s = try prepare("INSERT OR REPLACE INTO kv(ns, key, value) VALUES(?1, ?2, ?3)")
+        s.bind(1, ns)
+        s.bind(2, blob: key.baseAddress, key.count)
+        s.bind(3, blob: value.baseAddress, value.count)
+        try s.run()
+    }
+
+    public func kvDelete(_ ns: String, _ key: UnsafeRawBufferPointer) throws {
+        let s = try prepare("DELETE FROM kv WHERE ns=?1 AND key=?2")
+        s.bind(1, ns)
+        s.bind(2, blob: key.baseAddress, key.count)
+        try s.run()
+    }
+
+    /// The smallest key with `prefix` strictly after `after` (or from the prefix when `after` is empty).
+    /// Returns the statement positioned on the row (key = column 0, value = column 1), or nil.
+    public func kvNext(_ ns: String, prefix: UnsafeRawBufferPointer, after: UnsafeRawBufferPointer) throws -> Statement? {
+        let strict = after.count > 0 && compareBytes(after, prefix) >= 0
+        let s = try prepare(strict ? "SELECT key, value FROM kv WHERE ns=?1 AND key>?2 ORDER BY key LIMIT 1"
+                                   : "SELECT key, value FROM kv WHERE ns=?1 AND key>=?2 ORDER BY key LIMIT 1")
+        s.bind(1, ns)
+        if strict { s.bind(2, blob: after.baseAddress, after.count) } else { s.bind(2, blob: prefix.baseAddress, prefix.count) }
+        guard try s.step() else { return nil }
+        let k = s.blob(0)
+        if prefix.count > 0 {
+            guard k.count >= prefix.count, memcmp(k.baseAddress!, prefix.baseAddress!, prefix.count) == 0 else { return nil }
+        }
+        return s
+    }
+
+    public func kvCount(_ ns: String) throws -> Int {
+        let s = try prepare("SELECT count(*) FROM kv WHERE ns=?1")
+        s.bind(1, ns)
+        _ = try s.step()
+        return Int(s.int(0))
+    }
+
+    // MARK: events
+
+    @discardableResult
+    public func appendEvent(type: String, subject: String, actor: String = "berthd", data: JSON = .object([])) throws -> Int64 {
+        let s = try prepare("INSERT INTO events(time, type, subject, actor, data) VALUES(?1, ?2, ?3, ?4, ?5)")
+        s.bind(1, wallClock())
+        s.bind(2, type)
+        s.bind(3, subject)
+        s.bind(4, actor)
+        s.bind(5, data.serialized)
+        try s.run()
+        return sqlite3_last_insert_rowid(db)
+    }
+
+    public func events(since: Int64, limit: Int = 1000) throws -> [Event] {
+        let s = try prepare("SELECT rev, time, type, subject, actor, data FROM events WHERE rev > ?1 ORDER BY rev LIMIT ?2")
+        s.bind(1, since)
+        s.bind(2, Int64(limit))
+        var out: [Event] = []
+        while try s.step() {
+            let data = (try? JSON.parse(s.text(5))) ?? .null
+            out.append(Event(rev: s.int(0), time: s.double(1), type: s.text(2), subject: s.text(3), actor: s.text(4), data: data))
+        }
+        return out
+    }
+
+    public func lastRevision() throws -> Int64 {
+        let s = try prepare("SELECT coalesce(max(rev), 0) FROM events")
+        _ = try s.step()
+        return s.int(0)
+    }
+}
+
+func compareBytes(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Int {
+    let n = min(a.count, b.count)
+    if n > 0 {
+        let c = memcmp(a.baseAddress!, b.baseAddress!, n)
+        if c != 0 { return Int(c) }
+    }
+    return a.count - b.count
+}
+
+public func wallClock() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+public func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}

@@ -1,0 +1,224 @@
+// A minimal HTTP/1.1 client over a unix-domain socket (keep-alive, Content-Length and chunked bodies).
+// Used by the berth CLI and by berth-cni, which a container runtime execs for every call: it must start fast,
+// so this uses nothing but the C library.
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+public struct WireError: Error, CustomStringConvertible, Sendable {
+    public enum Kind: Sendable { case unreachable, io, protocolError }
+    public let kind: Kind
+    public let message: String
+    public init(_ kind: Kind, _ message: String) { self.kind = kind; self.message = message }
+    public var description: String { message }
+}
+
+public struct HTTPResponse: Sendable {
+    public var status: Int
+    public var headers: [(String, String)]
+    public var body: [UInt8]
+    public var text: String { String(decoding: body, as: UTF8.self) }
+    public func json() throws -> JSON { try JSON.parse(body) }
+}
+
+public final class UnixHTTPConnection {
+    public let path: String
+    private var fd: Int32 = -1
+    private var buffer: [UInt8] = []
+    private var bufferStart = 0
+    /// Seconds to wait for a response before giving up (0 = forever).
+    public var timeoutSeconds: Int
+
+    public init(path: String, timeoutSeconds: Int = 30) {
+        self.path = path
+        self.timeoutSeconds = timeoutSeconds
+    }
+
+    deinit { close() }
+
+    public func close() {
+        if fd >= 0 { _ = Glibc.close(fd); fd = -1 }
+        buffer = []
+        bufferStart = 0
+    }
+
+    private func connect() throws {
+        let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard s >= 0 else { throw WireError(.unreachable, "socket(): \(String(cString: strerror(errno)))") }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            _ = Glibc.close(s)
+            throw WireError(.unreachable, "socket path too long: \(path)")
+        }
+        withUnsafeMutableBytes(of: &addr.sun_path) { p in
+            for (i, b) in bytes.enumerated() { p[i] = b }
+            p[bytes.count] = 0
+        }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(s, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        if rc != 0 {
+            let e = errno
+            _ = Glibc.close(s)
+            throw WireError(.unreachable, "cannot connect to berthd at \(path): \(String(cString: strerror(e)))")
+        }
+        if timeoutSeconds > 0 {
+            var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+            setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        }
+        fd = s
+    }
+
+    /// Sends one request and reads the whole response. Reconnects once if a kept-alive connection was closed.
+    public func request(_ method: String, _ target: String, body: [UInt8]? = nil, headers: [(String, String)] = []) throws -> HTTPResponse {
+        var head = "\(method) \(target) HTTP/1.1\r\nHost: berthd\r\n"
+        for (k, v) in headers { head += "\(k): \(v)\r\n" }
+        if let body {
+            head += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n"
+        } else if method == "POST" || method == "PUT" {
+            head += "Content-Length: 0\r\n"
+        }
+        head += "\r\n"
+        var msg = Array(head.utf8)
+        if let body { msg += body }
+        let reused = fd >= 0
+        if !reused { try connect() }
+        do {
+            try writeAll(msg)
+            return try readResponse()
+        } catch let e as WireError where reused && e.kind == .io {
+            close()
+            try connect()
+            try writeAll(msg)
+            return try readResponse()
+        }
+    }
+
+    private func writeAll(_ data: [UInt8]) throws {
+        var off = 0
+        while off < data.count {
+            let n = data.withUnsafeBytes { send(fd, $0.baseAddress! + off, data.count - off, Int32(MSG_NOSIGNAL)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw WireError(.io, "write to berthd failed: \(String(cString: strerror(errno)))")
+            }
+            off += n
+        }
+    }
+
+    private func fill() throws {
+        if bufferStart > 0 && bufferStart == buffer.count { buffer.removeAll(keepingCapacity: true); bufferStart = 0 }
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, 65536, 0) }
+            if n > 0 { buffer.append(contentsOf: chunk[0..<n]); return }
+            if n == 0 { throw WireError(.io, "berthd closed the connection") }
+            if errno == EINTR { continue }
+            if errno == EAGAIN || errno == EWOULDBLOCK { throw WireError(.io, "timed out waiting for berthd after \(timeoutSeconds)s") }
+            throw WireError(.io, "read from berthd failed: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    private func readLine() throws -> String {
+        while true {
+            if let nl = buffer[bufferStart...].firstIndex(of: 0x0A) {
+                var end = nl
+                if end > bufferStart, buffer[end - 1] == 0x0D { end -= 1 }
+                let line = String(decoding: buffer[bufferStart..<end], as: UTF8.self)
+                bufferStart = nl + 1
+                return line
+            }
+            try fill()
+        }
+    }
+
+    private func readBytes(_ n: Int) throws -> [UInt8] {
+        while buffer.count - bufferStart < n { try fill() }
+        let out = Array(buffer[bufferStart..<(bufferStart + n)])
+        bufferStart += n
+        return out
+    }
+
+    private func readResponse() throws -> HTTPResponse {
+        let statusLine = try readLine()
+        let parts = statusLine.split(separator: " ", maxSplits: 2)
+        guard parts.count >= 2, let status = Int(parts[1]) else {
+            throw WireError(.protocolError, "bad status line from berthd: \(statusLine)")
+        }
+        var headers: [(String, String)] = []
+        var length: Int? = nil
+        var chunked = false
+        var closeAfter = false
+        while true {
+            let line = try readLine()
+            if line.isEmpty { break }
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            let k = String(line[..<colon]).lowercased()
+            let v = String(line[line.index(after: colon)...]).trimmingSpaces
+            headers.append((k, v))
+            if k == "content-length" { length = Int(v) }
+            if k == "transfer-encoding", v.lowercased().contains("chunked") { chunked = true }
+            if k == "connection", v.lowercased() == "close" { closeAfter = true }
+        }
+        var body: [UInt8] = []
+        if chunked {
+            while true {
+                let sizeLine = try readLine()
+                let hex = sizeLine.split(separator: ";").first.map(String.init)?.trimmingSpaces ?? ""
+                guard let size = Int(hex, radix: 16) else { throw WireError(.protocolError, "bad chunk size \(sizeLine)") }
+                if size == 0 { _ = try readLine(); break }
+                body += try readBytes(size)
+                _ = try readLine()
+            }
+        } else if let length {
+            body = try readBytes(length)
+        } else {
+            // read to close
+            while true {
+                do { try fill() } catch { break }
+            }
+            body = Array(buffer[bufferStart...])
+            bufferStart = buffer.count
+            closeAfter = true
+        }
+        if closeAfter { close() }
+        return HTTPResponse(status: status, headers: headers, body: body)
+    }
+
+    /// Streams a chunked response, calling `onChunk` for each chunk until it returns false or the stream ends.
+    public func stream(_ target: String, onChunk: ([UInt8]) -> Bool) throws {
+        if fd < 0 { try connect() }
+        try writeAll(Array("GET \(target) HTTP/1.1\r\nHost: berthd\r\n\r\n".utf8))
+        let statusLine = try readLine()
+        var chunked = false
+        while true {
+            let line = try readLine()
+            if line.isEmpty { break }
+            if line.lowercased().hasPrefix("transfer-encoding:"), line.lowercased().contains("chunked") { chunked = true }
+        }
+        guard statusLine.contains(" 200") else { throw WireError(.protocolError, "berthd answered \(statusLine)") }
+        guard chunked else { throw WireError(.protocolError, "expected a chunked stream") }
+        while true {
+            let sizeLine = try readLine()
+            guard let size = Int(sizeLine.trimmingSpaces, radix: 16) else { throw WireError(.protocolError, "bad chunk size") }
+            if size == 0 { return }
+            let data = try readBytes(size)
+            _ = try readLine()
+            if !onChunk(data) { close(); return }
+        }
+    }
+}
+
+extension String {
+    public var trimmingSpaces: String {
+        var s = Substring(self)
+        while let f = s.first, f == " " || f == "\t" || f == "\r" || f == "\n" { s = s.dropFirst() }
+        while let l = s.last, l == " " || l == "\t" || l == "\r" || l == "\n" { s = s.dropLast() }
+        return String(s)
+    }
+}

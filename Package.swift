@@ -1,0 +1,85 @@
+// swift-tools-version:6.0
+// Berth: a minimal host daemon for container platforms, extended by plugins loaded through a stable C ABI.
+import PackageDescription
+
+let package = Package(
+    name: "Berth",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "berthd", targets: ["berthd"]),
+        .executable(name: "berth", targets: ["berth"]),
+        .executable(name: "berth-cni", targets: ["berth-cni"]),
+        .executable(name: "berth-bench", targets: ["berth-bench"]),
+        // Reference plugins: shared objects named libberth-<name>.so
+        .library(name: "berth-hello", type: .dynamic, targets: ["BerthHelloPlugin"]),
+        .library(name: "berth-hello-swift", type: .dynamic, targets: ["BerthHelloSwiftPlugin"]),
+        .library(name: "berth-ipam-pool", type: .dynamic, targets: ["BerthIpamPoolPlugin"]),
+        // The Swift plugin kit, for plugin authors.
+        .library(name: "BerthPluginKit", targets: ["BerthPluginKit"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    ],
+    targets: [
+        // The whole ABI in one header (PluginABI/include/berth_plugin.h).
+        .target(
+            name: "BerthPluginABI",
+            path: "PluginABI",
+            exclude: ["Kit"],
+            sources: ["src"],
+            publicHeadersPath: "include"
+        ),
+        // Swift plugin kit: write a plugin without touching raw pointers. No dependencies beyond the ABI.
+        .target(name: "BerthPluginKit", dependencies: ["BerthPluginABI"], path: "PluginABI/Kit"),
+
+        .systemLibrary(name: "CSQLite", path: "Host/CSQLite"),
+        // Lean wire helpers shared by the CLI and berth-cni: unix-socket HTTP client and a small JSON value.
+        .target(name: "BerthWire", path: "Host/BerthWire"),
+        // The daemon core: loader, registry, store, site configuration, kinds.
+        .target(
+            name: "BerthCore",
+            dependencies: [
+                "BerthPluginABI", "CSQLite", "BerthWire",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            path: "Host/BerthCore"
+        ),
+        // The HTTP API (unix socket, optional TCP with a bearer token).
+        .target(
+            name: "BerthServer",
+            dependencies: [
+                "BerthCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            path: "Host/BerthServer"
+        ),
+        .executableTarget(
+            name: "berthd",
+            dependencies: ["BerthServer", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Host/berthd"
+        ),
+        .executableTarget(
+            name: "berth",
+            dependencies: ["BerthCore", "BerthWire", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Host/berth"
+        ),
+        .executableTarget(name: "berth-cni", dependencies: ["BerthWire"], path: "Host/berth-cni"),
+        .executableTarget(name: "berth-bench", dependencies: ["BerthCore", "BerthServer", "BerthWire"], path: "Host/berth-bench"),
+
+        // Reference plugins.
+        .target(name: "BerthHelloPlugin", dependencies: ["BerthPluginABI"], path: "Plugins/hello", publicHeadersPath: "."),
+        .target(name: "BerthHelloSwiftPlugin", dependencies: ["BerthPluginKit"], path: "Plugins/hello-swift"),
+        .target(name: "BerthIpamPoolPlugin", dependencies: ["BerthPluginKit"], path: "Plugins/ipam-pool"),
+
+        .testTarget(
+            name: "BerthTests",
+            dependencies: ["BerthCore", "BerthServer", "BerthWire"],
+            path: "Tests/BerthTests"
+        ),
+    ],
+    swiftLanguageModes: [.v5]
+)

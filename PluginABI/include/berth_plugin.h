@@ -1,0 +1,444 @@
+/*
+ * berth_plugin.h — the Berth plugin ABI, version 1.0.
+ *
+ * This one header is the whole contract between the Berth host (berthd, `berth plugin check`, the plugin
+ * runner) and a plugin: a shared object loaded at run time with dlopen(RTLD_NOW | RTLD_LOCAL).
+ *
+ * RULES THAT HOLD FOR EVERY FUNCTION BELOW
+ *
+ *  Versioning.  The host calls berth_plugin_entry_v1(host_major, host_minor). The plugin's descriptor states
+ *    the ABI it was built against (BERTH_ABI_MAJOR / BERTH_ABI_MINOR from the header it compiled with). The
+ *    host loads it only when the majors are equal and the host's minor is at least the plugin's. Minor
+ *    versions only ever add: new fields at the END of structs, new optional function pointers, new status
+ *    codes, new JSON fields. A major bump renames the entry function (berth_plugin_entry_v2), so one shared
+ *    object may serve two majors at once.
+ *
+ *  Sizes.  Every struct that crosses the boundary begins with `uint32_t struct_size`, set to sizeof() of the
+ *    struct as the writer compiled it. A reader never touches a field that lies beyond struct_size; a field
+ *    beyond it reads as zero / NULL. A plugin-provided struct smaller than its ABI 1.0 size is refused at load.
+ *
+ *  Optional functions are NULL-able and say so ("optional"). Required functions come in groups per kind:
+ *    all of a group, or none of it. A half-filled group is refused at load with an error naming the gap.
+ *
+ *  Memory never crosses the boundary to be freed on the other side.
+ *    - Inputs (const pointers) are BORROWED for the duration of the call only; copy what you keep.
+ *    - Outputs are written through a berth_sink provided by the caller; the sink copies immediately.
+ *    - Errors are a status code plus a NUL-terminated message written into a caller-provided buffer
+ *      (`err`, `err_cap` bytes including the NUL; truncate, never overflow). Leave it untouched on success.
+ *    - Strings are UTF-8. Lengths, where given, exclude any NUL; such strings need not be NUL-terminated.
+ *
+ *  JSON.  Control operations take one JSON object and write one JSON object (to the `out` sink). Unknown
+ *    input fields must be ignored (a newer host may send more); missing required fields get
+ *    BERTH_INVALID_ARGUMENT with a message naming the field.
+ *
+ *  Threads.  The descriptor's thread_contract says how the host may call an instance:
+ *    BERTH_THREADS_SERIAL      — never two calls into the same instance at once (the host serialises them);
+ *    BERTH_THREADS_CONCURRENT  — any function of an instance may be called from several threads at once.
+ *    Different instances of one plugin may always be called concurrently. The plugin must not start threads
+ *    from berth_plugin_entry_v1, and must stop any threads it started before destroy() returns.
+ *
+ *  State.  A plugin keeps no durable state of its own. Every operation runs as one transaction over the
+ *    plugin's key-value namespace (berth_host_services.kv_*): when the operation returns BERTH_OK its writes
+ *    commit together with the host's own records; on any other status they are discarded. Operations must be
+ *    safe to re-run after a crash. In-memory caches are fine but must be rebuildable from the namespace.
+ *
+ *  Unloading.  The host never dlclose()s a plugin (Swift, Go and Rust runtimes cannot be unloaded). Reload
+ *    means a new instance, usually from a new content-addressed copy of the file; the old instance drains
+ *    and is destroyed.
+ */
+#ifndef BERTH_PLUGIN_H
+#define BERTH_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** The ABI version this header describes. */
+#define BERTH_ABI_MAJOR 1
+#ifndef BERTH_ABI_MINOR
+#define BERTH_ABI_MINOR 0
+#endif
+
+/** Exported symbol name of the entry function (for dlsym). */
+#define BERTH_PLUGIN_ENTRY_SYMBOL "berth_plugin_entry_v1"
+
+/** Suggested size of error buffers. The host always passes at least this many bytes. */
+#define BERTH_ERR_CAP 1024
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* Status codes                                                                                             */
+/* ------------------------------------------------------------------------------------------------------ */
+
+/**
+ * Status of every call that can fail. The values mirror gRPC/CSI codes where one exists, so storage plugins
+ * map CSI errors one to one; network plugins' errors surface to CNI callers as CNI error codes (see the
+ * network guide in sdk-docs). Values are stable; new ones may be added in minor versions, so treat an
+ * unknown value as BERTH_INTERNAL.
+ */
+typedef enum berth_status {
+    BERTH_OK = 0,
+    BERTH_INVALID_ARGUMENT = 3,    /**< malformed or missing input; names the field in the message */
+    BERTH_NOT_FOUND = 5,           /**< the object named in the request does not exist */
+    BERTH_ALREADY_EXISTS = 6,      /**< an object of that name exists and is incompatible with the request */
+    BERTH_RESOURCE_EXHAUSTED = 8,  /**< no free addresses, no capacity */
+    BERTH_FAILED_PRECONDITION = 9, /**< the object is in a state that forbids the operation (in use, published) */
+    BERTH_ABORTED = 10,            /**< a concurrent operation on the same object; retry */
+    BERTH_OUT_OF_RANGE = 11,       /**< a size or value outside what the plugin supports */
+    BERTH_UNIMPLEMENTED = 12,      /**< the operation is not supported by this plugin */
+    BERTH_INTERNAL = 13,           /**< a bug or an unexpected failure inside the plugin */
+    BERTH_UNAVAILABLE = 14,        /**< a dependency is unreachable; retry later */
+} berth_status;
+
+/** Log levels for berth_host_services.log. */
+typedef enum berth_log_level {
+    BERTH_LOG_DEBUG = 0,
+    BERTH_LOG_INFO = 1,
+    BERTH_LOG_WARN = 2,
+    BERTH_LOG_ERROR = 3,
+} berth_log_level;
+
+/** Plugin kinds, a bit set in berth_plugin_descriptor.kinds. */
+#define BERTH_KIND_NETWORK   (1u << 0)
+#define BERTH_KIND_STORAGE   (1u << 1)
+#define BERTH_KIND_SCHEDULER (1u << 2)
+#define BERTH_KIND_DISCOVERY (1u << 3)
+
+/** Thread contracts, berth_plugin_descriptor.thread_contract. */
+#define BERTH_THREADS_SERIAL     0u
+#define BERTH_THREADS_CONCURRENT 1u
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* Output sink                                                                                              */
+/* ------------------------------------------------------------------------------------------------------ */
+
+/**
+ * Where a callee writes its output. Provided by the caller, valid for the duration of the call only.
+ *
+ * write(ctx, data, len) appends `len` bytes to the output and copies them before it returns, so `data` may
+ * be a stack buffer. It may be called any number of times (the pieces are concatenated) and returns
+ * BERTH_OK, or BERTH_OUT_OF_RANGE when the output exceeds the caller's size limit — stop writing then and
+ * return that status. Never NULL.
+ */
+typedef struct berth_sink {
+    uint32_t struct_size;
+    void *ctx;
+    berth_status (*write)(void *ctx, const char *data, size_t len);
+} berth_sink;
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* Host services                                                                                            */
+/* ------------------------------------------------------------------------------------------------------ */
+
+/**
+ * Services the host offers a plugin instance. Passed to create(); the table and `host_ctx` stay valid until
+ * destroy() returns, so the instance may keep the pointer. The host exports no symbols to plugins: this
+ * table is the only way in. Always pass `host_ctx` back as the first argument.
+ *
+ * Threading: log() and emit_event() may be called from any thread at any time while the instance lives.
+ * The kv_* functions may be called only from inside a call the host made into this instance (create(),
+ * reconfigure() or a kind operation), on the thread that call runs on: they act on that call's transaction.
+ * Outside of one they return BERTH_FAILED_PRECONDITION.
+ */
+typedef struct berth_host_services {
+    uint32_t struct_size;
+    /** ABI version of the host (major, minor), for plugins that use optional newer services. */
+    uint16_t host_abi_major;
+    uint16_t host_abi_minor;
+    /** Opaque; pass back to every function below. */
+    void *host_ctx;
+
+    /** Write a log line (no trailing newline needed) tagged with the plugin's name. Never fails. */
+    void (*log)(void *host_ctx, berth_log_level level, const char *msg, size_t msg_len);
+
+    /**
+     * Read `key` from the plugin's namespace into `value_out`. Returns BERTH_NOT_FOUND when the key does
+     * not exist (the sink is not called). Sees the current transaction's own uncommitted writes.
+     * Keys are byte strings of 1..1024 bytes; values at most 16 MiB.
+     */
+    berth_status (*kv_get)(void *host_ctx, const char *key, size_t key_len, const berth_sink *value_out);
+
+    /** Create or replace `key`. Part of the current transaction. */
+    berth_status (*kv_put)(void *host_ctx, const char *key, size_t key_len, const char *value, size_t value_len);
+
+    /** Delete `key`. Deleting a missing key is BERTH_OK. Part of the current transaction. */
+    berth_status (*kv_delete)(void *host_ctx, const char *key, size_t key_len);
+
+    /**
+     * Ordered iteration: find the smallest key that starts with `prefix` and sorts (bytewise) strictly after
+     * `after` (pass after_len = 0 to start at the prefix). Writes that key to `key_out` and its value to
+     * `value_out` (either sink may be NULL when not wanted). Returns BERTH_NOT_FOUND when there is none.
+     * Costs O(log n) in the size of the namespace, never a scan: use it to find a free item in an index.
+     */
+    berth_status (*kv_next)(void *host_ctx, const char *prefix, size_t prefix_len, const char *after,
+                            size_t after_len, const berth_sink *key_out, const berth_sink *value_out);
+
+    /**
+     * Append an event to the host's event log, committed with the current transaction when called inside
+     * an operation (and immediately otherwise). `type` is a short dotted name ("pool.imported"),
+     * `json` an object with the event's data.
+     */
+    berth_status (*emit_event)(void *host_ctx, const char *type, const char *json, size_t json_len);
+} berth_host_services;
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* Control operations                                                                                       */
+/* ------------------------------------------------------------------------------------------------------ */
+
+/**
+ * The shape of every JSON control operation.
+ *
+ *   instance  the value create() produced.
+ *   req       one JSON object (borrowed; req_len bytes, not NUL-terminated).
+ *   out       where to write the response: one JSON object. Write nothing for an empty object.
+ *   err       on failure, a NUL-terminated message for the user (err_cap bytes including the NUL).
+ *
+ * Returns BERTH_OK, or an error status with a message in `err`. On failure any output is discarded and the
+ * operation's key-value writes are rolled back.
+ */
+typedef berth_status (*berth_json_op)(void *instance, const char *req, size_t req_len, const berth_sink *out,
+                                      char *err, size_t err_cap);
+
+/* ---- network ---------------------------------------------------------------------------------------- */
+
+/**
+ * Network plugins: CNI-style address management. Requests and responses are JSON; the exact fields are in
+ * sdk-docs/kinds/network.md. Required group: add, del, check, gc, status.
+ *
+ *  add     allocate addresses for the attachment key {network, containerID, ifname}. Idempotent: the same
+ *          key returns the same result. Fields: containerID, ifname, node, identity {app, ordinal,
+ *          releasePolicy}, ips (requested addresses), pool.
+ *  del     release the attachment. Always BERTH_OK for unknown or half-finished attachments.
+ *  check   BERTH_NOT_FOUND when the attachment's reservation is missing, else OK.
+ *  gc      {"valid":[{containerID, ifname}]}: release everything not listed.
+ *  status  OK when addresses can be allocated; BERTH_RESOURCE_EXHAUSTED when none can.
+ *  capacity (optional) {"node": N} -> {"free":..,"reserved":..,"active":..} per node and per pool.
+ *  admin   (optional) named administrative operations; `op` is a NUL-terminated name such as
+ *          "pool.import", "pool.list", "pool.show", "pool.delete", "address.move", "node.release".
+ *          Unknown names: BERTH_UNIMPLEMENTED.
+ */
+typedef struct berth_network_ops {
+    uint32_t struct_size;
+    berth_json_op add;
+    berth_json_op del;
+    berth_json_op check;
+    berth_json_op gc;
+    berth_json_op status;
+    berth_json_op capacity; /* optional */
+    berth_status (*admin)(void *instance, const char *op, const char *req, size_t req_len, const berth_sink *out,
+                          char *err, size_t err_cap); /* optional */
+} berth_network_ops;
+
+/* ---- storage ---------------------------------------------------------------------------------------- */
+
+/**
+ * Storage plugins: CSI-style volumes. The host keeps the publish order and reference counts (controller
+ * publish -> node stage once per node -> node publish per target, and back), so each call here concerns one
+ * step. Every operation is idempotent as in the CSI spec. Fields: sdk-docs/kinds/storage.md.
+ * Required group: create_volume, delete_volume, node_publish, node_unpublish.
+ * Optional: everything else (a NULL controller_publish or node_stage means the step is a no-op for this
+ * plugin; NULL snapshot functions mean snapshots are unsupported).
+ */
+typedef struct berth_storage_ops {
+    uint32_t struct_size;
+    berth_json_op create_volume;
+    berth_json_op delete_volume;
+    berth_json_op node_publish;
+    berth_json_op node_unpublish;
+    berth_json_op controller_publish;   /* optional */
+    berth_json_op controller_unpublish; /* optional; required if controller_publish is set */
+    berth_json_op node_stage;           /* optional */
+    berth_json_op node_unstage;         /* optional; required if node_stage is set */
+    berth_json_op expand_volume;        /* optional */
+    berth_json_op create_snapshot;      /* optional */
+    berth_json_op delete_snapshot;      /* optional; required if create_snapshot is set */
+    berth_json_op list_snapshots;       /* optional */
+    berth_json_op list_volumes;         /* optional */
+    berth_json_op get_capacity;         /* optional */
+    berth_json_op validate_capabilities;/* optional */
+} berth_storage_ops;
+
+/* ---- scheduler -------------------------------------------------------------------------------------- */
+
+/** Scheduling status codes, as in the kube-scheduler framework. */
+typedef enum berth_sched_code {
+    BERTH_SCHED_SUCCESS = 0,
+    BERTH_SCHED_ERROR = 1,
+    BERTH_SCHED_UNSCHEDULABLE = 2,
+    BERTH_SCHED_UNRESOLVABLE = 3, /**< UnschedulableAndUnresolvable: no preemption/retry can help */
+    BERTH_SCHED_WAIT = 4,
+    BERTH_SCHED_SKIP = 5,
+} berth_sched_code;
+
+/** A label, borrowed. */
+typedef struct berth_label {
+    const char *key;
+    const char *value;
+} berth_label;
+
+/** One candidate node, borrowed for the call. Elements of a batch are `node_size` bytes apart. */
+typedef struct berth_node_view {
+    const char *name;           /**< NUL-terminated */
+    uint32_t index;             /**< position in the host's node table; stable for the call */
+    uint32_t zone;              /**< interned value of the "zone" label (0 = none); equal ids = same zone */
+    int64_t cpu_free_milli;     /**< free CPU after this instance is subtracted would fit if >= 0 */
+    int64_t memory_free;        /**< bytes */
+    int64_t disk_free;          /**< bytes */
+    int64_t free_addresses;     /**< free addresses from the network plugin; -1 when unknown */
+    uint32_t label_count;
+    const berth_label *labels;
+} berth_node_view;
+
+/** The batch of candidate nodes for one placement. */
+typedef struct berth_node_batch {
+    uint32_t struct_size;
+    uint32_t node_size; /**< sizeof(berth_node_view) as the host compiled it; step by this */
+    size_t count;
+    const berth_node_view *nodes;
+} berth_node_batch;
+
+/** The instance being placed. */
+typedef struct berth_sched_instance {
+    uint32_t struct_size;
+    const char *kind;        /**< the custom kind, e.g. "StatefulApp" */
+    const char *app;         /**< the object's name */
+    int32_t ordinal;         /**< ordinal within the app, -1 when not ordinal-based */
+    const char *spec_json;   /**< the object's spec, JSON (NUL-terminated) */
+    const char *state_json;  /**< host-kept facts: previous node, volume node, ... (NUL-terminated JSON) */
+} berth_sched_instance;
+
+/**
+ * Scheduler plugins own custom kinds. The core filters candidates on resources and labels, then hands the
+ * plugin the feasible nodes in ONE batch per placement (never one call per node).
+ * Required group: filter, score, reserve, unreserve. Optional: bind, kind_schema (a NUL-terminated JSON
+ * Schema for the kind's spec; the host validates objects against it before storing them).
+ *
+ *  filter    write one berth_sched_code per node into codes[i] (SUCCESS keeps the node). The call's own
+ *            return is BERTH_OK unless the plugin failed.
+ *  score     write one score in 0..100 per node into scores[i]. Deterministic for the same input.
+ *  reserve   JSON {kind, app, ordinal, node} -> OK, or an error (the host then unreserves).
+ *  unreserve the same JSON; idempotent; must not fail (its status is logged and ignored).
+ *  bind      the same JSON; optional.
+ */
+typedef struct berth_scheduler_ops {
+    uint32_t struct_size;
+    const char *kind;        /**< the custom kind this plugin owns, NUL-terminated */
+    const char *kind_schema; /**< optional JSON Schema of the kind's spec */
+    berth_status (*filter)(void *instance, const berth_sched_instance *inst, const berth_node_batch *nodes,
+                           uint8_t *codes, char *err, size_t err_cap);
+    berth_status (*score)(void *instance, const berth_sched_instance *inst, const berth_node_batch *nodes,
+                          int64_t *scores, char *err, size_t err_cap);
+    berth_json_op reserve;
+    berth_json_op unreserve;
+    berth_json_op bind; /* optional */
+} berth_scheduler_ops;
+
+/* ---- discovery -------------------------------------------------------------------------------------- */
+
+/**
+ * Discovery plugins watch the platform. The host delivers its ordered event log in batches with a durable
+ * cursor per plugin (at least once), and a full resync at start or when the plugin fell too far behind.
+ * Both must be idempotent. Required group: events, resync.
+ *
+ *  events  {"events":[{"rev":N,"type":"...","subject":"...","data":{...}}, ...]}
+ *  resync  {"rev":N,"instances":[...],"apps":[...]} — the full current state.
+ */
+typedef struct berth_discovery_ops {
+    uint32_t struct_size;
+    berth_json_op events;
+    berth_json_op resync;
+} berth_discovery_ops;
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* The descriptor                                                                                           */
+/* ------------------------------------------------------------------------------------------------------ */
+
+/**
+ * What a plugin is. Returned by berth_plugin_entry_v1 as a pointer to constant, static storage that stays
+ * valid for the life of the process (the host never unloads a plugin).
+ */
+typedef struct berth_plugin_descriptor {
+    uint32_t struct_size;     /**< sizeof(berth_plugin_descriptor) as compiled by the plugin */
+    uint16_t abi_major;       /**< BERTH_ABI_MAJOR */
+    uint16_t abi_minor;       /**< BERTH_ABI_MINOR */
+    const char *name;         /**< short name, [a-z0-9-], at most 63 bytes */
+    const char *version;      /**< the plugin's own version, e.g. "1.2.0" */
+    const char *description;  /**< one line */
+    uint32_t kinds;           /**< BERTH_KIND_* bit set; every kind set must have its ops table */
+    uint32_t thread_contract; /**< BERTH_THREADS_SERIAL or BERTH_THREADS_CONCURRENT */
+    /**
+     * JSON Schema (draft 2020-12 subset: type, properties, required, additionalProperties, items, enum,
+     * minimum, maximum, minLength, maxLength, minItems, maxItems, pattern) for the plugin's configuration.
+     * The host validates the configuration against it before create() ever sees it. NULL = any object.
+     */
+    const char *config_schema;
+
+    /**
+     * Create an instance. `host` lives until destroy() returns. `config` is the validated configuration
+     * (JSON object, borrowed). Store the instance in *instance_out (it may be any pointer, even NULL).
+     * Runs inside a transaction: kv_* may be used to read or initialise state.
+     * On failure return an error status and a message in `err`; destroy() is then not called.
+     * Required.
+     */
+    berth_status (*create)(const berth_host_services *host, const char *config, size_t config_len,
+                           void **instance_out, char *err, size_t err_cap);
+
+    /** Destroy an instance. No call into it is in flight or will follow. Required. */
+    void (*destroy)(void *instance);
+
+    /**
+     * Apply a new (validated) configuration to a live instance. Optional: when NULL the host creates a new
+     * instance with the new configuration and destroys the old one once it has drained.
+     */
+    berth_status (*reconfigure)(void *instance, const char *config, size_t config_len, char *err, size_t err_cap);
+
+    /** Per-kind tables; each must be non-NULL exactly when its bit is set in `kinds`. */
+    const berth_network_ops *network;
+    const berth_storage_ops *storage;
+    const berth_scheduler_ops *scheduler;
+    const berth_discovery_ops *discovery;
+
+    /**
+     * Optional generic call used by tools and benchmarks ("echo", "info"): any JSON in, JSON out. NULL when
+     * the plugin offers none.
+     */
+    berth_status (*call)(void *instance, const char *method, const char *req, size_t req_len,
+                         const berth_sink *out, char *err, size_t err_cap);
+} berth_plugin_descriptor;
+
+/**
+ * The one exported entry point. Called once per load with the host's ABI version; returns the descriptor,
+ * or NULL to refuse this host (for instance when host_major is not one the plugin supports). Must not
+ * allocate, start threads, or call back into the host. Thread-safe: may be called more than once.
+ */
+const berth_plugin_descriptor *berth_plugin_entry_v1(uint16_t host_major, uint16_t host_minor);
+
+/** Helper for C plugins: write a formatted error message into err (NUL-terminated, truncated). */
+#define BERTH_SET_ERR(err, cap, ...)                                                                         \
+    do {                                                                                                     \
+        if ((err) && (cap) > 0) snprintf((err), (cap), __VA_ARGS__);                                         \
+    } while (0)
+
+/** Helper for C plugins: write a NUL-terminated string to a sink. */
+static inline berth_status berth_sink_puts(const berth_sink *s, const char *str) {
+    size_t n = 0;
+    while (str[n]) n++;
+    return s->write(s->ctx, str, n);
+}
+
+/** ABI 1.0 sizes: the host refuses plugin structs smaller than these. */
+/* Frozen: computed from the last field that ABI 1.0 defines, so later minors can grow the structs. */
+#define BERTH_DESCRIPTOR_V1_0_SIZE ((uint32_t)(offsetof(berth_plugin_descriptor, call) + sizeof(void *)))
+#define BERTH_NETWORK_OPS_V1_0_SIZE ((uint32_t)(offsetof(berth_network_ops, admin) + sizeof(void *)))
+#define BERTH_STORAGE_OPS_V1_0_SIZE ((uint32_t)(offsetof(berth_storage_ops, validate_capabilities) + sizeof(void *)))
+#define BERTH_SCHEDULER_OPS_V1_0_SIZE ((uint32_t)(offsetof(berth_scheduler_ops, bind) + sizeof(void *)))
+#define BERTH_DISCOVERY_OPS_V1_0_SIZE ((uint32_t)(offsetof(berth_discovery_ops, resync) + sizeof(void *)))
+#define BERTH_HOST_SERVICES_V1_0_SIZE ((uint32_t)(offsetof(berth_host_services, emit_event) + sizeof(void *)))
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* BERTH_PLUGIN_H */
