@@ -1,1 +1,78 @@
-print("x")
+// berthd — the Berth host daemon.
+import ArgumentParser
+import BerthCore
+import BerthServer
+import BerthWire
+import Foundation
+import Logging
+
+@main
+struct Berthd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "berthd",
+        abstract: "The Berth host daemon: state, a tiny scheduler and an API; everything else comes from plugins.",
+        discussion: """
+        With no arguments berthd starts on its embedded default: state under ./berth-state, every reference \
+        plugin found next to the berthd binary (or in $BERTH_PLUGIN_DIR) enabled, and the API on the unix \
+        socket ./berth-state/berthd.sock. Pass --site FILE to run a site configuration instead; \
+        --print-site-schema prints the JSON Schema that such a file must satisfy.
+
+        A plugin that fails to load is listed as failed with its reason (`berth plugins list`); the daemon \
+        keeps serving with the others.
+        """)
+
+    @Option(name: .long, help: "Site configuration file (JSON). Default: the embedded default site.")
+    var site: String?
+
+    @Option(name: .long, help: "Override the state directory of the site.")
+    var stateDir: String?
+
+    @Option(name: .long, help: "Override the API unix socket path.")
+    var socket: String?
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    @Flag(name: .long, help: "Print the site configuration's JSON Schema and exit.")
+    var printSiteSchema = false
+
+    @Flag(name: .long, help: "Validate the site configuration, print it with defaults filled in, and exit.")
+    var check = false
+
+    func run() async throws {
+        if printSiteSchema {
+            print(SiteConfig.schema.pretty)
+            return
+        }
+        var logger = Logger(label: "berthd")
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw ValidationError("unknown log level \"\(logLevel)\"; use one of trace, debug, info, notice, warning, error, critical")
+        }
+        logger.logLevel = level
+        var config: SiteConfig
+        do {
+            config = try site.map { try SiteConfig.load(path: $0) } ?? SiteConfig.embeddedDefault()
+        } catch let e as SiteError {
+            FileHandle.standardError.write(Data("berthd: \(e.description)\n".utf8))
+            throw ExitCode(2)
+        }
+        if let stateDir { config.stateDir = stateDir }
+        if let socket { config.socket = socket }
+        if check {
+            print(config.json.pretty)
+            return
+        }
+        let runtime: BerthRuntime
+        do {
+            runtime = try BerthRuntime(site: config, logger: logger)
+        } catch {
+            FileHandle.standardError.write(Data("berthd: cannot start: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        logger.info("berthd starting: site \(config.site), state \(config.stateDir), \(config.plugins.count) plugin(s) configured")
+        runtime.loadPlugins()
+        try await APIServer(runtime: runtime).run(logger: logger)
+        runtime.shutdown()
+        logger.info("berthd stopped")
+    }
+}

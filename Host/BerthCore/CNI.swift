@@ -1,0 +1,130 @@
+// The daemon side of berth-cni: turns one CNI IPAM invocation (command, environment, network configuration)
+// into a network operation and formats the answer in the configuration's own cniVersion. berth-cni only
+// forwards, so that the executable a runtime execs for every call stays tiny.
+import BerthWire
+import Foundation
+
+public enum CNI {
+    public static let supportedVersions = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+
+    /// CNI error codes (SPEC.md) and Berth's own (100+), see sdk-docs/kinds/network.md.
+    public enum Code: Int {
+        case incompatibleVersion = 1, unsupportedField = 2, unknownContainer = 3, invalidEnvironment = 4, ioFailure = 5
+        case decodeFailure = 6, invalidConfig = 7, tryAgainLater = 11, statusNotAvailable = 50
+        case addressInUse = 100, addressesExhausted = 101, notPermitted = 102, internalError = 999
+    }
+
+    public struct Failure: Error {
+        public let code: Code
+        public let msg: String
+        public let details: String
+    }
+
+    static func error(_ version: String, _ code: Code, _ msg: String, _ details: String = "") -> JSON {
+        ["cniVersion": .string(version), "code": .number(Double(code.rawValue)), "msg": .string(msg), "details": .string(details)]
+    }
+
+    /// Handles one invocation. Returns (exit code, JSON to print on stdout or nil for nothing).
+    public static func handle(_ req: JSON, network service: NetworkService) async -> (Int, JSON?) {
+        let config = req["config"] ?? .null
+        let version = config["cniVersion"]?.string ?? "1.0.0"
+        do {
+            let out = try await run(req, config: config, version: version, service: service)
+            return (0, out)
+        } catch let f as Failure {
+            return (f.code.rawValue, error(version, f.code, f.msg, f.details))
+        } catch let e as APIError {
+            let code: Code
+            let status = e.details?["status"]?.string ?? ""
+            switch status {
+            case "INVALID_ARGUMENT", "OUT_OF_RANGE": code = .invalidConfig
+            case "NOT_FOUND": code = .unknownContainer
+            case "ALREADY_EXISTS": code = .addressInUse
+            case "RESOURCE_EXHAUSTED": code = .addressesExhausted
+            case "FAILED_PRECONDITION": code = .notPermitted
+            case "UNAVAILABLE", "ABORTED": code = .tryAgainLater
+            default: code = e.status == 404 && status.isEmpty ? .invalidConfig : e.status == 503 ? .tryAgainLater : .internalError
+            }
+            return (code.rawValue, error(version, code, e.details?["message"]?.string ?? e.message, e.message))
+        } catch {
+            return (Code.internalError.rawValue, CNI.error(version, .internalError, "\(error)"))
+        }
+    }
+
+    static func run(_ req: JSON, config: JSON, version: String, service: NetworkService) async throws -> JSON? {
+        guard case .object = config else { throw Failure(code: .decodeFailure, msg: "the network configuration is not a JSON object", details: "") }
+        guard supportedVersions.contains(version) else {
+            throw Failure(code: .incompatibleVersion, msg: "incompatible CNI version \(version)", details: "berth-cni supports \(supportedVersions.joined(separator: ", "))")
+        }
+        let ipam = config["ipam"] ?? .object([])
+        let network = ipam["network"]?.string ?? "default"
+        let command = req["command"]?.string ?? ""
+        let cid = req["containerID"]?.string ?? ""
+        let ifname = req["ifname"]?.string ?? "eth0"
+        switch command {
+        case "ADD":
+            var r: JSON = ["containerID": .string(cid), "ifname": .string(ifname),
+                           "node": .string(ipam["node"]?.string ?? ProcessInfo.processInfo.hostName)]
+            if let pool = ipam["pool"]?.string { r = r.setting("pool", .string(pool)) }
+            let ips = requestedIPs(req["args"]?.string ?? "", config)
+            if !ips.isEmpty { r = r.setting("ips", .array(ips.map { .string($0) })) }
+            let result = try await service.add(network: network, request: r)
+            return format(result, version: version)
+        case "DEL":
+            do { try await service.del(network: network, containerID: cid, ifname: ifname) } catch let e as APIError where e.status == 404 && e.details == nil {
+                // No such network in berthd: nothing of ours can be held; DEL succeeds.
+            }
+            return nil
+        case "CHECK":
+            if version.hasPrefix("0.3") { throw Failure(code: .incompatibleVersion, msg: "CHECK needs cniVersion 0.4.0 or later", details: "") }
+            _ = try await service.check(network: network, containerID: cid, ifname: ifname)
+            return nil
+        case "GC":
+            let list = config["cni.dev/valid-attachments"]?.array ?? config["cni.dev/attachments"]?.array ?? []
+            let valid = list.compactMap { a -> (String, String)? in
+                guard let c = a["containerID"]?.string else { return nil }
+                return (c, a["ifname"]?.string ?? "eth0")
+            }
+            _ = try await service.gc(network: network, valid: valid)
+            return nil
+        case "STATUS":
+            do { _ = try await service.status(network: network) } catch let e as APIError {
+                throw Failure(code: .statusNotAvailable, msg: "network \"\(network)\" cannot allocate addresses", details: e.message)
+            }
+            return nil
+        default:
+            throw Failure(code: .invalidEnvironment, msg: "unknown CNI_COMMAND \"\(command)\"", details: "expected ADD, DEL, CHECK, GC, STATUS or VERSION")
+        }
+    }
+
+    /// Requested addresses: runtimeConfig.ips or args.cni.ips win over CNI_ARGS IP=a,b.
+    static func requestedIPs(_ cniArgs: String, _ config: JSON) -> [String] {
+        let strip = { (s: String) in String(s.split(separator: "/").first ?? Substring(s)) }
+        if let a = config["runtimeConfig"]?["ips"]?.array ?? config["args"]?["cni"]?["ips"]?.array {
+            return a.compactMap { $0.string.map(strip) }
+        }
+        for kv in cniArgs.split(separator: ";") {
+            let parts = kv.split(separator: "=", maxSplits: 1)
+            if parts.count == 2, parts[0] == "IP" { return parts[1].split(separator: ",").map { strip(String($0)) } }
+        }
+        return []
+    }
+
+    /// The IPAM result in the requested version's shape (abbreviated: no interfaces).
+    static func format(_ r: JSON, version: String) -> JSON {
+        let legacy = version.hasPrefix("0.3") || version == "0.4.0"
+        let ips: [JSON] = (r["ips"]?.array ?? []).map { ip in
+            var o: JSON = ["address": ip["address"] ?? .null]
+            if let gw = ip["gateway"]?.string { o = o.setting("gateway", .string(gw)) }
+            if legacy {
+                let v6 = (ip["address"]?.string ?? "").contains(":")
+                o = o.setting("version", .string(v6 ? "6" : "4"))
+            }
+            return o
+        }
+        var out: JSON = ["cniVersion": .string(version), "ips": .array(ips)]
+        if let routes = r["routes"]?.array, !routes.isEmpty { out = out.setting("routes", .array(routes)) }
+        if let dns = r["dns"], case .object(let kv) = dns, !kv.isEmpty { out = out.setting("dns", dns) }
+        return out
+    }
+}

@@ -1,0 +1,164 @@
+// The network kind in the host: attachments keyed by (network, container id, interface). Each operation runs
+// the network plugin's call inside the store transaction, together with the host's own attachment record and
+// its event, so both commit or neither does.
+import BerthWire
+import Foundation
+
+public struct NetworkService: Sendable {
+    public let runtime: BerthRuntime
+    public init(runtime: BerthRuntime) { self.runtime = runtime }
+
+    static func key(_ cid: String, _ ifname: String) throws -> (String, String) {
+        let c = cid.trimmingCharacters(in: .whitespaces)
+        guard !c.isEmpty else { throw APIError(400, "containerID is required") }
+        guard c.utf8.count <= 256 else { throw APIError(400, "containerID is longer than 256 bytes") }
+        let i = ifname.isEmpty ? "eth0" : ifname
+        guard i.utf8.count <= 15, !i.contains("/") else { throw APIError(400, "ifname \"\(i)\" is not a valid interface name") }
+        return (c, i)
+    }
+
+    func plugin(_ network: String) throws -> PluginInstance { try runtime.instance(network, kind: .network) }
+
+    /// ADD: idempotent per key. Returns the plugin's result (ips, routes, dns).
+    public func add(network: String, request: JSON) async throws -> JSON {
+        let inst = try plugin(network)
+        let (cid, ifname) = try Self.key(request["containerID"]?.string ?? "", request["ifname"]?.string ?? "eth0")
+        let node = request["node"]?.string ?? ""
+        let req = request.setting("network", .string(network)).setting("containerID", .string(cid)).setting("ifname", .string(ifname))
+        let store = runtime.store
+        return try await runtime.executor.run {
+            let s = try store.prepare("SELECT result FROM attachments WHERE network=?1 AND container_id=?2 AND ifname=?3")
+            s.bind(1, network); s.bind(2, cid); s.bind(3, ifname)
+            if try s.step(), let existing = try? JSON.parse(s.text(0)) { return existing }
+            let result: JSON
+            do { result = try inst.callObject("add", inst.network!.pointee.add, req) } catch let e as PluginCallError { throw APIError.from(e) }
+            guard result["ips"]?.array != nil else {
+                throw APIError(500, "plugin \"\(network)\" add returned no \"ips\" array; nothing was committed")
+            }
+            let ins = try store.prepare("INSERT INTO attachments(network, container_id, ifname, node, result, created) VALUES(?1,?2,?3,?4,?5,?6)")
+            ins.bind(1, network); ins.bind(2, cid); ins.bind(3, ifname); ins.bind(4, node); ins.bind(5, result.serialized); ins.bind(6, wallClock())
+            try ins.run()
+            let addrs = JSON.array((result["ips"]?.array ?? []).compactMap { $0["address"] })
+            self.runtime.executor.noteEvent(try store.appendEvent(type: "network.attached", subject: "\(network)/\(cid)/\(ifname)",
+                                                                   data: ["node": .string(node), "ips": addrs]))
+            return result
+        }
+    }
+
+    /// DEL: always succeeds for unknown or half-finished attachments.
+    public func del(network: String, containerID: String, ifname: String, final: Bool = false) async throws {
+        let inst = try plugin(network)
+        let (cid, ifn) = try Self.key(containerID, ifname)
+        let store = runtime.store
+        try await runtime.executor.run {
+            do {
+                _ = try inst.callObject("del", inst.network!.pointee.del,
+                                        ["network": .string(network), "containerID": .string(cid), "ifname": .string(ifn), "final": .bool(final)])
+            } catch let e as PluginCallError { throw APIError.from(e) }
+            let d = try store.prepare("DELETE FROM attachments WHERE network=?1 AND container_id=?2 AND ifname=?3")
+            d.bind(1, network); d.bind(2, cid); d.bind(3, ifn)
+            try d.run()
+            if sqlite3Changes(store) > 0 {
+                self.runtime.executor.noteEvent(try store.appendEvent(type: "network.detached", subject: "\(network)/\(cid)/\(ifn)"))
+            }
+        }
+    }
+
+    /// CHECK: the attachment exists in the host and the plugin confirms its reservation.
+    public func check(network: String, containerID: String, ifname: String) async throws -> JSON {
+        let inst = try plugin(network)
+        let (cid, ifn) = try Self.key(containerID, ifname)
+        let store = runtime.store
+        return try await runtime.executor.run {
+            let s = try store.prepare("SELECT result FROM attachments WHERE network=?1 AND container_id=?2 AND ifname=?3")
+            s.bind(1, network); s.bind(2, cid); s.bind(3, ifn)
+            guard try s.step() else { throw APIError(404, "no attachment \(cid)/\(ifn) on network \"\(network)\"") }
+            let result = (try? JSON.parse(s.text(0))) ?? .object([])
+            do {
+                _ = try inst.callObject("check", inst.network!.pointee.check, ["network": .string(network), "containerID": .string(cid), "ifname": .string(ifn)])
+            } catch let e as PluginCallError { throw APIError.from(e) }
+            return result
+        }
+    }
+
+    /// GC: release every attachment not in `valid`.
+    public func gc(network: String, valid: [(String, String)]) async throws -> JSON {
+        let inst = try plugin(network)
+        let store = runtime.store
+        let validJSON = JSON.array(valid.map { ["containerID": .string($0.0), "ifname": .string($0.1)] })
+        return try await runtime.executor.run {
+            let out: JSON
+            do { out = try inst.callObject("gc", inst.network!.pointee.gc, ["network": .string(network), "valid": validJSON]) } catch let e as PluginCallError { throw APIError.from(e) }
+            let keep = Set(valid.map { "\($0.0)\u{0}\($0.1)" })
+            let s = try store.prepare("SELECT container_id, ifname FROM attachments WHERE network=?1")
+            s.bind(1, network)
+            var gone: [(String, String)] = []
+            while try s.step() {
+                if !keep.contains("\(s.text(0))\u{0}\(s.text(1))") { gone.append((s.text(0), s.text(1))) }
+            }
+            for (c, i) in gone {
+                let d = try store.prepare("DELETE FROM attachments WHERE network=?1 AND container_id=?2 AND ifname=?3")
+                d.bind(1, network); d.bind(2, c); d.bind(3, i)
+                try d.run()
+            }
+            self.runtime.executor.noteEvent(try store.appendEvent(type: "network.gc", subject: network, data: ["released": .number(Double(gone.count))]))
+            return out.setting("releasedAttachments", .number(Double(gone.count)))
+        }
+    }
+
+    public func status(network: String) async throws -> JSON {
+        let inst = try plugin(network)
+        return try await runtime.executor.run {
+            do { return try inst.callObject("status", inst.network!.pointee.status, ["network": .string(network)]) } catch let e as PluginCallError { throw APIError.from(e) }
+        }
+    }
+
+    public func capacity(network: String, node: String?) async throws -> JSON {
+        let inst = try plugin(network)
+        return try await runtime.executor.run {
+            do {
+                return try inst.callObject("capacity", inst.network!.pointee.capacity, ["network": .string(network), "node": node.map { .string($0) } ?? .null])
+            } catch let e as PluginCallError { throw APIError.from(e) }
+        }
+    }
+
+    public func list(network: String) async throws -> JSON {
+        _ = try plugin(network)
+        let store = runtime.store
+        return try await runtime.executor.run {
+            let s = try store.prepare("SELECT container_id, ifname, node, result, created FROM attachments WHERE network=?1 ORDER BY created")
+            s.bind(1, network)
+            var out: [JSON] = []
+            while try s.step() {
+                out.append(["containerID": .string(s.text(0)), "ifname": .string(s.text(1)), "node": .string(s.text(2)),
+                            "result": (try? JSON.parse(s.text(3))) ?? .null, "created": .number(s.double(4))])
+            }
+            return ["attachments": .array(out)]
+        }
+    }
+
+    /// Administrative operations (pool.import, pool.list, ...), passed to the plugin in a transaction.
+    public func admin(network: String, op: String, request: JSON) async throws -> JSON {
+        let inst = try plugin(network)
+        return try await runtime.executor.run {
+            do { return try inst.networkAdmin(op, request.setting("network", .string(network))) } catch let e as PluginCallError { throw APIError.from(e) }
+        }
+    }
+
+    /// Every attachment on a node is released (the node is gone): plugin node.release plus host records.
+    public func releaseNode(network: String, node: String) async throws -> JSON {
+        let inst = try plugin(network)
+        let store = runtime.store
+        return try await runtime.executor.run {
+            let out: JSON
+            do { out = try inst.networkAdmin("node.release", ["network": .string(network), "node": .string(node)]) } catch let e as PluginCallError { throw APIError.from(e) }
+            let d = try store.prepare("DELETE FROM attachments WHERE network=?1 AND node=?2")
+            d.bind(1, network); d.bind(2, node)
+            try d.run()
+            return out
+        }
+    }
+}
+
+import CSQLite
+func sqlite3Changes(_ store: Store) -> Int32 { sqlite3_changes(store.db) }

@@ -1,0 +1,239 @@
+// The daemon's core object: site configuration, store, executor, the registry of plugins, and event watchers.
+// The API layer (BerthServer) and the CLI's `plugin check` are thin shells around it.
+import BerthPluginABI
+import BerthWire
+import Foundation
+import Logging
+
+public final class PluginEntry: @unchecked Sendable {
+    public enum State: Sendable { case loaded, disabled, failed(String) }
+    public let spec: PluginSpec
+    public internal(set) var state: State
+    public internal(set) var instance: PluginInstance?
+    init(spec: PluginSpec, state: State, instance: PluginInstance? = nil) {
+        self.spec = spec
+        self.state = state
+        self.instance = instance
+    }
+
+    public var stateName: String {
+        switch state { case .loaded: return "loaded"; case .disabled: return "disabled"; case .failed: return "failed" }
+    }
+
+    public var json: JSON {
+        var o: JSON = ["name": .string(spec.name), "path": .string(spec.path), "isolation": .string(spec.isolation),
+                       "state": .string(stateName)]
+        if case .failed(let why) = state { o = o.setting("reason", .string(why)) }
+        if let inst = instance {
+            let p = inst.plugin
+            let s = inst.stats.snapshot()
+            o = o.setting("plugin", .string(p.name)).setting("version", .string(p.version))
+                .setting("description", .string(p.summary))
+                .setting("kinds", .array(p.kinds.names.map { .string($0) })).setting("sha256", .string(p.sha256))
+                .setting("threads", .string(p.concurrent ? "concurrent" : "serial"))
+                .setting("abi", .string("1.\(p.abiMinor)"))
+                .setting("calls", .number(Double(s.calls))).setting("errors", .number(Double(s.errors)))
+                .setting("meanLatencyMicros", .number(s.calls == 0 ? 0 : (Double(s.totalNanos) / Double(s.calls) / 1000 * 100).rounded() / 100))
+            if let k = p.schedulerKind { o = o.setting("schedulerKind", .string(k)) }
+        }
+        return o
+    }
+}
+
+/// Wakes long-polling event readers after commits.
+final class EventWaiters: @unchecked Sendable {
+    private let lock = NSLock()
+    private var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+    private var nextID: UInt64 = 0
+
+    func notifyAll() {
+        lock.lock()
+        let ws = waiters
+        waiters.removeAll()
+        lock.unlock()
+        for (_, c) in ws { c.resume() }
+    }
+
+    /// Suspends until the next commit with events or the timeout, whichever comes first.
+    func wait(timeout: Double) async {
+        let id = lock.withLock { () -> UInt64 in nextID += 1; return nextID }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            lock.withLock { waiters[id] = c }
+            Task {
+                try? await Task.sleep(nanoseconds: UInt64(timeout * 1e9))
+                self.lock.withLock { self.waiters.removeValue(forKey: id) }?.resume()
+            }
+        }
+    }
+}
+
+public final class BerthRuntime: @unchecked Sendable {
+    public let site: SiteConfig
+    public let store: Store
+    public let executor: Executor
+    public let loader: Loader
+    public var logger: Logger
+    private let lock = NSLock()
+    private var entries: [PluginEntry] = []
+    let waiters = EventWaiters()
+    public let startedAt = wallClock()
+
+    public init(site: SiteConfig, logger: Logger = Logger(label: "berthd")) throws {
+        self.site = site
+        self.logger = logger
+        try makeDirectories(site.stateDir, mode: 0o700)
+        store = try Store(path: "\(site.stateDir)/state.db", synchronous: site.sync)
+        executor = Executor(store: store)
+        let log = logger
+        loader = Loader(copyDir: "\(site.stateDir)/plugins", warn: { log.warning("\($0)") })
+        let w = waiters
+        executor.onCommit = { _ in w.notifyAll() }
+        executor.start()
+    }
+
+    /// Loads every enabled plugin. A plugin that fails is recorded as failed with its reason; the rest go on.
+    public func loadPlugins() {
+        for spec in site.plugins {
+            let entry = load(spec)
+            lock.lock()
+            entries.append(entry)
+            lock.unlock()
+        }
+    }
+
+    func load(_ spec: PluginSpec) -> PluginEntry {
+        guard spec.enabled else { return PluginEntry(spec: spec, state: .disabled) }
+        if spec.isolation == "process" {
+            let why = "isolation \"process\" is not available in this build of berthd; use \"in-process\""
+            logger.error("plugin \"\(spec.name)\" (\(spec.path)): \(why)")
+            return PluginEntry(spec: spec, state: .failed(why))
+        }
+        do {
+            let p = try loader.load(spec)
+            let log = logger
+            let name = spec.name
+            let inst = try loader.instantiate(p, spec: spec, executor: executor, log: { level, msg in
+                let m: Logger.Message = "plugin \(name): \(msg)"
+                switch level {
+                case BERTH_LOG_DEBUG: log.debug(m)
+                case BERTH_LOG_WARN: log.warning(m)
+                case BERTH_LOG_ERROR: log.error(m)
+                default: log.info(m)
+                }
+            })
+            logger.info("plugin \"\(spec.name)\" loaded: \(p.name) \(p.version) [\(p.kinds)] sha256 \(p.sha256.prefix(12))")
+            try? executor.runSync {
+                self.executor.noteEvent(try self.store.appendEvent(type: "plugin.loaded", subject: spec.name, actor: "berthd",
+                                                                   data: ["version": .string(p.version), "sha256": .string(p.sha256)]))
+            }
+            return PluginEntry(spec: spec, state: .loaded, instance: inst)
+        } catch let e as LoadError {
+            logger.error("\(e.description)")
+            return PluginEntry(spec: spec, state: .failed(e.reason))
+        } catch {
+            logger.error("plugin \"\(spec.name)\" (\(spec.path)): \(error)")
+            return PluginEntry(spec: spec, state: .failed("\(error)"))
+        }
+    }
+
+    public var plugins: [PluginEntry] {
+        lock.lock()
+        defer { lock.unlock() }
+        return entries
+    }
+
+    public func entry(_ name: String) -> PluginEntry? { plugins.first { $0.spec.name == name } }
+
+    /// The live instance of a plugin of the given kind, or an APIError that says why not.
+    public func instance(_ name: String, kind: PluginKinds) throws -> PluginInstance {
+        guard let e = entry(name) else {
+            let candidates = plugins.filter { $0.instance?.plugin.kinds.contains(kind) ?? false }.map { $0.spec.name }
+            throw APIError(404, "no \(kind) plugin named \"\(name)\"" + (candidates.isEmpty ? "" : " (have: \(candidates.joined(separator: ", ")))"))
+        }
+        guard let inst = e.instance else {
+            throw APIError(503, "plugin \"\(name)\" is \(e.stateName)" + { if case .failed(let r) = e.state { return ": \(r)" }; return "" }())
+        }
+        guard inst.plugin.kinds.contains(kind) else { throw APIError(400, "plugin \"\(name)\" is not a \(kind) plugin (it is \(inst.plugin.kinds))") }
+        return inst
+    }
+
+    // MARK: events
+
+    /// Events after `since`; when there are none, waits up to `wait` seconds for new ones.
+    public func events(since: Int64, limit: Int = 1000, wait: Double = 0) async throws -> [Event] {
+        let deadline = wallClock() + wait
+        while true {
+            let evs = try await executor.run { try self.store.events(since: since, limit: limit) }
+            let left = deadline - wallClock()
+            if !evs.isEmpty || left <= 0 { return evs }
+            await waiters.wait(timeout: min(left, 30))
+        }
+    }
+
+    /// Appends a host event in its own transaction.
+    public func record(type: String, subject: String, actor: String = "berthd", data: JSON = .object([])) async throws {
+        try await executor.run { self.executor.noteEvent(try self.store.appendEvent(type: type, subject: subject, actor: actor, data: data)) }
+    }
+
+    // MARK: metrics
+
+    public func metricsText() -> String {
+        var out = "# HELP berth_plugin_calls_total Calls into each plugin.\n# TYPE berth_plugin_calls_total counter\n"
+        let ps = plugins
+        var lat = "# HELP berth_plugin_call_seconds Latency of plugin calls.\n# TYPE berth_plugin_call_seconds histogram\n"
+        var errs = "# HELP berth_plugin_errors_total Plugin calls that returned an error.\n# TYPE berth_plugin_errors_total counter\n"
+        var up = "# HELP berth_plugin_up 1 when the plugin is loaded, 0 when disabled or failed.\n# TYPE berth_plugin_up gauge\n"
+        for e in ps {
+            let n = e.spec.name
+            up += "berth_plugin_up{plugin=\"\(n)\",state=\"\(e.stateName)\"} \(e.instance == nil ? 0 : 1)\n"
+            guard let inst = e.instance else { continue }
+            let s = inst.stats.snapshot()
+            out += "berth_plugin_calls_total{plugin=\"\(n)\"} \(s.calls)\n"
+            errs += "berth_plugin_errors_total{plugin=\"\(n)\"} \(s.errors)\n"
+            var cum: UInt64 = 0
+            for (i, b) in CallStats.bounds.enumerated() {
+                cum += s.buckets[i]
+                lat += "berth_plugin_call_seconds_bucket{plugin=\"\(n)\",le=\"\(b)\"} \(cum)\n"
+            }
+            lat += "berth_plugin_call_seconds_bucket{plugin=\"\(n)\",le=\"+Inf\"} \(s.calls)\n"
+            lat += "berth_plugin_call_seconds_sum{plugin=\"\(n)\"} \(Double(s.totalNanos) / 1e9)\n"
+            lat += "berth_plugin_call_seconds_count{plugin=\"\(n)\"} \(s.calls)\n"
+        }
+        let st = "# HELP berth_store_commits_total Store commits (group commits).\n# TYPE berth_store_commits_total counter\nberth_store_commits_total \(executor.commits)\n"
+            + "# HELP berth_store_operations_total Operations committed.\n# TYPE berth_store_operations_total counter\nberth_store_operations_total \(executor.operations)\n"
+        return out + errs + lat + up + st
+    }
+
+    public func shutdown() {
+        for e in plugins { e.instance?.destroy() }
+        executor.stop()
+    }
+}
+
+/// An error with an HTTP status, for the API layer.
+public struct APIError: Error, CustomStringConvertible, Sendable {
+    public let status: Int
+    public let message: String
+    public var details: JSON?
+    public init(_ status: Int, _ message: String, details: JSON? = nil) {
+        self.status = status
+        self.message = message
+        self.details = details
+    }
+    public var description: String { message }
+
+    /// Maps a plugin status to an HTTP status.
+    public static func from(_ e: PluginCallError) -> APIError {
+        let http: Int
+        switch e.status {
+        case 3, 11: http = 400
+        case 5: http = 404
+        case 6, 9, 10: http = 409
+        case 8: http = 507
+        case 12: http = 501
+        case 14: http = 503
+        default: http = 500
+        }
+        return APIError(http, e.description, details: ["plugin": .string(e.plugin), "status": .string(e.statusName), "message": .string(e.message)])
+    }
+}

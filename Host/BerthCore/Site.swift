@@ -1,0 +1,160 @@
+// The site configuration: one JSON file (schema: site.schema.json, also `berthd --print-site-schema`).
+// berthd with no arguments runs on the embedded default below.
+import BerthWire
+import Foundation
+
+public struct SiteConfig: Sendable {
+    public var site: String = "local"
+    public var stateDir: String = "./berth-state"
+    public var socket: String? = nil
+    public var listen: String? = nil
+    public var token: String? = nil
+    public var maxBodyBytes: Int = 1 << 20
+    public var sync: String = "full"
+    public var callTimeoutMs: Int = 10_000
+    public var plugins: [PluginSpec] = []
+    /// Directory the site file was read from (relative plugin paths resolve against it).
+    public var baseDir: String = "."
+
+    public var socketPath: String { socket ?? "\(stateDir)/berthd.sock" }
+
+    public static let schemaText = #"""
+    {
+      "$schema": "https://json-schema.org/draft/2020-12/schema",
+      "$id": "https://berth.dev/schemas/site.schema.json",
+      "title": "Berth site configuration",
+      "type": "object",
+      "additionalProperties": false,
+      "properties": {
+        "site": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": "^[a-z0-9][a-z0-9-]*$",
+                 "description": "The site's name; appears in events, metrics and DNS names."},
+        "stateDir": {"type": "string", "minLength": 1,
+                     "description": "Directory for the state store, plugin copies and the default socket. Relative paths resolve against the site file's directory."},
+        "api": {
+          "type": "object", "additionalProperties": false,
+          "properties": {
+            "socket": {"type": "string", "minLength": 1, "description": "Unix socket of the API (mode 0660). Default: <stateDir>/berthd.sock"},
+            "listen": {"type": "string", "pattern": "^[^:]+:[0-9]+$", "description": "Optional TCP address host:port; requires token."},
+            "token": {"type": "string", "minLength": 16, "description": "Bearer token required on the TCP listener."},
+            "maxBodyBytes": {"type": "integer", "minimum": 1024, "maximum": 67108864, "description": "Largest request body accepted (default 1048576)."}
+          }
+        },
+        "store": {
+          "type": "object", "additionalProperties": false,
+          "properties": {
+            "sync": {"enum": ["full", "normal"], "description": "full: every commit reaches the disk (default); normal: survives a daemon crash, may lose the last commits on power loss."}
+          }
+        },
+        "callTimeoutMs": {"type": "integer", "minimum": 1, "description": "Deadline of one plugin call (default 10000)."},
+        "plugins": {
+          "type": "array",
+          "items": {
+            "type": "object", "additionalProperties": false, "required": ["name", "path"],
+            "properties": {
+              "name": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": "^[a-z0-9][a-z0-9-]*$",
+                       "description": "Instance name: the key-value namespace, the network name for network plugins."},
+              "path": {"type": "string", "minLength": 1, "description": "The .so file. A bare file name is looked up in the plugin directory (next to berthd, or $BERTH_PLUGIN_DIR)."},
+              "enabled": {"type": "boolean", "description": "Default true."},
+              "isolation": {"enum": ["in-process", "process"], "description": "Default in-process."},
+              "sha256": {"type": "string", "pattern": "^[0-9a-f]+$", "minLength": 64, "maxLength": 64, "description": "Pin: refuse the file unless its SHA-256 matches."},
+              "allowInsecurePermissions": {"type": "boolean", "description": "Load even if the file is group/world-writable or owned by another user (logs a warning)."},
+              "config": {"type": "object", "description": "The plugin's configuration, validated against the plugin's own schema."}
+            }
+          }
+        }
+      }
+    }
+    """#
+
+    public static var schema: JSON { try! JSON.parse(schemaText) }
+
+    /// Parses and validates a site file. Every problem is reported with the key it concerns.
+    public static func parse(_ bytes: [UInt8], baseDir: String) throws -> SiteConfig {
+        let json: JSON
+        do { json = try JSON.parse(bytes) } catch { throw SiteError(problems: ["\(error)"]) }
+        let errs = Schema.validate(json, against: schema)
+        if !errs.isEmpty { throw SiteError(problems: errs.map { $0.description }) }
+        var c = SiteConfig()
+        c.baseDir = baseDir
+        if let s = json["site"]?.string { c.site = s }
+        if let s = json["stateDir"]?.string { c.stateDir = resolve(s, baseDir) }
+        if let api = json["api"] {
+            c.socket = api["socket"]?.string.map { resolve($0, baseDir) }
+            c.listen = api["listen"]?.string
+            c.token = api["token"]?.string
+            if let m = api["maxBodyBytes"]?.int { c.maxBodyBytes = m }
+        }
+        if c.listen != nil && c.token == nil { throw SiteError(problems: ["api.token: is required when api.listen is set"]) }
+        if let s = json["store"]?["sync"]?.string { c.sync = s }
+        if let t = json["callTimeoutMs"]?.int { c.callTimeoutMs = t }
+        var seen = Set<String>()
+        for (i, p) in (json["plugins"]?.array ?? []).enumerated() {
+            var spec = PluginSpec(name: p["name"]!.string!, path: p["path"]!.string!)
+            if !seen.insert(spec.name).inserted { throw SiteError(problems: ["plugins[\(i)].name: duplicate plugin name \"\(spec.name)\""]) }
+            spec.path = resolvePluginPath(spec.path, baseDir)
+            spec.enabled = p["enabled"]?.bool ?? true
+            spec.isolation = p["isolation"]?.string ?? "in-process"
+            spec.sha256 = p["sha256"]?.string
+            spec.allowInsecurePermissions = p["allowInsecurePermissions"]?.bool ?? false
+            spec.config = p["config"] ?? .object([])
+            c.plugins.append(spec)
+        }
+        return c
+    }
+
+    public static func load(path: String) throws -> SiteConfig {
+        let bytes: [UInt8]
+        do { bytes = try readFile(path) } catch { throw SiteError(problems: ["cannot read the site file: \(error)"]) }
+        let dir = (path as NSString).deletingLastPathComponent
+        do { return try parse(bytes, baseDir: dir.isEmpty ? "." : dir) } catch let e as SiteError {
+            throw SiteError(problems: e.problems, file: path)
+        }
+    }
+
+    /// The embedded default: state under ./berth-state, every reference plugin found in the plugin directory enabled.
+    public static func embeddedDefault(pluginDir: String = SiteConfig.pluginDirectory) -> SiteConfig {
+        var c = SiteConfig()
+        let files = ((try? FileManager.default.contentsOfDirectory(atPath: pluginDir)) ?? [])
+            .filter { $0.hasPrefix("libberth-") && $0.hasSuffix(".so") }.sorted()
+        for f in files {
+            let name = String(f.dropFirst("libberth-".count).dropLast(3))
+            var spec = PluginSpec(name: name, path: "\(pluginDir)/\(f)")
+            if name == "ipam-pool" {
+                // A ready-to-use private network so that `berth-cni` works out of the box.
+                spec.name = "default"
+                spec.config = ["defaultPool": "default", "pools": [["name": "default", "ranges": [["subnet": "10.88.0.0/16"]]]]]
+            }
+            c.plugins.append(spec)
+        }
+        return c
+    }
+
+    /// Where reference plugins live: $BERTH_PLUGIN_DIR, else the directory of the running executable.
+    public static var pluginDirectory: String {
+        if let d = ProcessInfo.processInfo.environment["BERTH_PLUGIN_DIR"], !d.isEmpty { return d }
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return (exe as NSString).deletingLastPathComponent
+    }
+
+    static func resolve(_ p: String, _ base: String) -> String { p.hasPrefix("/") ? p : (base == "." ? p : "\(base)/\(p)") }
+
+    static func resolvePluginPath(_ p: String, _ base: String) -> String {
+        if p.contains("/") { return resolve(p, base) }
+        return "\(pluginDirectory)/\(p)"
+    }
+
+    public var json: JSON {
+        var api: JSON = ["socket": .string(socketPath), "maxBodyBytes": .number(Double(maxBodyBytes))]
+        if let listen { api = api.setting("listen", .string(listen)).setting("token", "(set)") }
+        return ["site": .string(site), "stateDir": .string(stateDir), "api": api, "store": ["sync": .string(sync)],
+                "callTimeoutMs": .number(Double(callTimeoutMs)), "plugins": .array(plugins.map { $0.json })]
+    }
+}
+
+public struct SiteError: Error, CustomStringConvertible, Sendable {
+    public let problems: [String]
+    public var file: String? = nil
+    public var description: String {
+        "invalid site configuration\(file.map { " \($0)" } ?? ""):\n" + problems.map { "  - \($0)" }.joined(separator: "\n")
+    }
+}

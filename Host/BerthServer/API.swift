@@ -1,0 +1,243 @@
+// The REST API: JSON over the unix socket (mode 0660) and, when configured, over TCP with a bearer token.
+// Handlers are thin: they parse and check input, call the runtime, and render JSON. Every error is a JSON
+// object {"error": message, ...} with a 4xx/5xx status; a rejected request changes nothing.
+import BerthCore
+import BerthWire
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+
+public typealias Ctx = BasicRequestContext
+
+struct Reply {
+    var status: Int = 200
+    var body: JSON
+    init(_ body: JSON, status: Int = 200) { self.body = body; self.status = status }
+}
+
+func render(_ status: Int, _ body: JSON) -> Response {
+    var buf = ByteBuffer(string: body.serialized)
+    buf.writeString("\n")
+    return Response(status: .init(code: status), headers: [.contentType: "application/json"], body: .init(byteBuffer: buf))
+}
+
+func errorResponse(_ error: Error) -> Response {
+    switch error {
+    case let e as APIError:
+        var body: JSON = ["error": .string(e.message)]
+        if let d = e.details { body = body.setting("details", d) }
+        return render(e.status, body)
+    case is NIOTooManyBytesError:
+        return render(413, ["error": "request body too large"])
+    case let e as PluginCallError:
+        return errorResponse(APIError.from(e))
+    case let e as SiteError:
+        return render(400, ["error": .string(e.description), "problems": .array(e.problems.map { .string($0) })])
+    default:
+        return render(500, ["error": .string("\(error)")])
+    }
+}
+
+/// Reads the request body as one JSON object, enforcing the size limit, and refuses unknown fields.
+func readObject(_ req: Request, limit: Int, allowed: Set<String>? = nil) async throws -> JSON {
+    let buf: ByteBuffer
+    do { buf = try await req.body.collect(upTo: limit) } catch is NIOTooManyBytesError {
+        throw APIError(413, "request body larger than the limit of \(limit) bytes (api.maxBodyBytes)")
+    }
+    let bytes = Array(buf.readableBytesView)
+    if bytes.isEmpty { throw APIError(400, "request body is empty; expected a JSON object") }
+    let v: JSON
+    do { v = try JSON.parse(bytes) } catch { throw APIError(400, "malformed JSON: \(error)") }
+    guard case .object(let kv) = v else { throw APIError(400, "expected a JSON object, got \(v.typeName)") }
+    if let allowed {
+        let unknown = kv.map { $0.0 }.filter { !allowed.contains($0) }
+        if !unknown.isEmpty {
+            throw APIError(400, "unknown field\(unknown.count > 1 ? "s" : "") \(unknown.map { "\"\($0)\"" }.joined(separator: ", ")) (allowed: \(allowed.sorted().joined(separator: ", ")))")
+        }
+    }
+    return v
+}
+
+func param(_ ctx: Ctx, _ name: String) throws -> String {
+    guard let v = ctx.parameters.get(name) else { throw APIError(400, "missing path parameter \(name)") }
+    return v.removingPercentEncoding ?? v
+}
+
+func query(_ req: Request, _ name: String) -> String? {
+    req.uri.queryParameters[Substring(name)].map { String($0).removingPercentEncoding ?? String($0) }
+}
+
+public struct APIServer {
+    public let runtime: BerthRuntime
+    let network: NetworkService
+
+    public init(runtime: BerthRuntime) {
+        self.runtime = runtime
+        network = NetworkService(runtime: runtime)
+    }
+
+    /// Registers a handler that returns JSON; errors become JSON error responses.
+    func route(_ router: Router<Ctx>, _ method: HTTPRequest.Method, _ path: RouterPath,
+               _ body: @escaping @Sendable (Request, Ctx) async throws -> Reply) {
+        router.on(path, method: method) { req, ctx -> Response in
+            do {
+                let r = try await body(req, ctx)
+                return render(r.status, r.body)
+            } catch {
+                return errorResponse(error)
+            }
+        }
+    }
+
+    public func makeRouter(requireToken: String? = nil) -> Router<Ctx> {
+        let router = Router(context: Ctx.self)
+        if let token = requireToken { router.add(middleware: BearerTokenMiddleware(token: token)) }
+        let rt = runtime
+        let net = network
+        let limit = runtime.site.maxBodyBytes
+
+        route(router, .get, "/healthz") { _, _ in
+            let ps = rt.plugins
+            return Reply(["status": "ok", "site": .string(rt.site.site),
+                          "plugins": ["loaded": .number(Double(ps.filter { $0.instance != nil }.count)),
+                                      "failed": .number(Double(ps.filter { $0.stateName == "failed" }.count))]])
+        }
+        route(router, .get, "/v1/site") { _, _ in Reply(rt.site.json) }
+        route(router, .get, "/v1/plugins") { _, _ in Reply(["plugins": .array(rt.plugins.map { $0.json })]) }
+        route(router, .get, "/v1/plugins/{name}") { _, ctx in
+            let name = try param(ctx, "name")
+            guard let e = rt.entry(name) else { throw APIError(404, "no plugin named \"\(name)\"") }
+            var j = e.json
+            if let s = e.instance?.plugin.configSchema { j = j.setting("configSchema", s) }
+            return Reply(j.setting("config", e.spec.config))
+        }
+        router.get("/metrics") { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: rt.metricsText())))
+        }
+        router.get("/v1/events") { req, _ -> Response in
+            do {
+                let since = Int64(query(req, "since") ?? "0") ?? -1
+                guard since >= 0 else { throw APIError(400, "since must be a revision number (>= 0)") }
+                let limit = min(Int(query(req, "limit") ?? "1000") ?? 1000, 10000)
+                if query(req, "watch") == "true" || query(req, "watch") == "1" {
+                    return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
+                        var cursor = since
+                        while true {
+                            let evs = try await rt.events(since: cursor, limit: limit, wait: 25)
+                            if evs.isEmpty {
+                                try await writer.write(ByteBuffer(string: "\n"))  // keep-alive; readers skip blank lines
+                                continue
+                            }
+                            var s = ""
+                            for e in evs { s += e.json.serialized + "\n" }
+                            cursor = evs.last!.rev
+                            try await writer.write(ByteBuffer(string: s))
+                        }
+                    })
+                }
+                let wait = min(Double(query(req, "wait") ?? "0") ?? 0, 60)
+                let evs = try await rt.events(since: since, limit: limit, wait: wait)
+                return render(200, ["events": .array(evs.map { $0.json }), "rev": .number(Double(evs.last?.rev ?? since))])
+            } catch { return errorResponse(error) }
+        }
+
+        // Networks
+        route(router, .get, "/v1/networks") { _, _ in
+            Reply(["networks": .array(rt.plugins.filter { $0.instance?.plugin.kinds.contains(.network) ?? false }.map { $0.json })])
+        }
+        route(router, .post, "/v1/networks/{net}/attachments") { req, ctx in
+            let body = try await readObject(req, limit: limit, allowed: ["containerID", "ifname", "node", "pool", "ips", "identity", "mac"])
+            return Reply(try await net.add(network: try param(ctx, "net"), request: body), status: 200)
+        }
+        route(router, .get, "/v1/networks/{net}/attachments") { _, ctx in Reply(try await net.list(network: try param(ctx, "net"))) }
+        route(router, .get, "/v1/networks/{net}/attachments/{cid}/{ifname}") { _, ctx in
+            Reply(try await net.check(network: try param(ctx, "net"), containerID: try param(ctx, "cid"), ifname: try param(ctx, "ifname")))
+        }
+        route(router, .delete, "/v1/networks/{net}/attachments/{cid}/{ifname}") { req, ctx in
+            try await net.del(network: try param(ctx, "net"), containerID: try param(ctx, "cid"), ifname: try param(ctx, "ifname"),
+                              final: query(req, "final") == "true")
+            return Reply(["deleted": true])
+        }
+        route(router, .post, "/v1/networks/{net}/gc") { req, ctx in
+            let body = try await readObject(req, limit: limit, allowed: ["valid"])
+            guard let list = body["valid"]?.array else { throw APIError(400, "\"valid\" must be an array of {containerID, ifname}") }
+            let valid = try list.map { a -> (String, String) in
+                guard let c = a["containerID"]?.string else { throw APIError(400, "valid[]: containerID is required") }
+                return (c, a["ifname"]?.string ?? "eth0")
+            }
+            return Reply(try await net.gc(network: try param(ctx, "net"), valid: valid))
+        }
+        route(router, .get, "/v1/networks/{net}/status") { _, ctx in Reply(try await net.status(network: try param(ctx, "net"))) }
+        route(router, .get, "/v1/networks/{net}/capacity") { req, ctx in
+            Reply(try await net.capacity(network: try param(ctx, "net"), node: query(req, "node")))
+        }
+        route(router, .post, "/v1/networks/{net}/pools") { req, ctx in
+            let body = try await readObject(req, limit: limit)
+            return Reply(try await net.admin(network: try param(ctx, "net"), op: "pool.import", request: body), status: 201)
+        }
+        route(router, .get, "/v1/networks/{net}/pools") { _, ctx in
+            Reply(try await net.admin(network: try param(ctx, "net"), op: "pool.list", request: .object([])))
+        }
+        route(router, .get, "/v1/networks/{net}/pools/{pool}") { _, ctx in
+            Reply(try await net.admin(network: try param(ctx, "net"), op: "pool.show", request: ["name": .string(try param(ctx, "pool"))]))
+        }
+        route(router, .delete, "/v1/networks/{net}/pools/{pool}") { _, ctx in
+            Reply(try await net.admin(network: try param(ctx, "net"), op: "pool.delete", request: ["name": .string(try param(ctx, "pool"))]))
+        }
+        route(router, .post, "/v1/networks/{net}/addresses/move") { req, ctx in
+            let body = try await readObject(req, limit: limit, allowed: ["pool", "addresses", "to"])
+            return Reply(try await net.admin(network: try param(ctx, "net"), op: "address.move", request: body))
+        }
+        route(router, .post, "/v1/networks/{net}/nodes/{node}/release") { _, ctx in
+            Reply(try await net.releaseNode(network: try param(ctx, "net"), node: try param(ctx, "node")))
+        }
+        route(router, .post, "/v1/networks/{net}/identities/release") { req, ctx in
+            let body = try await readObject(req, limit: limit, allowed: ["app", "ordinal", "force"])
+            return Reply(try await net.admin(network: try param(ctx, "net"), op: "identity.release", request: body))
+        }
+        route(router, .post, "/v1/cni") { req, _ in
+            let body = try await readObject(req, limit: limit, allowed: ["command", "containerID", "netns", "ifname", "args", "path", "config"])
+            let (code, out) = await CNI.handle(body, network: net)
+            return Reply(["exitCode": .number(Double(code)), "stdout": out ?? .null])
+        }
+        return router
+    }
+
+    /// Runs the API until SIGTERM/SIGINT: the unix socket always, TCP when configured.
+    public func run(logger: Logger) async throws {
+        let socket = runtime.site.socketPath
+        unlink(socket)
+        var app = Application(
+            router: makeRouter(),
+            configuration: .init(address: .unixDomainSocket(path: socket), serverName: "berthd"),
+            onServerRunning: { _ in
+                chmod(socket, 0o660)
+                logger.info("berthd serving the API on unix socket \(socket)")
+            },
+            logger: logger)
+        if let listen = runtime.site.listen, let token = runtime.site.token {
+            let parts = listen.split(separator: ":")
+            let host = String(parts[0]), port = Int(parts[1]) ?? 7420
+            let tcp = Application(router: makeRouter(requireToken: token),
+                                  configuration: .init(address: .hostname(host, port: port), serverName: "berthd"),
+                                  onServerRunning: { _ in logger.info("berthd serving the API on tcp \(listen) (bearer token required)") },
+                                  logger: logger)
+            app.addServices(tcp)
+        }
+        try await app.runService()
+        unlink(socket)
+    }
+}
+
+struct BearerTokenMiddleware: RouterMiddleware {
+    typealias Context = Ctx
+    let token: String
+    func handle(_ request: Request, context: Ctx, next: (Request, Ctx) async throws -> Response) async throws -> Response {
+        let auth = request.headers[.authorization] ?? ""
+        guard auth == "Bearer \(token)" else {
+            return render(401, ["error": "missing or wrong bearer token (Authorization: Bearer <api.token>)"])
+        }
+        return try await next(request, context)
+    }
+}
