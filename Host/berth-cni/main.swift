@@ -1,1 +1,91 @@
-print("x")
+// berth-cni — a CNI IPAM plugin that forwards to berthd over its unix socket.
+//
+// A container runtime (or a main plugin such as `bridge`) execs this for every call, so start-up is most of its
+// cost: it uses only the C library and BerthWire (no Foundation), reads the environment and stdin, sends one
+// request to berthd (POST /v1/cni), prints berthd's answer and exits with its code. berthd does the work and
+// formats the result in the configuration's own cniVersion.
+//
+// Network configuration, `ipam` section (all optional):
+//   "type":    "berth-cni"
+//   "socket":  berthd's API socket (default: $BERTH_SOCKET, else /run/berth/berthd.sock)
+//   "network": the Berth network (network plugin instance) to allocate from (default "default")
+//   "pool":    a pool of that network (default: the plugin's choice for the node)
+//   "node":    this node's name (default: the host name)
+import BerthWire
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+let defaultSocket = "/run/berth/berthd.sock"
+let supported: [JSON] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+
+func env(_ k: String) -> String? { getenv(k).map { String(cString: $0) } }
+
+func readStdin() -> [UInt8] {
+    var out: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = buf.withUnsafeMutableBytes { read(0, $0.baseAddress, 65536) }
+        if n > 0 { out.append(contentsOf: buf[0..<n]) } else if n < 0 && errno == EINTR { continue } else { break }
+    }
+    return out
+}
+
+func emit(_ j: JSON) {
+    var s = j.serialized
+    s += "\n"
+    _ = s.withUTF8 { write(1, $0.baseAddress, $0.count) }
+}
+
+func fail(_ version: String, _ code: Int, _ msg: String, _ details: String = "") -> Never {
+    emit(["cniVersion": .string(version), "code": .number(Double(code)), "msg": .string(msg), "details": .string(details)])
+    exit(Int32(code > 255 ? 1 : code))
+}
+
+let command = env("CNI_COMMAND") ?? ""
+let input = command == "VERSION" ? [] : readStdin()
+let config = (try? JSON.parse(input)) ?? .null
+let version = config["cniVersion"]?.string ?? "1.0.0"
+
+if command == "VERSION" {
+    emit(["cniVersion": "1.1.0", "supportedVersions": .array(supported)])
+    exit(0)
+}
+guard !command.isEmpty else { fail(version, 4, "CNI_COMMAND is not set", "berth-cni is a CNI IPAM plugin: a container runtime runs it") }
+guard case .object = config else {
+    fail(version, input.isEmpty ? 7 : 6, input.isEmpty ? "no network configuration on stdin" : "cannot decode the network configuration", input.isEmpty ? "" : "\((try? JSON.parse(input)).map { _ in "" } ?? "invalid JSON")")
+}
+
+// Required environment per command (CNI SPEC.md): DEL and GC/STATUS do not need a netns.
+var missing: [String] = []
+let needs: [String]
+switch command {
+case "ADD": needs = ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"]
+case "CHECK": needs = ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"]
+case "DEL": needs = ["CNI_CONTAINERID", "CNI_IFNAME"]
+default: needs = []
+}
+for k in needs where (env(k) ?? "").isEmpty { missing.append(k) }
+if !missing.isEmpty { fail(version, 4, "missing environment variable\(missing.count > 1 ? "s" : ""): \(missing.joined(separator: ", "))") }
+
+let socket = config["ipam"]?["socket"]?.string ?? env("BERTH_SOCKET") ?? defaultSocket
+let request: JSON = [
+    "command": .string(command), "containerID": .string(env("CNI_CONTAINERID") ?? ""), "netns": .string(env("CNI_NETNS") ?? ""),
+    "ifname": .string(env("CNI_IFNAME") ?? "eth0"), "args": .string(env("CNI_ARGS") ?? ""), "config": config,
+]
+let conn = UnixHTTPConnection(path: socket, timeoutSeconds: 60)
+do {
+    let resp = try conn.request("POST", "/v1/cni", body: request.bytes)
+    guard resp.status == 200, let body = try? resp.json() else {
+        let err = (try? resp.json())?["error"]?.string ?? resp.text
+        fail(version, resp.status == 413 || resp.status == 400 ? 7 : 11, "berthd refused the request (HTTP \(resp.status))", err)
+    }
+    let code = body["exitCode"]?.int ?? 999
+    if let out = body["stdout"], !out.isNull { emit(out) }
+    exit(Int32(code == 0 ? 0 : (code > 255 ? 1 : code)))
+} catch let e as WireError {
+    fail(version, 11, "berthd is unreachable at \(socket)", e.message)
+} catch {
+    fail(version, 11, "berthd is unreachable at \(socket)", "\(error)")
+}
