@@ -1,0 +1,112 @@
+// Test support: run a real berthd process on a temporary state directory and talk to it over its socket.
+import BerthWire
+import Foundation
+import XCTest
+
+enum Paths {
+    /// The package root, from this file's location.
+    static let root: String = {
+        var u = URL(fileURLWithPath: #filePath)
+        for _ in 0..<4 { u.deleteLastPathComponent() }
+        return u.path
+    }()
+    static var bin: String { root + "/.build/debug" }
+    static func plugin(_ name: String) -> String { "\(bin)/libberth-\(name).so" }
+}
+
+func tempDir(_ tag: String) -> String {
+    let d = NSTemporaryDirectory() + "berth-\(tag)-\(getpid())-\(UInt64.random(in: 0..<UInt64.max))"
+    try! FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+    return d
+}
+
+final class Daemon {
+    let dir: String
+    let siteFile: String
+    var process: Process?
+    var socket: String { dir + "/berthd.sock" }
+    var logFile: String { dir + "/berthd.log" }
+
+    /// Writes a site file with the given plugins (JSON array) and starts berthd on it.
+    init(plugins: JSON, tag: String = "daemon", extra: [(String, JSON)] = [], start: Bool = true) throws {
+        dir = tempDir(tag)
+        siteFile = dir + "/site.json"
+        var site: JSON = ["site": "test", "stateDir": .string(dir + "/state"), "api": ["socket": .string(dir + "/berthd.sock")],
+                          "store": ["sync": "normal"], "plugins": plugins]
+        for (k, v) in extra { site = site.setting(k, v) }
+        try site.pretty.write(toFile: siteFile, atomically: true, encoding: .utf8)
+        if start { try self.start() }
+    }
+
+    func start() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Paths.bin + "/berthd")
+        p.arguments = ["--site", siteFile, "--log-level", "warning"]
+        FileManager.default.createFile(atPath: logFile, contents: nil)
+        let logHandle = FileHandle(forWritingAtPath: logFile)!
+        logHandle.seekToEndOfFile()
+        p.standardOutput = logHandle
+        p.standardError = logHandle
+        try p.run()
+        process = p
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            if let r = try? UnixHTTPConnection(path: socket, timeoutSeconds: 2).request("GET", "/healthz"), r.status == 200 { return }
+            if !p.isRunning { break }
+            usleep(50_000)
+        }
+        throw NSError(domain: "berth", code: 1, userInfo: [NSLocalizedDescriptionKey: "berthd did not start: \(self.log())"])
+    }
+
+    func log() -> String { (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? "" }
+
+    func kill9() {
+        guard let p = process else { return }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        process = nil
+    }
+
+    func stop() {
+        guard let p = process else { return }
+        p.terminate()
+        p.waitUntilExit()
+        process = nil
+    }
+
+    func request(_ method: String, _ path: String, _ body: JSON? = nil) throws -> (Int, JSON) {
+        let r = try UnixHTTPConnection(path: socket).request(method, path, body: body?.bytes)
+        return (r.status, (try? r.json()) ?? .string(r.text))
+    }
+
+    func rawRequest(_ method: String, _ path: String, _ body: [UInt8]) throws -> (Int, JSON) {
+        let r = try UnixHTTPConnection(path: socket).request(method, path, body: body)
+        return (r.status, (try? r.json()) ?? .string(r.text))
+    }
+
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}
+
+/// Runs a command and returns (exit status, stdout, stderr).
+@discardableResult
+func runTool(_ exe: String, _ args: [String], env: [String: String]? = nil, stdin: String? = nil) throws -> (Int32, String, String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: exe)
+    p.arguments = args
+    if let env { p.environment = env }
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    let inPipe = Pipe()
+    p.standardInput = inPipe
+    try p.run()
+    if let stdin { inPipe.fileHandleForWriting.write(Data(stdin.utf8)) }
+    try? inPipe.fileHandleForWriting.close()
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    let e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}
