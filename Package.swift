@@ -14,6 +14,9 @@ let package = Package(
         .library(name: "berth-hello", type: .dynamic, targets: ["BerthHelloPlugin"]),
         .library(name: "berth-hello-swift", type: .dynamic, targets: ["BerthHelloSwiftPlugin"]),
         .library(name: "berth-ipam-pool", type: .dynamic, targets: ["BerthIpamPoolPlugin"]),
+        .library(name: "berth-storage-local", type: .dynamic, targets: ["BerthStorageLocalPlugin"]),
+        .library(name: "berth-sched-stateful", type: .dynamic, targets: ["BerthSchedStatefulPlugin"]),
+        .library(name: "berth-discovery-dns", type: .dynamic, targets: ["BerthDiscoveryDNSPlugin"]),
         // The Swift plugin kit, for plugin authors.
         .library(name: "BerthPluginKit", targets: ["BerthPluginKit"]),
     ],
@@ -74,6 +77,9 @@ let package = Package(
         .target(name: "BerthHelloPlugin", dependencies: ["BerthPluginABI"], path: "Plugins/hello", publicHeadersPath: "."),
         .target(name: "BerthHelloSwiftPlugin", dependencies: ["BerthPluginKit"], path: "Plugins/hello-swift"),
         .target(name: "BerthIpamPoolPlugin", dependencies: ["BerthPluginKit"], path: "Plugins/ipam-pool"),
+        .target(name: "BerthStorageLocalPlugin", dependencies: ["BerthPluginKit"], path: "Plugins/storage-local"),
+        .target(name: "BerthSchedStatefulPlugin", dependencies: ["BerthPluginABI"], path: "Plugins/sched-stateful", publicHeadersPath: "."),
+        .target(name: "BerthDiscoveryDNSPlugin", dependencies: ["BerthPluginKit"], path: "Plugins/discovery-dns"),
 
         .testTarget(
             name: "BerthTests",

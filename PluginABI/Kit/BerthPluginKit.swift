@@ -208,12 +208,54 @@ extension NetworkPlugin {
     public func admin(op: String, _ request: [UInt8]) throws -> [UInt8] { throw PluginError(.unimplemented, "unknown admin operation \"\(op)\"") }
 }
 
-/// A storage plugin (CSI-style volumes). Optional steps default to "not supported".
+/// Optional storage steps a plugin implements; the kit leaves the others NULL in the C table.
+public struct StorageCapabilities: OptionSet, Sendable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let controllerPublish = StorageCapabilities(rawValue: 1 << 0)  // controllerPublish + controllerUnpublish
+    public static let stage = StorageCapabilities(rawValue: 1 << 1)              // nodeStage + nodeUnstage
+    public static let expand = StorageCapabilities(rawValue: 1 << 2)
+    public static let snapshots = StorageCapabilities(rawValue: 1 << 3)          // create/delete/list snapshots
+    public static let listVolumes = StorageCapabilities(rawValue: 1 << 4)
+    public static let capacity = StorageCapabilities(rawValue: 1 << 5)
+    public static let validateCapabilities = StorageCapabilities(rawValue: 1 << 6)
+}
+
+/// A storage plugin (CSI-style volumes). Declare the optional steps you implement in `capabilities`;
+/// the defaults of the optional functions answer UNIMPLEMENTED.
 public protocol StoragePlugin: BerthPlugin {
+    static var capabilities: StorageCapabilities { get }
     func createVolume(_ request: [UInt8]) throws -> [UInt8]
     func deleteVolume(_ request: [UInt8]) throws -> [UInt8]
     func nodePublish(_ request: [UInt8]) throws -> [UInt8]
     func nodeUnpublish(_ request: [UInt8]) throws -> [UInt8]
+    func controllerPublish(_ request: [UInt8]) throws -> [UInt8]
+    func controllerUnpublish(_ request: [UInt8]) throws -> [UInt8]
+    func nodeStage(_ request: [UInt8]) throws -> [UInt8]
+    func nodeUnstage(_ request: [UInt8]) throws -> [UInt8]
+    func expandVolume(_ request: [UInt8]) throws -> [UInt8]
+    func createSnapshot(_ request: [UInt8]) throws -> [UInt8]
+    func deleteSnapshot(_ request: [UInt8]) throws -> [UInt8]
+    func listSnapshots(_ request: [UInt8]) throws -> [UInt8]
+    func listVolumes(_ request: [UInt8]) throws -> [UInt8]
+    func getCapacity(_ request: [UInt8]) throws -> [UInt8]
+    func validateCapabilities(_ request: [UInt8]) throws -> [UInt8]
+}
+
+extension StoragePlugin {
+    public static var capabilities: StorageCapabilities { [] }
+    private func unimplemented(_ op: String) -> PluginError { PluginError(.unimplemented, "\(op) is not supported by this plugin") }
+    public func controllerPublish(_ request: [UInt8]) throws -> [UInt8] { throw unimplemented("controller_publish") }
+    public func controllerUnpublish(_ request: [UInt8]) throws -> [UInt8] { throw unimplemented("controller_unpublish") }
+    public func nodeStage(_ request: [UInt8]) throws -> [UInt8] { throw unimplemented("node_stage") }
+    public func nodeUnstage(_ request: [UInt8]) throws -> [UInt8] { throw unimplemented("node_unstage") }
+    public func expandVolume(_ request: [UInt8]) throws -> [UInt8] { throw unimplemented("expand_volume") }
+    public func createSnapshot(_ request: [UInt8]) throws -> [UInt8] { throw unimplemented("create_snapshot") }
+    public func deleteSnapshot(_ request: [UInt8]) throws -> [UInt8] { throw unimplemented("delete_snapshot") }
+    public func listSnapshots(_ request: [UInt8]) throws -> [UInt8] { throw unimplemented("list_snapshots") }
+    public func listVolumes(_ request: [UInt8]) throws -> [UInt8] { throw unimplemented("list_volumes") }
+    public func getCapacity(_ request: [UInt8]) throws -> [UInt8] { throw unimplemented("get_capacity") }
+    public func validateCapabilities(_ request: [UInt8]) throws -> [UInt8] { throw unimplemented("validate_capabilities") }
 }
 
 /// A discovery plugin: receives the event stream and full resyncs.
@@ -351,8 +393,9 @@ public enum BerthPluginExport {
             }
             d.pointee.network = UnsafePointer(ops)
         }
-        if P.self is any StoragePlugin.Type {
+        if let S = P.self as? any StoragePlugin.Type {
             kinds |= UInt32(BERTH_KIND_STORAGE)
+            let caps = S.capabilities
             let ops = UnsafeMutablePointer<berth_storage_ops>.allocate(capacity: 1)
             ops.initialize(to: berth_storage_ops())
             ops.pointee.struct_size = UInt32(MemoryLayout<berth_storage_ops>.size)
@@ -360,6 +403,31 @@ public enum BerthPluginExport {
             ops.pointee.delete_volume = { p, r, n, o, e, c in run(o, e, c) { try box(p).storage!.deleteVolume(bytes(r, n)) } }
             ops.pointee.node_publish = { p, r, n, o, e, c in run(o, e, c) { try box(p).storage!.nodePublish(bytes(r, n)) } }
             ops.pointee.node_unpublish = { p, r, n, o, e, c in run(o, e, c) { try box(p).storage!.nodeUnpublish(bytes(r, n)) } }
+            if caps.contains(.controllerPublish) {
+                ops.pointee.controller_publish = { p, r, n, o, e, c in run(o, e, c) { try box(p).storage!.controllerPublish(bytes(r, n)) } }
+                ops.pointee.controller_unpublish = { p, r, n, o, e, c in run(o, e, c) { try box(p).storage!.controllerUnpublish(bytes(r, n)) } }
+            }
+            if caps.contains(.stage) {
+                ops.pointee.node_stage = { p, r, n, o, e, c in run(o, e, c) { try box(p).storage!.nodeStage(bytes(r, n)) } }
+                ops.pointee.node_unstage = { p, r, n, o, e, c in run(o, e, c) { try box(p).storage!.nodeUnstage(bytes(r, n)) } }
+            }
+            if caps.contains(.expand) {
+                ops.pointee.expand_volume = { p, r, n, o, e, c in run(o, e, c) { try box(p).storage!.expandVolume(bytes(r, n)) } }
+            }
+            if caps.contains(.snapshots) {
+                ops.pointee.create_snapshot = { p, r, n, o, e, c in run(o, e, c) { try box(p).storage!.createSnapshot(bytes(r, n)) } }
+                ops.pointee.delete_snapshot = { p, r, n, o, e, c in run(o, e, c) { try box(p).storage!.deleteSnapshot(bytes(r, n)) } }
+                ops.pointee.list_snapshots = { p, r, n, o, e, c in run(o, e, c) { try box(p).storage!.listSnapshots(bytes(r, n)) } }
+            }
+            if caps.contains(.listVolumes) {
+                ops.pointee.list_volumes = { p, r, n, o, e, c in run(o, e, c) { try box(p).storage!.listVolumes(bytes(r, n)) } }
+            }
+            if caps.contains(.capacity) {
+                ops.pointee.get_capacity = { p, r, n, o, e, c in run(o, e, c) { try box(p).storage!.getCapacity(bytes(r, n)) } }
+            }
+            if caps.contains(.validateCapabilities) {
+                ops.pointee.validate_capabilities = { p, r, n, o, e, c in run(o, e, c) { try box(p).storage!.validateCapabilities(bytes(r, n)) } }
+            }
             d.pointee.storage = UnsafePointer(ops)
         }
         if P.self is any DiscoveryPlugin.Type {
