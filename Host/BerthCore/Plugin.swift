@@ -267,15 +267,20 @@ public final class PluginInstance: @unchecked Sendable {
         let wasInCall = ctx.inCall
         ctx.inCall = true
         let t0 = monotonicNanos()
-        var err = [CChar](repeating: 0, count: Int(BERTH_ERR_CAP))
-        let st = err.withUnsafeMutableBufferPointer { body($0.baseAddress!, $0.count) }
+        // The error buffer lives on the stack: no allocation on the hot path.
+        let (st, message) = withUnsafeTemporaryAllocation(of: CChar.self, capacity: Int(BERTH_ERR_CAP)) { err -> (berth_status, String?) in
+            err[0] = 0
+            let st = body(err.baseAddress!, err.count)
+            guard st != BERTH_OK else { return (st, nil) }
+            err[err.count - 1] = 0
+            return (st, String(cString: err.baseAddress!))
+        }
         let dt = monotonicNanos() - t0
         ctx.inCall = wasInCall
         if serial { pthread_mutex_unlock(&serialLock) }
         stats.record(dt, ok: st == BERTH_OK)
         if st != BERTH_OK {
-            err[err.count - 1] = 0
-            var msg = String(cString: err)
+            var msg = message ?? ""
             if msg.isEmpty { msg = "(the plugin gave no message)" }
             throw PluginCallError(plugin: name, operation: operation, status: Int32(bitPattern: st.rawValue), message: msg)
         }
@@ -367,7 +372,8 @@ public final class PluginInstance: @unchecked Sendable {
         try invoke("score") { err, cap in fn(handle, inst, batch, scores, err, cap) }
     }
 
-    func destroy() {
+    /// Destroys the instance (once). No call may be in flight.
+    public func destroy() {
         guard !destroyed else { return }
         destroyed = true
         if let fn = plugin.d.pointee.destroy { fn(handle) }

@@ -1,0 +1,2 @@
+// The benchmark sections beyond the ABI's, in the order they run.
+let extraSections: [(String, () throws -> Void)] = []
