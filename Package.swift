@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "berth", targets: ["berth"]),
         .executable(name: "berth-cni", targets: ["berth-cni"]),
         .executable(name: "berth-bench", targets: ["berth-bench"]),
+        .executable(name: "berth-plugin-runner", targets: ["berth-plugin-runner"]),
         // Reference plugins: shared objects named libberth-<name>.so
         .library(name: "berth-hello", type: .dynamic, targets: ["BerthHelloPlugin"]),
         .library(name: "berth-hello-swift", type: .dynamic, targets: ["BerthHelloSwiftPlugin"]),
@@ -71,6 +72,8 @@ let package = Package(
             path: "Host/berth"
         ),
         .executableTarget(name: "berth-cni", dependencies: ["BerthWire"], path: "Host/berth-cni"),
+        // Loads one plugin in a child process and serves the ABI over a socket pair (isolation: "process").
+        .executableTarget(name: "berth-plugin-runner", dependencies: ["BerthCore"], path: "Host/berth-plugin-runner"),
         .executableTarget(name: "berth-bench", dependencies: ["BerthCore", "BerthServer", "BerthWire"], path: "Host/berth-bench"),
 
         // Reference plugins.
