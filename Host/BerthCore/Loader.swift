@@ -143,9 +143,10 @@ public final class Loader: @unchecked Sendable {
             if major != Int(BERTH_ABI_MAJOR) { throw fail(.abiMajorMismatch(plugin: major, host: Int(BERTH_ABI_MAJOR))) }
             if Int(raw.pointee.abi_minor) > Int(hostMinor) { throw fail(.abiMinorTooNew(plugin: Int(raw.pointee.abi_minor), host: Int(hostMinor))) }
         }
-        let minimum = Int(MemoryLayout<berth_plugin_descriptor>.offset(of: \.call)! + MemoryLayout<UnsafeRawPointer>.size)
+        let minimum = v10Size(\berth_plugin_descriptor.call)
         if size < minimum { throw fail(.structTooSmall(what: "descriptor", size: size, minimum: minimum)) }
-        let d = raw.pointee
+        // Read through a zero-padded copy: fields beyond the plugin's struct_size read as zero, never past its memory.
+        let d = LoadedPlugin.safeCopy(raw, size).pointee
         guard let namePtr = d.name, !String(cString: namePtr).isEmpty else { throw fail(.badDescriptor("name is missing")) }
         let pname = String(cString: namePtr)
         if pname.utf8.count > 63 || !Pattern.matches("^[a-z0-9][a-z0-9-]*$", pname) {
@@ -181,12 +182,12 @@ public final class Loader: @unchecked Sendable {
             }
         }
         var kindSchema: JSON? = nil
-        if let n = try table(UInt32(BERTH_KIND_NETWORK), d.network, "network", Int(MemoryLayout<berth_network_ops>.size)) {
-            let o = n.pointee
+        if let n = try table(UInt32(BERTH_KIND_NETWORK), d.network, "network", v10Size(\berth_network_ops.admin)) {
+            let o = LoadedPlugin.safeCopy(n, Int(n.pointee.struct_size)).pointee
             try group("network", [("add", o.add != nil), ("del", o.del != nil), ("check", o.check != nil), ("gc", o.gc != nil), ("status", o.status != nil)])
         }
-        if let s = try table(UInt32(BERTH_KIND_STORAGE), d.storage, "storage", Int(MemoryLayout<berth_storage_ops>.size)) {
-            let o = s.pointee
+        if let s = try table(UInt32(BERTH_KIND_STORAGE), d.storage, "storage", v10Size(\berth_storage_ops.validate_capabilities)) {
+            let o = LoadedPlugin.safeCopy(s, Int(s.withMemoryRebound(to: UInt32.self, capacity: 1) { $0.pointee })).pointee
             try group("storage", [("create_volume", o.create_volume != nil), ("delete_volume", o.delete_volume != nil),
                                   ("node_publish", o.node_publish != nil), ("node_unpublish", o.node_unpublish != nil)])
             if o.controller_publish != nil || o.controller_unpublish != nil {
@@ -199,16 +200,16 @@ public final class Loader: @unchecked Sendable {
                 try group("storage snapshot", [("create_snapshot", o.create_snapshot != nil), ("delete_snapshot", o.delete_snapshot != nil)])
             }
         }
-        if let s = try table(UInt32(BERTH_KIND_SCHEDULER), d.scheduler, "scheduler", Int(MemoryLayout<berth_scheduler_ops>.size)) {
-            let o = s.pointee
+        if let s = try table(UInt32(BERTH_KIND_SCHEDULER), d.scheduler, "scheduler", v10Size(\berth_scheduler_ops.bind)) {
+            let o = LoadedPlugin.safeCopy(s, Int(s.withMemoryRebound(to: UInt32.self, capacity: 1) { $0.pointee })).pointee
             try group("scheduler", [("kind", o.kind != nil), ("filter", o.filter != nil), ("score", o.score != nil),
                                     ("reserve", o.reserve != nil), ("unreserve", o.unreserve != nil)])
             if let ks = o.kind_schema {
                 do { kindSchema = try JSON.parse(String(cString: ks)) } catch { throw fail(.badDescriptor("kind_schema is not valid JSON: \(error)")) }
             }
         }
-        if let s = try table(UInt32(BERTH_KIND_DISCOVERY), d.discovery, "discovery", Int(MemoryLayout<berth_discovery_ops>.size)) {
-            let o = s.pointee
+        if let s = try table(UInt32(BERTH_KIND_DISCOVERY), d.discovery, "discovery", v10Size(\berth_discovery_ops.resync)) {
+            let o = LoadedPlugin.safeCopy(s, Int(s.withMemoryRebound(to: UInt32.self, capacity: 1) { $0.pointee })).pointee
             try group("discovery", [("events", o.events != nil), ("resync", o.resync != nil)])
         }
         return LoadedPlugin(file: file, copy: copy, sha256: digest, raw: raw, schema: schema, kindSchema: kindSchema)
@@ -245,6 +246,11 @@ public final class Loader: @unchecked Sendable {
         if let executor { try executor.runSync(create) } else { try create() }
         return inst
     }
+}
+
+/// The ABI 1.0 size of a struct: the end of its last 1.0 field (frozen; later minors only append).
+func v10Size<T, F>(_ lastField: KeyPath<T, F>) -> Int {
+    MemoryLayout<T>.offset(of: lastField)! + MemoryLayout<UnsafeRawPointer>.size
 }
 
 // MARK: - small file helpers (one home for the host)
