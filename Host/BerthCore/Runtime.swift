@@ -77,6 +77,9 @@ public final class BerthRuntime: @unchecked Sendable {
     private var entries: [PluginEntry] = []
     let waiters = EventWaiters()
     public let startedAt = wallClock()
+    /// The current platform state for discovery resyncs: {"instances":[{kind, app, ordinal, node, state, ips}]}.
+    /// Set by the workload service; called on the executor thread inside a transaction.
+    public var discoverySnapshot: (() throws -> JSON)?
 
     public init(site: SiteConfig, logger: Logger = Logger(label: "berthd")) throws {
         self.site = site
