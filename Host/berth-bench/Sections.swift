@@ -1,2 +1,4 @@
 // The benchmark sections beyond the ABI's, in the order they run.
-let extraSections: [(String, () throws -> Void)] = []
+let extraSections: [(String, () throws -> Void)] = [
+    ("network", networkSection),
+]

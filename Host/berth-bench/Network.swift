@@ -1,0 +1,145 @@
+// Network benchmarks: allocations per second through berthd's API (many concurrent clients), berth-cni ADD
+// latency, and Debian's host-local ADD on the same machine in the same run; then the same latencies with
+// 10,000 addresses in use next to the empty pool.
+import BerthCore
+import BerthWire
+import Foundation
+
+let hostLocal = "/usr/lib/cni/host-local"
+
+/// A berthd process on a temporary site.
+final class BenchDaemon {
+    let dir: String
+    let process: Process
+    var socket: String { dir + "/berthd.sock" }
+
+    init(plugins: JSON, sync: String = "full") throws {
+        dir = NSTemporaryDirectory() + "berth-bench-d-\(getpid())-\(monotonicNanos())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let site: JSON = ["site": "bench", "stateDir": .string(dir + "/state"), "api": ["socket": .string(dir + "/berthd.sock")],
+                          "store": ["sync": .string(sync)], "plugins": plugins]
+        try site.serialized.write(toFile: dir + "/site.json", atomically: true, encoding: .utf8)
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: binDir + "/berthd")
+        process.arguments = ["--site", dir + "/site.json", "--log-level", "error"]
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let deadline = monotonicNanos() + 20_000_000_000
+        while monotonicNanos() < deadline {
+            if let r = try? UnixHTTPConnection(path: socket, timeoutSeconds: 2).request("GET", "/healthz"), r.status == 200 { return }
+            usleep(20_000)
+        }
+        throw BenchFailure(description: "berthd did not start in \(dir)")
+    }
+
+    func stop() {
+        process.terminate()
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}
+
+/// Runs a command with env and stdin; returns (status, stdout).
+func exec(_ path: String, env: [String: String], stdin: [UInt8]) throws -> (Int32, [UInt8]) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: path)
+    p.environment = env
+    let i = Pipe(), o = Pipe()
+    p.standardInput = i
+    p.standardOutput = o
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    i.fileHandleForWriting.write(Data(stdin))
+    try i.fileHandleForWriting.close()
+    let out = o.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, Array(out))
+}
+
+/// Mean latency in ms of `n` CNI ADDs by `plugin` with `config`.
+func cniAddLatency(_ plugin: String, config: JSON, n: Int, prefix: String) throws -> Double {
+    let stdin = config.bytes
+    var total: UInt64 = 0
+    for i in 0..<n {
+        let env = ["CNI_COMMAND": "ADD", "CNI_CONTAINERID": "\(prefix)-\(i)", "CNI_NETNS": "/var/run/netns/bench", "CNI_IFNAME": "eth0",
+                   "CNI_PATH": "/usr/lib/cni", "PATH": "/usr/bin:/bin"]
+        let t0 = monotonicNanos()
+        let (rc, out) = try exec(plugin, env: env, stdin: stdin)
+        total += monotonicNanos() - t0
+        guard rc == 0 else { throw BenchFailure(description: "\(plugin) ADD failed (\(rc)): \(String(decoding: out, as: UTF8.self))") }
+    }
+    return Double(total) / Double(n) / 1e6
+}
+
+/// Allocations per second through the API from `clients` concurrent keep-alive connections.
+func apiAllocationRate(_ d: BenchDaemon, total: Int, clients: Int, prefix: String) throws -> Double {
+    let group = DispatchGroup()
+    let lock = NSLock()
+    var failed = 0
+    let per = total / clients
+    let t0 = monotonicNanos()
+    for c in 0..<clients {
+        group.enter()
+        Thread.detachNewThread {
+            let conn = UnixHTTPConnection(path: d.socket)
+            for i in 0..<per {
+                let body: JSON = ["containerID": .string("\(prefix)-\(c)-\(i)"), "ifname": "eth0", "node": "bench"]
+                if (try? conn.request("POST", "/v1/networks/net/attachments", body: body.bytes))?.status != 200 {
+                    lock.lock(); failed += 1; lock.unlock()
+                }
+            }
+            group.leave()
+        }
+    }
+    group.wait()
+    let secs = Double(monotonicNanos() - t0) / 1e9
+    if failed > 0 { throw BenchFailure(description: "\(failed) API allocations failed") }
+    return Double(per * clients) / secs
+}
+
+func networkSection() throws {
+    guard FileManager.default.isExecutableFile(atPath: hostLocal) else {
+        throw BenchFailure(description: "\(hostLocal) not found: install Debian's containernetworking-plugins")
+    }
+    let n = quick ? 20 : 200
+    let d = try BenchDaemon(plugins: [["name": "net", "path": .string(binDir + "/libberth-ipam-pool.so"),
+                                        "config": ["pools": [["name": "bench", "ranges": [["subnet": "10.200.0.0/16"]]]]]]])
+    defer { d.stop() }
+    let hlDir = NSTemporaryDirectory() + "berth-bench-hl-\(getpid())"
+    defer { try? FileManager.default.removeItem(atPath: hlDir) }
+    let hlConf: JSON = ["cniVersion": "1.0.0", "name": "hl", "type": "host-local",
+                        "ipam": ["type": "host-local", "dataDir": .string(hlDir), "ranges": [[["subnet": "10.201.0.0/16"]]]]]
+    let berthConf: JSON = ["cniVersion": "1.0.0", "name": "bn", "type": "berth-cni",
+                           "ipam": ["type": "berth-cni", "socket": .string(d.socket), "network": "net"]]
+
+    // Empty pools.
+    let hlEmpty = try cniAddLatency(hostLocal, config: hlConf, n: n, prefix: "hl-e")
+    let bcEmpty = try cniAddLatency(binDir + "/berth-cni", config: berthConf, n: n, prefix: "bc-e")
+    let apiRate = try apiAllocationRate(d, total: quick ? 2_000 : 20_000, clients: 16, prefix: "api")
+    let hlRate = 1000.0 / hlEmpty
+    rows.append(BenchRow(section: "network", name: "allocations/s through the API (16 clients, sync=full)", value: apiRate, unit: "alloc/s",
+                         baseline: "host-local ADD rate", baselineValue: hlRate))
+    rows.append(BenchRow(section: "network", name: "berth-cni ADD latency, empty pool", value: bcEmpty, unit: "ms",
+                         baseline: "host-local ADD latency, empty", baselineValue: hlEmpty))
+
+    // Fill to 10,000 addresses in use (the API run above already allocated some), then measure again.
+    let inUse = (try UnixHTTPConnection(path: d.socket).request("GET", "/v1/networks/net/capacity").json())["active"]?.int ?? 0
+    if inUse < 10_000 { _ = try apiAllocationRate(d, total: 10_000 - inUse - (10_000 - inUse) % 16 + 16, clients: 16, prefix: "fill") }
+    // host-local keeps one file per address in its data directory: fill it the same way its own ADDs would.
+    let hlNet = hlDir + "/hl"
+    for i in 0..<10_000 {
+        let ip = "10.201.\(100 + i / 250).\(1 + i % 250)"
+        try "fill-\(i)\r\neth0".write(toFile: "\(hlNet)/\(ip)", atomically: false, encoding: .utf8)
+    }
+    let hlFull = try cniAddLatency(hostLocal, config: hlConf, n: n, prefix: "hl-f")
+    let bcFull = try cniAddLatency(binDir + "/berth-cni", config: berthConf, n: n, prefix: "bc-f")
+    rows.append(BenchRow(section: "network", name: "berth-cni ADD latency, 10,000 in use", value: bcFull, unit: "ms",
+                         baseline: "host-local ADD latency, 10,000 in use", baselineValue: hlFull))
+    rows.append(BenchRow(section: "network", name: "berth-cni ADD latency, 10,000 in use", value: bcFull, unit: "ms",
+                         baseline: "berth-cni ADD latency, empty pool", baselineValue: bcEmpty))
+    rows.append(BenchRow(section: "network", name: "host-local ADD latency, 10,000 in use", value: hlFull, unit: "ms",
+                         baseline: "host-local ADD latency, empty", baselineValue: hlEmpty))
+    let apiFull = try apiAllocationRate(d, total: quick ? 2_000 : 20_000, clients: 16, prefix: "api2")
+    rows.append(BenchRow(section: "network", name: "allocations/s through the API, 10,000+ in use", value: apiFull, unit: "alloc/s",
+                         baseline: "allocations/s through the API, empty", baselineValue: apiRate))
+}
