@@ -21,12 +21,13 @@ public struct NetworkService: Sendable {
 
     /// ADD: idempotent per key. Returns the plugin's result (ips, routes, dns).
     public func add(network: String, request: JSON) async throws -> JSON {
-        let inst = try plugin(network)
+        _ = try plugin(network)  // fail fast; resolved again on the executor, where a reload swaps instances
         let (cid, ifname) = try Self.key(request["containerID"]?.string ?? "", request["ifname"]?.string ?? "eth0")
         let node = request["node"]?.string ?? ""
         let req = request.setting("network", .string(network)).setting("containerID", .string(cid)).setting("ifname", .string(ifname))
         let store = runtime.store
         return try await runtime.executor.run {
+            let inst = try self.plugin(network)
             let s = try store.prepare("SELECT result FROM attachments WHERE network=?1 AND container_id=?2 AND ifname=?3")
             s.bind(1, network); s.bind(2, cid); s.bind(3, ifname)
             if try s.step(), let existing = try? JSON.parse(s.text(0)) { return existing }
@@ -47,10 +48,11 @@ public struct NetworkService: Sendable {
 
     /// DEL: always succeeds for unknown or half-finished attachments.
     public func del(network: String, containerID: String, ifname: String, final: Bool = false) async throws {
-        let inst = try plugin(network)
+        _ = try plugin(network)  // fail fast; resolved again on the executor, where a reload swaps instances
         let (cid, ifn) = try Self.key(containerID, ifname)
         let store = runtime.store
         try await runtime.executor.run {
+            let inst = try self.plugin(network)
             do {
                 _ = try inst.callObject("del", inst.network!.pointee.del,
                                         ["network": .string(network), "containerID": .string(cid), "ifname": .string(ifn), "final": .bool(final)])
@@ -66,10 +68,11 @@ public struct NetworkService: Sendable {
 
     /// CHECK: the attachment exists in the host and the plugin confirms its reservation.
     public func check(network: String, containerID: String, ifname: String) async throws -> JSON {
-        let inst = try plugin(network)
+        _ = try plugin(network)  // fail fast; resolved again on the executor, where a reload swaps instances
         let (cid, ifn) = try Self.key(containerID, ifname)
         let store = runtime.store
         return try await runtime.executor.run {
+            let inst = try self.plugin(network)
             let s = try store.prepare("SELECT result FROM attachments WHERE network=?1 AND container_id=?2 AND ifname=?3")
             s.bind(1, network); s.bind(2, cid); s.bind(3, ifn)
             guard try s.step() else { throw APIError(404, "no attachment \(cid)/\(ifn) on network \"\(network)\"") }
@@ -83,10 +86,11 @@ public struct NetworkService: Sendable {
 
     /// GC: release every attachment not in `valid`.
     public func gc(network: String, valid: [(String, String)]) async throws -> JSON {
-        let inst = try plugin(network)
+        _ = try plugin(network)  // fail fast; resolved again on the executor, where a reload swaps instances
         let store = runtime.store
         let validJSON = JSON.array(valid.map { ["containerID": .string($0.0), "ifname": .string($0.1)] })
         return try await runtime.executor.run {
+            let inst = try self.plugin(network)
             let out: JSON
             do { out = try inst.callObject("gc", inst.network!.pointee.gc, ["network": .string(network), "valid": validJSON]) } catch let e as PluginCallError { throw APIError.from(e) }
             let keep = Set(valid.map { "\($0.0)\u{0}\($0.1)" })
@@ -107,15 +111,17 @@ public struct NetworkService: Sendable {
     }
 
     public func status(network: String) async throws -> JSON {
-        let inst = try plugin(network)
+        _ = try plugin(network)  // fail fast; resolved again on the executor, where a reload swaps instances
         return try await runtime.executor.run {
+            let inst = try self.plugin(network)
             do { return try inst.callObject("status", inst.network!.pointee.status, ["network": .string(network)]) } catch let e as PluginCallError { throw APIError.from(e) }
         }
     }
 
     public func capacity(network: String, node: String?) async throws -> JSON {
-        let inst = try plugin(network)
+        _ = try plugin(network)  // fail fast; resolved again on the executor, where a reload swaps instances
         return try await runtime.executor.run {
+            let inst = try self.plugin(network)
             do {
                 return try inst.callObject("capacity", inst.network!.pointee.capacity, ["network": .string(network), "node": node.map { .string($0) } ?? .null])
             } catch let e as PluginCallError { throw APIError.from(e) }
@@ -139,17 +145,19 @@ public struct NetworkService: Sendable {
 
     /// Administrative operations (pool.import, pool.list, ...), passed to the plugin in a transaction.
     public func admin(network: String, op: String, request: JSON) async throws -> JSON {
-        let inst = try plugin(network)
+        _ = try plugin(network)  // fail fast; resolved again on the executor, where a reload swaps instances
         return try await runtime.executor.run {
+            let inst = try self.plugin(network)
             do { return try inst.networkAdmin(op, request.setting("network", .string(network))) } catch let e as PluginCallError { throw APIError.from(e) }
         }
     }
 
     /// Every attachment on a node is released (the node is gone): plugin node.release plus host records.
     public func releaseNode(network: String, node: String) async throws -> JSON {
-        let inst = try plugin(network)
+        _ = try plugin(network)  // fail fast; resolved again on the executor, where a reload swaps instances
         let store = runtime.store
         return try await runtime.executor.run {
+            let inst = try self.plugin(network)
             let out: JSON
             do { out = try inst.networkAdmin("node.release", ["network": .string(network), "node": .string(node)]) } catch let e as PluginCallError { throw APIError.from(e) }
             let d = try store.prepare("DELETE FROM attachments WHERE network=?1 AND node=?2")

@@ -42,7 +42,7 @@ public final class PluginEntry: @unchecked Sendable {
 
 /// Wakes long-polling event readers after commits.
 final class EventWaiters: @unchecked Sendable {
-    private let lock = NSLock()
+    let lock = NSLock()
     private var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
     private var nextID: UInt64 = 0
 
@@ -68,12 +68,18 @@ final class EventWaiters: @unchecked Sendable {
 }
 
 public final class BerthRuntime: @unchecked Sendable {
-    public let site: SiteConfig
+    /// The running site configuration (replaced by `apply`).
+    public var site: SiteConfig { lock.withLock { currentSite } }
+    var currentSite: SiteConfig
+    /// Where the site came from (for SIGHUP); nil for the embedded default.
+    public var siteFile: String?
+    /// Probes that count the live state a plugin holds (refuse disabling it unless forced).
+    public var liveStateProbes: [(String) throws -> (count: Int, what: String)] = []
     public let store: Store
     public let executor: Executor
     public let loader: Loader
     public var logger: Logger
-    private let lock = NSLock()
+    let lock = NSLock()
     private var entries: [PluginEntry] = []
     let waiters = EventWaiters()
     public let startedAt = wallClock()
@@ -82,7 +88,7 @@ public final class BerthRuntime: @unchecked Sendable {
     public var discoverySnapshot: (() throws -> JSON)?
 
     public init(site: SiteConfig, logger: Logger = Logger(label: "berthd")) throws {
-        self.site = site
+        self.currentSite = site
         self.logger = logger
         try makeDirectories(site.stateDir, mode: 0o700)
         store = try Store(path: "\(site.stateDir)/state.db", synchronous: site.sync)
@@ -92,6 +98,34 @@ public final class BerthRuntime: @unchecked Sendable {
         let w = waiters
         executor.onCommit = { _ in w.notifyAll() }
         executor.start()
+        let store = self.store
+        liveStateProbes.append { name in
+            let s = try store.prepare("SELECT count(*) FROM attachments WHERE network=?1")
+            s.bind(1, name)
+            _ = try s.step()
+            return (Int(s.int(0)), "network attachments")
+        }
+    }
+
+    /// Replaces (or appends) the entry of a plugin name; returns the old one.
+    @discardableResult
+    func replaceEntry(_ entry: PluginEntry) -> PluginEntry? {
+        lock.withLock {
+            if let i = entries.firstIndex(where: { $0.spec.name == entry.spec.name }) {
+                let old = entries[i]
+                entries[i] = entry
+                return old
+            }
+            entries.append(entry)
+            return nil
+        }
+    }
+
+    func removeEntry(_ name: String) -> PluginEntry? {
+        lock.withLock {
+            guard let i = entries.firstIndex(where: { $0.spec.name == name }) else { return nil }
+            return entries.remove(at: i)
+        }
     }
 
     /// Loads every enabled plugin. A plugin that fails is recorded as failed with its reason; the rest go on.
@@ -113,17 +147,7 @@ public final class BerthRuntime: @unchecked Sendable {
         }
         do {
             let p = try loader.load(spec)
-            let log = logger
-            let name = spec.name
-            let inst = try loader.instantiate(p, spec: spec, executor: executor, log: { level, msg in
-                let m: Logger.Message = "plugin \(name): \(msg)"
-                switch level {
-                case BERTH_LOG_DEBUG: log.debug(m)
-                case BERTH_LOG_WARN: log.warning(m)
-                case BERTH_LOG_ERROR: log.error(m)
-                default: log.info(m)
-                }
-            })
+            let inst = try makeInstance(p, spec)
             logger.info("plugin \"\(spec.name)\" loaded: \(p.name) \(p.version) [\(p.kinds)] sha256 \(p.sha256.prefix(12))")
             try? executor.runSync {
                 self.executor.noteEvent(try self.store.appendEvent(type: "plugin.loaded", subject: spec.name, actor: "berthd",
@@ -137,6 +161,21 @@ public final class BerthRuntime: @unchecked Sendable {
             logger.error("plugin \"\(spec.name)\" (\(spec.path)): \(error)")
             return PluginEntry(spec: spec, state: .failed("\(error)"))
         }
+    }
+
+    /// Creates an instance of a loaded plugin, its log lines tagged with the instance name.
+    func makeInstance(_ p: LoadedPlugin, _ spec: PluginSpec) throws -> PluginInstance {
+        let log = logger
+        let name = spec.name
+        return try loader.instantiate(p, spec: spec, executor: executor, log: { level, msg in
+            let m: Logger.Message = "plugin \(name): \(msg)"
+            switch level {
+            case BERTH_LOG_DEBUG: log.debug(m)
+            case BERTH_LOG_WARN: log.warning(m)
+            case BERTH_LOG_ERROR: log.error(m)
+            default: log.info(m)
+            }
+        })
     }
 
     public var plugins: [PluginEntry] {

@@ -4,6 +4,7 @@
 import BerthCore
 import BerthWire
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
@@ -59,6 +60,12 @@ func readObject(_ req: Request, limit: Int, allowed: Set<String>? = nil) async t
     return v
 }
 
+/// Who asked: the X-Berth-Actor header (the CLI sends user@host), else the transport.
+func actor(_ req: Request) -> String {
+    if let name = HTTPField.Name("X-Berth-Actor"), let a = req.headers[name], !a.isEmpty { return "api:\(a)" }
+    return "api"
+}
+
 func param(_ ctx: Ctx, _ name: String) throws -> String {
     guard let v = ctx.parameters.get(name) else { throw APIError(400, "missing path parameter \(name)") }
     return v.removingPercentEncoding ?? v
@@ -104,6 +111,23 @@ public struct APIServer {
                                       "failed": .number(Double(ps.filter { $0.stateName == "failed" }.count))]])
         }
         route(router, .get, "/v1/site") { _, _ in Reply(rt.site.json) }
+        route(router, .put, "/v1/site") { req, _ in
+            let body = try await readObject(req, limit: limit)
+            let site = try SiteConfig.parse(body.bytes, baseDir: query(req, "baseDir") ?? rt.site.baseDir)
+            let changes = try rt.apply(site, actor: actor(req), force: query(req, "force") == "true", dryRun: query(req, "dryRun") == "true")
+            return Reply(["changes": .array(changes.map { $0.json })])
+        }
+        route(router, .post, "/v1/plugins/{name}/{action}") { req, ctx in
+            let name = try param(ctx, "name")
+            let changes: [PlannedChange]
+            switch try param(ctx, "action") {
+            case "enable": changes = try rt.setEnabled(name, true, actor: actor(req), force: false)
+            case "disable": changes = try rt.setEnabled(name, false, actor: actor(req), force: query(req, "force") == "true")
+            case "reload": changes = try rt.reload(name, actor: actor(req))
+            case let a: throw APIError(404, "unknown plugin action \"\(a)\" (enable, disable, reload)")
+            }
+            return Reply(["changes": .array(changes.map { $0.json })])
+        }
         route(router, .get, "/v1/plugins") { _, _ in Reply(["plugins": .array(rt.plugins.map { $0.json })]) }
         route(router, .get, "/v1/plugins/{name}") { _, ctx in
             let name = try param(ctx, "name")

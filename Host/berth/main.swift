@@ -19,7 +19,8 @@ struct Connection: ParsableArguments {
     func call(_ method: String, _ path: String, body: JSON? = nil) throws -> JSON {
         let conn = UnixHTTPConnection(path: socketPath)
         let resp: HTTPResponse
-        do { resp = try conn.request(method, path, body: body?.bytes) } catch let e as WireError {
+        let who = "\(ProcessInfo.processInfo.environment["USER"] ?? "uid\(getuid())")@\(ProcessInfo.processInfo.hostName)"
+        do { resp = try conn.request(method, path, body: body?.bytes, headers: [("X-Berth-Actor", who)]) } catch let e as WireError {
             throw CLIError("\(e.message)\n(is berthd running? set --socket or BERTH_SOCKET)")
         }
         let json = (try? resp.json()) ?? .string(resp.text)
@@ -80,7 +81,7 @@ struct Berth: ParsableCommand {
         commandName: "berth",
         abstract: "Operate a Berth daemon and check plugins.",
         discussion: "Commands that talk to berthd use --socket or $BERTH_SOCKET; `berth plugin check` needs no daemon.",
-        subcommands: [Status.self, Plugins.self, PluginCmd.self, Events.self, Pools.self, Attachments.self])
+        subcommands: [Status.self, Plugins.self, PluginCmd.self, Events.self, Pools.self, Attachments.self, Site.self])
 }
 
 struct Status: ParsableCommand {
@@ -97,7 +98,30 @@ struct Status: ParsableCommand {
 // MARK: plugins
 
 struct Plugins: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List and inspect the daemon's plugins.", subcommands: [List.self, Show.self])
+    static let configuration = CommandConfiguration(abstract: "List, inspect, enable, disable and reload the daemon's plugins.",
+                                                    subcommands: [List.self, Show.self, Enable.self, Disable.self, Reload.self])
+
+    struct Enable: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Enable a plugin of the running site (load and create it).")
+        @OptionGroup var conn: Connection
+        @Argument(help: "Plugin name") var name: String
+        func run() throws { printChanges(try conn.call("POST", "/v1/plugins/\(name)/enable")) }
+    }
+
+    struct Disable: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Disable a plugin (refused while it holds live state, unless --force).")
+        @OptionGroup var conn: Connection
+        @Argument(help: "Plugin name") var name: String
+        @Flag(name: .long, help: "Disable even though it holds live state.") var force = false
+        func run() throws { printChanges(try conn.call("POST", "/v1/plugins/\(name)/disable\(force ? "?force=true" : "")")) }
+    }
+
+    struct Reload: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Re-read a plugin's file: a new instance (a new build is an upgrade); the old one drains.")
+        @OptionGroup var conn: Connection
+        @Argument(help: "Plugin name") var name: String
+        func run() throws { printChanges(try conn.call("POST", "/v1/plugins/\(name)/reload")) }
+    }
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List plugins with version, kinds, sha256, isolation, state and call statistics.")
@@ -125,6 +149,39 @@ struct Plugins: ParsableCommand {
                     print("\(k):".padding(toLength: 20, withPad: " ", startingAt: 0) + (k == "config" || k == "configSchema" ? v.serialized : str(v)))
                 }
             }
+        }
+    }
+}
+
+func printChanges(_ j: JSON) {
+    let changes = j["changes"]?.array ?? []
+    table(["PLUGIN", "ACTION", "DETAIL"], changes.map { [str($0["plugin"]), str($0["action"]), str($0["detail"])] })
+}
+
+struct Site: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show or apply the site configuration at run time.", subcommands: [Show.self, Apply.self])
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the running site configuration.")
+        @OptionGroup var conn: Connection
+        func run() throws { print(try conn.call("GET", "/v1/site").pretty) }
+    }
+
+    struct Apply: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Apply a site file: enable, disable, reconfigure and upgrade plugins without a restart.",
+            discussion: "Everything is validated first; if anything is wrong nothing changes and every problem is listed with its key.")
+        @OptionGroup var conn: Connection
+        @Option(name: .customShort("f"), help: "Site file (JSON).") var file: String
+        @Flag(name: .long, help: "Disable plugins even though they hold live state.") var force = false
+        @Flag(name: .long, help: "Show what would change, change nothing.") var dryRun = false
+        func run() throws {
+            let j = try readJSONFile(file)
+            let dir = URL(fileURLWithPath: file).deletingLastPathComponent().path
+            var q = "?baseDir=\(dir.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? dir)"
+            if force { q += "&force=true" }
+            if dryRun { q += "&dryRun=true" }
+            printChanges(try conn.call("PUT", "/v1/site\(q)", body: j))
         }
     }
 }

@@ -70,7 +70,24 @@ struct Berthd: AsyncParsableCommand {
             throw ExitCode(1)
         }
         logger.info("berthd starting: site \(config.site), state \(config.stateDir), \(config.plugins.count) plugin(s) configured")
+        runtime.siteFile = site
         runtime.loadPlugins()
+        // SIGHUP: re-read the site file and apply the difference (nothing changes if it is invalid).
+        signal(SIGHUP, SIG_IGN)
+        let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        hup.setEventHandler {
+            guard let file = runtime.siteFile else {
+                logger.warning("SIGHUP: berthd runs on the embedded default site; nothing to reload")
+                return
+            }
+            do {
+                let changes = try runtime.apply(try SiteConfig.load(path: file), actor: "signal:SIGHUP")
+                logger.info("SIGHUP: applied \(file): \(changes.filter { $0.action != .unchanged }.count) change(s)")
+            } catch {
+                logger.error("SIGHUP: \(file) not applied, the running configuration is unchanged: \(error)")
+            }
+        }
+        hup.resume()
         try await APIServer(runtime: runtime).run(logger: logger)
         runtime.shutdown()
         logger.info("berthd stopped")

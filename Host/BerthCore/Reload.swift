@@ -1,0 +1,154 @@
+// Features per site at run time: diff a new site configuration against the running one and apply it —
+// enable, disable (refused while the plugin holds live state, unless forced), reconfigure (validated first;
+// the plugin's reconfigure if it has one, else a new instance), upgrade to a new file (a new content-addressed
+// copy, a new instance, an atomic swap). Everything is validated before anything changes. Swaps happen on the
+// executor thread, where every plugin operation runs, so no call is ever in flight on an instance being
+// replaced, and operations queued before the swap finish on the old instance first.
+import BerthWire
+import Foundation
+
+public struct PlannedChange: Sendable {
+    public enum Action: String, Sendable { case enable, disable, reconfigure, upgrade, unchanged }
+    public let action: Action
+    public let name: String
+    public let detail: String
+    public var json: JSON { ["action": .string(action.rawValue), "plugin": .string(name), "detail": .string(detail)] }
+}
+
+extension BerthRuntime {
+    /// Live state a plugin holds, from every registered probe: (count, what).
+    func liveState(_ name: String) throws -> [(Int, String)] {
+        let probes = liveStateProbes
+        return try executor.runSync { try probes.map { try $0(name) }.filter { $0.count > 0 } }
+    }
+
+    /// Applies a new site configuration. Validates everything first; on any problem nothing changes and the
+    /// error names each problem. Returns the list of changes made (or planned, with dryRun).
+    public func apply(_ new: SiteConfig, actor: String, force: Bool = false, dryRun: Bool = false) throws -> [PlannedChange] {
+        let cur = site
+        var problems: [String] = []
+        if new.stateDir != cur.stateDir { problems.append("stateDir: changing it needs a restart of berthd (running: \(cur.stateDir))") }
+        if new.socketPath != cur.socketPath { problems.append("api.socket: changing it needs a restart of berthd") }
+        if new.listen != cur.listen || new.token != cur.token { problems.append("api.listen/api.token: changing them needs a restart of berthd") }
+        if new.sync != cur.sync { problems.append("store.sync: changing it needs a restart of berthd") }
+
+        // Stage: load and validate every new or changed plugin without touching the running ones.
+        var plan: [(PlannedChange, LoadedPlugin?, PluginSpec)] = []
+        for spec in new.plugins {
+            let old = entry(spec.name)
+            if !spec.enabled {
+                if let old, old.instance != nil {
+                    plan.append((PlannedChange(action: .disable, name: spec.name, detail: "enabled: false"), nil, spec))
+                } else {
+                    plan.append((PlannedChange(action: .unchanged, name: spec.name, detail: "disabled"), nil, spec))
+                }
+                continue
+            }
+            let loaded: LoadedPlugin
+            do { loaded = try loader.load(spec) } catch {
+                problems.append("plugins.\(spec.name): \((error as? LoadError)?.reason ?? "\(error)")")
+                continue
+            }
+            if let schema = loaded.configSchema {
+                let errs = Schema.validate(spec.config, against: schema, path: "plugins.\(spec.name).config")
+                if !errs.isEmpty { problems += errs.map { $0.description }; continue }
+            }
+            guard let old, let inst = old.instance else {
+                plan.append((PlannedChange(action: .enable, name: spec.name, detail: "\(loaded.name) \(loaded.version)"), loaded, spec))
+                continue
+            }
+            if loaded.sha256 != inst.plugin.sha256 || spec.isolation != old.spec.isolation {
+                plan.append((PlannedChange(action: .upgrade, name: spec.name,
+                                           detail: "\(inst.plugin.version) (\(inst.plugin.sha256.prefix(12))) -> \(loaded.version) (\(loaded.sha256.prefix(12)))"), loaded, spec))
+            } else if spec.config != old.spec.config {
+                plan.append((PlannedChange(action: .reconfigure, name: spec.name, detail: inst.plugin.d.pointee.reconfigure != nil ? "in place" : "new instance"), loaded, spec))
+            } else {
+                plan.append((PlannedChange(action: .unchanged, name: spec.name, detail: ""), nil, spec))
+            }
+        }
+        let names = Set(new.plugins.map { $0.name })
+        for e in plugins where !names.contains(e.spec.name) && e.instance != nil {
+            var off = e.spec
+            off.enabled = false
+            plan.append((PlannedChange(action: .disable, name: e.spec.name, detail: "removed from the site"), nil, off))
+        }
+        for (change, _, _) in plan where change.action == .disable && !force {
+            let held = try liveState(change.name)
+            if !held.isEmpty {
+                problems.append("plugins.\(change.name): still holds \(held.map { "\($0.0) \($0.1)" }.joined(separator: ", ")); release them first or force")
+            }
+        }
+        if !problems.isEmpty { throw SiteError(problems: problems) }
+        if dryRun { return plan.map { $0.0 } }
+
+        for (change, loaded, spec) in plan {
+            switch change.action {
+            case .unchanged:
+                if let old = entry(spec.name), old.instance == nil, !spec.enabled { replaceEntry(PluginEntry(spec: spec, state: .disabled)) }
+            case .enable:
+                let inst = try makeInstance(loaded!, spec)
+                replaceEntry(PluginEntry(spec: spec, state: .loaded, instance: inst))
+            case .disable:
+                try executor.runSync {
+                    if let old = self.replaceEntry(PluginEntry(spec: spec, state: .disabled)) { old.instance?.destroy() }
+                }
+            case .reconfigure, .upgrade:
+                let old = entry(spec.name)!
+                if change.action == .reconfigure, let inst = old.instance, inst.plugin.d.pointee.reconfigure != nil {
+                    try executor.runSync {
+                        _ = try inst.reconfigure(spec.config)
+                        self.replaceEntry(PluginEntry(spec: spec, state: .loaded, instance: inst))
+                    }
+                } else {
+                    // A new instance, created and swapped in on the executor: the old one has drained by then.
+                    try executor.runSync {
+                        let fresh = try self.makeInstance(loaded!, spec)
+                        let previous = self.replaceEntry(PluginEntry(spec: spec, state: .loaded, instance: fresh))
+                        previous?.instance?.destroy()
+                    }
+                }
+            }
+            if change.action != .unchanged {
+                try executor.runSync {
+                    self.executor.noteEvent(try self.store.appendEvent(type: "plugin.\(change.action.rawValue)d",
+                                                                       subject: change.name, actor: actor, data: change.json))
+                }
+                logger.info("plugin \"\(change.name)\": \(change.action.rawValue) \(change.detail) (by \(actor))")
+            }
+        }
+        var applied = new
+        applied.siteFileKeep(from: cur)
+        lock.withLock { currentSite = applied }
+        return plan.map { $0.0 }
+    }
+
+    /// Enables or disables one plugin of the running site.
+    public func setEnabled(_ name: String, _ enabled: Bool, actor: String, force: Bool) throws -> [PlannedChange] {
+        var s = site
+        guard let i = s.plugins.firstIndex(where: { $0.name == name }) else { throw APIError(404, "no plugin named \"\(name)\" in the site") }
+        s.plugins[i].enabled = enabled
+        return try apply(s, actor: actor, force: force)
+    }
+
+    /// Re-reads a plugin's file: a changed file is an upgrade; an unchanged one gets a fresh instance.
+    public func reload(_ name: String, actor: String) throws -> [PlannedChange] {
+        guard let e = entry(name) else { throw APIError(404, "no plugin named \"\(name)\"") }
+        let loaded = try loader.load(e.spec)
+        let change = PlannedChange(action: .upgrade, name: name, detail: "reload from \(e.spec.path) (\(loaded.sha256.prefix(12)))")
+        try executor.runSync {
+            let fresh = try self.makeInstance(loaded, e.spec)
+            let previous = self.replaceEntry(PluginEntry(spec: e.spec, state: .loaded, instance: fresh))
+            previous?.instance?.destroy()
+            self.executor.noteEvent(try self.store.appendEvent(type: "plugin.reloaded", subject: name, actor: actor, data: change.json))
+        }
+        return [change]
+    }
+}
+
+extension SiteConfig {
+    /// Keeps settings that only a restart can change.
+    mutating func siteFileKeep(from running: SiteConfig) {
+        stateDir = running.stateDir
+        socket = running.socket
+    }
+}
