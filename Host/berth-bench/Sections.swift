@@ -1,4 +1,5 @@
 // The benchmark sections beyond the ABI's, in the order they run.
 let extraSections: [(String, () throws -> Void)] = [
     ("network", networkSection),
+    ("startup", startupSection),
 ]
