@@ -23,6 +23,7 @@ final class BenchDaemon {
         process.executableURL = URL(fileURLWithPath: binDir + "/berthd")
         process.arguments = ["--site", dir + "/site.json", "--log-level", "error"]
         process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
         try process.run()
         let deadline = monotonicNanos() + 20_000_000_000
         while monotonicNanos() < deadline {
