@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Builds every SDK example and checks it: the C and Rust network plugins (build + `berth plugin check`), the
+# fake-host unit tests (against the C plugin and against the built Rust plugin), and the Swift example
+# (Plugins/hello-swift, built by `swift build`). Exits non-zero when anything fails.
+#
+#   sdk-docs/examples/run-all.sh [path/to/berth]      (default .build/debug/berth)
+#
+# Needs cc, and cargo for the Rust example (BERTH_SKIP_RUST=1 skips it, saying so).
+set -uo pipefail
+berth=${1:-.build/debug/berth}
+case "$berth" in /*) ;; *) berth="$PWD/$berth" ;; esac
+cd "$(dirname "$0")/../.."
+ex=sdk-docs/examples
+rust_so=/tmp/berth-rust-target/release/libberth_rustnet.so
+swift_so="$(dirname "$berth")/libberth-hello-swift.so"
+failed=()
+passed=0
+
+step() {
+    local name=$1
+    shift
+    echo "==> $name"
+    if "$@"; then
+        passed=$((passed + 1))
+    else
+        echo "!!! FAILED: $name"
+        failed+=("$name")
+    fi
+    echo
+}
+
+if [ ! -x "$berth" ]; then
+    echo "run-all: $berth is not an executable; build it with 'swift build' or pass the path to berth" >&2
+    exit 2
+fi
+
+step "C example: build" "$ex/c-network/build.sh"
+step "C example: berth plugin check" "$berth" plugin check /tmp/libberth-netplug.so --config "$ex/c-network/config.json"
+step "testhost: unit tests of the C example" "$ex/testhost/run.sh"
+
+if [ "${BERTH_SKIP_RUST:-0}" = 1 ]; then
+    echo "==> Rust example: SKIPPED (BERTH_SKIP_RUST=1)"
+    echo
+elif ! command -v cargo >/dev/null 2>&1; then
+    step "Rust example: build (cargo not found on PATH; install Rust or set BERTH_SKIP_RUST=1)" false
+else
+    step "Rust example: build" "$ex/rust-network/build.sh"
+    step "Rust example: berth plugin check" "$berth" plugin check "$rust_so" --config "$ex/c-network/config.json"
+    step "testhost: the same unit tests against the Rust build" /tmp/berth-example-test "$rust_so"
+fi
+
+step "Swift example (Plugins/hello-swift): berth plugin check" "$berth" plugin check "$swift_so"
+
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "run-all: ${#failed[@]} step(s) failed, $passed passed:"
+    printf '  - %s\n' "${failed[@]}"
+    exit 1
+fi
+echo "run-all: all $passed steps passed"
