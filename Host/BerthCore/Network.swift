@@ -75,7 +75,10 @@ public struct NetworkService: Sendable {
             let inst = try self.plugin(network)
             let s = try store.prepare("SELECT result FROM attachments WHERE network=?1 AND container_id=?2 AND ifname=?3")
             s.bind(1, network); s.bind(2, cid); s.bind(3, ifn)
-            guard try s.step() else { throw APIError(404, "no attachment \(cid)/\(ifn) on network \"\(network)\"") }
+            guard try s.step() else {
+                let msg = "no attachment \(cid)/\(ifn) on network \"\(network)\""
+                throw APIError(404, msg, details: ["status": "NOT_FOUND", "message": .string(msg)])
+            }
             let result = (try? JSON.parse(s.text(0))) ?? .object([])
             do {
                 _ = try inst.callObject("check", inst.network!.pointee.check, ["network": .string(network), "containerID": .string(cid), "ifname": .string(ifn)])

@@ -28,6 +28,9 @@ public enum Schema {
         var errs: [SchemaError] = []
         for (k, v) in kv {
             if !known.contains(k) { errs.append(SchemaError(path: path, reason: "unsupported schema keyword \"\(k)\"")) }
+            if k == "pattern", let p = v.string, Pattern.compile(Array(p.unicodeScalars).filter { $0 != "^" && $0 != "$" }) == nil {
+                errs.append(SchemaError(path: path, reason: "unsupported pattern \(p) (use literals, ., [classes], \\d, \\w, *, +, ?, ^ and $)"))
+            }
             if k == "properties", case .object(let props) = v {
                 for (pk, pv) in props { errs += lint(pv, path: join(path, pk)) }
             }
@@ -121,7 +124,7 @@ enum Pattern {
         if anchoredStart { p.removeFirst() }
         let anchoredEnd = p.last == "$"
         if anchoredEnd { p.removeLast() }
-        guard let atoms = compile(p) else { return true }
+        guard let atoms = compile(p) else { return false }  // lint refuses such schemas before they are used
         let t = Array(s.unicodeScalars)
         let starts = anchoredStart ? [0] : Array(0...t.count)
         for st in starts where match(atoms, 0, t, st, anchoredEnd) { return true }

@@ -157,6 +157,7 @@ typedef struct berth_host_services {
     /**
      * Read `key` from the plugin's namespace into `value_out`. Returns BERTH_NOT_FOUND when the key does
      * not exist (the sink is not called). Sees the current transaction's own uncommitted writes.
+     * `value_out` may be NULL to test for existence only.
      * Keys are byte strings of 1..1024 bytes; values at most 16 MiB.
      */
     berth_status (*kv_get)(void *host_ctx, const char *key, size_t key_len, const berth_sink *value_out);
@@ -217,7 +218,8 @@ typedef berth_status (*berth_json_op)(void *instance, const char *req, size_t re
  *  status  OK when addresses can be allocated; BERTH_RESOURCE_EXHAUSTED when none can.
  *  capacity (optional) {"node": N} -> {"free":..,"reserved":..,"active":..} per node and per pool.
  *  admin   (optional) named administrative operations; `op` is a NUL-terminated name such as
- *          "pool.import", "pool.list", "pool.show", "pool.delete", "address.move", "node.release".
+ *          "pool.import", "pool.list", "pool.show", "pool.delete", "address.move", "node.release",
+ *          "identity.release".
  *          Unknown names: BERTH_UNIMPLEMENTED.
  */
 typedef struct berth_network_ops {
@@ -315,6 +317,9 @@ typedef struct berth_sched_instance {
  * plugin the feasible nodes in ONE batch per placement (never one call per node).
  * Required group: filter, score, reserve, unreserve. Optional: bind, kind_schema (a NUL-terminated JSON
  * Schema for the kind's spec; the host validates objects against it before storing them).
+ *
+ *  kv_* are available in filter and score when the host calls them during a placement (inside its
+ *  transaction); `berth plugin check` calls them outside one, where kv_* return BERTH_FAILED_PRECONDITION.
  *
  *  filter    write one berth_sched_code per node into codes[i] (SUCCESS keeps the node). The call's own
  *            return is BERTH_OK unless the plugin failed.
