@@ -1,0 +1,827 @@
+// ipam-pool — the reference network plugin: IP and MAC allocation from pools (ranges and explicit lists,
+// reserved addresses, gateways, routes, DNS, VLANs, node restrictions) with fixed addresses for stateful apps
+// (release policies onDelete / immutable / never, optional keepSeconds). CNI semantics as host-local has them,
+// without its linear scans; BCS netservice / Galaxy semantics for states and fixed addresses.
+//
+// The plugin keeps no state of its own: every operation reads and writes its key-value namespace through the
+// host, in the operation's transaction (see State.swift for the key layout). Nothing is cached across calls
+// except the configuration and the network name (for messages).
+//
+// Behaviour worth knowing (beyond the operation list in the network guide):
+//  - Pool choice for ADD: the `pool` field; else, with `ips`, the pool that holds the first requested address;
+//    else the configured defaultPool; else the first pool by name usable from `node` with free addresses.
+//  - pool.import on an existing pool merges: the fields given replace the stored ones, the others are kept.
+//    Addresses leaving the pool must not be active or held. "reserved" is declarative: newly listed addresses
+//    become reserved, addresses dropped from the list since the last import become available (addresses moved
+//    with address.move are left alone).
+//  - capacity / pool.list: for a dual-stack pool, `free` is how many more attachments it can serve (its
+//    scarcest family); reserved, active and held count addresses over all families. Reported counts are capped
+//    at 2^50 (an IPv6 /64 reads as 1125899906842624), so every JSON reader gets an exact integer.
+//  - One interface has one MAC: every entry of an ADD result carries the same one — a MAC the pool binds to one
+//    of the addresses, else the request's "mac", else derived from the first address (IPv4 when present).
+//  - An identity (app, ordinal) re-added while its addresses are still active for another container takes them
+//    over (the orchestrator guarantees one live instance per identity); the older attachment then fails CHECK,
+//    and its DEL releases nothing that it no longer owns.
+//  - Expired holds (keepSeconds) are released lazily at the start of every operation.
+
+import BerthPluginKit
+
+final class IpamPool: NetworkPlugin {
+    let host: HostServices
+    var defaultPool: String?
+    /// The network's name as the host last sent it; used in messages only.
+    var network = ""
+
+    init(host: HostServices, config: [UInt8]) throws {
+        self.host = host
+        try apply(config: config)
+    }
+
+    func reconfigure(config: [UInt8]) throws { try apply(config: config) }
+
+    /// Reads the configuration and imports the pools it lists that do not exist yet.
+    private func apply(config: [UInt8]) throws {
+        let cfg: JV
+        do { cfg = config.isEmpty ? .object([]) : try JV.parse(config) } catch {
+            throw PluginError(.invalidArgument, "configuration is not valid JSON")
+        }
+        defaultPool = cfg["defaultPool"]?.string
+        let op = Op(host: host, network: networkLabel)
+        for (i, p) in (cfg["pools"]?.array ?? []).enumerated() {
+            guard let name = p["name"]?.string else { throw PluginError(.invalidArgument, "configuration pools[\(i)]: \"name\" is required") }
+            if try op.def(name) == nil {
+                do { _ = try importPool(op, p) } catch let e as PluginError {
+                    throw PluginError(e.status, "configuration pools[\(i)]: \(e.message)")
+                }
+            }
+        }
+        try op.flush()
+        if let d = defaultPool, try op.def(d) == nil {
+            host.log(.warn, "defaultPool \"\(d)\" does not exist yet; import it with pool.import")
+        }
+    }
+
+    var networkLabel: String { network.isEmpty ? "(unnamed)" : network }
+
+    /// Emits an event (committed with the operation), naming the network when it is known.
+    private func emit(_ type: String, _ data: JV) {
+        var d: JV = network.isEmpty ? .object([]) : ["network": .string(network)]
+        for (k, v) in data.object ?? [] { d[k] = v }
+        host.emit(type, json: d.serialized)
+    }
+
+    // MARK: request helpers
+
+    /// Parses a request object and starts an operation: notes the network name and releases expired holds.
+    private func begin(_ request: [UInt8]) throws -> (JV, Op) {
+        let req: JV
+        do { req = request.isEmpty ? .object([]) : try JV.parse(request) } catch let e as JV.ParseError {
+            throw PluginError(.invalidArgument, "request is not valid JSON (at byte \(e.offset): \(e.reason))")
+        }
+        guard case .object = req else { throw PluginError(.invalidArgument, "request must be a JSON object, got \(req.typeName)") }
+        if let n = req["network"]?.string, !n.isEmpty { network = n }
+        let op = Op(host: host, network: networkLabel)
+        try op.sweep()
+        return (req, op)
+    }
+
+    private func finish(_ op: Op, _ out: JV) throws -> [UInt8] {
+        try op.flush()
+        return out.bytes
+    }
+
+    private func str(_ req: JV, _ key: String, required: Bool = false, max: Int = 512) throws -> String? {
+        guard let v = req[key], !v.isNull else {
+            if required { throw PluginError(.invalidArgument, "\"\(key)\" is required (a non-empty string)") }
+            return nil
+        }
+        guard let s = v.string else { throw PluginError(.invalidArgument, "\"\(key)\" must be a string, got \(v.typeName)") }
+        let t = s.trimmingSpaces
+        if t.isEmpty {
+            if required { throw PluginError(.invalidArgument, "\"\(key)\" is required (a non-empty string)") }
+            return nil
+        }
+        if t.utf8.count > max { throw PluginError(.invalidArgument, "\"\(key)\" is too long (\(t.utf8.count) bytes, at most \(max))") }
+        return t
+    }
+
+    private func flag(_ req: JV, _ key: String) throws -> Bool {
+        guard let v = req[key], !v.isNull else { return false }
+        guard let b = v.bool else { throw PluginError(.invalidArgument, "\"\(key)\" must be true or false, got \(v.serialized)") }
+        return b
+    }
+
+    /// The attachment key; `ifname` defaults to eth0 as the host's does.
+    private func attachmentKey(_ req: JV) throws -> (String, String) {
+        (try str(req, "containerID", required: true)!, try str(req, "ifname", max: 64) ?? "eth0")
+    }
+
+    private func loadAttachment(_ op: Op, _ cid: String, _ ifname: String) throws -> Attachment? {
+        try op.getJSON(Key.att(cid, ifname)).flatMap { Attachment($0) }
+    }
+
+    // MARK: add
+
+    struct IdentityReq {
+        var app: String
+        var ord: String
+        var policy: String
+        var keep: Int64
+        var prefersReserved: Bool { policy != "onDelete" }
+    }
+
+    private func parseIdentity(_ req: JV) throws -> IdentityReq? {
+        guard let v = req["identity"], !v.isNull else { return nil }
+        guard case .object = v else { throw PluginError(.invalidArgument, "\"identity\" must be an object {app, ordinal, releasePolicy}, got \(v.typeName)") }
+        guard let app = try str(v, "app", max: 253) else { throw PluginError(.invalidArgument, "identity.app is required (a non-empty string)") }
+        let ord: String
+        switch v["ordinal"] {
+        case .some(.int(let n)) where n >= 0: ord = String(n)
+        case .some(.double(let d)) where d >= 0 && d.rounded() == d && d < 1e15: ord = String(Int64(d))
+        case .some(.string(let s)) where !s.trimmingSpaces.isEmpty && s.utf8.count <= 253: ord = s.trimmingSpaces
+        case nil, .some(.null): throw PluginError(.invalidArgument, "identity.ordinal is required (a non-negative integer)")
+        case .some(let o): throw PluginError(.invalidArgument, "identity.ordinal must be a non-negative integer, got \(o.serialized)")
+        }
+        let policy = try str(v, "releasePolicy") ?? "onDelete"
+        guard ["onDelete", "immutable", "never"].contains(policy) else {
+            throw PluginError(.invalidArgument, "identity.releasePolicy \"\(policy)\" is unknown (use onDelete, immutable or never)")
+        }
+        var keep: Int64 = 0
+        if let k = v["keepSeconds"], !k.isNull {
+            guard let n = k.int64, n >= 0 else { throw PluginError(.invalidArgument, "identity.keepSeconds must be a non-negative integer, got \(k.serialized)") }
+            keep = n
+        }
+        return IdentityReq(app: app, ord: ord, policy: policy, keep: keep)
+    }
+
+    /// Requested addresses ("ips"), at most one per family.
+    private func parseRequested(_ req: JV) throws -> [Int: IP] {
+        guard let v = req["ips"], !v.isNull else { return [:] }
+        guard let a = v.array else { throw PluginError(.invalidArgument, "\"ips\" must be an array of addresses, got \(v.typeName)") }
+        var out: [Int: IP] = [:]
+        for (i, e) in a.enumerated() {
+            guard let s = e.string else { throw PluginError(.invalidArgument, "ips[\(i)] must be a string, got \(e.typeName)") }
+            let t = s.trimmingSpaces
+            guard let ip = IP.parse(t) ?? CIDR.parse(t)?.ip else {
+                throw PluginError(.invalidArgument, "ips[\(i)] \"\(s)\" is not a valid IP address")
+            }
+            if let other = out[ip.family], other != ip {
+                throw PluginError(.invalidArgument, "ips: \(other) and \(ip) are both \(familyName(ip.family)); request at most one address per family")
+            }
+            out[ip.family] = ip
+        }
+        return out
+    }
+
+    func add(_ request: [UInt8]) throws -> [UInt8] {
+        let (req, op) = try begin(request)
+        let (cid, ifname) = try attachmentKey(req)
+        if let existing = try loadAttachment(op, cid, ifname) {
+            return try finish(op, existing.result)  // idempotent
+        }
+        let node = try str(req, "node", max: 253)
+        let ident = try parseIdentity(req)
+        let requested = try parseRequested(req)
+        let poolField = try str(req, "pool", max: 63)
+        var requestedMAC: String? = nil
+        if let m = try str(req, "mac", max: 64) {
+            guard let c = MAC.canonical(m) else {
+                throw PluginError(.invalidArgument, "\"mac\" \"\(m)\" is not a MAC address (expected like 0a:58:0a:01:00:05)")
+            }
+            requestedMAC = c
+        }
+
+        var held: Identity? = nil
+        if let ident, let j = try op.getJSON(Key.ident(ident.app, ident.ord)), let id = Identity(j), !id.addrs.isEmpty,
+           try op.def(id.pool) != nil {
+            held = id
+        }
+
+        let pool: PoolDef
+        var taken: [IP] = []
+        let owner: AddrRec = {
+            var r = AddrRec(state: .active)
+            r.cid = cid
+            r.ifname = ifname
+            r.app = ident?.app
+            r.ord = ident?.ord
+            return r
+        }()
+
+        if let id = held, let ident {
+            // The identity already holds addresses: reuse exactly those (and their MACs).
+            pool = try op.requireDef(id.pool)
+            let who = "identity \(ident.app) ordinal \(ident.ord)"
+            if let pf = poolField, pf != pool.name {
+                throw PluginError(.failedPrecondition, "\(who) holds addresses in pool \(pool.name), not \(pf); release them with identity.release first")
+            }
+            if !pool.usable(from: node) {
+                throw PluginError(.failedPrecondition, "\(who) holds addresses in pool \(pool.name), which is not usable from node \(node!) (nodes: \(pool.nodes.joined(separator: ", ")))")
+            }
+            for (_, ip) in requested where !id.addrs.contains(ip) {
+                throw PluginError(.alreadyExists, "\(who) holds \(id.addrs.map { $0.description }.joined(separator: ", ")), not the requested \(ip); release it with identity.release first")
+            }
+            for ip in id.addrs {
+                let r = try op.rec(pool.name, ip)
+                if let r, r.app == ident.app, r.ord == ident.ord, r.state == .held || r.state == .active {
+                    if r.state == .active {
+                        if r.cid == cid {
+                            throw PluginError(.failedPrecondition, "\(who) is already attached to container \(cid) on interface \(r.ifname ?? "?")")
+                        }
+                        // A newer instance of the identity: it takes the addresses over (the older attachment
+                        // keeps its record but no longer owns them; its del will not release them).
+                        host.log(.warn, "\(who): \(ip) moves from container \(r.cid ?? "?") to \(cid)")
+                    } else {
+                        try op.bump(pool.name, ip.family, Counts.held, -1)
+                        try op.bump(pool.name, ip.family, Counts.active, 1)
+                    }
+                    var n = owner
+                    n.prevReserved = r.prevReserved
+                    try op.putRec(pool.name, ip, n)
+                } else if r == nil, try op.membership(pool, ip) == nil {
+                    try op.takeAvailable(pool, ip, owner)  // lost its hold somehow: take it back
+                } else if let r, r.state == .reserved {
+                    try op.takeReserved(pool, ip, owner)
+                } else {
+                    throw PluginError(.alreadyExists, "\(who) holds \(ip), but it is \(r?.ownerText ?? "not in pool \(pool.name)")")
+                }
+                taken.append(ip)
+            }
+            if let e = id.exp { try op.delete(Key.exp(e, id.app, id.ord)) }
+            // A family the pool gained since: allocate it now.
+            for fam in pool.families where !taken.contains(where: { $0.family == fam }) {
+                taken.append(try allocate(op, pool, fam, requested[fam], ident, owner))
+            }
+        } else {
+            pool = try choosePool(op, poolField: poolField, requested: requested, node: node, ident: ident)
+            for (_, ip) in requested where !pool.families.contains(ip.family) {
+                throw PluginError(.invalidArgument, "\(ip) cannot be requested: pool \(pool.name) has no \(familyName(ip.family)) addresses")
+            }
+            for fam in pool.families {
+                taken.append(try allocate(op, pool, fam, requested[fam], ident, owner))
+            }
+        }
+
+        // The result, stored with the attachment so that a repeated ADD returns it unchanged. One interface has one
+        // MAC: a MAC the pool binds to one of its addresses, else the requested one, else derived from the first.
+        taken.sort()
+        var mac: String? = nil
+        for ip in taken where mac == nil { mac = try host.getString(Key.mac(pool.name, ip)) }
+        if mac == nil { mac = requestedMAC ?? MAC.derived(taken[0]) }
+        var ips: [JV] = []
+        for ip in taken {
+            let (prefix, gw) = try op.addressing(pool, ip)
+            var o: JV = ["address": .string("\(ip)/\(prefix)")]
+            if let gw { o["gateway"] = .string(gw.description) }
+            o["family"] = JV(ip.family)
+            o["pool"] = .string(pool.name)
+            o["mac"] = .string(mac!)
+            if let v = pool.vlan { o["vlan"] = JV(v) }
+            ips.append(o)
+        }
+        var result: JV = ["ips": .array(ips), "routes": pool.routes]
+        if let dns = pool.dns { result["dns"] = dns }
+
+        let att = Attachment(cid: cid, ifname: ifname, node: node, pool: pool.name, addrs: taken, app: ident?.app, ord: ident?.ord,
+                             policy: ident?.policy ?? "onDelete", result: result)
+        try op.put(att.key, att.json)
+        if let node { try op.put(Key.node(node, cid, ifname), text: "") }
+        if let ident {
+            var id = Identity(app: ident.app, ord: ident.ord, policy: ident.policy, keep: ident.keep, pool: pool.name, addrs: taken)
+            id.cid = cid
+            id.ifname = ifname
+            try op.put(id.key, id.json)
+        }
+        return try finish(op, result)
+    }
+
+    /// One address of family `fam` from pool `p`: the requested one, else (stateful identities) the lowest
+    /// reserved one, else the next available one in round-robin order.
+    private func allocate(_ op: Op, _ p: PoolDef, _ fam: Int, _ want: IP?, _ ident: IdentityReq?, _ owner: AddrRec) throws -> IP {
+        if let ip = want {
+            if let r = try op.rec(p.name, ip) {
+                switch r.state {
+                case .reserved:
+                    try op.takeReserved(p, ip, owner)
+                    return ip
+                case .active, .held:
+                    throw PluginError(.alreadyExists, "requested address \(ip) is already \(r.ownerText) (pool \(p.name), network \(networkLabel))")
+                }
+            }
+            if let why = try op.membership(p, ip) {
+                throw PluginError(.invalidArgument, "requested address \(why) (network \(networkLabel))")
+            }
+            try op.takeAvailable(p, ip, owner)
+            return ip
+        }
+        if let ident, ident.prefersReserved, let ip = try op.lowestReserved(p, fam) {
+            try op.takeReserved(p, ip, owner)
+            return ip
+        }
+        guard let ip = try op.pickAvailable(p, fam) else {
+            let dual = p.families.count > 1 ? "; all its \(familyName(fam)) addresses are in use" : ""
+            throw PluginError(.resourceExhausted, "no IP addresses available in pool \(p.name) (network \(networkLabel))\(dual)")
+        }
+        try op.takeAvailable(p, ip, owner)
+        return ip
+    }
+
+    /// Pool choice: the `pool` field; else the pool holding the requested address; else the configured default;
+    /// else the first pool by name usable from the node with addresses to give.
+    private func choosePool(_ op: Op, poolField: String?, requested: [Int: IP], node: String?, ident: IdentityReq?) throws -> PoolDef {
+        func usable(_ p: PoolDef, _ why: String) throws -> PoolDef {
+            guard p.usable(from: node) else {
+                throw PluginError(.failedPrecondition, "\(why) pool \(p.name) is not usable from node \(node!) (it serves nodes \(p.nodes.joined(separator: ", ")))")
+            }
+            return p
+        }
+        // An unknown pool is a bad request (INVALID_ARGUMENT): NOT_FOUND would reach CNI callers as "unknown container".
+        func named(_ name: String, _ what: String) throws -> PoolDef {
+            guard let p = try op.def(name) else {
+                let known = try op.allDefs().map { $0.name }
+                throw PluginError(.invalidArgument, "\(what) pool \(name) does not exist in network \(networkLabel)"
+                    + (known.isEmpty ? "; import one with pool.import" : " (pools: \(known.joined(separator: ", ")))"))
+            }
+            return p
+        }
+        if let name = poolField { return try usable(try named(name, "the requested"), "the requested") }
+        if let ip = requested.values.sorted().first {
+            if let o = try op.getJSON(Key.owner(ip)), let name = o["pool"]?.string, let p = try op.def(name) {
+                return try usable(p, "the requested address's")
+            }
+            for p in try op.allDefs() where p.range(containing: ip) != nil || p.ranges.contains(where: { $0.subnet.contains(ip) }) {
+                return try usable(p, "the requested address's")
+            }
+            if let d = defaultPool, let p = try op.def(d) { return try usable(p, "the default") }
+            throw PluginError(.invalidArgument, "requested address \(ip) is not in any pool of network \(networkLabel)")
+        }
+        if let d = defaultPool { return try usable(try named(d, "the default (configured defaultPool)"), "the default") }
+        let all = try op.allDefs()
+        if all.isEmpty {
+            throw PluginError(.failedPrecondition, "network \(networkLabel) has no pools; import one with pool.import")
+        }
+        let candidates = all.filter { $0.usable(from: node) }
+        if candidates.isEmpty {
+            throw PluginError(.failedPrecondition, "no pool of network \(networkLabel) is usable from node \(node ?? "?")")
+        }
+        for p in candidates {
+            let c = try op.counts(p.name)
+            if p.families.allSatisfy({ c.free($0) > 0 || (ident?.prefersReserved == true && c.get($0, Counts.reserved) > 0) }) { return p }
+        }
+        if candidates.count == 1 {
+            throw PluginError(.resourceExhausted, "no IP addresses available in pool \(candidates[0].name) (network \(networkLabel))")
+        }
+        throw PluginError(.resourceExhausted, "no IP addresses available in any pool of network \(networkLabel)"
+            + (node.map { " usable from node \($0)" } ?? "") + " (pools \(candidates.map { $0.name }.joined(separator: ", ")))")
+    }
+
+    // MARK: del, check, gc, status, capacity
+
+    func del(_ request: [UInt8]) throws -> [UInt8] {
+        let (req, op) = try begin(request)
+        let (cid, ifname) = try attachmentKey(req)
+        let final = try flag(req, "final")
+        if let a = try loadAttachment(op, cid, ifname) {
+            try op.releaseAttachment(a, final: final)
+        }
+        return try finish(op, .object([]))
+    }
+
+    func check(_ request: [UInt8]) throws -> [UInt8] {
+        let (req, op) = try begin(request)
+        let (cid, ifname) = try attachmentKey(req)
+        guard let a = try loadAttachment(op, cid, ifname) else {
+            throw PluginError(.notFound, "no addresses are allocated to container \(cid) interface \(ifname) in network \(networkLabel)")
+        }
+        for ip in a.addrs {
+            let r = try op.rec(a.pool, ip)
+            guard let r, r.state == .active, r.cid == cid, r.ifname == ifname else {
+                throw PluginError(.notFound, "address \(ip) of container \(cid) interface \(ifname) is no longer active for it (it is \(r?.ownerText ?? "available") in pool \(a.pool))")
+            }
+        }
+        return try finish(op, .object([]))
+    }
+
+    func gc(_ request: [UInt8]) throws -> [UInt8] {
+        let (req, op) = try begin(request)
+        guard let v = req["valid"], let list = v.array else {
+            throw PluginError(.invalidArgument, "\"valid\" is required: an array of {containerID, ifname} to keep")
+        }
+        var valid = Set<String>()
+        for (i, e) in list.enumerated() {
+            guard let c = e["containerID"]?.string else {
+                throw PluginError(.invalidArgument, "valid[\(i)] must be an object {containerID, ifname} (ifname defaults to eth0)")
+            }
+            let f = e["ifname"]?.string?.trimmingSpaces ?? ""
+            valid.insert(Key.att(c.trimmingSpaces, f.isEmpty ? "eth0" : f))
+        }
+        var released: [JV] = []
+        try op.each("att/") { key, value in
+            guard !valid.contains(key), let j = try? JV.parse(value), let a = Attachment(j) else { return }
+            try op.releaseAttachment(a, final: false)
+            released.append(["containerID": .string(a.cid), "ifname": .string(a.ifname)])
+        }
+        return try finish(op, ["released": .array(released)])
+    }
+
+    func status(_ request: [UInt8]) throws -> [UInt8] {
+        let (_, op) = try begin(request)
+        let all = try op.allDefs()
+        if all.isEmpty {
+            throw PluginError(.resourceExhausted, "network \(networkLabel) has no pools; import one with pool.import")
+        }
+        for p in all {
+            let c = try op.counts(p.name)
+            if p.families.allSatisfy({ c.free($0) > 0 }) { return try finish(op, .object([])) }
+        }
+        throw PluginError(.resourceExhausted, "no IP addresses available in any pool of network \(networkLabel) (\(all.map { $0.name }.joined(separator: ", ")))")
+    }
+
+    func capacity(_ request: [UInt8]) throws -> [UInt8] {
+        let (req, op) = try begin(request)
+        let node = try str(req, "node", max: 253)
+        var tf: Int64 = 0, tr: Int64 = 0, ta: Int64 = 0, th: Int64 = 0
+        var pools: [JV] = []
+        for p in try op.allDefs() where p.usable(from: node) {
+            let s = try op.counts(p.name).summary(p.families)
+            tf = tf &+ s.free; tr = tr &+ s.reserved; ta = ta &+ s.active; th = th &+ s.held
+            pools.append(["name": .string(p.name), "free": Counts.report(s.free), "reserved": Counts.report(s.reserved),
+                          "active": Counts.report(s.active), "held": Counts.report(s.held)])
+        }
+        return try finish(op, ["free": Counts.report(tf), "reserved": Counts.report(tr), "active": Counts.report(ta),
+                               "held": Counts.report(th), "pools": .array(pools)])
+    }
+
+    // MARK: admin
+
+    func admin(op name: String, _ request: [UInt8]) throws -> [UInt8] {
+        let known = ["pool.import", "pool.list", "pool.show", "pool.delete", "address.move", "node.release", "identity.release"]
+        guard known.contains(name) else {
+            throw PluginError(.unimplemented, "unknown admin operation \"\(name)\" (ipam-pool knows \(known.joined(separator: ", ")))")
+        }
+        let (req, op) = try begin(request)
+        let out: JV
+        switch name {
+        case "pool.import": out = try importPool(op, req)
+        case "pool.list":
+            out = ["pools": .array(try op.allDefs().map { try summary(op, $0) })]
+        case "pool.show": out = try showPool(op, req)
+        case "pool.delete": out = try deletePool(op, req)
+        case "address.move": out = try moveAddresses(op, req)
+        case "node.release":
+            let node = try str(req, "node", required: true, max: 253)!
+            var released: [JV] = []
+            try op.each(Key.nodePrefix(node)) { key, _ in
+                let parts = key.split(separator: "/", omittingEmptySubsequences: false)
+                guard parts.count == 4 else { return }
+                let attKey = "att/\(parts[2])/\(parts[3])"
+                if let j = try op.getJSON(attKey), let a = Attachment(j) {
+                    try op.releaseAttachment(a, final: false)
+                    released.append(["containerID": .string(a.cid), "ifname": .string(a.ifname)])
+                } else {
+                    try op.delete(key)
+                }
+            }
+            out = ["node": .string(node), "released": .array(released)]
+        default: out = try releaseIdentities(op, req)
+        }
+        return try finish(op, out)
+    }
+
+    private func summary(_ op: Op, _ p: PoolDef) throws -> JV {
+        let c = try op.counts(p.name)
+        let s = c.summary(p.families)
+        var subnets: [String] = []
+        for r in p.ranges where !subnets.contains(r.subnet.description) { subnets.append(r.subnet.description) }
+        var o: JV = ["name": .string(p.name), "families": .array(p.families.map { JV($0) }),
+                     "subnets": .array(subnets.map { .string($0) }),
+                     "ranges": .array(p.ranges.map { .string("\($0.start)-\($0.end)") })]
+        if let v = p.vlan { o["vlan"] = JV(v) }
+        if !p.nodes.isEmpty { o["nodes"] = .array(p.nodes.map { .string($0) }) }
+        o["free"] = Counts.report(s.free)
+        o["reserved"] = Counts.report(s.reserved)
+        o["active"] = Counts.report(s.active)
+        o["held"] = Counts.report(s.held)
+        o["byFamily"] = .object(p.families.map { f in
+            (String(f), ["size": Counts.report(c.get(f, Counts.size)), "free": Counts.report(c.free(f)),
+                         "reserved": Counts.report(c.get(f, Counts.reserved)), "active": Counts.report(c.get(f, Counts.active)),
+                         "held": Counts.report(c.get(f, Counts.held))])
+        })
+        return o
+    }
+
+    private func showPool(_ op: Op, _ req: JV) throws -> JV {
+        let name = try str(req, "name", required: true, max: 63)!
+        let p = try op.requireDef(name)
+        var addrs: [JV] = []
+        try op.each("addr/\(name)/") { key, value in
+            guard let ip = IP(ref: String(key.dropFirst("addr/\(name)/".count))), let j = try? JV.parse(value), let r = AddrRec(j) else { return }
+            addrs.append(r.show(ip))
+        }
+        return ["pool": try op.getJSON(Key.spec(name)) ?? p.json, "counts": try summary(op, p), "addresses": .array(addrs)]
+    }
+
+    private func deletePool(_ op: Op, _ req: JV) throws -> JV {
+        let name = try str(req, "name", required: true, max: 63)!
+        let p = try op.requireDef(name)
+        let c = try op.counts(name)
+        let s = c.summary(p.families)
+        if s.active + s.held > 0 {
+            throw PluginError(.failedPrecondition, "pool \(name) has \(s.active + s.held) active addresses (\(s.active) attached, \(s.held) held for stateful identities); release them before deleting the pool")
+        }
+        // Explicit addresses' owner entries, then every per-pool prefix.
+        if let sj = try op.getJSON(Key.spec(name)), let spec = try? PoolSpec.parse(sj) {
+            for e in spec.explicit { try op.delete(Key.owner(e.ip)) }
+        }
+        for prefix in ["addr/\(name)/", "free/\(name)/", "rsv/\(name)/", "hwm/\(name)/", "last/\(name)/", "mac/\(name)/"] {
+            try op.each(prefix) { key, _ in try op.delete(key) }
+        }
+        try op.delete(Key.pool(name))
+        try op.delete(Key.spec(name))
+        try op.delete(Key.count(name))
+        op.forgetDef(name)
+        emit("pool.deleted", ["pool": .string(name)])
+        return ["deleted": .string(name)]
+    }
+
+    private func moveAddresses(_ op: Op, _ req: JV) throws -> JV {
+        let name = try str(req, "pool", required: true, max: 63)!
+        let p = try op.requireDef(name)
+        let to = try str(req, "to", required: true)!
+        guard to == "reserved" || to == "available" else {
+            throw PluginError(.invalidArgument, "\"to\" must be \"reserved\" or \"available\", got \"\(to)\"")
+        }
+        guard let list = req["addresses"]?.array, !list.isEmpty else {
+            throw PluginError(.invalidArgument, "\"addresses\" is required: a non-empty array of addresses or ranges \"a-b\"")
+        }
+        var ips: [IP] = []
+        for (i, e) in list.enumerated() {
+            guard let s = e.string, let iv = PoolSpec.parseSpan(s.trimmingSpaces) else {
+                throw PluginError(.invalidArgument, "addresses[\(i)] \(e.serialized) is not an address or a range \"a-b\"")
+            }
+            if iv.lo.count(through: iv.hi) > PoolSpec.maxExpansion {
+                throw PluginError(.invalidArgument, "addresses[\(i)] \"\(s)\" spans more than \(PoolSpec.maxExpansion) addresses; move it in parts")
+            }
+            var ip = iv.lo
+            while true {
+                if let why = try op.membership(p, ip) { throw PluginError(.invalidArgument, "addresses[\(i)]: \(why)") }
+                ips.append(ip)
+                if ip == iv.hi { break }
+                ip = ip.successor!
+            }
+        }
+        var moved: [JV] = [], unchanged: [JV] = [], skipped: [JV] = []
+        for ip in ips {
+            let r = try op.rec(name, ip)
+            switch (r?.state, to) {
+            case (nil, "reserved"):
+                try op.reserve(p, ip)
+                moved.append(.string(ip.description))
+            case (.some(.reserved), "available"):
+                try op.unreserve(p, ip)
+                moved.append(.string(ip.description))
+            case (nil, _), (.some(.reserved), _):
+                unchanged.append(.string(ip.description))
+            default:
+                skipped.append(["address": .string(ip.description), "state": .string(r!.state.rawValue), "reason": .string("\(ip) is \(r!.ownerText)")])
+            }
+        }
+        if !moved.isEmpty {
+            emit("address.moved", ["pool": .string(name), "to": .string(to), "addresses": .array(moved)])
+        }
+        return ["pool": .string(name), "to": .string(to), "moved": .array(moved), "unchanged": .array(unchanged), "skipped": .array(skipped)]
+    }
+
+    private func releaseIdentities(_ op: Op, _ req: JV) throws -> JV {
+        let app = try str(req, "app", required: true, max: 253)!
+        let force = try flag(req, "force")
+        var ords: [String]? = nil
+        switch req["ordinal"] {
+        case nil, .some(.null): break
+        case .some(.int(let n)): ords = [String(n)]
+        case .some(.string(let s)): ords = [s.trimmingSpaces]
+        case .some(let o): throw PluginError(.invalidArgument, "\"ordinal\" must be a non-negative integer, got \(o.serialized)")
+        }
+        var ids: [Identity] = []
+        if let ords {
+            for o in ords { if let j = try op.getJSON(Key.ident(app, o)), let id = Identity(j) { ids.append(id) } }
+        } else {
+            try op.each(Key.identPrefix(app)) { _, value in
+                if let j = try? JV.parse(value), let id = Identity(j) { ids.append(id) }
+            }
+        }
+        var released: [JV] = [], skipped: [JV] = []
+        for id in ids {
+            let who: JV = ["app": .string(id.app), "ordinal": .string(id.ord)]
+            if let cid = id.cid {
+                skipped.append(who.with("reason", .string("attached to container \(cid) interface \(id.ifname ?? "?"); delete it first")))
+                continue
+            }
+            if id.policy == "never" && !force {
+                skipped.append(who.with("reason", .string("release policy is never; pass force to release it")))
+                continue
+            }
+            let ips = try op.releaseHeld(id)
+            if let e = id.exp { try op.delete(Key.exp(e, id.app, id.ord)) }
+            try op.delete(id.key)
+            released.append(who.with("addresses", .array(ips.map { .string($0.description) })))
+        }
+        return ["released": .array(released), "skipped": .array(skipped)]
+    }
+
+    // MARK: pool.import
+
+    /// Creates a pool, or updates one: the fields given replace the stored ones, the others are kept.
+    /// Addresses that leave the pool must not be active or held; reservations follow the "reserved" list
+    /// (addresses newly listed become reserved, addresses dropped from it since the last import become available).
+    @discardableResult
+    func importPool(_ op: Op, _ doc: JV) throws -> JV {
+        guard case .object(let fields) = doc else { throw PluginError(.invalidArgument, "a pool must be a JSON object, got \(doc.typeName)") }
+        guard let name = doc["name"]?.string else { throw PluginError(.invalidArgument, "pool: \"name\" is required (a string)") }
+        let ignored = fields.map { $0.0 }.filter { !PoolSpec.fields.contains($0) && $0 != "network" }
+        if !ignored.isEmpty { host.log(.warn, "pool.import \(name): ignoring unknown fields \(ignored.joined(separator: ", "))") }
+
+        let oldSpecJSON = PoolSpec.validName(name) ? try op.getJSON(Key.spec(name)) : nil
+        let old = oldSpecJSON.flatMap { try? PoolSpec.parse($0) }
+        var merged: JV = oldSpecJSON ?? .object([])
+        for (k, v) in fields where PoolSpec.fields.contains(k) { merged[k] = v }
+        let spec = try PoolSpec.parse(merged)
+        let p = spec.def
+        let isNew = old == nil
+
+        // No address may belong to two pools of the network.
+        for o in try op.allDefs() where o.name != name {
+            for r in p.ranges {
+                for r2 in o.ranges where r.interval.overlaps(r2.interval) {
+                    throw PluginError(.invalidArgument, "pool \(name): range \(r.start)-\(r.end) overlaps range \(r2.start)-\(r2.end) of pool \(o.name)")
+                }
+            }
+            for e in spec.explicit where o.range(containing: e.ip) != nil {
+                throw PluginError(.invalidArgument, "pool \(name): address \(e.ip) is already in a range of pool \(o.name)")
+            }
+        }
+        for e in spec.explicit {
+            if let j = try op.getJSON(Key.owner(e.ip)), let other = j["pool"]?.string, other != name {
+                throw PluginError(.invalidArgument, "pool \(name): address \(e.ip) already belongs to pool \(other)")
+            }
+        }
+        for r in p.ranges {
+            let prefix = "owner/\(r.family)/"
+            var after = r.start.predecessor.map { prefix + $0.hex } ?? ""
+            while let e = try op.host.next(prefix: prefix, after: after), let ip = IP(hex: e.key.dropFirst(prefix.count)), ip <= r.end {
+                if let j = try? JV.parse(e.value), let other = j["pool"]?.string, other != name {
+                    throw PluginError(.invalidArgument, "pool \(name): range \(r.start)-\(r.end) holds \(ip), an explicit address of pool \(other)")
+                }
+                after = e.key
+            }
+        }
+
+        let explicitSet = Set(spec.explicit.map { $0.ip })
+        let newReserved = Set(spec.reserved)
+        let oldReserved = Set(old?.reserved ?? [])
+        var toAvailable: [IP] = []
+
+        if let old {
+            let oldDef = try op.def(name) ?? old.def
+            let oldExplicit = Set(old.explicit.map { $0.ip })
+            // Recorded addresses: removals (refused while in use), un-reservations, previous states.
+            try op.each("addr/\(name)/") { key, value in
+                guard let ip = IP(ref: String(key.dropFirst("addr/\(name)/".count))), let j = try? JV.parse(value), var r = AddrRec(j) else { return }
+                if !spec.isMember(ip, explicitSet: explicitSet) {
+                    if r.state != .reserved {
+                        throw PluginError(.failedPrecondition, "pool \(name): cannot remove \(ip) from the pool: it is \(r.ownerText); release it first")
+                    }
+                    try op.delete(key)
+                    try op.delete(Key.rsv(name, ip))
+                } else if r.state == .reserved {
+                    if oldReserved.contains(ip) && !newReserved.contains(ip) { toAvailable.append(ip) }
+                } else {
+                    let was = r.prevReserved
+                    if newReserved.contains(ip) { r.prevReserved = true } else if oldReserved.contains(ip) { r.prevReserved = false }
+                    if r.prevReserved != was { try op.putRec(name, ip, r) }
+                }
+            }
+            try op.each("free/\(name)/") { key, _ in
+                guard let ip = IP(ref: String(key.dropFirst("free/\(name)/".count))) else { return }
+                if !spec.isMember(ip, explicitSet: explicitSet) { try op.delete(key) }
+            }
+            try op.each("mac/\(name)/") { key, _ in try op.delete(key) }
+            for ip in oldExplicit where !explicitSet.contains(ip) { try op.delete(Key.owner(ip)) }
+
+            // High-water marks: kept for ranges that start where they did. Addresses that joined such a range
+            // below its mark (an exclusion lifted, a new gateway) must be put in free/ to be found.
+            func members(_ d: PoolDef) -> [Interval] { Interval.normalise(d.ranges.flatMap { d.memberIntervals($0) }) }
+            let oldMembers = members(oldDef)
+            let oldStarts = Set(oldDef.ranges.map { $0.start })
+            for r in oldDef.ranges where !p.ranges.contains(where: { $0.start == r.start }) {
+                try op.delete(Key.hwm(name, r))
+            }
+            try op.setDef(p)
+            for r in p.ranges where oldStarts.contains(r.start) {
+                guard let h = try op.hwm(p, r) ?? r.end.successor, h > r.start, let below = h.predecessor else { continue }
+                let joined = Interval.subtract(Interval.clip(p.memberIntervals(r), to: Interval(lo: r.start, hi: below)), oldMembers)
+                let total = joined.reduce(Int64(0)) { $0 &+ $1.count }
+                if total > PoolSpec.maxExpansion {
+                    try op.delete(Key.hwm(name, r))  // cheaper to let allocation walk the range again
+                    op.forgetHwms()
+                    continue
+                }
+                for iv in joined {
+                    var ip = iv.lo
+                    while true {
+                        if !oldExplicit.contains(ip), try op.rec(name, ip) == nil { try op.put(Key.free(name, ip), text: "") }
+                        if ip == iv.hi { break }
+                        ip = ip.successor!
+                    }
+                }
+            }
+        } else {
+            try op.setDef(p)
+        }
+
+        for e in spec.explicit {
+            var o = e.json
+            o["pool"] = .string(name)
+            try op.put(Key.owner(e.ip), o)
+            if try op.rec(name, e.ip) == nil { try op.put(Key.free(name, e.ip), text: "") }
+        }
+        // Recount before the reservation transitions below adjust the counters.
+        try recount(op, spec)
+        for ip in toAvailable { try op.unreserve(p, ip) }
+        for ip in spec.reserved where !oldReserved.contains(ip) || isNew {
+            if try op.rec(name, ip) == nil { try op.reserve(p, ip) }
+        }
+        for (ip, mac) in spec.macs { try op.put(Key.mac(name, ip), text: mac) }
+        try op.put(Key.spec(name), spec.canonical)
+
+        emit("pool.imported", ["pool": .string(name), "created": .bool(isNew)])
+        return try summary(op, p).with("created", .bool(isNew))
+    }
+
+    /// Sets a pool's counters from its definition and its address records (administrative operations only).
+    private func recount(_ op: Op, _ spec: PoolSpec) throws {
+        var c = Counts()
+        let p = spec.def
+        for f in p.families { c.add(f, Counts.size, 0) }
+        for r in p.ranges { c.add(r.family, Counts.size, p.memberCount(r)) }
+        for e in spec.explicit { c.add(e.ip.family, Counts.size, 1) }
+        try op.each("addr/\(p.name)/") { key, value in
+            guard let ip = IP(ref: String(key.dropFirst("addr/\(p.name)/".count))), let j = try? JV.parse(value), let r = AddrRec(j) else { return }
+            switch r.state {
+            case .reserved: c.add(ip.family, Counts.reserved, 1)
+            case .active: c.add(ip.family, Counts.active, 1)
+            case .held: c.add(ip.family, Counts.held, 1)
+            }
+        }
+        op.setCounts(p.name, c)
+    }
+}
+
+extension JV {
+    func with(_ key: String, _ value: JV) -> JV {
+        var o = self
+        o[key] = value
+        return o
+    }
+}
+
+// MARK: - export
+
+/// The configuration schema. The host validates the configuration against it before create() sees it.
+let poolSchema = #"""
+{"type":"object","additionalProperties":false,"required":["name"],"properties":{
+ "name":{"type":"string","minLength":1,"maxLength":63,"pattern":"^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+ "ranges":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["subnet"],"properties":{
+   "subnet":{"type":"string","minLength":3,"maxLength":64,"pattern":"^[0-9A-Fa-f.:]+/[0-9]+$"},
+   "start":{"type":"string","minLength":2,"maxLength":64,"pattern":"^[0-9A-Fa-f.:]+$"},
+   "end":{"type":"string","minLength":2,"maxLength":64,"pattern":"^[0-9A-Fa-f.:]+$"},
+   "gateway":{"type":"string","minLength":2,"maxLength":64,"pattern":"^[0-9A-Fa-f.:]+$"}}}},
+ "ips":{"type":"array","items":{"type":"string","minLength":2,"maxLength":130,"pattern":"^[0-9A-Fa-f.:/-]+$"}},
+ "exclude":{"type":"array","items":{"type":"string","minLength":2,"maxLength":130,"pattern":"^[0-9A-Fa-f.:/-]+$"}},
+ "reserved":{"type":"array","items":{"type":"string","minLength":2,"maxLength":130,"pattern":"^[0-9A-Fa-f.:-]+$"}},
+ "macs":{"type":"object","additionalProperties":{"type":"string","minLength":17,"maxLength":17,"pattern":"^[0-9A-Fa-f:-]+$"}},
+ "routes":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["dst"],"properties":{
+   "dst":{"type":"string","pattern":"^[0-9A-Fa-f.:]+/[0-9]+$"},"gw":{"type":"string","pattern":"^[0-9A-Fa-f.:]+$"}}}},
+ "dns":{"type":"object","additionalProperties":false,"properties":{
+   "nameservers":{"type":"array","items":{"type":"string","pattern":"^[0-9A-Fa-f.:]+$"}},
+   "domain":{"type":"string","maxLength":253},
+   "search":{"type":"array","items":{"type":"string","maxLength":253}},
+   "options":{"type":"array","items":{"type":"string","maxLength":253}}}},
+ "vlan":{"type":"integer","minimum":0,"maximum":4094},
+ "nodes":{"type":"array","items":{"type":"string","minLength":1,"maxLength":253}}}}
+"""#
+
+let configSchema = #"""
+{"type":"object","additionalProperties":false,"properties":{
+ "defaultPool":{"type":"string","minLength":1,"maxLength":63,"pattern":"^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+ "pools":{"type":"array","items":
+"""# + poolSchema + "}}}"
+
+@_cdecl("berth_plugin_entry_v1")
+public func berthPluginEntry(_ hostMajor: UInt16, _ hostMinor: UInt16) -> UnsafeRawPointer? {
+    BerthPluginExport.entry(IpamPool.self, info: PluginInfo(
+        name: "ipam-pool", version: "1.0.0",
+        description: "IP and MAC allocation from pools: ranges, explicit lists, reserved addresses, VLANs, fixed addresses for stateful apps",
+        configSchema: configSchema),
+        hostMajor: hostMajor)
+}

@@ -1,0 +1,646 @@
+// The ipam-pool plugin's state: key layout, records, and the address state machine. Everything is in the
+// plugin's key-value namespace; one `Op` lives for one host call and caches what it reads for that call only.
+//
+// KEY LAYOUT (values are JSON unless noted; <ref> is "4/<8 hex>" or "6/<32 hex>", fixed-width so that keys sort
+// in address order; <P> is a pool name, which cannot contain '/'; <x> is a free-form string with '%' and '/'
+// percent-escaped)
+//
+//   pool/<P>              PoolDef: ranges (defaults filled in), holes (gateways + exclusions), families, routes,
+//                         dns, vlan, nodes. Small: no per-address data. Read by every allocation.
+//   spec/<P>              the canonical POOL document as imported (pool.show, merging on re-import)
+//   count/<P>             per-family counters {"4":[size,reserved,active,held],...}, updated incrementally;
+//                         free = size - reserved - active - held. capacity/status read only these.
+//   addr/<P>/<ref>        record of every address that is NOT available: {"s":"reserved"} or
+//                         {"s":"active"|"held","p":"available"|"reserved" (the state to return to), "cid","if",
+//                         "app","ord"}. Available addresses never have a record.
+//   free/<P>/<ref>        "" — available addresses that allocation cannot find lazily: explicit addresses and
+//                         released or un-reserved range addresses below their range's high-water mark.
+//   rsv/<P>/<ref>         "" — addresses in state reserved (lowest first for stateful identities).
+//   hwm/<P>/<startref>    (text) per range: the hex of the lowest never-handed-out address, or "end". Every
+//                         range address at or above it that has no record is available, so a /64 needs no
+//                         enumeration; below it, available addresses are exactly the free/ entries.
+//   last/<P>/<family>     (text) hex of the last address handed out from available (round-robin cursor).
+//   mac/<P>/<ref>         (text) MAC bound to the address by the pool's "macs".
+//   owner/<ref>           explicit address -> {"pool","prefix","gateway"}: its addressing, and one owner per
+//                         network (overlap checks across pools).
+//   att/<cid>/<if>        attachment: {"cid","if","node","pool","addrs":[ref],"app","ord","policy","result"}.
+//   node/<node>/<cid>/<if> "" — attachments by node (node.release).
+//   id/<app>/<ord>        identity of a stateful instance: {"app","ord","policy","keep","pool","addrs":[ref],
+//                         "cid","if" (while attached), "exp" (ms, while held with keepSeconds)}.
+//   exp/<ms16>/<app>/<ord> "" — holds that expire, ordered by time (ms since the epoch, 16 digits).
+//
+// Allocation from available, round robin: the smallest available address after the cursor is the smaller of
+// the next free/ key after it (one kv_next) and, per range, the first address at or above max(hwm, cursor+1)
+// that is neither a hole nor recorded (skipping forward; skips at the frontier advance the hwm for good). No
+// step depends on how many addresses are in use.
+
+import BerthPluginKit
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+enum Key {
+    static func esc(_ s: String) -> String {
+        guard s.contains("%") || s.contains("/") else { return s }
+        var out = ""
+        for c in s.unicodeScalars {
+            if c == "%" { out += "%25" } else if c == "/" { out += "%2F" } else { out.unicodeScalars.append(c) }
+        }
+        return out
+    }
+    static func pool(_ p: String) -> String { "pool/\(p)" }
+    static func spec(_ p: String) -> String { "spec/\(p)" }
+    static func count(_ p: String) -> String { "count/\(p)" }
+    static func addr(_ p: String, _ ip: IP) -> String { "addr/\(p)/\(ip.ref)" }
+    static func free(_ p: String, _ ip: IP) -> String { "free/\(p)/\(ip.ref)" }
+    static func freePrefix(_ p: String, _ fam: Int) -> String { "free/\(p)/\(fam)/" }
+    static func rsv(_ p: String, _ ip: IP) -> String { "rsv/\(p)/\(ip.ref)" }
+    static func rsvPrefix(_ p: String, _ fam: Int) -> String { "rsv/\(p)/\(fam)/" }
+    static func hwm(_ p: String, _ r: AddrRange) -> String { "hwm/\(p)/\(r.start.ref)" }
+    static func last(_ p: String, _ fam: Int) -> String { "last/\(p)/\(fam)" }
+    static func mac(_ p: String, _ ip: IP) -> String { "mac/\(p)/\(ip.ref)" }
+    static func owner(_ ip: IP) -> String { "owner/\(ip.ref)" }
+    static func att(_ cid: String, _ ifname: String) -> String { "att/\(esc(cid))/\(esc(ifname))" }
+    static func node(_ node: String, _ cid: String, _ ifname: String) -> String { "node/\(esc(node))/\(esc(cid))/\(esc(ifname))" }
+    static func nodePrefix(_ node: String) -> String { "node/\(esc(node))/" }
+    static func ident(_ app: String, _ ord: String) -> String { "id/\(esc(app))/\(esc(ord))" }
+    static func identPrefix(_ app: String) -> String { "id/\(esc(app))/" }
+    static func exp(_ ms: Int64, _ app: String, _ ord: String) -> String {
+        let d = String(ms)
+        return "exp/" + String(repeating: "0", count: max(0, 16 - d.count)) + d + "/\(esc(app))/\(esc(ord))"
+    }
+}
+
+/// The state of an address that has a record.
+enum AddrState: String { case reserved, active, held }
+
+/// addr/<P>/<ref>
+struct AddrRec {
+    var state: AddrState
+    var prevReserved = false   // for active/held: return to reserved (else available) on release
+    var cid: String? = nil
+    var ifname: String? = nil
+    var app: String? = nil
+    var ord: String? = nil
+
+    init(state: AddrState) { self.state = state }
+
+    init?(_ j: JV) {
+        guard let s = j["s"]?.string.flatMap(AddrState.init(rawValue:)) else { return nil }
+        state = s
+        prevReserved = j["p"]?.string == "reserved"
+        cid = j["cid"]?.string
+        ifname = j["if"]?.string
+        app = j["app"]?.string
+        ord = j["ord"]?.string
+    }
+
+    var json: JV {
+        var o: JV = ["s": .string(state.rawValue)]
+        if state != .reserved { o["p"] = .string(prevReserved ? "reserved" : "available") }
+        if let cid { o["cid"] = .string(cid) }
+        if let ifname { o["if"] = .string(ifname) }
+        if let app { o["app"] = .string(app) }
+        if let ord { o["ord"] = .string(ord) }
+        return o
+    }
+
+    /// For messages: who has the address.
+    var ownerText: String {
+        switch state {
+        case .reserved: return "reserved"
+        case .active:
+            var s = "in use by container \(cid ?? "?") (interface \(ifname ?? "?"))"
+            if let app { s += " for \(app) ordinal \(ord ?? "?")" }
+            return s
+        case .held: return "held for \(app ?? "?") ordinal \(ord ?? "?")"
+        }
+    }
+
+    /// For pool.show.
+    func show(_ ip: IP) -> JV {
+        var o: JV = ["address": .string(ip.description), "state": .string(state.rawValue)]
+        if state != .reserved { o["previous"] = .string(prevReserved ? "reserved" : "available") }
+        if let cid { o["containerID"] = .string(cid) }
+        if let ifname { o["ifname"] = .string(ifname) }
+        if let app { o["app"] = .string(app) }
+        if let ord { o["ordinal"] = .string(ord) }
+        return o
+    }
+}
+
+/// Per-family counters of one pool.
+struct Counts {
+    // family -> [size, reserved, active, held]
+    var byFamily: [Int: [Int64]] = [:]
+
+    init() {}
+    init(_ j: JV) {
+        for (k, v) in j.object ?? [] {
+            if let f = Int(k), let a = v.array, a.count == 4 { byFamily[f] = a.map { $0.int64 ?? 0 } }
+        }
+    }
+    var json: JV { .object(byFamily.keys.sorted().map { f in (String(f), .array(byFamily[f]!.map { JV($0) })) }) }
+
+    static let size = 0, reserved = 1, active = 2, held = 3
+
+    /// Largest count reported: 2^50, exactly representable in every JSON reader (doubles included).
+    static let reportCap: Int64 = 1 << 50
+    static func report(_ n: Int64) -> JV { JV(min(n, reportCap)) }
+
+    mutating func add(_ fam: Int, _ field: Int, _ delta: Int64) {
+        var a = byFamily[fam] ?? [0, 0, 0, 0]
+        a[field] = a[field] &+ delta
+        byFamily[fam] = a
+    }
+    func free(_ fam: Int) -> Int64 {
+        guard let a = byFamily[fam] else { return 0 }
+        return max(0, a[0] &- a[1] &- a[2] &- a[3])
+    }
+    func get(_ fam: Int, _ field: Int) -> Int64 { byFamily[fam]?[field] ?? 0 }
+
+    /// Pool-level numbers: free is what the pool can still serve from available addresses (one address per
+    /// family, so the scarcest family); reserved, active and held are address counts over all families.
+    func summary(_ families: [Int]) -> (free: Int64, reserved: Int64, active: Int64, held: Int64) {
+        let fams = families.isEmpty ? Array(byFamily.keys) : families
+        let free = fams.map { self.free($0) }.min() ?? 0
+        var r: Int64 = 0, a: Int64 = 0, h: Int64 = 0
+        for f in fams { r = r &+ get(f, Counts.reserved); a = a &+ get(f, Counts.active); h = h &+ get(f, Counts.held) }
+        return (free, r, a, h)
+    }
+}
+
+/// att/<cid>/<if>
+struct Attachment {
+    var cid: String
+    var ifname: String
+    var node: String?
+    var pool: String
+    var addrs: [IP]
+    var app: String?
+    var ord: String?
+    var policy: String
+    var result: JV
+
+    var key: String { Key.att(cid, ifname) }
+
+    init(cid: String, ifname: String, node: String?, pool: String, addrs: [IP], app: String?, ord: String?, policy: String, result: JV) {
+        self.cid = cid
+        self.ifname = ifname
+        self.node = node
+        self.pool = pool
+        self.addrs = addrs
+        self.app = app
+        self.ord = ord
+        self.policy = policy
+        self.result = result
+    }
+
+    init?(_ j: JV) {
+        guard let c = j["cid"]?.string, let i = j["if"]?.string, let p = j["pool"]?.string else { return nil }
+        cid = c
+        ifname = i
+        node = j["node"]?.string
+        pool = p
+        addrs = (j["addrs"]?.array ?? []).compactMap { $0.string.flatMap(IP.init(ref:)) }
+        app = j["app"]?.string
+        ord = j["ord"]?.string
+        policy = j["policy"]?.string ?? "onDelete"
+        result = j["result"] ?? .object([])
+    }
+
+    var json: JV {
+        var o: JV = ["cid": .string(cid), "if": .string(ifname), "pool": .string(pool), "addrs": .array(addrs.map { .string($0.ref) })]
+        if let node { o["node"] = .string(node) }
+        if let app { o["app"] = .string(app) }
+        if let ord { o["ord"] = .string(ord) }
+        o["policy"] = .string(policy)
+        o["result"] = result
+        return o
+    }
+}
+
+/// id/<app>/<ord>
+struct Identity {
+    var app: String
+    var ord: String
+    var policy: String
+    var keep: Int64
+    var pool: String
+    var addrs: [IP]
+    var cid: String?
+    var ifname: String?
+    var exp: Int64?
+
+    var key: String { Key.ident(app, ord) }
+
+    init(app: String, ord: String, policy: String, keep: Int64, pool: String, addrs: [IP]) {
+        self.app = app
+        self.ord = ord
+        self.policy = policy
+        self.keep = keep
+        self.pool = pool
+        self.addrs = addrs
+    }
+
+    init?(_ j: JV) {
+        guard let a = j["app"]?.string, let o = j["ord"]?.string, let p = j["pool"]?.string else { return nil }
+        app = a
+        ord = o
+        policy = j["policy"]?.string ?? "onDelete"
+        keep = j["keep"]?.int64 ?? 0
+        pool = p
+        addrs = (j["addrs"]?.array ?? []).compactMap { $0.string.flatMap(IP.init(ref:)) }
+        cid = j["cid"]?.string
+        ifname = j["if"]?.string
+        exp = j["exp"]?.int64
+    }
+
+    var json: JV {
+        var o: JV = ["app": .string(app), "ord": .string(ord), "policy": .string(policy), "keep": JV(keep), "pool": .string(pool),
+                     "addrs": .array(addrs.map { .string($0.ref) })]
+        if let cid { o["cid"] = .string(cid) }
+        if let ifname { o["if"] = .string(ifname) }
+        if let exp { o["exp"] = JV(exp) }
+        return o
+    }
+}
+
+func nowMillis() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+}
+
+func familyName(_ f: Int) -> String { f == 6 ? "IPv6" : "IPv4" }
+
+/// One host call's view of the namespace: typed reads and writes, per-call caches of pool definitions and
+/// counters (flushed once at the end), and the address state machine.
+final class Op {
+    let host: HostServices
+    let network: String
+    let now: Int64
+    private var defs: [String: PoolDef?] = [:]
+    private var counts: [String: Counts] = [:]
+    private var dirty: Set<String> = []
+    private var hwms: [String: IP?] = [:]
+
+    init(host: HostServices, network: String) {
+        self.host = host
+        self.network = network
+        now = nowMillis()
+    }
+
+    // MARK: raw helpers
+
+    func getJSON(_ key: String) throws -> JV? {
+        guard let b = try host.get(key) else { return nil }
+        do { return try JV.parse(b) } catch {
+            throw PluginError(.internal, "stored value at \(key) is not valid JSON; the namespace is damaged")
+        }
+    }
+    func put(_ key: String, _ v: JV) throws { try host.put(key, v.bytes) }
+    func put(_ key: String, text: String) throws { try host.put(key, text) }
+    func delete(_ key: String) throws { try host.delete(key) }
+    func exists(_ key: String) throws -> Bool { try host.get(key) != nil }
+
+    /// Visits every key under `prefix` in order; the body may delete the key it is given.
+    func each(_ prefix: String, _ body: (String, [UInt8]) throws -> Void) throws {
+        var after = ""
+        while let e = try host.next(prefix: prefix, after: after) {
+            try body(e.key, e.value)
+            after = e.key
+        }
+    }
+
+    // MARK: pools and counters
+
+    func def(_ name: String) throws -> PoolDef? {
+        if let d = defs[name] { return d }
+        let d = try getJSON(Key.pool(name)).flatMap { PoolDef(stored: $0) }
+        defs[name] = d
+        return d
+    }
+
+    func requireDef(_ name: String) throws -> PoolDef {
+        guard let d = try def(name) else {
+            throw PluginError(.notFound, "pool \(name) does not exist in network \(network) (see pool.list)")
+        }
+        return d
+    }
+
+    func setDef(_ d: PoolDef) throws {
+        defs[d.name] = d
+        hwms = [:]
+        try put(Key.pool(d.name), d.json)
+    }
+
+    func forgetDef(_ name: String) {
+        defs[name] = .some(nil)
+        counts[name] = nil
+        dirty.remove(name)
+        hwms = [:]
+    }
+
+    /// Every pool, by name.
+    func allDefs() throws -> [PoolDef] {
+        var out: [PoolDef] = []
+        try each("pool/") { key, value in
+            let name = String(key.dropFirst(5))
+            if let d = defs[name] { if let d { out.append(d) }; return }
+            if let j = try? JV.parse(value), let d = PoolDef(stored: j) {
+                defs[name] = d
+                out.append(d)
+            }
+        }
+        return out
+    }
+
+    func counts(_ pool: String) throws -> Counts {
+        if let c = counts[pool] { return c }
+        let c = try getJSON(Key.count(pool)).map { Counts($0) } ?? Counts()
+        counts[pool] = c
+        return c
+    }
+
+    func bump(_ pool: String, _ fam: Int, _ field: Int, _ delta: Int64) throws {
+        var c = try counts(pool)
+        c.add(fam, field, delta)
+        counts[pool] = c
+        dirty.insert(pool)
+    }
+
+    func setCounts(_ pool: String, _ c: Counts) {
+        counts[pool] = c
+        dirty.insert(pool)
+    }
+
+    /// Writes what the call changed in the caches. Call last, before returning OK.
+    func flush() throws {
+        for p in dirty.sorted() { if let c = counts[p] { try put(Key.count(p), c.json) } }
+        dirty = []
+    }
+
+    // MARK: address records
+
+    func rec(_ pool: String, _ ip: IP) throws -> AddrRec? {
+        try getJSON(Key.addr(pool, ip)).flatMap { AddrRec($0) }
+    }
+    func putRec(_ pool: String, _ ip: IP, _ r: AddrRec) throws { try put(Key.addr(pool, ip), r.json) }
+
+    /// The high-water mark of a range: the lowest address never handed out, or nil when every address of the
+    /// range has been handed out once. Stored unclamped (end+1 once the range is used up), so a range that later
+    /// grows continues where it stopped.
+    func hwm(_ p: PoolDef, _ r: AddrRange) throws -> IP? {
+        let k = Key.hwm(p.name, r)
+        if let cached = hwms[k] { return cached }
+        var v: IP? = r.start
+        if let t = try host.getString(k) { v = t == "end" ? nil : IP(hex: t) }
+        if let x = v, x < r.start { v = r.start }
+        if let x = v, x > r.end { v = nil }
+        hwms[k] = v
+        return v
+    }
+
+    /// Moves a range's high-water mark to `next` (nil: past the end of the address space).
+    func setHwm(_ p: PoolDef, _ r: AddrRange, _ next: IP?) throws {
+        let k = Key.hwm(p.name, r)
+        var stored = next
+        if let x = next, x > r.end { stored = r.end.successor }
+        hwms[k] = stored.flatMap { $0 > r.end ? nil : $0 }
+        try put(k, text: stored?.hex ?? "end")
+    }
+
+    /// Forgets cached high-water marks (after their keys changed behind the cache).
+    func forgetHwms() { hwms = [:] }
+
+    /// True when `ip` (a member without a record) is found lazily, at or above its range's high-water mark.
+    func isLazy(_ p: PoolDef, _ ip: IP) throws -> Bool {
+        guard let r = p.range(containing: ip), let h = try hwm(p, r) else { return false }
+        return ip >= h
+    }
+
+    /// Where an address is handed out from: prefix length and gateway.
+    func addressing(_ p: PoolDef, _ ip: IP) throws -> (prefix: Int, gateway: IP?) {
+        if let r = p.range(containing: ip) { return (r.subnet.prefix, r.gateway) }
+        if let o = try getJSON(Key.owner(ip)), o["pool"]?.string == p.name, let len = o["prefix"]?.int {
+            return (len, o["gateway"]?.string.flatMap(IP.parse))
+        }
+        let bits = ip.bits
+        return (bits, nil)
+    }
+
+    /// Is `ip` an address of pool `p` (whatever its state)? Also the reason when it is not.
+    func membership(_ p: PoolDef, _ ip: IP) throws -> String? {
+        for r in p.ranges where r.gateway == ip { return "\(ip) is the gateway of \(r.subnet) in pool \(p.name)" }
+        if p.hole(containing: ip) != nil { return "\(ip) is excluded from pool \(p.name)" }
+        if p.range(containing: ip) != nil { return nil }
+        if let o = try getJSON(Key.owner(ip)), o["pool"]?.string == p.name { return nil }
+        if let r = p.ranges.first(where: { $0.subnet.contains(ip) }) {
+            return "\(ip) is outside the range \(r.start)-\(r.end) of pool \(p.name)"
+        }
+        let where_ = p.ranges.map { "\($0.start)-\($0.end)" }.joined(separator: ", ")
+        return "\(ip) is not in pool \(p.name)" + (where_.isEmpty ? "" : " (ranges \(where_))")
+    }
+
+    // MARK: state transitions (each keeps the indexes and counters right)
+
+    /// available -> active.
+    func takeAvailable(_ p: PoolDef, _ ip: IP, _ r: AddrRec) throws {
+        try delete(Key.free(p.name, ip))
+        if let range = p.range(containing: ip), let h = try hwm(p, range), h == ip {
+            try setHwm(p, range, ip.successor)
+        }
+        try putRec(p.name, ip, r)
+        try bump(p.name, ip.family, Counts.active, 1)
+        try put(Key.last(p.name, ip.family), text: ip.hex)
+    }
+
+    /// reserved -> active.
+    func takeReserved(_ p: PoolDef, _ ip: IP, _ r: AddrRec) throws {
+        try delete(Key.rsv(p.name, ip))
+        var r = r
+        r.prevReserved = true
+        try putRec(p.name, ip, r)
+        try bump(p.name, ip.family, Counts.reserved, -1)
+        try bump(p.name, ip.family, Counts.active, 1)
+    }
+
+    /// active/held -> its previous state (available or reserved).
+    func release(_ p: PoolDef, _ ip: IP, _ r: AddrRec) throws {
+        try bump(p.name, ip.family, r.state == .held ? Counts.held : Counts.active, -1)
+        if r.prevReserved {
+            try putRec(p.name, ip, AddrRec(state: .reserved))
+            try put(Key.rsv(p.name, ip), text: "")
+            try bump(p.name, ip.family, Counts.reserved, 1)
+        } else {
+            try delete(Key.addr(p.name, ip))
+            if try !isLazy(p, ip) { try put(Key.free(p.name, ip), text: "") }
+        }
+    }
+
+    /// reserved -> available.
+    func unreserve(_ p: PoolDef, _ ip: IP) throws {
+        try delete(Key.addr(p.name, ip))
+        try delete(Key.rsv(p.name, ip))
+        try bump(p.name, ip.family, Counts.reserved, -1)
+        if try !isLazy(p, ip) { try put(Key.free(p.name, ip), text: "") }
+    }
+
+    /// available -> reserved.
+    func reserve(_ p: PoolDef, _ ip: IP) throws {
+        try delete(Key.free(p.name, ip))
+        try putRec(p.name, ip, AddrRec(state: .reserved))
+        try put(Key.rsv(p.name, ip), text: "")
+        try bump(p.name, ip.family, Counts.reserved, 1)
+    }
+
+    // MARK: finding addresses
+
+    /// The lowest reserved address of a family.
+    func lowestReserved(_ p: PoolDef, _ fam: Int) throws -> IP? {
+        let prefix = Key.rsvPrefix(p.name, fam)
+        guard let e = try host.next(prefix: prefix) else { return nil }
+        return IP(hex: e.key.dropFirst(prefix.count))
+    }
+
+    /// The smallest free/ entry after `after` (or the smallest of all).
+    func nextFree(_ p: PoolDef, _ fam: Int, after: IP?) throws -> IP? {
+        let prefix = Key.freePrefix(p.name, fam)
+        guard let e = try host.next(prefix: prefix, after: after.map { prefix + $0.hex } ?? "") else { return nil }
+        return IP(hex: e.key.dropFirst(prefix.count))
+    }
+
+    /// The smallest lazily available address of range `r` after `after`. Walking forward from the high-water
+    /// mark over holes and recorded addresses advances the mark for good, so each is skipped there only once.
+    func lazyNext(_ p: PoolDef, _ r: AddrRange, after: IP?) throws -> IP? {
+        guard let h = try hwm(p, r) else { return nil }
+        var c = h
+        if let a = after, a >= h {
+            guard let s = a.successor else { return nil }
+            c = s
+        }
+        let atFrontier = c == h
+        while true {
+            if c > r.end {
+                if atFrontier { try setHwm(p, r, c) }
+                return nil
+            }
+            if let hole = p.hole(containing: c) {
+                guard let s = hole.hi.successor else { return nil }
+                c = s
+                continue
+            }
+            if try exists(Key.addr(p.name, c)) {
+                guard let s = c.successor else { return nil }
+                c = s
+                continue
+            }
+            break
+        }
+        if atFrontier && c != h { try setHwm(p, r, c) }
+        return c
+    }
+
+    /// The smallest available address of a family after `after` (or from the start when nil).
+    func firstAvailable(_ p: PoolDef, _ fam: Int, after: IP?) throws -> IP? {
+        var best = try nextFree(p, fam, after: after)
+        for r in p.ranges where r.family == fam {
+            if let a = after, r.end <= a { continue }
+            if let b = best, r.start >= b { break }
+            if let c = try lazyNext(p, r, after: after) {
+                if best == nil || c < best! { best = c }
+                break
+            }
+        }
+        return best
+    }
+
+    /// Round robin: the next available address after the last one handed out, wrapping around.
+    func pickAvailable(_ p: PoolDef, _ fam: Int) throws -> IP? {
+        let cursor = try host.getString(Key.last(p.name, fam)).flatMap { IP(hex: $0) }
+        if let cursor, cursor.family == fam {
+            if let ip = try firstAvailable(p, fam, after: cursor) { return ip }
+        }
+        return try firstAvailable(p, fam, after: nil)
+    }
+
+    // MARK: expiry
+
+    /// Releases holds whose keepSeconds have run out. Reads the time-ordered index from its start and stops at
+    /// the first entry in the future: the cost is the number of expired holds.
+    func sweep() throws {
+        while let e = try host.next(prefix: "exp/") {
+            let parts = e.key.split(separator: "/", maxSplits: 2)
+            guard parts.count == 3, let ms = Int64(parts[1]) else { try delete(e.key); continue }
+            if ms > now { break }
+            let idKey = "id/" + parts[2]
+            if let j = try getJSON(idKey), let id = Identity(j), id.cid == nil, id.exp == ms {
+                try releaseHeld(id)
+                try delete(idKey)
+                host.log(.info, "hold of \(id.app) ordinal \(id.ord) expired after \(id.keep)s: released \(id.addrs.map { $0.description }.joined(separator: ", "))")
+            }
+            try delete(e.key)
+        }
+    }
+
+    /// Returns an identity's held addresses to their previous state. Returns those released.
+    @discardableResult
+    func releaseHeld(_ id: Identity) throws -> [IP] {
+        guard let p = try def(id.pool) else { return [] }
+        var out: [IP] = []
+        for ip in id.addrs {
+            guard let r = try rec(p.name, ip), r.state == .held, r.app == id.app, r.ord == id.ord else { continue }
+            try release(p, ip, r)
+            out.append(ip)
+        }
+        return out
+    }
+
+    // MARK: attachments
+
+    /// Releases an attachment by its release policy. `final` marks scale-down or deletion of the app.
+    func releaseAttachment(_ a: Attachment, final: Bool) throws {
+        var id: Identity? = nil
+        if let app = a.app, let ord = a.ord, let j = try getJSON(Key.ident(app, ord)), let i = Identity(j),
+           i.cid == a.cid, i.ifname == a.ifname {
+            id = i  // the identity is still attached here (not taken over by a newer attachment)
+        }
+        let keep = id != nil && (a.policy == "never" || (a.policy == "immutable" && !final))
+        if let p = try def(a.pool) {
+            for ip in a.addrs {
+                guard var r = try rec(p.name, ip), r.state == .active, r.cid == a.cid, r.ifname == a.ifname else { continue }
+                if keep {
+                    r.state = .held
+                    r.cid = nil
+                    r.ifname = nil
+                    try putRec(p.name, ip, r)
+                    try bump(p.name, ip.family, Counts.active, -1)
+                    try bump(p.name, ip.family, Counts.held, 1)
+                } else {
+                    try release(p, ip, r)
+                }
+            }
+        }
+        if var id {
+            if keep {
+                id.cid = nil
+                id.ifname = nil
+                if id.keep > 0 {
+                    let ms = now + id.keep * 1000
+                    id.exp = ms
+                    try put(Key.exp(ms, id.app, id.ord), text: "")
+                }
+                try put(id.key, id.json)
+            } else {
+                if let e = id.exp { try delete(Key.exp(e, id.app, id.ord)) }
+                try delete(id.key)
+            }
+        }
+        try delete(a.key)
+        if let n = a.node, !n.isEmpty { try delete(Key.node(n, a.cid, a.ifname)) }
+    }
+}
