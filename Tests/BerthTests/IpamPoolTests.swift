@@ -34,6 +34,11 @@ final class IpamPoolTests: XCTestCase {
         }
     }
 
+    override class func tearDown() {
+        try? FileManager.default.removeItem(atPath: copyDir)
+        super.tearDown()
+    }
+
     override func tearDown() {
         for n in nets { n.ex.stop() }
         nets = []
