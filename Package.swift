@@ -69,7 +69,8 @@ let package = Package(
         .executableTarget(
             name: "berth",
             dependencies: ["BerthCore", "BerthWire", .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            path: "Host/berth"
+            path: "Host/berth",
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]  // @main in main.swift, with more files beside it
         ),
         .executableTarget(name: "berth-cni", dependencies: ["BerthWire"], path: "Host/berth-cni"),
         // Loads one plugin in a child process and serves the ABI over a socket pair (isolation: "process").

@@ -76,6 +76,7 @@ public enum PluginChecker {
                 for c in NetworkConformance.run(instance, executor: executor) { report.cases.append(c) }
             case "scheduler" where loaded.kinds.contains(.scheduler):
                 for c in SchedulerConformance.run(instance) { report.cases.append(c) }
+            case "storage" where loaded.kinds.contains(.storage): report.cases += StorageConformance.run(instance, executor: executor, scratch: dir)
             case "network", "storage", "scheduler", "discovery":
                 if loaded.kinds.names.contains(k) {
                     add("\(k) suite", true, "no conformance cases for this kind in this version of berth")

@@ -95,6 +95,24 @@ public final class Store {
                                   node TEXT NOT NULL, result TEXT NOT NULL, created REAL NOT NULL,
                                   PRIMARY KEY (network, container_id, ifname)) WITHOUT ROWID;
         """,
+        // 3: storage: volumes, their per-node state (controller publish, stage) and targets (the reference counts), snapshots
+        """
+        CREATE TABLE volumes (plugin TEXT NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL, capacity INTEGER NOT NULL,
+                              access_mode TEXT NOT NULL, volume_mode TEXT NOT NULL, volume TEXT NOT NULL, created REAL NOT NULL,
+                              PRIMARY KEY (plugin, id)) WITHOUT ROWID;
+        CREATE UNIQUE INDEX volumes_by_name ON volumes(plugin, name);
+        CREATE TABLE volume_nodes (plugin TEXT NOT NULL, volume_id TEXT NOT NULL, node TEXT NOT NULL, readonly INTEGER NOT NULL,
+                                   publish_context TEXT NOT NULL, staged INTEGER NOT NULL DEFAULT 0, staging_path TEXT NOT NULL,
+                                   created REAL NOT NULL, PRIMARY KEY (plugin, volume_id, node)) WITHOUT ROWID;
+        CREATE TABLE volume_targets (plugin TEXT NOT NULL, volume_id TEXT NOT NULL, node TEXT NOT NULL, target TEXT NOT NULL,
+                                     readonly INTEGER NOT NULL, created REAL NOT NULL,
+                                     PRIMARY KEY (plugin, volume_id, target)) WITHOUT ROWID;
+        CREATE UNIQUE INDEX volume_targets_by_target ON volume_targets(plugin, target);
+        CREATE TABLE snapshots (plugin TEXT NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL, source_volume TEXT NOT NULL,
+                                size INTEGER NOT NULL, snapshot TEXT NOT NULL, created REAL NOT NULL,
+                                PRIMARY KEY (plugin, id)) WITHOUT ROWID;
+        CREATE UNIQUE INDEX snapshots_by_name ON snapshots(plugin, name);
+        """,
     ]
 
     /// Opens (creating if needed) the store at `path` and migrates it to the current schema.

@@ -225,6 +225,7 @@ public struct APIServer {
             let (code, out) = await CNI.handle(body, network: net)
             return Reply(["exitCode": .number(Double(code)), "stdout": out ?? .null])
         }
+        registerStorageRoutes(router)
         return router
     }
 
