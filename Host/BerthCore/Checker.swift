@@ -77,6 +77,7 @@ public enum PluginChecker {
             case "scheduler" where loaded.kinds.contains(.scheduler):
                 for c in SchedulerConformance.run(instance) { report.cases.append(c) }
             case "storage" where loaded.kinds.contains(.storage): report.cases += StorageConformance.run(instance, executor: executor, scratch: dir)
+            case "discovery" where loaded.kinds.contains(.discovery): report.cases += DiscoveryConformance.run(instance, executor: executor, config: spec.config)
             case "network", "storage", "scheduler", "discovery":
                 if loaded.kinds.names.contains(k) {
                     add("\(k) suite", true, "no conformance cases for this kind in this version of berth")

@@ -10,6 +10,8 @@ public final class PluginEntry: @unchecked Sendable {
     public let spec: PluginSpec
     public internal(set) var state: State
     public internal(set) var instance: PluginInstance?
+    /// Delivery status of a discovery plugin (cursor, lag, failures), set by the discovery service.
+    var discoveryStatus: (() -> JSON)?
     init(spec: PluginSpec, state: State, instance: PluginInstance? = nil) {
         self.spec = spec
         self.state = state
@@ -35,6 +37,7 @@ public final class PluginEntry: @unchecked Sendable {
                 .setting("calls", .number(Double(s.calls))).setting("errors", .number(Double(s.errors)))
                 .setting("meanLatencyMicros", .number(s.calls == 0 ? 0 : (Double(s.totalNanos) / Double(s.calls) / 1000 * 100).rounded() / 100))
             if let k = p.schedulerKind { o = o.setting("schedulerKind", .string(k)) }
+            if let d = discoveryStatus { o = o.setting("discovery", d()) }
         }
         return o
     }
@@ -86,6 +89,8 @@ public final class BerthRuntime: @unchecked Sendable {
     /// The current platform state for discovery resyncs: {"instances":[{kind, app, ordinal, node, state, ips}]}.
     /// Set by the workload service; called on the executor thread inside a transaction.
     public var discoverySnapshot: (() throws -> JSON)?
+    /// Event delivery to discovery plugins (Discovery.swift), once started.
+    public internal(set) var discovery: DiscoveryService?
 
     public init(site: SiteConfig, logger: Logger = Logger(label: "berthd")) throws {
         self.currentSite = site
@@ -243,10 +248,11 @@ public final class BerthRuntime: @unchecked Sendable {
         }
         let st = "# HELP berth_store_commits_total Store commits (group commits).\n# TYPE berth_store_commits_total counter\nberth_store_commits_total \(executor.commits)\n"
             + "# HELP berth_store_operations_total Operations committed.\n# TYPE berth_store_operations_total counter\nberth_store_operations_total \(executor.operations)\n"
-        return out + errs + lat + up + st
+        return out + errs + lat + up + st + (discovery?.metricsText() ?? "")
     }
 
     public func shutdown() {
+        discovery?.stop()
         for e in plugins { e.instance?.destroy() }
         executor.stop()
     }

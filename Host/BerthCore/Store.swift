@@ -113,6 +113,11 @@ public final class Store {
                                 PRIMARY KEY (plugin, id)) WITHOUT ROWID;
         CREATE UNIQUE INDEX snapshots_by_name ON snapshots(plugin, name);
         """,
+        // 4: discovery delivery: the durable cursor of each discovery plugin (last acknowledged revision, last resync)
+        """
+        CREATE TABLE discovery_cursors (plugin TEXT PRIMARY KEY, rev INTEGER NOT NULL, resync_rev INTEGER NOT NULL,
+                                        updated REAL NOT NULL) WITHOUT ROWID;
+        """,
     ]
 
     /// Opens (creating if needed) the store at `path` and migrates it to the current schema.
@@ -141,6 +146,10 @@ public final class Store {
     }
 
     public func exec(_ sql: String) throws {
+        // A cached statement left on a row keeps a read snapshot open between transactions; once another
+        // connection (a second process) has written, BEGIN IMMEDIATE on that stale snapshot fails with
+        // SQLITE_BUSY_SNAPSHOT at once, and for good. Release every snapshot before a transaction starts.
+        if sql.hasPrefix("BEGIN") { for s in cache.values { sqlite3_reset(s.stmt) } }
         var err: UnsafeMutablePointer<CChar>?
         if sqlite3_exec(db, sql, nil, nil, &err) != SQLITE_OK {
             let msg = err.map { String(cString: $0) } ?? "unknown error"

@@ -148,7 +148,9 @@ public struct APIServer {
                     return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
                         var cursor = since
                         while true {
-                            let evs = try await rt.events(since: cursor, limit: limit, wait: 25)
+                            // A keep-alive at least every 5 s: a closed client (and berthd's graceful shutdown,
+                            // which waits for this handler) is noticed at the next write.
+                            let evs = try await rt.events(since: cursor, limit: limit, wait: 5)
                             if evs.isEmpty {
                                 try await writer.write(ByteBuffer(string: "\n"))  // keep-alive; readers skip blank lines
                                 continue
