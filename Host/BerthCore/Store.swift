@@ -118,6 +118,20 @@ public final class Store {
         CREATE TABLE discovery_cursors (plugin TEXT PRIMARY KEY, rev INTEGER NOT NULL, resync_rev INTEGER NOT NULL,
                                         updated REAL NOT NULL) WITHOUT ROWID;
         """,
+        // 5: workloads: nodes, apps of every kind (the spec as JSON), instances (Workloads.swift)
+        """
+        CREATE TABLE nodes (name TEXT PRIMARY KEY, state TEXT NOT NULL, cpu INTEGER NOT NULL, memory INTEGER NOT NULL,
+                            disk INTEGER NOT NULL, ports INTEGER NOT NULL, labels TEXT NOT NULL, created REAL NOT NULL,
+                            updated REAL NOT NULL) WITHOUT ROWID;
+        CREATE TABLE objects (kind TEXT NOT NULL, name TEXT NOT NULL, spec TEXT NOT NULL, generation INTEGER NOT NULL,
+                              created REAL NOT NULL, updated REAL NOT NULL, PRIMARY KEY (kind, name)) WITHOUT ROWID;
+        CREATE TABLE instances (kind TEXT NOT NULL, app TEXT NOT NULL, ordinal INTEGER NOT NULL, state TEXT NOT NULL,
+                                node TEXT NOT NULL, prev_node TEXT NOT NULL, volume_node TEXT NOT NULL, incarnation INTEGER NOT NULL,
+                                container_id TEXT NOT NULL, network TEXT NOT NULL, addresses TEXT NOT NULL, volumes TEXT NOT NULL,
+                                cpu INTEGER NOT NULL, memory INTEGER NOT NULL, disk INTEGER NOT NULL, ports TEXT NOT NULL,
+                                reason TEXT NOT NULL, final INTEGER NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
+                                PRIMARY KEY (kind, app, ordinal)) WITHOUT ROWID;
+        """,
     ]
 
     /// Opens (creating if needed) the store at `path` and migrates it to the current schema.

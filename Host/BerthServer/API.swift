@@ -228,6 +228,7 @@ public struct APIServer {
             return Reply(["exitCode": .number(Double(code)), "stdout": out ?? .null])
         }
         registerStorageRoutes(router)
+        registerWorkloadRoutes(router)
         return router
     }
 

@@ -2,4 +2,5 @@
 let extraSections: [(String, () throws -> Void)] = [
     ("network", networkSection),
     ("startup", startupSection),
+    ("scheduler", schedulerSection),
 ]

@@ -81,7 +81,8 @@ struct Berth: ParsableCommand {
         commandName: "berth",
         abstract: "Operate a Berth daemon and check plugins.",
         discussion: "Commands that talk to berthd use --socket or $BERTH_SOCKET; `berth plugin check` needs no daemon.",
-        subcommands: [Status.self, Plugins.self, PluginCmd.self, Events.self, Pools.self, Attachments.self, Site.self, Volumes.self])
+        subcommands: [Status.self, Plugins.self, PluginCmd.self, Events.self, Pools.self, Attachments.self, Site.self, Volumes.self,
+                      Nodes.self, ApplyCmd.self, GetCmd.self, DeleteCmd.self, Instances.self])
 }
 
 struct Status: ParsableCommand {

@@ -72,6 +72,7 @@ struct Berthd: AsyncParsableCommand {
         logger.info("berthd starting: site \(config.site), state \(config.stateDir), \(config.plugins.count) plugin(s) configured")
         runtime.siteFile = site
         runtime.loadPlugins()
+        WorkloadService.start(runtime)
         runtime.startDiscovery()
         // SIGHUP: re-read the site file and apply the difference (nothing changes if it is invalid).
         signal(SIGHUP, SIG_IGN)

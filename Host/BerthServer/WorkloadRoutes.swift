@@ -1,0 +1,64 @@
+// Workload routes: nodes, objects of every kind (served generically by kind), instances.
+//
+//   GET    /v1/nodes                         PUT/GET/DELETE /v1/nodes/{name}
+//   POST   /v1/nodes/{name}/down | drain | up
+//   GET    /v1/kinds                         the built-in App and the kinds of loaded scheduler plugins, with schemas
+//   GET    /v1/kinds/{kind}                  objects of a kind
+//   GET/PUT/DELETE /v1/kinds/{kind}/{name}   one object ({spec} or {kind, name, spec}); 404 names the known kinds
+//   GET    /v1/instances?kind=&app=&node=&state=
+//   GET/DELETE /v1/instances/{kind}/{app}/{ordinal}   (DELETE: it terminates and comes back while wanted)
+//   POST   /v1/instances/{kind}/{app}/{ordinal}/running
+import BerthCore
+import BerthWire
+import Hummingbird
+
+extension APIServer {
+    func registerWorkloadRoutes(_ router: Router<Ctx>) {
+        let w = WorkloadService.shared(runtime)
+        let limit = runtime.site.maxBodyBytes
+
+        route(router, .get, "/v1/nodes") { _, _ in Reply(try await w.listNodes()) }
+        route(router, .get, "/v1/nodes/{name}") { _, ctx in Reply(try await w.getNode(try param(ctx, "name"))) }
+        route(router, .put, "/v1/nodes/{name}") { req, ctx in
+            let body = try await readObject(req, limit: limit, allowed: ["name", "kind", "capacity", "labels", "state"])
+            let (node, created) = try await w.putNode(try param(ctx, "name"), body)
+            return Reply(node, status: created ? 201 : 200)
+        }
+        route(router, .delete, "/v1/nodes/{name}") { _, ctx in
+            try await w.deleteNode(try param(ctx, "name"))
+            return Reply(["deleted": true])
+        }
+        for (verb, state) in [("down", NodeState.down), ("drain", .draining), ("up", .up)] {
+            route(router, .post, RouterPath("/v1/nodes/{name}/\(verb)")) { _, ctx in
+                Reply(try await w.setNodeState(try param(ctx, "name"), state))
+            }
+        }
+
+        route(router, .get, "/v1/kinds") { _, _ in Reply(w.kindsJSON()) }
+        route(router, .get, "/v1/kinds/{kind}") { _, ctx in Reply(try await w.listObjects(kind: try param(ctx, "kind"))) }
+        route(router, .get, "/v1/kinds/{kind}/{name}") { _, ctx in
+            Reply(try await w.getObject(kind: try param(ctx, "kind"), name: try param(ctx, "name")))
+        }
+        route(router, .put, "/v1/kinds/{kind}/{name}") { req, ctx in
+            let body = try await readObject(req, limit: limit)
+            let (obj, created) = try await w.putObject(kind: try param(ctx, "kind"), name: try param(ctx, "name"), body: body)
+            return Reply(obj, status: created ? 201 : 200)
+        }
+        route(router, .delete, "/v1/kinds/{kind}/{name}") { _, ctx in
+            Reply(try await w.deleteObject(kind: try param(ctx, "kind"), name: try param(ctx, "name")))
+        }
+
+        route(router, .get, "/v1/instances") { req, _ in
+            Reply(try await w.listInstances(kind: query(req, "kind"), app: query(req, "app"), node: query(req, "node"), state: query(req, "state")))
+        }
+        route(router, .get, "/v1/instances/{kind}/{app}/{ordinal}") { _, ctx in
+            Reply(try await w.getInstance(kind: try param(ctx, "kind"), app: try param(ctx, "app"), ordinal: try param(ctx, "ordinal")))
+        }
+        route(router, .delete, "/v1/instances/{kind}/{app}/{ordinal}") { _, ctx in
+            Reply(try await w.deleteInstance(kind: try param(ctx, "kind"), app: try param(ctx, "app"), ordinal: try param(ctx, "ordinal")))
+        }
+        route(router, .post, "/v1/instances/{kind}/{app}/{ordinal}/running") { _, ctx in
+            Reply(try await w.reportRunning(kind: try param(ctx, "kind"), app: try param(ctx, "app"), ordinal: try param(ctx, "ordinal")))
+        }
+    }
+}
