@@ -1,16 +1,16 @@
-// A minimal JSON value for the ipam-pool plugin: parse, build, serialise. Objects keep their key order, so
-// every response and every stored record serialises deterministically. Integers that fit in Int64 stay exact.
-
-enum JV: Equatable {
+// PluginJSON — a small JSON value for plugins written with the kit: parse, build, serialise. Objects keep their
+// key order, so responses and stored records serialise deterministically; integers that fit in Int64 stay exact.
+// Standard library only, like the rest of the kit.
+public enum PluginJSON: Equatable {
     case null
     case bool(Bool)
     case int(Int64)
     case double(Double)
     case string(String)
-    case array([JV])
-    case object([(String, JV)])
+    case array([PluginJSON])
+    case object([(String, PluginJSON)])
 
-    static func == (a: JV, b: JV) -> Bool {
+    public static func == (a: PluginJSON, b: PluginJSON) -> Bool {
         switch (a, b) {
         case (.null, .null): return true
         case let (.bool(x), .bool(y)): return x == y
@@ -27,7 +27,7 @@ enum JV: Equatable {
 
     // MARK: access
 
-    subscript(key: String) -> JV? {
+    public subscript(key: String) -> PluginJSON? {
         get {
             if case .object(let kv) = self { for (k, v) in kv where k == key { return v } }
             return nil
@@ -43,22 +43,23 @@ enum JV: Equatable {
         }
     }
 
-    var string: String? { if case .string(let s) = self { return s }; return nil }
-    var bool: Bool? { if case .bool(let b) = self { return b }; return nil }
-    var array: [JV]? { if case .array(let a) = self { return a }; return nil }
-    var object: [(String, JV)]? { if case .object(let o) = self { return o }; return nil }
-    var isNull: Bool { if case .null = self { return true }; return false }
+    public var string: String? { if case .string(let s) = self { return s }; return nil }
+    public var bool: Bool? { if case .bool(let b) = self { return b }; return nil }
+    public var array: [PluginJSON]? { if case .array(let a) = self { return a }; return nil }
+    public var object: [(String, PluginJSON)]? { if case .object(let o) = self { return o }; return nil }
+    public var isObject: Bool { if case .object = self { return true }; return false }
+    public var isNull: Bool { if case .null = self { return true }; return false }
     /// An integral number as Int64 (doubles only when they are whole and in range).
-    var int64: Int64? {
+    public var int64: Int64? {
         switch self {
         case .int(let i): return i
         case .double(let d) where d.rounded() == d && abs(d) < 9.0e18: return Int64(d)
         default: return nil
         }
     }
-    var int: Int? { int64.map { Int($0) } }
+    public var int: Int? { int64.map { Int($0) } }
 
-    var typeName: String {
+    public var typeName: String {
         switch self {
         case .null: return "null"
         case .bool: return "a boolean"
@@ -71,22 +72,22 @@ enum JV: Equatable {
 
     // MARK: serialise
 
-    var serialized: String {
+    public var serialized: String {
         var out = ""
         out.reserveCapacity(128)
         write(to: &out)
         return out
     }
 
-    var bytes: [UInt8] { Array(serialized.utf8) }
+    public var bytes: [UInt8] { Array(serialized.utf8) }
 
-    func write(to out: inout String) {
+    public func write(to out: inout String) {
         switch self {
         case .null: out += "null"
         case .bool(let b): out += b ? "true" : "false"
         case .int(let i): out += String(i)
         case .double(let d): out += d.isFinite ? (d.rounded() == d && abs(d) < 1e15 ? String(Int64(d)) : "\(d)") : "null"
-        case .string(let s): JV.quote(s, into: &out)
+        case .string(let s): PluginJSON.quote(s, into: &out)
         case .array(let a):
             out += "["
             for (i, v) in a.enumerated() {
@@ -98,7 +99,7 @@ enum JV: Equatable {
             out += "{"
             for (i, (k, v)) in kv.enumerated() {
                 if i > 0 { out += "," }
-                JV.quote(k, into: &out)
+                PluginJSON.quote(k, into: &out)
                 out += ":"
                 v.write(to: &out)
             }
@@ -106,7 +107,7 @@ enum JV: Equatable {
         }
     }
 
-    static func quote(_ s: String, into out: inout String) {
+    public static func quote(_ s: String, into out: inout String) {
         out += "\""
         for u in s.unicodeScalars {
             switch u {
@@ -129,9 +130,13 @@ enum JV: Equatable {
 
     // MARK: parse
 
-    struct ParseError: Error { let offset: Int; let reason: String }
+    public struct ParseError: Error, CustomStringConvertible {
+        public let offset: Int
+        public let reason: String
+        public var description: String { "invalid JSON at byte \(offset): \(reason)" }
+    }
 
-    static func parse(_ bytes: [UInt8]) throws -> JV {
+    public static func parse(_ bytes: [UInt8]) throws -> PluginJSON {
         var p = Parser(b: bytes)
         p.skipWS()
         let v = try p.value(depth: 0)
@@ -140,7 +145,7 @@ enum JV: Equatable {
         return v
     }
 
-    static func parse(_ s: String) throws -> JV { try parse(Array(s.utf8)) }
+    public static func parse(_ s: String) throws -> PluginJSON { try parse(Array(s.utf8)) }
 
     private struct Parser {
         let b: [UInt8]
@@ -152,13 +157,13 @@ enum JV: Equatable {
 
         func fail(_ why: String) -> ParseError { ParseError(offset: i, reason: why) }
 
-        mutating func value(depth: Int) throws -> JV {
+        mutating func value(depth: Int) throws -> PluginJSON {
             guard depth < 64 else { throw fail("nested too deeply") }
             guard i < b.count else { throw fail("unexpected end of input") }
             switch b[i] {
             case UInt8(ascii: "{"):
                 i += 1
-                var kv: [(String, JV)] = []
+                var kv: [(String, PluginJSON)] = []
                 skipWS()
                 if i < b.count, b[i] == UInt8(ascii: "}") { i += 1; return .object(kv) }
                 while true {
@@ -179,7 +184,7 @@ enum JV: Equatable {
                 }
             case UInt8(ascii: "["):
                 i += 1
-                var a: [JV] = []
+                var a: [PluginJSON] = []
                 skipWS()
                 if i < b.count, b[i] == UInt8(ascii: "]") { i += 1; return .array(a) }
                 while true {
@@ -201,14 +206,14 @@ enum JV: Equatable {
             }
         }
 
-        mutating func literal(_ word: String, _ v: JV) throws -> JV {
+        mutating func literal(_ word: String, _ v: PluginJSON) throws -> PluginJSON {
             let w = Array(word.utf8)
             guard i + w.count <= b.count, Array(b[i..<(i + w.count)]) == w else { throw fail("invalid literal") }
             i += w.count
             return v
         }
 
-        mutating func number() throws -> JV {
+        mutating func number() throws -> PluginJSON {
             let start = i
             var integral = true
             if i < b.count, b[i] == UInt8(ascii: "-") { i += 1 }
@@ -289,14 +294,14 @@ enum JV: Equatable {
     }
 }
 
-extension JV: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral,
+extension PluginJSON: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral,
               ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral {
-    init(stringLiteral value: String) { self = .string(value) }
-    init(integerLiteral value: Int) { self = .int(Int64(value)) }
-    init(booleanLiteral value: Bool) { self = .bool(value) }
-    init(arrayLiteral elements: JV...) { self = .array(elements) }
-    init(dictionaryLiteral elements: (String, JV)...) { self = .object(elements) }
-    init(_ i: Int) { self = .int(Int64(i)) }
-    init(_ i: Int64) { self = .int(i) }
-    init(_ s: String) { self = .string(s) }
+    public init(stringLiteral value: String) { self = .string(value) }
+    public init(integerLiteral value: Int) { self = .int(Int64(value)) }
+    public init(booleanLiteral value: Bool) { self = .bool(value) }
+    public init(arrayLiteral elements: PluginJSON...) { self = .array(elements) }
+    public init(dictionaryLiteral elements: (String, PluginJSON)...) { self = .object(elements) }
+    public init(_ i: Int) { self = .int(Int64(i)) }
+    public init(_ i: Int64) { self = .int(i) }
+    public init(_ s: String) { self = .string(s) }
 }
