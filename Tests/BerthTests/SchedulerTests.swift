@@ -7,6 +7,21 @@ import XCTest
 final class SchedulerTests: XCTestCase {
     // MARK: helpers
 
+    /// Directories made for plugin data outside the daemons' own directories; removed after each test.
+    var scratch: [String] = []
+
+    override func tearDown() {
+        for d in scratch { try? FileManager.default.removeItem(atPath: d) }
+        scratch = []
+        super.tearDown()
+    }
+
+    func scratchDir(_ tag: String) -> String {
+        let d = tempDir(tag)
+        scratch.append(d)
+        return d
+    }
+
     static let pool: JSON = [
         "defaultPool": "vlan100",
         "pools": [[
@@ -24,7 +39,7 @@ final class SchedulerTests: XCTestCase {
             ["name": "vlan", "path": .string(Paths.plugin("ipam-pool")), "config": pool],
         ]
         if storage {
-            let root = tempDir("\(tag)-vols")
+            let root = scratchDir("\(tag)-vols")
             plugins.append(["name": "local", "path": .string(Paths.plugin("storage-local")),
                             "config": ["root": .string(root), "capacityBytes": 1_073_741_824, "nodes": ["n1", "n2", "n3", "n4", "n5"]]])
         }
@@ -396,7 +411,7 @@ final class SchedulerTests: XCTestCase {
     func testWiringFailureReleasesWhatWasTaken() throws {
         // A second storage plugin that serves node n4 only.
         let picky: JSON = ["name": "picky", "path": .string(Paths.plugin("storage-local")),
-                           "config": ["root": .string(tempDir("sched-wire-picky")), "capacityBytes": 1_073_741_824, "nodes": ["n4"]]]
+                           "config": ["root": .string(scratchDir("sched-wire-picky")), "capacityBytes": 1_073_741_824, "nodes": ["n4"]]]
         let d = try daemon("sched-wire", extra: [picky])
         try addNodes(d)
         // The volume is larger than the storage plugin's capacity: create fails after the address was taken.
