@@ -569,6 +569,7 @@ final class WorkloadState {
         r.state = state
         r.reason = reason
         r.updated = wallClock()
+        r.retryAt = 0  // a retry delay belongs to the state it was set in
         if state == .gone {
             try deleteInstanceRow(r.key)
         } else {

@@ -249,7 +249,7 @@ final class SchedulerTests: XCTestCase {
         }
         let ord2 = try waitState(d, "StatefulApp", "ord", 2, "placed")
         // A large parallel rollout with a network ADD per instance, killed while it is being placed.
-        let n = 800
+        let n = 1500
         _ = try put(d, "App", "bulk", ["replicas": .number(Double(n)), "resources": ["cpu": "100m"], "network": ["name": "vlan"]])
         let seen = try waitFor("bulk placements under way", timeout: 30, { try d.request("GET", "/v1/kinds/App/bulk").1 }) {
             ($0["status"]?["placed"]?.int ?? 0) > 0
