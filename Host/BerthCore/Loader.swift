@@ -60,6 +60,9 @@ public struct PluginSpec: Sendable {
     public var isolation: String = "in-process"
     public var sha256: String? = nil
     public var allowInsecurePermissions: Bool = false
+    /// Limits of the plugin's runner under process isolation (RLIMIT_AS, RLIMIT_NOFILE); nil = inherited.
+    public var memoryLimitBytes: Int? = nil
+    public var openFilesLimit: Int? = nil
     public var config: JSON = .object([])
     public init(name: String, path: String, config: JSON = .object([])) {
         self.name = name
@@ -70,6 +73,12 @@ public struct PluginSpec: Sendable {
         var o: JSON = ["name": .string(name), "path": .string(path), "enabled": .bool(enabled), "isolation": .string(isolation)]
         if let sha256 { o = o.setting("sha256", .string(sha256)) }
         if allowInsecurePermissions { o = o.setting("allowInsecurePermissions", true) }
+        if memoryLimitBytes != nil || openFilesLimit != nil {
+            var l: JSON = .object([])
+            if let m = memoryLimitBytes { l = l.setting("memoryBytes", .number(Double(m))) }
+            if let f = openFilesLimit { l = l.setting("openFiles", .number(Double(f))) }
+            o = o.setting("limits", l)
+        }
         return o.setting("config", config)
     }
 }

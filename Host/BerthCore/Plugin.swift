@@ -60,6 +60,8 @@ public final class LoadedPlugin: @unchecked Sendable {
     public let configSchema: JSON?
     public let schedulerKind: String?
     public let kindSchema: JSON?
+    /// Set when the plugin runs in a berth-plugin-runner (isolation "process"); see Remote.swift.
+    var remote: RemotePlugin?
 
     init(file: String, copy: String, sha256: String, raw: UnsafePointer<berth_plugin_descriptor>, schema: JSON?, kindSchema: JSON?) {
         self.file = file
@@ -292,17 +294,26 @@ public final class PluginInstance: @unchecked Sendable {
             throw PluginCallError(plugin: name, operation: operation, status: 12, message: "the plugin does not implement \(operation)")
         }
         let sink = OutputSink(limit: outputLimit)
-        try invoke(operation) { err, cap in
-            sink.with { out in
-                request.withUnsafeBufferPointer { r in
-                    fn(handle, UnsafeRawPointer(r.baseAddress)?.assumingMemoryBound(to: CChar.self), r.count, out, err, cap)
+        try checkingOutput(sink, operation) {
+            try invoke(operation) { err, cap in
+                sink.with { out in
+                    request.withUnsafeBufferPointer { r in
+                        fn(handle, UnsafeRawPointer(r.baseAddress)?.assumingMemoryBound(to: CChar.self), r.count, out, err, cap)
+                    }
                 }
             }
         }
-        if sink.overflowed {
-            throw PluginCallError(plugin: name, operation: operation, status: 11, message: "output exceeds the limit of \(outputLimit) bytes")
-        }
         return sink.bytes
+    }
+
+    /// Output over the limit is the plugin's failure (INTERNAL), whatever status it returned after the sink refused.
+    func checkingOutput(_ sink: OutputSink, _ operation: String, _ body: () throws -> Void) throws {
+        do { try body() } catch let e as PluginCallError where sink.overflowed {
+            throw PluginCallError(plugin: name, operation: operation, status: 13, message: "output exceeds the limit of \(outputLimit) bytes (\(e.message))")
+        }
+        if sink.overflowed {
+            throw PluginCallError(plugin: name, operation: operation, status: 13, message: "output exceeds the limit of \(outputLimit) bytes")
+        }
     }
 
     /// Calls a JSON operation and parses its output, refusing output that is not a JSON object.
@@ -321,11 +332,13 @@ public final class PluginInstance: @unchecked Sendable {
             throw PluginCallError(plugin: name, operation: "call(\(method))", status: 12, message: "the plugin offers no generic call")
         }
         let sink = OutputSink(limit: outputLimit)
-        try invoke("call(\(method))") { err, cap in
-            sink.with { out in
-                method.withCString { m in
-                    request.withUnsafeBufferPointer { r in
-                        fn(handle, m, UnsafeRawPointer(r.baseAddress)?.assumingMemoryBound(to: CChar.self), r.count, out, err, cap)
+        try checkingOutput(sink, "call(\(method))") {
+            try invoke("call(\(method))") { err, cap in
+                sink.with { out in
+                    method.withCString { m in
+                        request.withUnsafeBufferPointer { r in
+                            fn(handle, m, UnsafeRawPointer(r.baseAddress)?.assumingMemoryBound(to: CChar.self), r.count, out, err, cap)
+                        }
                     }
                 }
             }
@@ -345,11 +358,13 @@ public final class PluginInstance: @unchecked Sendable {
         }
         let sink = OutputSink(limit: outputLimit)
         let req = request.bytes
-        try invoke(op) { err, cap in
-            sink.with { out in
-                op.withCString { o in
-                    req.withUnsafeBufferPointer { r in
-                        fn(handle, o, UnsafeRawPointer(r.baseAddress)?.assumingMemoryBound(to: CChar.self), r.count, out, err, cap)
+        try checkingOutput(sink, op) {
+            try invoke(op) { err, cap in
+                sink.with { out in
+                    op.withCString { o in
+                        req.withUnsafeBufferPointer { r in
+                            fn(handle, o, UnsafeRawPointer(r.baseAddress)?.assumingMemoryBound(to: CChar.self), r.count, out, err, cap)
+                        }
                     }
                 }
             }

@@ -19,13 +19,21 @@ public final class PluginEntry: @unchecked Sendable {
     }
 
     public var stateName: String {
-        switch state { case .loaded: return "loaded"; case .disabled: return "disabled"; case .failed: return "failed" }
+        switch state {
+        case .loaded: return instance?.failedReason != nil ? "failed" : "loaded"
+        case .disabled: return "disabled"
+        case .failed: return "failed"
+        }
     }
 
     public var json: JSON {
         var o: JSON = ["name": .string(spec.name), "path": .string(spec.path), "isolation": .string(spec.isolation),
                        "state": .string(stateName)]
         if case .failed(let why) = state { o = o.setting("reason", .string(why)) }
+        if let why = instance?.failedReason { o = o.setting("reason", .string(why)) }
+        if let inst = instance, inst.isolated {
+            o = o.setting("crashes", .number(Double(inst.crashCount))).setting("runnerPid", inst.runnerPid.map { .number(Double($0)) } ?? .null)
+        }
         if let inst = instance {
             let p = inst.plugin
             let s = inst.stats.snapshot()
@@ -145,13 +153,8 @@ public final class BerthRuntime: @unchecked Sendable {
 
     func load(_ spec: PluginSpec) -> PluginEntry {
         guard spec.enabled else { return PluginEntry(spec: spec, state: .disabled) }
-        if spec.isolation == "process" {
-            let why = "isolation \"process\" is not available in this build of berthd; use \"in-process\""
-            logger.error("plugin \"\(spec.name)\" (\(spec.path)): \(why)")
-            return PluginEntry(spec: spec, state: .failed(why))
-        }
         do {
-            let p = try loader.load(spec)
+            let p = try loadPlugin(spec)
             let inst = try makeInstance(p, spec)
             logger.info("plugin \"\(spec.name)\" loaded: \(p.name) \(p.version) [\(p.kinds)] sha256 \(p.sha256.prefix(12))")
             try? executor.runSync {
@@ -168,11 +171,29 @@ public final class BerthRuntime: @unchecked Sendable {
         }
     }
 
+    /// Loads a plugin file: in this process, or with `"isolation": "process"` in a berth-plugin-runner (Remote.swift),
+    /// which returns a descriptor of trampolines that the rest of the host uses like any other.
+    func loadPlugin(_ spec: PluginSpec) throws -> LoadedPlugin {
+        guard spec.isolation == "process" else { return try loader.load(spec) }
+        return try RemotePlugin.load(spec, loader: loader, callTimeoutMs: site.callTimeoutMs, log: pluginLog(spec.name))
+    }
+
     /// Creates an instance of a loaded plugin, its log lines tagged with the instance name.
+    /// In process, a call cannot be abandoned safely (a C call has no cancellation point), so `callTimeoutMs` is
+    /// enforced only under process isolation, where the runner is killed; in process, the safety nets are the
+    /// output size limit and the validation of what the plugin returns.
     func makeInstance(_ p: LoadedPlugin, _ spec: PluginSpec) throws -> PluginInstance {
+        if spec.isolation == "process" {
+            // A plugin staged in process (e.g. by a reload) is loaded again in its runner.
+            let remote = p.remote != nil ? p : try RemotePlugin.load(spec, loader: loader, callTimeoutMs: site.callTimeoutMs, log: pluginLog(spec.name))
+            return try RemotePlugin.instantiate(remote, spec: spec, loader: loader, executor: executor, log: pluginLog(spec.name))
+        }
+        return try loader.instantiate(p, spec: spec, executor: executor, log: pluginLog(spec.name))
+    }
+
+    func pluginLog(_ name: String) -> (berth_log_level, String) -> Void {
         let log = logger
-        let name = spec.name
-        return try loader.instantiate(p, spec: spec, executor: executor, log: { level, msg in
+        return { level, msg in
             let m: Logger.Message = "plugin \(name): \(msg)"
             switch level {
             case BERTH_LOG_DEBUG: log.debug(m)
@@ -180,7 +201,7 @@ public final class BerthRuntime: @unchecked Sendable {
             case BERTH_LOG_ERROR: log.error(m)
             default: log.info(m)
             }
-        })
+        }
     }
 
     public var plugins: [PluginEntry] {
@@ -230,10 +251,12 @@ public final class BerthRuntime: @unchecked Sendable {
         var lat = "# HELP berth_plugin_call_seconds Latency of plugin calls.\n# TYPE berth_plugin_call_seconds histogram\n"
         var errs = "# HELP berth_plugin_errors_total Plugin calls that returned an error.\n# TYPE berth_plugin_errors_total counter\n"
         var up = "# HELP berth_plugin_up 1 when the plugin is loaded, 0 when disabled or failed.\n# TYPE berth_plugin_up gauge\n"
+        var crashes = "# HELP berth_plugin_crashes_total Deaths of a process-isolated plugin's runner (crashes, kills after a timeout).\n# TYPE berth_plugin_crashes_total counter\n"
         for e in ps {
             let n = e.spec.name
-            up += "berth_plugin_up{plugin=\"\(n)\",state=\"\(e.stateName)\"} \(e.instance == nil ? 0 : 1)\n"
+            up += "berth_plugin_up{plugin=\"\(n)\",state=\"\(e.stateName)\"} \(e.instance == nil || e.stateName == "failed" ? 0 : 1)\n"
             guard let inst = e.instance else { continue }
+            if inst.isolated { crashes += "berth_plugin_crashes_total{plugin=\"\(n)\"} \(inst.crashCount)\n" }
             let s = inst.stats.snapshot()
             out += "berth_plugin_calls_total{plugin=\"\(n)\"} \(s.calls)\n"
             errs += "berth_plugin_errors_total{plugin=\"\(n)\"} \(s.errors)\n"
@@ -248,7 +271,7 @@ public final class BerthRuntime: @unchecked Sendable {
         }
         let st = "# HELP berth_store_commits_total Store commits (group commits).\n# TYPE berth_store_commits_total counter\nberth_store_commits_total \(executor.commits)\n"
             + "# HELP berth_store_operations_total Operations committed.\n# TYPE berth_store_operations_total counter\nberth_store_operations_total \(executor.operations)\n"
-        return out + errs + lat + up + st + (discovery?.metricsText() ?? "")
+        return out + errs + lat + up + crashes + st + (discovery?.metricsText() ?? "")
     }
 
     public func shutdown() {

@@ -45,7 +45,7 @@ public struct SiteConfig: Sendable {
             "sync": {"enum": ["full", "normal"], "description": "full: every commit reaches the disk (default); normal: survives a daemon crash, may lose the last commits on power loss."}
           }
         },
-        "callTimeoutMs": {"type": "integer", "minimum": 1, "description": "Deadline of one plugin call (default 10000)."},
+        "callTimeoutMs": {"type": "integer", "minimum": 1, "description": "Deadline of one plugin call (default 10000). Enforced for plugins with isolation \"process\": a call past it kills the runner, fails with a 503 and the runner restarts on the next call."},
         "plugins": {
           "type": "array",
           "items": {
@@ -55,7 +55,15 @@ public struct SiteConfig: Sendable {
                        "description": "Instance name: the key-value namespace, the network name for network plugins."},
               "path": {"type": "string", "minLength": 1, "description": "The .so file. A bare file name is looked up in the plugin directory (next to berthd, or $BERTH_PLUGIN_DIR)."},
               "enabled": {"type": "boolean", "description": "Default true."},
-              "isolation": {"enum": ["in-process", "process"], "description": "Default in-process."},
+              "isolation": {"enum": ["in-process", "process"], "description": "in-process (default): loaded into berthd. process: loaded by a berth-plugin-runner child process; a crash or hang there fails the calls in flight, never the daemon."},
+              "limits": {
+                "type": "object", "additionalProperties": false,
+                "description": "Limits of the plugin's runner process (isolation \"process\" only).",
+                "properties": {
+                  "memoryBytes": {"type": "integer", "minimum": 134217728, "description": "Address-space limit of the runner (RLIMIT_AS), in bytes; the runner itself takes about 80 MiB of address space before the plugin allocates anything."},
+                  "openFiles": {"type": "integer", "minimum": 16, "maximum": 1048576, "description": "Open-file limit of the runner (RLIMIT_NOFILE)."}
+                }
+              },
               "sha256": {"type": "string", "pattern": "^[0-9a-f]+$", "minLength": 64, "maxLength": 64, "description": "Pin: refuse the file unless its SHA-256 matches."},
               "allowInsecurePermissions": {"type": "boolean", "description": "Load even if the file is group/world-writable or owned by another user (logs a warning)."},
               "config": {"type": "object", "description": "The plugin's configuration, validated against the plugin's own schema."}
@@ -96,6 +104,11 @@ public struct SiteConfig: Sendable {
             spec.isolation = p["isolation"]?.string ?? "in-process"
             spec.sha256 = p["sha256"]?.string
             spec.allowInsecurePermissions = p["allowInsecurePermissions"]?.bool ?? false
+            if let l = p["limits"] {
+                if spec.isolation != "process" { throw SiteError(problems: ["plugins[\(i)].limits: applies only to plugins with \"isolation\": \"process\""]) }
+                spec.memoryLimitBytes = l["memoryBytes"]?.int
+                spec.openFilesLimit = l["openFiles"]?.int
+            }
             spec.config = p["config"] ?? .object([])
             c.plugins.append(spec)
         }

@@ -3,4 +3,5 @@ let extraSections: [(String, () throws -> Void)] = [
     ("network", networkSection),
     ("startup", startupSection),
     ("scheduler", schedulerSection),
+    ("isolation", isolationSection),
 ]
