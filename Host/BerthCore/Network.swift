@@ -22,47 +22,52 @@ public struct NetworkService: Sendable {
     /// ADD: idempotent per key. Returns the plugin's result (ips, routes, dns).
     public func add(network: String, request: JSON) async throws -> JSON {
         _ = try plugin(network)  // fail fast; resolved again on the executor, where a reload swaps instances
-        let (cid, ifname) = try Self.key(request["containerID"]?.string ?? "", request["ifname"]?.string ?? "eth0")
-        let node = request["node"]?.string ?? ""
-        let req = request.setting("network", .string(network)).setting("containerID", .string(cid)).setting("ifname", .string(ifname))
-        let store = runtime.store
-        return try await runtime.executor.run {
-            let inst = try self.plugin(network)
-            let s = try store.prepare("SELECT result FROM attachments WHERE network=?1 AND container_id=?2 AND ifname=?3")
-            s.bind(1, network); s.bind(2, cid); s.bind(3, ifname)
-            if try s.step(), let existing = try? JSON.parse(s.text(0)) { return existing }
-            let result: JSON
-            do { result = try inst.callObject("add", inst.network!.pointee.add, req) } catch let e as PluginCallError { throw APIError.from(e) }
-            guard result["ips"]?.array != nil else {
-                throw APIError(500, "plugin \"\(network)\" add returned no \"ips\" array; nothing was committed")
-            }
-            let ins = try store.prepare("INSERT INTO attachments(network, container_id, ifname, node, result, created) VALUES(?1,?2,?3,?4,?5,?6)")
-            ins.bind(1, network); ins.bind(2, cid); ins.bind(3, ifname); ins.bind(4, node); ins.bind(5, result.serialized); ins.bind(6, wallClock())
-            try ins.run()
-            let addrs = JSON.array((result["ips"]?.array ?? []).compactMap { $0["address"] })
-            self.runtime.executor.noteEvent(try store.appendEvent(type: "network.attached", subject: "\(network)/\(cid)/\(ifname)",
-                                                                   data: ["node": .string(node), "ips": addrs]))
-            return result
-        }
+        return try await runtime.executor.run { try self.attachInTransaction(network: network, request: request) }
     }
 
     /// DEL: always succeeds for unknown or half-finished attachments.
     public func del(network: String, containerID: String, ifname: String, final: Bool = false) async throws {
-        _ = try plugin(network)  // fail fast; resolved again on the executor, where a reload swaps instances
-        let (cid, ifn) = try Self.key(containerID, ifname)
+        _ = try plugin(network)
+        try await runtime.executor.run { try self.detachInTransaction(network: network, containerID: containerID, ifname: ifname, final: final) }
+    }
+
+    /// ADD for a caller already inside a transaction on the executor (the API through `add`, the scheduler's wiring): the same
+    /// attachment record and event as `add`.
+    func attachInTransaction(network: String, request: JSON) throws -> JSON {
+        let inst = try plugin(network)
+        let (cid, ifname) = try Self.key(request["containerID"]?.string ?? "", request["ifname"]?.string ?? "eth0")
+        let node = request["node"]?.string ?? ""
+        let req = request.setting("network", .string(network)).setting("containerID", .string(cid)).setting("ifname", .string(ifname))
         let store = runtime.store
-        try await runtime.executor.run {
-            let inst = try self.plugin(network)
-            do {
-                _ = try inst.callObject("del", inst.network!.pointee.del,
-                                        ["network": .string(network), "containerID": .string(cid), "ifname": .string(ifn), "final": .bool(final)])
-            } catch let e as PluginCallError { throw APIError.from(e) }
-            let d = try store.prepare("DELETE FROM attachments WHERE network=?1 AND container_id=?2 AND ifname=?3")
-            d.bind(1, network); d.bind(2, cid); d.bind(3, ifn)
-            try d.run()
-            if sqlite3Changes(store) > 0 {
-                self.runtime.executor.noteEvent(try store.appendEvent(type: "network.detached", subject: "\(network)/\(cid)/\(ifn)"))
-            }
+        let s = try store.prepare("SELECT result FROM attachments WHERE network=?1 AND container_id=?2 AND ifname=?3")
+        s.bind(1, network); s.bind(2, cid); s.bind(3, ifname)
+        if try s.step(), let existing = try? JSON.parse(s.text(0)) { return existing }
+        let result: JSON
+        do { result = try inst.callObject("add", inst.network!.pointee.add, req) } catch let e as PluginCallError { throw APIError.from(e) }
+        guard result["ips"]?.array != nil else { throw APIError(500, "plugin \"\(network)\" add returned no \"ips\" array") }
+        let ins = try store.prepare("INSERT INTO attachments(network, container_id, ifname, node, result, created) VALUES(?1,?2,?3,?4,?5,?6)")
+        ins.bind(1, network); ins.bind(2, cid); ins.bind(3, ifname); ins.bind(4, node); ins.bind(5, result.serialized); ins.bind(6, wallClock())
+        try ins.run()
+        let addrs = JSON.array((result["ips"]?.array ?? []).compactMap { $0["address"] })
+        runtime.executor.noteEvent(try store.appendEvent(type: "network.attached", subject: "\(network)/\(cid)/\(ifname)",
+                                                         data: ["node": .string(node), "ips": addrs]))
+        return result
+    }
+
+    /// DEL for a caller already inside a transaction on the executor: the same record and event as `del`.
+    func detachInTransaction(network: String, containerID: String, ifname: String, final: Bool) throws {
+        let inst = try plugin(network)
+        let (cid, ifn) = try Self.key(containerID, ifname)
+        do {
+            _ = try inst.callObject("del", inst.network!.pointee.del,
+                                    ["network": .string(network), "containerID": .string(cid), "ifname": .string(ifn), "final": .bool(final)])
+        } catch let e as PluginCallError { throw APIError.from(e) }
+        let store = runtime.store
+        let d = try store.prepare("DELETE FROM attachments WHERE network=?1 AND container_id=?2 AND ifname=?3")
+        d.bind(1, network); d.bind(2, cid); d.bind(3, ifn)
+        try d.run()
+        if sqlite3Changes(store) > 0 {
+            runtime.executor.noteEvent(try store.appendEvent(type: "network.detached", subject: "\(network)/\(cid)/\(ifn)"))
         }
     }
 
