@@ -69,8 +69,7 @@ let package = Package(
         .executableTarget(
             name: "berth",
             dependencies: ["BerthCore", "BerthWire", .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            path: "Host/berth",
-            swiftSettings: [.unsafeFlags(["-parse-as-library"])]  // @main in main.swift, with more files beside it
+            path: "Host/berth"
         ),
         .executableTarget(name: "berth-cni", dependencies: ["BerthWire"], path: "Host/berth-cni"),
         // Loads one plugin in a child process and serves the ABI over a socket pair (isolation: "process").
