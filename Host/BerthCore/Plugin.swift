@@ -188,6 +188,7 @@ final class PluginContext {
         services.kv_delete = { ctx, key, klen in
             let c = Unmanaged<PluginContext>.fromOpaque(ctx!).takeUnretainedValue()
             guard let store = c.transactionStore() else { return BERTH_FAILED_PRECONDITION }
+            guard klen > 0, klen <= 1024 else { return BERTH_INVALID_ARGUMENT }
             do {
                 try store.kvDelete(c.name, UnsafeRawBufferPointer(start: key, count: klen))
                 return BERTH_OK
@@ -266,8 +267,11 @@ public final class PluginInstance: @unchecked Sendable {
     func invoke(_ operation: String, _ body: (UnsafeMutablePointer<CChar>, Int) -> berth_status) throws {
         let serial = !plugin.concurrent
         if serial { pthread_mutex_lock(&serialLock) }
+        // The key-value window is open only for calls on the executor thread (where transactions run); a
+        // concurrent call on another thread must not open or close it under the executor's feet.
+        let onExecutor = ctx.executor?.isExecutorThread ?? false
         let wasInCall = ctx.inCall
-        ctx.inCall = true
+        if onExecutor { ctx.inCall = true }
         let t0 = monotonicNanos()
         // The error buffer lives on the stack: no allocation on the hot path.
         let (st, message) = withUnsafeTemporaryAllocation(of: CChar.self, capacity: Int(BERTH_ERR_CAP)) { err -> (berth_status, String?) in
@@ -278,7 +282,7 @@ public final class PluginInstance: @unchecked Sendable {
             return (st, String(cString: err.baseAddress!))
         }
         let dt = monotonicNanos() - t0
-        ctx.inCall = wasInCall
+        if onExecutor { ctx.inCall = wasInCall }
         if serial { pthread_mutex_unlock(&serialLock) }
         stats.record(dt, ok: st == BERTH_OK)
         if st != BERTH_OK {

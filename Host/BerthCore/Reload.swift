@@ -57,7 +57,8 @@ extension BerthRuntime {
                 plan.append((PlannedChange(action: .enable, name: spec.name, detail: "\(loaded.name) \(loaded.version)"), loaded, spec))
                 continue
             }
-            if loaded.sha256 != inst.plugin.sha256 || spec.isolation != old.spec.isolation {
+            let limitsChanged = spec.memoryLimitBytes != old.spec.memoryLimitBytes || spec.openFilesLimit != old.spec.openFilesLimit
+            if loaded.sha256 != inst.plugin.sha256 || spec.isolation != old.spec.isolation || limitsChanged {
                 plan.append((PlannedChange(action: .upgrade, name: spec.name,
                                            detail: "\(inst.plugin.version) (\(inst.plugin.sha256.prefix(12))) -> \(loaded.version) (\(loaded.sha256.prefix(12)))"), loaded, spec))
             } else if spec.config != old.spec.config {

@@ -276,8 +276,9 @@ public final class BerthRuntime: @unchecked Sendable {
 
     public func shutdown() {
         discovery?.stop()
-        for e in plugins { e.instance?.destroy() }
+        // Stop the executor first: no operation may still be inside a plugin when it is destroyed.
         executor.stop()
+        for e in plugins { e.instance?.destroy() }
     }
 }
 

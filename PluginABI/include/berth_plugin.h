@@ -325,7 +325,8 @@ typedef struct berth_sched_instance {
  *            return is BERTH_OK unless the plugin failed.
  *  score     write one score in 0..100 per node into scores[i]. Deterministic for the same input.
  *  reserve   JSON {kind, app, ordinal, node} -> OK, or an error (the host then unreserves).
- *  unreserve the same JSON; idempotent; must not fail (its status is logged and ignored).
+ *  unreserve the same JSON, plus "final": true when the instance is going away for good (scale-down or
+ *            deletion); idempotent; must not fail (its status is logged and ignored).
  *  bind      the same JSON; optional.
  */
 typedef struct berth_scheduler_ops {
@@ -349,7 +350,8 @@ typedef struct berth_scheduler_ops {
  * Both must be idempotent. Required group: events, resync.
  *
  *  events  {"events":[{"rev":N,"type":"...","subject":"...","data":{...}}, ...]}
- *  resync  {"rev":N,"instances":[...],"apps":[...]} — the full current state.
+ *  resync  {"rev":N,"site":"...","instances":[{kind, app, ordinal, node, state, ips}]} — the full current
+ *          state as of revision N; authoritative for everything at or below N.
  */
 typedef struct berth_discovery_ops {
     uint32_t struct_size;
