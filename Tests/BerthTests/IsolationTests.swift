@@ -194,6 +194,13 @@ final class IsolationTests: XCTestCase {
         try assertServing(d, "g1")
         XCTAssertEqual(try d.request("GET", "/healthz").1["plugins"]?["failed"], 1)
         XCTAssertEqual(try attachments(d, "always"), [])
+        // A reload starts the plugin afresh, with a new runner and a clean record.
+        let (rc2, out2, err2) = try runTool(Paths.bin + "/berth", ["plugins", "reload", "always", "--socket", d.socket])
+        XCTAssertEqual(rc2, 0, out2 + err2)
+        let fresh = try plugin(d, "always")
+        XCTAssertEqual(fresh["state"], "loaded", fresh.serialized)
+        XCTAssertEqual(fresh["crashes"], 0)
+        XCTAssertNotNil(fresh["runnerPid"]?.int)
     }
 
     // MARK: processes
