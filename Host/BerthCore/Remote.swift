@@ -1050,7 +1050,7 @@ final class RemoteConnection: @unchecked Sendable {
             deaths = deaths.filter { now - $0 < Self.window } + [now]
             lastDeath = cause
             if deaths.count >= Self.maxDeaths {
-                failed = "plugin \"\(name)\" failed: crashed \(deaths.count) times in \(Self.window / 1_000_000_000)s (last: \(cause)); `berth plugins reload \(name)` starts it afresh"
+                failed = "plugin \"\(name)\" failed: crashed \(deaths.count) times in \(Self.window / 1_000_000_000)s (last: \(cause)); `berth plugins reload \(name)` retries it"
                 msg += "; \(failed!)"
             } else {
                 // Backoff: the first restart is immediate, then 100 ms, 200 ms, 400 ms ... (at most 5 s).
