@@ -107,7 +107,7 @@ public struct APIServer {
         route(router, .get, "/healthz") { _, _ in
             let ps = rt.plugins
             return Reply(["status": "ok", "site": .string(rt.site.site),
-                          "plugins": ["loaded": .number(Double(ps.filter { $0.instance != nil }.count)),
+                          "plugins": ["loaded": .number(Double(ps.filter { $0.stateName == "loaded" }.count)),
                                       "failed": .number(Double(ps.filter { $0.stateName == "failed" }.count))]])
         }
         route(router, .get, "/v1/site") { _, _ in Reply(rt.site.json) }
