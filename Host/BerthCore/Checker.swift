@@ -22,7 +22,12 @@ public struct CheckReport {
 }
 
 public enum PluginChecker {
-    public static func check(path: String, name: String? = nil, config: JSON = .object([]), kind: String? = nil) -> CheckReport {
+    /// `inProcess`: load the plugin into this process (a crash takes the check down with it); otherwise it runs in a
+    /// berth-plugin-runner (`runnerPath`) and a crash during a case fails that case, naming the signal, and the
+    /// runner restarts for the next one. `extended`: also run the network kit's long cases (exhaustion,
+    /// concurrency, release policies, huge input, state across instances), as `berth plugin check` does.
+    public static func check(path: String, name: String? = nil, config: JSON = .object([]), kind: String? = nil,
+                             inProcess: Bool = false, runnerPath: String = pluginRunnerPath, extended: Bool = false) -> CheckReport {
         var report = CheckReport()
         func add(_ n: String, _ ok: Bool, _ d: String) { report.cases.append(CheckCase(name: n, passed: ok, detail: d)) }
         let dir = NSTemporaryDirectory() + "berth-check-\(getpid())-\(monotonicNanos())"
@@ -45,7 +50,8 @@ public enum PluginChecker {
         let loader = Loader(copyDir: "\(dir)/plugins")
         let loaded: LoadedPlugin
         do {
-            loaded = try loader.load(spec)
+            loaded = inProcess ? try loader.load(spec)
+                : try RemotePlugin.load(spec, loader: loader, callTimeoutMs: 30_000, runnerPath: runnerPath)
             report.plugin = loaded
             if name == nil { spec.name = loaded.name }
             add("load", true, "dlopen(RTLD_NOW|RTLD_LOCAL) of the content-addressed copy, entry berth_plugin_entry_v1")
@@ -57,9 +63,13 @@ public enum PluginChecker {
             add("load", false, "\(error)")
             return report
         }
-        let instance: PluginInstance
+        func instantiate() throws -> PluginInstance {
+            inProcess ? try loader.instantiate(loaded, spec: spec, executor: executor, log: { _, _ in })
+                : try RemotePlugin.instantiate(loaded, spec: spec, loader: loader, executor: executor, log: { _, _ in })
+        }
+        var instance: PluginInstance?
         do {
-            instance = try loader.instantiate(loaded, spec: spec, executor: executor, log: { _, _ in })
+            instance = try instantiate()
             add("config", true, loaded.configSchema == nil ? "no schema (any object accepted)" : "accepted by the plugin's schema")
             add("create", true, "instance created")
         } catch let e as LoadError {
@@ -71,13 +81,22 @@ public enum PluginChecker {
         }
         let kinds = kind.map { [$0] } ?? loaded.kinds.names
         for k in kinds {
+            guard let current = instance else { add("\(k) suite", false, "no instance left to run the suite on"); continue }
             switch k {
             case "network" where loaded.kinds.contains(.network):
-                for c in NetworkConformance.run(instance, executor: executor) { report.cases.append(c) }
+                // "state survives a new instance": destroy the instance and create one with the same name on the same store.
+                let renew: () throws -> PluginInstance = {
+                    instance?.destroy()
+                    instance = nil
+                    let fresh = try instantiate()
+                    instance = fresh
+                    return fresh
+                }
+                report.cases += NetworkConformance.run(current, executor: executor, extended: extended, renew: renew)
             case "scheduler" where loaded.kinds.contains(.scheduler):
-                for c in SchedulerConformance.run(instance) { report.cases.append(c) }
-            case "storage" where loaded.kinds.contains(.storage): report.cases += StorageConformance.run(instance, executor: executor, scratch: dir)
-            case "discovery" where loaded.kinds.contains(.discovery): report.cases += DiscoveryConformance.run(instance, executor: executor, config: spec.config)
+                for c in SchedulerConformance.run(current) { report.cases.append(c) }
+            case "storage" where loaded.kinds.contains(.storage): report.cases += StorageConformance.run(current, executor: executor, scratch: dir)
+            case "discovery" where loaded.kinds.contains(.discovery): report.cases += DiscoveryConformance.run(current, executor: executor, config: spec.config)
             case "network", "storage", "scheduler", "discovery":
                 if loaded.kinds.names.contains(k) {
                     add("\(k) suite", true, "no conformance cases for this kind in this version of berth")
@@ -88,20 +107,29 @@ public enum PluginChecker {
                 add("kind", false, "unknown kind \"\(k)\" (network, storage, scheduler, discovery)")
             }
         }
-        instance.destroy()
-        add("destroy", true, "instance destroyed")
+        if let instance {
+            instance.destroy()
+            add("destroy", true, "instance destroyed")
+        }
         return report
     }
 }
 
 /// Network conformance: CNI semantics the host relies on.
 enum NetworkConformance {
-    static func run(_ inst: PluginInstance, executor ex: Executor) -> [CheckCase] {
+    /// The most ADDs the exhaustion case makes, and how long it may take, before it gives up on exhausting the pool.
+    static let exhaustionBound = 70_000
+    static let exhaustionSeconds: UInt64 = 120
+
+    static func run(_ first: PluginInstance, executor ex: Executor, extended: Bool = false,
+                    renew: (() throws -> PluginInstance)? = nil) -> [CheckCase] {
         var out: [CheckCase] = []
-        let ops = inst.network!.pointee
+        var inst = first
+        var ops = inst.network!.pointee
         func call(_ op: String, _ fn: berth_json_op?, _ req: JSON) -> Result<JSON, PluginCallError> {
-            do { return .success(try ex.runSync { try inst.callObject(op, fn, req) }) } catch let e as PluginCallError { return .failure(e) } catch {
-                return .failure(PluginCallError(plugin: inst.name, operation: op, status: 13, message: "\(error)"))
+            let i = inst
+            do { return .success(try ex.runSync { try i.callObject(op, fn, req) }) } catch let e as PluginCallError { return .failure(e) } catch {
+                return .failure(PluginCallError(plugin: i.name, operation: op, status: 13, message: "\(error)"))
             }
         }
         func add(_ n: String, _ ok: Bool, _ d: String) { out.append(CheckCase(name: "network: \(n)", passed: ok, detail: d)) }
@@ -146,12 +174,163 @@ enum NetworkConformance {
         case .failure(let e): add("status", e.status == 8, e.description)
         }
         for (label, raw) in [("malformed JSON is refused", Array("{\"containerID\":".utf8)), ("missing fields are refused", Array("{}".utf8))] {
+            let i = inst
             do {
-                _ = try ex.runSync { try inst.callJSON("add", ops.add, raw) }
+                _ = try ex.runSync { try i.callJSON("add", ops.add, raw) }
                 add(label, false, "ADD accepted invalid input")
             } catch let e as PluginCallError {
                 add(label, e.status == 3, "returned \(e.statusName): \(e.message)")
             } catch { add(label, false, "\(error)") }
+        }
+        guard extended else { return out }
+        func addrs(_ r: JSON) -> [String] { (r["ips"]?.array ?? []).compactMap { $0["address"]?.string } }
+        func bare(_ a: String) -> String { String(a.split(separator: "/").first ?? Substring(a)) }
+        func gcAll() { _ = call("gc", ops.gc, ["network": "check", "valid": .array([])]) }
+        let base: JSON = ["network": "check", "ifname": "eth0", "node": "check-node"]
+        func req(_ cid: String) -> JSON { base.setting("containerID", .string(cid)) }
+        gcAll()
+
+        // No duplicates under concurrency: ADDs from 4 threads at once, group-committed by the executor.
+        do {
+            let lock = NSLock()
+            var got: [(String, Result<JSON, PluginCallError>)] = []
+            let i = inst, add0 = ops.add
+            DispatchQueue.concurrentPerform(iterations: 4) { t in
+                for k in 0..<8 {
+                    let cid = "concurrent-\(t)-\(k)"
+                    let r: Result<JSON, PluginCallError>
+                    do { r = .success(try ex.runSync { try i.callObject("add", add0, req(cid)) }) } catch let e as PluginCallError { r = .failure(e) } catch {
+                        r = .failure(PluginCallError(plugin: i.name, operation: "add", status: 13, message: "\(error)"))
+                    }
+                    lock.lock(); got.append((cid, r)); lock.unlock()
+                }
+            }
+            var owner: [String: String] = [:]
+            var problems: [String] = []
+            var exhausted = 0
+            for (cid, r) in got {
+                switch r {
+                case .success(let j):
+                    let a = addrs(j)
+                    if a.isEmpty { problems.append("\(cid): OK with no ips[].address") }
+                    for x in a.map(bare) {
+                        if let o = owner[x] { problems.append("\(x) handed to both \(o) and \(cid)") } else { owner[x] = cid }
+                    }
+                case .failure(let e) where e.status == 8: exhausted += 1
+                case .failure(let e): problems.append("\(cid): \(e.statusName): \(e.message)")
+                }
+            }
+            if owner.count < 2 && problems.isEmpty { problems.append("fewer than two concurrent ADDs succeeded (configure a pool of at least a few addresses)") }
+            add("no duplicates under concurrency", problems.isEmpty,
+                problems.isEmpty ? "32 ADDs from 4 threads: \(owner.count) distinct addresses, \(exhausted) RESOURCE_EXHAUSTED"
+                    : problems.prefix(3).joined(separator: "; "))
+            gcAll()
+        }
+
+        // Release policies: an immutable identity keeps its address across a non-final DEL.
+        do {
+            let identity: JSON = ["app": "check-app", "ordinal": 0, "releasePolicy": "immutable"]
+            switch call("add", ops.add, req("identity-1").setting("identity", identity)) {
+            case .failure(let e) where e.status == 12 || e.status == 3:
+                add("release policies", true, "skipped: the plugin refuses identities (\(e.statusName): \(e.message))")
+            case .failure(let e):
+                add("release policies", false, "ADD with identity {app, ordinal, releasePolicy: immutable}: \(e.statusName): \(e.message)")
+            case .success(let r):
+                let a = Set(addrs(r).map(bare))
+                var problems: [String] = []
+                if case .failure(let e) = call("del", ops.del, req("identity-1").setting("final", false)) { problems.append("non-final DEL: \(e.statusName)") }
+                if case .success(let o) = call("add", ops.add, req("identity-other")) {
+                    let b = Set(addrs(o).map(bare))
+                    if !b.isDisjoint(with: a) { problems.append("a container without the identity got its reserved address \(b.intersection(a).sorted().joined(separator: ", "))") }
+                }
+                switch call("add", ops.add, req("identity-2").setting("identity", identity)) {
+                case .success(let r2):
+                    let b = Set(addrs(r2).map(bare))
+                    if b != a { problems.append("re-ADD of the identity got \(b.sorted().joined(separator: ", ")), first \(a.sorted().joined(separator: ", "))") }
+                case .failure(let e): problems.append("re-ADD of the identity: \(e.statusName): \(e.message)")
+                }
+                if case .failure(let e) = call("del", ops.del, req("identity-2").setting("final", true)) { problems.append("final DEL: \(e.statusName)") }
+                _ = call("del", ops.del, req("identity-other"))
+                add("release policies", problems.isEmpty, problems.isEmpty
+                    ? "immutable identity kept \(a.sorted().joined(separator: ", ")) across a non-final DEL; final DEL OK" : problems.joined(separator: "; "))
+            }
+            gcAll()
+        }
+
+        // Huge input: a 4 MiB request is answered with a status (OK or an error), without a crash.
+        do {
+            let huge = req("huge-input").setting("annotations", .string(String(repeating: "x", count: 4 << 20)))
+            switch call("add", ops.add, huge) {
+            case .success: add("huge input", true, "4 MiB ADD answered OK")
+            case .failure(let e) where e.message.contains("crashed") || e.message.contains("exited") || e.message.contains("timed out"):
+                add("huge input", false, "4 MiB ADD: \(e.statusName): \(e.message)")
+            case .failure(let e): add("huge input", true, "4 MiB ADD refused: \(e.statusName)")
+            }
+            _ = call("del", ops.del, req("huge-input"))
+            gcAll()
+        }
+
+        // Exhaustion: distinct containers until RESOURCE_EXHAUSTED, never a duplicate.
+        do {
+            var note: String?
+            if let cap = ops.capacity, case .success(let c) = call("capacity", cap, ["network": "check", "node": .null]),
+               let free = c["free"]?.double, free > Double(exhaustionBound) {
+                note = "capacity reports \(Int(free)) free"
+            }
+            if let note {
+                add("exhaustion", true, "pool larger than the bound (\(note)); configure a small pool to test exhaustion")
+            } else {
+                var owner: [String: String] = [:]
+                var verdict: (Bool, String)?
+                let deadline = monotonicNanos() + exhaustionSeconds * 1_000_000_000
+                var n = 0
+                while verdict == nil && n < exhaustionBound && monotonicNanos() < deadline {
+                    n += 1
+                    let cid = "exhaust-\(n)"
+                    switch call("add", ops.add, req(cid)) {
+                    case .success(let r):
+                        let a = addrs(r).map(bare)
+                        if a.isEmpty { verdict = (false, "ADD #\(n) returned OK with no ips[].address; a full pool must return RESOURCE_EXHAUSTED") }
+                        for x in a {
+                            if let o = owner[x] { verdict = (false, "ADD #\(n) handed out \(x) again (already held by \(o))") } else { owner[x] = cid }
+                        }
+                    case .failure(let e) where e.status == 8:
+                        verdict = e.message.isEmpty ? (false, "RESOURCE_EXHAUSTED after \(n - 1) ADDs but with no message")
+                            : (true, "RESOURCE_EXHAUSTED after \(n - 1) ADDs (\(owner.count) distinct addresses): \(e.message)")
+                    case .failure(let e): verdict = (false, "ADD #\(n): \(e.statusName): \(e.message); want RESOURCE_EXHAUSTED when the pool is full")
+                    }
+                }
+                let v = verdict ?? (true, "pool larger than the bound (\(n) ADDs, \(owner.count) distinct addresses); configure a small pool to test exhaustion")
+                add("exhaustion", v.0, v.1)
+            }
+            gcAll()
+        }
+
+        // State survives a new instance: destroy the instance, create one with the same name on the same store.
+        do {
+            let s = req("survivor")
+            switch call("add", ops.add, s) {
+            case .failure(let e): add("state survives a new instance", false, "ADD before the restart: \(e.statusName): \(e.message)")
+            case .success(let before):
+                guard let renew else { add("state survives a new instance", true, "skipped: no way to create a new instance here"); break }
+                do {
+                    inst = try renew()
+                    ops = inst.network!.pointee
+                    switch call("check", ops.check, s) {
+                    case .failure(let e): add("state survives a new instance", false, "CHECK in a new instance: \(e.statusName): \(e.message)")
+                    case .success:
+                        if case .success(let again) = call("add", ops.add, s), Set(addrs(again).map(bare)) != Set(addrs(before).map(bare)) {
+                            add("state survives a new instance", false, "repeated ADD in a new instance got \(addrs(again)), before \(addrs(before))")
+                        } else {
+                            add("state survives a new instance", true, "the new instance confirms the attachment made before")
+                        }
+                    }
+                } catch {
+                    add("state survives a new instance", false, "creating a new instance: \(error)")
+                    return out
+                }
+            }
+            gcAll()
         }
         return out
     }

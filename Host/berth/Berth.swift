@@ -201,10 +201,11 @@ struct PluginCmd: ParsableCommand {
         @Option(name: .long, help: "Instance name (default: the plugin's own name).") var name: String?
         @Option(name: .long, help: "Run only this kind's suite: network, storage, scheduler, discovery.") var kind: String?
         @Option(name: [.customShort("o"), .long], help: "Output format: table or json.") var output: OutputFormat = .table
+        @Flag(name: .long, help: "Load the plugin into this process instead of a berth-plugin-runner (a crash then ends the check).") var inProcess = false
 
         func run() throws {
             let cfg = try config.map { try readJSONFile($0) } ?? .object([])
-            let report = PluginChecker.check(path: path, name: name, config: cfg, kind: kind)
+            let report = PluginChecker.check(path: path, name: name, config: cfg, kind: kind, inProcess: inProcess, extended: true)
             if output == .json {
                 print(report.json.pretty)
             } else {
