@@ -238,21 +238,28 @@ enum NetworkConformance {
             case .success(let r):
                 let a = Set(addrs(r).map(bare))
                 var problems: [String] = []
+                var ignored = false
                 if case .failure(let e) = call("del", ops.del, req("identity-1").setting("final", false)) { problems.append("non-final DEL: \(e.statusName)") }
-                if case .success(let o) = call("add", ops.add, req("identity-other")) {
-                    let b = Set(addrs(o).map(bare))
-                    if !b.isDisjoint(with: a) { problems.append("a container without the identity got its reserved address \(b.intersection(a).sorted().joined(separator: ", "))") }
-                }
+                var other = Set<String>()
+                if case .success(let o) = call("add", ops.add, req("identity-other")) { other = Set(addrs(o).map(bare)) }
                 switch call("add", ops.add, req("identity-2").setting("identity", identity)) {
                 case .success(let r2):
                     let b = Set(addrs(r2).map(bare))
-                    if b != a { problems.append("re-ADD of the identity got \(b.sorted().joined(separator: ", ")), first \(a.sorted().joined(separator: ", "))") }
+                    if b == a {
+                        if !other.isDisjoint(with: a) { problems.append("a container without the identity got its reserved address \(other.intersection(a).sorted().joined(separator: ", "))") }
+                    } else if !other.isDisjoint(with: a) {
+                        // The plugin behaves exactly as if no identity had been sent: identities are optional.
+                        ignored = true
+                    } else {
+                        problems.append("re-ADD of the identity got \(b.sorted().joined(separator: ", ")), first \(a.sorted().joined(separator: ", "))")
+                    }
                 case .failure(let e): problems.append("re-ADD of the identity: \(e.statusName): \(e.message)")
                 }
                 if case .failure(let e) = call("del", ops.del, req("identity-2").setting("final", true)) { problems.append("final DEL: \(e.statusName)") }
                 _ = call("del", ops.del, req("identity-other"))
-                add("release policies", problems.isEmpty, problems.isEmpty
-                    ? "immutable identity kept \(a.sorted().joined(separator: ", ")) across a non-final DEL; final DEL OK" : problems.joined(separator: "; "))
+                add("release policies", problems.isEmpty, !problems.isEmpty ? problems.joined(separator: "; ")
+                    : ignored ? "skipped: the plugin ignores identity (the released address went to another container); refuse identities with INVALID_ARGUMENT to make that explicit"
+                    : "immutable identity kept \(a.sorted().joined(separator: ", ")) across a non-final DEL; final DEL OK")
             }
             gcAll()
         }

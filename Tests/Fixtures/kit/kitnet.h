@@ -1,0 +1,286 @@
+/*
+ * The base of the conformance-kit fixtures: a small, correct network plugin (pool 10.88.0.2 .. 10.88.0.9, state
+ * in the key-value namespace: "a/<containerID>/<ifname>" -> address, "ip/<address>" -> attachment key;
+ * identities refused with INVALID_ARGUMENT). Each fixture defines FIXTURE_NAME and one KIT_* macro that breaks
+ * exactly one rule of sdk-docs/kinds/network.md, then includes this file:
+ *
+ *   KIT_ADD_NOT_IDEMPOTENT  a repeated ADD of the same key allocates again
+ *   KIT_DEL_UNKNOWN_FAILS   DEL of an unknown attachment returns NOT_FOUND
+ *   KIT_DUPLICATES          addresses come from a counter that wraps after 3, without reservations
+ *   KIT_EXHAUST_OK          a full pool answers OK with "ips": [] instead of RESOURCE_EXHAUSTED
+ *   KIT_GC_IGNORED          GC returns OK and releases nothing
+ *   KIT_MEMORY_STATE        state lives in the instance's memory, not in the namespace (lost with the instance)
+ *   KIT_SEGV_MALFORMED      dereferences NULL on a request that is not a JSON object
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "berth_plugin.h"
+
+#define KIT_POOL_FIRST 2
+#define KIT_POOL_LAST 9
+
+struct fx {
+    const berth_host_services *host;
+    unsigned long allocations;
+    int n;
+    struct { char k[200]; char v[64]; } mem[64]; /* KIT_MEMORY_STATE only */
+};
+
+static int field(const char *json, size_t len, const char *name, char *out, size_t cap) {
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\"", name);
+    size_t pl = strlen(pat);
+    for (size_t i = 0; i + pl <= len; i++) {
+        if (memcmp(json + i, pat, pl) != 0) continue;
+        size_t j = i + pl;
+        while (j < len && (json[j] == ' ' || json[j] == ':')) j++;
+        if (j >= len || json[j] != '"') return 0;
+        j++;
+        size_t n = 0;
+        while (j < len && json[j] != '"' && n + 1 < cap) out[n++] = json[j++];
+        if (j >= len || json[j] != '"') return 0;
+        out[n] = 0;
+        return n > 0;
+    }
+    return 0;
+}
+
+static int contains(const char *s, size_t len, const char *pat) {
+    size_t pl = strlen(pat);
+    for (size_t i = 0; i + pl <= len; i++) if (memcmp(s + i, pat, pl) == 0) return 1;
+    return 0;
+}
+
+/* A JSON object, roughly: first non-blank is '{', last non-blank is '}'. */
+static int is_object(const char *s, size_t len) {
+    size_t a = 0, b = len;
+    while (a < b && (s[a] == ' ' || s[a] == '\n')) a++;
+    while (b > a && (s[b - 1] == ' ' || s[b - 1] == '\n')) b--;
+    return b - a >= 2 && s[a] == '{' && s[b - 1] == '}';
+}
+
+struct buf { char data[512]; size_t len; };
+__attribute__((unused)) static berth_status buf_write(void *ctx, const char *d, size_t n) {
+    struct buf *b = ctx;
+    if (b->len + n >= sizeof b->data) return BERTH_OUT_OF_RANGE;
+    memcpy(b->data + b->len, d, n);
+    b->len += n;
+    b->data[b->len] = 0;
+    return BERTH_OK;
+}
+
+/* ---- state: the namespace, or (KIT_MEMORY_STATE) the instance's memory ---- */
+
+static berth_status sget(struct fx *f, const char *k, char *v, size_t cap) {
+#ifdef KIT_MEMORY_STATE
+    for (int i = 0; i < f->n; i++) if (strcmp(f->mem[i].k, k) == 0) { snprintf(v, cap, "%s", f->mem[i].v); return BERTH_OK; }
+    return BERTH_NOT_FOUND;
+#else
+    struct buf b = {{0}, 0};
+    berth_sink s = {sizeof s, &b, buf_write};
+    berth_status st = f->host->kv_get(f->host->host_ctx, k, strlen(k), &s);
+    if (st == BERTH_OK) snprintf(v, cap, "%s", b.data);
+    return st;
+#endif
+}
+
+static berth_status sput(struct fx *f, const char *k, const char *v) {
+#ifdef KIT_MEMORY_STATE
+    for (int i = 0; i < f->n; i++) if (strcmp(f->mem[i].k, k) == 0) { snprintf(f->mem[i].v, sizeof f->mem[i].v, "%s", v); return BERTH_OK; }
+    if (f->n == 64) return BERTH_RESOURCE_EXHAUSTED;
+    snprintf(f->mem[f->n].k, sizeof f->mem[0].k, "%s", k);
+    snprintf(f->mem[f->n].v, sizeof f->mem[0].v, "%s", v);
+    f->n++;
+    return BERTH_OK;
+#else
+    return f->host->kv_put(f->host->host_ctx, k, strlen(k), v, strlen(v));
+#endif
+}
+
+static berth_status sdel(struct fx *f, const char *k) {
+#ifdef KIT_MEMORY_STATE
+    for (int i = 0; i < f->n; i++) if (strcmp(f->mem[i].k, k) == 0) { f->mem[i] = f->mem[--f->n]; return BERTH_OK; }
+    return BERTH_OK;
+#else
+    return f->host->kv_delete(f->host->host_ctx, k, strlen(k));
+#endif
+}
+
+/* The first attachment key after `after` ("" for the first), into `out`; 0 when there is none. */
+__attribute__((unused)) static int snext(struct fx *f, const char *after, char *out, size_t cap) {
+#ifdef KIT_MEMORY_STATE
+    const char *best = NULL;
+    for (int i = 0; i < f->n; i++) {
+        if (strncmp(f->mem[i].k, "a/", 2) != 0 || strcmp(f->mem[i].k, after) <= 0) continue;
+        if (!best || strcmp(f->mem[i].k, best) < 0) best = f->mem[i].k;
+    }
+    if (!best) return 0;
+    snprintf(out, cap, "%s", best);
+    return 1;
+#else
+    struct buf k = {{0}, 0};
+    berth_sink ks = {sizeof ks, &k, buf_write};
+    if (f->host->kv_next(f->host->host_ctx, "a/", 2, after, strlen(after), &ks, NULL) != BERTH_OK) return 0;
+    snprintf(out, cap, "%s", k.data);
+    return 1;
+#endif
+}
+
+/* ---- the operations ---- */
+
+static berth_status fx_create(const berth_host_services *host, const char *config, size_t len, void **out, char *err, size_t cap) {
+    (void)config; (void)len;
+    struct fx *f = calloc(1, sizeof *f);
+    if (!f) { BERTH_SET_ERR(err, cap, "out of memory"); return BERTH_INTERNAL; }
+    f->host = host;
+    *out = f;
+    return BERTH_OK;
+}
+
+static void fx_destroy(void *inst) { free(inst); }
+
+/* Parses the attachment key; INVALID_ARGUMENT (or, with KIT_SEGV_MALFORMED, a crash) for malformed input. */
+static berth_status key_of(const char *req, size_t len, char *key, size_t kcap, char *err, size_t cap) {
+    char cid[128], ifn[32];
+    if (!is_object(req, len)) {
+#ifdef KIT_SEGV_MALFORMED
+        *(volatile int *)0 = 1;
+#endif
+        BERTH_SET_ERR(err, cap, "request is not a JSON object");
+        return BERTH_INVALID_ARGUMENT;
+    }
+    if (!field(req, len, "containerID", cid, sizeof cid)) { BERTH_SET_ERR(err, cap, "containerID is required"); return BERTH_INVALID_ARGUMENT; }
+    if (!field(req, len, "ifname", ifn, sizeof ifn)) strcpy(ifn, "eth0");
+    snprintf(key, kcap, "a/%s/%s", cid, ifn);
+    return BERTH_OK;
+}
+
+static berth_status result(const berth_sink *out, const char *addr) {
+    char res[128];
+    snprintf(res, sizeof res, "{\"ips\":[{\"address\":\"%s/28\"}]}", addr);
+    return berth_sink_puts(out, res);
+}
+
+static berth_status fx_add(void *inst, const char *req, size_t len, const berth_sink *out, char *err, size_t cap) {
+    struct fx *f = inst;
+    char key[200], addr[64], ipk[80];
+    berth_status st = key_of(req, len, key, sizeof key, err, cap);
+    if (st != BERTH_OK) return st;
+    if (contains(req, len, "\"identity\"")) { BERTH_SET_ERR(err, cap, "identities are not supported"); return BERTH_INVALID_ARGUMENT; }
+#ifndef KIT_ADD_NOT_IDEMPOTENT
+    if ((st = sget(f, key, addr, sizeof addr)) == BERTH_OK) return result(out, addr);
+    if (st != BERTH_NOT_FOUND) return st;
+#endif
+#ifdef KIT_DUPLICATES
+    snprintf(addr, sizeof addr, "10.88.0.%lu", KIT_POOL_FIRST + f->allocations++ % 3);
+#else
+    int found = 0;
+    for (int i = KIT_POOL_FIRST; i <= KIT_POOL_LAST && !found; i++) {
+        char owner[200];
+        snprintf(addr, sizeof addr, "10.88.0.%d", i);
+        snprintf(ipk, sizeof ipk, "ip/%s", addr);
+        if ((st = sget(f, ipk, owner, sizeof owner)) == BERTH_NOT_FOUND) found = 1;
+        else if (st != BERTH_OK) return st;
+    }
+    if (!found) {
+#ifdef KIT_EXHAUST_OK
+        return berth_sink_puts(out, "{\"ips\":[]}");
+#else
+        BERTH_SET_ERR(err, cap, "no address left in 10.88.0.0/28");
+        return BERTH_RESOURCE_EXHAUSTED;
+#endif
+    }
+    f->allocations++;
+#endif
+    snprintf(ipk, sizeof ipk, "ip/%s", addr);
+    if ((st = sput(f, ipk, key)) != BERTH_OK) return st;
+    if ((st = sput(f, key, addr)) != BERTH_OK) return st;
+    return result(out, addr);
+}
+
+static berth_status release(struct fx *f, const char *key) {
+    char addr[64], ipk[80];
+    berth_status st = sget(f, key, addr, sizeof addr);
+    if (st != BERTH_OK) return st;
+    snprintf(ipk, sizeof ipk, "ip/%s", addr);
+    if ((st = sdel(f, ipk)) != BERTH_OK) return st;
+    return sdel(f, key);
+}
+
+static berth_status fx_del(void *inst, const char *req, size_t len, const berth_sink *out, char *err, size_t cap) {
+    (void)out;
+    char key[200];
+    berth_status st = key_of(req, len, key, sizeof key, err, cap);
+    if (st != BERTH_OK) return st;
+    st = release(inst, key);
+#ifdef KIT_DEL_UNKNOWN_FAILS
+    if (st == BERTH_NOT_FOUND) BERTH_SET_ERR(err, cap, "no attachment %s", key);
+    return st;
+#else
+    return st == BERTH_NOT_FOUND ? BERTH_OK : st;
+#endif
+}
+
+static berth_status fx_check(void *inst, const char *req, size_t len, const berth_sink *out, char *err, size_t cap) {
+    (void)out;
+    char key[200], addr[64];
+    berth_status st = key_of(req, len, key, sizeof key, err, cap);
+    if (st != BERTH_OK) return st;
+    st = sget(inst, key, addr, sizeof addr);
+    if (st == BERTH_NOT_FOUND) BERTH_SET_ERR(err, cap, "no reservation for %s", key);
+    return st;
+}
+
+static berth_status fx_gc(void *inst, const char *req, size_t len, const berth_sink *out, char *err, size_t cap) {
+    (void)out; (void)err; (void)cap;
+#ifdef KIT_GC_IGNORED
+    (void)inst; (void)req; (void)len;
+    return BERTH_OK;
+#else
+    struct fx *f = inst;
+    char after[200] = "", key[200];
+    while (snext(f, after, key, sizeof key)) {
+        snprintf(after, sizeof after, "%s", key);
+        char cid[200];
+        const char *slash = strchr(key + 2, '/');
+        snprintf(cid, sizeof cid, "\"%.*s\"", (int)(slash ? slash - (key + 2) : (long)strlen(key + 2)), key + 2);
+        if (contains(req, len, cid)) continue;
+        berth_status st = release(f, key);
+        if (st != BERTH_OK && st != BERTH_NOT_FOUND) return st;
+    }
+    return BERTH_OK;
+#endif
+}
+
+static berth_status fx_status(void *inst, const char *req, size_t len, const berth_sink *out, char *err, size_t cap) {
+    (void)inst; (void)req; (void)len; (void)out; (void)err; (void)cap;
+    return BERTH_OK;
+}
+
+static const berth_network_ops NET = {
+    .struct_size = sizeof(berth_network_ops),
+    .add = fx_add, .del = fx_del, .check = fx_check, .gc = fx_gc, .status = fx_status,
+};
+
+static const berth_plugin_descriptor DESCRIPTOR = {
+    .struct_size = sizeof(berth_plugin_descriptor),
+    .abi_major = BERTH_ABI_MAJOR,
+    .abi_minor = BERTH_ABI_MINOR,
+    .name = FIXTURE_NAME,
+    .version = "0.1.0",
+    .description = "conformance-kit fixture: " FIXTURE_NAME,
+    .kinds = BERTH_KIND_NETWORK,
+    .thread_contract = BERTH_THREADS_SERIAL,
+    .config_schema = "{\"type\":\"object\"}",
+    .create = fx_create,
+    .destroy = fx_destroy,
+    .network = &NET,
+};
+
+const berth_plugin_descriptor *berth_plugin_entry_v1(uint16_t major, uint16_t minor) {
+    (void)minor;
+    return major == BERTH_ABI_MAJOR ? &DESCRIPTOR : NULL;
+}
