@@ -71,7 +71,10 @@ let package = Package(
             dependencies: ["BerthCore", "BerthWire", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Host/berth"
         ),
-        .executableTarget(name: "berth-cni", dependencies: ["BerthWire"], path: "Host/berth-cni"),
+        // A runtime execs berth-cni for every call: the Swift runtime is linked statically so start-up does not
+        // pay for loading its shared libraries.
+        .executableTarget(name: "berth-cni", dependencies: ["BerthWire"], path: "Host/berth-cni",
+                          linkerSettings: [.unsafeFlags(["-static-stdlib"])]),
         // Loads one plugin in a child process and serves the ABI over a socket pair (isolation: "process").
         .executableTarget(name: "berth-plugin-runner", dependencies: ["BerthCore"], path: "Host/berth-plugin-runner"),
         .executableTarget(name: "berth-bench", dependencies: ["BerthCore", "BerthServer", "BerthWire"], path: "Host/berth-bench"),
