@@ -45,7 +45,8 @@ extension BerthRuntime {
                 continue
             }
             let loaded: LoadedPlugin
-            do { loaded = try loader.load(spec) } catch {
+            // Staged the way the plugin will run: an isolated plugin is loaded in a runner, never in berthd.
+            do { loaded = try loadPlugin(spec) } catch {
                 problems.append("plugins.\(spec.name): \((error as? LoadError)?.reason ?? "\(error)")")
                 continue
             }
@@ -134,7 +135,7 @@ extension BerthRuntime {
     /// Re-reads a plugin's file: a changed file is an upgrade; an unchanged one gets a fresh instance.
     public func reload(_ name: String, actor: String) throws -> [PlannedChange] {
         guard let e = entry(name) else { throw APIError(404, "no plugin named \"\(name)\"") }
-        let loaded = try loader.load(e.spec)
+        let loaded = try loadPlugin(e.spec)
         let change = PlannedChange(action: .upgrade, name: name, detail: "reload from \(e.spec.path) (\(loaded.sha256.prefix(12)))")
         try executor.runSync {
             let fresh = try self.makeInstance(loaded, e.spec)

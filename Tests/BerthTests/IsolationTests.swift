@@ -249,6 +249,31 @@ final class IsolationTests: XCTestCase {
         XCTAssertEqual(kids2.filter(alive), [])
     }
 
+    /// `berth site apply` stages an isolated plugin in a runner too: one that crashes while loading is refused
+    /// with the runner's reason, berthd keeps serving, and staging leaves no runner behind.
+    func testSiteApplyStagesIsolatedPluginsInARunner() throws {
+        let d = try Daemon(plugins: [isolated("good", try fault("good"))], tag: "applystage")
+        var site = try JSON.parse(Array(FileManager.default.contents(atPath: d.siteFile)!))
+        let before = try d.request("GET", "/v1/site").1
+        site = site.setting("plugins", [isolated("good", try fault("good")), isolated("crashes-at-load", try fault("entry_crash"))])
+        var (st, body) = try d.request("PUT", "/v1/site?baseDir=\(d.dir)", site)
+        XCTAssertEqual(st, 400, body.serialized)
+        XCTAssertTrue(body.serialized.contains("crashes-at-load") && body.serialized.contains("crashed (SIGSEGV) while loading the plugin"), body.serialized)
+        XCTAssertEqual(try d.request("GET", "/v1/site").1, before, "the running configuration is untouched")
+        try assertServing(d, "s1")
+        // An unchanged apply and a reload stage through runners that go away again.
+        site = site.setting("plugins", [isolated("good", try fault("good"))])
+        (st, body) = try d.request("PUT", "/v1/site?baseDir=\(d.dir)", site)
+        XCTAssertEqual(st, 200, body.serialized)
+        XCTAssertEqual(body["changes"]?[0]?["action"], "unchanged")
+        (st, body) = try d.request("POST", "/v1/plugins/good/reload")
+        XCTAssertEqual(st, 200, body.serialized)
+        try assertServing(d, "s2")
+        let deadline = Date().addingTimeInterval(2)
+        while Date() < deadline && runners(of: d.process!.processIdentifier).count != 1 { usleep(20_000) }
+        XCTAssertEqual(runners(of: d.process!.processIdentifier).count, 1, "one runner for the one isolated instance")
+    }
+
     func testLoadFailuresAreReportedAsInProcess() throws {
         let d = try Daemon(plugins: [
             isolated("good", try fault("good")),
