@@ -569,12 +569,25 @@ struct VolumeWiring {
         return Self.singleNode(v)
     }
 
+    /// The instance's volume from its template: the one the host already knows by that name, else a new one
+    /// (StorageService.createInTransaction, in this transaction). Returns its id and the plugin's volume record.
+    func createVolume(plugin: String, name: String, capacity: Int64, parameters: JSON, topology: JSON?) throws -> (String, JSON) {
+        let byName = try runtime.store.prepare("SELECT id, volume FROM volumes WHERE plugin=?1 AND name=?2")
+        byName.bind(1, plugin); byName.bind(2, name)
+        if try byName.step() { return (byName.text(0), (try? JSON.parse(byName.text(1))) ?? .object([])) }
+        var req: JSON = ["name": .string(name), "capacityBytes": .number(Double(capacity)), "accessMode": "single-node-writer",
+                         "volumeMode": "mount", "parameters": parameters]
+        if let topology { req = req.setting("topology", topology) }
+        let (row, _) = try storage.createInTransaction(plugin: plugin, name: try StorageService.checkName(name), request: req)
+        return (row.id, row.volume)
+    }
+
     /// Create (or find) and publish; returns the attachment and the node the volume is local to, if any.
     func publish(_ k: InstanceKey, _ t: VolumeTemplate, node: String) throws -> (AttachedVolume, String?) {
         let p = try plugin(for: t)
         let topology: JSON? = t.local ? ["requisite": [["node": .string(node)]]] : nil
-        let (id, volume) = try storage.createInTransaction(plugin: p, name: Self.volumeName(k, t), capacity: t.size,
-                                                           parameters: t.parameters, topology: topology)
+        let (id, volume) = try createVolume(plugin: p, name: Self.volumeName(k, t), capacity: t.size,
+                                            parameters: t.parameters, topology: topology)
         let localTo = Self.singleNode(volume)
         if let localTo, localTo != node {
             throw APIError(409, "volume \(id) (\(Self.volumeName(k, t))) lives on node \(localTo), not \(node)")
@@ -592,33 +605,5 @@ struct VolumeWiring {
         if try storage.targetRows(v.plugin, v.volumeID).contains(where: { $0.node == v.node }) { return }
         _ = try storage.unstageStep(v.plugin, v.volumeID, v.node)
         _ = try storage.controllerUnpublishStep(v.plugin, v.volumeID, v.node)
-    }
-}
-
-extension StorageService {
-    /// CreateVolume for a caller already inside a transaction on the executor (the scheduler's wiring): the same
-    /// records and event as `createVolume`. Returns the volume id and the plugin's volume record.
-    func createInTransaction(plugin: String, name: String, capacity: Int64, parameters: JSON, topology: JSON?) throws -> (String, JSON) {
-        let name = try Self.checkName(name)
-        let inst = try self.plugin(plugin)
-        let byName = try runtime.store.prepare("SELECT id, volume FROM volumes WHERE plugin=?1 AND name=?2")
-        byName.bind(1, plugin); byName.bind(2, name)
-        if try byName.step() { return (byName.text(0), (try? JSON.parse(byName.text(1))) ?? .object([])) }
-        var req: JSON = ["name": .string(name), "capacityBytes": .number(Double(capacity)), "accessMode": "single-node-writer",
-                         "volumeMode": "mount", "parameters": parameters]
-        if let topology { req = req.setting("topology", topology) }
-        let out = try call(inst, "create_volume", inst.storage!.pointee.create_volume, req)
-        guard let id = out["volumeId"]?.string, !id.isEmpty, id.utf8.count <= 256 else {
-            throw APIError(500, "plugin \"\(plugin)\" create_volume returned no volumeId")
-        }
-        if try volumeRow(plugin, id) != nil { throw APIError(500, "plugin \"\(plugin)\" returned volume \(id) for \"\(name)\", which the host knows by another name") }
-        let ins = try runtime.store.prepare("INSERT INTO volumes(plugin, id, name, capacity, access_mode, volume_mode, volume, created) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)")
-        ins.bind(1, plugin); ins.bind(2, id); ins.bind(3, name); ins.bind(4, Int64(out["capacityBytes"]?.int ?? Int(capacity)))
-        ins.bind(5, out["accessMode"]?.string ?? "single-node-writer"); ins.bind(6, out["volumeMode"]?.string ?? "mount")
-        ins.bind(7, out.serialized); ins.bind(8, wallClock())
-        try ins.run()
-        try event("volume.created", plugin, id, ["name": .string(name), "capacityBytes": .number(Double(out["capacityBytes"]?.int ?? Int(capacity))),
-                                                  "volumeMode": "mount", "accessMode": "single-node-writer", "source": .null])
-        return (id, out)
     }
 }

@@ -236,36 +236,46 @@ public struct StorageService: Sendable {
         var req: JSON = ["name": .string(name), "capacityBytes": request["capacityBytes"] ?? 0, "accessMode": .string(accessMode),
                          "volumeMode": .string(volumeMode), "parameters": request["parameters"] ?? .object([])]
         for k in ["limitBytes", "topology", "source"] { if let v = request[k], !v.isNull { req = req.setting(k, v) } }
-        let store = runtime.store
         return try await runtime.executor.run {
-            let inst = try self.plugin(plugin)
-            let out = try self.call(inst, "create_volume", inst.storage!.pointee.create_volume, req)
-            guard let id = out["volumeId"]?.string, !id.isEmpty, id.utf8.count <= 256 else {
-                throw APIError(500, "plugin \"\(plugin)\" create_volume returned no volumeId; nothing was committed")
-            }
-            let capacity = Int64(out["capacityBytes"]?.int ?? 0)
-            if let existing = try self.volumeRow(plugin, id) {
-                guard existing.name == name else {
-                    throw APIError(500, "plugin \"\(plugin)\" returned volume \(id) for name \"\(name)\", but the host knows \(id) as \"\(existing.name)\"; nothing was committed")
-                }
-                return (try self.view(plugin, existing), false)
-            }
-            let byName = try store.prepare("SELECT id FROM volumes WHERE plugin=?1 AND name=?2")
-            byName.bind(1, plugin); byName.bind(2, name)
-            if try byName.step() {
-                throw APIError(500, "plugin \"\(plugin)\" returned a new volume \(id) for name \"\(name)\", which the host knows as \(byName.text(0)); nothing was committed")
-            }
-            let row = VolumeRow(id: id, name: name, capacity: capacity, accessMode: out["accessMode"]?.string ?? accessMode,
-                                volumeMode: out["volumeMode"]?.string ?? volumeMode, volume: out, created: wallClock())
-            let ins = try store.prepare("INSERT INTO volumes(plugin, id, name, capacity, access_mode, volume_mode, volume, created) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)")
-            ins.bind(1, plugin); ins.bind(2, id); ins.bind(3, name); ins.bind(4, capacity); ins.bind(5, row.accessMode)
-            ins.bind(6, row.volumeMode); ins.bind(7, out.serialized); ins.bind(8, row.created)
-            try ins.run()
-            try self.event("volume.created", plugin, id, ["name": .string(name), "capacityBytes": .number(Double(capacity)),
-                                                           "volumeMode": .string(row.volumeMode), "accessMode": .string(row.accessMode),
-                                                           "source": out["source"] ?? .null])
-            return (try self.view(plugin, row), true)
+            let (row, created) = try self.createInTransaction(plugin: plugin, name: name, request: req)
+            return (try self.view(plugin, row), created)
         }
+    }
+
+    /// CreateVolume inside the caller's transaction on the executor (the API through `createVolume`, the
+    /// scheduler's wiring): the plugin call, the host's record and the event. `request` is the plugin request,
+    /// already validated. Returns the volume and whether it was created now.
+    func createInTransaction(plugin: String, name: String, request req: JSON) throws -> (VolumeRow, Bool) {
+        let store = runtime.store
+        let accessMode = req["accessMode"]?.string ?? "single-node-writer"
+        let volumeMode = req["volumeMode"]?.string ?? "mount"
+        let inst = try self.plugin(plugin)
+        let out = try self.call(inst, "create_volume", inst.storage!.pointee.create_volume, req)
+        guard let id = out["volumeId"]?.string, !id.isEmpty, id.utf8.count <= 256 else {
+            throw APIError(500, "plugin \"\(plugin)\" create_volume returned no volumeId; nothing was committed")
+        }
+        let capacity = Int64(out["capacityBytes"]?.int ?? 0)
+        if let existing = try self.volumeRow(plugin, id) {
+            guard existing.name == name else {
+                throw APIError(500, "plugin \"\(plugin)\" returned volume \(id) for name \"\(name)\", but the host knows \(id) as \"\(existing.name)\"; nothing was committed")
+            }
+            return (existing, false)
+        }
+        let byName = try store.prepare("SELECT id FROM volumes WHERE plugin=?1 AND name=?2")
+        byName.bind(1, plugin); byName.bind(2, name)
+        if try byName.step() {
+            throw APIError(500, "plugin \"\(plugin)\" returned a new volume \(id) for name \"\(name)\", which the host knows as \(byName.text(0)); nothing was committed")
+        }
+        let row = VolumeRow(id: id, name: name, capacity: capacity, accessMode: out["accessMode"]?.string ?? accessMode,
+                            volumeMode: out["volumeMode"]?.string ?? volumeMode, volume: out, created: wallClock())
+        let ins = try store.prepare("INSERT INTO volumes(plugin, id, name, capacity, access_mode, volume_mode, volume, created) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)")
+        ins.bind(1, plugin); ins.bind(2, id); ins.bind(3, name); ins.bind(4, capacity); ins.bind(5, row.accessMode)
+        ins.bind(6, row.volumeMode); ins.bind(7, out.serialized); ins.bind(8, row.created)
+        try ins.run()
+        try self.event("volume.created", plugin, id, ["name": .string(name), "capacityBytes": .number(Double(capacity)),
+                                                       "volumeMode": .string(row.volumeMode), "accessMode": .string(row.accessMode),
+                                                       "source": out["source"] ?? .null])
+        return (row, true)
     }
 
     /// DeleteVolume: unknown ids succeed; refused (409, FAILED_PRECONDITION) while the volume is published anywhere.
