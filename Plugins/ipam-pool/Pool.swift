@@ -146,17 +146,10 @@ struct PoolDef {
         return o
     }
 
-    init(name: String, ranges: [AddrRange], holes: [Interval], families: [Int], routes: JV, dns: JV?, vlan: Int?, nodes: [String]) {
-        self.name = name
-        self.ranges = ranges
-        self.holes = holes
-        self.families = families
-        self.routes = routes
-        self.dns = dns
-        self.vlan = vlan
-        self.nodes = nodes
-    }
+}
 
+extension PoolDef {
+    /// Decodes a stored record (the memberwise initializer stays synthesised).
     init?(stored j: JV) {
         guard let n = j["name"]?.string else { return nil }
         name = n

@@ -187,18 +187,19 @@ struct Attachment {
 
     var key: String { Key.att(cid, ifname) }
 
-    init(cid: String, ifname: String, node: String?, pool: String, addrs: [IP], app: String?, ord: String?, policy: String, result: JV) {
-        self.cid = cid
-        self.ifname = ifname
-        self.node = node
-        self.pool = pool
-        self.addrs = addrs
-        self.app = app
-        self.ord = ord
-        self.policy = policy
-        self.result = result
+    var json: JV {
+        var o: JV = ["cid": .string(cid), "if": .string(ifname), "pool": .string(pool), "addrs": .array(addrs.map { .string($0.ref) })]
+        if let node { o["node"] = .string(node) }
+        if let app { o["app"] = .string(app) }
+        if let ord { o["ord"] = .string(ord) }
+        o["policy"] = .string(policy)
+        o["result"] = result
+        return o
     }
+}
 
+extension Attachment {
+    /// Decodes a stored record (the memberwise initializer stays synthesised).
     init?(_ j: JV) {
         guard let c = j["cid"]?.string, let i = j["if"]?.string, let p = j["pool"]?.string else { return nil }
         cid = c
@@ -210,16 +211,6 @@ struct Attachment {
         ord = j["ord"]?.string
         policy = j["policy"]?.string ?? "onDelete"
         result = j["result"] ?? .object([])
-    }
-
-    var json: JV {
-        var o: JV = ["cid": .string(cid), "if": .string(ifname), "pool": .string(pool), "addrs": .array(addrs.map { .string($0.ref) })]
-        if let node { o["node"] = .string(node) }
-        if let app { o["app"] = .string(app) }
-        if let ord { o["ord"] = .string(ord) }
-        o["policy"] = .string(policy)
-        o["result"] = result
-        return o
     }
 }
 
@@ -237,15 +228,18 @@ struct Identity {
 
     var key: String { Key.ident(app, ord) }
 
-    init(app: String, ord: String, policy: String, keep: Int64, pool: String, addrs: [IP]) {
-        self.app = app
-        self.ord = ord
-        self.policy = policy
-        self.keep = keep
-        self.pool = pool
-        self.addrs = addrs
+    var json: JV {
+        var o: JV = ["app": .string(app), "ord": .string(ord), "policy": .string(policy), "keep": JV(keep), "pool": .string(pool),
+                     "addrs": .array(addrs.map { .string($0.ref) })]
+        if let cid { o["cid"] = .string(cid) }
+        if let ifname { o["if"] = .string(ifname) }
+        if let exp { o["exp"] = JV(exp) }
+        return o
     }
+}
 
+extension Identity {
+    /// Decodes a stored record (the memberwise initializer stays synthesised).
     init?(_ j: JV) {
         guard let a = j["app"]?.string, let o = j["ord"]?.string, let p = j["pool"]?.string else { return nil }
         app = a
@@ -257,15 +251,6 @@ struct Identity {
         cid = j["cid"]?.string
         ifname = j["if"]?.string
         exp = j["exp"]?.int64
-    }
-
-    var json: JV {
-        var o: JV = ["app": .string(app), "ord": .string(ord), "policy": .string(policy), "keep": JV(keep), "pool": .string(pool),
-                     "addrs": .array(addrs.map { .string($0.ref) })]
-        if let cid { o["cid"] = .string(cid) }
-        if let ifname { o["if"] = .string(ifname) }
-        if let exp { o["exp"] = JV(exp) }
-        return o
     }
 }
 
