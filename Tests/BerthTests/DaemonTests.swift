@@ -65,6 +65,45 @@ final class DaemonTests: XCTestCase {
         XCTAssertEqual(body["events"]!.array!.map { $0["type"]!.string! }, ["plugin.loaded"])
     }
 
+    /// The optional TCP listener answers only with the bearer token; the unix socket needs none.
+    func testTCPListenerRequiresTheBearerToken() throws {
+        let port = 20000 + Int(getpid() % 20000)
+        let token = "test-token-0123456789abcdef"
+        let d = try Daemon(plugins: [["name": "hello", "path": .string(Paths.plugin("hello"))]], tag: "tcp",
+                           extra: [("api", ["listen": .string("127.0.0.1:\(port)"), "token": .string(token)])])
+        func tcpGet(_ path: String, auth: String?) throws -> String {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = in_port_t(UInt16(port).bigEndian)
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            var tv = timeval(tv_sec: 5, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            guard rc == 0 else { throw NSError(domain: "tcp", code: Int(errno)) }
+            var req = "GET \(path) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            if let auth { req += "Authorization: \(auth)\r\n" }
+            req += "\r\n"
+            _ = req.withCString { send(fd, $0, strlen($0), 0) }
+            var out = [UInt8](), buf = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, 4096, 0) }
+                if n <= 0 { break }
+                out += buf[0..<n]
+            }
+            return String(decoding: out, as: UTF8.self)
+        }
+        var r = try tcpGet("/v1/plugins", auth: nil)
+        XCTAssertTrue(r.hasPrefix("HTTP/1.1 401"), r)
+        XCTAssertTrue(r.contains("bearer token"), r)
+        r = try tcpGet("/v1/plugins", auth: "Bearer wrong-token-wrong-token")
+        XCTAssertTrue(r.hasPrefix("HTTP/1.1 401"), r)
+        r = try tcpGet("/v1/plugins", auth: "Bearer \(token)")
+        XCTAssertTrue(r.hasPrefix("HTTP/1.1 200") && r.contains("\"hello\""), r)
+        XCTAssertEqual(try d.request("GET", "/healthz").0, 200, "the unix socket needs no token")
+    }
+
     func testMetricsAndEventsLongPoll() throws {
         let d = try Daemon(plugins: [["name": "hello", "path": .string(Paths.plugin("hello"))]])
         let r = try UnixHTTPConnection(path: d.socket).request("GET", "/metrics")

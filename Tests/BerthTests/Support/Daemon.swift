@@ -33,7 +33,14 @@ final class Daemon {
         siteFile = dir + "/site.json"
         var site: JSON = ["site": "test", "stateDir": .string(dir + "/state"), "api": ["socket": .string(dir + "/berthd.sock")],
                           "store": ["sync": "normal"], "plugins": plugins]
-        for (k, v) in extra { site = site.setting(k, v) }
+        for (k, v) in extra {
+            // "api" keys are merged into the default (so the socket stays where `socket` says); others replace.
+            if k == "api", let base = site["api"], let add = v.object {
+                site = site.setting("api", add.reduce(base) { $0.setting($1.0, $1.1) })
+            } else {
+                site = site.setting(k, v)
+            }
+        }
         try site.pretty.write(toFile: siteFile, atomically: true, encoding: .utf8)
         if start { try self.start() }
     }
