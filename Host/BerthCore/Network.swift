@@ -25,6 +25,45 @@ public struct NetworkService: Sendable {
         return try await runtime.executor.run { try self.attachInTransaction(network: network, request: request) }
     }
 
+    /// The most attachments one batch ADD may carry (`/v1/networks/{net}/attachments:batch`).
+    public static let maxBatch = 1024
+
+    /// Batch ADD: every request in one store transaction, each in its own savepoint, so one that fails (exhausted
+    /// pool, address taken, bad request) rolls back alone and the others commit. The answers are in request order.
+    /// An orchestrator placing a rollout allocates its addresses in one round trip and one commit.
+    public func addBatch(network: String, requests: [JSON]) async throws -> [Result<JSON, APIError>] {
+        guard requests.count <= Self.maxBatch else {
+            throw APIError(413, "a batch holds at most \(Self.maxBatch) attachments, got \(requests.count)")
+        }
+        _ = try plugin(network)
+        return try await runtime.executor.run { self.attachBatchInTransaction(network: network, requests: requests) }
+    }
+
+    /// The body of `addBatch`, for a caller already on the executor (the synchronous form used by benchmarks and tests).
+    public func attachBatchInTransaction(network: String, requests: [JSON]) -> [Result<JSON, APIError>] {
+        let store = runtime.store
+        return requests.map { r in
+            do {
+                try store.exec("SAVEPOINT item")
+                do {
+                    let out = try attachInTransaction(network: network, request: r)
+                    try store.exec("RELEASE item")
+                    return .success(out)
+                } catch {
+                    try store.exec("ROLLBACK TO item")
+                    try store.exec("RELEASE item")
+                    throw error
+                }
+            } catch let e as APIError {
+                return .failure(e)
+            } catch let e as PluginCallError {
+                return .failure(APIError.from(e))
+            } catch {
+                return .failure(APIError(500, "\(error)"))
+            }
+        }
+    }
+
     /// DEL: always succeeds for unknown or half-finished attachments.
     public func del(network: String, containerID: String, ifname: String, final: Bool = false) async throws {
         _ = try plugin(network)

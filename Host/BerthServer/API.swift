@@ -75,6 +75,9 @@ func query(_ req: Request, _ name: String) -> String? {
     req.uri.queryParameters[Substring(name)].map { String($0).removingPercentEncoding ?? String($0) }
 }
 
+/// The fields of an attachment ADD request (POST /v1/networks/{net}/attachments and each item of a batch).
+let addFields: Set<String> = ["containerID", "ifname", "node", "pool", "ips", "identity", "mac"]
+
 public struct APIServer {
     public let runtime: BerthRuntime
     let network: NetworkService
@@ -173,8 +176,33 @@ public struct APIServer {
             Reply(["networks": .array(rt.plugins.filter { $0.instance?.plugin.kinds.contains(.network) ?? false }.map { $0.json })])
         }
         route(router, .post, "/v1/networks/{net}/attachments") { req, ctx in
-            let body = try await readObject(req, limit: limit, allowed: ["containerID", "ifname", "node", "pool", "ips", "identity", "mac"])
+            let body = try await readObject(req, limit: limit, allowed: addFields)
             return Reply(try await net.add(network: try param(ctx, "net"), request: body), status: 200)
+        }
+        // Batch ADD: {"attachments": [ADD request, ...]} (at most NetworkService.maxBatch). One round trip and one commit;
+        // each item succeeds or fails alone. A malformed batch (not an array, an item with an unknown field) is refused
+        // whole, before anything runs.
+        route(router, .post, "/v1/networks/{net}/attachments/batch") { req, ctx in
+            let body = try await readObject(req, limit: limit, allowed: ["attachments"])
+            guard let items = body["attachments"]?.array else { throw APIError(400, "\"attachments\" must be an array of ADD requests") }
+            for (i, item) in items.enumerated() {
+                guard case .object(let kv) = item else { throw APIError(400, "attachments[\(i)] must be an object, got \(item.typeName)") }
+                if let bad = kv.first(where: { !addFields.contains($0.0) }) {
+                    throw APIError(400, "attachments[\(i)]: unknown field \"\(bad.0)\" (allowed: \(addFields.sorted().joined(separator: ", ")))")
+                }
+            }
+            let results = try await net.addBatch(network: try param(ctx, "net"), requests: items)
+            var ok = 0
+            let out: [JSON] = results.map {
+                switch $0 {
+                case .success(let r): ok += 1; return ["result": r]
+                case .failure(let e):
+                    var j: JSON = ["error": .string(e.message), "status": .number(Double(e.status))]
+                    if let d = e.details { j = j.setting("details", d) }
+                    return j
+                }
+            }
+            return Reply(["results": .array(out), "succeeded": .number(Double(ok)), "failed": .number(Double(results.count - ok))])
         }
         route(router, .get, "/v1/networks/{net}/attachments") { _, ctx in Reply(try await net.list(network: try param(ctx, "net"))) }
         route(router, .get, "/v1/networks/{net}/attachments/{cid}/{ifname}") { _, ctx in

@@ -1,6 +1,8 @@
 // A small JSON value: parse, build, serialise. The one JSON representation of the host, the CLI and berth-cni
 // (which must start fast, so this depends on nothing but the standard library).
 
+import BerthJSONText
+
 public enum JSON: Equatable, Sendable {
     case null
     case bool(Bool)
@@ -68,72 +70,65 @@ public enum JSON: Equatable, Sendable {
 
     // MARK: serialise
 
-    public var serialized: String {
-        var out = ""
-        out.reserveCapacity(64)
+    public var serialized: String { String(decoding: bytes, as: UTF8.self) }
+
+    public var pretty: String {
+        var out: [UInt8] = []
+        write(to: &out, indent: "  ", level: 0)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// The compact UTF-8 encoding. Written straight into bytes: this is on every API answer and every plugin call.
+    public var bytes: [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(128)
         write(to: &out, indent: nil, level: 0)
         return out
     }
 
-    public var pretty: String {
-        var out = ""
-        write(to: &out, indent: "  ", level: 0)
-        return out
-    }
-
-    public var bytes: [UInt8] { Array(serialized.utf8) }
-
-    func write(to out: inout String, indent: String?, level: Int) {
+    func write(to out: inout [UInt8], indent: String?, level: Int) {
+        func newline(_ l: Int) {
+            guard let indent else { return }
+            out.append(UInt8(ascii: "\n"))
+            for _ in 0..<l { out.append(contentsOf: indent.utf8) }
+        }
         switch self {
-        case .null: out += "null"
-        case .bool(let b): out += b ? "true" : "false"
+        case .null: out.append(contentsOf: "null".utf8)
+        case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
         case .number(let d):
-            if d.rounded() == d && abs(d) < 1e15 { out += String(Int64(d)) } else if d.isFinite { out += "\(d)" } else { out += "null" }
-        case .string(let s): JSON.quote(s, into: &out)
+            if d.rounded() == d && abs(d) < 1e15 { JSONText.int(Int64(d), into: &out) } else if d.isFinite { out.append(contentsOf: "\(d)".utf8) } else { out.append(contentsOf: "null".utf8) }
+        case .string(let s): JSONText.quote(s, into: &out)
         case .array(let a):
-            if a.isEmpty { out += "[]"; return }
-            out += "["
+            if a.isEmpty { out.append(contentsOf: "[]".utf8); return }
+            out.append(UInt8(ascii: "["))
             for (i, v) in a.enumerated() {
-                if i > 0 { out += "," }
-                if let indent { out += "\n" + String(repeating: indent, count: level + 1) }
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                newline(level + 1)
                 v.write(to: &out, indent: indent, level: level + 1)
             }
-            if let indent { out += "\n" + String(repeating: indent, count: level) }
-            out += "]"
+            newline(level)
+            out.append(UInt8(ascii: "]"))
         case .object(let kv):
-            if kv.isEmpty { out += "{}"; return }
-            out += "{"
+            if kv.isEmpty { out.append(contentsOf: "{}".utf8); return }
+            out.append(UInt8(ascii: "{"))
             for (i, (k, v)) in kv.enumerated() {
-                if i > 0 { out += "," }
-                if let indent { out += "\n" + String(repeating: indent, count: level + 1) }
-                JSON.quote(k, into: &out)
-                out += indent == nil ? ":" : ": "
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                newline(level + 1)
+                JSONText.quote(k, into: &out)
+                out.append(UInt8(ascii: ":"))
+                if indent != nil { out.append(UInt8(ascii: " ")) }
                 v.write(to: &out, indent: indent, level: level + 1)
             }
-            if let indent { out += "\n" + String(repeating: indent, count: level) }
-            out += "}"
+            newline(level)
+            out.append(UInt8(ascii: "}"))
         }
     }
 
+    /// The String form of `quote`, for callers that build text.
     public static func quote(_ s: String, into out: inout String) {
-        out += "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 {
-                    let h = String(u.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - h.count) + h
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        out += "\""
+        var b: [UInt8] = []
+        JSONText.quote(s, into: &b)
+        out += String(decoding: b, as: UTF8.self)
     }
 
     // MARK: parse

@@ -94,6 +94,7 @@ func apiAllocationRate(_ d: BenchDaemon, total: Int, clients: Int, prefix: Strin
     let group = DispatchGroup()
     let lock = NSLock()
     var failed = 0
+    var firstError: String?
     let per = total / clients
     let t0 = monotonicNanos()
     for c in 0..<clients {
@@ -102,8 +103,11 @@ func apiAllocationRate(_ d: BenchDaemon, total: Int, clients: Int, prefix: Strin
             let conn = UnixHTTPConnection(path: d.socket)
             for i in 0..<per {
                 let body: JSON = ["containerID": .string("\(prefix)-\(c)-\(i)"), "ifname": "eth0", "node": "bench"]
-                if (try? conn.request("POST", "/v1/networks/net/attachments", body: body.bytes))?.status != 200 {
-                    lock.lock(); failed += 1; lock.unlock()
+                let r = try? conn.request("POST", "/v1/networks/net/attachments", body: body.bytes)
+                if r?.status != 200 {
+                    lock.lock(); failed += 1
+                    if firstError == nil { firstError = r.map { "\($0.status) \(String(decoding: $0.body, as: UTF8.self))" } ?? "no response" }
+                    lock.unlock()
                 }
             }
             group.leave()
@@ -111,7 +115,7 @@ func apiAllocationRate(_ d: BenchDaemon, total: Int, clients: Int, prefix: Strin
     }
     group.wait()
     let secs = Double(monotonicNanos() - t0) / 1e9
-    if failed > 0 { throw BenchFailure(description: "\(failed) API allocations failed") }
+    if failed > 0 { throw BenchFailure(description: "\(failed) API allocations failed; first: \(firstError ?? "")") }
     return Double(per * clients) / secs
 }
 
@@ -160,4 +164,39 @@ func networkSection() throws {
     let apiFull = try apiAllocationRate(d, total: quick ? 2_000 : 20_000, clients: 16, prefix: "api2")
     rows.append(BenchRow(section: "network", name: "allocations/s through the API, 10,000+ in use", value: apiFull, unit: "alloc/s",
                          baseline: "allocations/s through the API, empty", baselineValue: apiRate))
+}
+
+/// `--only api`: the API allocation rate alone, with sync=full and sync=normal, for profiling the hot path.
+func apiSection() throws {
+    let total = Int(ProcessInfo.processInfo.environment["BERTH_BENCH_API_TOTAL"] ?? "") ?? (quick ? 2_000 : 20_000)
+    for sync in ["full", "normal"] {
+        let d = try BenchDaemon(plugins: [["name": "net", "path": .string(binDir + "/libberth-ipam-pool.so"),
+                                            "config": ["pools": [["name": "bench", "ranges": [["subnet": "10.192.0.0/12"]]]]]]], sync: sync)
+        defer { d.stop() }
+        let rate = try apiAllocationRate(d, total: total, clients: 16, prefix: "api")
+        rows.append(BenchRow(section: "api", name: "allocations/s through the API (16 clients, sync=\(sync))", value: rate, unit: "alloc/s",
+                             baseline: "none (profiling aid)", baselineValue: rate))
+    }
+}
+
+/// `--only ipam`: the executor-side cost of an ADD (ipam-pool in process, no HTTP), batches of 256 per commit.
+func ipamSection() throws {
+    let total = Int(ProcessInfo.processInfo.environment["BERTH_BENCH_API_TOTAL"] ?? "") ?? (quick ? 2_000 : 50_000)
+    let dir = NSTemporaryDirectory() + "berth-bench-ipam-\(getpid())"
+    defer { if ProcessInfo.processInfo.environment["BERTH_BENCH_KEEP"] == nil { try? FileManager.default.removeItem(atPath: dir) } }
+    let rt = try benchRuntime(dir, plugins: [["name": "net", "path": .string(binDir + "/libberth-ipam-pool.so"),
+                                              "config": ["pools": [["name": "bench", "ranges": [["subnet": "10.192.0.0/12"]]]]]]])
+    defer { rt.shutdown() }
+    let svc = NetworkService(runtime: rt)
+    let t0 = monotonicNanos()
+    var i = 0
+    while i < total {
+        let reqs: [JSON] = (i..<min(total, i + 256)).map { ["containerID": .string("c-\($0)"), "ifname": "eth0", "node": "bench"] }
+        let res = try rt.executor.runSync { svc.attachBatchInTransaction(network: "net", requests: reqs) }
+        if case .failure(let e) = res.first! { throw BenchFailure(description: "ADD failed: \(e)") }
+        i += reqs.count
+    }
+    let rate = Double(total) / (Double(monotonicNanos() - t0) / 1e9)
+    rows.append(BenchRow(section: "ipam", name: "ADDs/s in process (ipam-pool, 256 per commit, sync=normal)", value: rate, unit: "alloc/s",
+                         baseline: "none (profiling aid)", baselineValue: rate))
 }

@@ -10,7 +10,7 @@ import BerthWire
 import Foundation
 import Logging
 
-private func benchRuntime(_ dir: String, plugins: JSON) throws -> BerthRuntime {
+func benchRuntime(_ dir: String, plugins: JSON) throws -> BerthRuntime {
     let site: JSON = ["site": "bench", "stateDir": .string(dir + "/state"), "api": ["socket": .string(dir + "/berthd.sock")],
                       "store": ["sync": "normal"], "plugins": plugins]
     var quiet = Logger(label: "bench")

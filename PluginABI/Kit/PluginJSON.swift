@@ -1,6 +1,8 @@
 // PluginJSON — a small JSON value for plugins written with the kit: parse, build, serialise. Objects keep their
 // key order, so responses and stored records serialise deterministically; integers that fit in Int64 stay exact.
 // Standard library only, like the rest of the kit.
+import BerthJSONText
+
 public enum PluginJSON: Equatable {
     case null
     case bool(Bool)
@@ -72,60 +74,49 @@ public enum PluginJSON: Equatable {
 
     // MARK: serialise
 
-    public var serialized: String {
-        var out = ""
+    public var serialized: String { String(decoding: bytes, as: UTF8.self) }
+
+    /// The compact UTF-8 encoding, written straight into bytes (it is on every call's answer).
+    public var bytes: [UInt8] {
+        var out: [UInt8] = []
         out.reserveCapacity(128)
         write(to: &out)
         return out
     }
 
-    public var bytes: [UInt8] { Array(serialized.utf8) }
-
-    public func write(to out: inout String) {
+    public func write(to out: inout [UInt8]) {
         switch self {
-        case .null: out += "null"
-        case .bool(let b): out += b ? "true" : "false"
-        case .int(let i): out += String(i)
-        case .double(let d): out += d.isFinite ? (d.rounded() == d && abs(d) < 1e15 ? String(Int64(d)) : "\(d)") : "null"
-        case .string(let s): PluginJSON.quote(s, into: &out)
+        case .null: out.append(contentsOf: "null".utf8)
+        case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
+        case .int(let i): JSONText.int(i, into: &out)
+        case .double(let d):
+            if d.isFinite && d.rounded() == d && abs(d) < 1e15 { JSONText.int(Int64(d), into: &out) }
+            else { out.append(contentsOf: (d.isFinite ? "\(d)" : "null").utf8) }
+        case .string(let s): JSONText.quote(s, into: &out)
         case .array(let a):
-            out += "["
+            out.append(UInt8(ascii: "["))
             for (i, v) in a.enumerated() {
-                if i > 0 { out += "," }
+                if i > 0 { out.append(UInt8(ascii: ",")) }
                 v.write(to: &out)
             }
-            out += "]"
+            out.append(UInt8(ascii: "]"))
         case .object(let kv):
-            out += "{"
+            out.append(UInt8(ascii: "{"))
             for (i, (k, v)) in kv.enumerated() {
-                if i > 0 { out += "," }
-                PluginJSON.quote(k, into: &out)
-                out += ":"
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                JSONText.quote(k, into: &out)
+                out.append(UInt8(ascii: ":"))
                 v.write(to: &out)
             }
-            out += "}"
+            out.append(UInt8(ascii: "}"))
         }
     }
 
+    /// Appends `s` as a JSON string literal to text.
     public static func quote(_ s: String, into out: inout String) {
-        out += "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 {
-                    let h = String(u.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - h.count) + h
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        out += "\""
+        var b: [UInt8] = []
+        JSONText.quote(s, into: &b)
+        out += String(decoding: b, as: UTF8.self)
     }
 
     // MARK: parse
