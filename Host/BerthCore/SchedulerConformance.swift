@@ -4,7 +4,7 @@
 //   - score writes 0..100 for every node, the same scores for the same input;
 //   - reserve records a reservation (repeating it replaces it), unreserve undoes it, and unreserve is idempotent
 //     and never fails: twice, of something never reserved, with "final": true;
-//   - robustness: malformed JSON and missing fields to reserve and bind are INVALID_ARGUMENT; unreserve of them
+//   - robustness: malformed JSON and missing fields to reserve and bind are INVALID_ARGUMENT (nothing changes); unreserve of them
 //     must not fail the plugin; huge inputs and very large node batches are answered without a crash.
 // The plugin's state is observed as its key-value namespace. reserve, bind and unreserve run on the executor, each
 // in its own transaction as in berthd; filter and score run outside one (kv_* return FAILED_PRECONDITION there).
@@ -198,8 +198,10 @@ enum SchedulerConformance {
         refused("missing fields are refused (reserve)", "reserve", ops.reserve, empty)
         if let bind = ops.bind {
             refused("malformed JSON is refused (bind)", "bind", bind, malformed)
+            refused("missing fields are refused (bind)", "bind", bind, empty)
         } else {
             add("malformed JSON is refused (bind)", true, "bind not implemented (optional)")
+            add("missing fields are refused (bind)", true, "bind not implemented (optional)")
         }
         do {
             // unreserve never fails: OK or INVALID_ARGUMENT are both fine, as long as the plugin survives and changes nothing.

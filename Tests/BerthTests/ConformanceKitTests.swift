@@ -52,7 +52,7 @@ final class ConformanceKitTests: XCTestCase {
                                  "deterministic", "reserve", "reserve is idempotent", "bind", "reserve then unreserve works",
                                  "unreserve is idempotent", "unreserve of something never reserved", "final unreserve is idempotent",
                                  "malformed JSON is refused (reserve)", "missing fields are refused (reserve)", "malformed JSON is refused (bind)",
-                                 "malformed input is handled (unreserve)", "huge input", "large node batch"].map { "scheduler: " + $0 }
+                                 "missing fields are refused (bind)", "malformed input is handled (unreserve)", "huge input", "large node batch"].map { "scheduler: " + $0 }
 
     func testKitBasePassesEverything() throws {
         let (rc, j, _) = try check(try FixtureBuilder.plugin("base", in: Self.kitDir))
@@ -110,6 +110,26 @@ final class ConformanceKitTests: XCTestCase {
         let failed = try expectFault("sched_unreserve_not_idempotent", ["scheduler: unreserve is idempotent", "scheduler: unreserve of something never reserved",
                                                                        "scheduler: final unreserve is idempotent"], reason: "NOT_FOUND")
         XCTAssertNil(failed["scheduler: reserve then unreserve works"], "the first unreserve after a reserve is fine")
+    }
+    func testSchedulerReserveFails() throws {
+        try expectFault("sched_reserve_needs_uid", ["scheduler: reserve", "scheduler: reserve then unreserve works"], reason: "\"uid\" is required to reserve")
+    }
+    func testSchedulerReserveNotIdempotent() throws {
+        let failed = try expectFault("sched_reserve_not_idempotent", ["scheduler: reserve is idempotent"], reason: "ALREADY_EXISTS")
+        XCTAssertEqual(Array(failed.keys), ["scheduler: reserve is idempotent"])
+    }
+    func testSchedulerBindFails() throws {
+        let failed = try expectFault("sched_bind_wrong_key", ["scheduler: bind"], reason: "NOT_FOUND: bind of /check/0 without a reservation")
+        XCTAssertEqual(Array(failed.keys), ["scheduler: bind"])
+    }
+    func testSchedulerAcceptsInvalidInput() throws {
+        try expectFault("sched_accepts_invalid", ["scheduler: malformed JSON is refused (reserve)", "scheduler: missing fields are refused (reserve)",
+                                                  "scheduler: malformed JSON is refused (bind)", "scheduler: missing fields are refused (bind)"],
+                        reason: "accepted invalid input; want INVALID_ARGUMENT")
+    }
+    func testSchedulerCrashOnMalformedUnreserve() throws {
+        let failed = try expectFault("sched_segv_unreserve", ["scheduler: malformed input is handled (unreserve)"], reason: "crashed (SIGSEGV) during unreserve")
+        XCTAssertEqual(Array(failed.keys), ["scheduler: malformed input is handled (unreserve)"])
     }
     func testSchedulerCrashOnMalformedReserve() throws {
         let failed = try expectFault("sched_segv_reserve", ["scheduler: malformed JSON is refused (reserve)"], reason: "crashed (SIGSEGV) during reserve")

@@ -14,6 +14,11 @@
  *   KIT_SEGV_RESERVE             reserve dereferences NULL on a request that is not a JSON object
  *   KIT_SEGV_HUGE                reserve and unreserve copy the app name into a fixed buffer: a crash over 1 MiB
  *   KIT_SEGV_LARGE_BATCH         filter keeps a fixed table of 4096 nodes and crashes on a larger batch
+ *   KIT_RESERVE_NEEDS_UID        reserve requires a "uid" field, which berthd never sends: every reserve fails
+ *   KIT_RESERVE_NOT_IDEMPOTENT   reserve of an ordinal that is already reserved returns ALREADY_EXISTS
+ *   KIT_BIND_WRONG_KEY           bind looks for the reservation under the wrong key and returns NOT_FOUND
+ *   KIT_ACCEPTS_INVALID          reserve and bind take requests they cannot read and record them under "?"
+ *   KIT_SEGV_UNRESERVE           unreserve dereferences NULL on a request that is not a JSON object
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,6 +97,14 @@ static int is_object(const char *s, size_t len) {
 static berth_status parse(const char *req, size_t len, char *key, size_t kcap, char *node, size_t ncap, int *final,
                           char *err, size_t cap) {
     char app[128];
+#ifdef KIT_ACCEPTS_INVALID
+    if (!is_object(req, len) || !sfield(req, len, "app", app, sizeof app) || nfield(req, len, "ordinal") < 0) {
+        snprintf(key, kcap, "/?");
+        snprintf(node, ncap, "?");
+        *final = 0;
+        return BERTH_OK;
+    }
+#endif
     if (!is_object(req, len)) { BERTH_SET_ERR(err, cap, "request is not a JSON object"); return BERTH_INVALID_ARGUMENT; }
     if (!sfield(req, len, "app", app, sizeof app)) { BERTH_SET_ERR(err, cap, "\"app\" is required (a string of at most 127 bytes)"); return BERTH_INVALID_ARGUMENT; }
     long ordinal = nfield(req, len, "ordinal");
@@ -197,6 +210,12 @@ static berth_status fx_reserve(void *instance, const char *req, size_t len, cons
     berth_status st = parse(req, len, key, sizeof key, node, sizeof node, &final, err, cap);
     if (st != BERTH_OK) return st;
     if (!node[0]) { BERTH_SET_ERR(err, cap, "\"node\" is required to reserve"); return BERTH_INVALID_ARGUMENT; }
+#ifdef KIT_RESERVE_NEEDS_UID
+    if (!contains(req, len, "\"uid\"")) { BERTH_SET_ERR(err, cap, "\"uid\" is required to reserve"); return BERTH_INVALID_ARGUMENT; }
+#endif
+#ifdef KIT_RESERVE_NOT_IDEMPOTENT
+    if (get(instance, 'r', key) == BERTH_OK) { BERTH_SET_ERR(err, cap, "%s is already reserved", key); return BERTH_ALREADY_EXISTS; }
+#endif
     return put(instance, 'r', key, node);
 }
 
@@ -207,6 +226,9 @@ static berth_status fx_bind(void *instance, const char *req, size_t len, const b
     berth_status st = parse(req, len, key, sizeof key, node, sizeof node, &final, err, cap);
     if (st != BERTH_OK) return st;
     if (!node[0]) { BERTH_SET_ERR(err, cap, "\"node\" is required to bind"); return BERTH_INVALID_ARGUMENT; }
+#ifdef KIT_BIND_WRONG_KEY
+    if (get(instance, 'r', node) != BERTH_OK) { BERTH_SET_ERR(err, cap, "bind of %s without a reservation", key); return BERTH_NOT_FOUND; }
+#endif
     if ((st = put(instance, 'b', key, node)) != BERTH_OK) return st;
     return del(instance, 'r', key);
 }
@@ -215,6 +237,9 @@ static berth_status fx_unreserve(void *instance, const char *req, size_t len, co
     (void)out;
     char key[160], node[128];
     int final;
+#ifdef KIT_SEGV_UNRESERVE
+    if (!is_object(req, len)) crash();
+#endif
     if (parse(req, len, key, sizeof key, node, sizeof node, &final, err, cap) != BERTH_OK) return BERTH_OK;
 #ifdef KIT_UNRESERVE_NOT_IDEMPOTENT
     if (get(instance, 'r', key) == BERTH_NOT_FOUND && !(final && get(instance, 'b', key) == BERTH_OK)) {
