@@ -24,8 +24,9 @@ public struct CheckReport {
 public enum PluginChecker {
     /// `inProcess`: load the plugin into this process (a crash takes the check down with it); otherwise it runs in a
     /// berth-plugin-runner (`runnerPath`) and a crash during a case fails that case, naming the signal, and the
-    /// runner restarts for the next one. `extended`: also run the network kit's long cases (exhaustion,
-    /// concurrency, release policies, huge input, state across instances), as `berth plugin check` does.
+    /// runner restarts for the next one. `extended`: also run the long cases (network: exhaustion, concurrency,
+    /// release policies, huge input, state across instances; scheduler: huge input, large node batch; discovery:
+    /// huge input), as `berth plugin check` does.
     public static func check(path: String, name: String? = nil, config: JSON = .object([]), kind: String? = nil,
                              inProcess: Bool = false, runnerPath: String = pluginRunnerPath, extended: Bool = false) -> CheckReport {
         var report = CheckReport()
@@ -94,9 +95,10 @@ public enum PluginChecker {
                 }
                 report.cases += NetworkConformance.run(current, executor: executor, extended: extended, renew: renew)
             case "scheduler" where loaded.kinds.contains(.scheduler):
-                for c in SchedulerConformance.run(current) { report.cases.append(c) }
+                report.cases += SchedulerConformance.run(current, executor: executor, extended: extended)
             case "storage" where loaded.kinds.contains(.storage): report.cases += StorageConformance.run(current, executor: executor, scratch: dir)
-            case "discovery" where loaded.kinds.contains(.discovery): report.cases += DiscoveryConformance.run(current, executor: executor, config: spec.config)
+            case "discovery" where loaded.kinds.contains(.discovery):
+                report.cases += DiscoveryConformance.run(current, executor: executor, config: spec.config, extended: extended)
             case "network", "storage", "scheduler", "discovery":
                 if loaded.kinds.names.contains(k) {
                     add("\(k) suite", true, "no conformance cases for this kind in this version of berth")
@@ -338,32 +340,6 @@ enum NetworkConformance {
                 }
             }
             gcAll()
-        }
-        return out
-    }
-}
-
-/// Scheduler conformance: filter honoured, scores in range, deterministic.
-enum SchedulerConformance {
-    static func run(_ inst: PluginInstance) -> [CheckCase] {
-        var out: [CheckCase] = []
-        func add(_ n: String, _ ok: Bool, _ d: String) { out.append(CheckCase(name: "scheduler: \(n)", passed: ok, detail: d)) }
-        let n = 64
-        let batch = NodeBatch(count: n) { i in (name: "node-\(i)", zone: UInt32(i % 3 + 1), cpu: Int64(i % 5 == 0 ? -1 : i * 500), mem: 1 << 30) }
-        var codes = [UInt8](repeating: 255, count: n)
-        var scores = [Int64](repeating: -1, count: n)
-        var scores2 = [Int64](repeating: -1, count: n)
-        do {
-            try batch.with(kind: inst.plugin.schedulerKind ?? "", app: "check", ordinal: 0) { i, b in
-                try codes.withUnsafeMutableBufferPointer { try inst.filter(i, b, codes: $0.baseAddress!) }
-                try scores.withUnsafeMutableBufferPointer { try inst.score(i, b, scores: $0.baseAddress!) }
-                try scores2.withUnsafeMutableBufferPointer { try inst.score(i, b, scores: $0.baseAddress!) }
-            }
-            add("filter writes a code per node", codes.allSatisfy { $0 <= 5 }, "codes \(Set(codes).sorted())")
-            add("scores in 0..100", scores.allSatisfy { (0...100).contains($0) }, "min \(scores.min()!), max \(scores.max()!)")
-            add("deterministic", scores == scores2, scores == scores2 ? "same scores for the same input" : "two runs differ")
-        } catch {
-            add("filter/score", false, "\(error)")
         }
         return out
     }

@@ -5,13 +5,16 @@
 //   - an older batch delivered after a newer one leaves it unchanged (a gone instance is not resurrected);
 //   - after a resync the namespace depends only on the resync, not on the history before it (compared with a fresh
 //     reference instance of the same plugin given the same resync);
-//   - malformed input is refused with INVALID_ARGUMENT; unknown event types are accepted and ignored.
+//   - malformed input is refused with INVALID_ARGUMENT; unknown event types are accepted and ignored;
+//   - (extended) a 4 MiB field in an event batch and in a resync is answered with a status, not a crash.
 import BerthPluginABI
 import BerthWire
 import Foundation
 
 enum DiscoveryConformance {
-    static func run(_ inst: PluginInstance, executor ex: Executor, config: JSON = .object([])) -> [CheckCase] {
+    static let hugeBytes = 4 << 20
+
+    static func run(_ inst: PluginInstance, executor ex: Executor, config: JSON = .object([]), extended: Bool = false) -> [CheckCase] {
         var out: [CheckCase] = []
         func add(_ n: String, _ ok: Bool, _ d: String) { out.append(CheckCase(name: "discovery: \(n)", passed: ok, detail: d)) }
         guard let ops = inst.discovery?.pointee else {
@@ -20,8 +23,16 @@ enum DiscoveryConformance {
         }
         func call(_ i: PluginInstance, _ op: String, _ raw: [UInt8]) -> PluginCallError? {
             let fn = op == "resync" ? ops.resync : ops.events
-            do { _ = try ex.runSync { try i.callJSON(op, fn, raw) }; return nil } catch let e as PluginCallError { return e } catch {
-                return PluginCallError(plugin: i.name, operation: op, status: 13, message: "\(error)")
+            var waited = 0
+            while true {
+                do { _ = try ex.runSync { try i.callJSON(op, fn, raw) }; return nil } catch let e as PluginCallError {
+                    // A runner that crashed in an earlier case restarts after a backoff: wait for it, so that one
+                    // crash fails only the case it happened in.
+                    if e.status == 14 && e.message.contains("is restarting after") && waited < 60 { usleep(100_000); waited += 1; continue }
+                    return e
+                } catch {
+                    return PluginCallError(plugin: i.name, operation: op, status: 13, message: "\(error)")
+                }
             }
         }
         func namespace(_ name: String) -> [String] {
@@ -121,6 +132,22 @@ enum DiscoveryConformance {
         }
         let after = namespace(inst.name)
         if refused == 3 && after != before { add("refused input changes nothing", false, diff(before, after)) }
+        guard extended else { return out }
+
+        // Huge input: a 4 MiB field in one event of a batch, and in one instance of a resync. Any status will do
+        // (OK, INVALID_ARGUMENT, OUT_OF_RANGE ...); a crash, an exit or a hang fails.
+        let big = String(repeating: "x", count: hugeBytes)
+        var seen: [String] = [], crashes: [String] = []
+        let hugeRecord = record("huge", 0, "running", "10.0.3.1").setting("annotations", .string(big))
+        let hugeEvent = ev(300, "huge", 0, "running", "10.0.3.1").setting("data", hugeRecord)
+        for (op, raw) in [("events", batch([hugeEvent])), ("resync", resync(400, [hugeRecord]))] {
+            let e = call(inst, op, raw)
+            if let e, e.status == 14 && (e.message.contains("crashed") || e.message.contains("exited") || e.message.contains("timed out")) {
+                crashes.append("\(op): \(e.statusName): \(e.message)")
+            }
+            seen.append("\(op) \(e?.statusName ?? "OK")")
+        }
+        add("huge input", crashes.isEmpty, crashes.isEmpty ? "4 MiB inputs answered: " + seen.joined(separator: ", ") : crashes.joined(separator: "; "))
         return out
     }
 }

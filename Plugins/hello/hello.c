@@ -6,6 +6,7 @@
  * typed node batch. Build it by hand with:
  *     cc -shared -fPIC -O2 -I PluginABI/include Plugins/hello/hello.c -o libberth-hello.so
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -105,14 +106,45 @@ static berth_status hello_noop(void *instance, const char *req, size_t req_len, 
     return BERTH_OK;
 }
 
+/* reserve: {"kind", "app", "ordinal", "node"}. HelloApp keeps no reservations, but a request it cannot read is
+ * refused with INVALID_ARGUMENT naming the field (the header's rule for every JSON operation). */
+static int has(const char *s, size_t len, const char *pat) {
+    size_t pl = strlen(pat);
+    for (size_t i = 0; i + pl <= len; i++)
+        if (memcmp(s + i, pat, pl) == 0) return 1;
+    return 0;
+}
+
+static berth_status hello_reserve(void *instance, const char *req, size_t req_len, const berth_sink *out, char *err,
+                                  size_t err_cap) {
+    (void)instance; (void)out;
+    size_t a = 0, b = req_len;
+    while (a < b && (req[a] == ' ' || req[a] == '\n' || req[a] == '\t' || req[a] == '\r')) a++;
+    while (b > a && (req[b - 1] == ' ' || req[b - 1] == '\n' || req[b - 1] == '\t' || req[b - 1] == '\r')) b--;
+    if (b - a < 2 || req[a] != '{' || req[b - 1] != '}') {
+        BERTH_SET_ERR(err, err_cap, "reserve: the request is not a JSON object");
+        return BERTH_INVALID_ARGUMENT;
+    }
+    static const char *const required[] = {"app", "ordinal", "node"};
+    for (size_t i = 0; i < sizeof required / sizeof required[0]; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "\"%s\"", required[i]);
+        if (!has(req, req_len, key)) {
+            BERTH_SET_ERR(err, err_cap, "reserve: \"%s\" is required", required[i]);
+            return BERTH_INVALID_ARGUMENT;
+        }
+    }
+    return BERTH_OK;
+}
+
 static const berth_scheduler_ops SCHED = {
     .struct_size = sizeof(berth_scheduler_ops),
     .kind = "HelloApp",
     .kind_schema = "{\"type\":\"object\",\"properties\":{\"replicas\":{\"type\":\"integer\",\"minimum\":0}}}",
     .filter = hello_filter,
     .score = hello_score,
-    .reserve = hello_noop,
-    .unreserve = hello_noop,
+    .reserve = hello_reserve,
+    .unreserve = hello_noop, /* idempotent and never fails: nothing to give back */
     .bind = NULL,
 };
 

@@ -20,7 +20,10 @@ final class ConformanceKitTests: XCTestCase {
         return m
     }
 
-    func expectFault(_ fixture: String, _ cases: [String], reason: String, file: StaticString = #filePath, line: UInt = #line) throws {
+    /// Checks the fixture with `berth plugin check`: it exits 1 (not a crash), each of `cases` fails with `reason` in its
+    /// detail, and the check ran to the end. Returns every failure (name → detail).
+    @discardableResult
+    func expectFault(_ fixture: String, _ cases: [String], reason: String, file: StaticString = #filePath, line: UInt = #line) throws -> [String: String] {
         let so = try FixtureBuilder.plugin(fixture, in: Self.kitDir)
         let (rc, j, err) = try check(so)
         XCTAssertEqual(rc, 1, "the check itself must exit 1, not crash: \(err)", file: file, line: line)
@@ -30,7 +33,26 @@ final class ConformanceKitTests: XCTestCase {
             XCTAssertTrue(detail.contains(reason), "\(fixture): \(c): \(detail)", file: file, line: line)
         }
         XCTAssertEqual(j["cases"]?.array?.last?["name"], "destroy", "the check ran to the end", file: file, line: line)
+        return failed
     }
+
+    /// A fixture without a fault passes everything, and the report lists `cases`.
+    func expectPass(_ fixture: String, _ cases: [String], file: StaticString = #filePath, line: UInt = #line) throws -> JSON {
+        let (rc, j, _) = try check(try FixtureBuilder.plugin(fixture, in: Self.kitDir))
+        XCTAssertEqual(rc, 0, j.pretty, file: file, line: line)
+        XCTAssertEqual(failures(j), [:], file: file, line: line)
+        let names = (j["cases"]?.array ?? []).compactMap { $0["name"]?.string }
+        for c in cases { XCTAssertTrue(names.contains(c), "\(fixture): no case \"\(c)\" in \(names)", file: file, line: line) }
+        return j
+    }
+
+    func detail(_ j: JSON, _ name: String) -> String { (j["cases"]?.array ?? []).first { $0["name"]?.string == name }?["detail"]?.string ?? "" }
+
+    static let schedulerCases = ["filter writes a code per node", "filter is deterministic", "filter is consistent", "scores in 0..100",
+                                 "deterministic", "reserve", "reserve is idempotent", "bind", "reserve then unreserve works",
+                                 "unreserve is idempotent", "unreserve of something never reserved", "final unreserve is idempotent",
+                                 "malformed JSON is refused (reserve)", "missing fields are refused (reserve)", "malformed JSON is refused (bind)",
+                                 "missing fields are refused (bind)", "malformed input is handled (unreserve)", "huge input", "large node batch"].map { "scheduler: " + $0 }
 
     func testKitBasePassesEverything() throws {
         let (rc, j, _) = try check(try FixtureBuilder.plugin("base", in: Self.kitDir))
@@ -54,7 +76,92 @@ final class ConformanceKitTests: XCTestCase {
         let (_, j, _) = try check(try FixtureBuilder.plugin("segv_malformed", in: Self.kitDir))
         XCTAssertEqual(Array(failures(j).keys), ["network: malformed JSON is refused"])
     }
+    func testNetworkCrashOnHugeInput() throws {
+        let failed = try expectFault("segv_huge", ["network: huge input"], reason: "crashed (SIGSEGV) during add")
+        XCTAssertEqual(Array(failed.keys), ["network: huge input"], "the cases after the crash ran against a restarted runner")
+    }
+    func testReleasePolicyBroken() throws {
+        try expectFault("identity_not_returned", ["network: release policies"], reason: "re-ADD of the identity got")
+    }
+    func testIdentitiesHonouredPassReleasePolicies() throws {
+        // The same base with identities kept correctly: the release-policy case runs (it is not skipped) and passes.
+        let j = try expectPass("identity_ok", ["network: release policies"])
+        XCTAssertTrue(detail(j, "network: release policies").hasPrefix("immutable identity kept"), detail(j, "network: release policies"))
+    }
+
+    // MARK: scheduler
+
+    func testKitSchedulerBasePassesEverything() throws { _ = try expectPass("sched_base", Self.schedulerCases) }
     func testSchedulerScoresOutOfRange() throws { try expectFault("sched_scores_out_of_range", ["scheduler: scores in 0..100"], reason: "max 150") }
+    func testSchedulerScoresNondeterministic() throws {
+        try expectFault("sched_scores_nondeterministic", ["scheduler: deterministic"], reason: "two score calls over the same batch differ")
+    }
+    func testSchedulerFilterNondeterministic() throws {
+        try expectFault("sched_filter_nondeterministic", ["scheduler: filter is deterministic"], reason: "two filter calls over the same batch differ")
+    }
+    func testSchedulerFilterPositional() throws {
+        let failed = try expectFault("sched_filter_positional", ["scheduler: filter is consistent"], reason: "depends on its position or on the other nodes")
+        XCTAssertNil(failed["scheduler: filter is deterministic"], "positional codes are still deterministic")
+    }
+    func testSchedulerUnreserveLeaks() throws {
+        try expectFault("sched_unreserve_leaks", ["scheduler: reserve then unreserve works"], reason: "differs from before the reserve: +r/check/1=node-3")
+    }
+    func testSchedulerUnreserveNotIdempotent() throws {
+        let failed = try expectFault("sched_unreserve_not_idempotent", ["scheduler: unreserve is idempotent", "scheduler: unreserve of something never reserved",
+                                                                       "scheduler: final unreserve is idempotent"], reason: "NOT_FOUND")
+        XCTAssertNil(failed["scheduler: reserve then unreserve works"], "the first unreserve after a reserve is fine")
+    }
+    func testSchedulerReserveFails() throws {
+        try expectFault("sched_reserve_needs_uid", ["scheduler: reserve", "scheduler: reserve then unreserve works"], reason: "\"uid\" is required to reserve")
+    }
+    func testSchedulerReserveNotIdempotent() throws {
+        let failed = try expectFault("sched_reserve_not_idempotent", ["scheduler: reserve is idempotent"], reason: "ALREADY_EXISTS")
+        XCTAssertEqual(Array(failed.keys), ["scheduler: reserve is idempotent"])
+    }
+    func testSchedulerBindFails() throws {
+        let failed = try expectFault("sched_bind_wrong_key", ["scheduler: bind"], reason: "NOT_FOUND: bind of /check/0 without a reservation")
+        XCTAssertEqual(Array(failed.keys), ["scheduler: bind"])
+    }
+    func testSchedulerAcceptsInvalidInput() throws {
+        try expectFault("sched_accepts_invalid", ["scheduler: malformed JSON is refused (reserve)", "scheduler: missing fields are refused (reserve)",
+                                                  "scheduler: malformed JSON is refused (bind)", "scheduler: missing fields are refused (bind)"],
+                        reason: "accepted invalid input; want INVALID_ARGUMENT")
+    }
+    func testSchedulerCrashOnMalformedUnreserve() throws {
+        let failed = try expectFault("sched_segv_unreserve", ["scheduler: malformed input is handled (unreserve)"], reason: "crashed (SIGSEGV) during unreserve")
+        XCTAssertEqual(Array(failed.keys), ["scheduler: malformed input is handled (unreserve)"])
+    }
+    func testSchedulerCrashOnMalformedReserve() throws {
+        let failed = try expectFault("sched_segv_reserve", ["scheduler: malformed JSON is refused (reserve)"], reason: "crashed (SIGSEGV) during reserve")
+        XCTAssertEqual(Array(failed.keys), ["scheduler: malformed JSON is refused (reserve)"], "the cases after the crash ran against a restarted runner")
+    }
+    func testSchedulerCrashOnHugeInput() throws {
+        let failed = try expectFault("sched_segv_huge", ["scheduler: huge input"], reason: "crashed (SIGSEGV) during reserve")
+        // Three crashes (reserve, bind, unreserve) in a row: the runner's restart backoff is waited out, the next case passes.
+        XCTAssertEqual(Array(failed.keys), ["scheduler: huge input"])
+        XCTAssertTrue(failed["scheduler: huge input"]!.contains("crashed (SIGSEGV) during unreserve"), failed["scheduler: huge input"]!)
+    }
+    func testSchedulerCrashOnLargeBatch() throws {
+        let failed = try expectFault("sched_segv_large_batch", ["scheduler: large node batch"], reason: "crashed (SIGSEGV) during filter")
+        XCTAssertEqual(Array(failed.keys), ["scheduler: large node batch"])
+    }
+
+    // MARK: discovery
+
+    func testKitDiscoveryBasePassesEverything() throws {
+        _ = try expectPass("disc_base", ["discovery: repeated batch is idempotent", "discovery: out-of-order batch", "discovery: resync converges",
+                                         "discovery: malformed JSON is refused (events)", "discovery: missing fields are refused", "discovery: huge input"])
+    }
+    func testDiscoveryRepeatedBatchNotIdempotent() throws {
+        try expectFault("disc_counts", ["discovery: repeated batch is idempotent"], reason: "redelivery changed the namespace: changed: +deliveries=")
+    }
+    func testDiscoveryOutOfOrderResurrects() throws {
+        try expectFault("disc_ignores_rev", ["discovery: out-of-order batch"], reason: "an out-of-order batch changed the namespace: changed: +i/App/web/1=")
+    }
+    func testDiscoveryCrashOnHugeInput() throws {
+        let failed = try expectFault("disc_segv_huge", ["discovery: huge input"], reason: "crashed (SIGSEGV) during events")
+        XCTAssertEqual(Array(failed.keys), ["discovery: huge input"])
+    }
 
     func testReferencePluginsPass() throws {
         let dir = try FixtureBuilder.makeTempDir("berth-kit")
@@ -65,9 +172,14 @@ final class ConformanceKitTests: XCTestCase {
         XCTAssertEqual(failures(j), [:])
         let detail = (j["cases"]?.array ?? []).first { $0["name"] == "network: exhaustion" }?["detail"]?.string ?? ""
         XCTAssertTrue(detail.contains("RESOURCE_EXHAUSTED after"), detail)
-        let (rc2, j2, _) = try check(Paths.plugin("hello"))
-        XCTAssertEqual(rc2, 0, j2.pretty)
-        XCTAssertEqual(failures(j2), [:])
+        // The scheduler reference plugins pass every scheduler case (sched-stateful binds; hello has no bind).
+        for p in ["hello", "sched-stateful"] {
+            let (rc2, j2, _) = try check(Paths.plugin(p))
+            XCTAssertEqual(rc2, 0, j2.pretty)
+            XCTAssertEqual(failures(j2), [:], p)
+            let names = (j2["cases"]?.array ?? []).compactMap { $0["name"]?.string }
+            XCTAssertEqual(names.filter { $0.hasPrefix("scheduler: ") }, Self.schedulerCases, p)
+        }
         // --in-process runs the same cases without a runner.
         let (rc3, j3, _) = try check(Paths.plugin("ipam-pool"), ["--config", dir + "/c.json", "--in-process"])
         XCTAssertEqual(rc3, 0, j3.pretty)

@@ -11,6 +11,11 @@
  *   KIT_GC_IGNORED          GC returns OK and releases nothing
  *   KIT_MEMORY_STATE        state lives in the instance's memory, not in the namespace (lost with the instance)
  *   KIT_SEGV_MALFORMED      dereferences NULL on a request that is not a JSON object
+ *   KIT_SEGV_HUGE           copies the request into a fixed buffer: a crash (SIGSEGV) on a request over 1 MiB
+ *   KIT_IDENTITIES          no fault: accepts identities {app, ordinal, releasePolicy}; a non-final DEL of an
+ *                           identity's attachment keeps its address held ("ip/<address>" stays) for its next ADD
+ *   KIT_IDENTITY_NOT_RETURNED  as KIT_IDENTITIES, but the next ADD of the identity allocates a new address
+ *                           instead of giving back the held one (an immutable identity loses its address)
  */
 #include <signal.h>
 #include <stdio.h>
@@ -18,6 +23,10 @@
 #include <string.h>
 
 #include "berth_plugin.h"
+
+#if defined(KIT_IDENTITIES) || defined(KIT_IDENTITY_NOT_RETURNED)
+#define KIT_ID 1
+#endif
 
 #define KIT_POOL_FIRST 2
 #define KIT_POOL_LAST 9
@@ -145,6 +154,9 @@ static void fx_destroy(void *inst) { free(inst); }
 /* Parses the attachment key; INVALID_ARGUMENT (or, with KIT_SEGV_MALFORMED, a crash) for malformed input. */
 static berth_status key_of(const char *req, size_t len, char *key, size_t kcap, char *err, size_t cap) {
     char cid[128], ifn[32];
+#ifdef KIT_SEGV_HUGE
+    if (len > (1u << 20)) *(volatile int *)0 = 1;
+#endif
     if (!is_object(req, len)) {
 #ifdef KIT_SEGV_MALFORMED
         *(volatile int *)0 = 1;
@@ -164,15 +176,57 @@ static berth_status result(const berth_sink *out, const char *addr) {
     return berth_sink_puts(out, res);
 }
 
+#ifdef KIT_ID
+/* "id/<app>/<ordinal>" of the request's "identity" object into idk; "" without one. */
+static berth_status identity_key(const char *req, size_t len, char *idk, size_t cap, char *err, size_t ecap) {
+    idk[0] = 0;
+    const char *pat = "\"identity\"";
+    size_t pl = strlen(pat), at = 0;
+    while (at + pl <= len && memcmp(req + at, pat, pl) != 0) at++;
+    if (at + pl > len) return BERTH_OK;
+    char app[128];
+    if (!field(req + at, len - at, "app", app, sizeof app)) { BERTH_SET_ERR(err, ecap, "identity.app is required"); return BERTH_INVALID_ARGUMENT; }
+    const char *op = "\"ordinal\"";
+    size_t j = at;
+    while (j + 9 <= len && memcmp(req + j, op, 9) != 0) j++;
+    j += 9;
+    while (j < len && (req[j] == ' ' || req[j] == ':')) j++;
+    if (j >= len || req[j] < '0' || req[j] > '9') { BERTH_SET_ERR(err, ecap, "identity.ordinal is required"); return BERTH_INVALID_ARGUMENT; }
+    long ord = 0;
+    while (j < len && req[j] >= '0' && req[j] <= '9' && ord < 1000000) ord = ord * 10 + (req[j++] - '0');
+    snprintf(idk, cap, "id/%s/%ld", app, ord);
+    return BERTH_OK;
+}
+#endif
+
 static berth_status fx_add(void *inst, const char *req, size_t len, const berth_sink *out, char *err, size_t cap) {
     struct fx *f = inst;
     char key[200], addr[64], ipk[80];
     berth_status st = key_of(req, len, key, sizeof key, err, cap);
     if (st != BERTH_OK) return st;
+#ifdef KIT_ID
+    char idk[200], ik[220];
+    if ((st = identity_key(req, len, idk, sizeof idk, err, cap)) != BERTH_OK) return st;
+    snprintf(ik, sizeof ik, "i/%s", key);
+#else
     if (contains(req, len, "\"identity\"")) { BERTH_SET_ERR(err, cap, "identities are not supported"); return BERTH_INVALID_ARGUMENT; }
+#endif
 #ifndef KIT_ADD_NOT_IDEMPOTENT
     if ((st = sget(f, key, addr, sizeof addr)) == BERTH_OK) return result(out, addr);
     if (st != BERTH_NOT_FOUND) return st;
+#endif
+#ifdef KIT_ID
+    if (idk[0]) {
+#ifndef KIT_IDENTITY_NOT_RETURNED
+        /* The identity's held address comes back to it. */
+        if ((st = sget(f, idk, addr, sizeof addr)) == BERTH_OK) {
+            snprintf(ipk, sizeof ipk, "ip/%s", addr);
+            if ((st = sput(f, ipk, key)) != BERTH_OK || (st = sput(f, key, addr)) != BERTH_OK || (st = sput(f, ik, idk)) != BERTH_OK) return st;
+            return result(out, addr);
+        }
+        if (st != BERTH_NOT_FOUND) return st;
+#endif
+    }
 #endif
 #ifdef KIT_DUPLICATES
     snprintf(addr, sizeof addr, "10.88.0.%lu", KIT_POOL_FIRST + f->allocations++ % 3);
@@ -198,14 +252,32 @@ static berth_status fx_add(void *inst, const char *req, size_t len, const berth_
     snprintf(ipk, sizeof ipk, "ip/%s", addr);
     if ((st = sput(f, ipk, key)) != BERTH_OK) return st;
     if ((st = sput(f, key, addr)) != BERTH_OK) return st;
+#ifdef KIT_ID
+    if (idk[0] && ((st = sput(f, idk, addr)) != BERTH_OK || (st = sput(f, ik, idk)) != BERTH_OK)) return st;
+#endif
     return result(out, addr);
 }
 
-static berth_status release(struct fx *f, const char *key) {
+/* Releases the attachment `key`; a non-final release of an identity's attachment keeps its address held. */
+static berth_status release(struct fx *f, const char *key, int final) {
     char addr[64], ipk[80];
     berth_status st = sget(f, key, addr, sizeof addr);
     if (st != BERTH_OK) return st;
     snprintf(ipk, sizeof ipk, "ip/%s", addr);
+#ifdef KIT_ID
+    char ik[220], idk[200];
+    snprintf(ik, sizeof ik, "i/%s", key);
+    if (sget(f, ik, idk, sizeof idk) == BERTH_OK) {
+        if ((st = sdel(f, ik)) != BERTH_OK) return st;
+        if (!final) {
+            if ((st = sput(f, ipk, idk)) != BERTH_OK) return st;
+            return sdel(f, key);
+        }
+        if ((st = sdel(f, idk)) != BERTH_OK) return st;
+    }
+#else
+    (void)final;
+#endif
     if ((st = sdel(f, ipk)) != BERTH_OK) return st;
     return sdel(f, key);
 }
@@ -215,7 +287,7 @@ static berth_status fx_del(void *inst, const char *req, size_t len, const berth_
     char key[200];
     berth_status st = key_of(req, len, key, sizeof key, err, cap);
     if (st != BERTH_OK) return st;
-    st = release(inst, key);
+    st = release(inst, key, contains(req, len, "\"final\":true") || contains(req, len, "\"final\": true"));
 #ifdef KIT_DEL_UNKNOWN_FAILS
     if (st == BERTH_NOT_FOUND) BERTH_SET_ERR(err, cap, "no attachment %s", key);
     return st;
@@ -248,7 +320,7 @@ static berth_status fx_gc(void *inst, const char *req, size_t len, const berth_s
         const char *slash = strchr(key + 2, '/');
         snprintf(cid, sizeof cid, "\"%.*s\"", (int)(slash ? slash - (key + 2) : (long)strlen(key + 2)), key + 2);
         if (contains(req, len, cid)) continue;
-        berth_status st = release(f, key);
+        berth_status st = release(f, key, 1);
         if (st != BERTH_OK && st != BERTH_NOT_FOUND) return st;
     }
     return BERTH_OK;
