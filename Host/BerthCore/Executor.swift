@@ -123,19 +123,7 @@ public final class Executor: @unchecked Sendable {
             return
         }
         for (i, job) in batch.enumerated() {
-            do {
-                try store.exec("SAVEPOINT op")
-                do {
-                    try job.work()
-                    try store.exec("RELEASE op")
-                } catch {
-                    errors[i] = error
-                    try store.exec("ROLLBACK TO op")
-                    try store.exec("RELEASE op")
-                }
-            } catch {
-                errors[i] = errors[i] ?? error
-            }
+            do { try store.savepoint("op") { try job.work() } } catch { errors[i] = error }
         }
         do {
             try store.exec("COMMIT")

@@ -44,16 +44,7 @@ public struct NetworkService: Sendable {
         let store = runtime.store
         return requests.map { r in
             do {
-                try store.exec("SAVEPOINT item")
-                do {
-                    let out = try attachInTransaction(network: network, request: r)
-                    try store.exec("RELEASE item")
-                    return .success(out)
-                } catch {
-                    try store.exec("ROLLBACK TO item")
-                    try store.exec("RELEASE item")
-                    throw error
-                }
+                return .success(try store.savepoint("item") { try attachInTransaction(network: network, request: r) })
             } catch let e as APIError {
                 return .failure(e)
             } catch let e as PluginCallError {

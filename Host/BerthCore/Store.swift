@@ -78,6 +78,16 @@ public final class Store {
     public let path: String
     let db: OpaquePointer
     private var cache: [String: Statement] = [:]
+    /// The statements of the plugin key-value calls, which run a dozen times per network ADD: held directly so
+    /// they skip the cache's lookup by SQL text (they are in `cache` too, so BEGIN resets them like the rest).
+    private var hot: [Statement?] = [nil, nil, nil, nil, nil]
+    private enum Hot: Int { case get, put, delete, next, nextStrict }
+    private func prepare(_ h: Hot, _ sql: String) throws -> Statement {
+        if let s = hot[h.rawValue] { return s.reset() }
+        let s = try prepare(sql)
+        hot[h.rawValue] = s
+        return s
+    }
     public private(set) var schemaVersion: Int = 0
 
     /// Schema migrations, applied in order; the index + 1 is the schema version. Append only.
@@ -160,6 +170,7 @@ public final class Store {
     }
 
     deinit {
+        hot = []
         cache.removeAll()
         sqlite3_close_v2(db)
     }
@@ -174,6 +185,22 @@ public final class Store {
             let msg = err.map { String(cString: $0) } ?? "unknown error"
             sqlite3_free(err)
             throw StoreError("sqlite: \(msg) in: \(sql.prefix(80))")
+        }
+    }
+
+    /// Runs `body` inside savepoint `name` (inside the current transaction): released when it returns, rolled back
+    /// when it throws, so its writes land or vanish together and the error is rethrown. The savepoint statements are
+    /// prepared once (every operation on the executor goes through here).
+    public func savepoint<T>(_ name: StaticString, _ body: () throws -> T) throws -> T {
+        try prepare("SAVEPOINT \(name)").run()
+        do {
+            let out = try body()
+            try prepare("RELEASE \(name)").run()
+            return out
+        } catch {
+            try prepare("ROLLBACK TO \(name)").run()
+            try prepare("RELEASE \(name)").run()
+            throw error
         }
     }
 
@@ -214,7 +241,7 @@ public final class Store {
     // MARK: key-value namespaces
 
     public func kvGet(_ ns: String, _ key: UnsafeRawBufferPointer) throws -> Statement? {
-        let s = try prepare("SELECT value FROM kv WHERE ns=?1 AND key=?2")
+        let s = try prepare(.get, "SELECT value FROM kv WHERE ns=?1 AND key=?2")
         s.bind(1, ns)
         s.bind(2, blob: key.baseAddress, key.count)
         return try s.step() ? s : nil
@@ -225,7 +252,7 @@ public final class Store {
     }
 
     public func kvPut(_ ns: String, _ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws {
-        let s = try prepare("INSERT OR REPLACE INTO kv(ns, key, value) VALUES(?1, ?2, ?3)")
+        let s = try prepare(.put, "INSERT OR REPLACE INTO kv(ns, key, value) VALUES(?1, ?2, ?3)")
         s.bind(1, ns)
         s.bind(2, blob: key.baseAddress, key.count)
         s.bind(3, blob: value.baseAddress, value.count)
@@ -233,7 +260,7 @@ public final class Store {
     }
 
     public func kvDelete(_ ns: String, _ key: UnsafeRawBufferPointer) throws {
-        let s = try prepare("DELETE FROM kv WHERE ns=?1 AND key=?2")
+        let s = try prepare(.delete, "DELETE FROM kv WHERE ns=?1 AND key=?2")
         s.bind(1, ns)
         s.bind(2, blob: key.baseAddress, key.count)
         try s.run()
@@ -243,8 +270,8 @@ public final class Store {
     /// Returns the statement positioned on the row (key = column 0, value = column 1), or nil.
     public func kvNext(_ ns: String, prefix: UnsafeRawBufferPointer, after: UnsafeRawBufferPointer) throws -> Statement? {
         let strict = after.count > 0 && compareBytes(after, prefix) >= 0
-        let s = try prepare(strict ? "SELECT key, value FROM kv WHERE ns=?1 AND key>?2 ORDER BY key LIMIT 1"
-                                   : "SELECT key, value FROM kv WHERE ns=?1 AND key>=?2 ORDER BY key LIMIT 1")
+        let s = try strict ? prepare(.nextStrict, "SELECT key, value FROM kv WHERE ns=?1 AND key>?2 ORDER BY key LIMIT 1")
+                           : prepare(.next, "SELECT key, value FROM kv WHERE ns=?1 AND key>=?2 ORDER BY key LIMIT 1")
         s.bind(1, ns)
         if strict { s.bind(2, blob: after.baseAddress, after.count) } else { s.bind(2, blob: prefix.baseAddress, prefix.count) }
         guard try s.step() else { return nil }

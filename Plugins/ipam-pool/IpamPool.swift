@@ -31,6 +31,8 @@ final class IpamPool: NetworkPlugin {
     var defaultPool: String?
     /// The network's name as the host last sent it; used in messages only.
     var network = ""
+    /// Pool definitions parsed in earlier calls (validated against the stored bytes on every use).
+    let parsedDefs = DefCache()
 
     init(host: HostServices, config: [UInt8]) throws {
         self.host = host
@@ -46,7 +48,7 @@ final class IpamPool: NetworkPlugin {
             throw PluginError(.invalidArgument, "configuration is not valid JSON")
         }
         defaultPool = cfg["defaultPool"]?.string
-        let op = Op(host: host, network: networkLabel)
+        let op = Op(host: host, network: networkLabel, parsed: parsedDefs)
         for (i, p) in (cfg["pools"]?.array ?? []).enumerated() {
             guard let name = p["name"]?.string else { throw PluginError(.invalidArgument, "configuration pools[\(i)]: \"name\" is required") }
             if try op.def(name) == nil {
@@ -80,7 +82,7 @@ final class IpamPool: NetworkPlugin {
         }
         guard case .object = req else { throw PluginError(.invalidArgument, "request must be a JSON object, got \(req.typeName)") }
         if let n = req["network"]?.string, !n.isEmpty { network = n }
-        let op = Op(host: host, network: networkLabel)
+        let op = Op(host: host, network: networkLabel, parsed: parsedDefs)
         try op.sweep()
         return (req, op)
     }

@@ -59,6 +59,70 @@ final class NetworkTests: XCTestCase {
         XCTAssertTrue(evs.contains("network.attached") && evs.contains("network.detached"), "\(evs)")
     }
 
+    /// Batch ADD: one round trip and one commit; each item succeeds or fails alone; a malformed batch is refused whole.
+    func testBatchAttachments() throws {
+        let d = try netDaemon("batch", pools: [["name": "small", "ranges": [["subnet": "10.97.0.0/29"]]]])  // 5 usable: .2-.6
+        let items: [JSON] = [
+            ["containerID": "b1", "node": "n1"],
+            ["containerID": "b2", "ips": ["10.97.0.2"]],   // taken by b1 in the same batch: fails alone
+            ["containerID": "b3", "ifname": "net1"],
+            ["containerID": "b1", "node": "n1"],           // a repeat of b1: idempotent, same answer
+        ]
+        var (st, r) = try d.request("POST", "/v1/networks/net1/attachments/batch", ["attachments": .array(items)])
+        XCTAssertEqual(st, 200, r.serialized)
+        XCTAssertEqual(r["succeeded"], 3)
+        XCTAssertEqual(r["failed"], 1)
+        let res = try XCTUnwrap(r["results"]?.array)
+        XCTAssertEqual(res.count, 4)
+        XCTAssertEqual(res[0]["result"]?["ips"]?[0]?["address"], "10.97.0.2/29")
+        XCTAssertEqual(res[1]["status"], 409, res[1].serialized)
+        XCTAssertEqual(res[1]["details"]?["status"], "ALREADY_EXISTS")
+        XCTAssertNil(res[1]["result"])
+        XCTAssertEqual(res[2]["result"]?["ips"]?[0]?["address"], "10.97.0.3/29")
+        XCTAssertEqual(res[3]["result"], res[0]["result"])
+        // The failed item left nothing behind; the others are ordinary attachments.
+        (st, r) = try d.request("GET", "/v1/networks/net1/attachments/b2/eth0")
+        XCTAssertEqual(st, 404)
+        (st, r) = try d.request("GET", "/v1/networks/net1/attachments/b3/net1")
+        XCTAssertEqual(st, 200, r.serialized)
+        (st, r) = try d.request("GET", "/v1/networks/net1/capacity")
+        XCTAssertEqual(r["active"], 2)
+
+        // Exhaustion in the middle of a batch: the items before it commit, the rest fail with RESOURCE_EXHAUSTED.
+        (st, r) = try d.request("POST", "/v1/networks/net1/attachments/batch",
+                                ["attachments": .array((0..<5).map { ["containerID": .string("x\($0)")] })])
+        XCTAssertEqual(st, 200, r.serialized)
+        XCTAssertEqual(r["succeeded"], 3)
+        XCTAssertEqual(r["results"]?[3]?["details"]?["status"], "RESOURCE_EXHAUSTED", r.serialized)
+        XCTAssertEqual(r["results"]?[4]?["status"], 507)
+        (st, r) = try d.request("GET", "/v1/networks/net1/capacity")
+        XCTAssertEqual(r["active"], 5)
+        XCTAssertEqual(r["free"], 0)
+
+        // Refused whole, before anything runs: an unknown field in one item, a non-object item, no array, too many.
+        for (body, want) in [
+            (["attachments": [["containerID": "y1"], ["containerID": "y2", "bogus": 1]]] as JSON, "attachments[1]: unknown field \"bogus\""),
+            (["attachments": ["y3"]], "attachments[0] must be an object"),
+            (["attachments": ["containerID": "y4"]], "\"attachments\" must be an array"),
+            (["attachments": [], "extra": true], "unknown field \"extra\""),
+        ] {
+            (st, r) = try d.request("POST", "/v1/networks/net1/attachments/batch", body)
+            XCTAssertEqual(st, 400, r.serialized)
+            XCTAssertTrue(r["error"]?.string?.contains(want) ?? false, "\(r.serialized) should say \(want)")
+        }
+        let many = JSON.array((0...1024).map { ["containerID": .string("z\($0)")] })
+        (st, r) = try d.request("POST", "/v1/networks/net1/attachments/batch", ["attachments": many])
+        XCTAssertEqual(st, 413, r.serialized)
+        XCTAssertTrue(r["error"]?.string?.contains("at most 1024") ?? false, r.serialized)
+        (st, r) = try d.rawRequest("POST", "/v1/networks/net1/attachments/batch", Array("{\"attachments\": [".utf8))
+        XCTAssertEqual(st, 400)
+        (st, r) = try d.request("POST", "/v1/networks/nonet/attachments/batch", ["attachments": []])
+        XCTAssertEqual(st, 404, r.serialized)
+        // Nothing refused above left a trace.
+        (st, r) = try d.request("GET", "/v1/networks/net1/attachments")
+        XCTAssertEqual(r["attachments"]?.array?.count, 5, r.serialized)
+    }
+
     func testBerthCNIErrorContract() throws {
         let d = try netDaemon("cnierr")
         // VERSION needs nothing.
