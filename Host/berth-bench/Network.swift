@@ -89,25 +89,39 @@ func cniAddLatency(_ plugin: String, config: JSON, n: Int, prefix: String) throw
     return Double(total) / Double(n) / 1e6
 }
 
-/// Allocations per second through the API from `clients` concurrent keep-alive connections.
-func apiAllocationRate(_ d: BenchDaemon, total: Int, clients: Int, prefix: String) throws -> Double {
+/// Allocations per second through the API from `clients` concurrent keep-alive connections; `batch` > 1 sends
+/// that many ADDs per request to /v1/networks/{net}/attachments/batch.
+func apiAllocationRate(_ d: BenchDaemon, total: Int, clients: Int, prefix: String, batch: Int = 1) throws -> Double {
+    final class Tally: @unchecked Sendable {
+        let lock = NSLock()
+        var failed = 0
+        var first: String?
+        func fail(_ n: Int, _ why: @autoclosure () -> String) {
+            lock.lock()
+            failed += n
+            if first == nil { first = why() }
+            lock.unlock()
+        }
+    }
     let group = DispatchGroup()
-    let lock = NSLock()
-    var failed = 0
-    var firstError: String?
+    let tally = Tally()
     let per = total / clients
     let t0 = monotonicNanos()
     for c in 0..<clients {
         group.enter()
         Thread.detachNewThread {
             let conn = UnixHTTPConnection(path: d.socket)
-            for i in 0..<per {
-                let body: JSON = ["containerID": .string("\(prefix)-\(c)-\(i)"), "ifname": "eth0", "node": "bench"]
-                let r = try? conn.request("POST", "/v1/networks/net/attachments", body: body.bytes)
-                if r?.status != 200 {
-                    lock.lock(); failed += 1
-                    if firstError == nil { firstError = r.map { "\($0.status) \(String(decoding: $0.body, as: UTF8.self))" } ?? "no response" }
-                    lock.unlock()
+            var i = 0
+            while i < per {
+                let n = min(batch, per - i)
+                let items = (i..<i + n).map { k -> JSON in ["containerID": .string("\(prefix)-\(c)-\(k)"), "ifname": "eth0", "node": "bench"] }
+                i += n
+                let r = batch == 1 ? try? conn.request("POST", "/v1/networks/net/attachments", body: items[0].bytes)
+                    : try? conn.request("POST", "/v1/networks/net/attachments/batch", body: (["attachments": .array(items)] as JSON).bytes)
+                if r?.status == 200, batch > 1, let j = try? JSON.parse(r!.body), j["failed"]?.int != 0 {
+                    tally.fail(j["failed"]?.int ?? 1, "batch item failed: \(r!.text.prefix(300))")
+                } else if r?.status != 200 {
+                    tally.fail(1, r.map { "\($0.status) \($0.text)" } ?? "no response")
                 }
             }
             group.leave()
@@ -115,7 +129,7 @@ func apiAllocationRate(_ d: BenchDaemon, total: Int, clients: Int, prefix: Strin
     }
     group.wait()
     let secs = Double(monotonicNanos() - t0) / 1e9
-    if failed > 0 { throw BenchFailure(description: "\(failed) API allocations failed; first: \(firstError ?? "")") }
+    if tally.failed > 0 { throw BenchFailure(description: "\(tally.failed) API allocations failed; first: \(tally.first ?? "")") }
     return Double(per * clients) / secs
 }
 
@@ -124,45 +138,74 @@ func networkSection() throws {
         throw BenchFailure(description: "\(hostLocal) not found: install Debian's containernetworking-plugins")
     }
     let n = quick ? 20 : 200
-    let d = try BenchDaemon(plugins: [["name": "net", "path": .string(binDir + "/libberth-ipam-pool.so"),
-                                        "config": ["pools": [["name": "bench", "ranges": [["subnet": "10.200.0.0/16"]]]]]]])
-    defer { d.stop() }
+    let apiTotal = quick ? 2_000 : 20_000, batchTotal = quick ? 4_096 : 40_960
+    func daemon(_ sync: String) throws -> BenchDaemon {
+        try BenchDaemon(plugins: [["name": "net", "path": .string(binDir + "/libberth-ipam-pool.so"),
+                                   "config": ["pools": [["name": "bench", "ranges": [["subnet": "10.192.0.0/12"]]]]]]], sync: sync)
+    }
     let hlDir = NSTemporaryDirectory() + "berth-bench-hl-\(getpid())"
     defer { try? FileManager.default.removeItem(atPath: hlDir) }
     let hlConf: JSON = ["cniVersion": "1.0.0", "name": "hl", "type": "host-local",
                         "ipam": ["type": "host-local", "dataDir": .string(hlDir), "ranges": [[["subnet": "10.201.0.0/16"]]]]]
-    let berthConf: JSON = ["cniVersion": "1.0.0", "name": "bn", "type": "berth-cni",
-                           "ipam": ["type": "berth-cni", "socket": .string(d.socket), "network": "net"]]
+    func berthConf(_ d: BenchDaemon) -> JSON {
+        ["cniVersion": "1.0.0", "name": "bn", "type": "berth-cni", "ipam": ["type": "berth-cni", "socket": .string(d.socket), "network": "net"]]
+    }
+    func inUse(_ d: BenchDaemon) throws -> Int {
+        (try UnixHTTPConnection(path: d.socket).request("GET", "/v1/networks/net/capacity").json())["active"]?.int ?? 0
+    }
 
-    // Empty pools.
+    // CNI ADD latency on empty pools: host-local, then berth-cni with the default store.sync (full) and with normal.
     let hlEmpty = try cniAddLatency(hostLocal, config: hlConf, n: n, prefix: "hl-e")
-    let bcEmpty = try cniAddLatency(binDir + "/berth-cni", config: berthConf, n: n, prefix: "bc-e")
-    let apiRate = try apiAllocationRate(d, total: quick ? 2_000 : 20_000, clients: 16, prefix: "api")
     let hlRate = 1000.0 / hlEmpty
-    rows.append(BenchRow(section: "network", name: "allocations/s through the API (16 clients, sync=full)", value: apiRate, unit: "alloc/s",
-                         baseline: "host-local ADD rate", baselineValue: hlRate))
+    let d = try daemon("full")
+    defer { d.stop() }
+    let bcEmpty = try cniAddLatency(binDir + "/berth-cni", config: berthConf(d), n: n, prefix: "bc-e")
     rows.append(BenchRow(section: "network", name: "berth-cni ADD latency, empty pool", value: bcEmpty, unit: "ms",
                          baseline: "host-local ADD latency, empty", baselineValue: hlEmpty))
+    let dn = try daemon("normal")
+    defer { dn.stop() }
+    let bcNormal = try cniAddLatency(binDir + "/berth-cni", config: berthConf(dn), n: n, prefix: "bc-n")
+    rows.append(BenchRow(section: "network", name: "berth-cni ADD latency, empty pool, store.sync=normal", value: bcNormal, unit: "ms",
+                         baseline: "host-local ADD latency, empty", baselineValue: hlEmpty))
 
-    // Fill to 10,000 addresses in use (the API run above already allocated some), then measure again.
-    let inUse = (try UnixHTTPConnection(path: d.socket).request("GET", "/v1/networks/net/capacity").json())["active"]?.int ?? 0
-    if inUse < 10_000 { _ = try apiAllocationRate(d, total: 10_000 - inUse - (10_000 - inUse) % 16 + 16, clients: 16, prefix: "fill") }
-    // host-local keeps one file per address in its data directory: fill it the same way its own ADDs would.
+    // Allocation rates through the API (16 concurrent keep-alive clients), one ADD per request and 64 per batch request.
+    // store.sync "normal" is WAL without an fsync per commit: it survives kill -9, not power loss (host-local does not
+    // fsync either).
+    let da = try daemon("full")
+    defer { da.stop() }
+    let apiRate = try apiAllocationRate(da, total: apiTotal, clients: 16, prefix: "api")
+    rows.append(BenchRow(section: "network", name: "allocations/s through the API (16 clients, sync=full)", value: apiRate, unit: "alloc/s",
+                         baseline: "host-local ADD rate", baselineValue: hlRate))
+    let apiBatch = try apiAllocationRate(da, total: batchTotal, clients: 16, prefix: "apib", batch: 64)
+    rows.append(BenchRow(section: "network", name: "allocations/s through the batch API (16 clients x 64 per request, sync=full)", value: apiBatch,
+                         unit: "alloc/s", baseline: "host-local ADD rate", baselineValue: hlRate))
+    let apiNormal = try apiAllocationRate(dn, total: apiTotal, clients: 16, prefix: "apin")
+    rows.append(BenchRow(section: "network", name: "allocations/s through the API (16 clients, sync=normal)", value: apiNormal,
+                         unit: "alloc/s", baseline: "host-local ADD rate", baselineValue: hlRate))
+    let apiBatchNormal = try apiAllocationRate(dn, total: batchTotal, clients: 16, prefix: "apinb", batch: 64)
+    rows.append(BenchRow(section: "network", name: "allocations/s through the batch API (16 x 64, sync=normal)", value: apiBatchNormal,
+                         unit: "alloc/s", baseline: "host-local ADD rate", baselineValue: hlRate))
+
+    // Fill to 10,000 addresses in use, then measure again. host-local keeps one file per address in its data
+    // directory: fill it the same way its own ADDs would.
+    let fill = 10_000 - (try inUse(d))
+    if fill > 0 { _ = try apiAllocationRate(d, total: (fill + 1_023) / 1_024 * 1_024, clients: 16, prefix: "fill", batch: 64) }
+    let used = try inUse(d)
     let hlNet = hlDir + "/hl"
     for i in 0..<10_000 {
         let ip = "10.201.\(100 + i / 250).\(1 + i % 250)"
         try "fill-\(i)\r\neth0".write(toFile: "\(hlNet)/\(ip)", atomically: false, encoding: .utf8)
     }
     let hlFull = try cniAddLatency(hostLocal, config: hlConf, n: n, prefix: "hl-f")
-    let bcFull = try cniAddLatency(binDir + "/berth-cni", config: berthConf, n: n, prefix: "bc-f")
-    rows.append(BenchRow(section: "network", name: "berth-cni ADD latency, 10,000 in use", value: bcFull, unit: "ms",
+    let bcFull = try cniAddLatency(binDir + "/berth-cni", config: berthConf(d), n: n, prefix: "bc-f")
+    rows.append(BenchRow(section: "network", name: "berth-cni ADD latency, \(used.formatted()) in use", value: bcFull, unit: "ms",
                          baseline: "host-local ADD latency, 10,000 in use", baselineValue: hlFull))
-    rows.append(BenchRow(section: "network", name: "berth-cni ADD latency, 10,000 in use", value: bcFull, unit: "ms",
+    rows.append(BenchRow(section: "network", name: "berth-cni ADD latency, \(used.formatted()) in use", value: bcFull, unit: "ms",
                          baseline: "berth-cni ADD latency, empty pool", baselineValue: bcEmpty))
     rows.append(BenchRow(section: "network", name: "host-local ADD latency, 10,000 in use", value: hlFull, unit: "ms",
                          baseline: "host-local ADD latency, empty", baselineValue: hlEmpty))
-    let apiFull = try apiAllocationRate(d, total: quick ? 2_000 : 20_000, clients: 16, prefix: "api2")
-    rows.append(BenchRow(section: "network", name: "allocations/s through the API, 10,000+ in use", value: apiFull, unit: "alloc/s",
+    let apiFull = try apiAllocationRate(d, total: apiTotal, clients: 16, prefix: "api2")
+    rows.append(BenchRow(section: "network", name: "allocations/s through the API, \(used.formatted())+ in use", value: apiFull, unit: "alloc/s",
                          baseline: "allocations/s through the API, empty", baselineValue: apiRate))
 }
 
@@ -174,8 +217,9 @@ func apiSection() throws {
                                             "config": ["pools": [["name": "bench", "ranges": [["subnet": "10.192.0.0/12"]]]]]]], sync: sync)
         defer { d.stop() }
         let rate = try apiAllocationRate(d, total: total, clients: 16, prefix: "api")
-        rows.append(BenchRow(section: "api", name: "allocations/s through the API (16 clients, sync=\(sync))", value: rate, unit: "alloc/s",
-                             baseline: "none (profiling aid)", baselineValue: rate))
+        let batched = try apiAllocationRate(d, total: total, clients: 16, prefix: "apib", batch: 64)
+        rows.append(BenchRow(section: "api", name: "allocations/s through the batch API (16 x 64, sync=\(sync))", value: batched, unit: "alloc/s",
+                             baseline: "single ADD per request, same daemon", baselineValue: rate))
     }
 }
 
