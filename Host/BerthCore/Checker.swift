@@ -64,9 +64,13 @@ public enum PluginChecker {
             add("load", false, "\(error)")
             return report
         }
-        func instantiate() throws -> PluginInstance {
-            inProcess ? try loader.instantiate(loaded, spec: spec, executor: executor, log: { _, _ in })
-                : try RemotePlugin.instantiate(loaded, spec: spec, loader: loader, executor: executor, log: { _, _ in })
+        /// An instance of the plugin under check, the way the check runs it (in process or in a runner); `named` gives a
+        /// second instance its own namespace (the discovery suite's reference instance).
+        func instantiate(named: String? = nil) throws -> PluginInstance {
+            var s = spec
+            if let named { s.name = named }
+            return inProcess ? try loader.instantiate(loaded, spec: s, executor: executor, log: { _, _ in })
+                : try RemotePlugin.instantiate(loaded, spec: s, loader: loader, executor: executor, log: { _, _ in })
         }
         var instance: PluginInstance?
         do {
@@ -98,7 +102,8 @@ public enum PluginChecker {
                 report.cases += SchedulerConformance.run(current, executor: executor, extended: extended)
             case "storage" where loaded.kinds.contains(.storage): report.cases += StorageConformance.run(current, executor: executor, scratch: dir)
             case "discovery" where loaded.kinds.contains(.discovery):
-                report.cases += DiscoveryConformance.run(current, executor: executor, config: spec.config, extended: extended)
+                report.cases += DiscoveryConformance.run(current, executor: executor, extended: extended,
+                                                                                   makeInstance: { try instantiate(named: $0) })
             case "network", "storage", "scheduler", "discovery":
                 if loaded.kinds.names.contains(k) {
                     add("\(k) suite", true, "no conformance cases for this kind in this version of berth")

@@ -14,7 +14,10 @@ import Foundation
 enum DiscoveryConformance {
     static let hugeBytes = 4 << 20
 
-    static func run(_ inst: PluginInstance, executor ex: Executor, config: JSON = .object([]), extended: Bool = false) -> [CheckCase] {
+    /// `makeInstance(name)`: another instance of the same plugin and configuration under its own name, made the way the
+    /// check runs the plugin (in process or in a runner).
+    static func run(_ inst: PluginInstance, executor ex: Executor, extended: Bool = false,
+                    makeInstance: (String) throws -> PluginInstance) -> [CheckCase] {
         var out: [CheckCase] = []
         func add(_ n: String, _ ok: Bool, _ d: String) { out.append(CheckCase(name: "discovery: \(n)", passed: ok, detail: d)) }
         guard let ops = inst.discovery?.pointee else {
@@ -97,9 +100,7 @@ enum DiscoveryConformance {
             add("resync converges", false, e.description)
         } else {
             let main = namespace(inst.name)
-            var spec = PluginSpec(name: "\(inst.name)-conformance-reference", path: inst.plugin.file, config: config)
-            spec.enabled = true
-            if let ref = try? Loader(copyDir: NSTemporaryDirectory()).instantiate(inst.plugin, spec: spec, executor: ex, log: { _, _ in }) {
+            if let ref = try? makeInstance("\(inst.name)-conformance-reference") {
                 let e = call(ref, "resync", resync(200, x))
                 let other = namespace(ref.name)
                 ref.destroy()

@@ -212,13 +212,14 @@ func networkSection() throws {
 /// `--only api`: the API allocation rate alone, with sync=full and sync=normal, for profiling the hot path.
 func apiSection() throws {
     let total = Int(ProcessInfo.processInfo.environment["BERTH_BENCH_API_TOTAL"] ?? "") ?? (quick ? 2_000 : 20_000)
+    let clients = Int(ProcessInfo.processInfo.environment["BERTH_BENCH_CLIENTS"] ?? "") ?? 16
     for sync in ["full", "normal"] {
         let d = try BenchDaemon(plugins: [["name": "net", "path": .string(binDir + "/libberth-ipam-pool.so"),
                                             "config": ["pools": [["name": "bench", "ranges": [["subnet": "10.192.0.0/12"]]]]]]], sync: sync)
         defer { d.stop() }
-        let rate = try apiAllocationRate(d, total: total, clients: 16, prefix: "api")
-        let batched = try apiAllocationRate(d, total: total, clients: 16, prefix: "apib", batch: 64)
-        rows.append(BenchRow(section: "api", name: "allocations/s through the batch API (16 x 64, sync=\(sync))", value: batched, unit: "alloc/s",
+        let rate = try apiAllocationRate(d, total: total, clients: clients, prefix: "api")
+        let batched = try apiAllocationRate(d, total: total, clients: clients, prefix: "apib", batch: 64)
+        rows.append(BenchRow(section: "api", name: "allocations/s through the batch API (\(clients) x 64, sync=\(sync))", value: batched, unit: "alloc/s",
                              baseline: "single ADD per request, same daemon", baselineValue: rate))
     }
 }

@@ -158,6 +158,13 @@ final class ConformanceKitTests: XCTestCase {
     func testDiscoveryOutOfOrderResurrects() throws {
         try expectFault("disc_ignores_rev", ["discovery: out-of-order batch"], reason: "an out-of-order batch changed the namespace: changed: +i/App/web/1=")
     }
+    func testDiscoveryResyncDoesNotConverge() throws {
+        // The reference instance is made the way the check runs the plugin (here in a runner), so this case compares
+        // against a fresh instance rather than falling back to "a repeated resync is idempotent".
+        let failed = try expectFault("disc_resync_merges", ["discovery: resync converges"],
+                                     reason: "the namespace after the resync still depends on the history before it")
+        XCTAssertEqual(Array(failed.keys), ["discovery: resync converges"])
+    }
     func testDiscoveryCrashOnHugeInput() throws {
         let failed = try expectFault("disc_segv_huge", ["discovery: huge input"], reason: "crashed (SIGSEGV) during events")
         XCTAssertEqual(Array(failed.keys), ["discovery: huge input"])

@@ -8,6 +8,8 @@
  *   KIT_DISC_COUNTS       counts its deliveries in the namespace: a repeated batch changes the state
  *   KIT_DISC_IGNORES_REV  applies every event whatever its rev: an older batch resurrects a gone instance
  *   KIT_DISC_SEGV_HUGE    copies each event into a fixed buffer: a crash (SIGSEGV) on a request over 1 MiB
+ *   KIT_DISC_RESYNC_MERGES merges a resync into what it knows instead of replacing it: instances the snapshot no
+ *                         longer has survive, so the state after a resync depends on the history before it
  *
  * The JSON handling is just enough for the kit's requests (events split at "rev", instances at "kind").
  */
@@ -151,6 +153,7 @@ static berth_status fx_resync(void *inst, const char *req, size_t len, const ber
     const char *p = find(req, len, "\"instances\"");
     if (rev < 0 || !p) { BERTH_SET_ERR(err, cap, "\"rev\" and \"instances\" are required"); return BERTH_INVALID_ARGUMENT; }
     /* Everything known so far goes; the snapshot is authoritative. */
+#ifndef KIT_DISC_RESYNC_MERGES
     for (;;) {
         struct small k = {{0}, 0};
         berth_sink ks = {sizeof ks, &k, small_write};
@@ -158,6 +161,7 @@ static berth_status fx_resync(void *inst, const char *req, size_t len, const ber
         berth_status st = f->host->kv_delete(f->host->host_ctx, k.data, k.len);
         if (st != BERTH_OK) return st;
     }
+#endif
     const char *end = req + len;
     p = find(p, (size_t)(end - p), "\"kind\"");
     while (p) {
