@@ -17,7 +17,7 @@ public struct LoadError: Error, CustomStringConvertible, Sendable {
         case checksumMismatch(expected: String, actual: String)
         case notSharedObject(String)
         case entryMissing
-        case refused
+        case refused(hostMinor: Int)
         case abiMajorMismatch(plugin: Int, host: Int)
         case abiMinorTooNew(plugin: Int, host: Int)
         case structTooSmall(what: String, size: Int, minimum: Int)
@@ -39,7 +39,7 @@ public struct LoadError: Error, CustomStringConvertible, Sendable {
         case let .checksumMismatch(e, a): return "sha256 mismatch: the site pins \(e) but the file is \(a)"
         case .notSharedObject(let e): return "not a loadable shared object: \(e)"
         case .entryMissing: return "entry symbol \(BERTH_PLUGIN_ENTRY_SYMBOL) not found (is it exported with C linkage?)"
-        case .refused: return "berth_plugin_entry_v1 returned NULL: the plugin refuses this host (ABI 1.\(BERTH_ABI_MINOR))"
+        case .refused(let minor): return "berth_plugin_entry_v1 returned NULL: the plugin refuses this host (ABI \(BERTH_ABI_MAJOR).\(minor))"
         case let .abiMajorMismatch(p, h): return "ABI major mismatch: the plugin was built for ABI \(p).x, this host speaks \(h).x"
         case let .abiMinorTooNew(p, h): return "ABI minor too new: the plugin needs ABI 1.\(p), this host provides 1.\(h); upgrade berthd"
         case let .structTooSmall(what, size, minimum): return "\(what) struct_size \(size) is smaller than the ABI 1.0 minimum \(minimum)"
@@ -139,7 +139,7 @@ public final class Loader: @unchecked Sendable {
         guard let sym = dlsym(handle, BERTH_PLUGIN_ENTRY_SYMBOL) else { throw fail(.entryMissing) }
         typealias Entry = @convention(c) (UInt16, UInt16) -> UnsafePointer<berth_plugin_descriptor>?
         let entry = unsafeBitCast(sym, to: Entry.self)
-        guard let raw = entry(UInt16(BERTH_ABI_MAJOR), hostMinor) else { throw fail(.refused) }
+        guard let raw = entry(UInt16(BERTH_ABI_MAJOR), hostMinor) else { throw fail(.refused(hostMinor: Int(hostMinor))) }
         return try validate(raw, spec: spec, file: spec.path, copy: copy, digest: digest)
     }
 

@@ -500,7 +500,7 @@ enum LoadErrorCodec {
         case let .checksumMismatch(a, b): put(4, [a, b])
         case .notSharedObject(let s): put(5, [s])
         case .entryMissing: put(6, [])
-        case .refused: put(7, [])
+        case .refused(let minor): put(7, ["\(minor)"])
         case let .abiMajorMismatch(p, h): put(8, ["\(p)", "\(h)"])
         case let .abiMinorTooNew(p, h): put(9, ["\(p)", "\(h)"])
         case let .structTooSmall(what, size, minimum): put(10, [what, "\(size)", "\(minimum)"])
@@ -531,7 +531,7 @@ enum LoadErrorCodec {
         case 4: cause = .checksumMismatch(expected: s(0), actual: s(1))
         case 5: cause = .notSharedObject(s(0))
         case 6: cause = .entryMissing
-        case 7: cause = .refused
+        case 7: cause = .refused(hostMinor: i(0))
         case 8: cause = .abiMajorMismatch(plugin: i(0), host: i(1))
         case 9: cause = .abiMinorTooNew(plugin: i(0), host: i(1))
         case 10: cause = .structTooSmall(what: s(0), size: i(1), minimum: i(2))

@@ -98,6 +98,24 @@ struct Config {
         if let v = j["debounceMs"]?.int64 { debounceMs = Int(v) }
         if let v = j["metricsPort"]?.int64 { metricsPort = v }
         for (k, v) in j["ports"]?.object ?? [] { if let p = v.int64 { ports[k] = p } }
+        // The files are written next to themselves (temporary file, then rename): their directories must exist now,
+        // or every write would fail later, far from the configuration that caused it.
+        for (key, path) in [("hostsFile", hostsFile), ("fileSdFile", fileSdFile)] {
+            guard let path else { continue }
+            if let why = Config.directoryProblem(path) { throw PluginError(.invalidArgument, "config.\(key): \(why)") }
+        }
+    }
+
+    /// Why the directory of `path` cannot take the file, or nil when it can.
+    static func directoryProblem(_ path: String) -> String? {
+        guard !path.hasSuffix("/") else { return "\"\(path)\" names a directory; give a file path" }
+        var dir = "."
+        if let slash = path.lastIndex(of: "/") { dir = slash == path.startIndex ? "/" : String(path[..<slash]) }
+        var st = stat()
+        guard stat(dir, &st) == 0 else { return "directory \(dir) of \(path) does not exist (\(String(cString: strerror(errno)))); create it first" }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else { return "\(dir) (for \(path)) is not a directory" }
+        guard access(dir, W_OK) == 0 else { return "directory \(dir) of \(path) is not writable by berthd" }
+        return nil
     }
 }
 
@@ -318,8 +336,8 @@ public func berthPluginEntry(_ hostMajor: UInt16, _ hostMinor: UInt16) -> Unsafe
         description: "Service discovery: running instances as dnsmasq host names and Prometheus file_sd targets",
         configSchema: #"""
         {"type":"object","additionalProperties":false,"properties":{
-          "hostsFile":{"type":"string","minLength":1,"description":"dnsmasq hosts file to keep (--addn-hosts). Unset: no hosts file."},
-          "fileSdFile":{"type":"string","minLength":1,"description":"Prometheus file_sd JSON file to keep. Unset: no file_sd file."},
+          "hostsFile":{"type":"string","minLength":1,"description":"dnsmasq hosts file to keep (--addn-hosts); its directory must exist. Unset: no hosts file."},
+          "fileSdFile":{"type":"string","minLength":1,"description":"Prometheus file_sd JSON file to keep; its directory must exist. Unset: no file_sd file."},
           "domain":{"type":"string","minLength":1,"maxLength":200,"pattern":"^[a-zA-Z0-9][a-zA-Z0-9.-]*$","description":"DNS domain under which <app>.<site>.<domain> names live (default berth)."},
           "pidFile":{"type":"string","minLength":1,"description":"dnsmasq's pid file: SIGHUP after the hosts file changed."},
           "debounceMs":{"type":"integer","minimum":0,"maximum":60000,"description":"Quiet time before a write (default 200); a write happens at the latest after 5x this (at least 1 s)."},

@@ -624,6 +624,21 @@ final class DiscoveryTests: XCTestCase {
         XCTAssertEqual(report["failed"], 0, out)
     }
 
+    /// A hosts file in a directory that does not exist is refused when the plugin is configured, naming the key
+    /// and the directory, rather than failing every write later.
+    func testMissingOutputDirectoryIsRefusedAtConfiguration() throws {
+        let dir = try FixtureBuilder.makeTempDir("berth-dns-cfg")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try #"{"hostsFile": "/nonexistent-berth-dir/hosts"}"#.write(toFile: dir + "/c.json", atomically: true, encoding: .utf8)
+        let (rc, out, err) = try runTool(Paths.bin + "/berth", ["plugin", "check", Paths.plugin("discovery-dns"), "--config", dir + "/c.json"])
+        XCTAssertEqual(rc, 1, out + err)
+        XCTAssertTrue(out.contains("config.hostsFile: directory /nonexistent-berth-dir of /nonexistent-berth-dir/hosts does not exist"), out)
+        try #"{"fileSdFile": "\#(dir)/c.json/x.json"}"#.write(toFile: dir + "/d.json", atomically: true, encoding: .utf8)
+        let (rc2, out2, _) = try runTool(Paths.bin + "/berth", ["plugin", "check", Paths.plugin("discovery-dns"), "--config", dir + "/d.json"])
+        XCTAssertEqual(rc2, 1, out2)
+        XCTAssertTrue(out2.contains("config.fileSdFile: \(dir)/c.json (for \(dir)/c.json/x.json) is not a directory"), out2)
+    }
+
     /// The conformance cases catch a plugin that is not idempotent (a C fixture that counts deliveries).
     func testPluginCheckCatchesNonIdempotentPlugin() throws {
         let so = try FixtureBuilder.plugin("counting", in: FixtureBuilder.packageRoot + "/Tests/Fixtures/discovery")

@@ -3,6 +3,7 @@
 // a user sees names the plugin, the file and the reason. Plus the positive path, the content-addressed copy,
 // minor-version compatibility, and isolation between loads.
 import BerthCore
+import BerthPluginABI
 import BerthWire
 import Foundation
 import XCTest
@@ -156,7 +157,7 @@ final class LoaderTests: XCTestCase {
         XCTAssertEqual(try sha256sum(p1.copy), p1.sha256)
 
         // Loading the path again now sees the new content, in a new copy of its own; the old copy stays.
-        expectLoadError(spec, .refused, phrases: ["returned NULL"]) { try loader.load(spec) }
+        expectLoadError(spec, .refused(hostMinor: Int(BERTH_ABI_MINOR)), phrases: ["returned NULL"]) { try loader.load(spec) }
         XCTAssertEqual(soFiles(in: copyDir).count, 2)
         XCTAssertTrue(soFiles(in: copyDir).contains("\(p1.sha256).so"))
 
@@ -286,8 +287,13 @@ final class LoaderTests: XCTestCase {
     }
 
     func testEntryRefusesTheHost() throws {
-        try expectLoadFailure("refuse", name: "refuse", .refused,
+        try expectLoadFailure("refuse", name: "refuse", .refused(hostMinor: Int(BERTH_ABI_MINOR)),
                               phrases: ["berth_plugin_entry_v1 returned NULL", "refuses this host"])
+        // The message names the minor the loader offered, not the header's.
+        let spec = PluginSpec(name: "refuse", path: try fixture("refuse"))
+        expectLoadError(spec, .refused(hostMinor: 7), phrases: ["refuses this host (ABI 1.7)"]) {
+            try Loader(copyDir: copyDir, hostMinor: 7).load(spec)
+        }
     }
 
     func testAbiMajorMismatch() throws {
@@ -406,7 +412,7 @@ final class LoaderTests: XCTestCase {
 
         let failing: [(String, LoadError.Cause)] = [
             ("no_entry", .entryMissing),
-            ("refuse", .refused),
+            ("refuse", .refused(hostMinor: Int(BERTH_ABI_MINOR))),
             ("abi_major", .abiMajorMismatch(plugin: 2, host: 1)),
             ("half_network", .halfFilled(kind: "network", missing: ["check", "gc", "status"])),
             ("kind_table_missing", .badDescriptor("declares the storage kind but its storage table is NULL")),
