@@ -1,7 +1,8 @@
 // Features per site at run time: diff a new site configuration against the running one and apply it —
 // enable, disable (refused while the plugin holds live state, unless forced), reconfigure (validated first;
 // the plugin's reconfigure if it has one, else a new instance), upgrade to a new file (a new content-addressed
-// copy, a new instance, an atomic swap). Everything is validated before anything changes. Swaps happen on the
+// copy, a new instance, an atomic swap). Everything is validated before anything changes, and the changes of one
+// apply land together or not at all. Swaps happen on the
 // executor thread, where every plugin operation runs, so no call is ever in flight on an instance being
 // replaced, and operations queued before the swap finish on the old instance first.
 import BerthWire
@@ -83,41 +84,61 @@ extension BerthRuntime {
         if !problems.isEmpty { throw SiteError(problems: problems) }
         if dryRun { return plan.map { $0.0 } }
 
-        for (change, loaded, spec) in plan {
-            switch change.action {
-            case .unchanged:
-                if let old = entry(spec.name), old.instance == nil, !spec.enabled { replaceEntry(PluginEntry(spec: spec, state: .disabled)) }
-            case .enable:
-                let inst = try makeInstance(loaded!, spec)
-                replaceEntry(PluginEntry(spec: spec, state: .loaded, instance: inst))
-            case .disable:
-                try executor.runSync {
-                    if let old = self.replaceEntry(PluginEntry(spec: spec, state: .disabled)) { old.instance?.destroy() }
-                }
-            case .reconfigure, .upgrade:
-                let old = entry(spec.name)!
-                if change.action == .reconfigure, let inst = old.instance, inst.plugin.d.pointee.reconfigure != nil {
-                    try executor.runSync {
-                        _ = try inst.reconfigure(spec.config)
-                        self.replaceEntry(PluginEntry(spec: spec, state: .loaded, instance: inst))
+        // Execute, all or nothing, in one job on the executor (so no operation runs between the steps, and the
+        // plugins' key-value writes during create/reconfigure share one savepoint): create every new instance,
+        // then reconfigure in place; a failure in either undoes what came before it (new instances destroyed,
+        // in-place reconfigurations given their old configuration back) and changes nothing. Only then swap.
+        let changed = plan.filter { $0.0.action != .unchanged }
+        try executor.runSync {
+            var fresh: [String: PluginInstance] = [:]
+            var reconfigured: [(PluginInstance, JSON)] = []
+            func undo() {
+                for (inst, config) in reconfigured.reversed() { _ = try? inst.reconfigure(config) }
+                for inst in fresh.values { inst.destroy() }
+            }
+            for (change, loaded, spec) in changed {
+                do {
+                    switch change.action {
+                    case .enable, .upgrade:
+                        fresh[spec.name] = try self.makeInstance(loaded!, spec)
+                    case .reconfigure:
+                        let old = self.entry(spec.name)!
+                        if let inst = old.instance, inst.plugin.d.pointee.reconfigure != nil {
+                            _ = try inst.reconfigure(spec.config)
+                            reconfigured.append((inst, old.spec.config))
+                        } else {
+                            fresh[spec.name] = try self.makeInstance(loaded!, spec)
+                        }
+                    case .disable, .unchanged:
+                        break
                     }
-                } else {
-                    // A new instance, created and swapped in on the executor: the old one has drained by then.
-                    try executor.runSync {
-                        let fresh = try self.makeInstance(loaded!, spec)
-                        let previous = self.replaceEntry(PluginEntry(spec: spec, state: .loaded, instance: fresh))
-                        previous?.instance?.destroy()
-                    }
+                } catch {
+                    undo()
+                    let why = (error as? LoadError)?.reason ?? "\(error)"
+                    throw SiteError(problems: ["plugins.\(spec.name): \(change.action.rawValue) failed, nothing was changed: \(why)"])
                 }
             }
-            if change.action != .unchanged {
-                try executor.runSync {
-                    self.executor.noteEvent(try self.store.appendEvent(type: "plugin.\(change.action.rawValue)d",
-                                                                       subject: change.name, actor: actor, data: change.json))
+            for (change, _, spec) in changed {
+                let previous: PluginEntry?
+                switch change.action {
+                case .enable, .upgrade, .reconfigure:
+                    let inst = fresh[spec.name] ?? self.entry(spec.name)!.instance!
+                    previous = self.replaceEntry(PluginEntry(spec: spec, state: .loaded, instance: inst))
+                    if let old = previous?.instance, old !== inst { old.destroy() }
+                case .disable:
+                    previous = self.replaceEntry(PluginEntry(spec: spec, state: .disabled))
+                    previous?.instance?.destroy()
+                case .unchanged:
+                    break
                 }
-                logger.info("plugin \"\(change.name)\": \(change.action.rawValue) \(change.detail) (by \(actor))")
+                self.executor.noteEvent(try self.store.appendEvent(type: "plugin.\(change.action.rawValue)d", subject: change.name,
+                                                                   actor: actor, data: change.json))
             }
         }
+        for (change, _, spec) in plan where change.action == .unchanged {
+            if let old = entry(spec.name), old.instance == nil, !spec.enabled { replaceEntry(PluginEntry(spec: spec, state: .disabled)) }
+        }
+        for (change, _, _) in changed { logger.info("plugin \"\(change.name)\": \(change.action.rawValue) \(change.detail) (by \(actor))") }
         var applied = new
         applied.siteFileKeep(from: cur)
         lock.withLock { currentSite = applied }

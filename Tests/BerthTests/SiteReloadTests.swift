@@ -106,6 +106,39 @@ final class SiteReloadTests: XCTestCase {
         XCTAssertTrue(err.contains("colour: unknown key"), err)
     }
 
+    /// One apply, several changes: when a later plugin fails to create (its configuration passes the schema but the
+    /// plugin refuses it), the earlier changes are undone and nothing of the apply remains.
+    func testApplyIsAllOrNothingWhenACreateFails() throws {
+        let hello: JSON = ["name": "hello", "path": .string(Paths.plugin("hello")), "config": ["greeting": "hi"]]
+        let d = try Daemon(plugins: [hello], tag: "atomic")
+        let before = try d.request("GET", "/v1/site").1
+        let rev = try d.request("GET", "/v1/events?since=0").1["rev"]?.int ?? 0
+        let s = site(d, plugins: [
+            hello.setting("config", ["greeting": "changed"]),                                         // reconfigure in place
+            ["name": "hello2", "path": .string(Paths.plugin("hello")), "config": ["greeting": "new"]],  // enable
+            ["name": "net9", "path": .string(Paths.plugin("ipam-pool")),                                 // enable: create fails
+             "config": ["pools": [["name": "p", "ranges": [["subnet": "10.9.0.1/24"]]]]]],
+        ])
+        let (st, body) = try put(d, s)
+        XCTAssertEqual(st, 400, body.serialized)
+        XCTAssertTrue(body.serialized.contains("plugins.net9: enable failed, nothing was changed"), body.serialized)
+        XCTAssertTrue(body.serialized.contains("has host bits set"), body.serialized)
+        XCTAssertEqual(try d.request("GET", "/v1/site").1, before, "the running configuration is untouched")
+        XCTAssertEqual(try d.request("GET", "/v1/plugins/hello").1["config"], ["greeting": "hi"])
+        XCTAssertEqual(try d.request("GET", "/v1/plugins/hello").1["state"], "loaded")
+        XCTAssertEqual(try d.request("GET", "/v1/plugins/hello2").0, 404, "the plugin enabled before the failure is gone")
+        XCTAssertEqual(try d.request("GET", "/v1/plugins/net9").0, 404)
+        let evs = try d.request("GET", "/v1/events?since=\(rev)").1["events"]?.array ?? []
+        XCTAssertEqual(evs.filter { ($0["type"]?.string ?? "").hasPrefix("plugin.") }, [], "no plugin event for an apply that did not happen")
+        // The same site without the bad plugin applies both changes.
+        let ok = site(d, plugins: [hello.setting("config", ["greeting": "changed"]),
+                                   ["name": "hello2", "path": .string(Paths.plugin("hello")), "config": ["greeting": "new"]]])
+        let (st2, body2) = try put(d, ok)
+        XCTAssertEqual(st2, 200, body2.serialized)
+        XCTAssertEqual(try d.request("GET", "/v1/plugins/hello").1["config"], ["greeting": "changed"])
+        XCTAssertEqual(try d.request("GET", "/v1/plugins/hello2").1["state"], "loaded")
+    }
+
     func testDisableWithLiveStateIsRefusedUnlessForced() throws {
         let d = try netDaemon("disable")
         XCTAssertEqual(try d.request("POST", "/v1/networks/net1/attachments", ["containerID": "c1"]).0, 200)
