@@ -75,16 +75,16 @@ func exec(_ path: String, env: [String: String], stdin: [UInt8]) throws -> (Int3
 }
 
 /// Mean latency in ms of `n` CNI ADDs by `plugin` with `config`.
-func cniAddLatency(_ plugin: String, config: JSON, n: Int, prefix: String) throws -> Double {
+func cniAddLatency(_ plugin: String, config: JSON, n: Int, prefix: String, command: String = "ADD") throws -> Double {
     let stdin = config.bytes
     var total: UInt64 = 0
     for i in 0..<n {
-        let env = ["CNI_COMMAND": "ADD", "CNI_CONTAINERID": "\(prefix)-\(i)", "CNI_NETNS": "/var/run/netns/bench", "CNI_IFNAME": "eth0",
+        let env = ["CNI_COMMAND": command, "CNI_CONTAINERID": "\(prefix)-\(i)", "CNI_NETNS": "/var/run/netns/bench", "CNI_IFNAME": "eth0",
                    "CNI_PATH": "/usr/lib/cni", "PATH": "/usr/bin:/bin"]
         let t0 = monotonicNanos()
         let (rc, out) = try exec(plugin, env: env, stdin: stdin)
         total += monotonicNanos() - t0
-        guard rc == 0 else { throw BenchFailure(description: "\(plugin) ADD failed (\(rc)): \(String(decoding: out, as: UTF8.self))") }
+        guard rc == 0 else { throw BenchFailure(description: "\(plugin) \(command) failed (\(rc)): \(String(decoding: out, as: UTF8.self))") }
     }
     return Double(total) / Double(n) / 1e6
 }
@@ -154,6 +154,11 @@ func networkSection() throws {
         (try UnixHTTPConnection(path: d.socket).request("GET", "/v1/networks/net/capacity").json())["active"]?.int ?? 0
     }
 
+    // Start-up alone: CNI VERSION answers without any work (berth-cni does not even contact berthd).
+    let hlVersion = try cniAddLatency(hostLocal, config: hlConf, n: n, prefix: "hl-v", command: "VERSION")
+    let bcVersion = try cniAddLatency(binDir + "/berth-cni", config: hlConf, n: n, prefix: "bc-v", command: "VERSION")
+    rows.append(BenchRow(section: "network", name: "berth-cni start-up (CNI VERSION)", value: bcVersion, unit: "ms",
+                         baseline: "host-local VERSION", baselineValue: hlVersion))
     // CNI ADD latency on empty pools: host-local, then berth-cni with the default store.sync (full) and with normal.
     let hlEmpty = try cniAddLatency(hostLocal, config: hlConf, n: n, prefix: "hl-e")
     let hlRate = 1000.0 / hlEmpty
