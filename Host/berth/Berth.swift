@@ -330,7 +330,37 @@ struct Pools: ParsableCommand {
 }
 
 struct Attachments: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Network attachments: add, delete, check, list, gc.", subcommands: [Add.self, Del.self, CheckOne.self, List.self, GC.self, Capacity.self])
+    static let configuration = CommandConfiguration(abstract: "Network attachments: add, batch, delete, check, list, gc.",
+                                                    subcommands: [Add.self, Batch.self, Del.self, CheckOne.self, List.self, GC.self, Capacity.self])
+
+    struct Batch: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Allocate many attachments in one request and one commit (at most 1,024).",
+            discussion: """
+            FILE holds {"attachments": [{"containerID": ..., "ifname": ..., "node": ..., "pool": ..., "ips": [...], \
+            "identity": {...}}, ...]} (or just the array); - reads stdin. Each item succeeds or fails alone; the exit \
+            status is 1 when any item failed.
+            """)
+        @OptionGroup var conn: Connection
+        @OptionGroup var net: NetworkOption
+        @Option(name: .customShort("f"), help: "Batch file (JSON), - for stdin.") var file: String
+        func run() throws {
+            let doc = try readJSONFile(file)
+            let items = doc["attachments"]?.array ?? doc.array
+            guard let items else { throw ValidationError("\(file): expected {\"attachments\": [...]} or an array of ADD requests") }
+            let j = try conn.call("POST", "/v1/networks/\(net.network)/attachments/batch", body: ["attachments": .array(items)])
+            let results = j["results"]?.array ?? []
+            emit(j, conn.output) {
+                table(["CONTAINER", "IFNAME", "RESULT"], zip(items, results).map { item, r in
+                    let outcome = r["result"].map { res in (res["ips"]?.array ?? []).map { str($0["address"]) }.joined(separator: ", ") }
+                        ?? "error \(str(r["status"])): \(str(r["error"]))"
+                    return [str(item["containerID"]), item["ifname"]?.string ?? "eth0", outcome]
+                })
+                print("\(str(j["succeeded"])) succeeded, \(str(j["failed"])) failed")
+            }
+            if (j["failed"]?.int ?? 0) > 0 { throw ExitCode(1) }
+        }
+    }
 
     struct Add: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Allocate addresses for a container interface (idempotent).")

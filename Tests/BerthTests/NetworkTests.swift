@@ -121,6 +121,16 @@ final class NetworkTests: XCTestCase {
         // Nothing refused above left a trace.
         (st, r) = try d.request("GET", "/v1/networks/net1/attachments")
         XCTAssertEqual(r["attachments"]?.array?.count, 5, r.serialized)
+
+        // The CLI: a table, one row per item, and exit 1 when any item failed (the pool is full: both fail here,
+        // except b1, which is a repeat).
+        let f = d.dir + "/batch.json"
+        try #"{"attachments": [{"containerID": "b1", "node": "n1"}, {"containerID": "cli-1"}]}"#.write(toFile: f, atomically: true, encoding: .utf8)
+        let (rc, out, err) = try runTool(Paths.bin + "/berth", ["attachments", "batch", "-f", f, "--network", "net1", "--socket", d.socket])
+        XCTAssertEqual(rc, 1, out + err)
+        XCTAssertTrue(out.contains("b1") && out.contains("10.97.0.2/29"), out)
+        XCTAssertTrue(out.contains("cli-1") && out.contains("error 507"), out)
+        XCTAssertTrue(out.contains("1 succeeded, 1 failed"), out)
     }
 
     func testBerthCNIErrorContract() throws {
