@@ -3,6 +3,7 @@
 // savepoint, so a failing operation rolls back alone and a successful one is acknowledged only after the
 // commit that holds it has returned.
 import BerthWire
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -24,6 +25,29 @@ public final class Executor: @unchecked Sendable {
     private var lastRev: Int64 = 0
     public private(set) var commits: UInt64 = 0
     public private(set) var operations: UInt64 = 0
+    /// When the batch in progress started (monotonic ns), 0 while idle: read by the stall watchdog from any thread.
+    let busySince = Atomic<UInt64>(0)
+    /// The plugin call in progress on the executor thread ("plugin.operation"), for the stall watchdog.
+    private var callLock = pthread_mutex_t()
+    private var call: String?
+
+    /// Noted by PluginInstance around every call it makes on this thread (nil when the call returns).
+    func noteCall(_ label: String?) {
+        pthread_mutex_lock(&callLock)
+        call = label
+        pthread_mutex_unlock(&callLock)
+    }
+
+    /// How long the executor has been inside its current batch (nil while idle), and the plugin call it is in.
+    public var busy: (seconds: Double, call: String?)? {
+        let t0 = busySince.load(ordering: .relaxed)
+        guard t0 != 0 else { return nil }
+        pthread_mutex_lock(&callLock)
+        let c = call
+        pthread_mutex_unlock(&callLock)
+        let now = monotonicNanos()
+        return (now > t0 ? Double(now - t0) / 1e9 : 0, c)
+    }
 
     struct Job {
         let work: () throws -> Void
@@ -34,6 +58,7 @@ public final class Executor: @unchecked Sendable {
         self.store = store
         pthread_mutex_init(&mutex, nil)
         pthread_cond_init(&cond, nil)
+        pthread_mutex_init(&callLock, nil)
     }
 
     public func start() {
@@ -114,6 +139,8 @@ public final class Executor: @unchecked Sendable {
     }
 
     private func runBatch(_ batch: [Job]) {
+        busySince.store(monotonicNanos(), ordering: .relaxed)
+        defer { busySince.store(0, ordering: .relaxed) }
         var errors = [Error?](repeating: nil, count: batch.count)
         eventsAppended = false
         do {

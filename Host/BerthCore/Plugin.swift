@@ -271,7 +271,10 @@ public final class PluginInstance: @unchecked Sendable {
         // concurrent call on another thread must not open or close it under the executor's feet.
         let onExecutor = ctx.executor?.isExecutorThread ?? false
         let wasInCall = ctx.inCall
-        if onExecutor { ctx.inCall = true }
+        if onExecutor {
+            ctx.inCall = true
+            ctx.executor?.noteCall("\(name).\(operation)")
+        }
         let t0 = monotonicNanos()
         // The error buffer lives on the stack: no allocation on the hot path.
         let (st, message) = withUnsafeTemporaryAllocation(of: CChar.self, capacity: Int(BERTH_ERR_CAP)) { err -> (berth_status, String?) in
@@ -282,7 +285,10 @@ public final class PluginInstance: @unchecked Sendable {
             return (st, String(cString: err.baseAddress!))
         }
         let dt = monotonicNanos() - t0
-        if onExecutor { ctx.inCall = wasInCall }
+        if onExecutor {
+            ctx.inCall = wasInCall
+            ctx.executor?.noteCall(nil)
+        }
         if serial { pthread_mutex_unlock(&serialLock) }
         stats.record(dt, ok: st == BERTH_OK)
         if st != BERTH_OK {

@@ -100,6 +100,9 @@ public final class BerthRuntime: @unchecked Sendable {
     /// Event delivery to discovery plugins (Discovery.swift), once started.
     public internal(set) var discovery: DiscoveryService?
 
+    /// Reports an executor stuck in one batch (an in-process plugin call that does not return).
+    var watchdog: StallWatchdog?
+
     public init(site: SiteConfig, logger: Logger = Logger(label: "berthd")) throws {
         self.currentSite = site
         self.logger = logger
@@ -111,6 +114,7 @@ public final class BerthRuntime: @unchecked Sendable {
         let w = waiters
         executor.onCommit = { _ in w.notifyAll() }
         executor.start()
+        watchdog = StallWatchdog(executor: executor, logger: logger, after: Double(site.callTimeoutMs) / 1000)
         let store = self.store
         liveStateProbes.append { name in
             let s = try store.prepare("SELECT count(*) FROM attachments WHERE network=?1")
@@ -269,12 +273,14 @@ public final class BerthRuntime: @unchecked Sendable {
             lat += "berth_plugin_call_seconds_sum{plugin=\"\(n)\"} \(Double(s.totalNanos) / 1e9)\n"
             lat += "berth_plugin_call_seconds_count{plugin=\"\(n)\"} \(s.calls)\n"
         }
-        let st = "# HELP berth_store_commits_total Store commits (group commits).\n# TYPE berth_store_commits_total counter\nberth_store_commits_total \(executor.commits)\n"
+        let busy = "# HELP berth_executor_busy_seconds How long the store executor has been inside its current batch (0 when idle); every state change waits while it grows.\n# TYPE berth_executor_busy_seconds gauge\nberth_executor_busy_seconds \(executor.busy?.seconds ?? 0)\n"
+        let st = busy + "# HELP berth_store_commits_total Store commits (group commits).\n# TYPE berth_store_commits_total counter\nberth_store_commits_total \(executor.commits)\n"
             + "# HELP berth_store_operations_total Operations committed.\n# TYPE berth_store_operations_total counter\nberth_store_operations_total \(executor.operations)\n"
         return out + errs + lat + up + crashes + st + (discovery?.metricsText() ?? "")
     }
 
     public func shutdown() {
+        watchdog?.stop()
         discovery?.stop()
         // Stop the executor first: no operation may still be inside a plugin when it is destroyed.
         executor.stop()
@@ -307,5 +313,50 @@ public struct APIError: Error, CustomStringConvertible, Sendable {
         default: http = 500
         }
         return APIError(http, e.description, details: ["plugin": .string(e.plugin), "status": .string(e.statusName), "message": .string(e.message)])
+    }
+}
+
+/// Watches the executor: when one batch has run longer than the plugin call deadline (an in-process plugin call
+/// that does not return: it cannot be abandoned safely), it logs an error naming the plugin and the operation,
+/// once per stall, and logs again when the executor moves on. Process-isolated plugins are killed at their
+/// deadline instead, so for them this only fires if the runner itself hangs.
+final class StallWatchdog: @unchecked Sendable {
+    private let executor: Executor
+    private let logger: Logger
+    private let after: Double
+    private var stopping = false
+    private var lock = NSLock()
+    private var thread: Thread?
+
+    init(executor: Executor, logger: Logger, after: Double) {
+        self.executor = executor
+        self.logger = logger
+        self.after = max(after, 0.1)
+        let t = Thread { [weak self] in self?.loop() }
+        t.name = "berth-watchdog"
+        thread = t
+        t.start()
+    }
+
+    func stop() {
+        lock.withLock { stopping = true }
+    }
+
+    private func loop() {
+        var reported: (since: Double, call: String?)? = nil
+        let tick = min(0.5, after / 2)
+        while !lock.withLock({ stopping }) {
+            Thread.sleep(forTimeInterval: tick)
+            let b = executor.busy
+            if let b, b.seconds >= after {
+                if reported == nil || b.seconds < reported!.since {
+                    logger.error("state changes are blocked: the store executor has been inside \(b.call.map { "plugin call \($0)" } ?? "one batch") for \(String(format: "%.1f", b.seconds)) s (longer than callTimeoutMs). An in-process plugin call cannot be interrupted; run that plugin with isolation \"process\" to give its calls a deadline")
+                }
+                reported = (b.seconds, b.call)
+            } else if let r = reported, b == nil || b!.seconds < r.since {
+                logger.warning("the store executor is moving again (it was blocked for at least \(String(format: "%.1f", r.since)) s in \(r.call ?? "one batch"))")
+                reported = nil
+            }
+        }
     }
 }

@@ -158,6 +158,29 @@ final class IsolationTests: XCTestCase {
         XCTAssertEqual(d.process?.isRunning, true, "berthd is alive")
     }
 
+    /// An in-process plugin call that never returns cannot be abandoned; the daemon says so instead of going quiet:
+    /// past callTimeoutMs the watchdog logs an error naming the plugin call, and /metrics (served off the executor)
+    /// shows how long state changes have been blocked.
+    func testStalledExecutorIsReported() throws {
+        let d = try Daemon(plugins: [["name": "hang", "path": .string(try fault("hang"))]], tag: "stall", extra: [("callTimeoutMs", 400)])
+        defer { d.kill9() }
+        XCTAssertEqual(try add(d, "hang", "ok-1").0, 200, "the plugin works for other containers")
+        XCTAssertFalse(d.log().contains("state changes are blocked"), "no stall reported while nothing is stuck")
+        Thread.detachNewThread { _ = try? UnixHTTPConnection(path: d.socket, timeoutSeconds: 30).request(
+            "POST", "/v1/networks/hang/attachments", body: (["containerID": "bad-1"] as JSON).bytes) }
+        XCTAssertTrue(eventually(10) { d.log().contains("state changes are blocked") }, d.log())
+        let log = d.log()
+        XCTAssertTrue(log.contains("inside plugin call hang.add for"), log)
+        XCTAssertTrue(log.contains("isolation \"process\""), log)
+        XCTAssertEqual(log.components(separatedBy: "state changes are blocked").count - 1, 1, "reported once per stall")
+        let (st, _) = try d.request("GET", "/healthz")
+        XCTAssertEqual(st, 200, "reads that need no state change still answer")
+        let metrics = try XCTUnwrap(try UnixHTTPConnection(path: d.socket).request("GET", "/metrics").text)
+        let busy = metrics.split(separator: "\n").first { $0.hasPrefix("berth_executor_busy_seconds ") }
+        let seconds = Double(busy?.split(separator: " ").last ?? "") ?? 0
+        XCTAssertGreaterThan(seconds, 0.4, String(busy ?? "no berth_executor_busy_seconds"))
+    }
+
     func testRepeatedCrashesFailThePlugin() throws {
         let d = try Daemon(plugins: [isolated("good", try fault("good")), isolated("always", try fault("segv_nth"), config: ["nth": 1])],
                            tag: "failed")
