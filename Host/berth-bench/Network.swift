@@ -214,6 +214,23 @@ func networkSection() throws {
                          baseline: "allocations/s through the API, empty", baselineValue: apiRate))
 }
 
+/// Requests per second of `GET path` from `clients` concurrent keep-alive connections (the HTTP floor).
+func apiGetRate(_ d: BenchDaemon, path: String, total: Int, clients: Int) throws -> Double {
+    let group = DispatchGroup()
+    let per = total / clients
+    let t0 = monotonicNanos()
+    for _ in 0..<clients {
+        group.enter()
+        Thread.detachNewThread {
+            let conn = UnixHTTPConnection(path: d.socket)
+            for _ in 0..<per { _ = try? conn.request("GET", path) }
+            group.leave()
+        }
+    }
+    group.wait()
+    return Double(per * clients) / (Double(monotonicNanos() - t0) / 1e9)
+}
+
 /// `--only api`: the API allocation rate alone, with sync=full and sync=normal, for profiling the hot path.
 func apiSection() throws {
     let total = Int(ProcessInfo.processInfo.environment["BERTH_BENCH_API_TOTAL"] ?? "") ?? (quick ? 2_000 : 20_000)
@@ -222,6 +239,9 @@ func apiSection() throws {
         let d = try BenchDaemon(plugins: [["name": "net", "path": .string(binDir + "/libberth-ipam-pool.so"),
                                             "config": ["pools": [["name": "bench", "ranges": [["subnet": "10.192.0.0/12"]]]]]]], sync: sync)
         defer { d.stop() }
+        let floor = try apiGetRate(d, path: "/healthz", total: total, clients: clients)
+        rows.append(BenchRow(section: "api", name: "GET /healthz per second (\(clients) clients)", value: floor, unit: "req/s",
+                             baseline: "none (the HTTP floor)", baselineValue: floor))
         let rate = try apiAllocationRate(d, total: total, clients: clients, prefix: "api")
         let batched = try apiAllocationRate(d, total: total, clients: clients, prefix: "apib", batch: 64)
         rows.append(BenchRow(section: "api", name: "allocations/s through the batch API (\(clients) x 64, sync=\(sync))", value: batched, unit: "alloc/s",
