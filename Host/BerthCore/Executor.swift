@@ -1,7 +1,10 @@
 // The executor: one thread owns the store's connection and runs every state-changing operation as its own
 // transaction. Operations that arrive together share one SQLite commit (group commit), each inside its own
 // savepoint, so a failing operation rolls back alone and a successful one is acknowledged only after the
-// commit that holds it has returned.
+// commit that holds it has returned — and, with store.sync "full", only after that commit is on the disk: a
+// second thread (the syncer) fsyncs the log behind the executor and answers the callers of every batch the
+// fsync covered, while the executor already runs the next batch. Nobody outside learns of a commit (answers,
+// event watchers) before it is durable.
 import BerthWire
 import Synchronization
 
@@ -54,11 +57,23 @@ public final class Executor: @unchecked Sendable {
         let complete: (Error?) -> Void
     }
 
+    /// Committed batches waiting for the syncer: their callers, their results, whether they appended events.
+    private struct Synced { let jobs: [Job]; let errors: [Error?]; let events: Bool; let rev: Int64 }
+    private var syncQueue: [Synced] = []
+    private var syncMutex = pthread_mutex_t()
+    private var syncCond = pthread_cond_t()
+    private var syncThread = pthread_t()
+    private var syncStopping = false
+    /// fsyncs of the log made by the syncer (each covers one or more batches).
+    public private(set) var syncs: UInt64 = 0
+
     public init(store: Store) {
         self.store = store
         pthread_mutex_init(&mutex, nil)
         pthread_cond_init(&cond, nil)
         pthread_mutex_init(&callLock, nil)
+        pthread_mutex_init(&syncMutex, nil)
+        pthread_cond_init(&syncCond, nil)
     }
 
     public func start() {
@@ -70,6 +85,14 @@ public final class Executor: @unchecked Sendable {
             ex.loop()
             return nil
         }, unmanaged.toOpaque())
+        if store.durableCommits {
+            let u2 = Unmanaged.passRetained(self)
+            pthread_create(&syncThread, nil, { arg in
+                let ex = Unmanaged<Executor>.fromOpaque(arg!).takeRetainedValue()
+                ex.syncLoop()
+                return nil
+            }, u2.toOpaque())
+        }
     }
 
     /// Stops after the queued operations are done.
@@ -80,6 +103,13 @@ public final class Executor: @unchecked Sendable {
         pthread_cond_signal(&cond)
         pthread_mutex_unlock(&mutex)
         pthread_join(thread, nil)
+        if store.durableCommits {
+            pthread_mutex_lock(&syncMutex)
+            syncStopping = true
+            pthread_cond_signal(&syncCond)
+            pthread_mutex_unlock(&syncMutex)
+            pthread_join(syncThread, nil)
+        }
         running = false
     }
 
@@ -162,7 +192,37 @@ public final class Executor: @unchecked Sendable {
         }
         commits += 1
         operations += UInt64(batch.count)
+        if store.durableCommits {
+            pthread_mutex_lock(&syncMutex)
+            syncQueue.append(Synced(jobs: batch, errors: errors, events: eventsAppended, rev: lastRev))
+            pthread_cond_signal(&syncCond)
+            pthread_mutex_unlock(&syncMutex)
+            return
+        }
         for (i, j) in batch.enumerated() { j.complete(errors[i]) }
         if eventsAppended, let cb = onCommit { cb(lastRev) }
+    }
+
+    /// The syncer: takes every batch committed so far, makes them durable with one fsync of the log, then answers
+    /// their callers and wakes event watchers. A batch that committed while the last fsync ran waits for the next.
+    private func syncLoop() {
+        while true {
+            pthread_mutex_lock(&syncMutex)
+            while syncQueue.isEmpty && !syncStopping { pthread_cond_wait(&syncCond, &syncMutex) }
+            if syncQueue.isEmpty && syncStopping { pthread_mutex_unlock(&syncMutex); return }
+            let done = syncQueue
+            syncQueue.removeAll(keepingCapacity: true)
+            pthread_mutex_unlock(&syncMutex)
+            let failure = store.syncLog()
+            syncs += 1
+            // A failed fsync: the commits may not be on the disk, so nobody is told they succeeded.
+            let e = failure.map { StoreError("the commit could not be made durable (\($0)); it may be lost if the machine fails") }
+            var events = false, rev: Int64 = 0
+            for b in done {
+                for (i, j) in b.jobs.enumerated() { j.complete(e ?? b.errors[i]) }
+                if b.events { events = true; rev = max(rev, b.rev) }
+            }
+            if events, let cb = onCommit { cb(rev) }
+        }
     }
 }

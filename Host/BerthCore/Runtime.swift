@@ -276,6 +276,7 @@ public final class BerthRuntime: @unchecked Sendable {
         let busy = "# HELP berth_executor_busy_seconds How long the store executor has been inside its current batch (0 when idle); every state change waits while it grows.\n# TYPE berth_executor_busy_seconds gauge\nberth_executor_busy_seconds \(executor.busy?.seconds ?? 0)\n"
         let st = busy + "# HELP berth_store_commits_total Store commits (group commits).\n# TYPE berth_store_commits_total counter\nberth_store_commits_total \(executor.commits)\n"
             + "# HELP berth_store_operations_total Operations committed.\n# TYPE berth_store_operations_total counter\nberth_store_operations_total \(executor.operations)\n"
+            + "# HELP berth_store_syncs_total fsyncs of the store's log that made commits durable (store.sync full; one covers every batch committed before it).\n# TYPE berth_store_syncs_total counter\nberth_store_syncs_total \(executor.syncs)\n"
         return out + errs + lat + up + crashes + st + (discovery?.metricsText() ?? "")
     }
 

@@ -144,10 +144,17 @@ public final class Store {
         """,
     ]
 
+    /// true when commits must reach the disk before anyone is told (store.sync "full"). SQLite itself then runs with
+    /// synchronous=NORMAL (no fsync inside COMMIT) and the executor makes each batch durable with `syncLog()` on a
+    /// thread of its own before it answers the batch's callers: the next batch runs while the disk catches up.
+    public let durableCommits: Bool
+    private var walFD: Int32 = -1
+
     /// Opens (creating if needed) the store at `path` and migrates it to the current schema.
-    /// `synchronous` is "full" (every commit reaches the disk: survives power loss) or "normal" (survives a
-    /// crash or kill of the daemon; the OS may lose the last commits on power loss).
+    /// `synchronous` is "full" (every commit reaches the disk before it is acknowledged: survives power loss) or
+    /// "normal" (survives a crash or kill of the daemon; the OS may lose the last commits on power loss).
     public init(path: String, synchronous: String = "full") throws {
+        durableCommits = synchronous != "normal"
         self.path = path
         var h: OpaquePointer?
         let rc = sqlite3_open_v2(path, &h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
@@ -159,7 +166,7 @@ public final class Store {
         db = h
         sqlite3_busy_timeout(db, 5000)
         try exec("PRAGMA journal_mode=WAL")
-        try exec("PRAGMA synchronous=\(synchronous == "normal" ? "NORMAL" : "FULL")")
+        try exec("PRAGMA synchronous=NORMAL")  // "full" is made by syncLog() after each batch, off the executor thread
         try exec("PRAGMA foreign_keys=ON")
         // Every operation runs in a savepoint inside the group commit: keep the statement journal that backs the
         // savepoints in memory (on disk it was ~20 page writes per network ADD), and give the page cache room for
@@ -167,12 +174,31 @@ public final class Store {
         try exec("PRAGMA temp_store=MEMORY")
         try exec("PRAGMA cache_size=-65536")
         try migrate()
+        if let e = syncLog() { throw StoreError(e) }
+    }
+
+    /// Makes every commit so far durable: fdatasync of the write-ahead log (the file SQLite appends each commit
+    /// to; syncing any descriptor of it flushes the file). Safe to call from any thread while the executor keeps
+    /// writing: it flushes at least everything committed before the call. Returns an error message on failure.
+    public func syncLog() -> String? {
+        if walFD < 0 {
+            walFD = open(path + "-wal", O_RDONLY | O_CLOEXEC)
+            if walFD < 0 {
+                // No log yet (nothing written since it was checkpointed away): the database file holds everything.
+                let fd = open(path, O_RDONLY | O_CLOEXEC)
+                guard fd >= 0 else { return "cannot open \(path) to sync it: \(String(cString: strerror(errno)))" }
+                defer { close(fd) }
+                return fdatasync(fd) == 0 ? nil : "fdatasync \(path): \(String(cString: strerror(errno)))"
+            }
+        }
+        return fdatasync(walFD) == 0 ? nil : "fdatasync \(path)-wal: \(String(cString: strerror(errno)))"
     }
 
     deinit {
         hot = []
         cache.removeAll()
         sqlite3_close_v2(db)
+        if walFD >= 0 { close(walFD) }
     }
 
     public func exec(_ sql: String) throws {
