@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# Builds every SDK example and checks it: the C and Rust network plugins (build + `berth plugin check`), the
-# fake-host unit tests (against the C plugin and against the built Rust plugin), and the Swift example
-# (Plugins/hello-swift, built by `swift build`). Exits non-zero when anything fails.
+# Builds every SDK example and checks it: the C, Rust and Swift network plugins (build + `berth plugin check`),
+# the fake-host unit tests (against the C plugin and against the built Rust and Swift plugins), and the kit's
+# smallest plugin (Plugins/hello-swift, built by Berth's own `swift build`). Exits non-zero when anything fails.
 #
 #   sdk-docs/examples/run-all.sh [path/to/berth]      (default .build/debug/berth)
 #
-# Needs cc, and cargo for the Rust example (BERTH_SKIP_RUST=1 skips it, saying so).
+# Needs cc, cargo for the Rust example (BERTH_SKIP_RUST=1 skips it, saying so), and swift for the Swift example,
+# its own SwiftPM package that depends on this repository by path (run after Berth's `swift build`, which puts
+# Berth's dependencies into SwiftPM's cache: the example then resolves them without network access).
 set -uo pipefail
 berth=${1:-.build/debug/berth}
 case "$berth" in /*) ;; *) berth="$PWD/$berth" ;; esac
 cd "$(dirname "$0")/../.."
 ex=sdk-docs/examples
 rust_so=/tmp/berth-rust-target/release/libberth_rustnet.so
-swift_so="$(dirname "$berth")/libberth-hello-swift.so"
+swift_so=$ex/swift-network/.build/debug/libberth-swiftnet.so
+hello_swift_so="$(dirname "$berth")/libberth-hello-swift.so"
 failed=()
 passed=0
 
@@ -49,7 +52,11 @@ else
     step "testhost: the same unit tests against the Rust build" /tmp/berth-example-test "$rust_so"
 fi
 
-step "Swift example (Plugins/hello-swift): berth plugin check" "$berth" plugin check "$swift_so"
+step "Swift example: build" "$ex/swift-network/build.sh"
+step "Swift example: berth plugin check" "$berth" plugin check "$swift_so" --config "$ex/c-network/config.json"
+step "testhost: the same unit tests against the Swift build" /tmp/berth-example-test "$swift_so"
+
+step "Plugins/hello-swift (the smallest kit plugin): berth plugin check" "$berth" plugin check "$hello_swift_so"
 
 if [ ${#failed[@]} -gt 0 ]; then
     echo "run-all: ${#failed[@]} step(s) failed, $passed passed:"

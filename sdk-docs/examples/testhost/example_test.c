@@ -333,6 +333,8 @@ int main(int argc, char **argv) {
     BTH_RUN(an_operation_can_be_rerun_after_a_crash);
     BTH_RUN(state_lives_in_the_namespace_only);
     BTH_RUN(capacity_counts);
-    if (D->call) BTH_RUN(a_panic_becomes_berth_internal);
+    /* Only the Rust example answers call("panic"); the C example has no call, and a Swift plugin's call (the kit's
+     * default) answers UNIMPLEMENTED, and a Swift trap cannot be caught anyway. */
+    if (D->call && strcmp(D->name, "rustnet") == 0) BTH_RUN(a_panic_becomes_berth_internal);
     return bth_summary();
 }
