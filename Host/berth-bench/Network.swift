@@ -173,28 +173,28 @@ func networkSection() throws {
     rows.append(BenchRow(section: "network", name: "berth-cni ADD latency, empty pool, store.sync=normal", value: bcNormal, unit: "ms",
                          baseline: "host-local ADD latency, empty", baselineValue: hlEmpty))
 
-    // Allocation rates through the API (16 concurrent keep-alive clients), one ADD per request and 64 per batch request.
+    // Allocation rates through the API (64 concurrent keep-alive clients), one ADD per request and 64 per batch request.
     // store.sync "normal" is WAL without an fsync per commit: it survives kill -9, not power loss (host-local does not
     // fsync either).
     let da = try daemon("full")
     defer { da.stop() }
-    let apiRate = try apiAllocationRate(da, total: apiTotal, clients: 16, prefix: "api")
-    rows.append(BenchRow(section: "network", name: "allocations/s through the API (16 clients, sync=full)", value: apiRate, unit: "alloc/s",
+    let apiRate = try apiAllocationRate(da, total: apiTotal, clients: 64, prefix: "api")
+    rows.append(BenchRow(section: "network", name: "allocations/s through the API (64 clients, sync=full)", value: apiRate, unit: "alloc/s",
                          baseline: "host-local ADD rate", baselineValue: hlRate))
-    let apiBatch = try apiAllocationRate(da, total: batchTotal, clients: 16, prefix: "apib", batch: 64)
-    rows.append(BenchRow(section: "network", name: "allocations/s through the batch API (16 clients x 64 per request, sync=full)", value: apiBatch,
+    let apiBatch = try apiAllocationRate(da, total: batchTotal, clients: 64, prefix: "apib", batch: 64)
+    rows.append(BenchRow(section: "network", name: "allocations/s through the batch API (64 clients x 64 per request, sync=full)", value: apiBatch,
                          unit: "alloc/s", baseline: "host-local ADD rate", baselineValue: hlRate))
-    let apiNormal = try apiAllocationRate(dn, total: apiTotal, clients: 16, prefix: "apin")
-    rows.append(BenchRow(section: "network", name: "allocations/s through the API (16 clients, sync=normal)", value: apiNormal,
+    let apiNormal = try apiAllocationRate(dn, total: apiTotal, clients: 64, prefix: "apin")
+    rows.append(BenchRow(section: "network", name: "allocations/s through the API (64 clients, sync=normal)", value: apiNormal,
                          unit: "alloc/s", baseline: "host-local ADD rate", baselineValue: hlRate))
-    let apiBatchNormal = try apiAllocationRate(dn, total: batchTotal, clients: 16, prefix: "apinb", batch: 64)
-    rows.append(BenchRow(section: "network", name: "allocations/s through the batch API (16 x 64, sync=normal)", value: apiBatchNormal,
+    let apiBatchNormal = try apiAllocationRate(dn, total: batchTotal, clients: 64, prefix: "apinb", batch: 64)
+    rows.append(BenchRow(section: "network", name: "allocations/s through the batch API (64 x 64, sync=normal)", value: apiBatchNormal,
                          unit: "alloc/s", baseline: "host-local ADD rate", baselineValue: hlRate))
 
     // Fill to 10,000 addresses in use, then measure again. host-local keeps one file per address in its data
     // directory: fill it the same way its own ADDs would.
     let fill = 10_000 - (try inUse(d))
-    if fill > 0 { _ = try apiAllocationRate(d, total: (fill + 1_023) / 1_024 * 1_024, clients: 16, prefix: "fill", batch: 64) }
+    if fill > 0 { _ = try apiAllocationRate(d, total: (fill + 4_095) / 4_096 * 4_096, clients: 64, prefix: "fill", batch: 64) }
     let used = try inUse(d)
     let hlNet = hlDir + "/hl"
     for i in 0..<10_000 {
@@ -209,7 +209,7 @@ func networkSection() throws {
                          baseline: "berth-cni ADD latency, empty pool", baselineValue: bcEmpty))
     rows.append(BenchRow(section: "network", name: "host-local ADD latency, 10,000 in use", value: hlFull, unit: "ms",
                          baseline: "host-local ADD latency, empty", baselineValue: hlEmpty))
-    let apiFull = try apiAllocationRate(d, total: apiTotal, clients: 16, prefix: "api2")
+    let apiFull = try apiAllocationRate(d, total: apiTotal, clients: 64, prefix: "api2")
     rows.append(BenchRow(section: "network", name: "allocations/s through the API, \(used.formatted())+ in use", value: apiFull, unit: "alloc/s",
                          baseline: "allocations/s through the API, empty", baselineValue: apiRate))
 }
