@@ -89,6 +89,22 @@ func cniAddLatency(_ plugin: String, config: JSON, n: Int, prefix: String, comma
     return Double(total) / Double(n) / 1e6
 }
 
+/// Runs `body(client, connection)` on `clients` threads at once, each with its own keep-alive connection to `d`;
+/// returns the seconds until the last one finished.
+func onConnections(_ d: BenchDaemon, _ clients: Int, _ body: @escaping @Sendable (Int, UnixHTTPConnection) -> Void) -> Double {
+    let group = DispatchGroup()
+    let t0 = monotonicNanos()
+    for c in 0..<clients {
+        group.enter()
+        Thread.detachNewThread {
+            body(c, UnixHTTPConnection(path: d.socket))
+            group.leave()
+        }
+    }
+    group.wait()
+    return Double(monotonicNanos() - t0) / 1e9
+}
+
 /// Allocations per second through the API from `clients` concurrent keep-alive connections; `batch` > 1 sends
 /// that many ADDs per request to /v1/networks/{net}/attachments/batch.
 func apiAllocationRate(_ d: BenchDaemon, total: Int, clients: Int, prefix: String, batch: Int = 1) throws -> Double {
@@ -103,14 +119,9 @@ func apiAllocationRate(_ d: BenchDaemon, total: Int, clients: Int, prefix: Strin
             lock.unlock()
         }
     }
-    let group = DispatchGroup()
     let tally = Tally()
     let per = total / clients
-    let t0 = monotonicNanos()
-    for c in 0..<clients {
-        group.enter()
-        Thread.detachNewThread {
-            let conn = UnixHTTPConnection(path: d.socket)
+    let secs = onConnections(d, clients) { c, conn in
             var i = 0
             while i < per {
                 let n = min(batch, per - i)
@@ -124,11 +135,7 @@ func apiAllocationRate(_ d: BenchDaemon, total: Int, clients: Int, prefix: Strin
                     tally.fail(1, r.map { "\($0.status) \($0.text)" } ?? "no response")
                 }
             }
-            group.leave()
-        }
     }
-    group.wait()
-    let secs = Double(monotonicNanos() - t0) / 1e9
     if tally.failed > 0 { throw BenchFailure(description: "\(tally.failed) API allocations failed; first: \(tally.first ?? "")") }
     return Double(per * clients) / secs
 }
@@ -216,19 +223,9 @@ func networkSection() throws {
 
 /// Requests per second of `GET path` from `clients` concurrent keep-alive connections (the HTTP floor).
 func apiGetRate(_ d: BenchDaemon, path: String, total: Int, clients: Int) throws -> Double {
-    let group = DispatchGroup()
     let per = total / clients
-    let t0 = monotonicNanos()
-    for _ in 0..<clients {
-        group.enter()
-        Thread.detachNewThread {
-            let conn = UnixHTTPConnection(path: d.socket)
-            for _ in 0..<per { _ = try? conn.request("GET", path) }
-            group.leave()
-        }
-    }
-    group.wait()
-    return Double(per * clients) / (Double(monotonicNanos() - t0) / 1e9)
+    let secs = onConnections(d, clients) { _, conn in for _ in 0..<per { _ = try? conn.request("GET", path) } }
+    return Double(per * clients) / secs
 }
 
 /// `--only api`: the API allocation rate alone, with sync=full and sync=normal, for profiling the hot path.
