@@ -45,6 +45,10 @@ if args.contains("--help") || args.contains("-h") {
     exit(0)
 }
 
+// The benchmarks feed stdin to executables that may exit without reading it (CNI VERSION): a write to their closed
+// pipe must fail with EPIPE, not kill the benchmark with SIGPIPE.
+signal(SIGPIPE, SIG_IGN)
+
 let binDir: String = {
     let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? args[0]
     return (exe as NSString).deletingLastPathComponent
