@@ -13,27 +13,16 @@
  *
  * The JSON handling is just enough for the kit's requests (events split at "rev", instances at "kind").
  */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
 #include "berth_plugin.h"
 
 struct fx { const berth_host_services *host; };
 
-static const char *find(const char *s, size_t len, const char *pat) {
-    size_t pl = strlen(pat);
-    for (size_t i = 0; i + pl <= len; i++) if (memcmp(s + i, pat, pl) == 0) return s + i;
-    return NULL;
-}
+#include "kitcommon.h"
 
-static int sfield(const char *json, size_t len, const char *name, char *out, size_t cap) {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\"", name);
-    const char *p = find(json, len, pat);
-    if (!p) return 0;
-    size_t j = (size_t)(p - json) + strlen(pat);
-    while (j < len && (json[j] == ' ' || json[j] == ':' || json[j] == '[')) j++;
+/* Laxer than sfield, as this base has always read its records: the value may be the first string of a list
+ * ("ips": ["10.0.0.2"]), an empty string counts, and a value cut at cap - 1 is still written to out (but answers 0). */
+static int sfield_lax(const char *json, size_t len, const char *name, char *out, size_t cap) {
+    size_t j = value_at(json, len, name, 1);
     if (j >= len || json[j] != '"') return 0;
     j++;
     size_t n = 0;
@@ -42,65 +31,24 @@ static int sfield(const char *json, size_t len, const char *name, char *out, siz
     return j < len && json[j] == '"';
 }
 
-static long nfield(const char *json, size_t len, const char *name) {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\"", name);
-    const char *p = find(json, len, pat);
-    if (!p) return -1;
-    size_t j = (size_t)(p - json) + strlen(pat);
-    while (j < len && (json[j] == ' ' || json[j] == ':')) j++;
-    if (j >= len || json[j] < '0' || json[j] > '9') return -1;
-    long v = 0;
-    while (j < len && json[j] >= '0' && json[j] <= '9' && v < 1000000000) v = v * 10 + (json[j++] - '0');
-    return v;
-}
-
-static int is_object(const char *s, size_t len) {
-    size_t a = 0, b = len;
-    while (a < b && (s[a] == ' ' || s[a] == '\n')) a++;
-    while (b > a && (s[b - 1] == ' ' || s[b - 1] == '\n')) b--;
-    return b - a >= 2 && s[a] == '{' && s[b - 1] == '}';
-}
-
-struct small { char data[256]; size_t len; };
-static berth_status small_write(void *ctx, const char *d, size_t n) {
-    struct small *b = ctx;
-    if (b->len + n >= sizeof b->data) return BERTH_OUT_OF_RANGE;
-    memcpy(b->data + b->len, d, n);
-    b->len += n;
-    b->data[b->len] = 0;
-    return BERTH_OK;
-}
-
 static berth_status put(struct fx *f, const char *k, const char *v) { return f->host->kv_put(f->host->host_ctx, k, strlen(k), v, strlen(v)); }
-
-static berth_status fx_create(const berth_host_services *host, const char *config, size_t len, void **out, char *err, size_t cap) {
-    (void)config; (void)len;
-    struct fx *f = calloc(1, sizeof *f);
-    if (!f) { BERTH_SET_ERR(err, cap, "out of memory"); return BERTH_INTERNAL; }
-    f->host = host;
-    *out = f;
-    return BERTH_OK;
-}
-
-static void fx_destroy(void *inst) { free(inst); }
 
 /* One record (an event's data or a resync instance) at `rev` into the namespace. */
 static berth_status apply(struct fx *f, const char *s, size_t len, long rev, int check_rev) {
 #ifdef KIT_DISC_SEGV_HUGE
-    if (len > (1u << 20)) *(volatile int *)0 = 1;
+    if (len > (1u << 20)) crash();
 #endif
     char kind[64], app[128], state[32], ip[64] = "-", key[256], val[256];
     long ord = nfield(s, len, "ordinal");
-    if (!sfield(s, len, "kind", kind, sizeof kind) || !sfield(s, len, "app", app, sizeof app) || ord < 0 ||
-        !sfield(s, len, "state", state, sizeof state))
+    if (!sfield_lax(s, len, "kind", kind, sizeof kind) || !sfield_lax(s, len, "app", app, sizeof app) || ord < 0 ||
+        !sfield_lax(s, len, "state", state, sizeof state))
         return BERTH_OK; /* not an instance record: ignored */
-    sfield(s, len, "ips", ip, sizeof ip);
+    sfield_lax(s, len, "ips", ip, sizeof ip);
     snprintf(key, sizeof key, "i/%s/%s/%ld", kind, app, ord);
 #ifndef KIT_DISC_IGNORES_REV
     if (check_rev) {
-        struct small b = {{0}, 0};
-        berth_sink sink = {sizeof sink, &b, small_write};
+        struct buf b = {{0}, 0};
+        berth_sink sink = {sizeof sink, &b, buf_write};
         if (f->host->kv_get(f->host->host_ctx, key, strlen(key), &sink) == BERTH_OK && strtol(b.data, NULL, 10) >= rev) return BERTH_OK;
     }
 #else
@@ -123,7 +71,7 @@ static berth_status fx_events(void *inst, const char *req, size_t len, const ber
         size_t n = (size_t)((next ? next : end) - p);
         long rev = nfield(p, n, "rev");
         char type[64] = "";
-        sfield(p, n, "type", type, sizeof type);
+        sfield_lax(p, n, "type", type, sizeof type);
         if (rev >= 0 && strncmp(type, "instance.", 9) == 0) {
             const char *d = find(p, n, "\"data\"");
             if (d) {
@@ -134,8 +82,8 @@ static berth_status fx_events(void *inst, const char *req, size_t len, const ber
         p = next;
     }
 #ifdef KIT_DISC_COUNTS
-    struct small b = {{0}, 0};
-    berth_sink sink = {sizeof sink, &b, small_write};
+    struct buf b = {{0}, 0};
+    berth_sink sink = {sizeof sink, &b, buf_write};
     long count = f->host->kv_get(f->host->host_ctx, "deliveries", 10, &sink) == BERTH_OK ? strtol(b.data, NULL, 10) : 0;
     char text[32];
     snprintf(text, sizeof text, "%ld", count + 1);
@@ -155,8 +103,8 @@ static berth_status fx_resync(void *inst, const char *req, size_t len, const ber
     /* Everything known so far goes; the snapshot is authoritative. */
 #ifndef KIT_DISC_RESYNC_MERGES
     for (;;) {
-        struct small k = {{0}, 0};
-        berth_sink ks = {sizeof ks, &k, small_write};
+        struct buf k = {{0}, 0};
+        berth_sink ks = {sizeof ks, &k, buf_write};
         if (f->host->kv_next(f->host->host_ctx, "i/", 2, "", 0, &ks, NULL) != BERTH_OK) break;
         berth_status st = f->host->kv_delete(f->host->host_ctx, k.data, k.len);
         if (st != BERTH_OK) return st;
@@ -179,21 +127,4 @@ static const berth_discovery_ops DISC = {
     .resync = fx_resync,
 };
 
-static const berth_plugin_descriptor DESCRIPTOR = {
-    .struct_size = sizeof(berth_plugin_descriptor),
-    .abi_major = BERTH_ABI_MAJOR,
-    .abi_minor = BERTH_ABI_MINOR,
-    .name = FIXTURE_NAME,
-    .version = "0.1.0",
-    .description = "conformance-kit fixture: " FIXTURE_NAME,
-    .kinds = BERTH_KIND_DISCOVERY,
-    .thread_contract = BERTH_THREADS_SERIAL,
-    .create = fx_create,
-    .destroy = fx_destroy,
-    .discovery = &DISC,
-};
-
-const berth_plugin_descriptor *berth_plugin_entry_v1(uint16_t major, uint16_t minor) {
-    (void)minor;
-    return major == BERTH_ABI_MAJOR ? &DESCRIPTOR : NULL;
-}
+KIT_PLUGIN(.kinds = BERTH_KIND_DISCOVERY, .discovery = &DISC)

@@ -17,11 +17,6 @@
  *   KIT_IDENTITY_NOT_RETURNED  as KIT_IDENTITIES, but the next ADD of the identity allocates a new address
  *                           instead of giving back the held one (an immutable identity loses its address)
  */
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
 #include "berth_plugin.h"
 
 #if defined(KIT_IDENTITIES) || defined(KIT_IDENTITY_NOT_RETURNED)
@@ -38,48 +33,7 @@ struct fx {
     struct { char k[200]; char v[64]; } mem[64]; /* KIT_MEMORY_STATE only */
 };
 
-static int field(const char *json, size_t len, const char *name, char *out, size_t cap) {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\"", name);
-    size_t pl = strlen(pat);
-    for (size_t i = 0; i + pl <= len; i++) {
-        if (memcmp(json + i, pat, pl) != 0) continue;
-        size_t j = i + pl;
-        while (j < len && (json[j] == ' ' || json[j] == ':')) j++;
-        if (j >= len || json[j] != '"') return 0;
-        j++;
-        size_t n = 0;
-        while (j < len && json[j] != '"' && n + 1 < cap) out[n++] = json[j++];
-        if (j >= len || json[j] != '"') return 0;
-        out[n] = 0;
-        return n > 0;
-    }
-    return 0;
-}
-
-static int contains(const char *s, size_t len, const char *pat) {
-    size_t pl = strlen(pat);
-    for (size_t i = 0; i + pl <= len; i++) if (memcmp(s + i, pat, pl) == 0) return 1;
-    return 0;
-}
-
-/* A JSON object, roughly: first non-blank is '{', last non-blank is '}'. */
-static int is_object(const char *s, size_t len) {
-    size_t a = 0, b = len;
-    while (a < b && (s[a] == ' ' || s[a] == '\n')) a++;
-    while (b > a && (s[b - 1] == ' ' || s[b - 1] == '\n')) b--;
-    return b - a >= 2 && s[a] == '{' && s[b - 1] == '}';
-}
-
-struct buf { char data[512]; size_t len; };
-__attribute__((unused)) static berth_status buf_write(void *ctx, const char *d, size_t n) {
-    struct buf *b = ctx;
-    if (b->len + n >= sizeof b->data) return BERTH_OUT_OF_RANGE;
-    memcpy(b->data + b->len, d, n);
-    b->len += n;
-    b->data[b->len] = 0;
-    return BERTH_OK;
-}
+#include "kitcommon.h"
 
 /* ---- state: the namespace, or (KIT_MEMORY_STATE) the instance's memory ---- */
 
@@ -140,32 +94,21 @@ __attribute__((unused)) static int snext(struct fx *f, const char *after, char *
 
 /* ---- the operations ---- */
 
-static berth_status fx_create(const berth_host_services *host, const char *config, size_t len, void **out, char *err, size_t cap) {
-    (void)config; (void)len;
-    struct fx *f = calloc(1, sizeof *f);
-    if (!f) { BERTH_SET_ERR(err, cap, "out of memory"); return BERTH_INTERNAL; }
-    f->host = host;
-    *out = f;
-    return BERTH_OK;
-}
-
-static void fx_destroy(void *inst) { free(inst); }
-
 /* Parses the attachment key; INVALID_ARGUMENT (or, with KIT_SEGV_MALFORMED, a crash) for malformed input. */
 static berth_status key_of(const char *req, size_t len, char *key, size_t kcap, char *err, size_t cap) {
     char cid[128], ifn[32];
 #ifdef KIT_SEGV_HUGE
-    if (len > (1u << 20)) *(volatile int *)0 = 1;
+    if (len > (1u << 20)) crash();
 #endif
     if (!is_object(req, len)) {
 #ifdef KIT_SEGV_MALFORMED
-        *(volatile int *)0 = 1;
+        crash();
 #endif
         BERTH_SET_ERR(err, cap, "request is not a JSON object");
         return BERTH_INVALID_ARGUMENT;
     }
-    if (!field(req, len, "containerID", cid, sizeof cid)) { BERTH_SET_ERR(err, cap, "containerID is required"); return BERTH_INVALID_ARGUMENT; }
-    if (!field(req, len, "ifname", ifn, sizeof ifn)) strcpy(ifn, "eth0");
+    if (!sfield(req, len, "containerID", cid, sizeof cid)) { BERTH_SET_ERR(err, cap, "containerID is required"); return BERTH_INVALID_ARGUMENT; }
+    if (!sfield(req, len, "ifname", ifn, sizeof ifn)) strcpy(ifn, "eth0");
     snprintf(key, kcap, "a/%s/%s", cid, ifn);
     return BERTH_OK;
 }
@@ -180,20 +123,15 @@ static berth_status result(const berth_sink *out, const char *addr) {
 /* "id/<app>/<ordinal>" of the request's "identity" object into idk; "" without one. */
 static berth_status identity_key(const char *req, size_t len, char *idk, size_t cap, char *err, size_t ecap) {
     idk[0] = 0;
-    const char *pat = "\"identity\"";
-    size_t pl = strlen(pat), at = 0;
-    while (at + pl <= len && memcmp(req + at, pat, pl) != 0) at++;
-    if (at + pl > len) return BERTH_OK;
+    const char *id = find(req, len, "\"identity\"");
+    if (!id) return BERTH_OK;
+    size_t n = len - (size_t)(id - req);
     char app[128];
-    if (!field(req + at, len - at, "app", app, sizeof app)) { BERTH_SET_ERR(err, ecap, "identity.app is required"); return BERTH_INVALID_ARGUMENT; }
-    const char *op = "\"ordinal\"";
-    size_t j = at;
-    while (j + 9 <= len && memcmp(req + j, op, 9) != 0) j++;
-    j += 9;
-    while (j < len && (req[j] == ' ' || req[j] == ':')) j++;
-    if (j >= len || req[j] < '0' || req[j] > '9') { BERTH_SET_ERR(err, ecap, "identity.ordinal is required"); return BERTH_INVALID_ARGUMENT; }
-    long ord = 0;
-    while (j < len && req[j] >= '0' && req[j] <= '9' && ord < 1000000) ord = ord * 10 + (req[j++] - '0');
+    if (!sfield(id, n, "app", app, sizeof app)) { BERTH_SET_ERR(err, ecap, "identity.app is required"); return BERTH_INVALID_ARGUMENT; }
+    size_t j = value_at(id, n, "ordinal", 0);
+    if (j >= n || id[j] < '0' || id[j] > '9') { BERTH_SET_ERR(err, ecap, "identity.ordinal is required"); return BERTH_INVALID_ARGUMENT; }
+    long ord = 0; /* capped lower than nfield's */
+    while (j < n && id[j] >= '0' && id[j] <= '9' && ord < 1000000) ord = ord * 10 + (id[j++] - '0');
     snprintf(idk, cap, "id/%s/%ld", app, ord);
     return BERTH_OK;
 }
@@ -337,22 +275,4 @@ static const berth_network_ops NET = {
     .add = fx_add, .del = fx_del, .check = fx_check, .gc = fx_gc, .status = fx_status,
 };
 
-static const berth_plugin_descriptor DESCRIPTOR = {
-    .struct_size = sizeof(berth_plugin_descriptor),
-    .abi_major = BERTH_ABI_MAJOR,
-    .abi_minor = BERTH_ABI_MINOR,
-    .name = FIXTURE_NAME,
-    .version = "0.1.0",
-    .description = "conformance-kit fixture: " FIXTURE_NAME,
-    .kinds = BERTH_KIND_NETWORK,
-    .thread_contract = BERTH_THREADS_SERIAL,
-    .config_schema = "{\"type\":\"object\"}",
-    .create = fx_create,
-    .destroy = fx_destroy,
-    .network = &NET,
-};
-
-const berth_plugin_descriptor *berth_plugin_entry_v1(uint16_t major, uint16_t minor) {
-    (void)minor;
-    return major == BERTH_ABI_MAJOR ? &DESCRIPTOR : NULL;
-}
+KIT_PLUGIN(.kinds = BERTH_KIND_NETWORK, .config_schema = "{\"type\":\"object\"}", .network = &NET)

@@ -20,10 +20,6 @@
  *   KIT_ACCEPTS_INVALID          reserve and bind take requests they cannot read and record them under "?"
  *   KIT_SEGV_UNRESERVE           unreserve dereferences NULL on a request that is not a JSON object
  */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
 #include "berth_plugin.h"
 
 #define NODE_AT(b, i) ((const berth_node_view *)((const char *)(b)->nodes + (size_t)(i) * (b)->node_size))
@@ -33,65 +29,12 @@ struct fx {
     unsigned long calls;
 };
 
-__attribute__((unused)) static void crash(void) { *(volatile int *)0 = 1; }
-
-/* "name":"value" (the first occurrence) into out; 0 when absent, not a string or longer than cap. */
-static int sfield(const char *json, size_t len, const char *name, char *out, size_t cap) {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\"", name);
-    size_t pl = strlen(pat);
-    for (size_t i = 0; i + pl <= len; i++) {
-        if (memcmp(json + i, pat, pl) != 0) continue;
-        size_t j = i + pl;
-        while (j < len && (json[j] == ' ' || json[j] == ':')) j++;
-        if (j >= len || json[j] != '"') return 0;
-        j++;
-        size_t n = 0;
-        while (j < len && json[j] != '"') {
-            if (n + 1 >= cap) {
 #ifdef KIT_SEGV_HUGE
-                if (len > (1u << 20)) crash(); /* "names are short": a value over 1 MiB overruns the buffer */
+/* "names are short": sfield's copy of a value over 1 MiB overruns its buffer */
+#define KIT_SFIELD_TOO_LONG(len) do { if ((len) > (1u << 20)) crash(); } while (0)
 #endif
-                return 0;
-            }
-            out[n++] = json[j++];
-        }
-        if (j >= len) return 0;
-        out[n] = 0;
-        return n > 0;
-    }
-    return 0;
-}
 
-/* "name": <non-negative integer>; -1 when absent. */
-static long nfield(const char *json, size_t len, const char *name) {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\"", name);
-    size_t pl = strlen(pat);
-    for (size_t i = 0; i + pl <= len; i++) {
-        if (memcmp(json + i, pat, pl) != 0) continue;
-        size_t j = i + pl;
-        while (j < len && (json[j] == ' ' || json[j] == ':')) j++;
-        if (j >= len || json[j] < '0' || json[j] > '9') return -1;
-        long v = 0;
-        while (j < len && json[j] >= '0' && json[j] <= '9' && v < 1000000000) v = v * 10 + (json[j++] - '0');
-        return v;
-    }
-    return -1;
-}
-
-static int contains(const char *s, size_t len, const char *pat) {
-    size_t pl = strlen(pat);
-    for (size_t i = 0; i + pl <= len; i++) if (memcmp(s + i, pat, pl) == 0) return 1;
-    return 0;
-}
-
-static int is_object(const char *s, size_t len) {
-    size_t a = 0, b = len;
-    while (a < b && (s[a] == ' ' || s[a] == '\n')) a++;
-    while (b > a && (s[b - 1] == ' ' || s[b - 1] == '\n')) b--;
-    return b - a >= 2 && s[a] == '{' && s[b - 1] == '}';
-}
+#include "kitcommon.h"
 
 /* {kind, app, ordinal, node[, final]}: INVALID_ARGUMENT naming the field when something is missing. */
 static berth_status parse(const char *req, size_t len, char *key, size_t kcap, char *node, size_t ncap, int *final,
@@ -128,33 +71,13 @@ static berth_status del(struct fx *f, char kind, const char *key) {
     return f->host->kv_delete(f->host->host_ctx, k, strlen(k));
 }
 
-struct small { char data[256]; size_t len; };
-static berth_status small_write(void *ctx, const char *d, size_t n) {
-    struct small *b = ctx;
-    if (b->len + n >= sizeof b->data) return BERTH_OUT_OF_RANGE;
-    memcpy(b->data + b->len, d, n);
-    b->len += n;
-    return BERTH_OK;
-}
-
 __attribute__((unused)) static berth_status get(struct fx *f, char kind, const char *key) {
     char k[200];
-    struct small b = {{0}, 0};
-    berth_sink s = {sizeof s, &b, small_write};
+    struct buf b = {{0}, 0};
+    berth_sink s = {sizeof s, &b, buf_write};
     snprintf(k, sizeof k, "%c%s", kind, key);
     return f->host->kv_get(f->host->host_ctx, k, strlen(k), &s);
 }
-
-static berth_status fx_create(const berth_host_services *host, const char *config, size_t len, void **out, char *err, size_t cap) {
-    (void)config; (void)len;
-    struct fx *f = calloc(1, sizeof *f);
-    if (!f) { BERTH_SET_ERR(err, cap, "out of memory"); return BERTH_INTERNAL; }
-    f->host = host;
-    *out = f;
-    return BERTH_OK;
-}
-
-static void fx_destroy(void *inst) { free(inst); }
 
 static berth_status fx_filter(void *instance, const berth_sched_instance *inst, const berth_node_batch *nodes, uint8_t *codes,
                               char *err, size_t cap) {
@@ -262,21 +185,4 @@ static const berth_scheduler_ops SCHED = {
     .filter = fx_filter, .score = fx_score, .reserve = fx_reserve, .unreserve = fx_unreserve, .bind = fx_bind,
 };
 
-static const berth_plugin_descriptor DESCRIPTOR = {
-    .struct_size = sizeof(berth_plugin_descriptor),
-    .abi_major = BERTH_ABI_MAJOR,
-    .abi_minor = BERTH_ABI_MINOR,
-    .name = FIXTURE_NAME,
-    .version = "0.1.0",
-    .description = "conformance-kit fixture: " FIXTURE_NAME,
-    .kinds = BERTH_KIND_SCHEDULER,
-    .thread_contract = BERTH_THREADS_SERIAL,
-    .create = fx_create,
-    .destroy = fx_destroy,
-    .scheduler = &SCHED,
-};
-
-const berth_plugin_descriptor *berth_plugin_entry_v1(uint16_t major, uint16_t minor) {
-    (void)minor;
-    return major == BERTH_ABI_MAJOR ? &DESCRIPTOR : NULL;
-}
+KIT_PLUGIN(.kinds = BERTH_KIND_SCHEDULER, .scheduler = &SCHED)
