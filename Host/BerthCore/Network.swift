@@ -25,7 +25,7 @@ public struct NetworkService: Sendable {
         return try await runtime.executor.run { try self.attachInTransaction(network: network, request: request) }
     }
 
-    /// The most attachments one batch ADD may carry (`/v1/networks/{net}/attachments:batch`).
+    /// The most attachments one batch ADD may carry (`POST /v1/networks/{net}/attachments/batch`).
     public static let maxBatch = 1024
 
     /// Batch ADD: every request in one store transaction, each in its own savepoint, so one that fails (exhausted
