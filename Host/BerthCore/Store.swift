@@ -150,11 +150,15 @@ public final class Store {
     public let durableCommits: Bool
     private var walFD: Int32 = -1
 
+    /// Process-wide SQLite settings, made once before the first connection (see Host/CSQLite/shim.h).
+    static let configured: Int32 = berth_sqlite_configure()
+
     /// Opens (creating if needed) the store at `path` and migrates it to the current schema.
     /// `synchronous` is "full" (every commit reaches the disk before it is acknowledged: survives power loss) or
     /// "normal" (survives a crash or kill of the daemon; the OS may lose the last commits on power loss).
     public init(path: String, synchronous: String = "full") throws {
         durableCommits = synchronous != "normal"
+        _ = Store.configured
         self.path = path
         var h: OpaquePointer?
         let rc = sqlite3_open_v2(path, &h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
@@ -165,6 +169,7 @@ public final class Store {
         }
         db = h
         sqlite3_busy_timeout(db, 5000)
+        _ = berth_sqlite_lookaside(db, 512, 1024)
         try exec("PRAGMA journal_mode=WAL")
         try exec("PRAGMA synchronous=NORMAL")  // "full" is made by syncLog() after each batch, off the executor thread
         try exec("PRAGMA foreign_keys=ON")
