@@ -79,20 +79,18 @@ public final class Executor: @unchecked Sendable {
     public func start() {
         guard !running else { return }
         running = true
-        let unmanaged = Unmanaged.passRetained(self)
-        pthread_create(&thread, nil, { arg in
-            let ex = Unmanaged<Executor>.fromOpaque(arg!).takeRetainedValue()
-            ex.loop()
+        Executor.startThread(&thread) { self.loop() }
+        if store.durableCommits { Executor.startThread(&syncThread) { self.syncLoop() } }
+    }
+
+    /// A pthread running `body` (which keeps what it captures alive until it returns).
+    private static func startThread(_ t: inout pthread_t, _ body: @escaping () -> Void) {
+        final class Start { let body: () -> Void; init(_ b: @escaping () -> Void) { body = b } }
+        let start = Unmanaged.passRetained(Start(body))
+        pthread_create(&t, nil, { arg in
+            Unmanaged<Start>.fromOpaque(arg!).takeRetainedValue().body()
             return nil
-        }, unmanaged.toOpaque())
-        if store.durableCommits {
-            let u2 = Unmanaged.passRetained(self)
-            pthread_create(&syncThread, nil, { arg in
-                let ex = Unmanaged<Executor>.fromOpaque(arg!).takeRetainedValue()
-                ex.syncLoop()
-                return nil
-            }, u2.toOpaque())
-        }
+        }, start.toOpaque())
     }
 
     /// Stops after the queued operations are done.
