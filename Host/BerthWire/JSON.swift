@@ -133,185 +133,82 @@ public enum JSON: Equatable, Sendable {
 
     // MARK: parse
 
-    public struct ParseError: Error, CustomStringConvertible, Sendable {
-        public let offset: Int
-        public let reason: String
-        public var description: String { "invalid JSON at byte \(offset): \(reason)" }
-    }
+    public typealias ParseError = JSONParseError
 
     public static func parse(_ text: String) throws -> JSON { try parse(Array(text.utf8)) }
 
     public static func parse(_ bytes: [UInt8], maxDepth: Int = 128) throws -> JSON {
-        try bytes.withUnsafeBufferPointer { buf in
-            var p = Parser(b: buf, i: 0, maxDepth: maxDepth)
-            p.skip()
-            let v = try p.value(depth: 0)
-            p.skip()
-            if p.i != buf.count { throw ParseError(offset: p.i, reason: "unexpected trailing characters") }
-            return v
-        }
+        try bytes.withUnsafeBufferPointer { try parse($0, maxDepth: maxDepth) }
     }
 
     public static func parse(_ raw: UnsafeRawBufferPointer) throws -> JSON {
         try parse(Array(raw))
     }
 
+    static func parse(_ buf: UnsafeBufferPointer<UInt8>, maxDepth: Int) throws -> JSON {
+        var p = Parser(s: JSONScanner(buf), maxDepth: maxDepth)
+        p.s.skipWhitespace()
+        let v = try p.value(depth: 0)
+        p.s.skipWhitespace()
+        if p.s.peek != nil { throw p.s.fail("unexpected trailing characters") }
+        return v
+    }
+
+    /// The structure (the tokens come from the shared JSONScanner): duplicate keys are refused, numbers are Doubles.
     struct Parser {
-        let b: UnsafeBufferPointer<UInt8>
-        var i: Int
+        var s: JSONScanner
         let maxDepth: Int
 
-        mutating func skip() {
-            while i < b.count, b[i] == 0x20 || b[i] == 0x0A || b[i] == 0x0D || b[i] == 0x09 { i += 1 }
-        }
-        func fail(_ r: String) -> ParseError { ParseError(offset: i, reason: r) }
-
         mutating func value(depth: Int) throws -> JSON {
-            guard depth < maxDepth else { throw fail("nesting deeper than \(maxDepth)") }
-            guard i < b.count else { throw fail("unexpected end of input") }
-            switch b[i] {
+            guard depth < maxDepth else { throw s.fail("nesting deeper than \(maxDepth)") }
+            guard let c = s.peek else { throw s.fail("unexpected end of input") }
+            switch c {
             case UInt8(ascii: "{"):
-                i += 1
+                s.i += 1
                 var kv: [(String, JSON)] = []
-                skip()
-                if i < b.count, b[i] == UInt8(ascii: "}") { i += 1; return .object(kv) }
+                s.skipWhitespace()
+                if s.peek == UInt8(ascii: "}") { s.i += 1; return .object(kv) }
                 while true {
-                    skip()
-                    guard i < b.count, b[i] == UInt8(ascii: "\"") else { throw fail("expected a string key") }
-                    let k = try string()
-                    skip()
-                    guard i < b.count, b[i] == UInt8(ascii: ":") else { throw fail("expected ':' after key \"\(k)\"") }
-                    i += 1
-                    skip()
+                    s.skipWhitespace()
+                    guard s.peek == UInt8(ascii: "\"") else { throw s.fail("expected a string key") }
+                    let k = try s.string()
+                    s.skipWhitespace()
+                    guard s.peek == UInt8(ascii: ":") else { throw s.fail("expected ':' after key \"\(k)\"") }
+                    s.i += 1
+                    s.skipWhitespace()
                     let v = try value(depth: depth + 1)
-                    if kv.contains(where: { $0.0 == k }) { throw fail("duplicate key \"\(k)\"") }
+                    if kv.contains(where: { $0.0 == k }) { throw s.fail("duplicate key \"\(k)\"") }
                     kv.append((k, v))
-                    skip()
-                    guard i < b.count else { throw fail("unterminated object") }
-                    if b[i] == UInt8(ascii: ",") { i += 1; continue }
-                    if b[i] == UInt8(ascii: "}") { i += 1; return .object(kv) }
-                    throw fail("expected ',' or '}'")
+                    s.skipWhitespace()
+                    guard let d = s.peek else { throw s.fail("unterminated object") }
+                    if d == UInt8(ascii: ",") { s.i += 1; continue }
+                    if d == UInt8(ascii: "}") { s.i += 1; return .object(kv) }
+                    throw s.fail("expected ',' or '}'")
                 }
             case UInt8(ascii: "["):
-                i += 1
+                s.i += 1
                 var a: [JSON] = []
-                skip()
-                if i < b.count, b[i] == UInt8(ascii: "]") { i += 1; return .array(a) }
+                s.skipWhitespace()
+                if s.peek == UInt8(ascii: "]") { s.i += 1; return .array(a) }
                 while true {
-                    skip()
+                    s.skipWhitespace()
                     a.append(try value(depth: depth + 1))
-                    skip()
-                    guard i < b.count else { throw fail("unterminated array") }
-                    if b[i] == UInt8(ascii: ",") { i += 1; continue }
-                    if b[i] == UInt8(ascii: "]") { i += 1; return .array(a) }
-                    throw fail("expected ',' or ']'")
+                    s.skipWhitespace()
+                    guard let d = s.peek else { throw s.fail("unterminated array") }
+                    if d == UInt8(ascii: ",") { s.i += 1; continue }
+                    if d == UInt8(ascii: "]") { s.i += 1; return .array(a) }
+                    throw s.fail("expected ',' or ']'")
                 }
             case UInt8(ascii: "\""):
-                return .string(try string())
-            case UInt8(ascii: "t"): try literal("true"); return .bool(true)
-            case UInt8(ascii: "f"): try literal("false"); return .bool(false)
-            case UInt8(ascii: "n"): try literal("null"); return .null
+                return .string(try s.string())
+            case UInt8(ascii: "t"): try s.literal("true"); return .bool(true)
+            case UInt8(ascii: "f"): try s.literal("false"); return .bool(false)
+            case UInt8(ascii: "n"): try s.literal("null"); return .null
             default:
-                return .number(try number())
+                let n = try s.number()
+                guard let d = Double(n.text) else { throw s.fail("invalid number") }
+                return .number(d)
             }
-        }
-
-        mutating func literal(_ s: StaticString) throws {
-            let n = s.utf8CodeUnitCount
-            guard i + n <= b.count else { throw fail("unexpected end of input") }
-            for k in 0..<n where b[i + k] != s.utf8Start[k] { throw fail("invalid literal") }
-            i += n
-        }
-
-        mutating func number() throws -> Double {
-            let start = i
-            if i < b.count, b[i] == UInt8(ascii: "-") { i += 1 }
-            var digits = 0
-            while i < b.count, (0x30...0x39).contains(b[i]) { i += 1; digits += 1 }
-            guard digits > 0 else { i = start; throw fail("unexpected character") }
-            if i < b.count, b[i] == UInt8(ascii: ".") {
-                i += 1
-                var f = 0
-                while i < b.count, (0x30...0x39).contains(b[i]) { i += 1; f += 1 }
-                guard f > 0 else { throw fail("expected digits after '.'") }
-            }
-            if i < b.count, b[i] == UInt8(ascii: "e") || b[i] == UInt8(ascii: "E") {
-                i += 1
-                if i < b.count, b[i] == UInt8(ascii: "+") || b[i] == UInt8(ascii: "-") { i += 1 }
-                var e = 0
-                while i < b.count, (0x30...0x39).contains(b[i]) { i += 1; e += 1 }
-                guard e > 0 else { throw fail("expected exponent digits") }
-            }
-            let text = String(decoding: UnsafeBufferPointer(rebasing: b[start..<i]), as: UTF8.self)
-            guard let d = Double(text) else { throw fail("invalid number") }
-            return d
-        }
-
-        mutating func string() throws -> String {
-            i += 1  // opening quote
-            let start = i
-            // fast path: no escapes
-            while i < b.count, b[i] != UInt8(ascii: "\""), b[i] != UInt8(ascii: "\\"), b[i] >= 0x20 { i += 1 }
-            guard i < b.count else { throw fail("unterminated string") }
-            if b[i] == UInt8(ascii: "\"") {
-                let s = String(decoding: UnsafeBufferPointer(rebasing: b[start..<i]), as: UTF8.self)
-                i += 1
-                return s
-            }
-            var out = Array(b[start..<i])
-            while i < b.count {
-                let c = b[i]
-                if c == UInt8(ascii: "\"") { i += 1; return String(decoding: out, as: UTF8.self) }
-                if c < 0x20 { throw fail("control character in string") }
-                if c == UInt8(ascii: "\\") {
-                    i += 1
-                    guard i < b.count else { break }
-                    let e = b[i]
-                    i += 1
-                    switch e {
-                    case UInt8(ascii: "\""): out.append(0x22)
-                    case UInt8(ascii: "\\"): out.append(0x5C)
-                    case UInt8(ascii: "/"): out.append(0x2F)
-                    case UInt8(ascii: "b"): out.append(0x08)
-                    case UInt8(ascii: "f"): out.append(0x0C)
-                    case UInt8(ascii: "n"): out.append(0x0A)
-                    case UInt8(ascii: "r"): out.append(0x0D)
-                    case UInt8(ascii: "t"): out.append(0x09)
-                    case UInt8(ascii: "u"):
-                        var code = try hex4()
-                        if (0xD800...0xDBFF).contains(code), i + 1 < b.count, b[i] == UInt8(ascii: "\\"), b[i + 1] == UInt8(ascii: "u") {
-                            i += 2
-                            let low = try hex4()
-                            code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
-                        }
-                        let scalar = Unicode.Scalar(code) ?? "\u{FFFD}"
-                        out.append(contentsOf: Array(String(Character(scalar)).utf8))
-                    default: throw fail("invalid escape")
-                    }
-                } else {
-                    out.append(c)
-                    i += 1
-                }
-            }
-            throw fail("unterminated string")
-        }
-
-        mutating func hex4() throws -> UInt32 {
-            guard i + 4 <= b.count else { throw fail("short \\u escape") }
-            var v: UInt32 = 0
-            for _ in 0..<4 {
-                let c = b[i]
-                let d: UInt32
-                switch c {
-                case 0x30...0x39: d = UInt32(c - 0x30)
-                case 0x41...0x46: d = UInt32(c - 0x41 + 10)
-                case 0x61...0x66: d = UInt32(c - 0x61 + 10)
-                default: throw fail("invalid hex digit")
-                }
-                v = v * 16 + d
-                i += 1
-            }
-            return v
         }
     }
 }

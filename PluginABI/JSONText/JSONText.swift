@@ -1,6 +1,7 @@
-// JSONText — the byte-level half of JSON encoding, shared by the plugin kit's PluginJSON and the host's JSON
-// (BerthWire): string escaping and integer formatting straight into a byte buffer. Both run on every plugin call
-// and every API answer, so they copy unescaped runs in one piece and never build intermediate Strings.
+// JSONText — the byte-level half of JSON, shared by the plugin kit's PluginJSON and the host's JSON (BerthWire),
+// which differ only in the values they build (the kit keeps integers exact as Int64): encoding (string escaping and
+// integer formatting straight into a byte buffer) and decoding (`JSONScanner`: whitespace, literals, strings and
+// numbers, with the error type both report). Both run on every plugin call and every API request and answer.
 // Standard library only: plugins built with the kit inherit nothing else.
 public enum JSONText {
     /// Appends the decimal digits of `v`.
@@ -45,4 +46,136 @@ public enum JSONText {
         out.append(UInt8(ascii: "\""))
     }
 
+}
+
+/// A malformed JSON text: where (byte offset) and what.
+public struct JSONParseError: Error, CustomStringConvertible, Sendable {
+    public let offset: Int
+    public let reason: String
+    public init(offset: Int, reason: String) {
+        self.offset = offset
+        self.reason = reason
+    }
+    public var description: String { "invalid JSON at byte \(offset): \(reason)" }
+}
+
+/// The token level of a JSON parser over bytes (RFC 8259 grammar, strictly): the structure (objects, arrays,
+/// depth, duplicate keys) is left to the caller, which builds its own values from the tokens.
+public struct JSONScanner {
+    public let b: UnsafeBufferPointer<UInt8>
+    /// The offset of the next byte to read.
+    public var i = 0
+
+    public init(_ bytes: UnsafeBufferPointer<UInt8>) { b = bytes }
+
+    /// The next byte, or nil at the end of the input.
+    public var peek: UInt8? { i < b.count ? b[i] : nil }
+
+    public func fail(_ reason: String) -> JSONParseError { JSONParseError(offset: i, reason: reason) }
+
+    public mutating func skipWhitespace() {
+        while i < b.count, b[i] == 0x20 || b[i] == 0x0A || b[i] == 0x0D || b[i] == 0x09 { i += 1 }
+    }
+
+    /// Consumes `s` (true, false, null) or fails.
+    public mutating func literal(_ s: StaticString) throws {
+        let n = s.utf8CodeUnitCount
+        guard i + n <= b.count else { throw fail("unexpected end of input") }
+        for k in 0..<n where b[i + k] != s.utf8Start[k] { throw fail("invalid literal") }
+        i += n
+    }
+
+    /// A number: its text, and whether it is integral (no fraction, no exponent).
+    public mutating func number() throws -> (text: String, integral: Bool) {
+        let start = i
+        var integral = true
+        if i < b.count, b[i] == UInt8(ascii: "-") { i += 1 }
+        var digits = 0
+        while i < b.count, (0x30...0x39).contains(b[i]) { i += 1; digits += 1 }
+        guard digits > 0 else { i = start; throw fail("unexpected character") }
+        if digits > 1, b[i - digits] == UInt8(ascii: "0") { i -= digits - 1; throw fail("leading zero in a number") }
+        if i < b.count, b[i] == UInt8(ascii: ".") {
+            integral = false
+            i += 1
+            var f = 0
+            while i < b.count, (0x30...0x39).contains(b[i]) { i += 1; f += 1 }
+            guard f > 0 else { throw fail("expected digits after '.'") }
+        }
+        if i < b.count, b[i] == UInt8(ascii: "e") || b[i] == UInt8(ascii: "E") {
+            integral = false
+            i += 1
+            if i < b.count, b[i] == UInt8(ascii: "+") || b[i] == UInt8(ascii: "-") { i += 1 }
+            var e = 0
+            while i < b.count, (0x30...0x39).contains(b[i]) { i += 1; e += 1 }
+            guard e > 0 else { throw fail("expected exponent digits") }
+        }
+        return (String(decoding: UnsafeBufferPointer(rebasing: b[start..<i]), as: UTF8.self), integral)
+    }
+
+    /// A string, the scanner at its opening quote. Strings without escapes are decoded in one piece.
+    public mutating func string() throws -> String {
+        i += 1  // opening quote
+        let start = i
+        while i < b.count, b[i] != UInt8(ascii: "\""), b[i] != UInt8(ascii: "\\"), b[i] >= 0x20 { i += 1 }
+        guard i < b.count else { throw fail("unterminated string") }
+        if b[i] == UInt8(ascii: "\"") {
+            let s = String(decoding: UnsafeBufferPointer(rebasing: b[start..<i]), as: UTF8.self)
+            i += 1
+            return s
+        }
+        var out = Array(b[start..<i])
+        while i < b.count {
+            let c = b[i]
+            if c == UInt8(ascii: "\"") { i += 1; return String(decoding: out, as: UTF8.self) }
+            if c < 0x20 { throw fail("control character in string") }
+            if c == UInt8(ascii: "\\") {
+                i += 1
+                guard i < b.count else { break }
+                let e = b[i]
+                i += 1
+                switch e {
+                case UInt8(ascii: "\""): out.append(0x22)
+                case UInt8(ascii: "\\"): out.append(0x5C)
+                case UInt8(ascii: "/"): out.append(0x2F)
+                case UInt8(ascii: "b"): out.append(0x08)
+                case UInt8(ascii: "f"): out.append(0x0C)
+                case UInt8(ascii: "n"): out.append(0x0A)
+                case UInt8(ascii: "r"): out.append(0x0D)
+                case UInt8(ascii: "t"): out.append(0x09)
+                case UInt8(ascii: "u"):
+                    var code = try hex4()
+                    if (0xD800...0xDBFF).contains(code), i + 1 < b.count, b[i] == UInt8(ascii: "\\"), b[i + 1] == UInt8(ascii: "u") {
+                        i += 2
+                        let low = try hex4()
+                        code = 0x10000 + ((code - 0xD800) << 10) + (low &- 0xDC00)
+                    }
+                    let scalar = Unicode.Scalar(code) ?? "\u{FFFD}"
+                    out.append(contentsOf: Array(String(Character(scalar)).utf8))
+                default: throw fail("invalid escape")
+                }
+            } else {
+                out.append(c)
+                i += 1
+            }
+        }
+        throw fail("unterminated string")
+    }
+
+    mutating func hex4() throws -> UInt32 {
+        guard i + 4 <= b.count else { throw fail("short \\u escape") }
+        var v: UInt32 = 0
+        for _ in 0..<4 {
+            let c = b[i]
+            let d: UInt32
+            switch c {
+            case 0x30...0x39: d = UInt32(c - 0x30)
+            case 0x41...0x46: d = UInt32(c - 0x41 + 10)
+            case 0x61...0x66: d = UInt32(c - 0x61 + 10)
+            default: throw fail("invalid hex digit")
+            }
+            v = v * 16 + d
+            i += 1
+        }
+        return v
+    }
 }

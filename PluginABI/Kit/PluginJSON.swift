@@ -121,166 +121,76 @@ public enum PluginJSON: Equatable {
 
     // MARK: parse
 
-    public struct ParseError: Error, CustomStringConvertible {
-        public let offset: Int
-        public let reason: String
-        public var description: String { "invalid JSON at byte \(offset): \(reason)" }
-    }
+    public typealias ParseError = JSONParseError
 
     public static func parse(_ bytes: [UInt8]) throws -> PluginJSON {
-        var p = Parser(b: bytes)
-        p.skipWS()
-        let v = try p.value(depth: 0)
-        p.skipWS()
-        if p.i != bytes.count { throw ParseError(offset: p.i, reason: "unexpected data after the value") }
-        return v
+        try bytes.withUnsafeBufferPointer { buf in
+            var p = Parser(s: JSONScanner(buf))
+            p.s.skipWhitespace()
+            let v = try p.value(depth: 0)
+            p.s.skipWhitespace()
+            if p.s.peek != nil { throw p.s.fail("unexpected data after the value") }
+            return v
+        }
     }
 
     public static func parse(_ s: String) throws -> PluginJSON { try parse(Array(s.utf8)) }
 
+    /// The structure (the tokens come from the shared JSONScanner): a repeated key keeps its last value, integers
+    /// that fit stay exact as Int64.
     private struct Parser {
-        let b: [UInt8]
-        var i = 0
-
-        mutating func skipWS() {
-            while i < b.count, b[i] == 0x20 || b[i] == 0x0A || b[i] == 0x0D || b[i] == 0x09 { i += 1 }
-        }
-
-        func fail(_ why: String) -> ParseError { ParseError(offset: i, reason: why) }
+        var s: JSONScanner
 
         mutating func value(depth: Int) throws -> PluginJSON {
-            guard depth < 64 else { throw fail("nested too deeply") }
-            guard i < b.count else { throw fail("unexpected end of input") }
-            switch b[i] {
+            guard depth < 64 else { throw s.fail("nested too deeply") }
+            guard let c = s.peek else { throw s.fail("unexpected end of input") }
+            switch c {
             case UInt8(ascii: "{"):
-                i += 1
+                s.i += 1
                 var kv: [(String, PluginJSON)] = []
-                skipWS()
-                if i < b.count, b[i] == UInt8(ascii: "}") { i += 1; return .object(kv) }
+                s.skipWhitespace()
+                if s.peek == UInt8(ascii: "}") { s.i += 1; return .object(kv) }
                 while true {
-                    skipWS()
-                    guard i < b.count, b[i] == UInt8(ascii: "\"") else { throw fail("expected a string key") }
-                    let k = try string()
-                    skipWS()
-                    guard i < b.count, b[i] == UInt8(ascii: ":") else { throw fail("expected ':'") }
-                    i += 1
-                    skipWS()
+                    s.skipWhitespace()
+                    guard s.peek == UInt8(ascii: "\"") else { throw s.fail("expected a string key") }
+                    let k = try s.string()
+                    s.skipWhitespace()
+                    guard s.peek == UInt8(ascii: ":") else { throw s.fail("expected ':'") }
+                    s.i += 1
+                    s.skipWhitespace()
                     let v = try value(depth: depth + 1)
                     if let at = kv.firstIndex(where: { $0.0 == k }) { kv[at].1 = v } else { kv.append((k, v)) }
-                    skipWS()
-                    guard i < b.count else { throw fail("unexpected end of input in an object") }
-                    if b[i] == UInt8(ascii: ",") { i += 1; continue }
-                    if b[i] == UInt8(ascii: "}") { i += 1; return .object(kv) }
-                    throw fail("expected ',' or '}'")
+                    s.skipWhitespace()
+                    guard let d = s.peek else { throw s.fail("unexpected end of input in an object") }
+                    if d == UInt8(ascii: ",") { s.i += 1; continue }
+                    if d == UInt8(ascii: "}") { s.i += 1; return .object(kv) }
+                    throw s.fail("expected ',' or '}'")
                 }
             case UInt8(ascii: "["):
-                i += 1
+                s.i += 1
                 var a: [PluginJSON] = []
-                skipWS()
-                if i < b.count, b[i] == UInt8(ascii: "]") { i += 1; return .array(a) }
+                s.skipWhitespace()
+                if s.peek == UInt8(ascii: "]") { s.i += 1; return .array(a) }
                 while true {
-                    skipWS()
+                    s.skipWhitespace()
                     a.append(try value(depth: depth + 1))
-                    skipWS()
-                    guard i < b.count else { throw fail("unexpected end of input in an array") }
-                    if b[i] == UInt8(ascii: ",") { i += 1; continue }
-                    if b[i] == UInt8(ascii: "]") { i += 1; return .array(a) }
-                    throw fail("expected ',' or ']'")
+                    s.skipWhitespace()
+                    guard let d = s.peek else { throw s.fail("unexpected end of input in an array") }
+                    if d == UInt8(ascii: ",") { s.i += 1; continue }
+                    if d == UInt8(ascii: "]") { s.i += 1; return .array(a) }
+                    throw s.fail("expected ',' or ']'")
                 }
             case UInt8(ascii: "\""):
-                return .string(try string())
-            case UInt8(ascii: "t"): return try literal("true", .bool(true))
-            case UInt8(ascii: "f"): return try literal("false", .bool(false))
-            case UInt8(ascii: "n"): return try literal("null", .null)
+                return .string(try s.string())
+            case UInt8(ascii: "t"): try s.literal("true"); return .bool(true)
+            case UInt8(ascii: "f"): try s.literal("false"); return .bool(false)
+            case UInt8(ascii: "n"): try s.literal("null"); return .null
             default:
-                return try number()
+                let n = try s.number()
+                if n.integral, let v = Int64(n.text) { return .int(v) }
+                guard let d = Double(n.text) else { throw s.fail("invalid number \(n.text)") }
+                return .double(d)
             }
-        }
-
-        mutating func literal(_ word: String, _ v: PluginJSON) throws -> PluginJSON {
-            let w = Array(word.utf8)
-            guard i + w.count <= b.count, Array(b[i..<(i + w.count)]) == w else { throw fail("invalid literal") }
-            i += w.count
-            return v
-        }
-
-        mutating func number() throws -> PluginJSON {
-            let start = i
-            var integral = true
-            if i < b.count, b[i] == UInt8(ascii: "-") { i += 1 }
-            while i < b.count {
-                let c = b[i]
-                if c >= 0x30 && c <= 0x39 { i += 1; continue }
-                if c == UInt8(ascii: ".") || c == UInt8(ascii: "e") || c == UInt8(ascii: "E") || c == UInt8(ascii: "+") || c == UInt8(ascii: "-") {
-                    integral = false
-                    i += 1
-                    continue
-                }
-                break
-            }
-            let text = String(decoding: b[start..<i], as: UTF8.self)
-            if text.isEmpty || text == "-" { throw fail("invalid value") }
-            if integral, let n = Int64(text) { return .int(n) }
-            guard let d = Double(text) else { throw fail("invalid number \(text)") }
-            return .double(d)
-        }
-
-        mutating func hex4() throws -> UInt32 {
-            guard i + 4 <= b.count else { throw fail("truncated \\u escape") }
-            var v: UInt32 = 0
-            for _ in 0..<4 {
-                let c = b[i]
-                let d: UInt32
-                switch c {
-                case 0x30...0x39: d = UInt32(c - 0x30)
-                case 0x41...0x46: d = UInt32(c - 0x41 + 10)
-                case 0x61...0x66: d = UInt32(c - 0x61 + 10)
-                default: throw fail("invalid \\u escape")
-                }
-                v = v << 4 | d
-                i += 1
-            }
-            return v
-        }
-
-        mutating func string() throws -> String {
-            i += 1  // opening quote
-            var out = [UInt8]()
-            while true {
-                guard i < b.count else { throw fail("unterminated string") }
-                let c = b[i]
-                if c == UInt8(ascii: "\"") { i += 1; break }
-                if c == UInt8(ascii: "\\") {
-                    i += 1
-                    guard i < b.count else { throw fail("unterminated escape") }
-                    let e = b[i]
-                    i += 1
-                    switch e {
-                    case UInt8(ascii: "\""): out.append(0x22)
-                    case UInt8(ascii: "\\"): out.append(0x5C)
-                    case UInt8(ascii: "/"): out.append(0x2F)
-                    case UInt8(ascii: "b"): out.append(0x08)
-                    case UInt8(ascii: "f"): out.append(0x0C)
-                    case UInt8(ascii: "n"): out.append(0x0A)
-                    case UInt8(ascii: "r"): out.append(0x0D)
-                    case UInt8(ascii: "t"): out.append(0x09)
-                    case UInt8(ascii: "u"):
-                        var scalar = try hex4()
-                        if scalar >= 0xD800 && scalar < 0xDC00, i + 6 <= b.count, b[i] == UInt8(ascii: "\\"), b[i + 1] == UInt8(ascii: "u") {
-                            i += 2
-                            let low = try hex4()
-                            scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low &- 0xDC00)
-                        }
-                        let u = Unicode.Scalar(scalar) ?? "\u{FFFD}"
-                        out.append(contentsOf: Array(String(Character(u)).utf8))
-                    default: throw fail("invalid escape")
-                    }
-                    continue
-                }
-                out.append(c)
-                i += 1
-            }
-            return String(decoding: out, as: UTF8.self)
         }
     }
 }

@@ -1,0 +1,69 @@
+// The JSON text layer shared by the host and the plugin kit (BerthJSONText): what it accepts and refuses, with
+// the offset and reason it reports, and the host's JSON round trip through it.
+import BerthJSONText
+import BerthWire
+import XCTest
+
+final class JSONTests: XCTestCase {
+    func refused(_ text: String, _ reason: String, at offset: Int? = nil, file: StaticString = #filePath, line: UInt = #line) {
+        do {
+            let v = try JSON.parse(text)
+            XCTFail("\(text) parsed as \(v.serialized)", file: file, line: line)
+        } catch let e as JSONParseError {
+            XCTAssertTrue(e.reason.contains(reason), "\(text): \(e)", file: file, line: line)
+            if let offset { XCTAssertEqual(e.offset, offset, "\(text): \(e)", file: file, line: line) }
+        } catch {
+            XCTFail("\(text): \(error)", file: file, line: line)
+        }
+    }
+
+    func testStrictGrammarAndItsErrors() {
+        refused(#"{"a": 1"#, "unterminated object", at: 7)
+        refused(#"{"a" 1}"#, "expected ':' after key \"a\"", at: 5)
+        refused(#"{"a": 1, "a": 2}"#, "duplicate key \"a\"")
+        refused("[1, 2", "unterminated array")
+        refused("[1 2]", "expected ',' or ']'", at: 3)
+        refused("1-2", "unexpected trailing characters", at: 1)
+        refused("01", "leading zero in a number", at: 1)
+        refused("-00.5", "leading zero in a number", at: 2)
+        refused("1.", "expected digits after '.'")
+        refused("1e", "expected exponent digits")
+        refused("-", "unexpected character", at: 0)
+        refused("tru", "unexpected end of input")
+        refused("nul!", "invalid literal")
+        refused("\"a\u{01}b\"", "control character in string")
+        refused(#""\x""#, "invalid escape")
+        refused(#""\u12""#, #"short \u escape"#)
+        refused(#""\u12zz""#, "invalid hex digit")
+        refused(#""abc"#, "unterminated string")
+        refused(String(repeating: "[", count: 200), "nesting deeper than 128")
+        refused("{} x", "unexpected trailing characters", at: 3)
+    }
+
+    func testValuesAndEscapesRoundTrip() throws {
+        let text = #"{"s": "a\"b\\c\n\t\u00e9\ud83d\ude00/", "n": -12.5e1, "i": 9007199254740991, "b": [true, false, null], "o": {}}"#
+        let v = try JSON.parse(text)
+        XCTAssertEqual(v["s"], .string("a\"b\\c\n\té😀/"))
+        XCTAssertEqual(v["n"], .number(-125))
+        XCTAssertEqual(v["i"], .number(9_007_199_254_740_991))
+        XCTAssertEqual(v["b"], [true, false, nil])
+        XCTAssertEqual(v["o"], .object([]))
+        // Written and read again: the same value; control characters come out as \u escapes.
+        XCTAssertEqual(try JSON.parse(v.serialized), v)
+        XCTAssertEqual(JSON.string("x\u{01}y").serialized, #""x\u0001y""#)
+        XCTAssertEqual(JSON.number(-42).serialized, "-42")
+        XCTAssertEqual(JSON.number(0).serialized, "0")
+    }
+
+    func testScannerNumbersSayWhetherTheyAreIntegral() throws {
+        for (text, integral) in [("42", true), ("-7", true), ("4.0", false), ("1e3", false)] {
+            let bytes = Array(text.utf8)
+            let n = try bytes.withUnsafeBufferPointer { b -> (text: String, integral: Bool) in
+                var s = JSONScanner(b)
+                return try s.number()
+            }
+            XCTAssertEqual(n.text, text)
+            XCTAssertEqual(n.integral, integral, text)
+        }
+    }
+}
