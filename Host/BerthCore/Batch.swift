@@ -34,6 +34,12 @@ public final class NodeBatch {
     /// Calls `body` with an instance description and the batch header, both valid for the call only.
     public func with<R>(kind: String, app: String, ordinal: Int32, spec: String = "{}", state: String = "{}",
                         _ body: (UnsafePointer<berth_sched_instance>, UnsafePointer<berth_node_batch>) throws -> R) rethrows -> R {
+        try withFirst(count, kind: kind, app: app, ordinal: ordinal, spec: spec, state: state, body)
+    }
+
+    /// Like `with`, over the first `n` views only (the feasible nodes the scheduler compacted to the front).
+    func withFirst<R>(_ n: Int, kind: String, app: String, ordinal: Int32, spec: String, state: String,
+                      _ body: (UnsafePointer<berth_sched_instance>, UnsafePointer<berth_node_batch>) throws -> R) rethrows -> R {
         try kind.withCString { k in
             try app.withCString { a in
                 try spec.withCString { s in
@@ -41,7 +47,7 @@ public final class NodeBatch {
                         var inst = berth_sched_instance(struct_size: UInt32(MemoryLayout<berth_sched_instance>.size), kind: k, app: a,
                                                         ordinal: ordinal, spec_json: s, state_json: st)
                         var batch = berth_node_batch(struct_size: UInt32(MemoryLayout<berth_node_batch>.size),
-                                                     node_size: UInt32(MemoryLayout<berth_node_view>.stride), count: count, nodes: views)
+                                                     node_size: UInt32(MemoryLayout<berth_node_view>.stride), count: min(n, count), nodes: views)
                         return try body(&inst, &batch)
                     }
                 }

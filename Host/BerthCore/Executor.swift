@@ -30,14 +30,15 @@ public final class Executor: @unchecked Sendable {
     public private(set) var operations: UInt64 = 0
     /// When the batch in progress started (monotonic ns), 0 while idle: read by the stall watchdog from any thread.
     let busySince = Atomic<UInt64>(0)
-    /// The plugin call in progress on the executor thread ("plugin.operation"), for the stall watchdog.
+    /// The plugin call in progress on the executor thread (plugin, operation), for the stall watchdog.
     private var callLock = pthread_mutex_t()
-    private var call: String?
+    private var call: (plugin: String, operation: String)?
 
-    /// Noted by PluginInstance around every call it makes on this thread (nil when the call returns).
-    func noteCall(_ label: String?) {
+    /// Noted by PluginInstance around every call it makes on this thread (nil when the call returns). On the hot
+    /// path: it only stores the two names; the watchdog formats them when it needs them.
+    func noteCall(_ c: (plugin: String, operation: String)?) {
         pthread_mutex_lock(&callLock)
-        call = label
+        call = c
         pthread_mutex_unlock(&callLock)
     }
 
@@ -49,7 +50,7 @@ public final class Executor: @unchecked Sendable {
         let c = call
         pthread_mutex_unlock(&callLock)
         let now = monotonicNanos()
-        return (now > t0 ? Double(now - t0) / 1e9 : 0, c)
+        return (now > t0 ? Double(now - t0) / 1e9 : 0, c.map { "\($0.plugin).\($0.operation)" })
     }
 
     struct Job {

@@ -273,7 +273,7 @@ public final class PluginInstance: @unchecked Sendable {
         let wasInCall = ctx.inCall
         if onExecutor {
             ctx.inCall = true
-            ctx.executor?.noteCall("\(name).\(operation)")
+            ctx.executor?.noteCall((name, operation))
         }
         let t0 = monotonicNanos()
         // The error buffer lives on the stack: no allocation on the hot path.

@@ -691,38 +691,31 @@ public final class WorkloadService: @unchecked Sendable {
     /// Runs `body` on the executor in a transaction, with the model loaded; marks the model dirty when a failure
     /// may have left it ahead of the store.
     func tx<T>(_ body: @escaping () throws -> T) async throws -> T {
-        let st = state
-        do {
-            return try await runtime.executor.run {
-                try st.ensureLoaded()
-                st.mutated = false
-                do { return try body() } catch {
-                    if st.mutated { st.dirty = true }
-                    throw error
-                }
-            }
-        } catch {
-            if !(error is APIError) { st.dirty = true }  // a failed commit: reload before the next use
-            throw error
-        }
+        do { return try await runtime.executor.run(guarded(body)) } catch { throw failed(error) }
     }
 
     /// The blocking form (benchmark, tests, the scheduler loop).
     public func txSync<T>(_ body: @escaping () throws -> T) throws -> T {
+        do { return try runtime.executor.runSync(guarded(body)) } catch { throw failed(error) }
+    }
+
+    /// `body` with the model loaded first; a failure after it changed the model marks the model dirty.
+    private func guarded<T>(_ body: @escaping () throws -> T) -> () throws -> T {
         let st = state
-        do {
-            return try runtime.executor.runSync {
-                try st.ensureLoaded()
-                st.mutated = false
-                do { return try body() } catch {
-                    if st.mutated { st.dirty = true }
-                    throw error
-                }
+        return {
+            try st.ensureLoaded()
+            st.mutated = false
+            do { return try body() } catch {
+                if st.mutated { st.dirty = true }
+                throw error
             }
-        } catch {
-            if !(error is APIError) { st.dirty = true }
-            throw error
         }
+    }
+
+    /// A transaction that failed other than with an APIError (a failed commit): reload the model before its next use.
+    private func failed(_ error: Error) -> Error {
+        if !(error is APIError) { state.dirty = true }
+        return error
     }
 
     // MARK: the loop

@@ -146,71 +146,19 @@ public enum JSON: Equatable, Sendable {
     }
 
     static func parse(_ buf: UnsafeBufferPointer<UInt8>, maxDepth: Int) throws -> JSON {
-        var p = Parser(s: JSONScanner(buf), maxDepth: maxDepth)
-        p.s.skipWhitespace()
-        let v = try p.value(depth: 0)
-        p.s.skipWhitespace()
-        if p.s.peek != nil { throw p.s.fail("unexpected trailing characters") }
-        return v
+        var s = JSONScanner(buf)
+        return try s.document(JSON.self, maxDepth: maxDepth, duplicates: .refuse)
     }
+}
 
-    /// The structure (the tokens come from the shared JSONScanner): duplicate keys are refused, numbers are Doubles.
-    struct Parser {
-        var s: JSONScanner
-        let maxDepth: Int
-
-        mutating func value(depth: Int) throws -> JSON {
-            guard depth < maxDepth else { throw s.fail("nesting deeper than \(maxDepth)") }
-            guard let c = s.peek else { throw s.fail("unexpected end of input") }
-            switch c {
-            case UInt8(ascii: "{"):
-                s.i += 1
-                var kv: [(String, JSON)] = []
-                s.skipWhitespace()
-                if s.peek == UInt8(ascii: "}") { s.i += 1; return .object(kv) }
-                while true {
-                    s.skipWhitespace()
-                    guard s.peek == UInt8(ascii: "\"") else { throw s.fail("expected a string key") }
-                    let k = try s.string()
-                    s.skipWhitespace()
-                    guard s.peek == UInt8(ascii: ":") else { throw s.fail("expected ':' after key \"\(k)\"") }
-                    s.i += 1
-                    s.skipWhitespace()
-                    let v = try value(depth: depth + 1)
-                    if kv.contains(where: { $0.0 == k }) { throw s.fail("duplicate key \"\(k)\"") }
-                    kv.append((k, v))
-                    s.skipWhitespace()
-                    guard let d = s.peek else { throw s.fail("unterminated object") }
-                    if d == UInt8(ascii: ",") { s.i += 1; continue }
-                    if d == UInt8(ascii: "}") { s.i += 1; return .object(kv) }
-                    throw s.fail("expected ',' or '}'")
-                }
-            case UInt8(ascii: "["):
-                s.i += 1
-                var a: [JSON] = []
-                s.skipWhitespace()
-                if s.peek == UInt8(ascii: "]") { s.i += 1; return .array(a) }
-                while true {
-                    s.skipWhitespace()
-                    a.append(try value(depth: depth + 1))
-                    s.skipWhitespace()
-                    guard let d = s.peek else { throw s.fail("unterminated array") }
-                    if d == UInt8(ascii: ",") { s.i += 1; continue }
-                    if d == UInt8(ascii: "]") { s.i += 1; return .array(a) }
-                    throw s.fail("expected ',' or ']'")
-                }
-            case UInt8(ascii: "\""):
-                return .string(try s.string())
-            case UInt8(ascii: "t"): try s.literal("true"); return .bool(true)
-            case UInt8(ascii: "f"): try s.literal("false"); return .bool(false)
-            case UInt8(ascii: "n"): try s.literal("null"); return .null
-            default:
-                let n = try s.number()
-                guard let d = Double(n.text) else { throw s.fail("invalid number") }
-                return .number(d)
-            }
-        }
-    }
+/// The host's values: numbers are Doubles; a repeated key is refused (JSON.parse).
+extension JSON: JSONBuildable {
+    public static var jsonNull: JSON { .null }
+    public static func jsonBool(_ b: Bool) -> JSON { .bool(b) }
+    public static func jsonString(_ s: String) -> JSON { .string(s) }
+    public static func jsonNumber(_ text: String, integral: Bool) -> JSON? { Double(text).map { .number($0) } }
+    public static func jsonArray(_ a: [JSON]) -> JSON { .array(a) }
+    public static func jsonObject(_ kv: [(String, JSON)]) -> JSON { .object(kv) }
 }
 
 extension JSON: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral,

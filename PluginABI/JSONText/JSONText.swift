@@ -179,3 +179,92 @@ public struct JSONScanner {
         return v
     }
 }
+
+/// A JSON value type that `JSONScanner.document` can build: the host's JSON (numbers as Double) and the kit's
+/// PluginJSON (integers kept exact as Int64) share the whole parser and differ only here.
+public protocol JSONBuildable {
+    static var jsonNull: Self { get }
+    static func jsonBool(_ b: Bool) -> Self
+    static func jsonString(_ s: String) -> Self
+    /// The number whose text (valid JSON grammar) is `text`; nil when it cannot be represented.
+    static func jsonNumber(_ text: String, integral: Bool) -> Self?
+    static func jsonArray(_ a: [Self]) -> Self
+    static func jsonObject(_ kv: [(String, Self)]) -> Self
+}
+
+/// What a repeated key in an object does.
+public enum JSONDuplicateKeys: Sendable {
+    /// Refuse the text ("duplicate key"): the host, where a repeated field is a mistake to report.
+    case refuse
+    /// The last value wins, as most parsers do: the kit, which reads what the host wrote.
+    case keepLast
+}
+
+extension JSONScanner {
+    /// One whole JSON text (surrounding whitespace allowed, nothing after it) as a `V`.
+    @inlinable
+    public mutating func document<V: JSONBuildable>(_: V.Type, maxDepth: Int, duplicates: JSONDuplicateKeys) throws -> V {
+        skipWhitespace()
+        let v: V = try value(depth: 0, maxDepth: maxDepth, duplicates: duplicates)
+        skipWhitespace()
+        if peek != nil { throw fail("unexpected trailing characters") }
+        return v
+    }
+
+    @inlinable
+    mutating func value<V: JSONBuildable>(depth: Int, maxDepth: Int, duplicates: JSONDuplicateKeys) throws -> V {
+        guard depth < maxDepth else { throw fail("nesting deeper than \(maxDepth)") }
+        guard let c = peek else { throw fail("unexpected end of input") }
+        switch c {
+        case UInt8(ascii: "{"):
+            i += 1
+            var kv: [(String, V)] = []
+            skipWhitespace()
+            if peek == UInt8(ascii: "}") { i += 1; return .jsonObject(kv) }
+            while true {
+                skipWhitespace()
+                guard peek == UInt8(ascii: "\"") else { throw fail("expected a string key") }
+                let k = try string()
+                skipWhitespace()
+                guard peek == UInt8(ascii: ":") else { throw fail("expected ':' after key \"\(k)\"") }
+                i += 1
+                skipWhitespace()
+                let v: V = try value(depth: depth + 1, maxDepth: maxDepth, duplicates: duplicates)
+                if let at = kv.firstIndex(where: { $0.0 == k }) {
+                    if duplicates == .refuse { throw fail("duplicate key \"\(k)\"") }
+                    kv[at].1 = v
+                } else {
+                    kv.append((k, v))
+                }
+                skipWhitespace()
+                guard let d = peek else { throw fail("unterminated object") }
+                if d == UInt8(ascii: ",") { i += 1; continue }
+                if d == UInt8(ascii: "}") { i += 1; return .jsonObject(kv) }
+                throw fail("expected ',' or '}'")
+            }
+        case UInt8(ascii: "["):
+            i += 1
+            var a: [V] = []
+            skipWhitespace()
+            if peek == UInt8(ascii: "]") { i += 1; return .jsonArray(a) }
+            while true {
+                skipWhitespace()
+                a.append(try value(depth: depth + 1, maxDepth: maxDepth, duplicates: duplicates))
+                skipWhitespace()
+                guard let d = peek else { throw fail("unterminated array") }
+                if d == UInt8(ascii: ",") { i += 1; continue }
+                if d == UInt8(ascii: "]") { i += 1; return .jsonArray(a) }
+                throw fail("expected ',' or ']'")
+            }
+        case UInt8(ascii: "\""):
+            return .jsonString(try string())
+        case UInt8(ascii: "t"): try literal("true"); return .jsonBool(true)
+        case UInt8(ascii: "f"): try literal("false"); return .jsonBool(false)
+        case UInt8(ascii: "n"): try literal("null"); return .jsonNull
+        default:
+            let n = try number()
+            guard let v = V.jsonNumber(n.text, integral: n.integral) else { throw fail("invalid number \(n.text)") }
+            return v
+        }
+    }
+}

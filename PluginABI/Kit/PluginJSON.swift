@@ -125,74 +125,26 @@ public enum PluginJSON: Equatable {
 
     public static func parse(_ bytes: [UInt8]) throws -> PluginJSON {
         try bytes.withUnsafeBufferPointer { buf in
-            var p = Parser(s: JSONScanner(buf))
-            p.s.skipWhitespace()
-            let v = try p.value(depth: 0)
-            p.s.skipWhitespace()
-            if p.s.peek != nil { throw p.s.fail("unexpected data after the value") }
-            return v
+            var s = JSONScanner(buf)
+            return try s.document(PluginJSON.self, maxDepth: 64, duplicates: .keepLast)
         }
     }
 
     public static func parse(_ s: String) throws -> PluginJSON { try parse(Array(s.utf8)) }
+}
 
-    /// The structure (the tokens come from the shared JSONScanner): a repeated key keeps its last value, integers
-    /// that fit stay exact as Int64.
-    private struct Parser {
-        var s: JSONScanner
-
-        mutating func value(depth: Int) throws -> PluginJSON {
-            guard depth < 64 else { throw s.fail("nested too deeply") }
-            guard let c = s.peek else { throw s.fail("unexpected end of input") }
-            switch c {
-            case UInt8(ascii: "{"):
-                s.i += 1
-                var kv: [(String, PluginJSON)] = []
-                s.skipWhitespace()
-                if s.peek == UInt8(ascii: "}") { s.i += 1; return .object(kv) }
-                while true {
-                    s.skipWhitespace()
-                    guard s.peek == UInt8(ascii: "\"") else { throw s.fail("expected a string key") }
-                    let k = try s.string()
-                    s.skipWhitespace()
-                    guard s.peek == UInt8(ascii: ":") else { throw s.fail("expected ':'") }
-                    s.i += 1
-                    s.skipWhitespace()
-                    let v = try value(depth: depth + 1)
-                    if let at = kv.firstIndex(where: { $0.0 == k }) { kv[at].1 = v } else { kv.append((k, v)) }
-                    s.skipWhitespace()
-                    guard let d = s.peek else { throw s.fail("unexpected end of input in an object") }
-                    if d == UInt8(ascii: ",") { s.i += 1; continue }
-                    if d == UInt8(ascii: "}") { s.i += 1; return .object(kv) }
-                    throw s.fail("expected ',' or '}'")
-                }
-            case UInt8(ascii: "["):
-                s.i += 1
-                var a: [PluginJSON] = []
-                s.skipWhitespace()
-                if s.peek == UInt8(ascii: "]") { s.i += 1; return .array(a) }
-                while true {
-                    s.skipWhitespace()
-                    a.append(try value(depth: depth + 1))
-                    s.skipWhitespace()
-                    guard let d = s.peek else { throw s.fail("unexpected end of input in an array") }
-                    if d == UInt8(ascii: ",") { s.i += 1; continue }
-                    if d == UInt8(ascii: "]") { s.i += 1; return .array(a) }
-                    throw s.fail("expected ',' or ']'")
-                }
-            case UInt8(ascii: "\""):
-                return .string(try s.string())
-            case UInt8(ascii: "t"): try s.literal("true"); return .bool(true)
-            case UInt8(ascii: "f"): try s.literal("false"); return .bool(false)
-            case UInt8(ascii: "n"): try s.literal("null"); return .null
-            default:
-                let n = try s.number()
-                if n.integral, let v = Int64(n.text) { return .int(v) }
-                guard let d = Double(n.text) else { throw s.fail("invalid number \(n.text)") }
-                return .double(d)
-            }
-        }
+/// The kit's values: integers that fit stay exact as Int64, other numbers are Doubles; a repeated key keeps its
+/// last value.
+extension PluginJSON: JSONBuildable {
+    public static var jsonNull: PluginJSON { .null }
+    public static func jsonBool(_ b: Bool) -> PluginJSON { .bool(b) }
+    public static func jsonString(_ s: String) -> PluginJSON { .string(s) }
+    public static func jsonNumber(_ text: String, integral: Bool) -> PluginJSON? {
+        if integral, let v = Int64(text) { return .int(v) }
+        return Double(text).map { .double($0) }
     }
+    public static func jsonArray(_ a: [PluginJSON]) -> PluginJSON { .array(a) }
+    public static func jsonObject(_ kv: [(String, PluginJSON)]) -> PluginJSON { .object(kv) }
 }
 
 extension PluginJSON: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral,

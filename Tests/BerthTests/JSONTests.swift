@@ -66,4 +66,30 @@ final class JSONTests: XCTestCase {
             XCTAssertEqual(n.integral, integral, text)
         }
     }
+
+    /// The kit's policies through the same parser: a repeated key keeps its last value, integers stay exact.
+    func testKeepLastAndExactIntegers() throws {
+        indirect enum Kit: JSONBuildable, Equatable {
+            case null, bool(Bool), string(String), int(Int64), double(Double), array([Kit]), object([String])
+            static var jsonNull: Kit { .null }
+            static func jsonBool(_ b: Bool) -> Kit { .bool(b) }
+            static func jsonString(_ s: String) -> Kit { .string(s) }
+            static func jsonNumber(_ text: String, integral: Bool) -> Kit? {
+                integral ? Int64(text).map { .int($0) } : Double(text).map { .double($0) }
+            }
+            static func jsonArray(_ a: [Kit]) -> Kit { .array(a) }
+            static func jsonObject(_ kv: [(String, Kit)]) -> Kit { .object(kv.map { "\($0.0)=\($0.1)" }) }
+        }
+        func parse(_ text: String, _ dup: JSONDuplicateKeys) throws -> Kit {
+            try Array(text.utf8).withUnsafeBufferPointer { b in
+                var s = JSONScanner(b)
+                return try s.document(Kit.self, maxDepth: 64, duplicates: dup)
+            }
+        }
+        XCTAssertEqual(try parse(#"{"a": 1, "b": 2, "a": 9223372036854775807}"#, .keepLast),
+                       .object(["a=int(9223372036854775807)", "b=int(2)"]))
+        XCTAssertThrowsError(try parse(#"{"a": 1, "a": 2}"#, .refuse)) { XCTAssertTrue("\($0)".contains("duplicate key \"a\"")) }
+        XCTAssertEqual(try parse("[1.5, 2]", .keepLast), .array([.double(1.5), .int(2)]))
+        XCTAssertThrowsError(try parse(String(repeating: "[", count: 65), .keepLast)) { XCTAssertTrue("\($0)".contains("nesting deeper than 64")) }
+    }
 }
