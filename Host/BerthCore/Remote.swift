@@ -256,6 +256,7 @@ enum Slot: UInt8, CaseIterable {
          stGetCapacity, stValidateCapabilities
     case schedFilter, schedScore, schedReserve, schedUnreserve, schedBind
     case discEvents, discResync
+    case netAddBatch  // ABI 1.1 (appended: the numbering is the wire's)
 
     var bit: UInt64 { 1 << UInt64(rawValue) }
 
@@ -272,6 +273,7 @@ enum Slot: UInt8, CaseIterable {
         case .netGc: return "gc"
         case .netStatus: return "status"
         case .netCapacity: return "capacity"
+        case .netAddBatch: return "add_batch"
         case .netAdmin: return "admin"
         case .stCreateVolume: return "create_volume"
         case .stDeleteVolume: return "delete_volume"
@@ -308,6 +310,7 @@ enum Slot: UInt8, CaseIterable {
         case .netGc: return n?.gc
         case .netStatus: return n?.status
         case .netCapacity: return n?.capacity
+        case .netAddBatch: return n?.add_batch
         case .stCreateVolume: return s?.create_volume
         case .stDeleteVolume: return s?.delete_volume
         case .stNodePublish: return s?.node_publish
@@ -435,6 +438,7 @@ struct Described {
             if has(.netGc) { t.pointee.gc = { RemoteConnection.jsonTrampoline(.netGc, $0, $1, $2, $3, $4, $5) } }
             if has(.netStatus) { t.pointee.status = { RemoteConnection.jsonTrampoline(.netStatus, $0, $1, $2, $3, $4, $5) } }
             if has(.netCapacity) { t.pointee.capacity = { RemoteConnection.jsonTrampoline(.netCapacity, $0, $1, $2, $3, $4, $5) } }
+            if has(.netAddBatch) { t.pointee.add_batch = { RemoteConnection.jsonTrampoline(.netAddBatch, $0, $1, $2, $3, $4, $5) } }
             if has(.netAdmin) { t.pointee.admin = { i, op, r, n, o, e, c in RemoteConnection.namedTrampoline(.netAdmin, i, op, r, n, o, e, c) } }
             d.pointee.network = UnsafePointer(t)
         }

@@ -3,6 +3,7 @@
 import BerthPluginABI
 import BerthWire
 import Foundation
+import Synchronization
 import Logging
 
 public final class PluginEntry: @unchecked Sendable {
@@ -102,6 +103,10 @@ public final class BerthRuntime: @unchecked Sendable {
 
     /// Reports an executor stuck in one batch (an in-process plugin call that does not return).
     var watchdog: StallWatchdog?
+    /// Batch ADDs served by one add_batch call, and those that went item by item (no add_batch, a key twice, or
+    /// the one call failed): /metrics shows both, so an operator sees when batches stop taking the fast path.
+    let batchesInOneCall = Atomic<UInt64>(0)
+    let batchesItemByItem = Atomic<UInt64>(0)
 
     public init(site: SiteConfig, logger: Logger = Logger(label: "berthd")) throws {
         self.currentSite = site
@@ -276,6 +281,8 @@ public final class BerthRuntime: @unchecked Sendable {
         let busy = "# HELP berth_executor_busy_seconds How long the store executor has been inside its current batch (0 when idle); every state change waits while it grows.\n# TYPE berth_executor_busy_seconds gauge\nberth_executor_busy_seconds \(executor.busy?.seconds ?? 0)\n"
         let st = busy + "# HELP berth_store_commits_total Store commits (group commits).\n# TYPE berth_store_commits_total counter\nberth_store_commits_total \(executor.commits)\n"
             + "# HELP berth_store_operations_total Operations committed.\n# TYPE berth_store_operations_total counter\nberth_store_operations_total \(executor.operations)\n"
+            + "# HELP berth_network_batches_total Batch ADDs, by how the plugin served them: one add_batch call, or one add per item.\n# TYPE berth_network_batches_total counter\n"
+            + "berth_network_batches_total{path=\"add_batch\"} \(batchesInOneCall.load(ordering: .relaxed))\nberth_network_batches_total{path=\"item_by_item\"} \(batchesItemByItem.load(ordering: .relaxed))\n"
             + "# HELP berth_store_syncs_total fsyncs of the store's log that made commits durable (store.sync full; one covers every batch committed before it).\n# TYPE berth_store_syncs_total counter\nberth_store_syncs_total \(executor.syncs)\n"
         return out + errs + lat + up + crashes + st + (discovery?.metricsText() ?? "")
     }

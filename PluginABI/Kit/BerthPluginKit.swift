@@ -201,9 +201,17 @@ public protocol NetworkPlugin: BerthPlugin {
     func status(_ request: [UInt8]) throws -> [UInt8]
     func capacity(_ request: [UInt8]) throws -> [UInt8]
     func admin(op: String, _ request: [UInt8]) throws -> [UInt8]
+    /// ABI 1.1, optional: true when `addBatch` is implemented (the kit then fills add_batch in the C table; the
+    /// host otherwise calls `add` once per attachment).
+    static var addsInBatches: Bool { get }
+    /// ABI 1.1, optional: {"network", "items": [add request...]} -> {"results": [add result...]}, all or nothing
+    /// (see add_batch in berth_plugin.h).
+    func addBatch(_ request: [UInt8]) throws -> [UInt8]
 }
 
 extension NetworkPlugin {
+    public static var addsInBatches: Bool { false }
+    public func addBatch(_ request: [UInt8]) throws -> [UInt8] { throw PluginError(.unimplemented, "add_batch is not supported") }
     public func capacity(_ request: [UInt8]) throws -> [UInt8] { throw PluginError(.unimplemented, "capacity is not supported") }
     public func admin(op: String, _ request: [UInt8]) throws -> [UInt8] { throw PluginError(.unimplemented, "unknown admin operation \"\(op)\"") }
 }
@@ -377,7 +385,7 @@ public enum BerthPluginExport {
             run(out, err, cap) { try box(p).plugin.call(method: String(cString: method!), request: bytes(req, len)) }
         }
         var kinds: UInt32 = 0
-        if P.self is any NetworkPlugin.Type {
+        if let N = P.self as? any NetworkPlugin.Type {
             kinds |= UInt32(BERTH_KIND_NETWORK)
             let ops = UnsafeMutablePointer<berth_network_ops>.allocate(capacity: 1)
             ops.initialize(to: berth_network_ops())
@@ -391,6 +399,7 @@ public enum BerthPluginExport {
             ops.pointee.admin = { p, op, r, n, o, e, c in
                 run(o, e, c) { try box(p).network!.admin(op: String(cString: op!), bytes(r, n)) }
             }
+            if N.addsInBatches { ops.pointee.add_batch = { p, r, n, o, e, c in run(o, e, c) { try box(p).network!.addBatch(bytes(r, n)) } } }
             d.pointee.network = UnsafePointer(ops)
         }
         if let S = P.self as? any StoragePlugin.Type {

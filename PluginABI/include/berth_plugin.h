@@ -1,5 +1,9 @@
 /*
- * berth_plugin.h — the Berth plugin ABI, version 1.0.
+ * berth_plugin.h — the Berth plugin ABI, version 1.1.
+ *
+ * What each minor added:
+ *   1.0  everything not listed below.
+ *   1.1  berth_network_ops.add_batch (optional): many ADDs in one call.
  *
  * This one header is the whole contract between the Berth host (berthd, `berth plugin check`, the plugin
  * runner) and a plugin: a shared object loaded at run time with dlopen(RTLD_NOW | RTLD_LOCAL).
@@ -60,7 +64,7 @@ extern "C" {
 /** The ABI version this header describes. */
 #define BERTH_ABI_MAJOR 1
 #ifndef BERTH_ABI_MINOR
-#define BERTH_ABI_MINOR 0
+#define BERTH_ABI_MINOR 1
 #endif
 
 /** Exported symbol name of the entry function (for dlsym). */
@@ -221,6 +225,15 @@ typedef berth_status (*berth_json_op)(void *instance, const char *req, size_t re
  *          "pool.import", "pool.list", "pool.show", "pool.delete", "address.move", "node.release",
  *          "identity.release".
  *          Unknown names: BERTH_UNIMPLEMENTED.
+ *  add_batch (optional, ABI 1.1) many ADDs in one call, so that a plugin reads its pool state once per batch
+ *          instead of once per address. Request {"network": N, "items": [<add request>, ...]}; response
+ *          {"results": [<add result>, ...]}, one per item and in order, each what add would have returned had
+ *          the items been added one at a time in that order. The host sends only attachments it has no record
+ *          of, each key at most once, at most 1024 items.
+ *          All or nothing: when any item cannot be added, return an error status. The host then discards every
+ *          key-value write of the call and runs the items one at a time through add, so each item gets its own
+ *          answer (for example: the pool ran out at item 700). A plugin never reports per-item failures here.
+ *          Leave it NULL and the host always uses add.
  */
 typedef struct berth_network_ops {
     uint32_t struct_size;
@@ -232,6 +245,8 @@ typedef struct berth_network_ops {
     berth_json_op capacity; /* optional */
     berth_status (*admin)(void *instance, const char *op, const char *req, size_t req_len, const berth_sink *out,
                           char *err, size_t err_cap); /* optional */
+    /* ABI 1.1 */
+    berth_json_op add_batch; /* optional */
 } berth_network_ops;
 
 /* ---- storage ---------------------------------------------------------------------------------------- */

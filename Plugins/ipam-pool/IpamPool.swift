@@ -177,9 +177,35 @@ final class IpamPool: NetworkPlugin {
 
     func add(_ request: [UInt8]) throws -> [UInt8] {
         let (req, op) = try begin(request)
+        return try finish(op, try add(op, req))
+    }
+
+    static let addsInBatches = true
+
+    /// add_batch (ABI 1.1): every item through one `Op`, so pool definitions, counters, high-water marks and cursors
+    /// are read once and written once for the whole batch. All or nothing: the first item that fails fails the call
+    /// (naming the item), and the host re-runs the items one at a time.
+    func addBatch(_ request: [UInt8]) throws -> [UInt8] {
+        let (req, op) = try begin(request)
+        guard let items = req["items"]?.array else {
+            throw PluginError(.invalidArgument, "\"items\" must be an array of add requests, got \(req["items"]?.typeName ?? "nothing")")
+        }
+        var results: [JV] = []
+        results.reserveCapacity(items.count)
+        for (i, item) in items.enumerated() {
+            guard case .object = item else { throw PluginError(.invalidArgument, "items[\(i)] must be a JSON object, got \(item.typeName)") }
+            do { results.append(try add(op, item)) } catch let e as PluginError {
+                throw PluginError(e.status, "items[\(i)]: \(e.message)")
+            }
+        }
+        return try finish(op, ["results": .array(results)])
+    }
+
+    /// One ADD inside `op`; the caller flushes.
+    private func add(_ op: Op, _ req: JV) throws -> JV {
         let (cid, ifname) = try attachmentKey(req)
         if let existing = try loadAttachment(op, cid, ifname) {
-            return try finish(op, existing.result)  // idempotent
+            return existing.result  // idempotent
         }
         let node = try str(req, "node", max: 253)
         let ident = try parseIdentity(req)
@@ -294,7 +320,7 @@ final class IpamPool: NetworkPlugin {
             id.ifname = ifname
             try op.put(id.key, id.json)
         }
-        return try finish(op, result)
+        return result
     }
 
     /// One address of family `fam` from pool `p`: the requested one, else (stateful identities) the lowest
@@ -725,7 +751,7 @@ final class IpamPool: NetworkPlugin {
                 let total = joined.reduce(Int64(0)) { $0 &+ $1.count }
                 if total > PoolSpec.maxExpansion {
                     try op.delete(Key.hwm(name, r))  // cheaper to let allocation walk the range again
-                    op.forgetHwms()
+                    try op.forgetHwms()
                     continue
                 }
                 for iv in joined {

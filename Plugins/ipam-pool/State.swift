@@ -290,8 +290,9 @@ final class DefCache: @unchecked Sendable {
     }
 }
 
-/// One host call's view of the namespace: typed reads and writes, per-call caches of pool definitions and
-/// counters (flushed once at the end), and the address state machine.
+/// One host call's view of the namespace: typed reads and writes, per-call caches of pool definitions, counters,
+/// high-water marks and round-robin cursors (the last three written once, by `flush`, however often they move: an
+/// add_batch of 1024 allocations writes each once), and the address state machine.
 final class Op {
     let host: HostServices
     let network: String
@@ -301,6 +302,13 @@ final class Op {
     private var counts: [String: Counts] = [:]
     private var dirty: Set<String> = []
     private var hwms: [String: IP?] = [:]
+    /// Values of hwm/ and last/ keys not written yet (key -> text); `flush` writes them.
+    private var pending: [String: String] = [:]
+    /// Round-robin cursors read or moved in this call (last/ key -> address).
+    private var cursors: [String: IP?] = [:]
+    /// free/ prefixes known to hold no entry after an address (nil: no entry at all). Allocation only removes free/
+    /// entries, so "none after x" stays true for every later cursor; any free/ write forgets it.
+    private var noFreeAfter: [String: IP?] = [:]
 
     init(host: HostServices, network: String, parsed: DefCache) {
         self.host = host
@@ -318,8 +326,18 @@ final class Op {
         }
     }
     func put(_ key: String, _ v: JV) throws { try host.put(key, v.bytes) }
-    func put(_ key: String, text: String) throws { try host.put(key, text) }
-    func delete(_ key: String) throws { try host.delete(key) }
+    func put(_ key: String, text: String) throws {
+        if key.utf8.first == UInt8(ascii: "f") { noFreeAfter = [:] }  // a free/ entry appears
+        try host.put(key, text)
+    }
+    func delete(_ key: String) throws {
+        if let c = key.utf8.first, c == UInt8(ascii: "h") || c == UInt8(ascii: "l") {  // hwm/, last/: drop what is pending
+            pending[key] = nil
+            hwms[key] = nil
+            cursors[key] = nil
+        }
+        try host.delete(key)
+    }
     func exists(_ key: String) throws -> Bool { try host.get(key) != nil }
 
     /// Visits every key under `prefix` in order; the body may delete the key it is given.
@@ -349,7 +367,7 @@ final class Op {
 
     func setDef(_ d: PoolDef) throws {
         defs[d.name] = d
-        hwms = [:]
+        try forgetHwms()
         try put(Key.pool(d.name), d.json)
     }
 
@@ -358,6 +376,10 @@ final class Op {
         counts[name] = nil
         dirty.remove(name)
         hwms = [:]
+        cursors = [:]
+        noFreeAfter = [:]
+        // the pool's keys are gone: a pending high-water mark or cursor must not bring them back
+        pending = pending.filter { !$0.key.hasPrefix("hwm/\(name)/") && !$0.key.hasPrefix("last/\(name)/") }
     }
 
     /// Every pool, by name.
@@ -397,6 +419,12 @@ final class Op {
     func flush() throws {
         for p in dirty.sorted() { if let c = counts[p] { try put(Key.count(p), c.json) } }
         dirty = []
+        try flushPending()
+    }
+
+    private func flushPending() throws {
+        for (k, v) in pending.sorted(by: { $0.key < $1.key }) { try host.put(k, v) }
+        pending = [:]
     }
 
     // MARK: address records
@@ -426,11 +454,24 @@ final class Op {
         var stored = next
         if let x = next, x > r.end { stored = r.end.successor }
         hwms[k] = stored.flatMap { $0 > r.end ? nil : $0 }
-        try put(k, text: stored?.hex ?? "end")
+        pending[k] = stored?.hex ?? "end"
     }
 
-    /// Forgets cached high-water marks (after their keys changed behind the cache).
-    func forgetHwms() { hwms = [:] }
+    /// Forgets cached high-water marks (before their keys change behind the cache); writes pending ones first.
+    func forgetHwms() throws {
+        try flushPending()
+        hwms = [:]
+        cursors = [:]
+    }
+
+    /// The round-robin cursor of a family: the last address handed out from available.
+    func cursor(_ p: PoolDef, _ fam: Int) throws -> IP? {
+        let k = Key.last(p.name, fam)
+        if let c = cursors[k] { return c }
+        let c = try host.getString(k).flatMap { IP(hex: $0) }
+        cursors[k] = c
+        return c
+    }
 
     /// True when `ip` (a member without a record) is found lazily, at or above its range's high-water mark.
     func isLazy(_ p: PoolDef, _ ip: IP) throws -> Bool {
@@ -472,7 +513,9 @@ final class Op {
         }
         try putRec(p.name, ip, r)
         try bump(p.name, ip.family, Counts.active, 1)
-        try put(Key.last(p.name, ip.family), text: ip.hex)
+        let k = Key.last(p.name, ip.family)
+        cursors[k] = ip
+        pending[k] = ip.hex
     }
 
     /// reserved -> active.
@@ -526,7 +569,14 @@ final class Op {
     /// The smallest free/ entry after `after` (or the smallest of all).
     func nextFree(_ p: PoolDef, _ fam: Int, after: IP?) throws -> IP? {
         let prefix = Key.freePrefix(p.name, fam)
-        guard let e = try host.next(prefix: prefix, after: after.map { prefix + $0.hex } ?? "") else { return nil }
+        if let known = noFreeAfter[prefix] {
+            guard let k = known else { return nil }         // no entry at all
+            if let after, after >= k { return nil }           // none after k, so none after a later address
+        }
+        guard let e = try host.next(prefix: prefix, after: after.map { prefix + $0.hex } ?? "") else {
+            noFreeAfter[prefix] = .some(after)
+            return nil
+        }
         return IP(hex: e.key.dropFirst(prefix.count))
     }
 
@@ -577,7 +627,7 @@ final class Op {
 
     /// Round robin: the next available address after the last one handed out, wrapping around.
     func pickAvailable(_ p: PoolDef, _ fam: Int) throws -> IP? {
-        let cursor = try host.getString(Key.last(p.name, fam)).flatMap { IP(hex: $0) }
+        let cursor = try cursor(p, fam)
         if let cursor, cursor.family == fam {
             if let ip = try firstAvailable(p, fam, after: cursor) { return ip }
         }

@@ -90,6 +90,7 @@ final class IpamPoolTests: XCTestCase {
             let ops = inst.network!.pointee
             let fn = [
                 "add": ops.add, "del": ops.del, "check": ops.check, "gc": ops.gc, "status": ops.status, "capacity": ops.capacity,
+                "add_batch": ops.add_batch,
             ][op]!
             return try ex.runSync { try inst.callObject(op, fn, body.setting("network", "net1")) }
         }
@@ -636,6 +637,76 @@ final class IpamPoolTests: XCTestCase {
 
     /// Allocation does a bounded amount of work however many addresses are in use: the number of keys it
     /// writes is constant, and a large in-use prefix of the range is never re-walked.
+    // MARK: - add_batch (ABI 1.1)
+
+    /// Every key and value of the plugin's namespace, in key order.
+    func namespace(_ n: Net) throws -> [String] {
+        try n.ex.runSync {
+            let s = try n.store.prepare("SELECT key, value FROM kv WHERE ns=?1 ORDER BY key")
+            s.bind(1, "net1")
+            var out: [String] = []
+            while try s.step() { out.append(s.text(0) + " = " + s.text(1)) }
+            return out
+        }
+    }
+
+    /// add_batch gives exactly what add gives one item at a time, in results and in the namespace left behind: on a
+    /// history with released (free/) addresses, reserved addresses with bound MACs, a held identity, two pools, dual
+    /// stack, requested addresses and nodes.
+    func testAddBatchMatchesAddOneAtATime() throws {
+        let config: JSON = ["pools": [Self.vlan100,
+                                      ["name": "ds", "ranges": [["subnet": "10.5.0.0/28"], ["subnet": "fd05::/124"]], "exclude": ["10.5.0.4"],
+                                       "nodes": ["n1", "n2"]]],
+                            "defaultPool": "vlan100"]
+        let one = try net(config), batch = try net(config)
+        for n in [one, batch] {  // the same history on both
+            for i in 0..<6 { try n.add("h\(i)") }
+            try n.del("h1"); try n.del("h4")                                   // free/ entries behind the cursor
+            try n.add("db-0-v1", "eth0", identity("db", 0, "immutable"))      // takes reserved .10
+            try n.del("db-0-v1")                                               // held
+            try n.add("d0", "eth0", ["pool": "ds", "node": "n1"])
+        }
+        let items: [JSON] = [
+            ["containerID": "a1"],
+            ["containerID": "a2", "node": "n7"],
+            ["containerID": "db-0-v2", "identity": ["app": "db", "ordinal": 0, "releasePolicy": "immutable"]],  // the held one
+            ["containerID": "db-1-v1", "identity": ["app": "db", "ordinal": 1, "releasePolicy": "never"]],      // reserved .11
+            ["containerID": "a3", "ips": ["10.1.0.150"]],
+            ["containerID": "a3", "ifname": "net1", "pool": "ds", "node": "n2"],
+            ["containerID": "a4", "pool": "ds", "node": "n1", "ips": ["fd05::9"]],
+            ["containerID": "a5", "mac": "02:00:00:00:00:05"],
+        ] + (0..<40).map { ["containerID": .string("bulk-\($0)"), "node": "n1"] }
+        var singly: [JSON] = []
+        for item in items { singly.append(try one.call("add", item)) }
+        let out = try batch.call("add_batch", ["items": .array(items)])
+        XCTAssertEqual(out["results"]?.array ?? [], singly)
+        XCTAssertEqual(try namespace(batch), try namespace(one))
+        // And they go on alike: a repeat answers from the record, the next allocation follows the same cursor.
+        let again = try batch.call("add_batch", ["items": [items[0], ["containerID": "z1"]]])
+        XCTAssertEqual(again["results"]?[0], singly[0])
+        XCTAssertEqual(again["results"]?[1], try one.add("z1"))
+        XCTAssertEqual(try namespace(batch), try namespace(one))
+    }
+
+    /// All or nothing: an item that cannot be added fails the whole call, naming the item, and the call's writes are
+    /// discarded (the host re-runs the items one at a time).
+    func testAddBatchIsAllOrNothing() throws {
+        let n = try net(pool: ["name": "tiny", "ranges": [["subnet": "10.6.0.0/29"]]])  // .2-.6
+        try n.add("first")
+        let before = try namespace(n)
+        expectError(Self.EXISTS, "items[2]: requested address 10.6.0.2 is already in use by container first") {
+            _ = try n.call("add_batch", ["items": [["containerID": "b1"], ["containerID": "b2"], ["containerID": "b3", "ips": ["10.6.0.2"]]]])
+        }
+        expectError(Self.EXHAUSTED, "items[4]: no IP addresses available in pool tiny") {
+            _ = try n.call("add_batch", ["items": .array((0..<5).map { ["containerID": .string("x\($0)")] })])
+        }
+        expectError(Self.INVALID, "items[1] must be a JSON object") { _ = try n.call("add_batch", ["items": [["containerID": "y"], "y2"]]) }
+        expectError(Self.INVALID, "items[0]: \"containerID\" is required") { _ = try n.call("add_batch", ["items": [["ifname": "eth0"]]]) }
+        expectError(Self.INVALID, "\"items\" must be an array") { _ = try n.call("add_batch", ["items": "x"]) }
+        XCTAssertEqual(try namespace(n), before, "a failed add_batch leaves nothing behind")
+        XCTAssertEqual(try n.addIP("after"), "10.6.0.3")
+    }
+
     func testAllocationDoesNotWalkAddressesInUse() throws {
         let n = try net(pool: ["name": "big", "ranges": [["subnet": "10.8.0.0/16"]]])
         for i in 0..<300 { try n.add("c\(i)") }

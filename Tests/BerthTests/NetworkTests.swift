@@ -133,6 +133,57 @@ final class NetworkTests: XCTestCase {
         XCTAssertTrue(out.contains("1 succeeded, 1 failed"), out)
     }
 
+    /// A batch of new attachments takes one add_batch call (ABI 1.1), in process and with the plugin in its own
+    /// process; a batch that cannot (an item fails) is answered item by item, and /metrics tells the two apart.
+    func testBatchTakesOneAddBatchCall() throws {
+        for isolation in ["in-process", "process"] {
+            let d = try Daemon(plugins: [["name": "net1", "path": .string(Paths.plugin("ipam-pool")), "isolation": .string(isolation),
+                                          "config": ["pools": [["name": "p", "ranges": [["subnet": "10.96.0.0/24"]]]]]]], tag: "one-\(isolation)")
+            func batches() throws -> (Int, Int) {
+                let m = try UnixHTTPConnection(path: d.socket).request("GET", "/metrics").text
+                func value(_ path: String) -> Int {
+                    let line = m.split(separator: "\n").first { $0.hasPrefix("berth_network_batches_total{path=\"\(path)\"}") }
+                    return Int(line?.split(separator: " ").last ?? "") ?? -1
+                }
+                return (value("add_batch"), value("item_by_item"))
+            }
+            XCTAssertEqual(try batches().0, 0, isolation)
+            var (st, r) = try d.request("POST", "/v1/networks/net1/attachments", ["containerID": "before"])
+            XCTAssertEqual(st, 200, r.serialized)
+            let items = JSON.array((0..<100).map { ["containerID": .string("c\($0)"), "node": .string("n\($0 % 3)")] } + [["containerID": "before"]])
+            (st, r) = try d.request("POST", "/v1/networks/net1/attachments/batch", ["attachments": items])
+            XCTAssertEqual(st, 200, r.serialized)
+            XCTAssertEqual(r["succeeded"], 101, isolation)
+            let res = try XCTUnwrap(r["results"]?.array)
+            for i in 0..<100 { XCTAssertEqual(res[i]["result"]?["ips"]?[0]?["address"]?.string, "10.96.0.\(i + 3)/24", "\(isolation) item \(i)") }
+            XCTAssertEqual(res[100]["result"]?["ips"]?[0]?["address"], "10.96.0.2/24", "the recorded attachment answers from its record")
+            XCTAssertEqual(try batches().0, 1, "\(isolation): one add_batch call")
+            // Ordinary attachments afterwards: listed, with their events, idempotent one at a time, and DEL works.
+            (st, r) = try d.request("GET", "/v1/networks/net1/attachments")
+            XCTAssertEqual(r["attachments"]?.array?.count, 101)
+            let evs = try d.request("GET", "/v1/events?since=0").1["events"]!.array!.filter { $0["type"] == "network.attached" }
+            XCTAssertEqual(evs.count, 101, isolation)
+            XCTAssertEqual(evs.last?["subject"], "net1/c99/eth0")
+            (st, r) = try d.request("POST", "/v1/networks/net1/attachments", ["containerID": "c42", "node": "n0"])
+            XCTAssertEqual(r["ips"]?[0]?["address"], "10.96.0.45/24")
+            (st, r) = try d.request("GET", "/v1/networks/net1/capacity?node=n1")
+            XCTAssertEqual(st, 200, r.serialized)
+            (st, _) = try d.request("DELETE", "/v1/networks/net1/attachments/c42/eth0")
+            XCTAssertEqual(st, 200)
+            // A batch whose tail is refused by the pool: the add_batch call fails, the items are answered one by one.
+            (st, r) = try d.request("POST", "/v1/networks/net1/attachments/batch",
+                                    ["attachments": .array((0..<160).map { ["containerID": .string("t\($0)")] })])
+            XCTAssertEqual(st, 200, r.serialized)
+            XCTAssertEqual(r["succeeded"], 153, "\(isolation): 253 usable addresses, 100 in use")
+            XCTAssertEqual(r["results"]?[153]?["details"]?["status"], "RESOURCE_EXHAUSTED")
+            XCTAssertEqual(try batches().0, 1)
+            XCTAssertEqual(try batches().1, 1, "\(isolation): one batch item by item")
+            (st, r) = try d.request("GET", "/v1/networks/net1/capacity")
+            XCTAssertEqual(r["free"], 0, r.serialized)
+            XCTAssertEqual(r["active"], 253)
+        }
+    }
+
     func testBerthCNIErrorContract() throws {
         let d = try netDaemon("cnierr")
         // VERSION needs nothing.
