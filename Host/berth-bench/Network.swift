@@ -191,6 +191,14 @@ func networkSection() throws {
     let apiBatch = try apiAllocationRate(da, total: batchTotal, clients: 64, prefix: "apib", batch: 64)
     rows.append(BenchRow(section: "network", name: "allocations/s through the batch API (64 clients x 64 per request, sync=full)", value: apiBatch,
                          unit: "alloc/s", baseline: "host-local ADD rate", baselineValue: hlRate))
+    let apiMax = try apiAllocationRate(da, total: batchTotal, clients: 8, prefix: "apim", batch: NetworkService.maxBatch)
+    rows.append(BenchRow(section: "network", name: "allocations/s through the batch API (8 clients x 1024 per request, sync=full)", value: apiMax,
+                         unit: "alloc/s", baseline: "host-local ADD rate", baselineValue: hlRate))
+    // The ceiling of this design: the store rows one ADD reads and writes, written straight through the Store with no
+    // plugin, JSON or HTTP, 1024 per commit. No API figure can pass it; its ratio is the most this store allows.
+    let floorRate = try storeFloorRate(total: quick ? 20_000 : 200_000)
+    rows.append(BenchRow(section: "network", name: "store floor: the rows of one ADD, nothing else (1024 per commit)", value: floorRate,
+                         unit: "alloc/s", baseline: "host-local ADD rate", baselineValue: hlRate))
     let apiNormal = try apiAllocationRate(dn, total: apiTotal, clients: 64, prefix: "apin")
     rows.append(BenchRow(section: "network", name: "allocations/s through the API (64 clients, sync=normal)", value: apiNormal,
                          unit: "alloc/s", baseline: "host-local ADD rate", baselineValue: hlRate))
@@ -219,6 +227,38 @@ func networkSection() throws {
     let apiFull = try apiAllocationRate(d, total: apiTotal, clients: 64, prefix: "api2")
     rows.append(BenchRow(section: "network", name: "allocations/s through the API, \(used.formatted())+ in use", value: apiFull, unit: "alloc/s",
                          baseline: "allocations/s through the API, empty", baselineValue: apiRate))
+}
+
+/// ADDs per second when each does only its store work, as the add_batch path does it for ipam-pool: the host's
+/// lookup of the attachment, the plugin's reads (attachment, address record at the frontier) and writes
+/// (address record, attachment, node index), the host's attachment row and its event. Key and value shapes are
+/// ipam-pool's.
+func storeFloorRate(total: Int) throws -> Double {
+    let dir = NSTemporaryDirectory() + "berth-bench-floor-\(getpid())"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let store = try Store(path: dir + "/state.db", synchronous: "normal")
+    let result = #"{"ips":[{"address":"10.192.0.2/12","family":4,"pool":"bench","mac":"0a:58:0a:c0:00:02"}],"routes":[]}"#
+    let t0 = monotonicNanos()
+    func bytes(_ s: String, _ body: (UnsafeRawBufferPointer) throws -> Void) rethrows { try Array(s.utf8).withUnsafeBytes(body) }
+    for i in 0..<total {
+        if i % 1024 == 0 { try store.exec("BEGIN IMMEDIATE") }
+        let cid = "c-\(i)", ref = "4/" + String(0x0ac0_0002 + i, radix: 16)
+        let sel = try store.prepare("SELECT result FROM attachments WHERE network=?1 AND container_id=?2 AND ifname=?3")
+        sel.bind(1, "net"); sel.bind(2, cid); sel.bind(3, "eth0")
+        _ = try sel.step()
+        for k in ["att/\(cid)/eth0", "addr/bench/\(ref)"] { _ = try bytes(k) { try store.kvGet("net", $0) } }
+        for (k, v) in [("addr/bench/\(ref)", #"{"s":"active","p":"available","cid":"\#(cid)","if":"eth0"}"#),
+                       ("att/\(cid)/eth0", result), ("node/bench/\(cid)/eth0", "")] {
+            try bytes(k) { kb in try bytes(v) { vb in try store.kvPut("net", kb, vb) } }
+        }
+        let ins = try store.prepare("INSERT INTO attachments(network, container_id, ifname, node, result, created) VALUES(?1,?2,?3,?4,?5,?6)")
+        ins.bind(1, "net"); ins.bind(2, cid); ins.bind(3, "eth0"); ins.bind(4, "bench"); ins.bind(5, result); ins.bind(6, 1.0)
+        try ins.run()
+        _ = try store.appendEvent(type: "network.attached", subject: "net/\(cid)/eth0", data: ["node": "bench", "ips": ["10.192.0.2/12"]])
+        if i % 1024 == 1023 || i == total - 1 { try store.exec("COMMIT") }
+    }
+    return Double(total) / (Double(monotonicNanos() - t0) / 1e9)
 }
 
 /// Requests per second of `GET path` from `clients` concurrent keep-alive connections (the HTTP floor).

@@ -294,7 +294,7 @@ final class IpamPool: NetworkPlugin {
         // MAC: a MAC the pool binds to one of its addresses, else the requested one, else derived from the first.
         taken.sort()
         var mac: String? = nil
-        for ip in taken where mac == nil { mac = try host.getString(Key.mac(pool.name, ip)) }
+        for ip in taken where mac == nil { mac = try op.boundMAC(pool.name, ip) }
         if mac == nil { mac = requestedMAC ?? MAC.derived(taken[0]) }
         var ips: [JV] = []
         for ip in taken {

@@ -309,6 +309,8 @@ final class Op {
     /// free/ prefixes known to hold no entry after an address (nil: no entry at all). Allocation only removes free/
     /// entries, so "none after x" stays true for every later cursor; any free/ write forgets it.
     private var noFreeAfter: [String: IP?] = [:]
+    /// Pools known to bind no MAC (no mac/ key): their addresses need no lookup. Any mac/ write forgets it.
+    private var macless: Set<String> = []
 
     init(host: HostServices, network: String, parsed: DefCache) {
         self.host = host
@@ -327,7 +329,11 @@ final class Op {
     }
     func put(_ key: String, _ v: JV) throws { try host.put(key, v.bytes) }
     func put(_ key: String, text: String) throws {
-        if key.utf8.first == UInt8(ascii: "f") { noFreeAfter = [:] }  // a free/ entry appears
+        switch key.utf8.first {
+        case UInt8(ascii: "f"): noFreeAfter = [:]  // a free/ entry appears
+        case UInt8(ascii: "m"): macless = []       // a MAC binding appears
+        default: break
+        }
         try host.put(key, text)
     }
     func delete(_ key: String) throws {
@@ -425,6 +431,16 @@ final class Op {
     private func flushPending() throws {
         for (k, v) in pending.sorted(by: { $0.key < $1.key }) { try host.put(k, v) }
         pending = [:]
+    }
+
+    /// The MAC the pool binds to `ip`, if any.
+    func boundMAC(_ pool: String, _ ip: IP) throws -> String? {
+        if macless.contains(pool) { return nil }
+        if try host.next(prefix: "mac/\(pool)/") == nil {
+            macless.insert(pool)
+            return nil
+        }
+        return try host.getString(Key.mac(pool, ip))
     }
 
     // MARK: address records
