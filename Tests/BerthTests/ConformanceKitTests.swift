@@ -62,6 +62,9 @@ final class ConformanceKitTests: XCTestCase {
         for c in ["no duplicates under concurrency", "release policies", "huge input", "exhaustion", "state survives a new instance"] {
             XCTAssertTrue(names.contains("network: " + c), "\(names)")
         }
+        // Without add_batch: one passing case says so, and none of the add_batch cases run.
+        XCTAssertEqual(detail(j, "network: add_batch"), "not provided (the host adds one at a time)")
+        XCTAssertEqual(names.filter { Self.batchCases.contains($0) }, [])
     }
 
     func testAddNotIdempotent() throws { try expectFault("add_not_idempotent", ["network: add is idempotent"], reason: "second ADD returned") }
@@ -87,6 +90,44 @@ final class ConformanceKitTests: XCTestCase {
         // The same base with identities kept correctly: the release-policy case runs (it is not skipped) and passes.
         let j = try expectPass("identity_ok", ["network: release policies"])
         XCTAssertTrue(detail(j, "network: release policies").hasPrefix("immutable identity kept"), detail(j, "network: release policies"))
+    }
+
+    // MARK: add_batch (ABI 1.1)
+
+    static let batchCases = ["add_batch agrees with add", "add_batch returns one result per item", "add_batch is all or nothing",
+                             "add_batch refuses malformed input"].map { "network: " + $0 }
+
+    func testKitBatchPassesEverything() throws {
+        let j = try expectPass("batch_ok", Self.batchCases)
+        let names = (j["cases"]?.array ?? []).compactMap { $0["name"]?.string }
+        XCTAssertFalse(names.contains("network: add_batch"), "no \"not provided\" case for a plugin with add_batch")
+        XCTAssertEqual(detail(j, "network: add_batch agrees with add"), "8 of 8 results equal to add one item at a time on a fresh instance")
+        XCTAssertEqual(detail(j, "network: add_batch returns one result per item"), "8 items, 8 results, each with ips")
+        XCTAssertEqual(detail(j, "network: add_batch is all or nothing"),
+                       "failed with INVALID_ARGUMENT: items[2]: containerID is required; the items before the invalid one are not attached")
+        XCTAssertEqual(detail(j, "network: add_batch refuses malformed input"), "\"items\" not an array: INVALID_ARGUMENT; malformed JSON: INVALID_ARGUMENT")
+    }
+    func testBatchDisagreesWithAdd() throws {
+        let failed = try expectFault("batch_disagrees", ["network: add_batch agrees with add"],
+                                     reason: #"item 0 (batch-0/eth0): add_batch returned {"ips":[{"address":"10.88.0.9/28"}]}, add one at a time {"ips":[{"address":"10.88.0.2/28"}]}"#)
+        XCTAssertEqual(Array(failed.keys), ["network: add_batch agrees with add"])
+    }
+    func testBatchResultMissing() throws {
+        let failed = try expectFault("batch_short", ["network: add_batch returns one result per item"], reason: "7 results for 8 items")
+        XCTAssertEqual(Array(failed.keys), ["network: add_batch returns one result per item"], "the 7 results there are agree with add")
+    }
+    func testBatchNotAllOrNothing() throws {
+        let failed = try expectFault("batch_not_atomic", ["network: add_batch is all or nothing"],
+                                     reason: "returned OK for a batch whose last item has no containerID")
+        XCTAssertTrue(failed["network: add_batch is all or nothing"]!.contains("item 0 (batch-atomic-1/eth0) is attached after the call"),
+                      failed["network: add_batch is all or nothing"]!)
+        XCTAssertEqual(Array(failed.keys), ["network: add_batch is all or nothing"])
+    }
+    func testBatchCrash() throws {
+        let failed = try expectFault("batch_segv", ["network: add_batch refuses malformed input"], reason: "crashed (SIGSEGV) during add_batch")
+        XCTAssertEqual(Array(failed.keys), ["network: add_batch refuses malformed input"], "a crash fails only its own case")
+        XCTAssertTrue(failed["network: add_batch refuses malformed input"]!.hasPrefix("\"items\" not an array: UNAVAILABLE"),
+                      "the malformed JSON after the crash went to a restarted runner and was refused: \(failed)")
     }
 
     // MARK: scheduler
@@ -179,6 +220,12 @@ final class ConformanceKitTests: XCTestCase {
         XCTAssertEqual(failures(j), [:])
         let detail = (j["cases"]?.array ?? []).first { $0["name"] == "network: exhaustion" }?["detail"]?.string ?? ""
         XCTAssertTrue(detail.contains("RESOURCE_EXHAUSTED after"), detail)
+        // ipam-pool has add_batch: every add_batch case runs and passes. Its /29 holds 5 addresses, so the comparison
+        // with add stops where add runs out.
+        let names = (j["cases"]?.array ?? []).compactMap { $0["name"]?.string }
+        XCTAssertEqual(names.filter { $0.hasPrefix("network: add_batch") }, Self.batchCases)
+        XCTAssertEqual(self.detail(j, "network: add_batch agrees with add"),
+                       "5 of 5 results equal to add one item at a time on a fresh instance; add refused item 5 (batch-5/eth0): RESOURCE_EXHAUSTED")
         // The scheduler reference plugins pass every scheduler case (sched-stateful binds; hello has no bind).
         for p in ["hello", "sched-stateful"] {
             let (rc2, j2, _) = try check(Paths.plugin(p))

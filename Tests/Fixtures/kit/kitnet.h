@@ -16,11 +16,22 @@
  *                           identity's attachment keeps its address held ("ip/<address>" stays) for its next ADD
  *   KIT_IDENTITY_NOT_RETURNED  as KIT_IDENTITIES, but the next ADD of the identity allocates a new address
  *                           instead of giving back the held one (an immutable identity loses its address)
+ *   KIT_BATCH               no fault: add_batch (ABI 1.1), each item through add in order, all or nothing
+ *   KIT_BATCH_DISAGREES     add_batch allocates from the top of the pool down (add from the bottom up)
+ *   KIT_BATCH_SHORT         add_batch leaves out the last item's result
+ *   KIT_BATCH_NOT_ATOMIC    add_batch reports an item it cannot add as {"error": ...} and returns OK
+ *   KIT_BATCH_SEGV          add_batch dereferences NULL when "items" is not an array
+ *
+ * Without KIT_BATCH (or one of its faults) the plugin has no add_batch: the host adds one at a time.
  */
 #include "berth_plugin.h"
 
 #if defined(KIT_IDENTITIES) || defined(KIT_IDENTITY_NOT_RETURNED)
 #define KIT_ID 1
+#endif
+
+#if defined(KIT_BATCH_DISAGREES) || defined(KIT_BATCH_SHORT) || defined(KIT_BATCH_NOT_ATOMIC) || defined(KIT_BATCH_SEGV)
+#define KIT_BATCH 1
 #endif
 
 #define KIT_POOL_FIRST 2
@@ -30,6 +41,7 @@ struct fx {
     const berth_host_services *host;
     unsigned long allocations;
     int n;
+    int in_batch; /* set while add_batch runs an item through add (KIT_BATCH_DISAGREES) */
     struct { char k[200]; char v[64]; } mem[64]; /* KIT_MEMORY_STATE only */
 };
 
@@ -170,7 +182,11 @@ static berth_status fx_add(void *inst, const char *req, size_t len, const berth_
     snprintf(addr, sizeof addr, "10.88.0.%lu", KIT_POOL_FIRST + f->allocations++ % 3);
 #else
     int found = 0;
-    for (int i = KIT_POOL_FIRST; i <= KIT_POOL_LAST && !found; i++) {
+    for (int n = 0; n <= KIT_POOL_LAST - KIT_POOL_FIRST && !found; n++) {
+        int i = KIT_POOL_FIRST + n;
+#ifdef KIT_BATCH_DISAGREES
+        if (f->in_batch) i = KIT_POOL_LAST - n;
+#endif
         char owner[200];
         snprintf(addr, sizeof addr, "10.88.0.%d", i);
         snprintf(ipk, sizeof ipk, "ip/%s", addr);
@@ -270,9 +286,106 @@ static berth_status fx_status(void *inst, const char *req, size_t len, const ber
     return BERTH_OK;
 }
 
+#ifdef KIT_BATCH
+/* A growing sink for add_batch's response. */
+struct gbuf { char *p; size_t len, cap; };
+static berth_status gbuf_write(void *ctx, const char *d, size_t n) {
+    struct gbuf *b = ctx;
+    if (b->len + n + 1 > b->cap) {
+        size_t c = b->cap ? b->cap : 256;
+        while (b->len + n + 1 > c) c *= 2;
+        char *p = realloc(b->p, c);
+        if (!p) return BERTH_INTERNAL;
+        b->p = p;
+        b->cap = c;
+    }
+    memcpy(b->p + b->len, d, n);
+    b->len += n;
+    b->p[b->len] = 0;
+    return BERTH_OK;
+}
+
+/* The index just past the '}' that closes the object starting at s[i] ('{'); len when it is not closed. */
+static size_t object_end(const char *s, size_t len, size_t i) {
+    int depth = 0, str = 0;
+    for (; i < len; i++) {
+        char c = s[i];
+        if (str) {
+            if (c == '\\') i++;
+            else if (c == '"') str = 0;
+        } else if (c == '"') str = 1;
+        else if (c == '{') depth++;
+        else if (c == '}' && --depth == 0) return i + 1;
+    }
+    return len;
+}
+
+/* add_batch: every item through add, in order (each sees the writes of those before it); the first item that
+ * cannot be added fails the call, naming the item, and the host rolls back the call's writes. */
+static berth_status fx_add_batch(void *inst, const char *req, size_t len, const berth_sink *out, char *err, size_t cap) {
+    struct fx *f = inst;
+    if (!is_object(req, len)) { BERTH_SET_ERR(err, cap, "request is not a JSON object"); return BERTH_INVALID_ARGUMENT; }
+    size_t j = value_at(req, len, "items", 0);
+    if (j >= len || req[j] != '[') {
+#ifdef KIT_BATCH_SEGV
+        crash();
+#endif
+        BERTH_SET_ERR(err, cap, "\"items\" must be an array of add requests");
+        return BERTH_INVALID_ARGUMENT;
+    }
+    struct gbuf res = {NULL, 0, 0};
+    berth_sink rs = {sizeof rs, &res, gbuf_write};
+    berth_status st = gbuf_write(&res, "{\"results\":[", 12);
+    size_t last = res.len; /* where the last item's result starts (with its comma) */
+    int n = 0;
+    j++;
+    while (st == BERTH_OK) {
+        while (j < len && (req[j] == ' ' || req[j] == '\n' || req[j] == ',')) j++;
+        if (j < len && req[j] == ']') break;
+        if (j >= len || req[j] != '{') {
+            BERTH_SET_ERR(err, cap, "items[%d] must be a JSON object", n);
+            st = BERTH_INVALID_ARGUMENT;
+            break;
+        }
+        size_t e = object_end(req, len, j);
+        last = res.len;
+        if (n > 0 && (st = gbuf_write(&res, ",", 1)) != BERTH_OK) break;
+        char ierr[256] = "";
+        f->in_batch = 1;
+        berth_status ist = fx_add(f, req + j, e - j, &rs, ierr, sizeof ierr);
+        f->in_batch = 0;
+        if (ist != BERTH_OK) {
+#ifdef KIT_BATCH_NOT_ATOMIC
+            char item[320];
+            snprintf(item, sizeof item, "{\"error\":\"%s\"}", ierr);
+            st = berth_sink_puts(&rs, item);
+#else
+            BERTH_SET_ERR(err, cap, "items[%d]: %s", n, ierr);
+            st = ist;
+            break;
+#endif
+        }
+        n++;
+        j = e;
+    }
+#ifdef KIT_BATCH_SHORT
+    if (n > 0) res.len = last;
+#else
+    (void)last;
+#endif
+    if (st == BERTH_OK) st = gbuf_write(&res, "]}", 2);
+    if (st == BERTH_OK) st = out->write(out->ctx, res.p, res.len);
+    free(res.p);
+    return st;
+}
+#endif
+
 static const berth_network_ops NET = {
     .struct_size = sizeof(berth_network_ops),
     .add = fx_add, .del = fx_del, .check = fx_check, .gc = fx_gc, .status = fx_status,
+#ifdef KIT_BATCH
+    .add_batch = fx_add_batch,
+#endif
 };
 
 KIT_PLUGIN(.kinds = BERTH_KIND_NETWORK, .config_schema = "{\"type\":\"object\"}", .network = &NET)
