@@ -45,11 +45,17 @@ public struct NetworkService: Sendable {
     /// A plugin with add_batch (ABI 1.1) gets every new attachment in one call; when that call fails, or the plugin has
     /// none, each request runs on its own through add, so every request gets its own answer either way.
     public func attachBatchInTransaction(network: String, requests: [JSON]) -> [Result<JSON, APIError>] {
-        if let answers = try? runtime.store.savepoint("batch", { try attachAllInOneCall(network: network, requests: requests) }) {
-            runtime.batchesInOneCall.add(1, ordering: .relaxed)
+        if requests.isEmpty { return [] }
+        do {
+            let answers = try runtime.store.savepoint("batch") { try attachAllInOneCall(network: network, requests: requests) }
+            runtime.countBatch(network: network, oneCall: true)
             return answers.map { .success($0) }
+        } catch is NoBatchPath {
+        } catch {
+            // Expected now and then (the pool runs out at item 700): each item gets its own answer below.
+            runtime.logger.debug("network \(network): add_batch of \(requests.count) failed (\(error)); adding them one at a time")
         }
-        runtime.batchesItemByItem.add(1, ordering: .relaxed)
+        runtime.countBatch(network: network, oneCall: false)
         let store = runtime.store
         return requests.map { r in
             do {

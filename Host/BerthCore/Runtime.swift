@@ -103,10 +103,17 @@ public final class BerthRuntime: @unchecked Sendable {
 
     /// Reports an executor stuck in one batch (an in-process plugin call that does not return).
     var watchdog: StallWatchdog?
-    /// Batch ADDs served by one add_batch call, and those that went item by item (no add_batch, a key twice, or
-    /// the one call failed): /metrics shows both, so an operator sees when batches stop taking the fast path.
-    let batchesInOneCall = Atomic<UInt64>(0)
-    let batchesItemByItem = Atomic<UInt64>(0)
+    /// Per network: batch ADDs served by one add_batch call, and those that went item by item (no add_batch, a key
+    /// twice, or the one call failed). /metrics shows both, so an operator sees when batches stop taking the fast path.
+    let batchPaths = Mutex<[String: (oneCall: UInt64, itemByItem: UInt64)]>([:])
+
+    func countBatch(network: String, oneCall: Bool) {
+        batchPaths.withLock { m in
+            var c = m[network] ?? (0, 0)
+            if oneCall { c.oneCall += 1 } else { c.itemByItem += 1 }
+            m[network] = c
+        }
+    }
 
     public init(site: SiteConfig, logger: Logger = Logger(label: "berthd")) throws {
         self.currentSite = site
@@ -282,7 +289,11 @@ public final class BerthRuntime: @unchecked Sendable {
         let st = busy + "# HELP berth_store_commits_total Store commits (group commits).\n# TYPE berth_store_commits_total counter\nberth_store_commits_total \(executor.commits)\n"
             + "# HELP berth_store_operations_total Operations committed.\n# TYPE berth_store_operations_total counter\nberth_store_operations_total \(executor.operations)\n"
             + "# HELP berth_network_batches_total Batch ADDs, by how the plugin served them: one add_batch call, or one add per item.\n# TYPE berth_network_batches_total counter\n"
-            + "berth_network_batches_total{path=\"add_batch\"} \(batchesInOneCall.load(ordering: .relaxed))\nberth_network_batches_total{path=\"item_by_item\"} \(batchesItemByItem.load(ordering: .relaxed))\n"
+            + batchPaths.withLock { m in
+                m.keys.sorted().map { n in
+                    "berth_network_batches_total{network=\"\(n)\",path=\"add_batch\"} \(m[n]!.oneCall)\nberth_network_batches_total{network=\"\(n)\",path=\"item_by_item\"} \(m[n]!.itemByItem)\n"
+                }.joined()
+            }
             + "# HELP berth_store_syncs_total fsyncs of the store's log that made commits durable (store.sync full; one covers every batch committed before it).\n# TYPE berth_store_syncs_total counter\nberth_store_syncs_total \(executor.syncs)\n"
         return out + errs + lat + up + crashes + st + (discovery?.metricsText() ?? "")
     }

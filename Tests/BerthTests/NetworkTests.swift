@@ -142,13 +142,16 @@ final class NetworkTests: XCTestCase {
             func batches() throws -> (Int, Int) {
                 let m = try UnixHTTPConnection(path: d.socket).request("GET", "/metrics").text
                 func value(_ path: String) -> Int {
-                    let line = m.split(separator: "\n").first { $0.hasPrefix("berth_network_batches_total{path=\"\(path)\"}") }
+                    let line = m.split(separator: "\n").first { $0.hasPrefix("berth_network_batches_total{network=\"net1\",path=\"\(path)\"}") }
                     return Int(line?.split(separator: " ").last ?? "") ?? -1
                 }
                 return (value("add_batch"), value("item_by_item"))
             }
-            XCTAssertEqual(try batches().0, 0, isolation)
-            var (st, r) = try d.request("POST", "/v1/networks/net1/attachments", ["containerID": "before"])
+            XCTAssertEqual(try batches().0, -1, "\(isolation): no batch yet, no line")
+            var (st, r) = try d.request("POST", "/v1/networks/net1/attachments/batch", ["attachments": []])
+            XCTAssertEqual(st, 200, r.serialized)
+            XCTAssertEqual(try batches().0, -1, "\(isolation): an empty batch is not counted")
+            (st, r) = try d.request("POST", "/v1/networks/net1/attachments", ["containerID": "before"])
             XCTAssertEqual(st, 200, r.serialized)
             let items = JSON.array((0..<100).map { ["containerID": .string("c\($0)"), "node": .string("n\($0 % 3)")] } + [["containerID": "before"]])
             (st, r) = try d.request("POST", "/v1/networks/net1/attachments/batch", ["attachments": items])
