@@ -85,7 +85,7 @@ public final class Executor: @unchecked Sendable {
     }
 
     /// A pthread running `body` (which keeps what it captures alive until it returns).
-    private static func startThread(_ t: inout pthread_t, _ body: @escaping () -> Void) {
+    static func startThread(_ t: inout pthread_t, _ body: @escaping () -> Void) {
         final class Start { let body: () -> Void; init(_ b: @escaping () -> Void) { body = b } }
         let start = Unmanaged.passRetained(Start(body))
         pthread_create(&t, nil, { arg in
