@@ -14,10 +14,30 @@ enum Paths {
     static func plugin(_ name: String) -> String { "\(bin)/libberth-\(name).so" }
 }
 
+/// A fresh directory under the temporary directory, removed when the test run ends.
 func tempDir(_ tag: String) -> String {
     let d = NSTemporaryDirectory() + "berth-\(tag)-\(getpid())-\(UInt64.random(in: 0..<UInt64.max))"
     try! FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+    TempDirs.shared.add(d)
     return d
+}
+
+/// Every `tempDir` of the run, removed when the test bundle finishes (a test that fails or throws half way leaves
+/// nothing behind in /tmp either).
+final class TempDirs: NSObject, XCTestObservation, @unchecked Sendable {
+    static let shared: TempDirs = {
+        let t = TempDirs()
+        XCTestObservationCenter.shared.addTestObserver(t)
+        return t
+    }()
+    private let lock = NSLock()
+    private var dirs: [String] = []
+
+    func add(_ d: String) { lock.withLock { dirs.append(d) } }
+
+    func testBundleDidFinish(_ testBundle: Bundle) {
+        for d in lock.withLock({ dirs }) { try? FileManager.default.removeItem(atPath: d) }
+    }
 }
 
 final class Daemon {
