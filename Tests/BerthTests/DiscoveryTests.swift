@@ -43,7 +43,7 @@ final class DNSMasq {
         self.dig = dig
         self.pidFile = pidFile
         self.domain = domain
-        if !FileManager.default.fileExists(atPath: hostsFile) { FileManager.default.createFile(atPath: hostsFile, contents: nil) }
+        if !FileManager.default.fileExists(atPath: hostsFile) { _ = FileManager.default.createFile(atPath: hostsFile, contents: nil) }
         chmod(hostsFile, 0o644)
         var lastError = ""
         for _ in 0..<20 {

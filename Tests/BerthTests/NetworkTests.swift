@@ -302,9 +302,8 @@ final class NetworkTests: XCTestCase {
     func testKill9DuringConcurrentAllocations() throws {
         let d = try netDaemon("kill9", pools: [["name": "big", "ranges": [["subnet": "10.96.0.0/20"]]]])
         let clients = 8, perClient = 250
-        let lock = NSLock()
-        var acked: [String: String] = [:]   // containerID -> address
-        var errors = 0
+        let acked = Shared<[String: String]>([:])   // containerID -> address
+        let errors = Shared(0)
         let group = DispatchGroup()
         for c in 0..<clients {
             group.enter()
@@ -315,9 +314,9 @@ final class NetworkTests: XCTestCase {
                     let body: JSON = ["containerID": .string(cid), "ifname": "eth0", "node": .string("node-\(c % 3)")]
                     if let r = try? conn.request("POST", "/v1/networks/net1/attachments", body: body.bytes), r.status == 200,
                        let a = try? r.json()["ips"]?[0]?["address"]?.string {
-                        lock.lock(); acked[cid] = a; lock.unlock()
+                        acked.with { $0[cid] = a }
                     } else {
-                        lock.lock(); errors += 1; lock.unlock()
+                        errors.with { $0 += 1 }
                         conn.close()
                     }
                 }
@@ -326,13 +325,12 @@ final class NetworkTests: XCTestCase {
         }
         // Kill while allocations are committing.
         while true {
-            lock.lock(); let n = acked.count; lock.unlock()
-            if n >= 600 { break }
+            if acked.get.count >= 600 { break }
             usleep(2000)
         }
         d.kill9()
         group.wait()
-        XCTAssertGreaterThan(errors, 0, "the kill happened mid-run")
+        XCTAssertGreaterThan(errors.get, 0, "the kill happened mid-run")
         try d.start()
         let list = try d.request("GET", "/v1/networks/net1/attachments").1["attachments"]!.array!
         var byCID: [String: String] = [:]
@@ -343,7 +341,7 @@ final class NetworkTests: XCTestCase {
             byCID[cid] = addr
             XCTAssertTrue(addrs.insert(addr).inserted, "address \(addr) is held twice")
         }
-        for (cid, addr) in acked {
+        for (cid, addr) in acked.get {
             XCTAssertEqual(byCID[cid], addr, "acknowledged allocation \(cid) -> \(addr) lost after kill -9")
         }
         let cap = try d.request("GET", "/v1/networks/net1/capacity").1
@@ -352,6 +350,6 @@ final class NetworkTests: XCTestCase {
         for (cid, _) in byCID.prefix(50) {
             XCTAssertEqual(try d.request("GET", "/v1/networks/net1/attachments/\(cid)/eth0").0, 200)
         }
-        print("kill -9 durability: \(acked.count) acknowledged before the kill, \(list.count) committed, \(errors) client errors")
+        print("kill -9 durability: \(acked.get.count) acknowledged before the kill, \(list.count) committed, \(errors.get) client errors")
     }
 }

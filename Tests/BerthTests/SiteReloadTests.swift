@@ -29,23 +29,21 @@ final class SiteReloadTests: XCTestCase {
         let net = { (path: String, cfg: JSON) -> JSON in ["name": "net1", "path": .string(path), "config": cfg] }
         let d = try Daemon(plugins: [net(v1, ["pools": [pool]])], tag: "upgrade")
 
-        let stop = NSLock()
-        var running = true
-        var ok = 0, failed: [String] = []
-        let lock = NSLock()
+        let running = Shared(true)
+        let ok = Shared(0), failed = Shared<[String]>([])
         let group = DispatchGroup()
         for c in 0..<4 {
             group.enter()
             Thread.detachNewThread {
                 let conn = UnixHTTPConnection(path: d.socket)
                 var i = 0
-                while stop.withLock({ running }) {
+                while running.get {
                     let body: JSON = ["containerID": .string("u\(c)-\(i)"), "node": "n"]
                     i += 1
                     do {
                         let r = try conn.request("POST", "/v1/networks/net1/attachments", body: body.bytes)
-                        lock.withLock { if r.status == 200 { ok += 1 } else { failed.append("\(r.status) \(r.text)") } }
-                    } catch { lock.withLock { failed.append("\(error)") } }
+                        if r.status == 200 { ok.with { $0 += 1 } } else { failed.with { $0.append("\(r.status) \(r.text)") } }
+                    } catch { failed.with { $0.append("\(error)") } }
                 }
                 group.leave()
             }
@@ -62,20 +60,20 @@ final class SiteReloadTests: XCTestCase {
         let (rc, out, err) = try runTool(Paths.bin + "/berth", ["plugins", "reload", "net1", "--socket", d.socket])
         XCTAssertEqual(rc, 0, out + err)
         usleep(300_000)
-        stop.withLock { running = false }
+        running.with { $0 = false }
         group.wait()
-        XCTAssertEqual(failed, [], "every request during upgrade/reconfigure/reload succeeded")
-        XCTAssertGreaterThan(ok, 50)
+        XCTAssertEqual(failed.get, [], "every request during upgrade/reconfigure/reload succeeded")
+        XCTAssertGreaterThan(ok.get, 50)
         let list = try d.request("GET", "/v1/networks/net1/attachments").1["attachments"]!.array!
-        XCTAssertEqual(list.count, ok, "every acknowledged allocation is recorded")
-        XCTAssertEqual(try d.request("GET", "/v1/networks/net1/capacity").1["active"]?.int, ok, "the plugin's state survived the swaps")
+        XCTAssertEqual(list.count, ok.get, "every acknowledged allocation is recorded")
+        XCTAssertEqual(try d.request("GET", "/v1/networks/net1/capacity").1["active"]?.int, ok.get, "the plugin's state survived the swaps")
         let p = try d.request("GET", "/v1/plugins/net1").1
         XCTAssertTrue(p["sha256"]!.string! != "" && p["path"]!.string!.hasSuffix("ipam-v2.so"), p.serialized)
         let evs = try d.request("GET", "/v1/events?since=0&limit=10000").1["events"]!.array!.filter { $0["type"]!.string!.hasPrefix("plugin.") }
         let types = evs.map { $0["type"]!.string! }
         XCTAssertTrue(types.contains("plugin.upgraded") && types.contains("plugin.reconfigured") && types.contains("plugin.reloaded"), "\(types)")
         XCTAssertTrue(evs.contains { $0["type"] == "plugin.reloaded" && $0["actor"]!.string!.hasPrefix("api:") }, "events say who asked")
-        print("upgrade under load: \(ok) allocations, 0 lost")
+        print("upgrade under load: \(ok.get) allocations, 0 lost")
     }
 
     /// A site with an unknown key, a wrong type, or a plugin config its schema rejects is refused with a message

@@ -69,7 +69,7 @@ final class Daemon {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Paths.bin + "/berthd")
         p.arguments = ["--site", siteFile, "--log-level", "warning"]
-        FileManager.default.createFile(atPath: logFile, contents: nil)
+        _ = FileManager.default.createFile(atPath: logFile, contents: nil)
         let logHandle = FileHandle(forWritingAtPath: logFile)!
         logHandle.seekToEndOfFile()
         p.standardOutput = logHandle
@@ -136,4 +136,13 @@ func runTool(_ exe: String, _ args: [String], env: [String: String]? = nil, stdi
     let e = err.fileHandleForReading.readDataToEndOfFile()
     p.waitUntilExit()
     return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}
+
+/// A value shared between test threads, behind a lock.
+final class Shared<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: T
+    init(_ value: T) { self.value = value }
+    func with<R>(_ body: (inout T) -> R) -> R { lock.withLock { body(&value) } }
+    var get: T { lock.withLock { value } }
 }
