@@ -127,6 +127,12 @@ public final class Executor: @unchecked Sendable {
         pthread_mutex_unlock(&mutex)
     }
 
+    /// Queues `work` to run in its own savepoint of the next batch; `complete` gets its error, or nil, once the batch
+    /// has committed (and, with store.sync "full", is on the disk). For callers that answer others from `complete`.
+    func submit(_ work: @escaping () throws -> Void, complete: @escaping (Error?) -> Void) {
+        enqueue(Job(work: work, complete: complete))
+    }
+
     /// Runs `body` in its own transaction on the executor thread and returns its result once committed.
     public func run<T>(_ body: @escaping () throws -> T) async throws -> T {
         if isExecutorThread { return try body() }

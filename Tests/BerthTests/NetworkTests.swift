@@ -187,6 +187,64 @@ final class NetworkTests: XCTestCase {
         }
     }
 
+    /// Single ADDs from many clients at once run together on the executor (one batch, one add_batch call when they
+    /// can); each still gets exactly its own answer: distinct addresses, the same result for one key asked by every
+    /// client, and one winner for an address all of them request.
+    func testConcurrentSingleAddsEachGetTheirOwnAnswer() throws {
+        let d = try netDaemon("coalesce", pools: [["name": "p", "ranges": [["subnet": "10.95.0.0/24"]]]])
+        let clients = 16, each = 10
+        let answers = Shared<[String: [String]]>([:])   // containerID -> every address answered for it
+        let statuses = Shared<[Int]>([])                   // statuses of the requests for 10.95.0.250
+        let failures = Shared<[String]>([])
+        let group = DispatchGroup()
+        for c in 0..<clients {
+            group.enter()
+            Thread.detachNewThread {
+                let conn = UnixHTTPConnection(path: d.socket, timeoutSeconds: 20)
+                var reqs: [JSON] = (0..<each).map { ["containerID": .string("s\(c)-\($0)"), "node": .string("n\(c % 4)")] }
+                reqs.insert(["containerID": "shared", "node": "n0"], at: c % each)
+                reqs.insert(["containerID": .string("want-\(c)"), "ips": ["10.95.0.250"]], at: (c * 3) % each)
+                for body in reqs {
+                    guard let r = try? conn.request("POST", "/v1/networks/net1/attachments", body: body.bytes) else {
+                        failures.with { $0.append("no answer for \(body.serialized)") }
+                        continue
+                    }
+                    let cid = body["containerID"]!.string!
+                    if cid.hasPrefix("want-") { statuses.with { $0.append(r.status) } }
+                    if r.status == 200, let a = try? r.json()["ips"]?[0]?["address"]?.string {
+                        answers.with { $0[cid, default: []].append(a) }
+                    } else if !cid.hasPrefix("want-") {
+                        failures.with { $0.append("\(cid): \(r.status) \(r.text)") }
+                    }
+                }
+                group.leave()
+            }
+        }
+        group.wait()
+        XCTAssertEqual(failures.get, [])
+        let got = answers.get
+        XCTAssertEqual(got["shared"]?.count, clients)
+        XCTAssertEqual(Set(got["shared"] ?? []).count, 1, "one key, one answer: \(got["shared"] ?? [])")
+        XCTAssertEqual(statuses.get.filter { $0 == 200 }.count, 1, "one client gets the requested address: \(statuses.get)")
+        XCTAssertEqual(statuses.get.filter { $0 == 409 }.count, clients - 1, "\(statuses.get)")
+        let winner = got.filter { $0.key.hasPrefix("want-") }
+        XCTAssertEqual(winner.values.first, ["10.95.0.250/24"])
+        let distinct = got.mapValues { Set($0) }
+        XCTAssertTrue(distinct.values.allSatisfy { $0.count == 1 })
+        let addrs = distinct.values.compactMap(\.first)
+        XCTAssertEqual(Set(addrs).count, addrs.count, "no address handed out twice")
+        XCTAssertEqual(addrs.count, clients * each + 2)
+        let list = try d.request("GET", "/v1/networks/net1/attachments").1["attachments"]!.array!
+        XCTAssertEqual(list.count, clients * each + 2)
+        for a in list {
+            XCTAssertEqual(got[a["containerID"]!.string!]?.first, a["result"]?["ips"]?[0]?["address"]?.string, "the record is the answer")
+        }
+        XCTAssertEqual(try d.request("GET", "/v1/networks/net1/capacity").1["active"]?.int, clients * each + 2)
+        let m = try UnixHTTPConnection(path: d.socket).request("GET", "/metrics").text
+        let calls = m.split(separator: "\n").first { $0.hasPrefix("berth_plugin_calls_total{plugin=\"net1\"}") } ?? "?"
+        print("coalescing: \(clients * (each + 2)) single ADDs, \(calls)")
+    }
+
     func testBerthCNIErrorContract() throws {
         let d = try netDaemon("cnierr")
         // VERSION needs nothing.
