@@ -170,6 +170,10 @@ public final class Executor: @unchecked Sendable {
             queue.removeFirst(n)
             pthread_mutex_unlock(&mutex)
             runBatch(batch)
+            pthread_mutex_lock(&mutex)
+            let idle = queue.isEmpty
+            pthread_mutex_unlock(&mutex)
+            if idle { store.checkpointIfIdle() }
         }
     }
 

@@ -108,10 +108,15 @@ public struct NetworkService: Sendable {
                 runtime.logger.warning("plugin \"\(network)\" add_batch returned \(out["results"]?.array?.count ?? 0) results for \(items.count) items; adding them one at a time")
                 throw NoBatchPath()
             }
+            // Every result checked before any row is written (no event is noted for a row that is then undone).
+            guard results.allSatisfy({ $0["ips"]?.array != nil }) else {
+                runtime.logger.warning("plugin \"\(network)\" add_batch returned a result without an \"ips\" array; adding the items one at a time")
+                throw NoBatchPath()
+            }
             let ins = try store.prepare("INSERT INTO attachments(network, container_id, ifname, node, result, created) VALUES(?1,?2,?3,?4,?5,?6)")
             let now = wallClock()
             for (f, result) in zip(fresh, results) {
-                guard let ips = result["ips"]?.array else { throw NoBatchPath() }
+                let ips = result["ips"]?.array ?? []
                 _ = ins.reset()
                 ins.bind(1, network); ins.bind(2, f.cid); ins.bind(3, f.ifname); ins.bind(4, f.node); ins.bind(5, result.serialized); ins.bind(6, now)
                 try ins.run()
@@ -278,11 +283,14 @@ import CSQLite
 func sqlite3Changes(_ store: Store) -> Int32 { sqlite3_changes(store.db) }
 
 /// Single ADDs of one network that arrive while the executor is busy wait here and then run as one batch job: the
-/// first to arrive submits the job, every ADD that joins before the job starts rides along (up to
-/// NetworkService.maxBatch; more start the next job). The job runs them through attachBatchInTransaction, so each
+/// first to arrive submits the job, every ADD that joins before the job starts rides along (up to maxItems; more
+/// start the next job). The job runs them through attachBatchInTransaction, so each
 /// gets exactly the answer it would have got alone, and every caller is answered once the batch is committed (and
 /// durable, with store.sync "full"). An idle daemon runs a lone ADD at once, as before.
 final class AddCoalescer: @unchecked Sendable {
+    /// The most single ADDs one job takes. Smaller than a batch request's 1024: a burst of single ADDs should not
+    /// become one call long enough to meet callTimeoutMs in a process-isolated plugin (that kills its runner).
+    static let maxItems = 256
     typealias Waiter = (request: JSON, cont: CheckedContinuation<JSON, Error>)
     private let lock = NSLock()
     private var pending: [String: [Waiter]] = [:]
@@ -296,16 +304,16 @@ final class AddCoalescer: @unchecked Sendable {
         if first { submit(network, service) }
     }
 
-    /// Takes up to maxBatch waiters; true in `more` when others are left (they need a job of their own).
+    /// Takes up to maxItems waiters; true in `more` when others are left (they need a job of their own).
     private func take(_ network: String) -> (taken: [Waiter], more: Bool) {
         lock.withLock {
             guard var all = pending[network] else { return ([], false) }
-            if all.count <= NetworkService.maxBatch {
+            if all.count <= AddCoalescer.maxItems {
                 pending[network] = nil
                 return (all, false)
             }
-            let taken = Array(all.prefix(NetworkService.maxBatch))
-            all.removeFirst(NetworkService.maxBatch)
+            let taken = Array(all.prefix(AddCoalescer.maxItems))
+            all.removeFirst(AddCoalescer.maxItems)
             pending[network] = all
             return (taken, true)
         }
@@ -327,8 +335,16 @@ final class AddCoalescer: @unchecked Sendable {
             }
         }, complete: { error in
             if let error {
-                // Nothing committed. The job may have failed before it took its waiters: take them now.
-                let waiting = run.taken.isEmpty ? self.take(network).taken : run.taken
+                // Nothing committed. When the job failed before it took its waiters (BEGIN failed), no other job is
+                // queued for this network: every waiter, however many, is failed here, or they would wait forever.
+                var waiting = run.taken
+                if waiting.isEmpty {
+                    while true {
+                        let (t, more) = self.take(network)
+                        waiting += t
+                        if !more { break }
+                    }
+                }
                 for w in waiting { w.cont.resume(throwing: error) }
                 return
             }

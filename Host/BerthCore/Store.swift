@@ -75,86 +75,20 @@ public struct Event: Sendable {
     }
 }
 
-/// Checkpoints the store's write-ahead log on a thread and a connection of its own, so the executor never waits
-/// for one. SQLite appends every commit to the log and reads must search it; a checkpoint copies the log into the
-/// database file, after which the next writer starts the log over. Without checkpoints the log grows by every
-/// commit for as long as the daemon runs (it did: 130 MB after 100,000 ADDs, nothing in the database file).
-/// The main connection's log hook calls `request()` once the log holds `threshold` pages; a PASSIVE checkpoint
-/// copies what no reader still needs and never blocks the writer.
-final class Checkpointer: @unchecked Sendable {
-    /// Log pages (4 KiB) after which a checkpoint is requested: SQLite's own default.
-    static let threshold: Int32 = 1000
-    /// Log pages after which the executor checkpoints inline: the background thread has fallen far behind.
-    static let inlineThreshold: Int32 = 4 * threshold
-    private let path: String
-    private var db: OpaquePointer?
-    private var mutex = pthread_mutex_t()
-    private var cond = pthread_cond_t()
-    private var thread = pthread_t()
-    private var pending = false, stopping = false, started = false
-    let done = Atomic<UInt64>(0)
-    let failed = Atomic<UInt64>(0)
-    /// Pages in the log after the last commit (as the log hook last saw them).
-    let logPages = Atomic<Int64>(0)
-
-    init(path: String) {
-        self.path = path
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&cond, nil)
-    }
-
-    func request() {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        guard !stopping else { return }
-        pending = true
-        if !started {
-            started = true
-            Executor.startThread(&thread) { self.loop() }
-        }
-        pthread_cond_signal(&cond)
-    }
-
-    func stop() {
-        pthread_mutex_lock(&mutex)
-        stopping = true
-        let join = started
-        pthread_cond_signal(&cond)
-        pthread_mutex_unlock(&mutex)
-        if join { pthread_join(thread, nil) }
-        if let db { sqlite3_close_v2(db) }
-        db = nil
-    }
-
-    private func loop() {
-        while true {
-            pthread_mutex_lock(&mutex)
-            while !pending && !stopping { pthread_cond_wait(&cond, &mutex) }
-            if stopping { pthread_mutex_unlock(&mutex); return }
-            pending = false
-            pthread_mutex_unlock(&mutex)
-            if checkpoint() { done.add(1, ordering: .relaxed) } else { failed.add(1, ordering: .relaxed) }
-        }
-    }
-
-    private func checkpoint() -> Bool {
-        if db == nil {
-            var h: OpaquePointer?
-            guard sqlite3_open_v2(path, &h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK, let h else {
-                if let h { sqlite3_close_v2(h) }
-                return false
-            }
-            sqlite3_busy_timeout(h, 5000)
-            db = h
-        }
-        return sqlite3_wal_checkpoint_v2(db, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil) == SQLITE_OK
-    }
-}
-
 public final class Store {
     public let path: String
     let db: OpaquePointer
-    let checkpointer: Checkpointer
+    /// Log pages (4 KiB) at which a commit checkpoints the write-ahead log into the database file, and the lower mark
+    /// at which an idle executor does it. SQLite appends every commit to the log and reads must search it; a
+    /// checkpoint copies the log into the database file, after which the next commit starts the log over. SQLite's
+    /// own automatic checkpoint (at 1000 pages, on every commit past it) cost a quarter of the ADD rate here, mostly
+    /// in its two fsyncs; at 4000 pages it costs nothing measurable, and an idle daemon checkpoints from 1000.
+    static let checkpointPages: Int32 = 4000
+    static let idleCheckpointPages: Int64 = 1000
+    /// Checkpoints made and failed, and the pages in the log after the last commit (read by /metrics).
+    let checkpoints = Atomic<UInt64>(0)
+    let checkpointFailures = Atomic<UInt64>(0)
+    let logPages = Atomic<Int64>(0)
     private var cache: [String: Statement] = [:]
     /// The statements of the plugin key-value calls, which run a dozen times per network ADD: held directly so
     /// they skip the cache's lookup by SQL text (they are in `cache` too, so BEGIN resets them like the rest).
@@ -246,7 +180,6 @@ public final class Store {
             throw StoreError("cannot open the state store \(path): \(msg)")
         }
         db = h
-        checkpointer = Checkpointer(path: path)
         sqlite3_busy_timeout(db, 5000)
         _ = berth_sqlite_lookaside(db, 512, 1024)
         try exec("PRAGMA journal_mode=WAL")
@@ -257,20 +190,15 @@ public final class Store {
         // the working set of a batch (64 MiB; SQLite's default is 2 MiB).
         try exec("PRAGMA temp_store=MEMORY")
         try exec("PRAGMA cache_size=-65536")
-        // Checkpoints run on the checkpointer's thread (see Checkpointer); this hook replaces SQLite's automatic
-        // checkpoint at commit, which would make the executor copy the log and wait for two fsyncs. A log that a
-        // burst grew past 64 MiB is truncated back when it starts over.
+        // Checkpoints: see checkpointPages. The hook replaces SQLite's automatic checkpoint. A log that a burst
+        // grew past 64 MiB is truncated back when it starts over.
         try exec("PRAGMA journal_size_limit=67108864")
-        sqlite3_wal_hook(db, { ctx, db, _, pages in
-            let c = Unmanaged<Checkpointer>.fromOpaque(ctx!).takeUnretainedValue()
-            c.logPages.store(Int64(pages), ordering: .relaxed)
-            if pages >= Checkpointer.inlineThreshold {
-                _ = sqlite3_wal_checkpoint_v2(db, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
-            } else if pages >= Checkpointer.threshold {
-                c.request()
-            }
+        sqlite3_wal_hook(db, { ctx, _, _, pages in
+            let store = Unmanaged<Store>.fromOpaque(ctx!).takeUnretainedValue()
+            store.logPages.store(Int64(pages), ordering: .relaxed)
+            if pages >= Store.checkpointPages { store.checkpoint() }
             return SQLITE_OK
-        }, Unmanaged.passUnretained(checkpointer).toOpaque())
+        }, Unmanaged.passUnretained(self).toOpaque())
         try migrate()
         if let e = syncLog() { throw StoreError(e) }
     }
@@ -293,7 +221,6 @@ public final class Store {
     }
 
     deinit {
-        checkpointer.stop()
         hot = []
         cache.removeAll()
         sqlite3_close_v2(db)
@@ -313,6 +240,25 @@ public final class Store {
             sqlite3_free(err)
             throw StoreError("sqlite: \(msg) in: \(sql.prefix(80))")
         }
+    }
+
+    /// Copies the write-ahead log into the database file (PASSIVE: what no reader still needs; here there is no other
+    /// reader, so all of it), after which the next commit starts the log over. On the executor thread, between
+    /// transactions: from the log hook after a commit, or by `checkpointIfIdle`.
+    func checkpoint() {
+        var log: Int32 = -1, copied: Int32 = -1
+        let rc = sqlite3_wal_checkpoint_v2(db, nil, SQLITE_CHECKPOINT_PASSIVE, &log, &copied)
+        if rc == SQLITE_OK && log >= 0 {
+            checkpoints.add(1, ordering: .relaxed)
+            if copied == log { logPages.store(0, ordering: .relaxed) }
+        } else {
+            checkpointFailures.add(1, ordering: .relaxed)
+        }
+    }
+
+    /// Checkpoints when the log holds `idleCheckpointPages` or more: the executor calls it when it has nothing queued.
+    func checkpointIfIdle() {
+        if logPages.load(ordering: .relaxed) >= Store.idleCheckpointPages { checkpoint() }
     }
 
     /// Runs `body` inside savepoint `name` (inside the current transaction): released when it returns, rolled back

@@ -381,11 +381,13 @@ final class Op {
         defs[name] = .some(nil)
         counts[name] = nil
         dirty.remove(name)
-        hwms = [:]
-        cursors = [:]
+        // The pool's keys are gone: forget its marks and cursors, and a pending one must not bring them back. Other
+        // pools' cached and pending values stay (clearing their caches would let a read see the stale stored value).
+        func mine(_ k: String) -> Bool { k.hasPrefix("hwm/\(name)/") || k.hasPrefix("last/\(name)/") }
+        hwms = hwms.filter { !mine($0.key) }
+        cursors = cursors.filter { !mine($0.key) }
+        pending = pending.filter { !mine($0.key) }
         noFreeAfter = [:]
-        // the pool's keys are gone: a pending high-water mark or cursor must not bring them back
-        pending = pending.filter { !$0.key.hasPrefix("hwm/\(name)/") && !$0.key.hasPrefix("last/\(name)/") }
     }
 
     /// Every pool, by name.

@@ -1,5 +1,5 @@
-// The state store's write-ahead log: checkpointed into the database file off the executor, and started over, so it
-// stays bounded however long the daemon runs.
+// The state store's write-ahead log: checkpointed into the database file (after a commit once the log holds 4000
+// pages, or from 1000 when the executor is idle), so it stays bounded however long the daemon runs.
 @testable import BerthCore
 import BerthWire
 import Foundation
@@ -8,36 +8,64 @@ import XCTest
 final class StoreTests: XCTestCase {
     func fileSize(_ path: String) -> Int { (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0 }
 
-    /// 3,000 commits of 4 KiB each (12 MiB, about 6,000 log pages) through the executor, each leaving a cached read
-    /// statement on a row at COMMIT, as the plugin key-value calls do. The log must be checkpointed into the database
-    /// file as it goes and stay bounded; before, a statement left on a row kept a read transaction open, no checkpoint
-    /// could run, and the database file stayed at one page while the log took every commit.
-    func testLogIsCheckpointedAndBounded() throws {
+    func withStore(_ body: (Store, Executor, String) throws -> Void) throws {
         let dir = NSTemporaryDirectory() + "berth-store-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let path = dir + "/state.db"
-        let store = try Store(path: path, synchronous: "normal")
+        let store = try Store(path: dir + "/state.db", synchronous: "normal")
         let ex = Executor(store: store)
         ex.start()
         defer { ex.stop() }
-        let value = [UInt8](repeating: 0x61, count: 4096)
-        try ex.runSync { try Array("seed".utf8).withUnsafeBytes { k in try value.withUnsafeBytes { try store.kvPut("t", k, $0) } } }
-        var maxLog = 0
-        for i in 0..<3000 {
-            try ex.runSync {
-                try Array("k\(i)".utf8).withUnsafeBytes { k in try value.withUnsafeBytes { try store.kvPut("t", k, $0) } }
-                _ = try Array("seed".utf8).withUnsafeBytes { try store.kvGet("t", $0) }  // left on its row
+        try ex.runSync { try Array("seed".utf8).withUnsafeBytes { k in try [UInt8](repeating: 1, count: 64).withUnsafeBytes { try store.kvPut("t", k, $0) } } }
+        try body(store, ex, dir + "/state.db")
+    }
+
+    /// One job as the plugin key-value calls make them: a write, and a read whose statement is left on its row at
+    /// COMMIT (a connection in a read transaction cannot checkpoint: before the fix no checkpoint ever ran, the
+    /// database file stayed at one page and the log took every commit).
+    func job(_ store: Store, _ i: Int, bytes: Int) throws {
+        try Array("k\(i)".utf8).withUnsafeBytes { k in try [UInt8](repeating: 0x61, count: bytes).withUnsafeBytes { try store.kvPut("t", k, $0) } }
+        _ = try Array("seed".utf8).withUnsafeBytes { try store.kvGet("t", $0) }
+    }
+
+    /// 12,000 jobs of 4 KiB queued at once (48 MiB, group-committed, the executor never idle): the commits that take
+    /// the log past 4000 pages checkpoint it, so it stays far below the data written and the database file holds it.
+    func testLogIsCheckpointedUnderLoad() throws {
+        try withStore { store, ex, path in
+            let n = 12_000
+            let group = DispatchGroup()
+            let failures = Shared(0)
+            for i in 0..<n {
+                group.enter()
+                ex.submit({ try self.job(store, i, bytes: 4096) }, complete: { e in
+                    if e != nil { failures.with { $0 += 1 } }
+                    group.leave()
+                })
             }
-            if i % 100 == 0 { maxLog = max(maxLog, fileSize(path + "-wal")) }
+            group.wait()
+            XCTAssertEqual(failures.get, 0)
+            XCTAssertGreaterThan(store.checkpoints.load(ordering: .relaxed), 0, "no checkpoint ran")
+            XCTAssertEqual(store.checkpointFailures.load(ordering: .relaxed), 0)
+            XCTAssertGreaterThan(fileSize(path), 32 << 20, "the commits reached the database file")
+            XCTAssertLessThan(fileSize(path + "-wal"), 28 << 20, "the log stayed bounded")
+            XCTAssertEqual(try ex.runSync { try store.kvCount("t") }, n + 1)
         }
-        // Let the checkpointer finish its last pass, then one more commit starts the log over if it caught up.
-        let deadline = Date().addingTimeInterval(10)
-        while store.checkpointer.done.load(ordering: .relaxed) == 0 && Date() < deadline { usleep(10_000) }
-        XCTAssertGreaterThan(store.checkpointer.done.load(ordering: .relaxed), 0, "no checkpoint ran")
-        XCTAssertEqual(store.checkpointer.failed.load(ordering: .relaxed), 0)
-        XCTAssertGreaterThan(fileSize(path), 8 << 20, "the commits reached the database file")
-        XCTAssertLessThan(maxLog, 20 << 20, "the log stayed bounded (\(maxLog) bytes at most)")
-        XCTAssertEqual(try ex.runSync { try store.kvCount("t") }, 3001)
+    }
+
+    /// One commit at a time (the executor idle between them), 6 MiB in all: the log is checkpointed from 1000
+    /// pages, well before the 4000 of a busy executor, and starts over (pages are read after each commit).
+    func testIdleExecutorCheckpointsEarly() throws {
+        try withStore { store, ex, path in
+            var most: Int64 = 0
+            for i in 0..<750 {
+                try ex.runSync { try self.job(store, i, bytes: 8192) }
+                most = max(most, store.logPages.load(ordering: .relaxed))
+                usleep(1000)  // the executor finds its queue empty
+            }
+            XCTAssertGreaterThan(store.checkpoints.load(ordering: .relaxed), 0, "no checkpoint ran")
+            XCTAssertLessThan(most, 2 * Store.idleCheckpointPages, "checkpointed from 1000 pages, not 4000 (at most \(most) pages)")
+            XCTAssertGreaterThan(fileSize(path), 4 << 20)
+            XCTAssertLessThan(fileSize(path + "-wal"), 8 << 20)
+        }
     }
 }
