@@ -22,13 +22,9 @@ public struct NetworkService: Sendable {
     func plugin(_ network: String) throws -> PluginInstance { try runtime.instance(network, kind: .network) }
 
     /// ADD: idempotent per key. Returns the plugin's result (ips, routes, dns).
-    /// ADDs for one network that wait for the executor together run together: as one batch (see AddCoalescer), so
-    /// a plugin with add_batch serves many concurrent single ADDs in one call. Each still gets its own answer.
     public func add(network: String, request: JSON) async throws -> JSON {
         _ = try plugin(network)  // fail fast; resolved again on the executor, where a reload swaps instances
-        return try await withCheckedThrowingContinuation { cont in
-            runtime.addCoalescer.join(network, request, cont, service: self)
-        }
+        return try await runtime.executor.run { try self.attachInTransaction(network: network, request: request) }
     }
 
     /// The most attachments one batch ADD may carry (`POST /v1/networks/{net}/attachments/batch`).
@@ -48,19 +44,18 @@ public struct NetworkService: Sendable {
     /// The body of `addBatch`, for a caller already on the executor (the synchronous form used by benchmarks and tests).
     /// A plugin with add_batch (ABI 1.1) gets every new attachment in one call; when that call fails, or the plugin has
     /// none, each request runs on its own through add, so every request gets its own answer either way.
-    /// `counted`: a batch request of the API (counted in berth_network_batches_total), not coalesced single ADDs.
-    public func attachBatchInTransaction(network: String, requests: [JSON], counted: Bool = true) -> [Result<JSON, APIError>] {
+    public func attachBatchInTransaction(network: String, requests: [JSON]) -> [Result<JSON, APIError>] {
         if requests.isEmpty { return [] }
         do {
             let answers = try runtime.store.savepoint("batch") { try attachAllInOneCall(network: network, requests: requests) }
-            if counted { runtime.countBatch(network: network, oneCall: true) }
+            runtime.countBatch(network: network, oneCall: true)
             return answers.map { .success($0) }
         } catch is NoBatchPath {
         } catch {
             // Expected now and then (the pool runs out at item 700): each item gets its own answer below.
             runtime.logger.debug("network \(network): add_batch of \(requests.count) failed (\(error)); adding them one at a time")
         }
-        if counted { runtime.countBatch(network: network, oneCall: false) }
+        runtime.countBatch(network: network, oneCall: false)
         let store = runtime.store
         return requests.map { r in
             do {
@@ -281,74 +276,3 @@ public struct NetworkService: Sendable {
 
 import CSQLite
 func sqlite3Changes(_ store: Store) -> Int32 { sqlite3_changes(store.db) }
-
-/// Single ADDs of one network that arrive while the executor is busy wait here and then run as one batch job: the
-/// first to arrive submits the job, every ADD that joins before the job starts rides along (up to maxItems; more
-/// start the next job). The job runs them through attachBatchInTransaction, so each
-/// gets exactly the answer it would have got alone, and every caller is answered once the batch is committed (and
-/// durable, with store.sync "full"). An idle daemon runs a lone ADD at once, as before.
-final class AddCoalescer: @unchecked Sendable {
-    /// The most single ADDs one job takes. Smaller than a batch request's 1024: a burst of single ADDs should not
-    /// become one call long enough to meet callTimeoutMs in a process-isolated plugin (that kills its runner).
-    static let maxItems = 256
-    typealias Waiter = (request: JSON, cont: CheckedContinuation<JSON, Error>)
-    private let lock = NSLock()
-    private var pending: [String: [Waiter]] = [:]
-
-    func join(_ network: String, _ request: JSON, _ cont: CheckedContinuation<JSON, Error>, service: NetworkService) {
-        let first: Bool = lock.withLock {
-            let first = pending[network] == nil
-            pending[network, default: []].append((request, cont))
-            return first
-        }
-        if first { submit(network, service) }
-    }
-
-    /// Takes up to maxItems waiters; true in `more` when others are left (they need a job of their own).
-    private func take(_ network: String) -> (taken: [Waiter], more: Bool) {
-        lock.withLock {
-            guard var all = pending[network] else { return ([], false) }
-            if all.count <= AddCoalescer.maxItems {
-                pending[network] = nil
-                return (all, false)
-            }
-            let taken = Array(all.prefix(AddCoalescer.maxItems))
-            all.removeFirst(AddCoalescer.maxItems)
-            pending[network] = all
-            return (taken, true)
-        }
-    }
-
-    private func submit(_ network: String, _ service: NetworkService) {
-        final class Run: @unchecked Sendable { var taken: [Waiter] = []; var results: [Result<JSON, Error>] = [] }
-        let run = Run()
-        service.runtime.executor.submit({
-            let (taken, more) = self.take(network)
-            run.taken = taken
-            if more { self.submit(network, service) }
-            if taken.count == 1 {  // alone: exactly the single ADD, in a savepoint of its own
-                let store = service.runtime.store
-                run.results = [Result { try store.savepoint("item") { try service.attachInTransaction(network: network, request: taken[0].request) } }]
-            } else {
-                run.results = service.attachBatchInTransaction(network: network, requests: taken.map(\.request), counted: false)
-                    .map { $0.mapError { $0 as Error } }
-            }
-        }, complete: { error in
-            if let error {
-                // Nothing committed. When the job failed before it took its waiters (BEGIN failed), no other job is
-                // queued for this network: every waiter, however many, is failed here, or they would wait forever.
-                var waiting = run.taken
-                if waiting.isEmpty {
-                    while true {
-                        let (t, more) = self.take(network)
-                        waiting += t
-                        if !more { break }
-                    }
-                }
-                for w in waiting { w.cont.resume(throwing: error) }
-                return
-            }
-            for (w, r) in zip(run.taken, run.results) { w.cont.resume(with: r) }
-        })
-    }
-}

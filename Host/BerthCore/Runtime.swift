@@ -105,8 +105,6 @@ public final class BerthRuntime: @unchecked Sendable {
     var watchdog: StallWatchdog?
     /// Per network: batch ADDs served by one add_batch call, and those that went item by item (no add_batch, a key
     /// twice, or the one call failed). /metrics shows both, so an operator sees when batches stop taking the fast path.
-    /// Single network ADDs waiting for the executor, run together (Network.swift).
-    let addCoalescer = AddCoalescer()
     let batchPaths = Mutex<[String: (oneCall: UInt64, itemByItem: UInt64)]>([:])
 
     func countBatch(network: String, oneCall: Bool) {
