@@ -67,6 +67,12 @@ public final class Executor: @unchecked Sendable {
     private var syncStopping = false
     /// fsyncs of the log made by the syncer (each covers one or more batches).
     public private(set) var syncs: UInt64 = 0
+    /// Set when an fsync of the log failed (store.sync "full"): the store then takes no more changes. After a failed
+    /// fsync the kernel may have dropped the log's unwritten pages and report the next fsync as a success, so a later
+    /// commit could be acknowledged and still vanish in a crash with the ones before it. Restarting berthd recovers
+    /// every commit that reached the disk. Read by /metrics from any thread.
+    let stopped = Mutex<String?>(nil)
+    public var stoppedReason: String? { stopped.withLock { $0 } }
 
     public init(store: Store) {
         self.store = store
@@ -182,6 +188,11 @@ public final class Executor: @unchecked Sendable {
         defer { busySince.store(0, ordering: .relaxed) }
         var errors = [Error?](repeating: nil, count: batch.count)
         eventsAppended = false
+        if let why = stoppedReason {
+            let e = StoreError("the state store takes no more changes: \(why). Restart berthd; it recovers every change that reached the disk")
+            for j in batch { j.complete(e) }
+            return
+        }
         do {
             try store.exec("BEGIN IMMEDIATE")
         } catch {
@@ -224,8 +235,12 @@ public final class Executor: @unchecked Sendable {
             pthread_mutex_unlock(&syncMutex)
             let failure = store.syncLog()
             syncs += 1
+            if let failure { stopped.withLock { if $0 == nil { $0 = "an fsync of its log failed (\(failure))" } } }
+            // Once stopped, no batch synced from here on is acknowledged, even when this fsync returned success.
             // A failed fsync: the commits may not be on the disk, so nobody is told they succeeded.
-            let e = failure.map { StoreError("the commit could not be made durable (\($0)); it may be lost if the machine fails") }
+            let e = stoppedReason.map {
+                StoreError("the commit could not be made durable: \($0); it may be lost if the machine fails. The state store takes no more changes: restart berthd")
+            }
             var events = false, rev: Int64 = 0
             for b in done {
                 for (i, j) in b.jobs.enumerated() { j.complete(e ?? b.errors[i]) }

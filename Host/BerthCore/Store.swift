@@ -209,15 +209,19 @@ public final class Store {
     public func syncLog() -> String? {
         if walFD < 0 {
             walFD = open(path + "-wal", O_RDONLY | O_CLOEXEC)
-            if walFD < 0 {
-                // No log yet (nothing written since it was checkpointed away): the database file holds everything.
-                let fd = open(path, O_RDONLY | O_CLOEXEC)
-                guard fd >= 0 else { return "cannot open \(path) to sync it: \(String(cString: strerror(errno)))" }
-                defer { close(fd) }
-                return fdatasync(fd) == 0 ? nil : "fdatasync \(path): \(String(cString: strerror(errno)))"
-            }
+            // No log: nothing was committed since SQLite checkpointed the log away, and a checkpoint syncs the database
+            // file. (Opening and closing the database file here would drop the POSIX locks SQLite holds on it.)
+            if walFD < 0 { return errno == ENOENT ? nil : "cannot open \(path)-wal to sync it: \(String(cString: strerror(errno)))" }
         }
         return fdatasync(walFD) == 0 ? nil : "fdatasync \(path)-wal: \(String(cString: strerror(errno)))"
+    }
+
+    /// Tests only: swaps the log's descriptor for one that is not open, so that the next `syncLog` fails in
+    /// fdatasync (EBADF) as it would on a disk error (EIO), which cannot be caused here.
+    func breakLogDescriptorForTesting() {
+        _ = syncLog()
+        if walFD >= 0 { close(walFD) }
+        walFD = 1 << 20
     }
 
     deinit {

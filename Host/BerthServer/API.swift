@@ -109,9 +109,16 @@ public struct APIServer {
 
         route(router, .get, "/healthz") { _, _ in
             let ps = rt.plugins
-            return Reply(["status": "ok", "site": .string(rt.site.site),
-                          "plugins": ["loaded": .number(Double(ps.filter { $0.stateName == "loaded" }.count)),
-                                      "failed": .number(Double(ps.filter { $0.stateName == "failed" }.count))]])
+            var body: JSON = ["status": "ok", "site": .string(rt.site.site),
+                              "plugins": ["loaded": .number(Double(ps.filter { $0.stateName == "loaded" }.count)),
+                                          "failed": .number(Double(ps.filter { $0.stateName == "failed" }.count))]]
+            // A store that takes no more changes (a failed fsync of its log) needs a restart: say so with 503, so
+            // that a supervisor's health check restarts berthd.
+            if let why = rt.executor.stoppedReason {
+                body = body.setting("status", "store stopped").setting("error", .string("the state store takes no more changes: \(why); restart berthd"))
+                return Reply(body, status: 503)
+            }
+            return Reply(body)
         }
         route(router, .get, "/v1/site") { _, _ in Reply(rt.site.json) }
         route(router, .put, "/v1/site") { req, _ in

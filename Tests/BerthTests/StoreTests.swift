@@ -68,4 +68,41 @@ final class StoreTests: XCTestCase {
             XCTAssertLessThan(fileSize(path + "-wal"), 8 << 20)
         }
     }
+
+    /// store.sync "full" and a failed fsync of the log: the batch it covered is not acknowledged, and the store takes
+    /// no more changes (a later fsync may report success although the kernel dropped the failed pages, so a later
+    /// acknowledgement could be a lie). A new Store on the same file (berthd restarted) works, with what committed.
+    func testFailedFsyncStopsTheStore() throws {
+        let dir = NSTemporaryDirectory() + "berth-store-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        func put(_ ex: Executor, _ store: Store, _ key: String) throws {
+            try ex.runSync { try Array(key.utf8).withUnsafeBytes { k in try Array("v".utf8).withUnsafeBytes { try store.kvPut("t", k, $0) } } }
+        }
+        do {
+            let store = try Store(path: dir + "/state.db", synchronous: "full")
+            let ex = Executor(store: store)
+            ex.start()
+            defer { ex.stop() }
+            try put(ex, store, "before")
+            XCTAssertNil(ex.stoppedReason)
+            store.breakLogDescriptorForTesting()
+            XCTAssertThrowsError(try put(ex, store, "unsynced")) { e in
+                XCTAssertTrue("\(e)".contains("could not be made durable: an fsync of its log failed (fdatasync"), "\(e)")
+                XCTAssertTrue("\(e)".contains("restart berthd"), "\(e)")
+            }
+            XCTAssertNotNil(ex.stoppedReason)
+            XCTAssertThrowsError(try put(ex, store, "after")) { e in
+                XCTAssertTrue("\(e)".contains("the state store takes no more changes: an fsync of its log failed"), "\(e)")
+            }
+        }
+        let store = try Store(path: dir + "/state.db", synchronous: "full")
+        let ex = Executor(store: store)
+        ex.start()
+        defer { ex.stop() }
+        XCTAssertNil(ex.stoppedReason)
+        XCTAssertNotNil(try ex.runSync { try store.kvGet("t", "before") })
+        XCTAssertNil(try ex.runSync { try store.kvGet("t", "after") }, "refused changes were never made")
+        try put(ex, store, "again")
+    }
 }
