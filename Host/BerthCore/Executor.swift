@@ -91,7 +91,7 @@ public final class Executor: @unchecked Sendable {
     }
 
     /// A pthread running `body` (which keeps what it captures alive until it returns).
-    static func startThread(_ t: inout pthread_t, _ body: @escaping () -> Void) {
+    private static func startThread(_ t: inout pthread_t, _ body: @escaping () -> Void) {
         final class Start { let body: () -> Void; init(_ b: @escaping () -> Void) { body = b } }
         let start = Unmanaged.passRetained(Start(body))
         pthread_create(&t, nil, { arg in
@@ -235,9 +235,9 @@ public final class Executor: @unchecked Sendable {
             pthread_mutex_unlock(&syncMutex)
             let failure = store.syncLog()
             syncs += 1
+            // A failed fsync: the commits may not be on the disk, so nobody is told they succeeded; and once stopped,
+            // no batch synced from here on is acknowledged either, even when its fsync returned success.
             if let failure { stopped.withLock { if $0 == nil { $0 = "an fsync of its log failed (\(failure))" } } }
-            // Once stopped, no batch synced from here on is acknowledged, even when this fsync returned success.
-            // A failed fsync: the commits may not be on the disk, so nobody is told they succeeded.
             let e = stoppedReason.map {
                 StoreError("the commit could not be made durable: \($0); it may be lost if the machine fails. The state store takes no more changes: restart berthd")
             }

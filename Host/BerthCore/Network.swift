@@ -108,15 +108,8 @@ public struct NetworkService: Sendable {
                 runtime.logger.warning("plugin \"\(network)\" add_batch returned a result without an \"ips\" array; adding the items one at a time")
                 throw NoBatchPath()
             }
-            let ins = try store.prepare("INSERT INTO attachments(network, container_id, ifname, node, result, created) VALUES(?1,?2,?3,?4,?5,?6)")
-            let now = wallClock()
             for (f, result) in zip(fresh, results) {
-                let ips = result["ips"]?.array ?? []
-                _ = ins.reset()
-                ins.bind(1, network); ins.bind(2, f.cid); ins.bind(3, f.ifname); ins.bind(4, f.node); ins.bind(5, result.serialized); ins.bind(6, now)
-                try ins.run()
-                runtime.executor.noteEvent(try store.appendEvent(type: "network.attached", subject: "\(network)/\(f.cid)/\(f.ifname)",
-                                                                 data: ["node": .string(f.node), "ips": .array(ips.compactMap { $0["address"] })]))
+                try record(network: network, cid: f.cid, ifname: f.ifname, node: f.node, result: result)
                 answers[f.index] = result
             }
         }
@@ -143,13 +136,19 @@ public struct NetworkService: Sendable {
         let result: JSON
         do { result = try inst.callObject("add", inst.network!.pointee.add, req) } catch let e as PluginCallError { throw APIError.from(e) }
         guard result["ips"]?.array != nil else { throw APIError(500, "plugin \"\(network)\" add returned no \"ips\" array") }
+        try record(network: network, cid: cid, ifname: ifname, node: node, result: result)
+        return result
+    }
+
+    /// The host's record of a new attachment and its event (ADD, one at a time or in a batch).
+    private func record(network: String, cid: String, ifname: String, node: String, result: JSON) throws {
+        let store = runtime.store
         let ins = try store.prepare("INSERT INTO attachments(network, container_id, ifname, node, result, created) VALUES(?1,?2,?3,?4,?5,?6)")
         ins.bind(1, network); ins.bind(2, cid); ins.bind(3, ifname); ins.bind(4, node); ins.bind(5, result.serialized); ins.bind(6, wallClock())
         try ins.run()
         let addrs = JSON.array((result["ips"]?.array ?? []).compactMap { $0["address"] })
         runtime.executor.noteEvent(try store.appendEvent(type: "network.attached", subject: "\(network)/\(cid)/\(ifname)",
                                                          data: ["node": .string(node), "ips": addrs]))
-        return result
     }
 
     /// DEL for a caller already inside a transaction on the executor: the same record and event as `del`.

@@ -252,7 +252,7 @@ func storeFloorRate(total: Int) throws -> Double {
         let sel = try store.prepare("SELECT result FROM attachments WHERE network=?1 AND container_id=?2 AND ifname=?3")
         sel.bind(1, "net"); sel.bind(2, cid); sel.bind(3, "eth0")
         _ = try sel.step()
-        for k in ["att/\(cid)/eth0", "addr/bench/\(ref)"] { _ = try bytes(k) { try store.kvGet("net", $0) } }
+        for k in ["att/\(cid)/eth0", "addr/bench/\(ref)"] { try bytes(k) { _ = try store.kvGet("net", $0) } }
         for (k, v) in [("addr/bench/\(ref)", #"{"s":"active","p":"available","cid":"\#(cid)","if":"eth0"}"#),
                        ("att/\(cid)/eth0", result), ("node/bench/\(cid)/eth0", "")] {
             try bytes(k) { kb in try bytes(v) { vb in try store.kvPut("net", kb, vb) } }
