@@ -294,7 +294,7 @@ public final class BerthRuntime: @unchecked Sendable {
                     "berth_network_batches_total{network=\"\(n)\",path=\"add_batch\"} \(m[n]!.oneCall)\nberth_network_batches_total{network=\"\(n)\",path=\"item_by_item\"} \(m[n]!.itemByItem)\n"
                 }.joined()
             }
-            + "# HELP berth_store_checkpoints_total Checkpoints of the store's write-ahead log into its database file (at 4000 log pages after a commit, from 1000 when the executor is idle), by result.\n# TYPE berth_store_checkpoints_total counter\n"
+            + "# HELP berth_store_checkpoints_total Checkpoints of the store's write-ahead log into its database file (at 4000 log pages after a commit, from 1000 once the executor has been idle for 50 ms), by result.\n# TYPE berth_store_checkpoints_total counter\n"
             + "berth_store_checkpoints_total{result=\"ok\"} \(store.checkpoints.load(ordering: .relaxed))\nberth_store_checkpoints_total{result=\"failed\"} \(store.checkpointFailures.load(ordering: .relaxed))\n"
             + "# HELP berth_store_log_pages Pages (4 KiB) in the store's write-ahead log after the last commit or checkpoint; the log starts over after a checkpoint.\n# TYPE berth_store_log_pages gauge\nberth_store_log_pages \(store.logPages.load(ordering: .relaxed))\n"
             + "# HELP berth_store_accepting_changes 1 while the state store takes changes; 0 after an fsync of its log failed (restart berthd).\n# TYPE berth_store_accepting_changes gauge\nberth_store_accepting_changes \(executor.stoppedReason == nil ? 1 : 0)\n"

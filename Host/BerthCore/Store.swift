@@ -82,7 +82,8 @@ public final class Store {
     /// at which an idle executor does it. SQLite appends every commit to the log and reads must search it; a
     /// checkpoint copies the log into the database file, after which the next commit starts the log over. SQLite's
     /// own automatic checkpoint (at 1000 pages, on every commit past it) cost a quarter of the ADD rate here, mostly
-    /// in its two fsyncs; at 4000 pages it costs nothing measurable, and an idle daemon checkpoints from 1000.
+    /// in its two fsyncs; at 4000 pages it costs nothing measurable, and an executor idle for 50 ms checkpoints from
+    /// 1000.
     static let checkpointPages: Int32 = 4000
     static let idleCheckpointPages: Int64 = 1000
     /// Checkpoints made and failed, and the pages in the log after the last commit (read by /metrics).
@@ -248,22 +249,21 @@ public final class Store {
 
     /// Copies the write-ahead log into the database file (PASSIVE: what no reader still needs; here there is no other
     /// reader, so all of it), after which the next commit starts the log over. On the executor thread, between
-    /// transactions: from the log hook after a commit, or by `checkpointIfIdle`.
+    /// transactions: from the log hook after a commit, or when the executor has been idle (`checkpointDue`).
     func checkpoint() {
         var log: Int32 = -1, copied: Int32 = -1
         let rc = sqlite3_wal_checkpoint_v2(db, nil, SQLITE_CHECKPOINT_PASSIVE, &log, &copied)
         if rc == SQLITE_OK && log >= 0 {
             checkpoints.add(1, ordering: .relaxed)
-            if copied == log { logPages.store(0, ordering: .relaxed) }
+            logPages.store(Int64(log - max(copied, 0)), ordering: .relaxed)  // what a reader still holds back
         } else {
             checkpointFailures.add(1, ordering: .relaxed)
+            logPages.store(0, ordering: .relaxed)  // retried at the next commit past the threshold, not in a loop
         }
     }
 
-    /// Checkpoints when the log holds `idleCheckpointPages` or more: the executor calls it when it has nothing queued.
-    func checkpointIfIdle() {
-        if logPages.load(ordering: .relaxed) >= Store.idleCheckpointPages { checkpoint() }
-    }
+    /// True when the log holds `idleCheckpointPages` or more: an executor with nothing to do checkpoints then.
+    var checkpointDue: Bool { logPages.load(ordering: .relaxed) >= Store.idleCheckpointPages }
 
     /// Runs `body` inside savepoint `name` (inside the current transaction): released when it returns, rolled back
     /// when it throws, so its writes land or vanish together and the error is rethrown. The savepoint statements are

@@ -52,20 +52,25 @@ final class StoreTests: XCTestCase {
         }
     }
 
-    /// One commit at a time (the executor idle between them), 6 MiB in all: the log is checkpointed from 1000
-    /// pages, well before the 4000 of a busy executor, and starts over (pages are read after each commit).
+    /// Commits one at a time until the log holds 1,200 pages (more than the idle mark, less than the busy one), then
+    /// nothing: an executor idle for 50 ms checkpoints all of the log, and the next commit starts it over. (That it
+    /// does not checkpoint in the moments between back-to-back commits is a matter of speed: berth-bench's api
+    /// section shows it.)
     func testIdleExecutorCheckpointsEarly() throws {
         try withStore { store, ex, path in
-            var most: Int64 = 0
-            for i in 0..<750 {
+            var i = 0
+            while store.logPages.load(ordering: .relaxed) < 1200 && i < 5000 {
                 try ex.runSync { try self.job(store, i, bytes: 8192) }
-                most = max(most, store.logPages.load(ordering: .relaxed))
-                usleep(1000)  // the executor finds its queue empty
+                i += 1
             }
-            XCTAssertGreaterThan(store.checkpoints.load(ordering: .relaxed), 0, "no checkpoint ran")
-            XCTAssertLessThan(most, 2 * Store.idleCheckpointPages, "checkpointed from 1000 pages, not 4000 (at most \(most) pages)")
-            XCTAssertGreaterThan(fileSize(path), 4 << 20)
-            XCTAssertLessThan(fileSize(path + "-wal"), 8 << 20)
+            XCTAssertLessThan(store.logPages.load(ordering: .relaxed), Int64(Store.checkpointPages))
+            let deadline = Date().addingTimeInterval(5)
+            while store.logPages.load(ordering: .relaxed) != 0 && Date() < deadline { usleep(10_000) }
+            XCTAssertEqual(store.logPages.load(ordering: .relaxed), 0, "all of the log copied once idle")
+            XCTAssertGreaterThan(store.checkpoints.load(ordering: .relaxed), 0)
+            XCTAssertGreaterThan(fileSize(path), i * 8192, "the commits reached the database file")
+            try ex.runSync { try self.job(store, 99_999, bytes: 8192) }
+            XCTAssertLessThan(store.logPages.load(ordering: .relaxed), 10, "the next commit started the log over")
         }
     }
 
