@@ -187,6 +187,35 @@ final class NetworkTests: XCTestCase {
         }
     }
 
+    /// A plugin whose add_batch answers wrongly (one result short; a failed item reported inside an OK answer) does
+    /// not get its answer recorded: the host warns, undoes the call and adds the items one at a time, so every item
+    /// still gets its own, correct answer (the kit's pool holds 8 addresses: 10 items leave 2 RESOURCE_EXHAUSTED).
+    func testMisbehavingAddBatchFallsBackItemByItem() throws {
+        for (fixture, count, warning) in [("batch_short", 5, "returned 4 results for 5 items"),
+                                          ("batch_not_atomic", 10, "a result without an \"ips\" array")] {
+            let so = try FixtureBuilder.plugin(fixture, in: ConformanceKitTests.kitDir)
+            let d = try Daemon(plugins: [["name": "net1", "path": .string(so)]], tag: "bad-\(fixture)")
+            let items = JSON.array((0..<count).map { ["containerID": .string("m\($0)"), "node": "n1"] })
+            var (st, r) = try d.request("POST", "/v1/networks/net1/attachments/batch", ["attachments": items])
+            XCTAssertEqual(st, 200, r.serialized)
+            let added = min(count, 8)
+            XCTAssertEqual(r["succeeded"]?.int, added, "\(fixture): \(r.serialized)")
+            XCTAssertEqual(r["failed"]?.int, count - added, fixture)
+            let res = try XCTUnwrap(r["results"]?.array)
+            let addrs = (0..<added).compactMap { res[$0]["result"]?["ips"]?[0]?["address"]?.string }
+            XCTAssertEqual(Set(addrs).count, added, "\(fixture): distinct addresses: \(addrs)")
+            for i in added..<count { XCTAssertEqual(res[i]["details"]?["status"], "RESOURCE_EXHAUSTED", "\(fixture) item \(i): \(res[i].serialized)") }
+            (st, r) = try d.request("GET", "/v1/networks/net1/attachments")
+            XCTAssertEqual(r["attachments"]?.array?.count, added, "\(fixture): only what the item-by-item path added is recorded")
+            let evs = try d.request("GET", "/v1/events?since=0").1["events"]!.array!.filter { $0["type"] == "network.attached" }
+            XCTAssertEqual(evs.count, added, "\(fixture): one event per recorded attachment")
+            let m = try UnixHTTPConnection(path: d.socket).request("GET", "/metrics").text
+            XCTAssertTrue(m.contains("berth_network_batches_total{network=\"net1\",path=\"item_by_item\"} 1"), m)
+            XCTAssertTrue(m.contains("berth_network_batches_total{network=\"net1\",path=\"add_batch\"} 0"), m)
+            XCTAssertTrue(eventually(5) { d.log().contains(warning) }, "\(fixture): \(d.log())")
+        }
+    }
+
     /// Single ADDs from many clients at once, group-committed by the executor: each gets exactly its own answer:
     /// distinct addresses, the same result for one key asked by every client, and one winner for an address all of
     /// them request.

@@ -53,16 +53,7 @@ __attribute__((unused)) static long config_int(struct fx *f, const char *name, l
     return strtol(p, NULL, 10);
 }
 
-/* A sink that collects into a small buffer. */
-struct buf { char data[512]; size_t len; };
-static berth_status buf_write(void *ctx, const char *d, size_t n) {
-    struct buf *b = ctx;
-    if (b->len + n >= sizeof b->data) return BERTH_OUT_OF_RANGE;
-    memcpy(b->data + b->len, d, n);
-    b->len += n;
-    b->data[b->len] = 0;
-    return BERTH_OK;
-}
+#include "../fixture_sink.h"
 
 static berth_status fx_create(const berth_host_services *host, const char *config, size_t len, void **out, char *err, size_t cap) {
     struct fx *f = calloc(1, sizeof *f);

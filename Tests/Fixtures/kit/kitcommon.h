@@ -86,16 +86,7 @@ __attribute__((unused)) static long nfield(const char *json, size_t len, const c
     return v;
 }
 
-/* A sink into a fixed buffer, kept NUL-terminated; OUT_OF_RANGE when the data does not fit. */
-struct buf { char data[512]; size_t len; };
-__attribute__((unused)) static berth_status buf_write(void *ctx, const char *d, size_t n) {
-    struct buf *b = ctx;
-    if (b->len + n >= sizeof b->data) return BERTH_OUT_OF_RANGE;
-    memcpy(b->data + b->len, d, n);
-    b->len += n;
-    b->data[b->len] = 0;
-    return BERTH_OK;
-}
+#include "../fixture_sink.h"
 
 static berth_status fx_create(const berth_host_services *host, const char *config, size_t len, void **out, char *err, size_t cap) {
     (void)config; (void)len;
