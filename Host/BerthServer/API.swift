@@ -66,13 +66,41 @@ func actor(_ req: Request) -> String {
     return "api"
 }
 
+/// A path parameter, percent-decoded once and checked as a name or id (Names: no NUL, no control character, UTF-8).
 func param(_ ctx: Ctx, _ name: String) throws -> String {
     guard let v = ctx.parameters.get(name) else { throw APIError(400, "missing path parameter \(name)") }
-    return v.removingPercentEncoding ?? v
+    do { return try Names.percentDecoded(Substring(v), "path parameter \(name)") } catch let e as Names.Invalid { throw APIError(400, e.message) }
 }
 
-func query(_ req: Request, _ name: String) -> String? {
-    req.uri.queryParameters[Substring(name)].map { String($0).removingPercentEncoding ?? String($0) }
+/// A query parameter (the first of that name), percent-decoded once from the raw query and checked like `param`.
+func query(_ req: Request, _ name: String) throws -> String? {
+    guard let q = req.uri.query else { return nil }
+    for pair in q.split(separator: "&", omittingEmptySubsequences: true) {
+        let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+        guard kv[0] == name else { continue }
+        do { return try Names.percentDecoded(kv.count > 1 ? kv[1] : "", "query parameter \(name)") } catch let e as Names.Invalid { throw APIError(400, e.message) }
+    }
+    return nil
+}
+
+/// An integer query parameter: `dflt` when absent, else decimal digits within `range`, or a 400 that names it.
+func intQuery(_ req: Request, _ name: String, default dflt: Int64, range: ClosedRange<Int64>) throws -> Int64 {
+    guard let v = try query(req, name) else { return dflt }
+    guard let n = Int64(v), range.contains(n) else {
+        let want = range.upperBound == Int64.max ? "an integer >= \(range.lowerBound)" : "an integer in \(range.lowerBound)...\(range.upperBound)"
+        throw APIError(400, "query parameter \(name)=\"\(v.prefix(40))\" is not valid: \(name) must be \(want)")
+    }
+    return n
+}
+
+/// A number of seconds in a query parameter: `dflt` when absent, else a finite decimal number within `range` (nan,
+/// inf, negative, huge and non-numeric values are a 400 that names the parameter).
+func secondsQuery(_ req: Request, _ name: String, default dflt: Double, range: ClosedRange<Double>) throws -> Double {
+    guard let v = try query(req, name) else { return dflt }
+    guard let d = Double(v), d.isFinite, range.contains(d) else {
+        throw APIError(400, "query parameter \(name)=\"\(v.prefix(40))\" is not valid: \(name) must be a number of seconds in \(range.lowerBound)...\(range.upperBound)")
+    }
+    return d
 }
 
 /// The fields of an attachment ADD request (POST /v1/networks/{net}/attachments and each item of a batch).
@@ -123,8 +151,8 @@ public struct APIServer {
         route(router, .get, "/v1/site") { _, _ in Reply(rt.site.json) }
         route(router, .put, "/v1/site") { req, _ in
             let body = try await readObject(req, limit: limit)
-            let site = try SiteConfig.parse(body.bytes, baseDir: query(req, "baseDir") ?? rt.site.baseDir)
-            let changes = try rt.apply(site, actor: actor(req), force: query(req, "force") == "true", dryRun: query(req, "dryRun") == "true")
+            let site = try SiteConfig.parse(body.bytes, baseDir: try query(req, "baseDir") ?? rt.site.baseDir)
+            let changes = try rt.apply(site, actor: actor(req), force: try query(req, "force") == "true", dryRun: try query(req, "dryRun") == "true")
             return Reply(["changes": .array(changes.map { $0.json })])
         }
         route(router, .post, "/v1/plugins/{name}/{action}") { req, ctx in
@@ -132,7 +160,7 @@ public struct APIServer {
             let changes: [PlannedChange]
             switch try param(ctx, "action") {
             case "enable": changes = try rt.setEnabled(name, true, actor: actor(req), force: false)
-            case "disable": changes = try rt.setEnabled(name, false, actor: actor(req), force: query(req, "force") == "true")
+            case "disable": changes = try rt.setEnabled(name, false, actor: actor(req), force: try query(req, "force") == "true")
             case "reload": changes = try rt.reload(name, actor: actor(req))
             case let a: throw APIError(404, "unknown plugin action \"\(a)\" (enable, disable, reload)")
             }
@@ -151,10 +179,10 @@ public struct APIServer {
         }
         router.get("/v1/events") { req, _ -> Response in
             do {
-                let since = Int64(query(req, "since") ?? "0") ?? -1
+                let since = Int64(try query(req, "since") ?? "0") ?? -1
                 guard since >= 0 else { throw APIError(400, "since must be a revision number (>= 0)") }
-                let limit = min(Int(query(req, "limit") ?? "1000") ?? 1000, 10000)
-                if query(req, "watch") == "true" || query(req, "watch") == "1" {
+                let limit = min(Int(try query(req, "limit") ?? "1000") ?? 1000, 10000)
+                if try query(req, "watch") == "true" || query(req, "watch") == "1" {
                     return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
                         var cursor = since
                         while true {
@@ -172,7 +200,7 @@ public struct APIServer {
                         }
                     })
                 }
-                let wait = min(Double(query(req, "wait") ?? "0") ?? 0, 60)
+                let wait = min(Double(try query(req, "wait") ?? "0") ?? 0, 60)
                 let evs = try await rt.events(since: since, limit: limit, wait: wait)
                 return render(200, ["events": .array(evs.map { $0.json }), "rev": .number(Double(evs.last?.rev ?? since))])
             } catch { return errorResponse(error) }
@@ -217,7 +245,7 @@ public struct APIServer {
         }
         route(router, .delete, "/v1/networks/{net}/attachments/{cid}/{ifname}") { req, ctx in
             try await net.del(network: try param(ctx, "net"), containerID: try param(ctx, "cid"), ifname: try param(ctx, "ifname"),
-                              final: query(req, "final") == "true")
+                              final: try query(req, "final") == "true")
             return Reply(["deleted": true])
         }
         route(router, .post, "/v1/networks/{net}/gc") { req, ctx in
@@ -231,7 +259,7 @@ public struct APIServer {
         }
         route(router, .get, "/v1/networks/{net}/status") { _, ctx in Reply(try await net.status(network: try param(ctx, "net"))) }
         route(router, .get, "/v1/networks/{net}/capacity") { req, ctx in
-            Reply(try await net.capacity(network: try param(ctx, "net"), node: query(req, "node")))
+            Reply(try await net.capacity(network: try param(ctx, "net"), node: try query(req, "node")))
         }
         route(router, .post, "/v1/networks/{net}/pools") { req, ctx in
             let body = try await readObject(req, limit: limit)
