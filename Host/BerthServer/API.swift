@@ -179,10 +179,12 @@ public struct APIServer {
         }
         router.get("/v1/events") { req, _ -> Response in
             do {
-                let since = Int64(try query(req, "since") ?? "0") ?? -1
-                guard since >= 0 else { throw APIError(400, "since must be a revision number (>= 0)") }
-                let limit = min(Int(try query(req, "limit") ?? "1000") ?? 1000, 10000)
-                if try query(req, "watch") == "true" || query(req, "watch") == "1" {
+                // A revision (>= 0); at most 10,000 events per answer (a limit outside 1...10000 is refused, not
+                // clamped, so that a client learns its request was not what it got); wait at most 60 s.
+                let since = try intQuery(req, "since", default: 0, range: 0...Int64.max)
+                let limit = Int(try intQuery(req, "limit", default: 1000, range: 1...10000))
+                let watch = try query(req, "watch")
+                if watch == "true" || watch == "1" {
                     return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
                         var cursor = since
                         while true {
@@ -200,7 +202,7 @@ public struct APIServer {
                         }
                     })
                 }
-                let wait = min(Double(try query(req, "wait") ?? "0") ?? 0, 60)
+                let wait = try secondsQuery(req, "wait", default: 0, range: 0...60)
                 let evs = try await rt.events(since: since, limit: limit, wait: wait)
                 return render(200, ["events": .array(evs.map { $0.json }), "rev": .number(Double(evs.last?.rev ?? since))])
             } catch { return errorResponse(error) }

@@ -48,9 +48,8 @@ extension APIServer {
             return s
         }
         @Sendable func limitQuery(_ req: Request) throws -> Int? {
-            guard let l = try query(req, "limit") else { return nil }
-            guard let n = Int(l) else { throw APIError(400, "limit must be a number") }
-            return n
+            guard try query(req, "limit") != nil else { return nil }
+            return Int(try intQuery(req, "limit", default: 100, range: 1...1000))  // as StorageService.pageLimit
         }
 
         route(router, .get, "/v1/storage") { _, _ in Reply(["plugins": st.plugins()]) }

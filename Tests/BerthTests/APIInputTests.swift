@@ -54,6 +54,36 @@ final class APIInputTests: XCTestCase {
         XCTAssertTrue(err.contains(mentions), "\(method) \(path): the error should mention \"\(mentions)\": \(r.text)", file: file, line: line)
     }
 
+    func testNumericQueryParametersAreChecked() throws {
+        let d = try Daemon(plugins: [], tag: "numq")
+        let bad: [(String, String)] = [
+            ("/v1/events?since=999999999&wait=nan", "wait"), ("/v1/events?wait=inf", "wait"), ("/v1/events?wait=-1", "wait"),
+            ("/v1/events?wait=1e400", "wait"), ("/v1/events?wait=abc", "wait"), ("/v1/events?wait=61", "wait"),
+            ("/v1/events?since=abc", "since"), ("/v1/events?since=-1", "since"), ("/v1/events?since=99999999999999999999", "since"),
+            ("/v1/events?since=1.5", "since"), ("/v1/events?since=", "since"), ("/v1/events?limit=nan", "limit"),
+            ("/v1/events?limit=abc", "limit"), ("/v1/events?limit=1e3", "limit"),
+            ("/v1/events?watch=true&since=nan", "since"), ("/v1/events?watch=true&limit=-5", "limit"),
+            ("/v1/storage/none/volumes?limit=-1", "limit"), ("/v1/storage/none/volumes?limit=abc", "limit"),
+            ("/v1/storage/none/snapshots?limit=nan", "limit"), ("/v1/storage/none/snapshots?limit=99999999999999999999", "limit"),
+        ]
+        for (path, name) in bad { try assertRefused(d, "GET", path, mentions: name) }
+        let (st, body) = try d.request("GET", "/v1/events?since=0&wait=0.1")
+        XCTAssertEqual(st, 200, body.serialized)
+        XCTAssertEqual(try d.request("GET", "/healthz").0, 200, "berthd is still up")
+    }
+
+    func testEventsLimitMustBeWithinOneToTenThousand() throws {
+        let d = try Daemon(plugins: [], tag: "limit")
+        for l in ["-1", "0", "10001", "99999999"] {
+            try assertRefused(d, "GET", "/v1/events?since=0&limit=\(l)", mentions: "1...10000")
+        }
+        for _ in 0..<3 { XCTAssertEqual(try d.request("PUT", "/v1/nodes/n\(UUID().uuidString.prefix(4).lowercased())", [:]).0, 201) }
+        let (st, body) = try d.request("GET", "/v1/events?since=0&limit=1")
+        XCTAssertEqual(st, 200, body.serialized)
+        XCTAssertEqual(body["events"]?.array?.count, 1)
+        XCTAssertEqual(try d.request("GET", "/v1/events?since=0&limit=10000").0, 200)
+    }
+
     func testNULAndInvalidUTF8NeverBecomeAnotherId() throws {
         let d = try netDaemon("nul")
         XCTAssertEqual(try d.request("POST", "/v1/networks/net1/attachments", ["containerID": "ctr", "node": "n1"]).0, 200)
