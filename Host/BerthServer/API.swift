@@ -8,6 +8,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import NIOHTTP1
 
 public typealias Ctx = BasicRequestContext
 
@@ -45,6 +46,12 @@ func readObject(_ req: Request, limit: Int, allowed: Set<String>? = nil) async t
     let buf: ByteBuffer
     do { buf = try await req.body.collect(upTo: limit) } catch is NIOTooManyBytesError {
         throw APIError(413, "request body larger than the limit of \(limit) bytes (api.maxBodyBytes)")
+    } catch let e as HTTPParserError {
+        // The client's fault: most often a body that ended (the connection closed) before its Content-Length.
+        let declared = req.headers[.contentLength].map { " (Content-Length: \($0))" } ?? ""
+        throw APIError(400, e == .invalidEOFState
+            ? "the request body ended before its Content-Length\(declared): send exactly as many bytes as Content-Length says"
+            : "malformed HTTP request body: \(e)")
     }
     let bytes = Array(buf.readableBytesView)
     if bytes.isEmpty { throw APIError(400, "request body is empty; expected a JSON object") }

@@ -84,6 +84,15 @@ final class APIInputTests: XCTestCase {
         XCTAssertEqual(try d.request("GET", "/v1/events?since=0&limit=10000").0, 200)
     }
 
+    func testBodyShorterThanItsContentLengthIsAClientError() throws {
+        let d = try Daemon(plugins: [], tag: "shortbody")
+        let head = "PUT /v1/nodes/n1 HTTP/1.1\r\nHost: berthd\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        let (code, text) = try rawHTTP(d.socket, Array((head + "{\"capacity\":").utf8))
+        XCTAssertEqual(code, 400, text)
+        XCTAssertTrue(text.contains("Content-Length"), text)
+        XCTAssertEqual(try d.request("GET", "/v1/nodes/n1").0, 404, "nothing was created")
+    }
+
     func testNULAndInvalidUTF8NeverBecomeAnotherId() throws {
         let d = try netDaemon("nul")
         XCTAssertEqual(try d.request("POST", "/v1/networks/net1/attachments", ["containerID": "ctr", "node": "n1"]).0, 200)
