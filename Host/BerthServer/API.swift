@@ -116,6 +116,8 @@ let addFields: Set<String> = ["containerID", "ifname", "node", "pool", "ips", "i
 public struct APIServer {
     public let runtime: BerthRuntime
     let network: NetworkService
+    /// Every route's pattern and method, for 404 and 405 answers (Routes.swift).
+    let routes = RouteTable()
 
     public init(runtime: BerthRuntime) {
         self.runtime = runtime
@@ -125,6 +127,7 @@ public struct APIServer {
     /// Registers a handler that returns JSON; errors become JSON error responses.
     func route(_ router: Router<Ctx>, _ method: HTTPRequest.Method, _ path: RouterPath,
                _ body: @escaping @Sendable (Request, Ctx) async throws -> Reply) {
+        routes.add(method, path)
         router.on(path, method: method) { req, ctx -> Response in
             do {
                 let r = try await body(req, ctx)
@@ -138,6 +141,7 @@ public struct APIServer {
     public func makeRouter(requireToken: String? = nil) -> Router<Ctx> {
         let router = Router(context: Ctx.self)
         if let token = requireToken { router.add(middleware: BearerTokenMiddleware(token: token)) }
+        router.add(middleware: NotFoundMiddleware(table: routes))
         let rt = runtime
         let net = network
         let limit = runtime.site.maxBodyBytes
@@ -181,9 +185,11 @@ public struct APIServer {
             if let s = e.instance?.plugin.configSchema { j = j.setting("configSchema", s) }
             return Reply(j.setting("config", e.spec.config))
         }
+        routes.add(.get, "/metrics")
         router.get("/metrics") { _, _ -> Response in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: rt.metricsText())))
         }
+        routes.add(.get, "/v1/events")
         router.get("/v1/events") { req, _ -> Response in
             do {
                 // A revision (>= 0); at most 10,000 events per answer (a limit outside 1...10000 is refused, not

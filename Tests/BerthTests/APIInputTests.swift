@@ -93,6 +93,19 @@ final class APIInputTests: XCTestCase {
         XCTAssertEqual(try d.request("GET", "/v1/nodes/n1").0, 404, "nothing was created")
     }
 
+    func testUnknownRoutesAnswerJSONAndWrongMethods405() throws {
+        let d = try Daemon(plugins: [], tag: "routes")
+        try assertRefused(d, "GET", "/nope", status: 404, mentions: "/nope")
+        try assertRefused(d, "GET", "/v1/networks/net1/nothing/at/all", status: 404, mentions: "no route")
+        for (method, path, allow) in [("DELETE", "/healthz", "GET"), ("POST", "/v1/events", "GET"), ("PATCH", "/v1/nodes/n1", "DELETE, GET, PUT"),
+                                      ("PUT", "/v1/networks/x/attachments", "GET, POST"), ("DELETE", "/metrics", "GET")] {
+            let r = try UnixHTTPConnection(path: d.socket).request(method, path, body: method == "GET" ? nil : Array("{}".utf8))
+            XCTAssertEqual(r.status, 405, "\(method) \(path): \(r.text)")
+            XCTAssertEqual(r.headers.first { $0.0.lowercased() == "allow" }?.1, allow, "\(method) \(path)")
+            XCTAssertTrue((try? r.json())?["error"]?.string?.contains(method) ?? false, r.text)
+        }
+    }
+
     func testNULAndInvalidUTF8NeverBecomeAnotherId() throws {
         let d = try netDaemon("nul")
         XCTAssertEqual(try d.request("POST", "/v1/networks/net1/attachments", ["containerID": "ctr", "node": "n1"]).0, 200)
