@@ -323,6 +323,9 @@ public struct APIError: Error, CustomStringConvertible, Sendable {
     }
     public var description: String { message }
 
+    /// A refused name or id (Names.swift) as a 400.
+    public init(_ e: Names.Invalid) { self.init(400, e.message) }
+
     /// Maps a plugin status to an HTTP status.
     public static func from(_ e: PluginCallError) -> APIError {
         let http: Int

@@ -154,4 +154,35 @@ final class APIInputTests: XCTestCase {
         XCTAssertEqual(try d.request("POST", "/v1/networks/bt/attachments", ["containerID": "fine"]).0, 200)
     }
 
+    func testInterfaceNamesAreCheckedAsLinuxDoes() throws {
+        let d = try netDaemon("ifname")
+        for bad: JSON in [["eth0"], 7, true, "", ".", "..", "a:b", "a b", "a/b", "a\tb", "0123456789abcdef"] {
+            let (st, r) = try d.request("POST", "/v1/networks/net1/attachments", ["containerID": "c1", "ifname": bad])
+            XCTAssertEqual(st, 400, "ifname \(bad.serialized): \(r.serialized)")
+            XCTAssertTrue(r["error"]?.string?.contains("ifname") ?? false, r.serialized)
+        }
+        for bad: JSON in [["c1"], 5] {
+            XCTAssertEqual(try d.request("POST", "/v1/networks/net1/attachments", ["containerID": bad]).0, 400, bad.serialized)
+        }
+        XCTAssertEqual(try d.request("POST", "/v1/networks/net1/attachments", ["containerID": "c1", "node": 3]).0, 400)
+        XCTAssertEqual(try d.request("GET", "/v1/networks/net1/attachments").1["attachments"]?.array?.count, 0, "nothing was attached")
+        for good in ["eth0", "0123456789abcde", "net1.100", "veth-x_y"] {
+            let (st, r) = try d.request("POST", "/v1/networks/net1/attachments", ["containerID": "c1", "ifname": .string(good)])
+            XCTAssertEqual(st, 200, "ifname \(good): \(r.serialized)")
+        }
+    }
+
+    func testRequestedAddressPrefixIsChecked() throws {
+        let d = try netDaemon("prefix")  // pool p1: 10.99.0.0/24
+        for (ip, mentions) in [("10.99.0.5/99", "prefix"), ("10.99.0.5/33", "prefix"), ("10.99.0.5/", "prefix"), ("10.99.0.5/8", "/24"),
+                               ("fd00::5/129", "prefix")] {
+            let (st, r) = try d.request("POST", "/v1/networks/net1/attachments", ["containerID": "c1", "ips": [.string(ip)]])
+            XCTAssertEqual(st, 400, "\(ip): \(r.serialized)")
+            XCTAssertTrue(r["error"]?.string?.contains(mentions) ?? false, "\(ip): \(r.serialized)")
+        }
+        XCTAssertEqual(try d.request("GET", "/v1/networks/net1/attachments").1["attachments"]?.array?.count, 0, "nothing was attached")
+        let (st, r) = try d.request("POST", "/v1/networks/net1/attachments", ["containerID": "c1", "ips": ["10.99.0.5/24"]])
+        XCTAssertEqual(st, 200, r.serialized)
+        XCTAssertEqual(r["ips"]?[0]?["address"], "10.99.0.5/24")
+    }
 }
