@@ -238,6 +238,25 @@ public struct NetworkService: Sendable {
         }
     }
 
+    /// The attachments a GC keeps, from a JSON list of {containerID, ifname} (`field` names it in errors): every entry
+    /// well-formed, or the whole list is refused (a GC with a list read wrongly would release live attachments).
+    /// ifname defaults to eth0 unless `ifnameRequired` (CNI's cni.dev/valid-attachments carries both).
+    public static func validList(_ list: JSON, field: String, ifnameRequired: Bool) throws -> [(String, String)] {
+        guard let a = list.array else { throw APIError(400, "\"\(field)\" must be an array of {containerID, ifname}, got \(list.typeName)") }
+        return try a.enumerated().map { i, e in
+            guard case .object = e else { throw APIError(400, "\(field)[\(i)] must be an object {containerID, ifname}, got \(e.typeName)") }
+            guard let c = e["containerID"]?.string else { throw APIError(400, "\(field)[\(i)].containerID must be a string") }
+            var ifname = "eth0"
+            if let v = e["ifname"], !v.isNull {
+                guard let s = v.string else { throw APIError(400, "\(field)[\(i)].ifname must be a string, got \(v.typeName)") }
+                ifname = s
+            } else if ifnameRequired {
+                throw APIError(400, "\(field)[\(i)].ifname is required")
+            }
+            do { return try key(c, ifname) } catch let err as APIError { throw APIError(400, "\(field)[\(i)]: \(err.message)") }
+        }
+    }
+
     /// GC: release every attachment not in `valid`.
     public func gc(network: String, valid: [(String, String)]) async throws -> JSON {
         _ = try plugin(network)  // fail fast; resolved again on the executor, where a reload swaps instances

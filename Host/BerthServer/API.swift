@@ -265,11 +265,8 @@ public struct APIServer {
         }
         route(router, .post, "/v1/networks/{net}/gc") { req, ctx in
             let body = try await readObject(req, limit: limit, allowed: ["valid"])
-            guard let list = body["valid"]?.array else { throw APIError(400, "\"valid\" must be an array of {containerID, ifname}") }
-            let valid = try list.map { a -> (String, String) in
-                guard let c = a["containerID"]?.string else { throw APIError(400, "valid[]: containerID is required") }
-                return (c, a["ifname"]?.string ?? "eth0")
-            }
+            guard let list = body["valid"] else { throw APIError(400, "\"valid\" is required: an array of {containerID, ifname} to keep") }
+            let valid = try NetworkService.validList(list, field: "valid", ifnameRequired: false)
             return Reply(try await net.gc(network: try param(ctx, "net"), valid: valid))
         }
         route(router, .get, "/v1/networks/{net}/status") { _, ctx in Reply(try await net.status(network: try param(ctx, "net"))) }

@@ -78,6 +78,12 @@ default: needs = []
 for k in needs where (env(k) ?? "").isEmpty { missing.append(k) }
 if !missing.isEmpty { fail(version, 4, "missing environment variable\(missing.count > 1 ? "s" : ""): \(missing.joined(separator: ", "))") }
 
+// The socket comes from the ipam section: one that is not an object (or a socket that is not a string) is refused
+// here, code 7, rather than read as "no socket given" (berthd checks the rest of the section).
+if let ipam = config["ipam"] {
+    guard case .object = ipam else { fail(version, 7, "the \"ipam\" section of the network configuration must be an object, got \(ipam.typeName)") }
+    if let s = ipam["socket"], s.string == nil { fail(version, 7, "ipam.socket must be a string, got \(s.typeName)") }
+}
 let socket = config["ipam"]?["socket"]?.string ?? env("BERTH_SOCKET") ?? defaultSocket
 let request: JSON = [
     "command": .string(command), "containerID": .string(env("CNI_CONTAINERID") ?? ""), "netns": .string(env("CNI_NETNS") ?? ""),
