@@ -30,6 +30,8 @@ func errorResponse(_ error: Error) -> Response {
         var body: JSON = ["error": .string(e.message)]
         if let d = e.details { body = body.setting("details", d) }
         return render(e.status, body)
+    case let e as EventsCompacted:
+        return render(410, ["error": .string(e.description), "oldestRevision": .number(Double(e.oldestRevision))])
     case is NIOTooManyBytesError:
         return render(413, ["error": "request body too large"])
     case let e as PluginCallError:
@@ -198,12 +200,19 @@ public struct APIServer {
                 let limit = Int(try intQuery(req, "limit", default: 1000, range: 1...10000))
                 let watch = try query(req, "watch")
                 if watch == "true" || watch == "1" {
+                    try rt.store.checkRetained(since: since)  // a cursor older than the log: 410 before the stream starts
                     return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
                         var cursor = since
                         while true {
                             // A keep-alive at least every 5 s: a closed client (and berthd's graceful shutdown,
                             // which waits for this handler) is noticed at the next write.
-                            let evs = try await rt.events(since: cursor, limit: limit, wait: 5)
+                            let evs: [Event]
+                            do { evs = try await rt.events(since: cursor, limit: limit, wait: 5) } catch let e as EventsCompacted {
+                                // Compaction overtook a slow reader: say so in the stream and end it.
+                                try await writer.write(ByteBuffer(string: (["error": .string(e.description), "oldestRevision": .number(Double(e.oldestRevision))] as JSON).serialized + "\n"))
+                                try await writer.finish(nil)
+                                return
+                            }
                             if evs.isEmpty {
                                 try await writer.write(ByteBuffer(string: "\n"))  // keep-alive; readers skip blank lines
                                 continue
