@@ -43,7 +43,8 @@ public enum CNI {
             case "RESOURCE_EXHAUSTED": code = .addressesExhausted
             case "FAILED_PRECONDITION": code = .notPermitted
             case "UNAVAILABLE", "ABORTED": code = .tryAgainLater
-            default: code = e.status == 404 && status.isEmpty ? .invalidConfig : e.status == 503 ? .tryAgainLater : .internalError
+            // A request berthd refused as malformed (400) is a configuration the runtime passed: 7, not 999.
+            default: code = (e.status == 404 || e.status == 400) && status.isEmpty ? .invalidConfig : e.status == 503 ? .tryAgainLater : .internalError
             }
             return (code.rawValue, error(version, code, e.details?["message"]?.string ?? e.message, e.message))
         } catch {
@@ -56,34 +57,39 @@ public enum CNI {
         guard supportedVersions.contains(version) else {
             throw Failure(code: .incompatibleVersion, msg: "incompatible CNI version \(version)", details: "berth-cni supports \(supportedVersions.joined(separator: ", "))")
         }
-        let ipam = config["ipam"] ?? .object([])
+        let ipam = try ipamSection(config)
         let network = ipam["network"]?.string ?? "default"
         let command = req["command"]?.string ?? ""
-        let cid = req["containerID"]?.string ?? ""
-        let ifname = req["ifname"]?.string ?? "eth0"
         switch command {
         case "ADD":
+            let (cid, ifname) = try environmentKey(req)
             var r: JSON = ["containerID": .string(cid), "ifname": .string(ifname),
                            "node": .string(ipam["node"]?.string ?? ProcessInfo.processInfo.hostName)]
             if let pool = ipam["pool"]?.string { r = r.setting("pool", .string(pool)) }
-            let ips = requestedIPs(req["args"]?.string ?? "", config)
+            let ips = try requestedIPs(req["args"]?.string ?? "", config)
             if !ips.isEmpty { r = r.setting("ips", .array(ips.map { .string($0) })) }
             let result = try await service.add(network: network, request: r)
             return format(result, version: version)
         case "DEL":
+            let (cid, ifname) = try environmentKey(req)
             do { try await service.del(network: network, containerID: cid, ifname: ifname) } catch let e as APIError where e.status == 404 && e.details == nil {
                 // No such network in berthd: nothing of ours can be held; DEL succeeds.
             }
             return nil
         case "CHECK":
             if version.hasPrefix("0.3") { throw Failure(code: .incompatibleVersion, msg: "CHECK needs cniVersion 0.4.0 or later", details: "") }
+            let (cid, ifname) = try environmentKey(req)
             _ = try await service.check(network: network, containerID: cid, ifname: ifname)
             return nil
         case "GC":
-            let list = config["cni.dev/valid-attachments"]?.array ?? config["cni.dev/attachments"]?.array ?? []
-            let valid = list.compactMap { a -> (String, String)? in
-                guard let c = a["containerID"]?.string else { return nil }
-                return (c, a["ifname"]?.string ?? "eth0")
+            // Without a well-formed list of the attachments to keep, a GC would release every attachment of the
+            // network: refuse it and release nothing (CNI SPEC: GC gets cni.dev/valid-attachments).
+            guard let list = config["cni.dev/valid-attachments"] ?? config["cni.dev/attachments"] else {
+                throw Failure(code: .invalidConfig, msg: "GC needs cni.dev/valid-attachments in the network configuration (the attachments to keep); nothing was released", details: "")
+            }
+            let valid: [(String, String)]
+            do { valid = try NetworkService.validList(list, field: "cni.dev/valid-attachments", ifnameRequired: true) } catch let e as APIError {
+                throw Failure(code: .invalidConfig, msg: "\(e.message); nothing was released", details: "")
             }
             _ = try await service.gc(network: network, valid: valid)
             return nil
@@ -97,15 +103,52 @@ public enum CNI {
         }
     }
 
-    /// Requested addresses: runtimeConfig.ips or args.cni.ips win over CNI_ARGS IP=a,b.
-    static func requestedIPs(_ cniArgs: String, _ config: JSON) -> [String] {
-        let strip = { (s: String) in String(s.split(separator: "/").first ?? Substring(s)) }
-        if let a = config["runtimeConfig"]?["ips"]?.array ?? config["args"]?["cni"]?["ips"]?.array {
-            return a.compactMap { $0.string.map(strip) }
+    /// The configuration's `ipam` section: an object (absent means all defaults) whose berth-cni keys are strings.
+    /// Anything else is refused (code 7) rather than read as the defaults, which would send the call elsewhere.
+    static func ipamSection(_ config: JSON) throws -> JSON {
+        guard let ipam = config["ipam"] else { return .object([]) }
+        guard case .object = ipam else {
+            throw Failure(code: .invalidConfig, msg: "the \"ipam\" section of the network configuration must be an object, got \(ipam.typeName)", details: "")
+        }
+        for k in ["type", "socket", "network", "pool", "node"] {
+            if let v = ipam[k], v.string == nil {
+                throw Failure(code: .invalidConfig, msg: "ipam.\(k) must be a string, got \(v.typeName)", details: "")
+            }
+        }
+        return ipam
+    }
+
+    /// CNI_CONTAINERID and CNI_IFNAME as the spec and Linux want them (not blank, at most 256 bytes, no control
+    /// character; an interface name Linux accepts): otherwise code 4, naming the variable.
+    static func environmentKey(_ req: JSON) throws -> (String, String) {
+        let cid = req["containerID"]?.string ?? "", ifname = req["ifname"]?.string ?? "eth0"
+        do { _ = try NetworkService.key(cid, "eth0") } catch let e as APIError {
+            throw Failure(code: .invalidEnvironment, msg: "CNI_CONTAINERID is not valid: \(e.message)", details: "")
+        }
+        do { try Names.interface(ifname, "CNI_IFNAME") } catch let e as Names.Invalid { throw Failure(code: .invalidEnvironment, msg: e.message, details: "") }
+        return try NetworkService.key(cid, ifname)
+    }
+
+    /// Requested addresses: runtimeConfig.ips or args.cni.ips win over CNI_ARGS IP=a,b. Each keeps its prefix length
+    /// when it has one (berthd refuses one that disagrees with the pool); a malformed one is refused, with code 7 from
+    /// the configuration and 4 from CNI_ARGS.
+    static func requestedIPs(_ cniArgs: String, _ config: JSON) throws -> [String] {
+        func checked(_ list: [String], _ source: String, _ code: Code) throws -> [String] {
+            do { _ = try NetworkService.requestedAddresses(.array(list.map { .string($0) })) } catch let e as APIError {
+                throw Failure(code: code, msg: "\(source): \(e.message)", details: "")
+            }
+            return list
+        }
+        for (path, v) in [("runtimeConfig.ips", config["runtimeConfig"]?["ips"]), ("args.cni.ips", config["args"]?["cni"]?["ips"])] {
+            guard let v, !v.isNull else { continue }
+            guard let a = v.array, a.allSatisfy({ $0.string != nil }) else {
+                throw Failure(code: .invalidConfig, msg: "\(path) must be an array of addresses (strings)", details: "")
+            }
+            return try checked(a.map { $0.string! }, path, .invalidConfig)
         }
         for kv in cniArgs.split(separator: ";") {
             let parts = kv.split(separator: "=", maxSplits: 1)
-            if parts.count == 2, parts[0] == "IP" { return parts[1].split(separator: ",").map { strip(String($0)) } }
+            if parts.count == 2, parts[0] == "IP" { return try checked(parts[1].split(separator: ",").map(String.init), "CNI_ARGS IP", .invalidEnvironment) }
         }
         return []
     }

@@ -423,7 +423,9 @@ public final class DiscoveryDelivery: @unchecked Sendable {
             resyncDue = true
             catchUpTo = nil
         }
-        if saved == nil || head - cursor > DiscoveryService.maxLag { catchUpTo = nil; resyncDue = true }
+        // Events the plugin has not seen were compacted away (events.retain): only a resync brings it up to date.
+        let lost = cursor < store.compactedThrough
+        if saved == nil || lost || head - cursor > DiscoveryService.maxLag { catchUpTo = nil; resyncDue = true }
 
         if resyncDue && !(catchUpTo.map { cursor < $0 } ?? false) {
             update { $0.phase = "resyncing" }

@@ -8,15 +8,62 @@ public struct NetworkService: Sendable {
     public let runtime: BerthRuntime
     public init(runtime: BerthRuntime) { self.runtime = runtime }
 
-    static func key(_ cid: String, _ ifname: String) throws -> (String, String) {
+    public static func key(_ cid: String, _ ifname: String) throws -> (String, String) {
         // Foundation's trim costs a few microseconds per call; most ids have no space at either end to trim.
         let edge = { (b: UInt8?) in b.map { $0 == 0x20 || $0 == 0x09 || $0 >= 0x80 } ?? false }
         let c = edge(cid.utf8.first) || edge(cid.utf8.last) ? cid.trimmingCharacters(in: .whitespaces) : cid
         guard !c.isEmpty else { throw APIError(400, "containerID is required") }
         guard c.utf8.count <= 256 else { throw APIError(400, "containerID is longer than 256 bytes") }
-        let i = ifname.isEmpty ? "eth0" : ifname
-        guard i.utf8.count <= 15, !i.contains("/") else { throw APIError(400, "ifname \"\(i)\" is not a valid interface name") }
-        return (c, i)
+        do {
+            try Names.check(c, "containerID")
+            try Names.interface(ifname, "ifname")
+        } catch let e as Names.Invalid { throw APIError(e) }
+        return (c, ifname)
+    }
+
+    /// The key and node of an ADD request, each checked for its type (a string; ifname defaults to eth0, node to "")
+    /// and as a name, and the requested addresses ("ips", each checked: see `requestedAddresses`).
+    static func addFields(_ r: JSON) throws -> (cid: String, ifname: String, node: String, ips: [RequestedAddress]) {
+        func text(_ k: String, _ dflt: String?) throws -> String {
+            guard let v = r[k], !v.isNull else {
+                guard let dflt else { throw APIError(400, "\(k) is required") }
+                return dflt
+            }
+            guard let s = v.string else { throw APIError(400, "\(k) must be a string, got \(v.typeName)") }
+            return s
+        }
+        let (cid, ifname) = try key(try text("containerID", nil), try text("ifname", "eth0"))
+        let node = try text("node", "")
+        do { try Names.check(node, "node") } catch let e as Names.Invalid { throw APIError(e) }
+        return (cid, ifname, node, try requestedAddresses(r["ips"]))
+    }
+
+    /// The "ips" of an ADD request: an array of addresses, each with an optional prefix length that must be in range
+    /// for its family (the plugin's result must then carry the same prefix: `checkPrefixes`).
+    public static func requestedAddresses(_ v: JSON?) throws -> [RequestedAddress] {
+        guard let v, !v.isNull else { return [] }
+        guard let a = v.array else { throw APIError(400, "\"ips\" must be an array of addresses, got \(v.typeName)") }
+        return try a.enumerated().map { i, e in
+            guard let s = e.string else { throw APIError(400, "ips[\(i)] must be a string, got \(e.typeName)") }
+            guard let r = RequestedAddress(s) else {
+                throw APIError(400, "ips[\(i)] \"\(s.prefix(60))\" is not an IP address with an optional prefix length (/0-32 for IPv4, /0-128 for IPv6)")
+            }
+            return r
+        }
+    }
+
+    /// A requested address whose prefix disagrees with what the plugin assigned (say /8 from a /24 pool) is refused:
+    /// the caller would configure a different network than the one it was given. Throws; the caller's savepoint undoes the call.
+    static func checkPrefixes(_ requested: [RequestedAddress], _ result: JSON, network: String) throws {
+        for r in requested {
+            guard let want = r.prefix else { continue }
+            for ip in result["ips"]?.array ?? [] {
+                guard let got = ip["address"]?.string.flatMap(RequestedAddress.init), got.bytes == r.bytes, let have = got.prefix else { continue }
+                if have != want {
+                    throw APIError(400, "requested address \(r.text) has prefix /\(want), but network \"\(network)\" assigns \(got.text) (/\(have)): request it as /\(have) or without a prefix")
+                }
+            }
+        }
     }
 
     func plugin(_ network: String) throws -> PluginInstance { try runtime.instance(network, kind: .network) }
@@ -81,12 +128,12 @@ public struct NetworkService: Sendable {
         guard let fn = inst.network?.pointee.add_batch, requests.count > 1 else { throw NoBatchPath() }
         let store = runtime.store
         var answers = [JSON?](repeating: nil, count: requests.count)
-        var fresh: [(index: Int, cid: String, ifname: String, node: String)] = []
+        var fresh: [(index: Int, cid: String, ifname: String, node: String, ips: [RequestedAddress])] = []
         var items: [JSON] = []
         var seen = Set<String>()
         let s = try store.prepare("SELECT result FROM attachments WHERE network=?1 AND container_id=?2 AND ifname=?3")
         for (i, request) in requests.enumerated() {
-            let (cid, ifname) = try Self.key(request["containerID"]?.string ?? "", request["ifname"]?.string ?? "eth0")
+            let (cid, ifname, node, ips) = try Self.addFields(request)
             guard seen.insert("\(cid)\u{0}\(ifname)").inserted else { throw NoBatchPath() }  // a key twice: item by item
             _ = s.reset()
             s.bind(1, network); s.bind(2, cid); s.bind(3, ifname)
@@ -94,7 +141,7 @@ public struct NetworkService: Sendable {
                 answers[i] = existing
                 continue
             }
-            fresh.append((i, cid, ifname, request["node"]?.string ?? ""))
+            fresh.append((i, cid, ifname, node, ips))
             items.append(request.setting("network", .string(network)).setting("containerID", .string(cid)).setting("ifname", .string(ifname)))
         }
         if !items.isEmpty {
@@ -108,6 +155,8 @@ public struct NetworkService: Sendable {
                 runtime.logger.warning("plugin \"\(network)\" add_batch returned a result without an \"ips\" array; adding the items one at a time")
                 throw NoBatchPath()
             }
+            // A prefix that disagrees: item by item, where that item alone is refused.
+            do { for (f, result) in zip(fresh, results) { try Self.checkPrefixes(f.ips, result, network: network) } } catch { throw NoBatchPath() }
             for (f, result) in zip(fresh, results) {
                 try record(network: network, cid: f.cid, ifname: f.ifname, node: f.node, result: result)
                 answers[f.index] = result
@@ -126,8 +175,7 @@ public struct NetworkService: Sendable {
     /// attachment record and event as `add`.
     func attachInTransaction(network: String, request: JSON) throws -> JSON {
         let inst = try plugin(network)
-        let (cid, ifname) = try Self.key(request["containerID"]?.string ?? "", request["ifname"]?.string ?? "eth0")
-        let node = request["node"]?.string ?? ""
+        let (cid, ifname, node, ips) = try Self.addFields(request)
         let req = request.setting("network", .string(network)).setting("containerID", .string(cid)).setting("ifname", .string(ifname))
         let store = runtime.store
         let s = try store.prepare("SELECT result FROM attachments WHERE network=?1 AND container_id=?2 AND ifname=?3")
@@ -136,6 +184,7 @@ public struct NetworkService: Sendable {
         let result: JSON
         do { result = try inst.callObject("add", inst.network!.pointee.add, req) } catch let e as PluginCallError { throw APIError.from(e) }
         guard result["ips"]?.array != nil else { throw APIError(500, "plugin \"\(network)\" add returned no \"ips\" array") }
+        try Self.checkPrefixes(ips, result, network: network)
         try record(network: network, cid: cid, ifname: ifname, node: node, result: result)
         return result
     }
@@ -186,6 +235,25 @@ public struct NetworkService: Sendable {
                 _ = try inst.callObject("check", inst.network!.pointee.check, ["network": .string(network), "containerID": .string(cid), "ifname": .string(ifn)])
             } catch let e as PluginCallError { throw APIError.from(e) }
             return result
+        }
+    }
+
+    /// The attachments a GC keeps, from a JSON list of {containerID, ifname} (`field` names it in errors): every entry
+    /// well-formed, or the whole list is refused (a GC with a list read wrongly would release live attachments).
+    /// ifname defaults to eth0 unless `ifnameRequired` (CNI's cni.dev/valid-attachments carries both).
+    public static func validList(_ list: JSON, field: String, ifnameRequired: Bool) throws -> [(String, String)] {
+        guard let a = list.array else { throw APIError(400, "\"\(field)\" must be an array of {containerID, ifname}, got \(list.typeName)") }
+        return try a.enumerated().map { i, e in
+            guard case .object = e else { throw APIError(400, "\(field)[\(i)] must be an object {containerID, ifname}, got \(e.typeName)") }
+            guard let c = e["containerID"]?.string else { throw APIError(400, "\(field)[\(i)].containerID must be a string") }
+            var ifname = "eth0"
+            if let v = e["ifname"], !v.isNull {
+                guard let s = v.string else { throw APIError(400, "\(field)[\(i)].ifname must be a string, got \(v.typeName)") }
+                ifname = s
+            } else if ifnameRequired {
+                throw APIError(400, "\(field)[\(i)].ifname is required")
+            }
+            do { return try key(c, ifname) } catch let err as APIError { throw APIError(400, "\(field)[\(i)]: \(err.message)") }
         }
     }
 
@@ -275,3 +343,28 @@ public struct NetworkService: Sendable {
 
 import CSQLite
 func sqlite3Changes(_ store: Store) -> Int32 { sqlite3_changes(store.db) }
+
+/// An address requested in an ADD ("10.1.0.5", "10.1.0.5/24", "fd00::5/64"): its 4 or 16 bytes and the prefix
+/// length when one was given, in range for the family.
+public struct RequestedAddress {
+    let text: String
+    let bytes: [UInt8]
+    let prefix: Int?
+
+    init?(_ s: String) {
+        let parts = s.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
+        let addr = String(parts[0])
+        var buf = [UInt8](repeating: 0, count: 16)
+        let v6 = addr.contains(":")
+        guard inet_pton(v6 ? AF_INET6 : AF_INET, addr, &buf) == 1 else { return nil }
+        bytes = Array(buf.prefix(v6 ? 16 : 4))
+        if parts.count == 2 {
+            let p = parts[1]
+            guard !p.isEmpty, p.count <= 3, p.allSatisfy({ $0.isASCII && $0.isNumber }), let n = Int(p), n <= (v6 ? 128 : 32) else { return nil }
+            prefix = n
+        } else {
+            prefix = nil
+        }
+        text = s
+    }
+}

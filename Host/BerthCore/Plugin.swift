@@ -330,7 +330,12 @@ public final class PluginInstance: @unchecked Sendable {
     public func callObject(_ operation: String, _ fn: berth_json_op?, _ request: JSON) throws -> JSON {
         let out = try callJSON(operation, fn, request.bytes)
         if out.isEmpty { return .object([]) }
-        guard let v = try? JSON.parse(out), case .object = v else {
+        let v: JSON
+        do { v = try JSON.parse(out) } catch {
+            // Also a NUL or bytes that are not UTF-8 in a string: ids a plugin returns are input too (Names.swift).
+            throw PluginCallError(plugin: name, operation: operation, status: 13, message: "the plugin returned invalid JSON (\(out.count) bytes): \(error)")
+        }
+        guard case .object = v else {
             throw PluginCallError(plugin: name, operation: operation, status: 13, message: "the plugin returned invalid JSON (\(out.count) bytes, not an object)")
         }
         return v

@@ -103,6 +103,8 @@ public final class BerthRuntime: @unchecked Sendable {
 
     /// Reports an executor stuck in one batch (an in-process plugin call that does not return).
     var watchdog: StallWatchdog?
+    /// Deletes events past the retention (events.retain, events.maxAgeSeconds) in the background.
+    var compactor: EventCompactor?
     /// Per network: batch ADDs served by one add_batch call, and those that went item by item (no add_batch, a key
     /// twice, or the one call failed). /metrics shows both, so an operator sees when batches stop taking the fast path.
     let batchPaths = Mutex<[String: (oneCall: UInt64, itemByItem: UInt64)]>([:])
@@ -127,6 +129,7 @@ public final class BerthRuntime: @unchecked Sendable {
         executor.onCommit = { _ in w.notifyAll() }
         executor.start()
         watchdog = StallWatchdog(executor: executor, logger: logger, after: Double(site.callTimeoutMs) / 1000)
+        compactor = EventCompactor(runtime: self)
         let store = self.store
         liveStateProbes.append { name in
             let s = try store.prepare("SELECT count(*) FROM attachments WHERE network=?1")
@@ -244,10 +247,14 @@ public final class BerthRuntime: @unchecked Sendable {
     // MARK: events
 
     /// Events after `since`; when there are none, waits up to `wait` seconds for new ones.
+    /// Throws `EventsCompacted` when events after `since` (> 0) are no longer kept (events.retain).
     public func events(since: Int64, limit: Int = 1000, wait: Double = 0) async throws -> [Event] {
         let deadline = wallClock() + wait
         while true {
-            let evs = try await executor.run { try self.store.events(since: since, limit: limit) }
+            let evs = try await executor.run {
+                try self.store.checkRetained(since: since)  // on the executor, like compaction: no gap unseen
+                return try self.store.events(since: since, limit: limit)
+            }
             let left = deadline - wallClock()
             if !evs.isEmpty || left <= 0 { return evs }
             await waiters.wait(timeout: min(left, 30))
@@ -299,11 +306,12 @@ public final class BerthRuntime: @unchecked Sendable {
             + "# HELP berth_store_log_pages Pages (4 KiB) in the store's write-ahead log after the last commit or checkpoint; the log starts over after a checkpoint.\n# TYPE berth_store_log_pages gauge\nberth_store_log_pages \(store.logPages.load(ordering: .relaxed))\n"
             + "# HELP berth_store_accepting_changes 1 while the state store takes changes; 0 after an fsync of its log failed (restart berthd).\n# TYPE berth_store_accepting_changes gauge\nberth_store_accepting_changes \(executor.stoppedReason == nil ? 1 : 0)\n"
             + "# HELP berth_store_syncs_total fsyncs of the store's log that made commits durable (store.sync full; one covers every batch committed before it).\n# TYPE berth_store_syncs_total counter\nberth_store_syncs_total \(executor.syncs)\n"
-        return out + errs + lat + up + crashes + st + (discovery?.metricsText() ?? "")
+        return out + errs + lat + up + crashes + st + (compactor?.metricsText ?? "") + (discovery?.metricsText() ?? "")
     }
 
     public func shutdown() {
         watchdog?.stop()
+        compactor?.stop()  // before the executor: its steps run there
         discovery?.stop()
         // Stop the executor first: no operation may still be inside a plugin when it is destroyed.
         executor.stop()
@@ -322,6 +330,9 @@ public struct APIError: Error, CustomStringConvertible, Sendable {
         self.details = details
     }
     public var description: String { message }
+
+    /// A refused name or id (Names.swift) as a 400.
+    public init(_ e: Names.Invalid) { self.init(400, e.message) }
 
     /// Maps a plugin status to an HTTP status.
     public static func from(_ e: PluginCallError) -> APIError {

@@ -12,6 +12,9 @@ public struct SiteConfig: Sendable {
     public var maxBodyBytes: Int = 1 << 20
     public var sync: String = "full"
     public var callTimeoutMs: Int = 10_000
+    /// Event retention (Retention.swift): the newest events kept, and the oldest age kept (nil: no age limit).
+    public var eventsRetain: Int = 100_000
+    public var eventsMaxAgeSeconds: Int? = nil
     public var plugins: [PluginSpec] = []
     /// Directory the site file was read from (relative plugin paths resolve against it).
     public var baseDir: String = "."
@@ -43,6 +46,13 @@ public struct SiteConfig: Sendable {
           "type": "object", "additionalProperties": false,
           "properties": {
             "sync": {"enum": ["full", "normal"], "description": "full: every commit reaches the disk (default); normal: survives a daemon crash, may lose the last commits on power loss."}
+          }
+        },
+        "events": {
+          "type": "object", "additionalProperties": false,
+          "properties": {
+            "retain": {"type": "integer", "minimum": 100, "maximum": 100000000, "description": "Events the event log keeps (default 100000): older ones are deleted in the background. A reader asking for events after a revision no longer kept gets 410 with the oldest revision kept."},
+            "maxAgeSeconds": {"type": "integer", "minimum": 1, "description": "Also delete events older than this many seconds (default: no age limit)."}
           }
         },
         "callTimeoutMs": {"type": "integer", "minimum": 1, "description": "Deadline of one plugin call (default 10000). Enforced for plugins with isolation \"process\": a call past it kills the runner, fails with a 503 and the runner restarts on the next call."},
@@ -95,6 +105,8 @@ public struct SiteConfig: Sendable {
         if c.listen != nil && c.token == nil { throw SiteError(problems: ["api.token: is required when api.listen is set"]) }
         if let s = json["store"]?["sync"]?.string { c.sync = s }
         if let t = json["callTimeoutMs"]?.int { c.callTimeoutMs = t }
+        if let r = json["events"]?["retain"]?.int { c.eventsRetain = r }
+        if let a = json["events"]?["maxAgeSeconds"]?.int { c.eventsMaxAgeSeconds = a }
         var seen = Set<String>()
         for (i, p) in (json["plugins"]?.array ?? []).enumerated() {
             var spec = PluginSpec(name: p["name"]!.string!, path: p["path"]!.string!)
@@ -159,8 +171,10 @@ public struct SiteConfig: Sendable {
     public var json: JSON {
         var api: JSON = ["socket": .string(socketPath), "maxBodyBytes": .number(Double(maxBodyBytes))]
         if let listen { api = api.setting("listen", .string(listen)).setting("token", "(set)") }
+        var events: JSON = ["retain": .number(Double(eventsRetain))]
+        if let a = eventsMaxAgeSeconds { events = events.setting("maxAgeSeconds", .number(Double(a))) }
         return ["site": .string(site), "stateDir": .string(stateDir), "api": api, "store": ["sync": .string(sync)],
-                "callTimeoutMs": .number(Double(callTimeoutMs)), "plugins": .array(plugins.map { $0.json })]
+                "callTimeoutMs": .number(Double(callTimeoutMs)), "events": events, "plugins": .array(plugins.map { $0.json })]
     }
 }
 

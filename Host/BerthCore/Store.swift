@@ -90,6 +90,9 @@ public final class Store {
     let checkpoints = Atomic<UInt64>(0)
     let checkpointFailures = Atomic<UInt64>(0)
     let logPages = Atomic<Int64>(0)
+    /// The highest event revision compacted away (Retention.swift; 0 when none): readers asking for events after an
+    /// older revision are told those are gone.
+    public let eventsCompactedThrough = Atomic<Int64>(0)
     private var cache: [String: Statement] = [:]
     /// The statements of the plugin key-value calls, which run a dozen times per network ADD: held directly so
     /// they skip the cache's lookup by SQL text (they are in `cache` too, so BEGIN resets them like the rest).
@@ -201,6 +204,7 @@ public final class Store {
             return SQLITE_OK
         }, Unmanaged.passUnretained(self).toOpaque())
         try migrate()
+        eventsCompactedThrough.store(try loadCompactedThrough(), ordering: .relaxed)
         if let e = syncLog() { throw StoreError(e) }
     }
 
@@ -395,7 +399,7 @@ public final class Store {
     public func lastRevision() throws -> Int64 {
         let s = try prepare("SELECT coalesce(max(rev), 0) FROM events")
         _ = try s.step()
-        return s.int(0)
+        return max(s.int(0), eventsCompactedThrough.load(ordering: .relaxed))  // a log compacted empty keeps its revision
     }
 }
 

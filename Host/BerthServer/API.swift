@@ -8,6 +8,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import NIOHTTP1
 
 public typealias Ctx = BasicRequestContext
 
@@ -29,6 +30,8 @@ func errorResponse(_ error: Error) -> Response {
         var body: JSON = ["error": .string(e.message)]
         if let d = e.details { body = body.setting("details", d) }
         return render(e.status, body)
+    case let e as EventsCompacted:
+        return render(410, ["error": .string(e.description), "oldestRevision": .number(Double(e.oldestRevision))])
     case is NIOTooManyBytesError:
         return render(413, ["error": "request body too large"])
     case let e as PluginCallError:
@@ -45,6 +48,12 @@ func readObject(_ req: Request, limit: Int, allowed: Set<String>? = nil) async t
     let buf: ByteBuffer
     do { buf = try await req.body.collect(upTo: limit) } catch is NIOTooManyBytesError {
         throw APIError(413, "request body larger than the limit of \(limit) bytes (api.maxBodyBytes)")
+    } catch let e as HTTPParserError {
+        // The client's fault: most often a body that ended (the connection closed) before its Content-Length.
+        let declared = req.headers[.contentLength].map { " (Content-Length: \($0))" } ?? ""
+        throw APIError(400, e == .invalidEOFState
+            ? "the request body ended before its Content-Length\(declared): send exactly as many bytes as Content-Length says"
+            : "malformed HTTP request body: \(e)")
     }
     let bytes = Array(buf.readableBytesView)
     if bytes.isEmpty { throw APIError(400, "request body is empty; expected a JSON object") }
@@ -66,13 +75,41 @@ func actor(_ req: Request) -> String {
     return "api"
 }
 
+/// A path parameter, percent-decoded once and checked as a name or id (Names: no NUL, no control character, UTF-8).
 func param(_ ctx: Ctx, _ name: String) throws -> String {
     guard let v = ctx.parameters.get(name) else { throw APIError(400, "missing path parameter \(name)") }
-    return v.removingPercentEncoding ?? v
+    do { return try Names.percentDecoded(Substring(v), "path parameter \(name)") } catch let e as Names.Invalid { throw APIError(400, e.message) }
 }
 
-func query(_ req: Request, _ name: String) -> String? {
-    req.uri.queryParameters[Substring(name)].map { String($0).removingPercentEncoding ?? String($0) }
+/// A query parameter (the first of that name), percent-decoded once from the raw query and checked like `param`.
+func query(_ req: Request, _ name: String) throws -> String? {
+    guard let q = req.uri.query else { return nil }
+    for pair in q.split(separator: "&", omittingEmptySubsequences: true) {
+        let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+        guard kv[0] == name else { continue }
+        do { return try Names.percentDecoded(kv.count > 1 ? kv[1] : "", "query parameter \(name)") } catch let e as Names.Invalid { throw APIError(400, e.message) }
+    }
+    return nil
+}
+
+/// An integer query parameter: `dflt` when absent, else decimal digits within `range`, or a 400 that names it.
+func intQuery(_ req: Request, _ name: String, default dflt: Int64, range: ClosedRange<Int64>) throws -> Int64 {
+    guard let v = try query(req, name) else { return dflt }
+    guard let n = Int64(v), range.contains(n) else {
+        let want = range.upperBound == Int64.max ? "an integer >= \(range.lowerBound)" : "an integer in \(range.lowerBound)...\(range.upperBound)"
+        throw APIError(400, "query parameter \(name)=\"\(v.prefix(40))\" is not valid: \(name) must be \(want)")
+    }
+    return n
+}
+
+/// A number of seconds in a query parameter: `dflt` when absent, else a finite decimal number within `range` (nan,
+/// inf, negative, huge and non-numeric values are a 400 that names the parameter).
+func secondsQuery(_ req: Request, _ name: String, default dflt: Double, range: ClosedRange<Double>) throws -> Double {
+    guard let v = try query(req, name) else { return dflt }
+    guard let d = Double(v), d.isFinite, range.contains(d) else {
+        throw APIError(400, "query parameter \(name)=\"\(v.prefix(40))\" is not valid: \(name) must be a number of seconds in \(range.lowerBound)...\(range.upperBound)")
+    }
+    return d
 }
 
 /// The fields of an attachment ADD request (POST /v1/networks/{net}/attachments and each item of a batch).
@@ -81,6 +118,8 @@ let addFields: Set<String> = ["containerID", "ifname", "node", "pool", "ips", "i
 public struct APIServer {
     public let runtime: BerthRuntime
     let network: NetworkService
+    /// Every route's pattern and method, for 404 and 405 answers (Routes.swift).
+    let routes = RouteTable()
 
     public init(runtime: BerthRuntime) {
         self.runtime = runtime
@@ -90,6 +129,7 @@ public struct APIServer {
     /// Registers a handler that returns JSON; errors become JSON error responses.
     func route(_ router: Router<Ctx>, _ method: HTTPRequest.Method, _ path: RouterPath,
                _ body: @escaping @Sendable (Request, Ctx) async throws -> Reply) {
+        routes.add(method, path)
         router.on(path, method: method) { req, ctx -> Response in
             do {
                 let r = try await body(req, ctx)
@@ -103,6 +143,7 @@ public struct APIServer {
     public func makeRouter(requireToken: String? = nil) -> Router<Ctx> {
         let router = Router(context: Ctx.self)
         if let token = requireToken { router.add(middleware: BearerTokenMiddleware(token: token)) }
+        router.add(middleware: NotFoundMiddleware(table: routes))
         let rt = runtime
         let net = network
         let limit = runtime.site.maxBodyBytes
@@ -123,8 +164,8 @@ public struct APIServer {
         route(router, .get, "/v1/site") { _, _ in Reply(rt.site.json) }
         route(router, .put, "/v1/site") { req, _ in
             let body = try await readObject(req, limit: limit)
-            let site = try SiteConfig.parse(body.bytes, baseDir: query(req, "baseDir") ?? rt.site.baseDir)
-            let changes = try rt.apply(site, actor: actor(req), force: query(req, "force") == "true", dryRun: query(req, "dryRun") == "true")
+            let site = try SiteConfig.parse(body.bytes, baseDir: try query(req, "baseDir") ?? rt.site.baseDir)
+            let changes = try rt.apply(site, actor: actor(req), force: try query(req, "force") == "true", dryRun: try query(req, "dryRun") == "true")
             return Reply(["changes": .array(changes.map { $0.json })])
         }
         route(router, .post, "/v1/plugins/{name}/{action}") { req, ctx in
@@ -132,7 +173,7 @@ public struct APIServer {
             let changes: [PlannedChange]
             switch try param(ctx, "action") {
             case "enable": changes = try rt.setEnabled(name, true, actor: actor(req), force: false)
-            case "disable": changes = try rt.setEnabled(name, false, actor: actor(req), force: query(req, "force") == "true")
+            case "disable": changes = try rt.setEnabled(name, false, actor: actor(req), force: try query(req, "force") == "true")
             case "reload": changes = try rt.reload(name, actor: actor(req))
             case let a: throw APIError(404, "unknown plugin action \"\(a)\" (enable, disable, reload)")
             }
@@ -146,21 +187,32 @@ public struct APIServer {
             if let s = e.instance?.plugin.configSchema { j = j.setting("configSchema", s) }
             return Reply(j.setting("config", e.spec.config))
         }
+        routes.add(.get, "/metrics")
         router.get("/metrics") { _, _ -> Response in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: rt.metricsText())))
         }
+        routes.add(.get, "/v1/events")
         router.get("/v1/events") { req, _ -> Response in
             do {
-                let since = Int64(query(req, "since") ?? "0") ?? -1
-                guard since >= 0 else { throw APIError(400, "since must be a revision number (>= 0)") }
-                let limit = min(Int(query(req, "limit") ?? "1000") ?? 1000, 10000)
-                if query(req, "watch") == "true" || query(req, "watch") == "1" {
+                // A revision (>= 0); at most 10,000 events per answer (a limit outside 1...10000 is refused, not
+                // clamped, so that a client learns its request was not what it got); wait at most 60 s.
+                let since = try intQuery(req, "since", default: 0, range: 0...Int64.max)
+                let limit = Int(try intQuery(req, "limit", default: 1000, range: 1...10000))
+                let watch = try query(req, "watch")
+                if watch == "true" || watch == "1" {
+                    try rt.store.checkRetained(since: since)  // a cursor older than the log: 410 before the stream starts
                     return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
                         var cursor = since
                         while true {
                             // A keep-alive at least every 5 s: a closed client (and berthd's graceful shutdown,
                             // which waits for this handler) is noticed at the next write.
-                            let evs = try await rt.events(since: cursor, limit: limit, wait: 5)
+                            let evs: [Event]
+                            do { evs = try await rt.events(since: cursor, limit: limit, wait: 5) } catch let e as EventsCompacted {
+                                // Compaction overtook a slow reader: say so in the stream and end it.
+                                try await writer.write(ByteBuffer(string: (["error": .string(e.description), "oldestRevision": .number(Double(e.oldestRevision))] as JSON).serialized + "\n"))
+                                try await writer.finish(nil)
+                                return
+                            }
                             if evs.isEmpty {
                                 try await writer.write(ByteBuffer(string: "\n"))  // keep-alive; readers skip blank lines
                                 continue
@@ -172,7 +224,7 @@ public struct APIServer {
                         }
                     })
                 }
-                let wait = min(Double(query(req, "wait") ?? "0") ?? 0, 60)
+                let wait = try secondsQuery(req, "wait", default: 0, range: 0...60)
                 let evs = try await rt.events(since: since, limit: limit, wait: wait)
                 return render(200, ["events": .array(evs.map { $0.json }), "rev": .number(Double(evs.last?.rev ?? since))])
             } catch { return errorResponse(error) }
@@ -217,21 +269,18 @@ public struct APIServer {
         }
         route(router, .delete, "/v1/networks/{net}/attachments/{cid}/{ifname}") { req, ctx in
             try await net.del(network: try param(ctx, "net"), containerID: try param(ctx, "cid"), ifname: try param(ctx, "ifname"),
-                              final: query(req, "final") == "true")
+                              final: try query(req, "final") == "true")
             return Reply(["deleted": true])
         }
         route(router, .post, "/v1/networks/{net}/gc") { req, ctx in
             let body = try await readObject(req, limit: limit, allowed: ["valid"])
-            guard let list = body["valid"]?.array else { throw APIError(400, "\"valid\" must be an array of {containerID, ifname}") }
-            let valid = try list.map { a -> (String, String) in
-                guard let c = a["containerID"]?.string else { throw APIError(400, "valid[]: containerID is required") }
-                return (c, a["ifname"]?.string ?? "eth0")
-            }
+            guard let list = body["valid"] else { throw APIError(400, "\"valid\" is required: an array of {containerID, ifname} to keep") }
+            let valid = try NetworkService.validList(list, field: "valid", ifnameRequired: false)
             return Reply(try await net.gc(network: try param(ctx, "net"), valid: valid))
         }
         route(router, .get, "/v1/networks/{net}/status") { _, ctx in Reply(try await net.status(network: try param(ctx, "net"))) }
         route(router, .get, "/v1/networks/{net}/capacity") { req, ctx in
-            Reply(try await net.capacity(network: try param(ctx, "net"), node: query(req, "node")))
+            Reply(try await net.capacity(network: try param(ctx, "net"), node: try query(req, "node")))
         }
         route(router, .post, "/v1/networks/{net}/pools") { req, ctx in
             let body = try await readObject(req, limit: limit)

@@ -48,15 +48,14 @@ extension APIServer {
             return s
         }
         @Sendable func limitQuery(_ req: Request) throws -> Int? {
-            guard let l = query(req, "limit") else { return nil }
-            guard let n = Int(l) else { throw APIError(400, "limit must be a number") }
-            return n
+            guard try query(req, "limit") != nil else { return nil }
+            return Int(try intQuery(req, "limit", default: 100, range: 1...1000))  // as StorageService.pageLimit
         }
 
         route(router, .get, "/v1/storage") { _, _ in Reply(["plugins": st.plugins()]) }
         route(router, .get, "/v1/storage/{plugin}/capacity") { req, ctx in
             var body: JSON = .object([])
-            if let n = query(req, "node") { body = body.setting("topology", ["node": .string(n)]) }
+            if let n = try query(req, "node") { body = body.setting("topology", ["node": .string(n)]) }
             return Reply(try await st.capacity(plugin: try param(ctx, "plugin"), request: body))
         }
 
@@ -68,7 +67,7 @@ extension APIServer {
             return Reply(v, status: created ? 201 : 200)
         }
         route(router, .get, "/v1/storage/{plugin}/volumes") { req, ctx in
-            Reply(try await st.listVolumes(plugin: try param(ctx, "plugin"), limit: try limitQuery(req), pageToken: query(req, "pageToken")))
+            Reply(try await st.listVolumes(plugin: try param(ctx, "plugin"), limit: try limitQuery(req), pageToken: try query(req, "pageToken")))
         }
         route(router, .get, "/v1/storage/{plugin}/volumes/{id}") { _, ctx in
             Reply(try await st.getVolume(plugin: try param(ctx, "plugin"), id: try param(ctx, "id")))
@@ -128,8 +127,8 @@ extension APIServer {
             return Reply(s, status: created ? 201 : 200)
         }
         route(router, .get, "/v1/storage/{plugin}/snapshots") { req, ctx in
-            Reply(try await st.listSnapshots(plugin: try param(ctx, "plugin"), sourceVolumeId: query(req, "sourceVolumeId"),
-                                             limit: try limitQuery(req), pageToken: query(req, "pageToken")))
+            Reply(try await st.listSnapshots(plugin: try param(ctx, "plugin"), sourceVolumeId: try query(req, "sourceVolumeId"),
+                                             limit: try limitQuery(req), pageToken: try query(req, "pageToken")))
         }
         route(router, .get, "/v1/storage/{plugin}/snapshots/{id}") { _, ctx in
             Reply(try await st.getSnapshot(plugin: try param(ctx, "plugin"), id: try param(ctx, "id")))

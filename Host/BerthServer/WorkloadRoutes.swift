@@ -49,7 +49,7 @@ extension APIServer {
         }
 
         route(router, .get, "/v1/instances") { req, _ in
-            Reply(try await w.listInstances(kind: query(req, "kind"), app: query(req, "app"), node: query(req, "node"), state: query(req, "state")))
+            Reply(try await w.listInstances(kind: try query(req, "kind"), app: try query(req, "app"), node: try query(req, "node"), state: try query(req, "state")))
         }
         route(router, .get, "/v1/instances/{kind}/{app}/{ordinal}") { _, ctx in
             Reply(try await w.getInstance(kind: try param(ctx, "kind"), app: try param(ctx, "app"), ordinal: try param(ctx, "ordinal")))

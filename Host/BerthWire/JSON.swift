@@ -147,11 +147,13 @@ public enum JSON: Equatable, Sendable {
 
     static func parse(_ buf: UnsafeBufferPointer<UInt8>, maxDepth: Int) throws -> JSON {
         var s = JSONScanner(buf)
+        s.refuseNUL = true  // no \u0000 in the host's text: see Names.swift
         return try s.document(JSON.self, maxDepth: maxDepth, duplicates: .refuse)
     }
 }
 
-/// The host's values: numbers are Doubles; a repeated key is refused (JSON.parse).
+/// The host's values: numbers are Doubles; a repeated key, `\u0000`, bytes that are not UTF-8 and unpaired surrogates
+/// are refused (JSON.parse).
 extension JSON: JSONBuildable {
     public static var jsonNull: JSON { .null }
     public static func jsonBool(_ b: Bool) -> JSON { .bool(b) }

@@ -20,7 +20,14 @@ import Glibc
 let defaultSocket = "/run/berth/berthd.sock"
 let supported: [JSON] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 
-func env(_ k: String) -> String? { getenv(k).map { String(cString: $0) } }
+/// An environment variable, decoded strictly (Names): bytes that are not UTF-8 fail with code 4 naming it, rather
+/// than becoming U+FFFD (two different container ids would then be one).
+func env(_ k: String) -> String? {
+    guard let p = getenv(k) else { return nil }
+    do { return try Names.decode(UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: strlen(p)), k) } catch {
+        fail("1.0.0", 4, "invalid environment variable \(k): \(error)")
+    }
+}
 
 func readStdin() -> [UInt8] {
     var out: [UInt8] = []
@@ -45,7 +52,9 @@ func fail(_ version: String, _ code: Int, _ msg: String, _ details: String = "")
 
 let command = env("CNI_COMMAND") ?? ""
 let input = command == "VERSION" ? [] : readStdin()
-let config = (try? JSON.parse(input)) ?? .null
+var decodeError = ""
+let config: JSON
+do { config = try JSON.parse(input) } catch { config = .null; decodeError = "\(error)" }  // also a NUL or bytes that are not UTF-8
 let version = config["cniVersion"]?.string ?? "1.0.0"
 
 if command == "VERSION" {
@@ -54,7 +63,7 @@ if command == "VERSION" {
 }
 guard !command.isEmpty else { fail(version, 4, "CNI_COMMAND is not set", "berth-cni is a CNI IPAM plugin: a container runtime runs it") }
 guard case .object = config else {
-    fail(version, input.isEmpty ? 7 : 6, input.isEmpty ? "no network configuration on stdin" : "cannot decode the network configuration", input.isEmpty ? "" : "\((try? JSON.parse(input)).map { _ in "" } ?? "invalid JSON")")
+    fail(version, input.isEmpty ? 7 : 6, input.isEmpty ? "no network configuration on stdin" : "cannot decode the network configuration", decodeError)
 }
 
 // Required environment per command (CNI SPEC.md): DEL and GC/STATUS do not need a netns.
@@ -69,6 +78,12 @@ default: needs = []
 for k in needs where (env(k) ?? "").isEmpty { missing.append(k) }
 if !missing.isEmpty { fail(version, 4, "missing environment variable\(missing.count > 1 ? "s" : ""): \(missing.joined(separator: ", "))") }
 
+// The socket comes from the ipam section: one that is not an object (or a socket that is not a string) is refused
+// here, code 7, rather than read as "no socket given" (berthd checks the rest of the section).
+if let ipam = config["ipam"] {
+    guard case .object = ipam else { fail(version, 7, "the \"ipam\" section of the network configuration must be an object, got \(ipam.typeName)") }
+    if let s = ipam["socket"], s.string == nil { fail(version, 7, "ipam.socket must be a string, got \(s.typeName)") }
+}
 let socket = config["ipam"]?["socket"]?.string ?? env("BERTH_SOCKET") ?? defaultSocket
 let request: JSON = [
     "command": .string(command), "containerID": .string(env("CNI_CONTAINERID") ?? ""), "netns": .string(env("CNI_NETNS") ?? ""),

@@ -46,6 +46,33 @@ public enum JSONText {
         out.append(UInt8(ascii: "\""))
     }
 
+    /// The offset of the first byte that is not part of well-formed UTF-8 (RFC 3629: no overlong forms, no
+    /// surrogates, nothing above U+10FFFF), or nil when all of `b` is UTF-8.
+    public static func firstInvalidUTF8(_ b: UnsafeBufferPointer<UInt8>) -> Int? {
+        var i = 0
+        let n = b.count
+        while i < n {
+            let c = b[i]
+            if c < 0x80 { i += 1; continue }
+            let len: Int
+            var lo: UInt8 = 0x80, hi: UInt8 = 0xBF  // the allowed range of the second byte
+            switch c {
+            case 0xC2...0xDF: len = 2
+            case 0xE0: len = 3; lo = 0xA0
+            case 0xE1...0xEC, 0xEE...0xEF: len = 3
+            case 0xED: len = 3; hi = 0x9F
+            case 0xF0: len = 4; lo = 0x90
+            case 0xF1...0xF3: len = 4
+            case 0xF4: len = 4; hi = 0x8F
+            default: return i
+            }
+            guard i + len <= n else { return i }
+            guard b[i + 1] >= lo && b[i + 1] <= hi else { return i }
+            for k in 2..<len where b[i + k] & 0xC0 != 0x80 { return i }
+            i += len
+        }
+        return nil
+    }
 }
 
 /// A malformed JSON text: where (byte offset) and what.
@@ -65,6 +92,9 @@ public struct JSONScanner {
     public let b: UnsafeBufferPointer<UInt8>
     /// The offset of the next byte to read.
     public var i = 0
+    /// Refuse `\u0000` in strings (the host: a NUL would cut a name short in C, SQLite and plugins, so that
+    /// `ctr\u0000A` and `ctr` became one id). Bytes that are not UTF-8 and unpaired surrogates are always refused.
+    public var refuseNUL = false
 
     public init(_ bytes: UnsafeBufferPointer<UInt8>) { b = bytes }
 
@@ -119,14 +149,20 @@ public struct JSONScanner {
         while i < b.count, b[i] != UInt8(ascii: "\""), b[i] != UInt8(ascii: "\\"), b[i] >= 0x20 { i += 1 }
         guard i < b.count else { throw fail("unterminated string") }
         if b[i] == UInt8(ascii: "\"") {
-            let s = String(decoding: UnsafeBufferPointer(rebasing: b[start..<i]), as: UTF8.self)
+            let raw = UnsafeBufferPointer(rebasing: b[start..<i])
+            if let bad = JSONText.firstInvalidUTF8(raw) { i = start + bad; throw fail("bytes that are not UTF-8 in a string") }
+            let s = String(decoding: raw, as: UTF8.self)
             i += 1
             return s
         }
         var out = Array(b[start..<i])
         while i < b.count {
             let c = b[i]
-            if c == UInt8(ascii: "\"") { i += 1; return String(decoding: out, as: UTF8.self) }
+            if c == UInt8(ascii: "\"") {
+                if out.withUnsafeBufferPointer({ JSONText.firstInvalidUTF8($0) }) != nil { i = start; throw fail("bytes that are not UTF-8 in a string") }
+                i += 1
+                return String(decoding: out, as: UTF8.self)
+            }
             if c < 0x20 { throw fail("control character in string") }
             if c == UInt8(ascii: "\\") {
                 i += 1
@@ -143,13 +179,19 @@ public struct JSONScanner {
                 case UInt8(ascii: "r"): out.append(0x0D)
                 case UInt8(ascii: "t"): out.append(0x09)
                 case UInt8(ascii: "u"):
+                    let at = i - 2
                     var code = try hex4()
-                    if (0xD800...0xDBFF).contains(code), i + 1 < b.count, b[i] == UInt8(ascii: "\\"), b[i + 1] == UInt8(ascii: "u") {
+                    if (0xD800...0xDBFF).contains(code) {
+                        // A high surrogate must be followed by a low one; anything else is not text (it used to
+                        // become U+FFFD, so that two different ids read as one).
+                        guard i + 1 < b.count, b[i] == UInt8(ascii: "\\"), b[i + 1] == UInt8(ascii: "u") else { i = at; throw fail("unpaired UTF-16 surrogate escape") }
                         i += 2
                         let low = try hex4()
-                        code = 0x10000 + ((code - 0xD800) << 10) + (low &- 0xDC00)
+                        guard (0xDC00...0xDFFF).contains(low) else { i = at; throw fail("unpaired UTF-16 surrogate escape") }
+                        code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
                     }
-                    let scalar = Unicode.Scalar(code) ?? "\u{FFFD}"
+                    if refuseNUL && code == 0 { i = at; throw fail("a NUL character (\\u0000) in a string: names and ids cannot hold one") }
+                    guard let scalar = Unicode.Scalar(code) else { i = at; throw fail("unpaired UTF-16 surrogate escape") }
                     out.append(contentsOf: Array(String(Character(scalar)).utf8))
                 default: throw fail("invalid escape")
                 }
