@@ -261,6 +261,27 @@ def event_filters():
     driver.find_element(By.CSS_SELECTOR, '#ev-kind option[value=""]').click()
 
 
+def pools_per_node_and_attachment_search():
+    st, _, body = rest("POST", "/v1/networks/default/pools", {"name": "green", "ranges": [{"subnet": "10.40.0.0/28"}], "nodes": ["n1"]})
+    check(st == 201, f"import green: {st} {body}")
+    go("networks")
+    wait(lambda: css('.pool[data-pool="green"]') and css('#node-select option[value="n2"]'), "the green pool and the node list")
+    click('#node-select option[value="n2"]')
+    wait(lambda: css('.pool[data-pool="blue"]') and not css('.pool[data-pool="green"]'), "the pools n2 may use (no green)")
+    click('#node-select option[value="n1"]')
+    wait(lambda: css('.pool[data-pool="green"] svg.bar'), "green as n1 sees it")
+    check("free 13" in text('.pool[data-pool="green"] .legend'), f"green from n1: {text('.pool[data-pool=green] .legend')!r}")
+    click('#node-select option[value=""]')
+    atts = rest("GET", "/v1/networks/default/attachments")[2]["attachments"]
+    check(len(atts) == 2, f"{len(atts)} attachments, want the 2 of web")
+    ip = atts[1]["result"]["ips"][0]["address"].split("/")[0]
+    wait(lambda: len(css("#attachments tbody tr")) == 2, "both attachments listed")
+    css("#att-search")[0].send_keys(ip)
+    wait(lambda: len(css("#attachments tbody tr")) == 1 and ip in text("#attachments tbody tr"), f"only the attachment with {ip}")
+    check(atts[1]["containerID"] in text("#attachments tbody tr"), "the search found the wrong attachment")
+    css("#att-search")[0].clear()
+
+
 def pending_reason():
     go("workloads")
     wait(lambda: css('#instances tr[data-instance="App/web/1"]'), "the web instances")
@@ -346,17 +367,19 @@ def storage_page():
 def no_csp_violations():
     bad = [e["message"] for e in driver.get_log("browser")
            if "Content Security Policy" in e["message"] or "Uncaught" in e["message"] or "SyntaxError" in e["message"]]
-    check(not bad, f"browser log: {bad}")
+    check(not bad, f"{len(bad)} entries in the browser's log, the first: {[b[:240] for b in bad[:2]]}")
 
 
-def phone_sized():
-    driver.set_window_size(390, 844)
-    for page in ["site", "networks", "workloads", "storage", "events"]:
-        go(page)
-        time.sleep(0.3)
-        over = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
-        check(over <= 1, f"{page}: the page is {over} px wider than a phone's screen")
-        shot(f"phone-{page}")
+def screen_sizes():
+    for w, h, prefix in [(1280, 800, ""), (390, 844, "phone-")]:
+        driver.set_window_size(w, h)
+        for page in ["site", "networks", "workloads", "storage", "events"]:
+            go(page)
+            time.sleep(0.3)
+            over = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+            check(over <= 1, f"{page} at {w}x{h}: the page is {over} px wider than the screen")
+            if prefix:
+                shot(f"{prefix}{page}")
     driver.set_window_size(1280, 800)
 
 
@@ -396,13 +419,14 @@ def main():
             ("a pool name with <script> renders as text", script_in_pool_name_is_text),
             ("apply an app (CLI) and watch its instances appear in the events page without a reload", app_instances_in_events_live),
             ("filter events by kind and object", event_filters),
+            ("pools as one node sees them; attachments search", pools_per_node_and_attachment_search),
             ("a pending instance shows the scheduler's reason", pending_reason),
             ("markup in a node label and an app description renders as text", markup_in_labels_and_descriptions_is_text),
             ("drain a node and bring it up", drain_and_up),
             ("a refused disable shows what the plugin holds", disable_refused_shows_holdings),
             ("site apply shows the dry run's plan and diff before applying", site_apply_dry_run),
             ("storage: volumes and snapshots with their publish state", storage_page),
-            ("works on a phone-sized screen", phone_sized),
+            ("fits 1280x800 and a phone-sized screen", screen_sizes),
             ("no CSP violation or script error in the browser's log", no_csp_violations),
         ]
         for name, f in cases:
