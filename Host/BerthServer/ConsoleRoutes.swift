@@ -1,11 +1,12 @@
 // The operator console: static HTML, CSS and JavaScript (Host/BerthServer/Console/, compiled into the binary with
 // SwiftPM's embedInCode) served at /ui/ without a token, since they hold no data; every API call the page makes needs it.
 //
-//   GET /ui, /ui/            index.html
+//   GET /ui, /ui/            index.html (the page refers to its files as /ui/<file>, so either works)
 //   GET /ui/{file}           one of the console's files; anything else is 404
 //
 // Every response carries a strict Content-Security-Policy (only this origin's scripts and styles, no inline code,
 // no framing) and X-Content-Type-Options: nosniff.
+import HTTPTypes
 import Hummingbird
 import NIOCore
 
@@ -28,8 +29,8 @@ extension APIServer {
         + "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
     static func consoleResponse(_ name: String) -> Response {
-        var headers: HTTPFields = [.contentSecurityPolicy: consoleCSP, .xContentTypeOptions: "nosniff",
-                                   .cacheControl: "no-cache", .init("Referrer-Policy")!: "no-referrer"]
+        var headers: HTTPFields = [.contentSecurityPolicy: consoleCSP, .xContentTypeOptions: "nosniff", .cacheControl: "no-cache"]
+        headers[HTTPField.Name("Referrer-Policy")!] = "no-referrer"
         guard let file = consoleFiles[name] else {
             headers[.contentType] = "text/plain; charset=utf-8"
             return Response(status: .notFound, headers: headers,
@@ -41,8 +42,7 @@ extension APIServer {
 
     /// Registered before the bearer-token middleware, so that a browser can load the page and then ask for the token.
     func registerConsoleRoutes(_ router: Router<Ctx>) {
-        router.get("/ui") { _, _ in Self.consoleResponse("index.html") }
-        router.get("/ui/") { _, _ in Self.consoleResponse("index.html") }
+        router.get("/ui") { _, _ in Self.consoleResponse("index.html") }  // also /ui/: the router ignores a trailing slash
         router.get("/ui/{file}") { _, ctx in Self.consoleResponse(ctx.parameters.get("file") ?? "") }
     }
 }

@@ -26,7 +26,8 @@ trap cleanup EXIT
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 token="console-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-# The embedded default's plugins (ipam-pool as the network "default" with its 10.88.0.0/16 pool), plus a TCP listener.
+# The embedded default's plugins (ipam-pool as the network "default" with its 10.88.0.0/16 pool; storage-local
+# keeping its volumes here, for nodes n1 and n2), plus a TCP listener.
 python3 - "$dir" "$port" "$token" "$(pwd)/$bin" <<'EOF'
 import glob, json, os, sys
 d, port, token, bin = sys.argv[1:]
@@ -36,6 +37,8 @@ for f in sorted(glob.glob(f"{bin}/libberth-*.so")):
     p = {"name": name, "path": f}
     if name == "ipam-pool":
         p = {"name": "default", "path": f, "config": {"defaultPool": "default", "pools": [{"name": "default", "ranges": [{"subnet": "10.88.0.0/16"}]}]}}
+    if name == "storage-local":
+        p["config"] = {"root": f"{d}/volumes", "nodes": ["n1", "n2"]}
     plugins.append(p)
 site = {"site": "console-test", "stateDir": f"{d}/state", "api": {"listen": f"127.0.0.1:{port}", "token": token}, "plugins": plugins}
 json.dump(site, open(f"{d}/site.json", "w"), indent=2)

@@ -357,9 +357,13 @@ def storage_page():
     check(st in (200, 201), f"create snapshot: {st} {snap}")
     go("storage")
     box = '[data-storage="storage-local"]'
-    wait(lambda: css(f'{box} tr[data-volume="{vol["volumeId"]}"]'), "the volume row")
-    row = text(f'{box} tr[data-volume="{vol["volumeId"]}"]')
+    sel = f'{box} tr[data-volume="{vol["volumeId"]}"]'
+    wait(lambda: css(sel), "the volume row")
+    row = text(sel)
     check("vol-a" in row and "unpublished" in row and "1.0 MiB" in row, f"volume row {row!r}")
+    st, _, body = rest("POST", f"/v1/storage/storage-local/volumes/{vol['volumeId']}/controller-publish", {"node": "n1"})
+    check(st == 200, f"controller-publish: {st} {body}")
+    wait(lambda: "published" in text(sel).split() and "n1" in text(sel), "the volume published to n1, live")
     check("snap-a" in text(f"{box} table.snapshots"), "the snapshot is not listed")
     shot("storage")
 

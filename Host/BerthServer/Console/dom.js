@@ -124,7 +124,7 @@ export function stackedBar(segments, opts = {}) {
   }
   if (opts.legend === false) return bar;
   return h("div", { class: "barbox" }, bar,
-    h("div", { class: "legend" }, segments.map((s) => h("span", { class: `key ${s.cls}` }, `${s.label} ${fmtNum(s.value)}`))));
+    h("div", { class: "legend" }, segments.map((s) => h("span", { class: `key ${s.cls}` }, `${s.label} ${(opts.fmt || fmtNum)(s.value)}`))));
 }
 
 /** Debounces f: one call after `ms` of quiet. */

@@ -135,8 +135,8 @@ function lineDiff(a, b) {
   let i = 0, j = 0;
   while (i < n || j < m) {
     if (i < n && j < m && x[i] === y[j]) { lines.push([" ", x[i]]); i++; j++; }
-    else if (j < m && (i === n || L[i][j + 1] >= L[i + 1][j])) lines.push(["+", y[j++]]);
-    else lines.push(["-", x[i++]]);
+    else if (i < n && (j === m || L[i + 1][j] >= L[i][j + 1])) lines.push(["-", x[i++]]);
+    else lines.push(["+", y[j++]]);
   }
   if (!lines.some((l) => l[0] !== " ")) return note("info", "The text is the same as the running configuration.");
   // Only changed lines with two lines of context around them.

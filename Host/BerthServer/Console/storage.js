@@ -28,7 +28,7 @@ async function pluginSection(p) {
     h("h3", {}, p.name, " ", h("span", { class: "sub" }, `${p.plugin || ""} ${p.version || ""} · ${caps.join(", ")}`)),
     cap && typeof cap.totalCapacity === "number"
       ? stackedBar([{ label: "used", value: cap.usedBytes ?? cap.totalCapacity - cap.availableCapacity, cls: "active" },
-        { label: "available", value: cap.availableCapacity, cls: "free" }], { total: cap.totalCapacity })
+        { label: "available", value: cap.availableCapacity, cls: "free" }], { total: cap.totalCapacity, fmt: fmtBytes })
       : null,
     h("h4", {}, "Volumes"), volumeTable(vols.volumes || []),
     h("h4", {}, "Snapshots"), snapshotTable(snaps.snapshots || []), more);
