@@ -60,9 +60,10 @@ function shell() {
 }
 
 function show() {
-  const name = (location.hash.replace(/^#\/?/, "") || "site").split("?")[0];
-  const mod = pages[name] || site;
-  for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === (pages[name] ? name : "site"));
+  const asked = (location.hash.replace(/^#\/?/, "") || "site").split("?")[0];
+  const name = Object.hasOwn(pages, asked) ? asked : "site";
+  const mod = pages[name];
+  for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === name);
   const main = document.getElementById("page");
   if (!main) return;
   if (state.page && state.page.unmount) state.page.unmount();
