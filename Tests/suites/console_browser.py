@@ -204,7 +204,10 @@ def disable_and_enable():
 def import_pool():
     go("networks")
     wait(lambda: css("#net-select option"), "the network list")
-    set_value("#pool-json", json.dumps({"name": "blue", "ranges": [{"subnet": "10.20.0.0/24"}], "reserved": ["10.20.0.10", "10.20.0.11"]}))
+    upload = f"{TMP}/blue.json"  # uploaded as a file; the other pools are pasted
+    json.dump({"name": "blue", "ranges": [{"subnet": "10.20.0.0/24"}], "reserved": ["10.20.0.10", "10.20.0.11"]}, open(upload, "w"))
+    css("#pool-file")[0].send_keys(upload)
+    wait(lambda: '"blue"' in driver.execute_script("return document.getElementById('pool-json').value"), "the uploaded file in the field")
     click("#pool-import")
     wait(lambda: css('.pool[data-pool="blue"] svg.bar rect.seg.reserved'), "the blue pool's capacity bar")
     legend = text('.pool[data-pool="blue"] .legend')
@@ -315,13 +318,19 @@ def markup_in_labels_and_descriptions_is_text():
     check(driver.execute_script("return window.__xss") is None, "server data ran as script")
 
 
-def drain_and_up():
+def drain_down_up():
     click('#nodes tr[data-node="n2"] button[data-cli="berth nodes drain n2"]')
     driver.switch_to.alert.accept()
     wait(lambda: text('#nodes tr[data-node="n2"] .badge') == "draining", "n2 draining")
     wait(lambda: "n2 is draining" in text("#node-message"), "the drain message")
     click('#nodes tr[data-node="n2"] button[data-cli="berth nodes up n2"]')
     wait(lambda: text('#nodes tr[data-node="n2"] .badge') == "up", "n2 up again")
+    click('#nodes tr[data-node="n2"] button[data-cli="berth nodes down n2"]')
+    driver.switch_to.alert.accept()
+    wait(lambda: text('#nodes tr[data-node="n2"] .badge') == "down", "n2 down")
+    check(rest("GET", "/v1/nodes/n2")[2]["state"] == "down", "the daemon does not say n2 is down")
+    click('#nodes tr[data-node="n2"] button[data-cli="berth nodes up n2"]')
+    wait(lambda: text('#nodes tr[data-node="n2"] .badge') == "up", "n2 up after down")
 
 
 def disable_refused_shows_holdings():
@@ -427,7 +436,7 @@ def main():
         cases = [
             ("the plugins with kind, version, sha256, isolation, state, calls, errors, latency", plugins_listed),
             ("disable and re-enable a plugin", disable_and_enable),
-            ("import a pool and see its capacity bar", import_pool),
+            ("import a pool from an uploaded file and see its capacity bar", import_pool),
             ("the server's validation error is shown next to the field", validation_error_next_to_field),
             ("a pool name with <script> renders as text", script_in_pool_name_is_text),
             ("apply an app (CLI) and watch its instances appear in the events page without a reload", app_instances_in_events_live),
@@ -435,7 +444,7 @@ def main():
             ("pools as one node sees them; attachments search", pools_per_node_and_attachment_search),
             ("a pending instance shows the scheduler's reason", pending_reason),
             ("markup in a node label and an app description renders as text", markup_in_labels_and_descriptions_is_text),
-            ("drain a node and bring it up", drain_and_up),
+            ("drain a node, down it, bring it up", drain_down_up),
             ("a refused disable shows what the plugin holds", disable_refused_shows_holdings),
             ("site apply shows the dry run's plan and diff before applying", site_apply_dry_run),
             ("storage: volumes and snapshots with their publish state", storage_page),
