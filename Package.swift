@@ -61,7 +61,10 @@ let package = Package(
                 "BerthCore",
                 .product(name: "Hummingbird", package: "hummingbird"),
             ],
-            path: "Host/BerthServer"
+            path: "Host/BerthServer",
+            // The operator console at /ui/: plain files compiled into the binary (PackageResources.<file>_<ext>).
+            resources: ["index.html", "console.css", "favicon.svg", "app.js", "dom.js", "site.js", "networks.js", "workloads.js",
+                        "storage.js", "events.js"].map { .embedInCode("Console/\($0)") }
         ),
         .executableTarget(
             name: "berthd",

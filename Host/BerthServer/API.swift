@@ -142,6 +142,7 @@ public struct APIServer {
 
     public func makeRouter(requireToken: String? = nil) -> Router<Ctx> {
         let router = Router(context: Ctx.self)
+        registerConsoleRoutes(router)  // static files, no token: before the middleware, which applies to routes added after it
         if let token = requireToken { router.add(middleware: BearerTokenMiddleware(token: token)) }
         router.add(middleware: NotFoundMiddleware(table: routes))
         let rt = runtime
