@@ -373,8 +373,10 @@ struct Attachments: ParsableCommand {
         @Option(name: .long, help: "Request a specific address (repeatable).") var ip: [String] = []
         @Option(name: .long, help: "Stateful identity app/ordinal, e.g. web/0") var identity: String?
         @Option(name: .long, help: "onDelete, immutable or never") var releasePolicy: String?
+        @Flag(name: .long, help: "Let a request without --identity take a reserved address named with --ip.") var useReserved = false
         func run() throws {
             var body: JSON = ["containerID": .string(container), "ifname": .string(ifname)]
+            if useReserved { body = body.setting("useReserved", true) }
             if let node { body = body.setting("node", .string(node)) }
             if let pool { body = body.setting("pool", .string(pool)) }
             if !ip.isEmpty { body = body.setting("ips", .array(ip.map { .string($0) })) }
