@@ -90,7 +90,8 @@ func ensureVlan(parent: String, vlan: Int, name: String) -> String? {
     msg += Netlink.attr(18 /* IFLA_LINKINFO */, Netlink.attr(1 /* IFLA_INFO_KIND */, Array("vlan".utf8) + [0]) + Netlink.attr(2 /* IFLA_INFO_DATA */, data))
     let err = Netlink.send(msg)
     if err == 0 || err == EEXIST { return linkExists(name) ? setUp(name) : "VLAN interface \(name) vanished after it was made" }
-    return "cannot make VLAN \(vlan) interface \(name) on \(parent): \(String(cString: strerror(err)))"
+    let hint = err == EOPNOTSUPP ? " (this kernel has no 802.1Q VLAN support: load the 8021q module)" : ""
+    return "cannot make VLAN \(vlan) interface \(name) on \(parent): \(String(cString: strerror(err)))\(hint)"
 }
 
 /// Brings an interface up (IFF_UP through an ioctl). Returns an error message, or nil.
