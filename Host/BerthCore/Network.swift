@@ -173,10 +173,11 @@ public struct NetworkService: Sendable {
         _ = try plugin(network)
         let (cid, ifn) = try Self.key(containerID, ifname)
         let store = runtime.store
-        return try await runtime.executor.run {
+        return try await runtime.executor.run { () throws -> JSON? in
             let s = try store.prepare("SELECT result FROM attachments WHERE network=?1 AND container_id=?2 AND ifname=?3")
             s.bind(1, network); s.bind(2, cid); s.bind(3, ifn)
-            return try s.step() ? ((try? JSON.parse(s.text(0))) ?? .object([])) : nil
+            guard try s.step() else { return Optional<JSON>.none }
+            return (try? JSON.parse(s.text(0))) ?? .object([])
         }
     }
 
