@@ -32,7 +32,6 @@ extension BerthRuntime {
         if new.socketPath != cur.socketPath { problems.append("api.socket: changing it needs a restart of berthd") }
         if new.listen != cur.listen || new.token != cur.token { problems.append("api.listen/api.token: changing them needs a restart of berthd") }
         if new.sync != cur.sync { problems.append("store.sync: changing it needs a restart of berthd") }
-        if new.nodeName != cur.nodeName || new.socketLink != cur.socketLink { problems.append("node/api.link: changing them needs a restart of berthd") }
 
         // Stage: load and validate every new or changed plugin without touching the running ones.
         var plan: [(PlannedChange, LoadedPlugin?, PluginSpec)] = []
