@@ -381,9 +381,10 @@ struct Attachments: ParsableCommand {
             if let pool { body = body.setting("pool", .string(pool)) }
             if !ip.isEmpty { body = body.setting("ips", .array(ip.map { .string($0) })) }
             if let identity {
-                let parts = identity.split(separator: "/")
-                guard parts.count == 2, let ord = Int(parts[1]) else { throw ValidationError("--identity must be APP/ORDINAL") }
-                var id: JSON = ["app": .string(String(parts[0])), "ordinal": .number(Double(ord))]
+                // APP may hold a '/' itself (a Kubernetes StatefulSet through CNI is "<namespace>/<set>").
+                guard let slash = identity.lastIndex(of: "/"), slash > identity.startIndex,
+                      let ord = Int(identity[identity.index(after: slash)...]) else { throw ValidationError("--identity must be APP/ORDINAL") }
+                var id: JSON = ["app": .string(String(identity[..<slash])), "ordinal": .number(Double(ord))]
                 if let releasePolicy { id = id.setting("releasePolicy", .string(releasePolicy)) }
                 body = body.setting("identity", id)
             }

@@ -37,6 +37,8 @@ for t in "$BIN/berthd" "$BIN/berth" "$BIN/berth-cni" /usr/lib/cni/macvlan /usr/l
   [ -x "$t" ] || { fail "setup" "$t is missing (swift build; Debian packages in .ci/apt-packages)"; finish; }
 done
 
+check "the example site validates as it is (berthd --check)" "$BIN/berthd" --site "$ROOT/examples/private-vlans/site.json" --check
+
 # The "host": a namespace with a veth pair; eth1 (the example's parent) carries both VLANs, tcpdump listens on its
 # peer eth1p.
 ip netns add "$HOST"
