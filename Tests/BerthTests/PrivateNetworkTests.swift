@@ -148,6 +148,39 @@ final class PrivateNetworkTests: XCTestCase {
         XCTAssertNil(try attachment(d, "m1"))
     }
 
+    /// berth-cni as the main plugin, run as a runtime runs it: when the delegate fails (here Debian's macvlan, on a
+    /// namespace that does not exist) or cannot be found, the address it allocated is released again and the error
+    /// names the delegate; DEL succeeds with nothing left.
+    func testMainPluginGivesBackWhatAFailedDelegateTook() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/lib/cni/macvlan") else {
+            XCTFail("/usr/lib/cni/macvlan is missing: install Debian's containernetworking-plugins (.ci/run does)")
+            return
+        }
+        let d = try daemon("cni-main-fail")
+        let conf: JSON = ["cniVersion": "1.0.0", "name": "vlan100", "type": "berth-cni", "network": "site", "socket": .string(d.socket),
+                          "pool": "vlan100"]
+        var e = env("ADD", "mf1")
+        e["CNI_NETNS"] = "/var/run/netns/berth-no-such-ns"
+        // No VLAN id on this host's copy: the delegate itself fails.
+        _ = try d.request("POST", "/v1/networks/site/pools", ["name": "flat", "ranges": [["subnet": "10.2.0.0/24"]], "parent": "lo", "delegate": "macvlan"])
+        var (rc, out, _) = try runTool(cni, [], env: e, stdin: conf.setting("pool", "flat").serialized)
+        XCTAssertNotEqual(rc, 0, out)
+        let err = try JSON.parse(out)
+        XCTAssertTrue(err["msg"]?.string?.hasPrefix("macvlan: ") ?? false, out)
+        XCTAssertNil(try attachment(d, "mf1"), "the address went back")
+        // The delegate is not in CNI_PATH: code 5, nothing kept.
+        e["CNI_PATH"] = "/nonexistent"
+        (rc, out, _) = try runTool(cni, [], env: e, stdin: conf.setting("pool", "flat").serialized)
+        XCTAssertEqual(rc, 5, out)
+        XCTAssertEqual(try JSON.parse(out)["msg"], "delegate plugin \"macvlan\" is not in CNI_PATH")
+        XCTAssertNil(try attachment(d, "mf1"))
+        // DEL of it succeeds (nothing to tear down), twice.
+        for _ in 0..<2 {
+            (rc, out, _) = try runTool(cni, [], env: env("DEL", "mf1"), stdin: conf.serialized)
+            XCTAssertEqual(rc, 0, out)
+        }
+    }
+
     /// The new user's scenario: an attachment made by hand for identity db/0 on node-2, then a StatefulApp db. The
     /// address is never listed for two containers: db-0 waits, saying why; once the hand-made attachment is
     /// deleted, the address moves to db-0 (an event).
