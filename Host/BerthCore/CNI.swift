@@ -57,21 +57,41 @@ public enum CNI {
         guard supportedVersions.contains(version) else {
             throw Failure(code: .incompatibleVersion, msg: "incompatible CNI version \(version)", details: "berth-cni supports \(supportedVersions.joined(separator: ", "))")
         }
-        let ipam = try ipamSection(config)
+        // Berth's keys: in the ipam section for the IPAM plugin, at the top level for the main plugin (berth-cni as `type`).
+        let main = req["main"]?.bool ?? false
+        let ipam = main ? config : try ipamSection(config)
         let network = ipam["network"]?.string ?? "default"
         let command = req["command"]?.string ?? ""
+        let args = parseArgs(req["args"]?.string ?? "")
         switch command {
         case "ADD":
             let (cid, ifname) = try environmentKey(req)
             var r: JSON = ["containerID": .string(cid), "ifname": .string(ifname),
-                           "node": .string(ipam["node"]?.string ?? ProcessInfo.processInfo.hostName)]
+                           "node": .string(ipam["node"]?.string ?? service.runtime.site.nodeName)]
             if let pool = ipam["pool"]?.string { r = r.setting("pool", .string(pool)) }
             let ips = try requestedIPs(req["args"]?.string ?? "", config)
             if !ips.isEmpty { r = r.setting("ips", .array(ips.map { .string($0) })) }
+            if let id = try identity(args, config: config, section: ipam) { r = r.setting("identity", id) }
+            if let mac = config["runtimeConfig"]?["mac"]?.string ?? config["args"]?["cni"]?["mac"]?.string ?? args["MAC"] {
+                r = r.setting("mac", .string(mac))
+            }
+            let existed = main ? try await service.attachment(network: network, containerID: cid, ifname: ifname) != nil : true
             let result = try await service.add(network: network, request: r)
-            return format(result, version: version)
+            guard main else { return format(result, version: version) }
+            do {
+                return try CNIMain.plan(result, config: config, version: version).setting("created", .bool(!existed))
+            } catch {
+                if !existed { try? await service.del(network: network, containerID: cid, ifname: ifname) }
+                throw error
+            }
         case "DEL":
             let (cid, ifname) = try environmentKey(req)
+            if main && req["release"]?.bool != true {
+                // The delegate's DEL comes first (berth-cni runs it with this plan), then "release" frees the addresses.
+                let held = try? await service.attachment(network: network, containerID: cid, ifname: ifname)
+                guard let held, let plan = try? CNIMain.plan(held, config: config, version: version) else { return ["delegate": .null] }
+                return plan
+            }
             do { try await service.del(network: network, containerID: cid, ifname: ifname) } catch let e as APIError where e.status == 404 && e.details == nil {
                 // No such network in berthd: nothing of ours can be held; DEL succeeds.
             }
@@ -79,7 +99,8 @@ public enum CNI {
         case "CHECK":
             if version.hasPrefix("0.3") { throw Failure(code: .incompatibleVersion, msg: "CHECK needs cniVersion 0.4.0 or later", details: "") }
             let (cid, ifname) = try environmentKey(req)
-            _ = try await service.check(network: network, containerID: cid, ifname: ifname)
+            let result = try await service.check(network: network, containerID: cid, ifname: ifname)
+            if main { return try CNIMain.plan(result, config: config, version: version) }
             return nil
         case "GC":
             // Without a well-formed list of the attachments to keep, a GC would release every attachment of the
@@ -101,6 +122,48 @@ public enum CNI {
         default:
             throw Failure(code: .invalidEnvironment, msg: "unknown CNI_COMMAND \"\(command)\"", details: "expected ADD, DEL, CHECK, GC, STATUS or VERSION")
         }
+    }
+
+    /// CNI_ARGS "K=V;K=V" as a dictionary (later keys win).
+    static func parseArgs(_ s: String) -> [String: String] {
+        var out: [String: String] = [:]
+        for kv in s.split(separator: ";") {
+            let parts = kv.split(separator: "=", maxSplits: 1)
+            if parts.count == 2 { out[String(parts[0])] = String(parts[1]) }
+        }
+        return out
+    }
+
+    /// The stateful identity a CNI call names, so that fixed addresses work for any runtime: runtimeConfig.identity
+    /// {app, ordinal, releasePolicy, keepSeconds}; else CNI_ARGS BERTH_APP + BERTH_ORDINAL (+ BERTH_RELEASE_POLICY);
+    /// else, when the configuration's "identity": {"kubernetes": true}, K8S_POD_NAMESPACE + K8S_POD_NAME of a
+    /// StatefulSet pod "<set>-<N>" as app "<namespace>/<set>", ordinal N. The release policy defaults to the
+    /// configuration's identity.releasePolicy, else immutable (the address stays with the identity across DEL/ADD).
+    static func identity(_ args: [String: String], config: JSON, section: JSON) throws -> JSON? {
+        if let id = config["runtimeConfig"]?["identity"], !id.isNull { return id }
+        let defaults = section["identity"] ?? .object([])
+        let policy = args["BERTH_RELEASE_POLICY"] ?? defaults["releasePolicy"]?.string ?? "immutable"
+        func make(_ app: String, _ ord: Int) -> JSON {
+            var j: JSON = ["app": .string(app), "ordinal": .number(Double(ord)), "releasePolicy": .string(policy)]
+            if let k = defaults["keepSeconds"] { j = j.setting("keepSeconds", k) }
+            return j
+        }
+        if args["BERTH_APP"] != nil || args["BERTH_ORDINAL"] != nil {
+            guard let app = args["BERTH_APP"], !app.isEmpty else {
+                throw Failure(code: .invalidConfig, msg: "CNI_ARGS has BERTH_ORDINAL but no BERTH_APP", details: "name the identity with both, e.g. BERTH_APP=db;BERTH_ORDINAL=0")
+            }
+            guard let o = args["BERTH_ORDINAL"], let ord = Int(o), ord >= 0 else {
+                throw Failure(code: .invalidConfig, msg: "CNI_ARGS BERTH_ORDINAL \"\(args["BERTH_ORDINAL"] ?? "")\" is not a non-negative integer",
+                              details: "name the identity with both, e.g. BERTH_APP=db;BERTH_ORDINAL=0")
+            }
+            return make(app, ord)
+        }
+        if defaults["kubernetes"]?.bool == true, let pod = args["K8S_POD_NAME"], let dash = pod.lastIndex(of: "-"),
+           let ord = Int(pod[pod.index(after: dash)...]), ord >= 0, dash > pod.startIndex {
+            let ns = args["K8S_POD_NAMESPACE"] ?? "default"
+            return make("\(ns)/\(pod[..<dash])", ord)
+        }
+        return nil
     }
 
     /// The configuration's `ipam` section: an object (absent means all defaults) whose berth-cni keys are strings.

@@ -276,6 +276,43 @@ enum NetworkConformance {
             gcAll()
         }
 
+        // No address is ever held by two live attachments: neither an identity re-added while its old attachment is
+        // still there (it may move only after that one is released) nor a request naming an address in use.
+        do {
+            let identity: JSON = ["app": "check-dup", "ordinal": 0, "releasePolicy": "immutable"]
+            let name = "no address shared by two live attachments"
+            switch call("add", ops.add, req("dup-old").setting("identity", identity)) {
+            case .failure(let e):
+                add(name, e.status == 12 || e.status == 3, "ADD with an identity: \(e.statusName): \(e.message)")
+            case .success(let r):
+                let held = Set(addrs(r).map(bare))
+                var problems: [String] = []
+                var notes: [String] = []
+                switch call("add", ops.add, req("dup-new").setting("identity", identity)) {
+                case .success(let r2):
+                    let shared = held.intersection(addrs(r2).map(bare))
+                    if !shared.isEmpty {
+                        problems.append("a second ADD of the identity got \(shared.sorted().joined(separator: ", ")) while dup-old (not deleted) holds it; refuse it until the old attachment is released")
+                    } else { notes.append("second ADD of the identity got other addresses") }
+                case .failure(let e): notes.append("second ADD of the identity refused (\(e.statusName))")
+                }
+                if case .failure(let e) = call("check", ops.check, req("dup-old")) {
+                    problems.append("dup-old no longer checks after the second ADD (\(e.statusName)): its address moved while it was live")
+                }
+                if let a = held.sorted().first {
+                    switch call("add", ops.add, req("dup-named").setting("ips", [.string(a)])) {
+                    case .success(let r3) where !held.isDisjoint(with: addrs(r3).map(bare)):
+                        problems.append("an ADD naming \(a) got it while dup-old holds it")
+                    case .success: notes.append("an ADD naming \(a) got another address")
+                    case .failure(let e): notes.append("an ADD naming \(a) refused (\(e.statusName))")
+                    }
+                }
+                add(name, problems.isEmpty, problems.isEmpty ? notes.joined(separator: "; ") : problems.joined(separator: "; "))
+            }
+            for c in ["dup-old", "dup-new", "dup-named"] { _ = call("del", ops.del, req(c).setting("final", true)) }
+            gcAll()
+        }
+
         // Huge input: a 4 MiB request is answered with a status (OK or an error), without a crash.
         do {
             let huge = req("huge-input").setting("annotations", .string(String(repeating: "x", count: 4 << 20)))

@@ -217,6 +217,19 @@ public struct NetworkService: Sendable {
         }
     }
 
+    /// The host's record of one attachment (the plugin's ADD result), or nil when there is none.
+    public func attachment(network: String, containerID: String, ifname: String) async throws -> JSON? {
+        _ = try plugin(network)
+        let (cid, ifn) = try Self.key(containerID, ifname)
+        let store = runtime.store
+        return try await runtime.executor.run { () throws -> JSON? in
+            let s = try store.prepare("SELECT result FROM attachments WHERE network=?1 AND container_id=?2 AND ifname=?3")
+            s.bind(1, network); s.bind(2, cid); s.bind(3, ifn)
+            guard try s.step() else { return Optional<JSON>.none }
+            return (try? JSON.parse(s.text(0))) ?? .object([])
+        }
+    }
+
     /// CHECK: the attachment exists in the host and the plugin confirms its reservation.
     public func check(network: String, containerID: String, ifname: String) async throws -> JSON {
         _ = try plugin(network)  // fail fast; resolved again on the executor, where a reload swaps instances

@@ -7,6 +7,10 @@ public struct SiteConfig: Sendable {
     public var site: String = "local"
     public var stateDir: String = "./berth-state"
     public var socket: String? = nil
+    /// A symlink to the socket at a well-known path (berth-cni's default), made when possible; "" for none.
+    public var socketLink: String = SiteConfig.wellKnownSocket
+    /// The name of the node this berthd serves (CNI calls through berth-cni allocate for it); nil: the host name.
+    public var node: String? = nil
     public var listen: String? = nil
     public var token: String? = nil
     public var maxBodyBytes: Int = 1 << 20
@@ -20,6 +24,10 @@ public struct SiteConfig: Sendable {
     public var baseDir: String = "."
 
     public var socketPath: String { socket ?? "\(stateDir)/berthd.sock" }
+    /// Where berth-cni looks for berthd when its configuration names no socket.
+    public static let wellKnownSocket = "/run/berth/berthd.sock"
+    /// This berthd's node name: the site's `node`, else the host name.
+    public var nodeName: String { node ?? ProcessInfo.processInfo.hostName }
 
     public static let schemaText = #"""
     {
@@ -31,12 +39,15 @@ public struct SiteConfig: Sendable {
       "properties": {
         "site": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": "^[a-z0-9][a-z0-9-]*$",
                  "description": "The site's name; appears in events, metrics and DNS names."},
+        "node": {"type": "string", "minLength": 1, "maxLength": 253,
+                 "description": "The name of the node this berthd serves: CNI calls through berth-cni allocate for it (pools bound to nodes check it). Default: the host name."},
         "stateDir": {"type": "string", "minLength": 1,
                      "description": "Directory for the state store, plugin copies and the default socket. Relative paths resolve against the site file's directory."},
         "api": {
           "type": "object", "additionalProperties": false,
           "properties": {
             "socket": {"type": "string", "minLength": 1, "description": "Unix socket of the API (mode 0660). Default: <stateDir>/berthd.sock"},
+            "link": {"type": "string", "description": "A symlink to the socket that berthd makes at start (and removes at exit) so that berth-cni and berth find it without configuration; left alone while another live berthd owns it. Empty: none. Default: /run/berth/berthd.sock"},
             "listen": {"type": "string", "pattern": "^[^:]+:[0-9]+$", "description": "Optional TCP address host:port; requires token."},
             "token": {"type": "string", "minLength": 16, "description": "Bearer token required on the TCP listener."},
             "maxBodyBytes": {"type": "integer", "minimum": 1024, "maximum": 67108864, "description": "Largest request body accepted (default 1048576)."}
@@ -95,9 +106,11 @@ public struct SiteConfig: Sendable {
         var c = SiteConfig()
         c.baseDir = baseDir
         if let s = json["site"]?.string { c.site = s }
+        if let n = json["node"]?.string { c.node = n }
         if let s = json["stateDir"]?.string { c.stateDir = resolve(s, baseDir) }
         if let api = json["api"] {
             c.socket = api["socket"]?.string.map { resolve($0, baseDir) }
+            if let l = api["link"]?.string { c.socketLink = l.isEmpty ? "" : resolve(l, baseDir) }
             c.listen = api["listen"]?.string
             c.token = api["token"]?.string
             if let m = api["maxBodyBytes"]?.int { c.maxBodyBytes = m }
@@ -169,11 +182,11 @@ public struct SiteConfig: Sendable {
     }
 
     public var json: JSON {
-        var api: JSON = ["socket": .string(socketPath), "maxBodyBytes": .number(Double(maxBodyBytes))]
+        var api: JSON = ["socket": .string(socketPath), "link": .string(socketLink), "maxBodyBytes": .number(Double(maxBodyBytes))]
         if let listen { api = api.setting("listen", .string(listen)).setting("token", "(set)") }
         var events: JSON = ["retain": .number(Double(eventsRetain))]
         if let a = eventsMaxAgeSeconds { events = events.setting("maxAgeSeconds", .number(Double(a))) }
-        return ["site": .string(site), "stateDir": .string(stateDir), "api": api, "store": ["sync": .string(sync)],
+        return ["site": .string(site), "node": .string(nodeName), "stateDir": .string(stateDir), "api": api, "store": ["sync": .string(sync)],
                 "callTimeoutMs": .number(Double(callTimeoutMs)), "events": events, "plugins": .array(plugins.map { $0.json })]
     }
 }

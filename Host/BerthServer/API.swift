@@ -113,7 +113,7 @@ func secondsQuery(_ req: Request, _ name: String, default dflt: Double, range: C
 }
 
 /// The fields of an attachment ADD request (POST /v1/networks/{net}/attachments and each item of a batch).
-let addFields: Set<String> = ["containerID", "ifname", "node", "pool", "ips", "identity", "mac"]
+let addFields: Set<String> = ["containerID", "ifname", "node", "pool", "ips", "identity", "mac", "useReserved"]
 
 public struct APIServer {
     public let runtime: BerthRuntime
@@ -151,7 +151,7 @@ public struct APIServer {
 
         route(router, .get, "/healthz") { _, _ in
             let ps = rt.plugins
-            var body: JSON = ["status": "ok", "site": .string(rt.site.site),
+            var body: JSON = ["status": "ok", "site": .string(rt.site.site), "node": .string(rt.site.nodeName),
                               "plugins": ["loaded": .number(Double(ps.filter { $0.stateName == "loaded" }.count)),
                                           "failed": .number(Double(ps.filter { $0.stateName == "failed" }.count))]]
             // A store that takes no more changes (a failed fsync of its log) needs a restart: say so with 503, so
@@ -308,7 +308,7 @@ public struct APIServer {
             return Reply(try await net.admin(network: try param(ctx, "net"), op: "identity.release", request: body))
         }
         route(router, .post, "/v1/cni") { req, _ in
-            let body = try await readObject(req, limit: limit, allowed: ["command", "containerID", "netns", "ifname", "args", "path", "config"])
+            let body = try await readObject(req, limit: limit, allowed: ["command", "containerID", "netns", "ifname", "args", "path", "config", "main", "release"])
             let (code, out) = await CNI.handle(body, network: net)
             return Reply(["exitCode": .number(Double(code)), "stdout": out ?? .null])
         }
@@ -320,6 +320,7 @@ public struct APIServer {
     /// Runs the API until SIGTERM/SIGINT: the unix socket always, TCP when configured.
     public func run(logger: Logger) async throws {
         let socket = runtime.site.socketPath
+        let link = runtime.site.socketLink
         unlink(socket)
         var app = Application(
             router: makeRouter(),
@@ -327,6 +328,7 @@ public struct APIServer {
             onServerRunning: { _ in
                 chmod(socket, 0o660)
                 logger.info("berthd serving the API on unix socket \(socket)")
+                _ = SocketLink.publish(link, socket: socket, logger: logger)
             },
             logger: logger)
         if let listen = runtime.site.listen, let token = runtime.site.token {
@@ -338,6 +340,7 @@ public struct APIServer {
                                   logger: logger)
             app.addServices(tcp)
         }
+        defer { SocketLink.withdraw(link, socket: socket) }
         try await app.runService()
         unlink(socket)
     }

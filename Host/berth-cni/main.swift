@@ -7,10 +7,18 @@
 //
 // Network configuration, `ipam` section (all optional):
 //   "type":    "berth-cni"
-//   "socket":  berthd's API socket (default: $BERTH_SOCKET, else /run/berth/berthd.sock)
+//   "socket":  berthd's API socket (default: $BERTH_SOCKET, else /run/berth/berthd.sock, which berthd links to
+//              its socket: site key api.link)
 //   "network": the Berth network (network plugin instance) to allocate from (default "default")
 //   "pool":    a pool of that network (default: the plugin's choice for the node)
-//   "node":    this node's name (default: the host name)
+//   "node":    this node's name (default: the node berthd serves, site key `node`, else its host name)
+//   "identity": {"kubernetes": true, "releasePolicy", "keepSeconds"}: how CNI_ARGS name stateful identities
+//
+// Main-plugin mode: when the configuration's top-level "type" is this executable's name ("berth-cni", or a link
+// to it), the same keys sit at the top level and berth-cni makes the interface too: berthd allocates and plans a
+// delegate (the pool's macvlan, ipvlan, bridge or vlan, with its VLAN, the address through `static` IPAM and the
+// bound MAC), berth-cni runs it from CNI_PATH and prints its full result (interfaces and ips). See
+// sdk-docs/kinds/network.md, "berth-cni as the main plugin".
 import BerthWire
 
 #if canImport(Glibc)
@@ -84,23 +92,42 @@ if let ipam = config["ipam"] {
     guard case .object = ipam else { fail(version, 7, "the \"ipam\" section of the network configuration must be an object, got \(ipam.typeName)") }
     if let s = ipam["socket"], s.string == nil { fail(version, 7, "ipam.socket must be a string, got \(s.typeName)") }
 }
-let socket = config["ipam"]?["socket"]?.string ?? env("BERTH_SOCKET") ?? defaultSocket
-let request: JSON = [
-    "command": .string(command), "containerID": .string(env("CNI_CONTAINERID") ?? ""), "netns": .string(env("CNI_NETNS") ?? ""),
-    "ifname": .string(env("CNI_IFNAME") ?? "eth0"), "args": .string(env("CNI_ARGS") ?? ""), "config": config,
-]
+let selfName = String((CommandLine.arguments.first ?? "berth-cni").split(separator: "/").last ?? "berth-cni")
+// Main plugin when the runtime ran us as the configuration's `type`; a configuration whose ipam section also names
+// berth-cni uses it as the IPAM plugin only (as before the main mode existed).
+let mainMode = config["type"]?.string == selfName && config["ipam"]?["type"]?.string != selfName
+let berthKeys = mainMode ? config : (config["ipam"] ?? .null)
+let socket = berthKeys["socket"]?.string ?? env("BERTH_SOCKET") ?? defaultSocket
 let conn = UnixHTTPConnection(path: socket, timeoutSeconds: 60)
-do {
-    let resp = try conn.request("POST", "/v1/cni", body: request.bytes)
-    guard resp.status == 200, let body = try? resp.json() else {
-        let err = (try? resp.json())?["error"]?.string ?? resp.text
-        fail(version, resp.status == 413 || resp.status == 400 ? 7 : 11, "berthd refused the request (HTTP \(resp.status))", err)
+
+/// One call of berthd's CNI route: (exit code, what it printed). Exits on transport errors.
+func berthd(_ command: String, _ extra: [(String, JSON)] = []) -> (Int, JSON?) {
+    var request: JSON = [
+        "command": .string(command), "containerID": .string(env("CNI_CONTAINERID") ?? ""), "netns": .string(env("CNI_NETNS") ?? ""),
+        "ifname": .string(env("CNI_IFNAME") ?? "eth0"), "args": .string(env("CNI_ARGS") ?? ""), "config": config,
+    ]
+    if mainMode { request = request.setting("main", true) }
+    for (k, v) in extra { request = request.setting(k, v) }
+    do {
+        let resp = try conn.request("POST", "/v1/cni", body: request.bytes)
+        guard resp.status == 200, let body = try? resp.json() else {
+            let err = (try? resp.json())?["error"]?.string ?? resp.text
+            fail(version, resp.status == 413 || resp.status == 400 ? 7 : 11, "berthd refused the request (HTTP \(resp.status))", err)
+        }
+        let out = body["stdout"].flatMap { $0.isNull ? nil : $0 }
+        return (body["exitCode"]?.int ?? 999, out)
+    } catch let e as WireError {
+        fail(version, 11, "berthd is unreachable at \(socket)", e.message)
+    } catch {
+        fail(version, 11, "berthd is unreachable at \(socket)", "\(error)")
     }
-    let code = body["exitCode"]?.int ?? 999
-    if let out = body["stdout"], !out.isNull { emit(out) }
-    exit(Int32(code == 0 ? 0 : (code > 255 ? 1 : code)))
-} catch let e as WireError {
-    fail(version, 11, "berthd is unreachable at \(socket)", e.message)
-} catch {
-    fail(version, 11, "berthd is unreachable at \(socket)", "\(error)")
 }
+
+func finish(_ code: Int, _ out: JSON?) -> Never {
+    if let out { emit(out) }
+    exit(Int32(code == 0 ? 0 : (code > 255 ? 1 : code)))
+}
+
+if mainMode { runMain(command) }
+let (code, out) = berthd(command)
+finish(code, out)

@@ -373,15 +373,18 @@ struct Attachments: ParsableCommand {
         @Option(name: .long, help: "Request a specific address (repeatable).") var ip: [String] = []
         @Option(name: .long, help: "Stateful identity app/ordinal, e.g. web/0") var identity: String?
         @Option(name: .long, help: "onDelete, immutable or never") var releasePolicy: String?
+        @Flag(name: .long, help: "Let a request without --identity take a reserved address named with --ip.") var useReserved = false
         func run() throws {
             var body: JSON = ["containerID": .string(container), "ifname": .string(ifname)]
+            if useReserved { body = body.setting("useReserved", true) }
             if let node { body = body.setting("node", .string(node)) }
             if let pool { body = body.setting("pool", .string(pool)) }
             if !ip.isEmpty { body = body.setting("ips", .array(ip.map { .string($0) })) }
             if let identity {
-                let parts = identity.split(separator: "/")
-                guard parts.count == 2, let ord = Int(parts[1]) else { throw ValidationError("--identity must be APP/ORDINAL") }
-                var id: JSON = ["app": .string(String(parts[0])), "ordinal": .number(Double(ord))]
+                // APP may hold a '/' itself (a Kubernetes StatefulSet through CNI is "<namespace>/<set>").
+                guard let slash = identity.lastIndex(of: "/"), slash > identity.startIndex,
+                      let ord = Int(identity[identity.index(after: slash)...]) else { throw ValidationError("--identity must be APP/ORDINAL") }
+                var id: JSON = ["app": .string(String(identity[..<slash])), "ordinal": .number(Double(ord))]
                 if let releasePolicy { id = id.setting("releasePolicy", .string(releasePolicy)) }
                 body = body.setting("identity", id)
             }

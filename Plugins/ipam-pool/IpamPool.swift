@@ -19,9 +19,10 @@
 //    at 2^50 (an IPv6 /64 reads as 1125899906842624), so every JSON reader gets an exact integer.
 //  - One interface has one MAC: every entry of an ADD result carries the same one — a MAC the pool binds to one
 //    of the addresses, else the request's "mac", else derived from the first address (IPv4 when present).
-//  - An identity (app, ordinal) re-added while its addresses are still active for another container takes them
-//    over (the orchestrator guarantees one live instance per identity); the older attachment then fails CHECK,
-//    and its DEL releases nothing that it no longer owns.
+//  - An identity (app, ordinal) re-added while its addresses are still active for another container is refused
+//    (FAILED_PRECONDITION naming that container): no two live attachments ever share an address. The addresses
+//    move once the old attachment is released (DEL, gc, node.release); the new holder's ADD emits identity.moved.
+//  - A requested address in state reserved goes only to a request with an identity, or with "useReserved": true.
 //  - Expired holds (keepSeconds) are released lazily at the start of every operation.
 
 import BerthPluginKit
@@ -211,6 +212,7 @@ final class IpamPool: NetworkPlugin {
         let ident = try parseIdentity(req)
         let requested = try parseRequested(req)
         let poolField = try str(req, "pool", max: 63)
+        let useReserved = try flag(req, "useReserved")
         var requestedMAC: String? = nil
         if let m = try str(req, "mac", max: 64) {
             guard let c = MAC.canonical(m) else {
@@ -256,9 +258,13 @@ final class IpamPool: NetworkPlugin {
                         if r.cid == cid {
                             throw PluginError(.failedPrecondition, "\(who) is already attached to container \(cid) on interface \(r.ifname ?? "?")")
                         }
-                        // A newer instance of the identity: it takes the addresses over (the older attachment
-                        // keeps its record but no longer owns them; its del will not release them).
-                        host.log(.warn, "\(who): \(ip) moves from container \(r.cid ?? "?") to \(cid)")
+                        // Another live attachment holds the address: it moves only once that one is released, never
+                        // by a second ADD (two live attachments would share it).
+                        let old = try loadAttachment(op, r.cid ?? "", r.ifname ?? "eth0")
+                        let on = old?.node.map { ", node \($0)" } ?? ""
+                        throw PluginError(.failedPrecondition, "\(who): \(ip) is in use by container \(r.cid ?? "?") (interface \(r.ifname ?? "?")\(on)); "
+                            + "an address moves to a new container only after the old attachment is released: delete it (CNI DEL, or berth attachments del --container \(r.cid ?? "?")"
+                            + (old?.node.map { ", or release node \($0) if it is gone" } ?? "") + ")")
                     } else {
                         try op.bump(pool.name, ip.family, Counts.held, -1)
                         try op.bump(pool.name, ip.family, Counts.active, 1)
@@ -276,6 +282,10 @@ final class IpamPool: NetworkPlugin {
                 taken.append(ip)
             }
             if let e = id.exp { try op.delete(Key.exp(e, id.app, id.ord)) }
+            if let from = id.prev, from != cid {
+                emit("identity.moved", ["app": .string(ident.app), "ordinal": .string(ident.ord), "pool": .string(pool.name),
+                                        "addresses": .array(id.addrs.map { .string($0.description) }), "from": .string(from), "to": .string(cid)])
+            }
             // A family the pool gained since: allocate it now.
             for fam in pool.families where !taken.contains(where: { $0.family == fam }) {
                 taken.append(try allocate(op, pool, fam, requested[fam], ident, owner))
@@ -286,7 +296,7 @@ final class IpamPool: NetworkPlugin {
                 throw PluginError(.invalidArgument, "\(ip) cannot be requested: pool \(pool.name) has no \(familyName(ip.family)) addresses")
             }
             for fam in pool.families {
-                taken.append(try allocate(op, pool, fam, requested[fam], ident, owner))
+                taken.append(try allocate(op, pool, fam, requested[fam], ident, owner, useReserved: useReserved))
             }
         }
 
@@ -309,6 +319,7 @@ final class IpamPool: NetworkPlugin {
         }
         var result: JV = ["ips": .array(ips), "routes": pool.routes]
         if let dns = pool.dns { result["dns"] = dns }
+        if let link = pool.link { result["link"] = link }
 
         let att = Attachment(cid: cid, ifname: ifname, node: node, pool: pool.name, addrs: taken, app: ident?.app, ord: ident?.ord,
                              policy: ident?.policy ?? "onDelete", result: result)
@@ -325,11 +336,17 @@ final class IpamPool: NetworkPlugin {
 
     /// One address of family `fam` from pool `p`: the requested one, else (stateful identities) the lowest
     /// reserved one, else the next available one in round-robin order.
-    private func allocate(_ op: Op, _ p: PoolDef, _ fam: Int, _ want: IP?, _ ident: IdentityReq?, _ owner: AddrRec) throws -> IP {
+    private func allocate(_ op: Op, _ p: PoolDef, _ fam: Int, _ want: IP?, _ ident: IdentityReq?, _ owner: AddrRec,
+                          useReserved: Bool = false) throws -> IP {
         if let ip = want {
             if let r = try op.rec(p.name, ip) {
                 switch r.state {
                 case .reserved:
+                    // Reserved means reserved: a request without a stateful identity takes it only when it says so.
+                    guard ident != nil || useReserved else {
+                        throw PluginError(.failedPrecondition, "requested address \(ip) is reserved (pool \(p.name), network \(networkLabel)): reserved addresses "
+                            + "go to stateful identities; send an identity, or set \"useReserved\": true (berth attachments add --use-reserved) to take it anyway")
+                    }
                     try op.takeReserved(p, ip, owner)
                     return ip
                 case .active, .held:
@@ -526,6 +543,8 @@ final class IpamPool: NetworkPlugin {
                      "ranges": .array(p.ranges.map { .string("\($0.start)-\($0.end)") })]
         if let v = p.vlan { o["vlan"] = JV(v) }
         if !p.nodes.isEmpty { o["nodes"] = .array(p.nodes.map { .string($0) }) }
+        if let v = p.parent { o["parent"] = .string(v) }
+        if let v = p.delegate { o["delegate"] = .string(v) }
         o["free"] = Counts.report(s.free)
         o["reserved"] = Counts.report(s.reserved)
         o["active"] = Counts.report(s.active)
@@ -836,7 +855,9 @@ let poolSchema = #"""
    "search":{"type":"array","items":{"type":"string","maxLength":253}},
    "options":{"type":"array","items":{"type":"string","maxLength":253}}}},
  "vlan":{"type":"integer","minimum":0,"maximum":4094},
- "nodes":{"type":"array","items":{"type":"string","minLength":1,"maxLength":253}}}}
+ "nodes":{"type":"array","items":{"type":"string","minLength":1,"maxLength":253}},
+ "parent":{"type":"string","minLength":1,"maxLength":15,"pattern":"^[^/: ]+$"},
+ "delegate":{"enum":["macvlan","ipvlan","bridge","vlan"]}}}
 """#
 
 let configSchema = #"""

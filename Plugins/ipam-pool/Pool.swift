@@ -102,6 +102,10 @@ struct PoolDef {
     var dns: JV?                 // object
     var vlan: Int?
     var nodes: [String]
+    /// How a CNI main plugin (berth-cni as `type`) makes the interface: the host interface the pool's VLAN rides on,
+    /// and the real CNI plugin it delegates to (macvlan, ipvlan, bridge or vlan). Both optional.
+    var parent: String? = nil
+    var delegate: String? = nil
 
     func usable(from node: String?) -> Bool {
         guard let node, !node.isEmpty, !nodes.isEmpty else { return true }
@@ -143,9 +147,20 @@ struct PoolDef {
                      "nodes": .array(nodes.map { .string($0) })]
         if let dns { o["dns"] = dns }
         if let vlan { o["vlan"] = JV(vlan) }
+        if let parent { o["parent"] = .string(parent) }
+        if let delegate { o["delegate"] = .string(delegate) }
         return o
     }
 
+    /// What the ADD result says about the interface to make (read by berthd for berth-cni's main-plugin mode).
+    var link: JV? {
+        guard vlan != nil || parent != nil || delegate != nil else { return nil }
+        var o: JV = .object([])
+        if let delegate { o["type"] = .string(delegate) }
+        if let parent { o["parent"] = .string(parent) }
+        if let vlan { o["vlan"] = JV(vlan) }
+        return o
+    }
 }
 
 extension PoolDef {
@@ -163,6 +178,8 @@ extension PoolDef {
         dns = j["dns"]
         vlan = j["vlan"]?.int
         nodes = (j["nodes"]?.array ?? []).compactMap { $0.string }
+        parent = j["parent"]?.string
+        delegate = j["delegate"]?.string
     }
 }
 
@@ -188,7 +205,9 @@ struct ExplicitAddr {
 /// A validated POOL document.
 struct PoolSpec {
     /// The fields of a POOL document; anything else is ignored (and logged).
-    static let fields: Set<String> = ["name", "ranges", "ips", "exclude", "reserved", "macs", "routes", "dns", "vlan", "nodes"]
+    static let fields: Set<String> = ["name", "ranges", "ips", "exclude", "reserved", "macs", "routes", "dns", "vlan", "nodes", "parent", "delegate"]
+    /// The CNI plugins berth-cni's main-plugin mode can delegate a pool's interface to.
+    static let delegates = ["macvlan", "ipvlan", "bridge", "vlan"]
     /// Largest number of addresses one "a-b" entry or exclusion CIDR may expand to where addresses are materialised.
     static let maxExpansion: Int64 = 65536
 
@@ -415,12 +434,27 @@ struct PoolSpec {
         }
         let nodes = try strings("nodes")
         if let i = nodes.firstIndex(of: "") { throw bad("nodes[\(i)] is empty") }
+        var parent: String? = nil
+        if let v = doc["parent"], !v.isNull {
+            guard let s = v.string?.trimmingSpaces, !s.isEmpty, s.utf8.count <= 15, s != ".", s != "..",
+                  !s.unicodeScalars.contains(where: { $0 == "/" || $0 == ":" || $0.value <= 0x20 || $0.value >= 0x7f }) else {
+                throw bad("parent \(v.serialized) is not an interface name (1-15 characters, no '/', ':' or spaces; for example \"eth1\")")
+            }
+            parent = s
+        }
+        var delegate: String? = nil
+        if let v = doc["delegate"], !v.isNull {
+            guard let s = v.string, delegates.contains(s) else {
+                throw bad("delegate \(v.serialized) is unknown: use one of \(delegates.joined(separator: ", ")) (the CNI plugin that makes the interface)")
+            }
+            delegate = s
+        }
 
         if ranges.isEmpty && explicit.isEmpty { throw bad("the pool has no addresses: give \"ranges\" or \"ips\"") }
 
         let families = Array(Set(ranges.map { $0.family } + explicit.keys.map { $0.family })).sorted()
         let def = PoolDef(name: name, ranges: ranges.sorted { $0.start < $1.start }, holes: holes, families: families,
-                          routes: .array(routes), dns: dns, vlan: vlan, nodes: nodes)
+                          routes: .array(routes), dns: dns, vlan: vlan, nodes: nodes, parent: parent, delegate: delegate)
 
         // The canonical document: what pool.show returns and what a later import merges into.
         var canonical: JV = ["name": .string(name)]
@@ -434,6 +468,8 @@ struct PoolSpec {
         if let dns { canonical["dns"] = dns }
         if let vlan { canonical["vlan"] = JV(vlan) }
         if !nodes.isEmpty { canonical["nodes"] = .array(nodes.map { .string($0) }) }
+        if let parent { canonical["parent"] = .string(parent) }
+        if let delegate { canonical["delegate"] = .string(delegate) }
 
         return PoolSpec(def: def, explicit: explicit.values.sorted { $0.ip < $1.ip }, reserved: reserved.sorted(),
                         macs: macs, canonical: canonical)

@@ -26,7 +26,8 @@
 //   att/<cid>/<if>        attachment: {"cid","if","node","pool","addrs":[ref],"app","ord","policy","result"}.
 //   node/<node>/<cid>/<if> "" — attachments by node (node.release).
 //   id/<app>/<ord>        identity of a stateful instance: {"app","ord","policy","keep","pool","addrs":[ref],
-//                         "cid","if" (while attached), "exp" (ms, while held with keepSeconds)}.
+//                         "cid","if" (while attached), "exp" (ms, while held with keepSeconds), "prev" (while held:
+//                         the container it was attached to)}.
 //   exp/<ms16>/<app>/<ord> "" — holds that expire, ordered by time (ms since the epoch, 16 digits).
 //
 // Allocation from available, round robin: the smallest available address after the cursor is the smaller of
@@ -225,6 +226,8 @@ struct Identity {
     var cid: String?
     var ifname: String?
     var exp: Int64?
+    /// The container it was last attached to, while held (for the identity.moved event).
+    var prev: String? = nil
 
     var key: String { Key.ident(app, ord) }
 
@@ -234,6 +237,7 @@ struct Identity {
         if let cid { o["cid"] = .string(cid) }
         if let ifname { o["if"] = .string(ifname) }
         if let exp { o["exp"] = JV(exp) }
+        if let prev { o["prev"] = .string(prev) }
         return o
     }
 }
@@ -251,6 +255,7 @@ extension Identity {
         cid = j["cid"]?.string
         ifname = j["if"]?.string
         exp = j["exp"]?.int64
+        prev = j["prev"]?.string
     }
 }
 
@@ -711,6 +716,7 @@ final class Op {
         }
         if var id {
             if keep {
+                id.prev = id.cid
                 id.cid = nil
                 id.ifname = nil
                 if id.keep > 0 {

@@ -86,6 +86,12 @@ final class ConformanceKitTests: XCTestCase {
     func testReleasePolicyBroken() throws {
         try expectFault("identity_not_returned", ["network: release policies"], reason: "re-ADD of the identity got")
     }
+    func testIdentityTakeoverSharesAnAddress() throws {
+        // ipam-pool's old behaviour: a second ADD of an identity took its address from the live attachment.
+        let failed = try expectFault("identity_takes_over", ["network: no address shared by two live attachments"],
+                                     reason: "while dup-old (not deleted) holds it")
+        XCTAssertEqual(Array(failed.keys), ["network: no address shared by two live attachments"])
+    }
     func testIdentitiesHonouredPassReleasePolicies() throws {
         // The same base with identities kept correctly: the release-policy case runs (it is not skipped) and passes.
         let j = try expectPass("identity_ok", ["network: release policies"])

@@ -51,7 +51,7 @@ final class Daemon {
     init(plugins: JSON, tag: String = "daemon", extra: [(String, JSON)] = [], start: Bool = true) throws {
         dir = tempDir(tag)
         siteFile = dir + "/site.json"
-        var site: JSON = ["site": "test", "stateDir": .string(dir + "/state"), "api": ["socket": .string(dir + "/berthd.sock")],
+        var site: JSON = ["site": "test", "stateDir": .string(dir + "/state"), "api": ["socket": .string(dir + "/berthd.sock"), "link": ""],
                           "store": ["sync": "normal"], "plugins": plugins]
         for (k, v) in extra {
             // "api" keys are merged into the default (so the socket stays where `socket` says); others replace.

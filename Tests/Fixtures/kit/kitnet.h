@@ -16,6 +16,8 @@
  *                           identity's attachment keeps its address held ("ip/<address>" stays) for its next ADD
  *   KIT_IDENTITY_NOT_RETURNED  as KIT_IDENTITIES, but the next ADD of the identity allocates a new address
  *                           instead of giving back the held one (an immutable identity loses its address)
+ *   KIT_IDENTITY_TAKES_OVER as KIT_IDENTITIES, but an ADD of the identity while its address is still attached to
+ *                           another container takes it over (two live attachments share the address)
  *   KIT_BATCH               no fault: add_batch (ABI 1.1), each item through add in order, all or nothing
  *   KIT_BATCH_DISAGREES     add_batch allocates from the top of the pool down (add from the bottom up)
  *   KIT_BATCH_SHORT         add_batch leaves out the last item's result
@@ -26,7 +28,7 @@
  */
 #include "berth_plugin.h"
 
-#if defined(KIT_IDENTITIES) || defined(KIT_IDENTITY_NOT_RETURNED)
+#if defined(KIT_IDENTITIES) || defined(KIT_IDENTITY_NOT_RETURNED) || defined(KIT_IDENTITY_TAKES_OVER)
 #define KIT_ID 1
 #endif
 
@@ -171,6 +173,14 @@ static berth_status fx_add(void *inst, const char *req, size_t len, const berth_
         /* The identity's held address comes back to it. */
         if ((st = sget(f, idk, addr, sizeof addr)) == BERTH_OK) {
             snprintf(ipk, sizeof ipk, "ip/%s", addr);
+#ifndef KIT_IDENTITY_TAKES_OVER
+            /* Still attached to another container: no second holder until that one is released. */
+            char holder[200];
+            if (sget(f, ipk, holder, sizeof holder) == BERTH_OK && strncmp(holder, "a/", 2) == 0 && strcmp(holder, key) != 0) {
+                BERTH_SET_ERR(err, cap, "the identity's address is still attached to another container; release it first");
+                return BERTH_FAILED_PRECONDITION;
+            }
+#endif
             if ((st = sput(f, ipk, key)) != BERTH_OK || (st = sput(f, key, addr)) != BERTH_OK || (st = sput(f, ik, idk)) != BERTH_OK) return st;
             return result(out, addr);
         }
