@@ -61,7 +61,8 @@ let package = Package(
                 "BerthCore",
                 .product(name: "Hummingbird", package: "hummingbird"),
             ],
-            path: "Host/BerthServer"
+            path: "Host/BerthServer",
+            resources: [.embedInCode("openapi.json")]  // served at GET /openapi.json
         ),
         .executableTarget(
             name: "berthd",

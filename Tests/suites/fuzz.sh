@@ -21,7 +21,7 @@ pass() { passed=$((passed + 1)); echo "PASS $1"; }
 fail() { failed=$((failed + 1)); echo "FAIL $1${2:+: $2}"; }
 finish() { echo "suite fuzz: $passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit $?; }
 
-debug=$(swift build --show-bin-path 2>/dev/null)
+debug=$(cd .build/debug 2>/dev/null && pwd -P)  # the debug build (its plugins and uninstrumented dependencies)
 if [ -z "$debug" ] || [ ! -f "$debug/libberth-ipam-pool.so" ]; then
   for n in "${names[@]}"; do fail "$n" "no debug build at ${debug:-?} (run swift build first)"; done; finish
 fi
