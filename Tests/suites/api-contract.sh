@@ -66,13 +66,14 @@ if cmp -s "$out/openapi.json" Host/BerthServer/openapi.json; then pass "GET /ope
 else fail "GET /openapi.json serves Host/BerthServer/openapi.json" "differs (rebuild berthd?)"; fi
 
 # schemathesis: every operation, positive and negative data, fixed seed.
-SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$root/Tests/suites/api-contract${PYTHONPATH:+:$PYTHONPATH}" \
+# (in $out: schemathesis keeps its replay data in ./.schemathesis)
+(cd "$out" && SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$root/Tests/suites/api-contract${PYTHONPATH:+:$PYTHONPATH}" \
   timeout $(( ${BERTH_CONTRACT_MAX_TIME:-100} + 120 )) schemathesis run "$out/openapi.json" --url "$base" -H "Authorization: Bearer $token" \
   --checks not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance,ignored_auth \
   --mode all --phases examples,coverage,fuzzing --max-examples "${BERTH_CONTRACT_EXAMPLES:-12}" \
   --seed "${BERTH_CONTRACT_SEED:-15}" --max-time "${BERTH_CONTRACT_MAX_TIME:-100}" --workers 1 --request-timeout 15 \
   --generation-database none --suppress-health-check all --no-color --output-truncate false \
-  --report junit --report-junit-path "$out/junit.xml" >"$out/schemathesis.log" 2>&1
+  --report junit --report-junit-path "$out/junit.xml" >"$out/schemathesis.log" 2>&1)
 st=$?
 echo "schemathesis exited $st (log: $out/schemathesis.log)"
 if [ -s "$out/junit.xml" ]; then
