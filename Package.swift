@@ -65,6 +65,7 @@ let package = Package(
             // The operator console at /ui/: plain files compiled into the binary (PackageResources.<file>_<ext>).
             resources: ["index.html", "console.css", "favicon.svg", "app.js", "dom.js", "site.js", "networks.js", "workloads.js",
                         "storage.js", "events.js"].map { .embedInCode("Console/\($0)") }
+                + [.embedInCode("openapi.json")]  // served at GET /openapi.json
         ),
         .executableTarget(
             name: "berthd",

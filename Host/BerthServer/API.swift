@@ -312,6 +312,7 @@ public struct APIServer {
             let (code, out) = await CNI.handle(body, network: net)
             return Reply(["exitCode": .number(Double(code)), "stdout": out ?? .null])
         }
+        registerOpenAPIRoute(router)
         registerStorageRoutes(router)
         registerWorkloadRoutes(router)
         return router

@@ -158,7 +158,7 @@ extension JSON: JSONBuildable {
     public static var jsonNull: JSON { .null }
     public static func jsonBool(_ b: Bool) -> JSON { .bool(b) }
     public static func jsonString(_ s: String) -> JSON { .string(s) }
-    public static func jsonNumber(_ text: String, integral: Bool) -> JSON? { Double(text).map { .number($0) } }
+    public static func jsonNumber(_ text: String, integral: Bool) -> JSON? { Double(text).flatMap { $0.isFinite ? .number($0) : nil } }
     public static func jsonArray(_ a: [JSON]) -> JSON { .array(a) }
     public static func jsonObject(_ kv: [(String, JSON)]) -> JSON { .object(kv) }
 }

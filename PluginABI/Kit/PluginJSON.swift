@@ -141,7 +141,7 @@ extension PluginJSON: JSONBuildable {
     public static func jsonString(_ s: String) -> PluginJSON { .string(s) }
     public static func jsonNumber(_ text: String, integral: Bool) -> PluginJSON? {
         if integral, let v = Int64(text) { return .int(v) }
-        return Double(text).map { .double($0) }
+        return Double(text).flatMap { $0.isFinite ? .double($0) : nil }  // 1e999 would be infinity: not a JSON number
     }
     public static func jsonArray(_ a: [PluginJSON]) -> PluginJSON { .array(a) }
     public static func jsonObject(_ kv: [(String, PluginJSON)]) -> PluginJSON { .object(kv) }
