@@ -244,10 +244,10 @@ public final class BerthRuntime: @unchecked Sendable {
     // MARK: events
 
     /// Events after `since`; when there are none, waits up to `wait` seconds for new ones.
-    public func events(since: Int64, limit: Int = 1000, wait: Double = 0) async throws -> [Event] {
+    public func events(since: Int64, limit: Int = 1000, wait: Double = 0, type: String? = nil, subject: String? = nil) async throws -> [Event] {
         let deadline = wallClock() + wait
         while true {
-            let evs = try await executor.run { try self.store.events(since: since, limit: limit) }
+            let evs = try await executor.run { try self.store.events(since: since, limit: limit, type: type, subject: subject) }
             let left = deadline - wallClock()
             if !evs.isEmpty || left <= 0 { return evs }
             await waiters.wait(timeout: min(left, 30))

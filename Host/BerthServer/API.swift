@@ -154,13 +154,14 @@ public struct APIServer {
                 let since = Int64(query(req, "since") ?? "0") ?? -1
                 guard since >= 0 else { throw APIError(400, "since must be a revision number (>= 0)") }
                 let limit = min(Int(query(req, "limit") ?? "1000") ?? 1000, 10000)
+                let type = query(req, "type").flatMap { $0.isEmpty ? nil : $0 }, subject = query(req, "subject").flatMap { $0.isEmpty ? nil : $0 }
                 if query(req, "watch") == "true" || query(req, "watch") == "1" {
                     return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
                         var cursor = since
                         while true {
                             // A keep-alive at least every 5 s: a closed client (and berthd's graceful shutdown,
                             // which waits for this handler) is noticed at the next write.
-                            let evs = try await rt.events(since: cursor, limit: limit, wait: 5)
+                            let evs = try await rt.events(since: cursor, limit: limit, wait: 5, type: type, subject: subject)
                             if evs.isEmpty {
                                 try await writer.write(ByteBuffer(string: "\n"))  // keep-alive; readers skip blank lines
                                 continue
@@ -173,7 +174,7 @@ public struct APIServer {
                     })
                 }
                 let wait = min(Double(query(req, "wait") ?? "0") ?? 0, 60)
-                let evs = try await rt.events(since: since, limit: limit, wait: wait)
+                let evs = try await rt.events(since: since, limit: limit, wait: wait, type: type, subject: subject)
                 return render(200, ["events": .array(evs.map { $0.json }), "rev": .number(Double(evs.last?.rev ?? since))])
             } catch { return errorResponse(error) }
         }
