@@ -71,8 +71,9 @@ func param(_ ctx: Ctx, _ name: String) throws -> String {
     return v.removingPercentEncoding ?? v
 }
 
+/// A query value, percent-decoded once (by Hummingbird: decoding it again turned "p%252Fq" into "p/q", not "p%2Fq").
 func query(_ req: Request, _ name: String) -> String? {
-    req.uri.queryParameters[Substring(name)].map { String($0).removingPercentEncoding ?? String($0) }
+    req.uri.queryParameters[Substring(name)].map { String($0) }
 }
 
 /// The fields of an attachment ADD request (POST /v1/networks/{net}/attachments and each item of a batch).
