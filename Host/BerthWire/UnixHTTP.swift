@@ -261,9 +261,11 @@ public final class UnixHTTPConnection {
     }
 
     /// Streams a chunked response, calling `onChunk` for each chunk until it returns false or the stream ends.
-    public func stream(_ target: String, onChunk: ([UInt8]) -> Bool) throws {
+    public func stream(_ target: String, headers: [(String, String)] = [], onChunk: ([UInt8]) -> Bool) throws {
         if fd < 0 { try connect() }
-        try writeAll(Array("GET \(target) HTTP/1.1\r\nHost: \(hostHeader)\r\n\r\n".utf8))
+        var head = "GET \(target) HTTP/1.1\r\nHost: \(hostHeader)\r\n"
+        for (k, v) in headers { head += "\(k): \(v)\r\n" }
+        try writeAll(Array((head + "\r\n").utf8))
         let statusLine = try readLine()
         var chunked = false
         while true {
