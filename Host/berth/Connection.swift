@@ -77,12 +77,15 @@ struct Connection: ParsableArguments {
         guard let token = try bearerToken() else {
             throw CLIError("--server \(url) needs berthd's api.token: give --token-file PATH, --token, $BERTH_TOKEN or $BERTH_TOKEN_FILE")
         }
+        guard !token.unicodeScalars.contains(where: { $0.value < 0x21 || $0.value == 0x7F }) else {
+            throw CLIError("the bearer token has spaces or control characters; it must be berthd's api.token exactly")
+        }
         headers.append(("Authorization", "Bearer \(token)"))
         if server.tls {
             if let cacert { throw CLIError(HTTPSTransport.cacertUnsupported(cacert)) }
             return (HTTPSTransport(base: server.base), headers)
         }
-        return (UnixHTTPConnection(endpoint: .tcp(host: try server.address(), port: server.port)), headers)
+        return (TCPTransport(addresses: try server.addresses(), port: server.port), headers)
     }
 
     var target: String { serverURL ?? socketPath }
@@ -148,8 +151,8 @@ struct ServerURL {
         return ServerURL(tls: tls, host: bare, port: port, base: "\(scheme)://\(host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host):\(port)")
     }
 
-    /// The host as a numeric address (a name resolved here, so that the lean wire client needs no resolver).
-    func address() throws -> String {
+    /// The host's numeric addresses (a name resolved here, so that the lean wire client needs no resolver).
+    func addresses() throws -> [String] {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -157,11 +160,43 @@ struct ServerURL {
         let rc = getaddrinfo(host, nil, &hints, &res)
         guard rc == 0, let first = res else { throw CLIError("--server: cannot resolve \(host): \(String(cString: gai_strerror(rc)))") }
         defer { freeaddrinfo(first) }
-        var buf = [CChar](repeating: 0, count: Int(NI_MAXHOST))
-        guard getnameinfo(first.pointee.ai_addr, first.pointee.ai_addrlen, &buf, socklen_t(buf.count), nil, 0, NI_NUMERICHOST) == 0 else {
-            throw CLIError("--server: cannot resolve \(host)")
+        var out: [String] = []
+        var ai: UnsafeMutablePointer<addrinfo>? = first
+        while let a = ai {
+            var buf = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+            if getnameinfo(a.pointee.ai_addr, a.pointee.ai_addrlen, &buf, socklen_t(buf.count), nil, 0, NI_NUMERICHOST) == 0 {
+                let s = String(cString: buf)
+                if !out.contains(s) { out.append(s) }
+            }
+            ai = a.pointee.ai_next
         }
-        return String(cString: buf)
+        guard !out.isEmpty else { throw CLIError("--server: cannot resolve \(host)") }
+        return out
+    }
+}
+
+/// http:// to each of the host's addresses in turn until one accepts the connection ("localhost" may be ::1 first
+/// while berthd listens on 127.0.0.1). Only a failed connect moves on: nothing was sent yet.
+struct TCPTransport: Transport {
+    let addresses: [String]
+    let port: Int
+
+    func each<T>(_ body: (UnixHTTPConnection) throws -> T) throws -> T {
+        var last: WireError?
+        for a in addresses {
+            do { return try body(UnixHTTPConnection(endpoint: .tcp(host: a, port: port))) } catch let e as WireError where e.kind == .unreachable {
+                last = e
+            }
+        }
+        throw last ?? WireError(.unreachable, "no address to connect to")
+    }
+
+    func request(_ method: String, _ target: String, body: [UInt8]?, headers: [(String, String)]) throws -> HTTPResponse {
+        try each { try $0.request(method, target, body: body, headers: headers) }
+    }
+
+    func followEvents(since: Int, query: [(String, String?)], headers: [(String, String)], _ line: (String) -> Void) throws {
+        try each { try $0.followEvents(since: since, query: query, headers: headers, line) }
     }
 }
 

@@ -190,6 +190,7 @@ final class CLITests: XCTestCase {
         try "\(token)\n".write(toFile: tokenFile, atomically: true, encoding: .utf8)
         let noSocket: [String: String?] = ["BERTH_SOCKET": "/nonexistent/berthd.sock"]
         for (args, env) in [(["--server", url, "--token-file", tokenFile], noSocket),
+                            (["--server", "http://localhost:\(port)", "--token-file", tokenFile], noSocket),
                             (["--server", url, "--token", token], noSocket),
                             ([], noSocket.merging(["BERTH_SERVER": url, "BERTH_TOKEN": token]) { $1 }),
                             ([], noSocket.merging(["BERTH_SERVER": url, "BERTH_TOKEN_FILE": tokenFile]) { $1 })] {
