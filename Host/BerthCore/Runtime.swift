@@ -248,12 +248,12 @@ public final class BerthRuntime: @unchecked Sendable {
 
     /// Events after `since`; when there are none, waits up to `wait` seconds for new ones.
     /// Throws `EventsCompacted` when events after `since` (> 0) are no longer kept (events.retain).
-    public func events(since: Int64, limit: Int = 1000, wait: Double = 0) async throws -> [Event] {
+    public func events(since: Int64, limit: Int = 1000, wait: Double = 0, type: String? = nil, subject: String? = nil) async throws -> [Event] {
         let deadline = wallClock() + wait
         while true {
             let evs = try await executor.run {
                 try self.store.checkRetained(since: since)  // on the executor, like compaction: no gap unseen
-                return try self.store.events(since: since, limit: limit)
+                return try self.store.events(since: since, limit: limit, type: type, subject: subject)
             }
             let left = deadline - wallClock()
             if !evs.isEmpty || left <= 0 { return evs }

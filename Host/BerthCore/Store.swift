@@ -384,10 +384,17 @@ public final class Store {
         return sqlite3_last_insert_rowid(db)
     }
 
-    public func events(since: Int64, limit: Int = 1000) throws -> [Event] {
-        let s = try prepare("SELECT rev, time, type, subject, actor, data FROM events WHERE rev > ?1 ORDER BY rev LIMIT ?2")
+    /// Events after `since`, oldest first. `type` keeps events of that type or of types under it (`network` keeps
+    /// `network.attached`); `subject` keeps that subject or subjects under it (`StatefulApp/db` keeps `StatefulApp/db/0`).
+    public func events(since: Int64, limit: Int = 1000, type: String? = nil, subject: String? = nil) throws -> [Event] {
+        var sql = "SELECT rev, time, type, subject, actor, data FROM events WHERE rev > ?1"
+        if type != nil { sql += " AND (type = ?3 OR substr(type, 1, length(?3) + 1) = ?3 || '.')" }
+        if subject != nil { sql += " AND (subject = ?4 OR substr(subject, 1, length(?4) + 1) = ?4 || '/')" }
+        let s = try prepare(sql + " ORDER BY rev LIMIT ?2")
         s.bind(1, since)
         s.bind(2, Int64(limit))
+        if let type { s.bind(3, type) }
+        if let subject { s.bind(4, subject) }
         var out: [Event] = []
         while try s.step() {
             let data = (try? JSON.parse(s.text(5))) ?? .null

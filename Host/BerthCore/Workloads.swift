@@ -1035,14 +1035,19 @@ public final class WorkloadService: @unchecked Sendable {
     /// shared fields. Errors name the key.
     func validate(kind: KindInfo, name: String, spec: JSON) throws -> WorkloadSpec {
         guard case .object = spec else { throw APIError(400, "spec must be an object, got \(spec.typeName)") }
+        // Every problem, each once: the kind's schema, the shared fields (a plugin's kind), replicas.
         var errs: [SchemaError] = []
         if let s = kind.schema { errs = Schema.validate(spec, against: s, path: "spec") }
-        if errs.isEmpty && kind.plugin != nil { errs = Schema.validate(spec, against: WorkloadSpec.commonSchema, path: "spec") }
-        if errs.isEmpty && spec["replicas"]?.int == nil {
+        if kind.plugin != nil {
+            for e in Schema.validate(spec, against: WorkloadSpec.commonSchema, path: "spec") where !errs.contains(where: { $0.description == e.description }) {
+                errs.append(e)
+            }
+        }
+        if spec["replicas"]?.int == nil && !errs.contains(where: { $0.path == "spec.replicas" }) {
             errs.append(SchemaError(path: "spec.replicas", reason: "is required (an integer)"))
         }
-        if let first = errs.first {
-            throw APIError(400, "invalid \(kind.kind) \"\(name)\": \(first.description)" + (errs.count > 1 ? " (and \(errs.count - 1) more)" : ""),
+        if !errs.isEmpty {
+            throw APIError(400, "invalid \(kind.kind) \"\(name)\": " + errs.map { $0.description }.joined(separator: "; "),
                            details: ["problems": .array(errs.map { .string($0.description) })])
         }
         let model = try WorkloadSpec.parse(spec)

@@ -1,6 +1,6 @@
-// A minimal HTTP/1.1 client over a unix-domain socket (keep-alive, Content-Length and chunked bodies).
-// Used by the berth CLI and by berth-cni, which a container runtime execs for every call: it must start fast,
-// so this uses nothing but the C library.
+// A minimal HTTP/1.1 client over a unix-domain socket or plain TCP (keep-alive, Content-Length and chunked
+// bodies). Used by the berth CLI and by berth-cni, which a container runtime execs for every call: it must start
+// fast, so this uses nothing but the C library.
 
 #if canImport(Glibc)
 import Glibc
@@ -20,12 +20,34 @@ public struct HTTPResponse: Sendable {
     public var status: Int
     public var headers: [(String, String)]
     public var body: [UInt8]
+    public init(status: Int, headers: [(String, String)], body: [UInt8]) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
     public var text: String { String(decoding: body, as: UTF8.self) }
     public func json() throws -> JSON { try JSON.parse(body) }
 }
 
+/// Where berthd listens: its unix socket, or its TCP listener (plain HTTP; TLS is the CLI's URLSession client).
+public enum HTTPEndpoint: Sendable, Equatable {
+    case unix(String)
+    /// A numeric IPv4 or IPv6 address and a port.
+    case tcp(host: String, port: Int)
+
+    /// "unix:PATH" or "HOST:PORT", for messages.
+    public var description: String {
+        switch self {
+        case .unix(let p): return p
+        case .tcp(let h, let p): return h.contains(":") ? "[\(h)]:\(p)" : "\(h):\(p)"
+        }
+    }
+}
+
 public final class UnixHTTPConnection {
-    public let path: String
+    public let endpoint: HTTPEndpoint
+    /// The socket path (empty for a TCP endpoint).
+    public var path: String { if case .unix(let p) = endpoint { return p }; return "" }
     private var fd: Int32 = -1
     private var buffer: [UInt8] = []
     private var bufferStart = 0
@@ -33,7 +55,12 @@ public final class UnixHTTPConnection {
     public var timeoutSeconds: Int
 
     public init(path: String, timeoutSeconds: Int = 30) {
-        self.path = path
+        self.endpoint = .unix(path)
+        self.timeoutSeconds = timeoutSeconds
+    }
+
+    public init(endpoint: HTTPEndpoint, timeoutSeconds: Int = 30) {
+        self.endpoint = endpoint
         self.timeoutSeconds = timeoutSeconds
     }
 
@@ -46,6 +73,50 @@ public final class UnixHTTPConnection {
     }
 
     private func connect() throws {
+        let s: Int32
+        switch endpoint {
+        case .unix(let path): s = try connectUnix(path)
+        case .tcp(let host, let port): s = try connectTCP(host, port)
+        }
+        if timeoutSeconds > 0 {
+            var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+            setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        }
+        fd = s
+    }
+
+    /// Connects to a numeric IPv4 or IPv6 address. Names are resolved by the caller: getaddrinfo would pull the
+    /// resolver's shared libraries into berth-cni, which is linked statically and never talks TCP.
+    private func connectTCP(_ host: String, _ port: Int) throws -> Int32 {
+        var v4 = sockaddr_in(), v6 = sockaddr_in6()
+        let family: Int32
+        if inet_pton(AF_INET, host, &v4.sin_addr) == 1 {
+            family = AF_INET
+            v4.sin_family = sa_family_t(AF_INET)
+            v4.sin_port = in_port_t(UInt16(truncatingIfNeeded: port).bigEndian)
+        } else if inet_pton(AF_INET6, host, &v6.sin6_addr) == 1 {
+            family = AF_INET6
+            v6.sin6_family = sa_family_t(AF_INET6)
+            v6.sin6_port = in_port_t(UInt16(truncatingIfNeeded: port).bigEndian)
+        } else {
+            throw WireError(.unreachable, "\(host) is not a numeric IPv4 or IPv6 address")
+        }
+        let s = socket(family, Int32(SOCK_STREAM.rawValue), 0)
+        guard s >= 0 else { throw WireError(.unreachable, "socket(): \(String(cString: strerror(errno)))") }
+        let rc = family == AF_INET
+            ? withUnsafePointer(to: &v4) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            : withUnsafePointer(to: &v6) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(s, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+        if rc != 0 {
+            let e = errno
+            _ = Glibc.close(s)
+            throw WireError(.unreachable, "cannot connect to berthd at \(endpoint.description): \(String(cString: strerror(e)))")
+        }
+        var one: Int32 = 1
+        setsockopt(s, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        return s
+    }
+
+    private func connectUnix(_ path: String) throws -> Int32 {
         let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard s >= 0 else { throw WireError(.unreachable, "socket(): \(String(cString: strerror(errno)))") }
         var addr = sockaddr_un()
@@ -67,16 +138,15 @@ public final class UnixHTTPConnection {
             _ = Glibc.close(s)
             throw WireError(.unreachable, "cannot connect to berthd at \(path): \(String(cString: strerror(e)))")
         }
-        if timeoutSeconds > 0 {
-            var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
-            setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        }
-        fd = s
+        return s
     }
+
+    /// The Host header: the TCP peer as named, "berthd" on the unix socket.
+    private var hostHeader: String { if case .tcp = endpoint { return endpoint.description }; return "berthd" }
 
     /// Sends one request and reads the whole response. Reconnects once if a kept-alive connection was closed.
     public func request(_ method: String, _ target: String, body: [UInt8]? = nil, headers: [(String, String)] = []) throws -> HTTPResponse {
-        var head = "\(method) \(target) HTTP/1.1\r\nHost: berthd\r\n"
+        var head = "\(method) \(target) HTTP/1.1\r\nHost: \(hostHeader)\r\n"
         for (k, v) in headers { head += "\(k): \(v)\r\n" }
         if let body {
             head += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n"
@@ -191,9 +261,11 @@ public final class UnixHTTPConnection {
     }
 
     /// Streams a chunked response, calling `onChunk` for each chunk until it returns false or the stream ends.
-    public func stream(_ target: String, onChunk: ([UInt8]) -> Bool) throws {
+    public func stream(_ target: String, headers: [(String, String)] = [], onChunk: ([UInt8]) -> Bool) throws {
         if fd < 0 { try connect() }
-        try writeAll(Array("GET \(target) HTTP/1.1\r\nHost: berthd\r\n\r\n".utf8))
+        var head = "GET \(target) HTTP/1.1\r\nHost: \(hostHeader)\r\n"
+        for (k, v) in headers { head += "\(k): \(v)\r\n" }
+        try writeAll(Array((head + "\r\n").utf8))
         let statusLine = try readLine()
         var chunked = false
         while true {

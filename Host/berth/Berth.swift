@@ -4,64 +4,9 @@ import BerthCore
 import BerthWire
 import Foundation
 
-struct Connection: ParsableArguments {
-    @Option(name: .long, help: "berthd's API socket (default: $BERTH_SOCKET, else ./berth-state/berthd.sock).")
-    var socket: String?
-
-    @Option(name: [.customShort("o"), .long], help: "Output format: table or json.")
-    var output: OutputFormat = .table
-
-    var socketPath: String {
-        socket ?? ProcessInfo.processInfo.environment["BERTH_SOCKET"] ?? "./berth-state/berthd.sock"
-    }
-
-    /// Sends a request and returns the JSON body, or exits with berthd's error message.
-    func call(_ method: String, _ path: String, body: JSON? = nil) throws -> JSON {
-        let conn = UnixHTTPConnection(path: socketPath)
-        let resp: HTTPResponse
-        let who = "\(ProcessInfo.processInfo.environment["USER"] ?? "uid\(getuid())")@\(ProcessInfo.processInfo.hostName)"
-        do { resp = try conn.request(method, path, body: body?.bytes, headers: [("X-Berth-Actor", who)]) } catch let e as WireError {
-            throw CLIError("\(e.message)\n(is berthd running? set --socket or BERTH_SOCKET)")
-        }
-        let json = (try? resp.json()) ?? .string(resp.text)
-        guard resp.status < 300 else {
-            throw CLIError("berthd: \(json["error"]?.string ?? resp.text) (HTTP \(resp.status))")
-        }
-        return json
-    }
-}
-
-enum OutputFormat: String, ExpressibleByArgument, CaseIterable { case table, json }
-
 struct CLIError: Error, CustomStringConvertible {
     let description: String
     init(_ d: String) { description = d }
-}
-
-/// Prints rows as an aligned table.
-func table(_ header: [String], _ rows: [[String]]) {
-    var widths = header.map { $0.count }
-    for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
-    func line(_ cells: [String]) -> String {
-        cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
-            .joined(separator: "  ")
-    }
-    print(line(header))
-    for r in rows { print(line(r)) }
-}
-
-func str(_ j: JSON?) -> String {
-    guard let j else { return "-" }
-    switch j {
-    case .string(let s): return s
-    case .null: return "-"
-    case .array(let a): return a.map { str($0) }.joined(separator: ",")
-    default: return j.serialized
-    }
-}
-
-func emit(_ json: JSON, _ format: OutputFormat, _ tableBody: () -> Void) {
-    if format == .json { print(json.pretty) } else { tableBody() }
 }
 
 func readJSONFile(_ path: String) throws -> JSON {
@@ -80,9 +25,15 @@ struct Berth: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "berth",
         abstract: "Operate a Berth daemon and check plugins.",
-        discussion: "Commands that talk to berthd use --socket or $BERTH_SOCKET; `berth plugin check` needs no daemon.",
-        subcommands: [Status.self, Plugins.self, PluginCmd.self, Events.self, Pools.self, Attachments.self, Site.self, Volumes.self,
-                      Nodes.self, ApplyCmd.self, GetCmd.self, DeleteCmd.self, Instances.self])
+        discussion: """
+        Commands that talk to berthd use its unix socket (--socket or $BERTH_SOCKET), or a remote berthd's TCP API \
+        (--server URL or $BERTH_SERVER, with --token-file, --token, $BERTH_TOKEN or $BERTH_TOKEN_FILE). Every command \
+        prints -o table (default), json or yaml. `berth plugin check` needs no daemon. Reference: docs/cli.md; shell \
+        completion: berth --generate-completion-script bash|zsh|fish.
+        """,
+        version: BerthVersion.current,
+        subcommands: [Status.self, Plugins.self, PluginCmd.self, Events.self, Networks.self, Pools.self, Attachments.self, Identities.self,
+                      Site.self, Storage.self, Volumes.self, Nodes.self, ApplyCmd.self, GetCmd.self, DeleteCmd.self, Instances.self])
 }
 
 struct Status: ParsableCommand {
@@ -106,7 +57,7 @@ struct Plugins: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Enable a plugin of the running site (load and create it).")
         @OptionGroup var conn: Connection
         @Argument(help: "Plugin name") var name: String
-        func run() throws { printChanges(try conn.call("POST", "/v1/plugins/\(name)/enable")) }
+        func run() throws { printChanges(try conn.call("POST", api("v1", "plugins", name, "enable")), conn.output) }
     }
 
     struct Disable: ParsableCommand {
@@ -114,14 +65,14 @@ struct Plugins: ParsableCommand {
         @OptionGroup var conn: Connection
         @Argument(help: "Plugin name") var name: String
         @Flag(name: .long, help: "Disable even though it holds live state.") var force = false
-        func run() throws { printChanges(try conn.call("POST", "/v1/plugins/\(name)/disable\(force ? "?force=true" : "")")) }
+        func run() throws { printChanges(try conn.call("POST", api("v1", "plugins", name, "disable", query: [("force", force ? "true" : nil)])), conn.output) }
     }
 
     struct Reload: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Re-read a plugin's file: a new instance (a new build is an upgrade); the old one drains.")
         @OptionGroup var conn: Connection
         @Argument(help: "Plugin name") var name: String
-        func run() throws { printChanges(try conn.call("POST", "/v1/plugins/\(name)/reload")) }
+        func run() throws { printChanges(try conn.call("POST", api("v1", "plugins", name, "reload")), conn.output) }
     }
 
     struct List: ParsableCommand {
@@ -144,7 +95,7 @@ struct Plugins: ParsableCommand {
         @OptionGroup var conn: Connection
         @Argument(help: "Plugin name") var name: String
         func run() throws {
-            let j = try conn.call("GET", "/v1/plugins/\(name)")
+            let j = try conn.call("GET", api("v1", "plugins", name))
             emit(j, conn.output) {
                 for (k, v) in j.object ?? [] {
                     print("\(k):".padding(toLength: 20, withPad: " ", startingAt: 0) + (k == "config" || k == "configSchema" ? v.serialized : str(v)))
@@ -154,9 +105,11 @@ struct Plugins: ParsableCommand {
     }
 }
 
-func printChanges(_ j: JSON) {
-    let changes = j["changes"]?.array ?? []
-    table(["PLUGIN", "ACTION", "DETAIL"], changes.map { [str($0["plugin"]), str($0["action"]), str($0["detail"])] })
+func printChanges(_ j: JSON, _ format: OutputFormat) {
+    emit(j, format) {
+        let changes = j["changes"]?.array ?? []
+        table(["PLUGIN", "ACTION", "DETAIL"], changes.map { [str($0["plugin"]), str($0["action"]), str($0["detail"])] })
+    }
 }
 
 struct Site: ParsableCommand {
@@ -165,7 +118,11 @@ struct Site: ParsableCommand {
     struct Show: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print the running site configuration.")
         @OptionGroup var conn: Connection
-        func run() throws { print(try conn.call("GET", "/v1/site").pretty) }
+        func run() throws {
+            let j = try conn.call("GET", "/v1/site")
+            // The site is a nested document: its table form is the JSON itself.
+            emit(j, conn.output) { print(j.pretty) }
+        }
     }
 
     struct Apply: ParsableCommand {
@@ -179,10 +136,8 @@ struct Site: ParsableCommand {
         func run() throws {
             let j = try readJSONFile(file)
             let dir = URL(fileURLWithPath: file).deletingLastPathComponent().path
-            var q = "?baseDir=\(dir.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? dir)"
-            if force { q += "&force=true" }
-            if dryRun { q += "&dryRun=true" }
-            printChanges(try conn.call("PUT", "/v1/site\(q)", body: j))
+            let path = api("v1", "site", query: [("baseDir", dir), ("force", force ? "true" : nil), ("dryRun", dryRun ? "true" : nil)])
+            printChanges(try conn.call("PUT", path, body: j), conn.output)
         }
     }
 }
@@ -206,8 +161,8 @@ struct PluginCmd: ParsableCommand {
         func run() throws {
             let cfg = try config.map { try readJSONFile($0) } ?? .object([])
             let report = PluginChecker.check(path: path, name: name, config: cfg, kind: kind, inProcess: inProcess, extended: true)
-            if output == .json {
-                print(report.json.pretty)
+            if output != .table {
+                emit(report.json, output) {}
             } else {
                 if let p = report.plugin {
                     print("plugin   \(p.name) \(p.version) — \(p.summary)")
@@ -228,9 +183,17 @@ struct PluginCmd: ParsableCommand {
 // MARK: events
 
 struct Events: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print the event log; --watch follows it.")
+    static let configuration = CommandConfiguration(
+        abstract: "Print the event log; --watch follows it; --type and --subject filter it.",
+        discussion: """
+        --type network matches network.attached, network.detached, ... (a type or a dotted prefix); --subject \
+        StatefulApp/db matches StatefulApp/db and StatefulApp/db/0 (a subject or a /-separated prefix).
+        """)
     @OptionGroup var conn: Connection
     @Option(name: .long, help: "Print events after this revision.") var since: Int = 0
+    @Option(name: .long, help: "Only events of this type, or of types under it (network: network.attached, ...).") var type: String?
+    @Option(name: .long, help: "Only events about this subject, or subjects under it (StatefulApp/db: StatefulApp/db/0, ...).") var subject: String?
+    @Option(name: .long, help: "At most this many events (1..10000).") var limit: Int = 10000
     @Flag(name: .long, help: "Keep following new events.") var watch = false
 
     func line(_ e: JSON) -> [String] {
@@ -240,218 +203,25 @@ struct Events: ParsableCommand {
         return [str(e["rev"]), f.string(from: d), str(e["type"]), str(e["subject"]), str(e["actor"]), e["data"]?.serialized ?? ""]
     }
 
+    func validate() throws {
+        guard since >= 0 else { throw ValidationError("--since must be a revision number (0 or more), not \(since)") }
+        guard (1...10000).contains(limit) else { throw ValidationError("--limit must be between 1 and 10000, not \(limit)") }
+    }
+
     func run() throws {
-        if watch {
-            let c = UnixHTTPConnection(path: conn.socketPath, timeoutSeconds: 0)
-            try c.stream("/v1/events?since=\(since)&watch=true") { chunk in
-                for l in String(decoding: chunk, as: UTF8.self).split(separator: "\n") where !l.isEmpty {
-                    if conn.output == .json { print(l) } else if let e = try? JSON.parse(String(l)) { print(line(e).joined(separator: "  ")) }
-                    fflush(stdout)
-                }
-                return true
-            }
+        let filters: [(String, String?)] = [("limit", String(limit)), ("type", type), ("subject", subject)]
+        guard watch else {
+            let j = try conn.call("GET", api("v1", "events", query: [("since", String(since))] + filters))
+            emit(j, conn.output) { table(["REV", "TIME", "TYPE", "SUBJECT", "ACTOR", "DATA"], (j["events"]?.array ?? []).map(line)) }
             return
         }
-        let j = try conn.call("GET", "/v1/events?since=\(since)&limit=10000")
-        emit(j, conn.output) { table(["REV", "TIME", "TYPE", "SUBJECT", "ACTOR", "DATA"], (j["events"]?.array ?? []).map(line)) }
-    }
-}
-
-// MARK: network pools and attachments
-
-struct NetworkOption: ParsableArguments {
-    @Option(name: .long, help: "The network (a network plugin instance) to act on.") var network: String = "default"
-}
-
-struct Pools: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Administer a network's IP pools.", subcommands: [Import.self, List.self, Show.self, Delete.self, Move.self])
-
-    struct Import: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create or update a pool from a JSON file (- for stdin).")
-        @OptionGroup var conn: Connection
-        @OptionGroup var net: NetworkOption
-        @Option(name: .customShort("f"), help: "Pool file (JSON).") var file: String
-        func run() throws {
-            let pool = try readJSONFile(file)
-            let pools = pool["pools"]?.array ?? [pool]
-            for p in pools {
-                let j = try conn.call("POST", "/v1/networks/\(net.network)/pools", body: p)
-                emit(j, conn.output) { print("pool \(str(p["name"])) imported into network \(net.network)") }
+        try conn.followEvents(since: since, query: filters) { text in
+            switch conn.output {
+            case .json: print(text)
+            case .yaml: if let e = try? JSON.parse(text) { print("---\n" + yaml(e), terminator: "") }
+            case .table: if let e = try? JSON.parse(text) { print(line(e).joined(separator: "  ")) }
             }
-        }
-    }
-
-    struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List pools with their free, reserved and active counts.")
-        @OptionGroup var conn: Connection
-        @OptionGroup var net: NetworkOption
-        func run() throws {
-            let j = try conn.call("GET", "/v1/networks/\(net.network)/pools")
-            emit(j, conn.output) {
-                table(["NAME", "SUBNETS", "VLAN", "NODES", "FREE", "RESERVED", "ACTIVE", "HELD"], (j["pools"]?.array ?? []).map { p in
-                    [str(p["name"]), str(p["subnets"]), str(p["vlan"]), str(p["nodes"]), str(p["free"]), str(p["reserved"]), str(p["active"]), str(p["held"])]
-                })
-            }
-        }
-    }
-
-    struct Show: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show a pool and the addresses in use or reserved.")
-        @OptionGroup var conn: Connection
-        @OptionGroup var net: NetworkOption
-        @Argument var name: String
-        func run() throws { print(try conn.call("GET", "/v1/networks/\(net.network)/pools/\(name)").pretty) }
-    }
-
-    struct Delete: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Delete a pool (refused while it has active addresses).")
-        @OptionGroup var conn: Connection
-        @OptionGroup var net: NetworkOption
-        @Argument var name: String
-        func run() throws {
-            let j = try conn.call("DELETE", "/v1/networks/\(net.network)/pools/\(name)")
-            emit(j, conn.output) { print("pool \(name) deleted") }
-        }
-    }
-
-    struct Move: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Move addresses between reserved and available.")
-        @OptionGroup var conn: Connection
-        @OptionGroup var net: NetworkOption
-        @Option(name: .long) var pool: String
-        @Option(name: .long, help: "reserved or available") var to: String
-        @Argument(help: "Addresses") var addresses: [String]
-        func run() throws {
-            let j = try conn.call("POST", "/v1/networks/\(net.network)/addresses/move",
-                                  body: ["pool": .string(pool), "to": .string(to), "addresses": .array(addresses.map { .string($0) })])
-            print(j.pretty)
-        }
-    }
-}
-
-struct Attachments: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Network attachments: add, batch, delete, check, list, gc.",
-                                                    subcommands: [Add.self, Batch.self, Del.self, CheckOne.self, List.self, GC.self, Capacity.self])
-
-    struct Batch: ParsableCommand {
-        static let configuration = CommandConfiguration(
-            abstract: "Allocate many attachments in one request and one commit (at most 1,024).",
-            discussion: """
-            FILE holds {"attachments": [{"containerID": ..., "ifname": ..., "node": ..., "pool": ..., "ips": [...], \
-            "identity": {...}}, ...]} (or just the array); - reads stdin. Each item succeeds or fails alone; the exit \
-            status is 1 when any item failed.
-            """)
-        @OptionGroup var conn: Connection
-        @OptionGroup var net: NetworkOption
-        @Option(name: .customShort("f"), help: "Batch file (JSON), - for stdin.") var file: String
-        func run() throws {
-            let doc = try readJSONFile(file)
-            let items = doc["attachments"]?.array ?? doc.array
-            guard let items else { throw ValidationError("\(file): expected {\"attachments\": [...]} or an array of ADD requests") }
-            let j = try conn.call("POST", "/v1/networks/\(net.network)/attachments/batch", body: ["attachments": .array(items)])
-            let results = j["results"]?.array ?? []
-            emit(j, conn.output) {
-                table(["CONTAINER", "IFNAME", "RESULT"], zip(items, results).map { item, r in
-                    let outcome = r["result"].map { res in (res["ips"]?.array ?? []).map { str($0["address"]) }.joined(separator: ", ") }
-                        ?? "error \(str(r["status"])): \(str(r["error"]))"
-                    return [str(item["containerID"]), item["ifname"]?.string ?? "eth0", outcome]
-                })
-                print("\(str(j["succeeded"])) succeeded, \(str(j["failed"])) failed")
-            }
-            if (j["failed"]?.int ?? 0) > 0 { throw ExitCode(1) }
-        }
-    }
-
-    struct Add: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Allocate addresses for a container interface (idempotent).")
-        @OptionGroup var conn: Connection
-        @OptionGroup var net: NetworkOption
-        @Option(name: .long) var container: String
-        @Option(name: .long) var ifname: String = "eth0"
-        @Option(name: .long) var node: String?
-        @Option(name: .long) var pool: String?
-        @Option(name: .long, help: "Request a specific address (repeatable).") var ip: [String] = []
-        @Option(name: .long, help: "Stateful identity app/ordinal, e.g. web/0") var identity: String?
-        @Option(name: .long, help: "onDelete, immutable or never") var releasePolicy: String?
-        @Flag(name: .long, help: "Let a request without --identity take a reserved address named with --ip.") var useReserved = false
-        func run() throws {
-            var body: JSON = ["containerID": .string(container), "ifname": .string(ifname)]
-            if useReserved { body = body.setting("useReserved", true) }
-            if let node { body = body.setting("node", .string(node)) }
-            if let pool { body = body.setting("pool", .string(pool)) }
-            if !ip.isEmpty { body = body.setting("ips", .array(ip.map { .string($0) })) }
-            if let identity {
-                // APP may hold a '/' itself (a Kubernetes StatefulSet through CNI is "<namespace>/<set>").
-                guard let slash = identity.lastIndex(of: "/"), slash > identity.startIndex,
-                      let ord = Int(identity[identity.index(after: slash)...]) else { throw ValidationError("--identity must be APP/ORDINAL") }
-                var id: JSON = ["app": .string(String(identity[..<slash])), "ordinal": .number(Double(ord))]
-                if let releasePolicy { id = id.setting("releasePolicy", .string(releasePolicy)) }
-                body = body.setting("identity", id)
-            }
-            let j = try conn.call("POST", "/v1/networks/\(net.network)/attachments", body: body)
-            emit(j, conn.output) {
-                table(["ADDRESS", "GATEWAY", "MAC", "POOL", "VLAN"], (j["ips"]?.array ?? []).map { [str($0["address"]), str($0["gateway"]), str($0["mac"]), str($0["pool"]), str($0["vlan"])] })
-            }
-        }
-    }
-
-    struct Del: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "del", abstract: "Release a container interface's addresses (always succeeds).")
-        @OptionGroup var conn: Connection
-        @OptionGroup var net: NetworkOption
-        @Option(name: .long) var container: String
-        @Option(name: .long) var ifname: String = "eth0"
-        @Flag(name: .long, help: "The identity is going away for good (scale-down, app deletion).") var final = false
-        func run() throws {
-            _ = try conn.call("DELETE", "/v1/networks/\(net.network)/attachments/\(container)/\(ifname)\(final ? "?final=true" : "")")
-            print("released \(container)/\(ifname)")
-        }
-    }
-
-    struct CheckOne: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "check", abstract: "Verify an attachment's reservation.")
-        @OptionGroup var conn: Connection
-        @OptionGroup var net: NetworkOption
-        @Option(name: .long) var container: String
-        @Option(name: .long) var ifname: String = "eth0"
-        func run() throws { print(try conn.call("GET", "/v1/networks/\(net.network)/attachments/\(container)/\(ifname)").pretty) }
-    }
-
-    struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List a network's attachments.")
-        @OptionGroup var conn: Connection
-        @OptionGroup var net: NetworkOption
-        func run() throws {
-            let j = try conn.call("GET", "/v1/networks/\(net.network)/attachments")
-            emit(j, conn.output) {
-                table(["CONTAINER", "IFNAME", "NODE", "ADDRESSES"], (j["attachments"]?.array ?? []).map {
-                    [str($0["containerID"]), str($0["ifname"]), str($0["node"]), ($0["result"]?["ips"]?.array ?? []).map { str($0["address"]) }.joined(separator: ",")]
-                })
-            }
-        }
-    }
-
-    struct GC: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "gc", abstract: "Release every attachment not listed (CONTAINER[/IFNAME]...).")
-        @OptionGroup var conn: Connection
-        @OptionGroup var net: NetworkOption
-        @Argument var valid: [String] = []
-        func run() throws {
-            let list = JSON.array(valid.map { v in
-                let p = v.split(separator: "/")
-                return ["containerID": .string(String(p[0])), "ifname": .string(p.count > 1 ? String(p[1]) : "eth0")]
-            })
-            print(try conn.call("POST", "/v1/networks/\(net.network)/gc", body: ["valid": list]).pretty)
-        }
-    }
-
-    struct Capacity: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Free, reserved and active addresses (optionally for one node).")
-        @OptionGroup var conn: Connection
-        @OptionGroup var net: NetworkOption
-        @Option(name: .long) var node: String?
-        func run() throws {
-            print(try conn.call("GET", "/v1/networks/\(net.network)/capacity\(node.map { "?node=\($0)" } ?? "")").pretty)
+            fflush(stdout)
         }
     }
 }

@@ -53,7 +53,7 @@ struct Nodes: ParsableCommand {
             }
             let body: JSON = ["capacity": ["cpu": .string(cpu), "memory": .string(memory), "disk": .string(disk), "ports": .number(Double(ports))],
                               "labels": .object(labels)]
-            let j = try conn.call("PUT", "/v1/nodes/\(name)", body: body)
+            let j = try conn.call("PUT", api("v1", "nodes", name), body: body)
             emit(j, conn.output) { print("node \(name) registered: cpu \(cpuText(j["capacity"]?["cpu"])), memory \(bytesText(j["capacity"]?["memory"])), labels \(labelsText(j["labels"]))") }
         }
     }
@@ -62,7 +62,7 @@ struct Nodes: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List nodes with capacity, allocation and labels.")
         @OptionGroup var conn: Connection
         func run() throws {
-            let j = try conn.call("GET", "/v1/nodes")
+            let j = try conn.call("GET", api("v1", "nodes"))
             emit(j, conn.output) {
                 table(["NAME", "STATE", "CPU", "MEMORY", "DISK", "INSTANCES", "LABELS"], (j["nodes"]?.array ?? []).map { n in
                     [str(n["name"]), str(n["state"]),
@@ -78,36 +78,36 @@ struct Nodes: ParsableCommand {
     struct Drain: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Stop placing on a node and move its instances elsewhere.")
         @OptionGroup var conn: Connection
-        @Argument var name: String
+        @Argument(help: "Node name") var name: String
         func run() throws { try setState(conn, name, "drain") }
     }
 
     struct Down: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Mark a node lost: its instances are rescheduled by their kind's rules.")
         @OptionGroup var conn: Connection
-        @Argument var name: String
+        @Argument(help: "Node name") var name: String
         func run() throws { try setState(conn, name, "down") }
     }
 
     struct Up: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Mark a node up again.")
         @OptionGroup var conn: Connection
-        @Argument var name: String
+        @Argument(help: "Node name") var name: String
         func run() throws { try setState(conn, name, "up") }
     }
 
     struct Remove: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Remove a node that runs nothing.")
         @OptionGroup var conn: Connection
-        @Argument var name: String
+        @Argument(help: "Node name") var name: String
         func run() throws {
-            let j = try conn.call("DELETE", "/v1/nodes/\(name)")
+            let j = try conn.call("DELETE", api("v1", "nodes", name))
             emit(j, conn.output) { print("node \(name) removed") }
         }
     }
 
     static func setState(_ conn: Connection, _ name: String, _ verb: String) throws {
-        let j = try conn.call("POST", "/v1/nodes/\(name)/\(verb)")
+        let j = try conn.call("POST", api("v1", "nodes", name, verb))
         emit(j, conn.output) {
             let n = j["evicted"]?.int ?? 0
             print("node \(name) is \(str(j["state"]))" + (n > 0 ? "; \(n) instance(s) are being rescheduled" : ""))
@@ -136,13 +136,13 @@ struct ApplyCmd: ParsableCommand {
             guard let kind = item["kind"]?.string, let name = item["name"]?.string else {
                 throw CLIError("\(file): item \(i): \"kind\" and \"name\" are required")
             }
-            let path = kind == "Node" ? "/v1/nodes/\(name)" : "/v1/kinds/\(kind)/\(name)"
+            let path = kind == "Node" ? api("v1", "nodes", name) : api("v1", "kinds", kind, name)
             let body = kind == "Node" ? item.removing("kind") : item
             let j = try conn.call("PUT", path, body: body)
             results.append(j)
             if conn.output == .table { print("\(kind.lowercased())/\(name) applied") }
         }
-        if conn.output == .json { print(JSON.array(results).pretty) }
+        if conn.output != .table { emit(.array(results), conn.output) {} }
     }
 }
 
@@ -156,14 +156,15 @@ struct GetCmd: ParsableCommand {
     func run() throws {
         switch (kind, name) {
         case ("kinds", _):
-            let j = try conn.call("GET", "/v1/kinds")
+            let j = try conn.call("GET", api("v1", "kinds"))
             emit(j, conn.output) { table(["KIND", "OWNER"], (j["kinds"]?.array ?? []).map { [str($0["kind"]), str($0["owner"])] }) }
         case ("nodes", nil), ("Node", nil):
-            try Nodes.List.parse(["--socket", conn.socketPath, "-o", conn.output.rawValue]).run()
+            try Nodes.List.parse(conn.arguments).run()
         case ("nodes", let n?), ("Node", let n?):
-            print(try conn.call("GET", "/v1/nodes/\(n)").pretty)
+            let j = try conn.call("GET", api("v1", "nodes", n))
+            emit(j, conn.output) { printFields(j) }
         case (_, nil):
-            let j = try conn.call("GET", "/v1/kinds/\(kind)")
+            let j = try conn.call("GET", api("v1", "kinds", kind))
             emit(j, conn.output) {
                 table(["NAME", "REPLICAS", "PENDING", "PLACED", "RUNNING", "TERMINATING", "GENERATION", "OWNER"], (j["items"]?.array ?? []).map { o in
                     [str(o["name"]), str(o["status"]?["replicas"]), str(o["status"]?["pending"]), str(o["status"]?["placed"]),
@@ -171,10 +172,10 @@ struct GetCmd: ParsableCommand {
                 })
             }
         case (_, let n?):
-            let j = try conn.call("GET", "/v1/kinds/\(kind)/\(n)")
-            if conn.output == .json { print(j.pretty); return }
-            print(j.removing("status").pretty)
-            let inst = try conn.call("GET", "/v1/instances?kind=\(kind)&app=\(n)")
+            let j = try conn.call("GET", api("v1", "kinds", kind, n))
+            if conn.output != .table { emit(j, conn.output) {}; return }
+            printFields(j.removing("status"))
+            let inst = try conn.call("GET", api("v1", "instances", query: [("kind", kind), ("app", n)]))
             print("")
             table(instanceHeader, instanceRows(inst["instances"]?.array ?? []))
         }
@@ -185,14 +186,14 @@ struct DeleteCmd: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "delete", abstract: "Delete an object; its instances terminate.")
     @OptionGroup var conn: Connection
     @Argument(help: "The kind (App, StatefulApp, ...) or Node.") var kind: String
-    @Argument var name: String
+    @Argument(help: "The object's name.") var name: String
     func run() throws {
         if kind == "Node" || kind == "nodes" {
-            _ = try conn.call("DELETE", "/v1/nodes/\(name)")
-            print("node \(name) removed")
+            let j = try conn.call("DELETE", api("v1", "nodes", name))
+            emit(j, conn.output) { print("node \(name) removed") }
             return
         }
-        let j = try conn.call("DELETE", "/v1/kinds/\(kind)/\(name)")
+        let j = try conn.call("DELETE", api("v1", "kinds", kind, name))
         emit(j, conn.output) { print("\(kind.lowercased())/\(name) deleted; \(str(j["terminating"])) instance(s) terminating") }
     }
 }
@@ -201,39 +202,45 @@ struct DeleteCmd: ParsableCommand {
 
 struct Instances: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "List instances; report one running; delete one (it comes back while its app wants it).",
-        subcommands: [List.self, Running.self, Delete.self], defaultSubcommand: List.self)
+        abstract: "List instances; show one; report one running; delete one (it comes back while its app wants it).",
+        subcommands: [List.self, Show.self, Running.self, Delete.self], defaultSubcommand: List.self)
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List instances (filters: --kind, --app, --node, --state).")
         @OptionGroup var conn: Connection
-        @Option(name: .long) var kind: String?
-        @Option(name: .long) var app: String?
-        @Option(name: .long) var node: String?
+        @Option(name: .long, help: "Only instances of this kind (App, StatefulApp, ...).") var kind: String?
+        @Option(name: .long, help: "Only instances of this app.") var app: String?
+        @Option(name: .long, help: "Only instances placed on this node.") var node: String?
         @Option(name: .long, help: "pending, placed, running or terminating") var state: String?
         func run() throws {
-            var q: [String] = []
-            if let kind { q.append("kind=\(kind)") }
-            if let app { q.append("app=\(app)") }
-            if let node { q.append("node=\(node)") }
-            if let state { q.append("state=\(state)") }
-            let j = try conn.call("GET", "/v1/instances" + (q.isEmpty ? "" : "?" + q.joined(separator: "&")))
+            let j = try conn.call("GET", api("v1", "instances", query: [("kind", kind), ("app", app), ("node", node), ("state", state)]))
             emit(j, conn.output) { table(instanceHeader, instanceRows(j["instances"]?.array ?? [])) }
         }
     }
 
-    static func path(_ s: String) throws -> String {
-        let p = s.split(separator: "/")
-        guard p.count == 3 else { throw ValidationError("\(s): expected KIND/APP/ORDINAL, e.g. StatefulApp/db/1") }
-        return p.joined(separator: "/")
+    /// The API path of an instance named KIND/APP/ORDINAL, with `action` after it.
+    static func path(_ s: String, _ action: String? = nil) throws -> String {
+        let p = s.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard p.count == 3, !p.contains(where: \.isEmpty) else { throw ValidationError("\(s): expected KIND/APP/ORDINAL, e.g. StatefulApp/db/1") }
+        return action.map { api("v1", "instances", p[0], p[1], p[2], $0) } ?? api("v1", "instances", p[0], p[1], p[2])
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one instance (KIND/APP/ORDINAL): state, node, addresses, volumes, why it is pending.")
+        @OptionGroup var conn: Connection
+        @Argument(help: "The instance, KIND/APP/ORDINAL (e.g. StatefulApp/db/1).") var instance: String
+        func run() throws {
+            let j = try conn.call("GET", try Instances.path(instance))
+            emit(j, conn.output) { printFields(j) }
+        }
     }
 
     struct Running: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Report a placed instance running (KIND/APP/ORDINAL).")
         @OptionGroup var conn: Connection
-        @Argument var instance: String
+        @Argument(help: "The instance, KIND/APP/ORDINAL (e.g. StatefulApp/db/1).") var instance: String
         func run() throws {
-            let j = try conn.call("POST", "/v1/instances/\(try Instances.path(instance))/running")
+            let j = try conn.call("POST", try Instances.path(instance, "running"))
             emit(j, conn.output) { print("\(instance) is \(str(j["state"])) on \(str(j["node"]))") }
         }
     }
@@ -241,9 +248,9 @@ struct Instances: ParsableCommand {
     struct Delete: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Delete an instance (KIND/APP/ORDINAL); it is placed again while its app wants it.")
         @OptionGroup var conn: Connection
-        @Argument var instance: String
+        @Argument(help: "The instance, KIND/APP/ORDINAL (e.g. StatefulApp/db/1).") var instance: String
         func run() throws {
-            let j = try conn.call("DELETE", "/v1/instances/\(try Instances.path(instance))")
+            let j = try conn.call("DELETE", try Instances.path(instance))
             emit(j, conn.output) { print("\(instance) is \(str(j["state"]))") }
         }
     }

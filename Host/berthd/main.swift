@@ -19,7 +19,8 @@ struct Berthd: AsyncParsableCommand {
 
         A plugin that fails to load is listed as failed with its reason (`berth plugins list`); the daemon \
         keeps serving with the others.
-        """)
+        """,
+        version: BerthVersion.current)
 
     @Option(name: .long, help: "Site configuration file (JSON). Default: the embedded default site.")
     var site: String?
