@@ -33,7 +33,8 @@ export function mount(main, ctx) {
     const list = ctx.events.filter(matches);
     const rows = list.slice(-SHOWN).reverse().map(row);
     replace(box, table("events", ["Rev", "Time (UTC)", "Type", "Object", "Actor", "Data"], rows, "no events match"));
-    count.textContent = `${list.length} of the last ${ctx.events.length} events match`;
+    count.textContent = `${list.length} of the last ${ctx.events.length} events match`
+      + (ctx.compacted ? " (older events were compacted before the console read them: events.retain)" : "");
   };
   const stop = ctx.onEvents((evs) => {
     addKinds(evs);
