@@ -1,6 +1,6 @@
 // The Events page: the event log as it happens (the shell follows /v1/events?watch=true), newest first,
 // filterable by kind (the type's first part, e.g. "instance", or a whole type) and by object (the subject).
-import { h, replace, note, table, fmtTime } from "./dom.js";
+import { h, replace, table, fmtTime } from "./dom.js";
 
 export const title = "Events";
 const SHOWN = 300;
