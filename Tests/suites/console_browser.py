@@ -41,6 +41,11 @@ def rest(method, path, body=None, token=TOKEN):
         return status, headers, text
 
 
+def write_json(path, doc):
+    with open(path, "w") as f:
+        json.dump(doc, f)
+
+
 def check(cond, message):
     if not cond:
         raise AssertionError(message)
@@ -205,7 +210,7 @@ def import_pool():
     go("networks")
     wait(lambda: css("#net-select option"), "the network list")
     upload = f"{TMP}/blue.json"  # uploaded as a file; the other pools are pasted
-    json.dump({"name": "blue", "ranges": [{"subnet": "10.20.0.0/24"}], "reserved": ["10.20.0.10", "10.20.0.11"]}, open(upload, "w"))
+    write_json(upload, {"name": "blue", "ranges": [{"subnet": "10.20.0.0/24"}], "reserved": ["10.20.0.10", "10.20.0.11"]})
     css("#pool-file")[0].send_keys(upload)
     wait(lambda: '"blue"' in driver.execute_script("return document.getElementById('pool-json').value"), "the uploaded file in the field")
     click("#pool-import")
@@ -250,8 +255,8 @@ def app_instances_in_events_live():
     go("events")
     wait(lambda: css("#events tbody tr"), "the event table")
     app = f"{TMP}/web.json"
-    json.dump({"kind": "App", "name": "web", "spec": {"replicas": 2, "resources": {"cpu": "250m"}, "network": {"name": "default"},
-                                                      "description": "<script>window.__xss=3</script>"}}, open(app, "w"))
+    write_json(app, {"kind": "App", "name": "web", "spec": {"replicas": 2, "resources": {"cpu": "250m"}, "network": {"name": "default"},
+                                                        "description": "<script>window.__xss=3</script>"}})
     r = subprocess.run([BERTH, "apply", "-f", app], capture_output=True, text=True, timeout=20)  # the CLI, over the unix socket
     check(r.returncode == 0, f"berth apply: {r.stdout} {r.stderr}")
     for i in [0, 1]:

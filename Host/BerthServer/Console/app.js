@@ -11,7 +11,7 @@ const pages = { site, networks, workloads, storage, events };
 const root = document.getElementById("app");
 const KEEP = 2000;  // events kept in memory for the Events page
 
-const state = { events: [], rev: 0, listeners: new Set(), page: null, pageName: "", stream: null, live: null, siteName: "" };
+const state = { events: [], rev: 0, compacted: false, listeners: new Set(), page: null, pageName: "", stream: null, live: null, siteName: "" };
 
 function loginView(message) {
   const input = h("input", { type: "password", id: "token", name: "token", autocomplete: "off", required: true,
@@ -45,6 +45,8 @@ function logout(message) {
   if (state.stream) state.stream.abort();
   state.stream = null;
   state.events = [];
+  state.rev = 0;
+  state.compacted = false;
   replace(root, loginView(message));
 }
 
@@ -75,6 +77,8 @@ function show() {
 /** What pages get: the event history and a way to hear new events. */
 const ctx = {
   get events() { return state.events; },
+  /** True once the console missed events that the log no longer keeps. */
+  get compacted() { return state.compacted; },
   onEvents(f) { state.listeners.add(f); return () => state.listeners.delete(f); },
 };
 
@@ -85,6 +89,7 @@ function setLive(on, text) {
 }
 
 function deliver(evs) {
+  evs = evs.filter((e) => typeof e.rev === "number" && e.rev > state.rev && typeof e.type === "string");
   if (!evs.length) return;
   state.events.push(...evs);
   if (state.events.length > KEEP) state.events.splice(0, state.events.length - KEEP);
@@ -93,14 +98,26 @@ function deliver(evs) {
   if (state.page && state.page.refresh) state.page.refresh();
 }
 
+/** One page of the log after state.rev. A cursor older than what the log keeps (410, events.retain) starts over
+ *  from the oldest event kept: the events in between are gone, and the Events page says so. */
+async function readPage(signal) {
+  try {
+    return (await api("GET", `/v1/events?since=${state.rev}&limit=10000`, undefined, { signal })).events || [];
+  } catch (e) {
+    if (!(e instanceof APIError) || e.status !== 410) throw e;
+    state.compacted = true;
+    return (await api("GET", "/v1/events?since=0&limit=10000", undefined, { signal })).events || [];
+  }
+}
+
 /** Reads the log up to now, then follows it; reconnects after a failure. */
 async function follow(ctrl) {
   while (!ctrl.signal.aborted) {
     try {
       for (;;) {  // history first, a page at a time
-        const j = await api("GET", `/v1/events?since=${state.rev}&limit=10000`, undefined, { signal: ctrl.signal });
-        deliver(j.events || []);
-        if ((j.events || []).length < 10000) break;
+        const evs = await readPage(ctrl.signal);
+        deliver(evs);
+        if (evs.length < 10000) break;
       }
       const r = await fetch(`/v1/events?watch=true&since=${state.rev}`, {
         headers: { Authorization: `Bearer ${session.token}` }, signal: ctrl.signal });
@@ -115,7 +132,10 @@ async function follow(ctrl) {
         buf += value;
         const lines = buf.split("\n");
         buf = lines.pop();
-        deliver(lines.filter((l) => l.trim()).map((l) => JSON.parse(l)));
+        const evs = lines.filter((l) => l.trim()).map((l) => JSON.parse(l));
+        deliver(evs);
+        const err = evs.find((e) => e.error);  // the stream's last line when compaction overtook it
+        if (err) throw new Error(err.error);
       }
       throw new Error("stream ended");
     } catch (e) {

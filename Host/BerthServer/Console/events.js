@@ -1,6 +1,6 @@
 // The Events page: the event log as it happens (the shell follows /v1/events?watch=true), newest first,
 // filterable by kind (the type's first part, e.g. "instance", or a whole type) and by object (the subject).
-import { h, replace, note, table, fmtTime } from "./dom.js";
+import { h, replace, table, fmtTime } from "./dom.js";
 
 export const title = "Events";
 const SHOWN = 300;
@@ -33,8 +33,12 @@ export function mount(main, ctx) {
     const list = ctx.events.filter(matches);
     const rows = list.slice(-SHOWN).reverse().map(row);
     replace(box, table("events", ["Rev", "Time (UTC)", "Type", "Object", "Actor", "Data"], rows, "no events match"));
-    count.textContent = `${list.length} of the last ${ctx.events.length} events match`;
+    showCount(list.length);
   };
+  function showCount(n) {
+    count.textContent = `${n} of the last ${ctx.events.length} events match`
+      + (ctx.compacted ? " (some events were compacted before the console read them: events.retain)" : "");
+  }
   const stop = ctx.onEvents((evs) => {
     addKinds(evs);
     const tbody = box.querySelector("tbody");
@@ -42,7 +46,7 @@ export function mount(main, ctx) {
     if (!tbody || !fresh.length || tbody.querySelector("td.empty")) return render();
     for (const e of fresh) tbody.prepend(row(e));
     while (tbody.rows.length > SHOWN) tbody.lastElementChild.remove();
-    count.textContent = `${ctx.events.filter(matches).length} of the last ${ctx.events.length} events match`;
+    showCount(ctx.events.filter(matches).length);
   });
   kind.addEventListener("change", render);
   object.addEventListener("input", render);

@@ -1,7 +1,7 @@
 // The Networks page: each network's pools with capacity bars (free / reserved / active / held), seen from all
 // nodes or from one node; the attachments with a search; importing a pool from pasted or uploaded JSON, with the
 // server's validation error shown next to the field.
-import { h, replace, api, enc, action, note, table, fmtNum, fmtTime, stackedBar, liveSection, parseJSON, fieldOf } from "./dom.js";
+import { h, replace, api, enc, action, note, table, fmtTime, stackedBar, liveSection, parseJSON, fieldOf } from "./dom.js";
 
 export const title = "Networks";
 
