@@ -147,7 +147,8 @@ public struct APIServer {
             return Reply(j.setting("config", e.spec.config))
         }
         router.get("/metrics") { _, _ -> Response in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: rt.metricsText())))
+            let text = rt.metricsText() + (await rt.utilisationMetrics())
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: text)))
         }
         router.get("/v1/events") { req, _ -> Response in
             do {
@@ -264,6 +265,7 @@ public struct APIServer {
         }
         registerStorageRoutes(router)
         registerWorkloadRoutes(router)
+        registerBackupRoutes(router)
         return router
     }
 
