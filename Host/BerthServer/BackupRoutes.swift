@@ -3,7 +3,9 @@
 import BerthCore
 import BerthWire
 import Dispatch
+import HTTPTypes
 import Hummingbird
+import NIOCore
 
 #if canImport(Glibc)
 import Glibc

@@ -62,7 +62,9 @@ struct Berthd: AsyncParsableCommand {
         if let stateDir { config.stateDir = stateDir }
         if let socket { config.socket = socket }
         if check {
-            let report = config.check(logger: logger)
+            var quiet = logger  // the plugins' own info lines would drown the report
+            quiet.logLevel = max(level, .warning)
+            let report = config.check(logger: quiet)
             for w in report.warnings { FileHandle.standardError.write(Data("berthd: warning: \(w)\n".utf8)) }
             guard report.problems.isEmpty else {
                 FileHandle.standardError.write(Data("berthd: the site would not start cleanly:\n\(report.problems.map { "  - \($0)" }.joined(separator: "\n"))\n".utf8))

@@ -1,23 +1,22 @@
 // One berthd per state directory: an exclusive lock on <stateDir>/berthd.lock, held for the daemon's life (the pid
 // written inside says who holds it), and an API socket that another live process answers on is never taken over.
-import BerthCore
 import Foundation
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-struct StateLockError: Error, CustomStringConvertible {
-    let description: String
+public struct StateLockError: Error, CustomStringConvertible {
+    public let description: String
 }
 
-enum StateLock {
+public enum StateLock {
     static func lockPath(_ stateDir: String) -> String { "\(stateDir)/berthd.lock" }
 
     /// Takes the state directory's lock, or throws naming the process that holds it. The descriptor is never closed:
     /// the kernel releases the lock when this process exits, however it exits. Close-on-exec, so plugin runners
     /// never inherit it.
-    static func acquire(stateDir: String) throws -> Int32 {
+    public static func acquire(stateDir: String) throws -> Int32 {
         do { try makeDirectories(stateDir, mode: 0o700) } catch {
             throw StateLockError(description: "cannot create the state directory \(stateDir): \(error)")
         }
@@ -30,7 +29,7 @@ enum StateLock {
             let err = errno
             let holder = (try? readFile(path)).map { String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
             close(fd)
-            guard err == EWOULDBLOCK else {
+            guard err == EAGAIN else {  // EAGAIN is EWOULDBLOCK
                 throw StateLockError(description: "cannot lock \(path): \(String(cString: strerror(err)))")
             }
             throw StateLockError(description: "the state directory \(stateDir) is in use by another berthd (pid \(holder.isEmpty ? "unknown" : holder), "
@@ -44,7 +43,7 @@ enum StateLock {
 
     /// Refuses a socket path that a live process answers on (a stale socket file, which refuses connections, is
     /// replaced as before). Names the serving process when the kernel tells (SO_PEERCRED).
-    static func refuseServedSocket(_ path: String) throws {
+    public static func refuseServedSocket(_ path: String) throws {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return }
         defer { close(fd) }
@@ -60,9 +59,9 @@ enum StateLock {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard rc == 0 else { return }
-        var cred = ucred()
-        var len = socklen_t(MemoryLayout<ucred>.size)
-        let who = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 ? "pid \(cred.pid)" : "an unknown process"
+        var cred: (pid: Int32, uid: UInt32, gid: UInt32) = (0, 0, 0)  // struct ucred
+        var len = socklen_t(MemoryLayout.size(ofValue: cred))
+        let who = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid > 0 ? "pid \(cred.pid)" : "an unknown process"
         throw StateLockError(description: "the API socket \(path) is served by another process (\(who)); stop it first, "
             + "or give this berthd another socket (--socket or api.socket)")
     }

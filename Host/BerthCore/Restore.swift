@@ -1,10 +1,9 @@
 // `berthd --restore FILE`: puts a backup made by `berth backup` in place as the state store of an empty state
 // directory (on a new host, or after a loss), after checking that it is a whole Berth store this berthd can open.
-import BerthCore
 import Foundation
 
-enum Restore {
-    static func run(backup: String, stateDir: String) throws {
+public enum Restore {
+    public static func run(backup: String, stateDir: String) throws {
         let db = "\(stateDir)/state.db"
         for f in [db, db + "-wal"] where fileExists(f) {
             throw StateLockError(description: "the state directory \(stateDir) already holds a state store (\(f)); restore only into "
