@@ -68,7 +68,7 @@ final class BackupAndSizeTests: XCTestCase {
         let root = tempDir("sizes") + "/vols"
         let d = try Daemon(plugins: [["name": "local", "path": .string(Paths.plugin("storage-local")),
                                       "config": ["root": .string(root), "nodes": ["n1"]]]], tag: "sizes")
-        var (st, v) = try d.request("POST", "/v1/storage/local/volumes", ["name": "small", "capacityBytes": 64 << 20])
+        var (st, v) = try d.request("POST", "/v1/storage/local/volumes", ["name": "small", "capacityBytes": .number(Double(64 << 20))])
         XCTAssertEqual(st, 201, v.serialized)
         let id = v["volumeId"]!.string!
         let path = v["volumeContext"]!["path"]!.string!
@@ -81,7 +81,7 @@ final class BackupAndSizeTests: XCTestCase {
         XCTAssertNotEqual(rc, 0, "100 MiB must not fit in a 64 MiB volume: \(err)")
         XCTAssertTrue(err.contains("No space left on device") || err.contains("Disk quota exceeded"), err)
 
-        (st, v) = try d.request("POST", "/v1/storage/local/volumes/\(id)/expand", ["capacityBytes": 160 << 20])
+        (st, v) = try d.request("POST", "/v1/storage/local/volumes/\(id)/expand", ["capacityBytes": .number(Double(160 << 20))])
         XCTAssertEqual(st, 200, v.serialized)
         (rc, err) = try dd(100)
         XCTAssertEqual(rc, 0, "after expanding to 160 MiB, 100 MiB fits: \(err)")
