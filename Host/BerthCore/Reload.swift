@@ -82,59 +82,39 @@ extension BerthRuntime {
             }
         }
         if !problems.isEmpty { throw SiteError(problems: problems) }
-        if dryRun { return plan.map { $0.0 } }
 
         // Execute, all or nothing, in one job on the executor (so no operation runs between the steps, and the
         // plugins' key-value writes during create/reconfigure share one savepoint): create every new instance,
         // then reconfigure in place; a failure in either undoes what came before it (new instances destroyed,
         // in-place reconfigurations given their old configuration back) and changes nothing. Only then swap.
-        let changed = plan.filter { $0.0.action != .unchanged }
-        try executor.runSync {
-            var fresh: [String: PluginInstance] = [:]
-            var reconfigured: [(PluginInstance, JSON)] = []
-            func undo() {
-                for (inst, config) in reconfigured.reversed() { _ = try? inst.reconfigure(config) }
-                for inst in fresh.values { inst.destroy() }
-            }
-            for (change, loaded, spec) in changed {
-                do {
-                    switch change.action {
-                    case .enable, .upgrade:
-                        fresh[spec.name] = try self.makeInstance(loaded!, spec)
-                    case .reconfigure:
-                        let old = self.entry(spec.name)!
-                        if let inst = old.instance, inst.plugin.d.pointee.reconfigure != nil {
-                            _ = try inst.reconfigure(spec.config)
-                            reconfigured.append((inst, old.spec.config))
-                        } else {
-                            fresh[spec.name] = try self.makeInstance(loaded!, spec)
-                        }
-                    case .disable, .unchanged:
-                        break
-                    }
-                } catch {
-                    undo()
-                    let why = (error as? LoadError)?.reason ?? "\(error)"
-                    throw SiteError(problems: ["plugins.\(spec.name): \(change.action.rawValue) failed, nothing was changed: \(why)"])
-                }
-            }
-            for (change, _, spec) in changed {
-                let previous: PluginEntry?
-                switch change.action {
-                case .enable, .upgrade, .reconfigure:
-                    let inst = fresh[spec.name] ?? self.entry(spec.name)!.instance!
-                    previous = self.replaceEntry(PluginEntry(spec: spec, state: .loaded, instance: inst))
-                    if let old = previous?.instance, old !== inst { old.destroy() }
-                case .disable:
-                    previous = self.replaceEntry(PluginEntry(spec: spec, state: .disabled))
-                    previous?.instance?.destroy()
-                case .unchanged:
-                    break
-                }
-                self.executor.noteEvent(try self.store.appendEvent(type: "plugin.\(change.action.rawValue)d", subject: change.name,
-                                                                   actor: actor, data: change.json))
+        // A dry run stages exactly the same way, then undoes it all and rolls the savepoint back, so what it
+        // reports (including "in place" or "new instance") is what the apply would do.
+        func described(_ staged: [String: String]) -> [(PlannedChange, LoadedPlugin?, PluginSpec)] {
+            plan.map { p in
+                guard p.0.action == .reconfigure, let how = staged[p.0.name] else { return p }
+                return (PlannedChange(action: .reconfigure, name: p.0.name, detail: how), p.1, p.2)
             }
         }
+        let toStage = plan.filter { $0.0.action != .unchanged }
+        do {
+            try executor.runSync {
+                let (fresh, reconfigured) = try self.stage(toStage)
+                var how: [String: String] = [:]
+                for (inst, _) in reconfigured { how[inst.name] = "in place" }
+                for name in fresh.keys { how[name] = "new instance" }
+                guard !dryRun else {
+                    for (inst, config) in reconfigured.reversed() { _ = try? inst.reconfigure(config) }
+                    for inst in fresh.values { inst.destroy() }
+                    throw DryRunDone(details: how)  // rolls back the plugins' key-value writes too
+                }
+                plan = described(how)
+                try self.swap(plan.filter { $0.0.action != .unchanged }, fresh: fresh, actor: actor)
+            }
+        } catch let done as DryRunDone {
+            plan = described(done.details)
+        }
+        if dryRun { return plan.map { $0.0 } }
+        let changed = plan.filter { $0.0.action != .unchanged }
         for (change, _, spec) in plan where change.action == .unchanged {
             if let old = entry(spec.name), old.instance == nil, !spec.enabled { replaceEntry(PluginEntry(spec: spec, state: .disabled)) }
         }
@@ -143,6 +123,65 @@ extension BerthRuntime {
         applied.siteFileKeep(from: cur)
         lock.withLock { currentSite = applied }
         return plan.map { $0.0 }
+    }
+
+    /// Creates the new instances and reconfigures in place, on the executor thread. A plugin whose reconfigure
+    /// answers UNIMPLEMENTED ("reconfigured by a new instance", as storage-local does) gets a new instance. On any
+    /// failure everything staged so far is undone and the error names the plugin.
+    private func stage(_ changed: [(PlannedChange, LoadedPlugin?, PluginSpec)]) throws -> ([String: PluginInstance], [(PluginInstance, JSON)]) {
+        var fresh: [String: PluginInstance] = [:]
+        var reconfigured: [(PluginInstance, JSON)] = []
+        func undo() {
+            for (inst, config) in reconfigured.reversed() { _ = try? inst.reconfigure(config) }
+            for inst in fresh.values { inst.destroy() }
+        }
+        for (change, loaded, spec) in changed {
+            do {
+                switch change.action {
+                case .enable, .upgrade:
+                    fresh[spec.name] = try makeInstance(loaded!, spec)
+                case .reconfigure:
+                    let old = entry(spec.name)!
+                    var inPlace = false
+                    if let inst = old.instance, inst.plugin.d.pointee.reconfigure != nil {
+                        do {
+                            inPlace = try inst.reconfigure(spec.config)
+                            reconfigured.append((inst, old.spec.config))
+                        } catch let e as PluginCallError where e.status == 12 {
+                            inPlace = false  // UNIMPLEMENTED: this plugin is reconfigured by a new instance
+                        }
+                    }
+                    if !inPlace { fresh[spec.name] = try makeInstance(loaded!, spec) }
+                case .disable, .unchanged:
+                    break
+                }
+            } catch {
+                undo()
+                let why = (error as? LoadError)?.reason ?? "\(error)"
+                throw SiteError(problems: ["plugins.\(spec.name): \(change.action.rawValue) failed, nothing was changed: \(why)"])
+            }
+        }
+        return (fresh, reconfigured)
+    }
+
+    /// Puts the staged instances in place of the old ones (destroyed), records one event per change.
+    private func swap(_ changed: [(PlannedChange, LoadedPlugin?, PluginSpec)], fresh: [String: PluginInstance], actor: String) throws {
+        for (change, _, spec) in changed {
+            let previous: PluginEntry?
+            switch change.action {
+            case .enable, .upgrade, .reconfigure:
+                let inst = fresh[spec.name] ?? self.entry(spec.name)!.instance!
+                previous = self.replaceEntry(PluginEntry(spec: spec, state: .loaded, instance: inst))
+                if let old = previous?.instance, old !== inst { old.destroy() }
+            case .disable:
+                previous = self.replaceEntry(PluginEntry(spec: spec, state: .disabled))
+                previous?.instance?.destroy()
+            case .unchanged:
+                break
+            }
+            self.executor.noteEvent(try self.store.appendEvent(type: "plugin.\(change.action.rawValue)d", subject: change.name,
+                                                               actor: actor, data: change.json))
+        }
     }
 
     /// Enables or disables one plugin of the running site.
@@ -166,6 +205,11 @@ extension BerthRuntime {
         }
         return [change]
     }
+}
+
+/// Ends a dry run's staging job: its savepoint rolls back; carries how each reconfiguration would be made.
+struct DryRunDone: Error {
+    let details: [String: String]
 }
 
 extension SiteConfig {

@@ -116,6 +116,9 @@ public struct SiteConfig: Sendable {
             if let m = api["maxBodyBytes"]?.int { c.maxBodyBytes = m }
         }
         if c.listen != nil && c.token == nil { throw SiteError(problems: ["api.token: is required when api.listen is set"]) }
+        if let t = c.token, let why = placeholderTokenProblem(t) {
+            throw SiteError(problems: ["api.token: looks like a placeholder, not a secret (\(why)); generate one, e.g. with `openssl rand -hex 32`"])
+        }
         if let s = json["store"]?["sync"]?.string { c.sync = s }
         if let t = json["callTimeoutMs"]?.int { c.callTimeoutMs = t }
         if let r = json["events"]?["retain"]?.int { c.eventsRetain = r }

@@ -51,7 +51,9 @@ public func benchStorageCycles(root: String, cycles: Int, sync: String = "full")
         site.sync = sync
         site.stateDir = dir + "/state"
         site.plugins = [PluginSpec(name: "local", path: plugin,
-                                   config: ["root": .string(dir + "/volumes"), "capacityBytes": .number(Double(1 << 40)), "nodes": ["bench-node"]])]
+                                   config: ["root": .string(dir + "/volumes"), "capacityBytes": .number(Double(1 << 40)), "nodes": ["bench-node"],
+                                            // plain directories, as the direct baseline makes (a size-limited volume is an ext4 image: mkfs + loop mount)
+                                            "enforceSize": false])]
         let rt = try BerthRuntime(site: site)
         rt.logger.logLevel = .error
         defer { rt.shutdown() }

@@ -190,7 +190,8 @@ public struct APIServer {
         }
         routes.add(.get, "/metrics")
         router.get("/metrics") { _, _ -> Response in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: rt.metricsText())))
+            let text = rt.metricsText() + (await rt.utilisationMetrics())
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: text)))
         }
         routes.add(.get, "/v1/events")
         router.get("/v1/events") { req, _ -> Response in
@@ -316,6 +317,7 @@ public struct APIServer {
         registerOpenAPIRoute(router)
         registerStorageRoutes(router)
         registerWorkloadRoutes(router)
+        registerBackupRoutes(router)
         return router
     }
 

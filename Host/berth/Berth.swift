@@ -33,17 +33,23 @@ struct Berth: ParsableCommand {
         """,
         version: BerthVersion.current,
         subcommands: [Status.self, Plugins.self, PluginCmd.self, Events.self, Networks.self, Pools.self, Attachments.self, Identities.self,
-                      Site.self, Storage.self, Volumes.self, Nodes.self, ApplyCmd.self, GetCmd.self, DeleteCmd.self, Instances.self])
+                      Site.self, Storage.self, Volumes.self, Nodes.self, ApplyCmd.self, GetCmd.self, DeleteCmd.self, Instances.self, BackupCmd.self])
 }
 
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show whether berthd is up and how many plugins it runs.")
     @OptionGroup var conn: Connection
     func run() throws {
-        let j = try conn.call("GET", "/healthz")
+        var j = try conn.call("GET", "/healthz")
+        // A failed plugin is not "ok": name each one with its reason, and exit 1.
+        let failed = (j["plugins"]?["failed"]?.int ?? 0) > 0
+            ? (try conn.call("GET", "/v1/plugins"))["plugins"]?.array?.filter { $0["state"]?.string == "failed" } ?? [] : []
+        if !failed.isEmpty { j = j.setting("status", "degraded").setting("failedPlugins", .array(failed)) }
         emit(j, conn.output) {
             print("berthd \(str(j["status"])) — site \(str(j["site"])), plugins loaded \(str(j["plugins"]?["loaded"])), failed \(str(j["plugins"]?["failed"]))")
+            for p in failed { print("plugin \(str(p["name"])) failed: \(str(p["reason"]))") }
         }
+        if !failed.isEmpty { throw ExitCode(1) }
     }
 }
 

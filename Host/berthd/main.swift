@@ -37,8 +37,11 @@ struct Berthd: AsyncParsableCommand {
     @Flag(name: .long, help: "Print the site configuration's JSON Schema and exit.")
     var printSiteSchema = false
 
-    @Flag(name: .long, help: "Validate the site configuration, print it with defaults filled in, and exit.")
+    @Flag(name: .long, help: "Validate everything start-up would (the site file, paths, the API settings, every enabled plugin loaded and created with its configuration on a scratch store), print the site with defaults filled in, and exit: 0 when it would start, 2 when not. Warnings go to stderr.")
     var check = false
+
+    @Option(name: .long, help: "Restore a backup made by `berth backup` into the (empty) state directory of the site, and exit.")
+    var restore: String?
 
     func run() async throws {
         if printSiteSchema {
@@ -60,8 +63,28 @@ struct Berthd: AsyncParsableCommand {
         if let stateDir { config.stateDir = stateDir }
         if let socket { config.socket = socket }
         if check {
+            var quiet = logger  // the plugins' own info lines would drown the report
+            quiet.logLevel = max(level, .warning)
+            let report = config.check(logger: quiet)
+            for w in report.warnings { FileHandle.standardError.write(Data("berthd: warning: \(w)\n".utf8)) }
+            guard report.problems.isEmpty else {
+                FileHandle.standardError.write(Data("berthd: the site would not start cleanly:\n\(report.problems.map { "  - \($0)" }.joined(separator: "\n"))\n".utf8))
+                throw ExitCode(2)
+            }
             print(config.json.pretty)
             return
+        }
+        // One berthd per state directory and per socket; the lock is held until this process exits.
+        do {
+            _ = try StateLock.acquire(stateDir: config.stateDir)
+            if let restore {
+                try Restore.run(backup: restore, stateDir: config.stateDir)
+                return
+            }
+            try StateLock.refuseServedSocket(config.socketPath)
+        } catch {
+            FileHandle.standardError.write(Data("berthd: \(error)\n".utf8))
+            throw ExitCode(1)
         }
         let runtime: BerthRuntime
         do {

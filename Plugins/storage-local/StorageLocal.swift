@@ -15,12 +15,15 @@
 //   maxVolumeBytes       largest single volume (default: capacityBytes); larger requests get OUT_OF_RANGE
 //   defaultVolumeBytes   size of a volume created without capacityBytes (default 64 MiB)
 //   nodes                node ids the volumes can be published to (default: [this machine's hostname])
+//   enforceSize          mount volumes are size-limited filesystems (default true; false: only accounted)
 // For `berth plugin check` use e.g. {"root": "/tmp/x", "capacityBytes": 1073741824, "nodes": ["node-a", "node-b"]}
 // (the conformance suite needs two nodes for its single-node-writer case).
 //
 // Capacity is accounted (the sum of volume sizes and snapshot sizes never exceeds capacityBytes:
-// RESOURCE_EXHAUSTED) and block images are preallocated; directory volumes are not size-limited by the filesystem
-// (no project quotas), only accounted.
+// RESOURCE_EXHAUSTED) and block images are preallocated. Mount volumes are ext4 filesystems in sparse image files
+// loop-mounted on their directories (SizeLimit.swift), so a write past a volume's size fails with ENOSPC; this needs
+// root and e2fsprogs, and a create that cannot enforce the size is refused (FAILED_PRECONDITION) unless the
+// configuration says "enforceSize": false (sizes then only accounted, as before).
 //
 // State: every record is in the plugin's key-value namespace (committed with the host's records, rolled back with
 // them); the only files are the volume data. Operations are safe to re-run after a crash: data found at a new id's
@@ -90,6 +93,8 @@ final class StorageLocal: StoragePlugin {
     var maxVolume: Int64
     var defaultVolume: Int64
     var nodes: [String]
+    /// Mount volumes are size-limited filesystems (SizeLimit.swift); false: sizes are only accounted.
+    var enforceSize: Bool
 
     init(host: HostServices, config: [UInt8]) throws {
         self.host = host
@@ -115,7 +120,21 @@ final class StorageLocal: StoragePlugin {
             nodes = [String(cString: buf)]
         }
         guard capacity >= 0, maxVolume >= 0, !nodes.isEmpty else { throw invalid("capacityBytes and maxVolumeBytes must be >= 0 and nodes non-empty") }
+        enforceSize = c["enforceSize"]?.bool ?? true
+        remountVolumes()
         host.log(.info, "storage-local: root \(root), capacity \(capacity) bytes, nodes \(nodes.joined(separator: ","))")
+    }
+
+    /// Mounts the filesystem of every size-limited volume that is not mounted (after a reboot). A failure is logged;
+    /// the volume's operations then report it.
+    func remountVolumes() {
+        guard enforceSize, let vols = try? scan("vol/") else { return }
+        for (_, v) in vols where !isBlock(v) {
+            guard let id = v["volumeId"]?.string else { continue }
+            let dir = dataPath(id, block: false)
+            guard FS.exists(SizeLimit.imagePath(dir)) else { continue }
+            do { try SizeLimit.mount(dir) } catch { host.log(.warn, "storage-local: cannot mount the filesystem of \(id): \(error)") }
+        }
     }
 
     func reconfigure(config: [UInt8]) throws { throw PluginError(.unimplemented, "storage-local is reconfigured by a new instance") }
@@ -363,19 +382,24 @@ final class StorageLocal: StoragePlugin {
         for _ in 0..<10_000 {
             id = "vol-" + StorageLocal.pad(try nextSeq("vol"))
             path = dataPath(id, block: block)
-            if !FS.exists(dataPath(id, block: false)) && !FS.exists(dataPath(id, block: true)) { break }
+            if !FS.exists(dataPath(id, block: false)) && !FS.exists(dataPath(id, block: true))
+                && !FS.exists(SizeLimit.imagePath(dataPath(id, block: false))) { break }
         }
+        let limited = !block && enforceSize
         do {
             if let sourcePath {
+                if limited { try SizeLimit.create(dir: path, size: size) }
                 try FS.copyTree(sourcePath, path)
                 if block { try FS.preallocate(path, size: size, create: false) }
             } else if block {
                 try FS.preallocate(path, size: size, create: true)
+            } else if limited {
+                try SizeLimit.create(dir: path, size: size)
             } else if mkdir(path, 0o755) != 0 {
                 throw PluginError(.internal, "mkdir \(path): \(FS.errnoText)")
             }
         } catch {
-            try? FS.removeTree(path)
+            if limited { try? SizeLimit.remove(dir: path) } else { try? FS.removeTree(path) }
             throw error
         }
         let v = JV.object([
@@ -400,7 +424,8 @@ final class StorageLocal: StoragePlugin {
         if try host.next(prefix: "pub/\(id)/") != nil || host.next(prefix: "stage/\(id)/") != nil {
             throw PluginError(.failedPrecondition, "volume \(id) is staged or published on a node; unpublish it first")
         }
-        try FS.removeTree(dataPath(id, block: isBlock(v)))
+        let data = dataPath(id, block: isBlock(v))
+        if !isBlock(v) && FS.exists(SizeLimit.imagePath(data)) { try SizeLimit.remove(dir: data) } else { try FS.removeTree(data) }
         try host.delete("vol/\(id)")
         if let name = v["name"]?.string { try host.delete("name/\(name)") }
         try addUsed(-(v["capacityBytes"]?.int64 ?? 0))
@@ -612,6 +637,10 @@ final class StorageLocal: StoragePlugin {
             throw PluginError(.resourceExhausted, "no space to grow \(id) by \(size - current) bytes: \(capacity - usedNow) free")
         }
         if isBlock(v) { try FS.preallocate(dataPath(id, block: true), size: size, create: false) }
+        if !isBlock(v) && FS.exists(SizeLimit.imagePath(dataPath(id, block: false))) {
+            let inUse = try host.next(prefix: "pub/\(id)/") != nil || host.next(prefix: "stage/\(id)/") != nil
+            try SizeLimit.grow(dir: dataPath(id, block: false), size: size, inUse: inUse)
+        }
         v["capacityBytes"] = .int(size)
         try put("vol/\(id)", v)
         try addUsed(size - current)
@@ -778,6 +807,7 @@ public func berthPluginEntry(_ hostMajor: UInt16, _ hostMinor: UInt16) -> Unsafe
           "capacityBytes":{"type":"integer","minimum":0},
           "maxVolumeBytes":{"type":"integer","minimum":0},
           "defaultVolumeBytes":{"type":"integer","minimum":4096},
+          "enforceSize":{"type":"boolean"},
           "nodes":{"type":"array","minItems":1,"items":{"type":"string","minLength":1,"maxLength":256}}}}
         """#),
         hostMajor: hostMajor)

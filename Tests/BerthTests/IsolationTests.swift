@@ -328,7 +328,9 @@ final class IsolationTests: XCTestCase {
         (rc, _, err) = try runTool(Paths.bin + "/berthd", ["--site", f, "--check"])
         XCTAssertEqual(rc, 2)
         XCTAssertTrue(err.contains("plugins[0].limits.memoryBytes"), err)
-        try #"{"site":"a","plugins":[{"name":"x","path":"/x.so","isolation":"process","limits":{"memoryBytes":1073741824,"openFiles":256}}]}"#.write(toFile: f, atomically: true, encoding: .utf8)
+        // --check loads and creates the plugin (in its runner, with these limits): a real one.
+        try #"{"site":"a","plugins":[{"name":"x","path":"HELLO","isolation":"process","limits":{"memoryBytes":1073741824,"openFiles":256}}]}"#
+            .replacingOccurrences(of: "HELLO", with: Paths.plugin("hello")).write(toFile: f, atomically: true, encoding: .utf8)
         let (rc3, out, _) = try runTool(Paths.bin + "/berthd", ["--site", f, "--check"])
         XCTAssertEqual(rc3, 0)
         XCTAssertEqual(try JSON.parse(out)["plugins"]?[0]?["limits"], ["memoryBytes": 1073741824, "openFiles": 256])

@@ -185,8 +185,11 @@ final class SiteReloadTests: XCTestCase {
         for f in files {
             let j = try JSON.parse(Array(FileManager.default.contents(atPath: "\(dir)/\(f)")!))
             XCTAssertEqual(Schema.validate(j, against: SiteConfig.schema).map { $0.description }, [], f)
+            // `--check` also checks this host: what it may report for an example is only what an operator fills in
+            // (the placeholder token) or makes on their host (directories); nothing about the file itself.
             let (rc, _, err) = try runTool(Paths.bin + "/berthd", ["--site", "\(dir)/\(f)", "--check"])
-            XCTAssertEqual(rc, 0, "\(f): \(err)")
+            let problems = err.split(separator: "\n").filter { $0.hasPrefix("  - ") }
+            XCTAssertTrue(rc == 0 || (!problems.isEmpty && problems.allSatisfy { $0.contains("placeholder") || $0.contains("does not exist") }), "\(f): \(err)")
         }
     }
 }

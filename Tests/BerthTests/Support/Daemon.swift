@@ -36,8 +36,20 @@ final class TempDirs: NSObject, XCTestObservation, @unchecked Sendable {
     func add(_ d: String) { lock.withLock { dirs.append(d) } }
 
     func testBundleDidFinish(_ testBundle: Bundle) {
-        for d in lock.withLock({ dirs }) { try? FileManager.default.removeItem(atPath: d) }
+        for d in lock.withLock({ dirs }) { removeTree(d) }
     }
+}
+
+/// Removes a directory after unmounting what is mounted inside it, deepest first (storage-local's volumes are
+/// loop-mounted filesystems, publish targets bind mounts): nothing mounted is left behind in /tmp.
+func removeTree(_ dir: String) {
+    let info = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+    let mounts = info.split(separator: "\n").compactMap { line -> String? in
+        let f = line.split(separator: " ")
+        return f.count > 4 ? String(f[4]).replacingOccurrences(of: "\\040", with: " ") : nil
+    }
+    for m in mounts.filter({ $0 == dir || $0.hasPrefix(dir + "/") }).sorted(by: { $0.count > $1.count }) { _ = umount2(m, 2 /* MNT_DETACH */) }
+    try? FileManager.default.removeItem(atPath: dir)
 }
 
 final class Daemon {
@@ -113,7 +125,7 @@ final class Daemon {
 
     deinit {
         stop()
-        try? FileManager.default.removeItem(atPath: dir)
+        removeTree(dir)
     }
 }
 
