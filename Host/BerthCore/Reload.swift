@@ -46,8 +46,16 @@ extension BerthRuntime {
                 continue
             }
             let loaded: LoadedPlugin
-            // Staged the way the plugin will run: an isolated plugin is loaded in a runner, never in berthd.
-            do { loaded = try loadPlugin(spec) } catch {
+            // Staged the way the plugin will run: an isolated plugin is loaded in a runner, never in berthd. A dry run
+            // stages every plugin in a runner (its constructors never run in berthd) and copies nothing.
+            do {
+                if dryRun {
+                    loaded = try RemotePlugin.load(spec, loader: loader, callTimeoutMs: site.callTimeoutMs, dryRun: true, log: pluginLog(spec.name))
+                    RemotePlugin.discardDryRun(loaded)
+                } else {
+                    loaded = try loadPlugin(spec)
+                }
+            } catch {
                 problems.append("plugins.\(spec.name): \((error as? LoadError)?.reason ?? "\(error)")")
                 continue
             }
