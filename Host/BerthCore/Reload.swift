@@ -31,6 +31,11 @@ extension BerthRuntime {
         if new.stateDir != cur.stateDir { problems.append("stateDir: changing it needs a restart of berthd (running: \(cur.stateDir))") }
         if new.socketPath != cur.socketPath { problems.append("api.socket: changing it needs a restart of berthd") }
         if new.listen != cur.listen || new.token != cur.token { problems.append("api.listen/api.token: changing them needs a restart of berthd") }
+        if new.tls != cur.tls { problems.append("api.tls: changing it needs a restart of berthd") }
+        if new.headerTimeoutMs != cur.headerTimeoutMs || new.bodyTimeoutMs != cur.bodyTimeoutMs || new.idleTimeoutMs != cur.idleTimeoutMs
+            || new.maxConnections != cur.maxConnections {
+            problems.append("api.headerTimeoutMs/bodyTimeoutMs/idleTimeoutMs/maxConnections: changing them needs a restart of berthd")
+        }
         if new.sync != cur.sync { problems.append("store.sync: changing it needs a restart of berthd") }
 
         // Stage: load and validate every new or changed plugin without touching the running ones.
