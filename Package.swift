@@ -26,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // The whole ABI in one header (PluginABI/include/berth_plugin.h).
@@ -54,12 +55,14 @@ let package = Package(
             ],
             path: "Host/BerthCore"
         ),
-        // The HTTP API (unix socket, optional TCP with a bearer token).
+        // The HTTP API (unix socket, optional TCP with a bearer token, served over TLS unless on loopback).
         .target(
             name: "BerthServer",
             dependencies: [
                 "BerthCore",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             path: "Host/BerthServer",
             // The operator console at /ui/: plain files compiled into the binary (PackageResources.<file>_<ext>).

@@ -96,7 +96,8 @@ public final class Loader: @unchecked Sendable {
     }
 
     /// Reads, checks and dlopens a plugin file, and validates its descriptor. Does not create an instance.
-    public func load(_ spec: PluginSpec) throws -> LoadedPlugin {
+    /// `dryRun`: check and open the file without making the content-addressed copy (berth-plugin-runner --dry-run).
+    public func load(_ spec: PluginSpec, dryRun: Bool = false) throws -> LoadedPlugin {
         let fail = { (c: LoadError.Cause) in LoadError(plugin: spec.name, file: spec.path, cause: c) }
         var st = stat()
         guard stat(spec.path, &st) == 0 else {
@@ -104,11 +105,13 @@ public final class Loader: @unchecked Sendable {
             throw fail(.unreadable(String(cString: strerror(errno))))
         }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw fail(.unreadable("not a regular file")) }
-        // Permissions: the daemon executes this code; nobody else may have been able to change it.
+        // Permissions: the daemon executes this code; nobody else may have been able to change it, nor the
+        // directories and symlinks that lead to it (PluginPath.swift).
         var problems: [String] = []
         if st.st_mode & S_IWGRP != 0 { problems.append("group-writable") }
         if st.st_mode & S_IWOTH != 0 { problems.append("world-writable") }
         if st.st_uid != 0 && st.st_uid != geteuid() { problems.append("owned by uid \(st.st_uid), not root or the daemon's user (uid \(geteuid()))") }
+        problems += PluginPath.problems(spec.path)
         if !problems.isEmpty {
             let why = problems.joined(separator: ", ")
             if spec.allowInsecurePermissions {
@@ -117,14 +120,18 @@ public final class Loader: @unchecked Sendable {
                 throw fail(.insecurePermissions(why))
             }
         }
+        // Only an ELF shared object is ever copied or opened: a text file, or any other root-readable file named
+        // in a site, is refused before a byte of it lands in the copy directory.
+        if let why = PluginPath.notSharedObject(spec.path) { throw fail(.notSharedObject("\(spec.path): \(why)")) }
         let data: [UInt8]
         do { data = try readFile(spec.path) } catch { throw fail(.unreadable("\(error)")) }
         let digest = SHA256.hash(data: data).map { String(format2: $0) }.joined()
         if let pin = spec.sha256?.lowercased(), pin != digest { throw fail(.checksumMismatch(expected: pin, actual: digest)) }
 
         // Content-addressed copy: replacing the original file can never change code the daemon is running.
-        let copy = "\(copyDir)/\(digest).so"
-        if access(copy, R_OK) != 0 {
+        // A dry run (a runner staging a site that is only checked) opens the checked file itself and copies nothing.
+        let copy = dryRun ? spec.path : "\(copyDir)/\(digest).so"
+        if !dryRun && access(copy, R_OK) != 0 {
             do {
                 try makeDirectories(copyDir)
                 try writeFileAtomically(copy, data, mode: 0o555)

@@ -31,6 +31,11 @@ extension BerthRuntime {
         if new.stateDir != cur.stateDir { problems.append("stateDir: changing it needs a restart of berthd (running: \(cur.stateDir))") }
         if new.socketPath != cur.socketPath { problems.append("api.socket: changing it needs a restart of berthd") }
         if new.listen != cur.listen || new.token != cur.token { problems.append("api.listen/api.token: changing them needs a restart of berthd") }
+        if new.tls != cur.tls { problems.append("api.tls: changing it needs a restart of berthd") }
+        if new.headerTimeoutMs != cur.headerTimeoutMs || new.bodyTimeoutMs != cur.bodyTimeoutMs || new.idleTimeoutMs != cur.idleTimeoutMs
+            || new.maxConnections != cur.maxConnections {
+            problems.append("api.headerTimeoutMs/bodyTimeoutMs/idleTimeoutMs/maxConnections: changing them needs a restart of berthd")
+        }
         if new.sync != cur.sync { problems.append("store.sync: changing it needs a restart of berthd") }
 
         // Stage: load and validate every new or changed plugin without touching the running ones.
@@ -46,8 +51,16 @@ extension BerthRuntime {
                 continue
             }
             let loaded: LoadedPlugin
-            // Staged the way the plugin will run: an isolated plugin is loaded in a runner, never in berthd.
-            do { loaded = try loadPlugin(spec) } catch {
+            // Staged the way the plugin will run: an isolated plugin is loaded in a runner, never in berthd. A dry run
+            // stages every plugin in a runner (its constructors never run in berthd) and copies nothing.
+            do {
+                if dryRun {
+                    loaded = try RemotePlugin.load(spec, loader: loader, callTimeoutMs: site.callTimeoutMs, dryRun: true, log: pluginLog(spec.name))
+                    RemotePlugin.discardDryRun(loaded)
+                } else {
+                    loaded = try loadPlugin(spec)
+                }
+            } catch {
                 problems.append("plugins.\(spec.name): \((error as? LoadError)?.reason ?? "\(error)")")
                 continue
             }

@@ -732,6 +732,8 @@ public final class RemotePlugin: @unchecked Sendable {
     private var connections: [RemoteConnection] = []
     /// The runner that answered DESCRIBE, handed to the first instance.
     private var spare: RunnerProcess?
+    /// Staged for a dry run: the runner opens the checked file itself and makes no content-addressed copy.
+    var dryRun = false
 
     /// Set, per instance name, while `instantiate` runs Loader.instantiate: the synthesized create() has no other
     /// way to know which plugin it creates an instance of (C function pointers carry no context); it finds the
@@ -752,9 +754,12 @@ public final class RemotePlugin: @unchecked Sendable {
     /// Loads `spec` in a berth-plugin-runner: the runner validates the file with the same Loader, and the
     /// descriptor it describes is synthesised here and validated again by `loader`. `callTimeoutMs` is the
     /// deadline of each call; the runner applies `spec`'s memory and open-file limits.
+    /// `dryRun`: only stage it (a dry run of a site): no copy is made; `discardDryRun` ends the runner.
     public static func load(_ spec: PluginSpec, loader: Loader, callTimeoutMs: Int, runnerPath: String = pluginRunnerPath,
+                            dryRun: Bool = false,
                             log: @escaping (berth_log_level, String) -> Void = { _, _ in }) throws -> LoadedPlugin {
         let rp = RemotePlugin(spec: spec, loader: loader, runnerPath: runnerPath, callTimeoutMs: max(1, callTimeoutMs), outputLimit: 16 << 20)
+        rp.dryRun = dryRun
         let (runner, described) = try rp.startRunner(pinned: false, log: log)
         rp.described = described
         rp.spare = runner
@@ -768,6 +773,13 @@ public final class RemotePlugin: @unchecked Sendable {
         }
         loaded.remote = rp
         return loaded
+    }
+
+    /// Ends the runner that staged a plugin for a dry run (it never gets an instance).
+    public static func discardDryRun(_ loaded: LoadedPlugin) {
+        guard let rp = loaded.remote, let r = rp.takeSpare() else { return }
+        r.kill9()
+        _ = r.reap()
     }
 
     /// Creates an instance of a plugin loaded by `load`, through the normal Loader.instantiate (configuration
@@ -808,6 +820,7 @@ public final class RemotePlugin: @unchecked Sendable {
             args += ["--path", spec.path]
             if let s = spec.sha256 { args += ["--sha256", s] }
             if spec.allowInsecurePermissions { args.append("--allow-insecure-permissions") }
+            if dryRun { args.append("--dry-run") }
         }
         if let m = spec.memoryLimitBytes { args += ["--memory-bytes", "\(m)"] }
         if let f = spec.openFilesLimit { args += ["--open-files", "\(f)"] }
@@ -1388,7 +1401,7 @@ public enum PluginRunner {
         while i < args.count {
             let a = args[i]
             if a.hasPrefix("--") {
-                if a == "--allow-insecure-permissions" { o[a] = "1"; i += 1; continue }
+                if a == "--allow-insecure-permissions" || a == "--dry-run" { o[a] = "1"; i += 1; continue }
                 if i + 1 < args.count { o[a] = args[i + 1]; i += 2; continue }
             }
             i += 1
@@ -1449,7 +1462,7 @@ public enum PluginRunner {
                 var w = WireWriter(.described)
                 do {
                     let p: LoadedPlugin
-                    if let loaded = st.plugin { p = loaded } else { p = try loader.load(spec); st.plugin = p }
+                    if let loaded = st.plugin { p = loaded } else { p = try loader.load(spec, dryRun: o["--dry-run"] != nil); st.plugin = p }
                     Described(p).encode(into: &w)
                 } catch let e as LoadError {
                     w.u8(1)

@@ -14,6 +14,15 @@ public struct SiteConfig: Sendable {
     public var listen: String? = nil
     public var token: String? = nil
     public var maxBodyBytes: Int = 1 << 20
+    /// TLS of the TCP listener (PEM files); required unless `listen` is a loopback address.
+    public var tls: TLSFiles? = nil
+    /// Per connection: the request head must be complete this long after the connection opened; the body this long
+    /// after the head; a kept-alive connection with no request is closed after `idleTimeoutMs`.
+    public var headerTimeoutMs: Int = 10_000
+    public var bodyTimeoutMs: Int = 30_000
+    public var idleTimeoutMs: Int = 60_000
+    /// Concurrent TCP connections; more wait in the kernel's backlog. Clamped to the daemon's file-descriptor budget.
+    public var maxConnections: Int = 256
     public var sync: String = "full"
     public var callTimeoutMs: Int = 10_000
     /// Event retention (Retention.swift): the newest events kept, and the oldest age kept (nil: no age limit).
@@ -50,7 +59,20 @@ public struct SiteConfig: Sendable {
             "link": {"type": "string", "description": "A symlink to the socket that berthd makes at start (and removes at exit) so that berth-cni and berth find it without configuration; left alone while another live berthd owns it. Empty: none. Default: /run/berth/berthd.sock"},
             "listen": {"type": "string", "pattern": "^[^:]+:[0-9]+$", "description": "Optional TCP address host:port; requires token."},
             "token": {"type": "string", "minLength": 16, "description": "Bearer token required on the TCP listener."},
-            "maxBodyBytes": {"type": "integer", "minimum": 1024, "maximum": 67108864, "description": "Largest request body accepted (default 1048576)."}
+            "maxBodyBytes": {"type": "integer", "minimum": 1024, "maximum": 67108864, "description": "Largest request body accepted (default 1048576)."},
+            "tls": {
+              "type": "object", "additionalProperties": false, "required": ["certificate", "key"],
+              "description": "TLS of the TCP listener; required unless api.listen is a loopback address.",
+              "properties": {
+                "certificate": {"type": "string", "minLength": 1, "description": "PEM file: the server certificate, then any intermediates."},
+                "key": {"type": "string", "minLength": 1, "description": "PEM file: the certificate's private key."},
+                "clientCA": {"type": "string", "minLength": 1, "description": "Optional PEM file of CA certificates: clients must present a certificate signed by one of them (mutual TLS), besides the bearer token."}
+              }
+            },
+            "headerTimeoutMs": {"type": "integer", "minimum": 100, "maximum": 600000, "description": "A connection whose request head is not complete this long after it opened is closed (default 10000)."},
+            "bodyTimeoutMs": {"type": "integer", "minimum": 100, "maximum": 3600000, "description": "A request whose body is not complete this long after its head is closed (default 30000)."},
+            "idleTimeoutMs": {"type": "integer", "minimum": 100, "maximum": 3600000, "description": "A kept-alive connection that sends no new request head within this long after a response is closed (default 60000)."},
+            "maxConnections": {"type": "integer", "minimum": 1, "maximum": 65536, "description": "Concurrent TCP connections (default 256); further ones wait in the backlog. Lowered to fit the file-descriptor limit, with a warning."}
           }
         },
         "store": {
@@ -114,11 +136,21 @@ public struct SiteConfig: Sendable {
             c.listen = api["listen"]?.string
             c.token = api["token"]?.string
             if let m = api["maxBodyBytes"]?.int { c.maxBodyBytes = m }
+            if let t = api["tls"] {
+                c.tls = TLSFiles(certificate: resolve(t["certificate"]!.string!, baseDir), key: resolve(t["key"]!.string!, baseDir),
+                                 clientCA: t["clientCA"]?.string.map { resolve($0, baseDir) })
+            }
+            if let v = api["headerTimeoutMs"]?.int { c.headerTimeoutMs = v }
+            if let v = api["bodyTimeoutMs"]?.int { c.bodyTimeoutMs = v }
+            if let v = api["idleTimeoutMs"]?.int { c.idleTimeoutMs = v }
+            if let v = api["maxConnections"]?.int { c.maxConnections = v }
         }
         if c.listen != nil && c.token == nil { throw SiteError(problems: ["api.token: is required when api.listen is set"]) }
         if let t = c.token, let why = placeholderTokenProblem(t) {
             throw SiteError(problems: ["api.token: looks like a placeholder, not a secret (\(why)); generate one, e.g. with `openssl rand -hex 32`"])
         }
+        let tlsProblems = c.listenerProblems()
+        if !tlsProblems.isEmpty { throw SiteError(problems: tlsProblems) }
         if let s = json["store"]?["sync"]?.string { c.sync = s }
         if let t = json["callTimeoutMs"]?.int { c.callTimeoutMs = t }
         if let r = json["events"]?["retain"]?.int { c.eventsRetain = r }
@@ -187,10 +219,58 @@ public struct SiteConfig: Sendable {
     public var json: JSON {
         var api: JSON = ["socket": .string(socketPath), "link": .string(socketLink), "maxBodyBytes": .number(Double(maxBodyBytes))]
         if let listen { api = api.setting("listen", .string(listen)).setting("token", "(set)") }
+        if let tls {
+            var t: JSON = ["certificate": .string(tls.certificate), "key": .string(tls.key)]
+            if let ca = tls.clientCA { t = t.setting("clientCA", .string(ca)) }
+            api = api.setting("tls", t)
+        }
+        api = api.setting("headerTimeoutMs", .number(Double(headerTimeoutMs))).setting("bodyTimeoutMs", .number(Double(bodyTimeoutMs)))
+            .setting("idleTimeoutMs", .number(Double(idleTimeoutMs))).setting("maxConnections", .number(Double(maxConnections)))
         var events: JSON = ["retain": .number(Double(eventsRetain))]
         if let a = eventsMaxAgeSeconds { events = events.setting("maxAgeSeconds", .number(Double(a))) }
         return ["site": .string(site), "node": .string(nodeName), "stateDir": .string(stateDir), "api": api, "store": ["sync": .string(sync)],
                 "callTimeoutMs": .number(Double(callTimeoutMs)), "events": events, "plugins": .array(plugins.map { $0.json })]
+    }
+}
+
+/// The PEM files of the TCP listener's TLS.
+public struct TLSFiles: Sendable, Equatable {
+    public var certificate: String
+    public var key: String
+    public var clientCA: String?
+    public init(certificate: String, key: String, clientCA: String? = nil) {
+        self.certificate = certificate
+        self.key = key
+        self.clientCA = clientCA
+    }
+}
+
+extension SiteConfig {
+    /// Whether `host` (of api.listen) is a loopback address: localhost, 127.0.0.0/8.
+    public static func isLoopback(_ host: String) -> Bool {
+        if host == "localhost" { return true }
+        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
+    }
+
+    /// What is wrong with the TCP listener's settings: a bearer token in clear text off the machine, TLS without a
+    /// listener, TLS files that cannot be read. Checked when the site is read (start, --check, apply).
+    func listenerProblems() -> [String] {
+        var problems: [String] = []
+        if let listen, tls == nil {
+            let host = String(listen.split(separator: ":").first ?? "")
+            if !Self.isLoopback(host) {
+                problems.append("api.listen: \(listen) is not a loopback address, and without TLS the bearer token would cross the network in clear text; set api.tls (certificate and key PEM files), or listen on 127.0.0.1")
+            }
+        }
+        if let tls {
+            if listen == nil { problems.append("api.tls: applies to the TCP listener only; set api.listen too, or remove api.tls") }
+            for (key, path) in [("certificate", tls.certificate), ("key", tls.key), ("clientCA", tls.clientCA)] {
+                guard let path else { continue }
+                if access(path, R_OK) != 0 { problems.append("api.tls.\(key): cannot read \(path): \(String(cString: strerror(errno)))") }
+            }
+        }
+        return problems
     }
 }
 

@@ -548,9 +548,18 @@ public struct StorageService: Sendable {
         let node = try Self.checkNode(node)
         let target = try Self.checkTarget(target)
         let ex = runtime.executor
+        let before = try await ex.run { try self.nodeRow(plugin, id, node) }
         _ = try await ex.run { try self.controllerPublishStep(plugin, id, node, readonly) }
-        _ = try await ex.run { try self.stageStep(plugin, id, node) }
-        return try await ex.run { try self.nodePublishStep(plugin, id, node, target, readonly) }
+        do {
+            _ = try await ex.run { try self.stageStep(plugin, id, node) }
+            return try await ex.run { try self.nodePublishStep(plugin, id, node, target, readonly) }
+        } catch {
+            // A refused publish changes nothing: undo the stage and the controller publication that this request made
+            // (each kept when a target published meanwhile uses it, as in unpublish).
+            if before?.staged != true { _ = try? await ex.run { try self.unstageStep(plugin, id, node, ifUnused: true) } }
+            if before == nil { _ = try? await ex.run { try self.controllerUnpublishStep(plugin, id, node, ifUnused: true) } }
+            throw error
+        }
     }
 
     /// Unpublish a target (when given); when no target remains on the node: unstage, then controller unpublish.

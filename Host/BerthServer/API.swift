@@ -320,44 +320,28 @@ public struct APIServer {
         registerBackupRoutes(router)
         return router
     }
-
-    /// Runs the API until SIGTERM/SIGINT: the unix socket always, TCP when configured.
-    public func run(logger: Logger) async throws {
-        let socket = runtime.site.socketPath
-        let link = runtime.site.socketLink
-        unlink(socket)
-        var app = Application(
-            router: makeRouter(),
-            configuration: .init(address: .unixDomainSocket(path: socket), serverName: "berthd"),
-            onServerRunning: { _ in
-                chmod(socket, 0o660)
-                logger.info("berthd serving the API on unix socket \(socket)")
-                _ = SocketLink.publish(link, socket: socket, logger: logger)
-            },
-            logger: logger)
-        if let listen = runtime.site.listen, let token = runtime.site.token {
-            let parts = listen.split(separator: ":")
-            let host = String(parts[0]), port = Int(parts[1]) ?? 7420
-            let tcp = Application(router: makeRouter(requireToken: token),
-                                  configuration: .init(address: .hostname(host, port: port), serverName: "berthd"),
-                                  onServerRunning: { _ in logger.info("berthd serving the API on tcp \(listen) (bearer token required)") },
-                                  logger: logger)
-            app.addServices(tcp)
-        }
-        defer { SocketLink.withdraw(link, socket: socket) }
-        try await app.runService()
-        unlink(socket)
-    }
+    // run(logger:), the listeners: Listeners.swift
 }
 
 struct BearerTokenMiddleware: RouterMiddleware {
     typealias Context = Ctx
     let token: String
     func handle(_ request: Request, context: Ctx, next: (Request, Ctx) async throws -> Response) async throws -> Response {
-        let auth = request.headers[.authorization] ?? ""
-        guard auth == "Bearer \(token)" else {
+        // RFC 9110: the scheme is case-insensitive, one or more spaces before the credentials.
+        let auth = (request.headers[.authorization] ?? "").drop { $0 == " " }
+        let scheme = auth.prefix { $0 != " " }
+        let given = auth.dropFirst(scheme.count).drop { $0 == " " }
+        guard scheme.lowercased() == "bearer", Self.sameBytes(Array(given.utf8), Array(token.utf8)) else {
             return render(401, ["error": "missing or wrong bearer token (Authorization: Bearer <api.token>)"])
         }
         return try await next(request, context)
+    }
+
+    /// Compares in time that does not depend on where the first difference is.
+    static func sameBytes(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        var d: UInt8 = 0
+        for i in 0..<a.count { d |= a[i] ^ b[i] }
+        return d == 0
     }
 }

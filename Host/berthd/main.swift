@@ -62,6 +62,10 @@ struct Berthd: AsyncParsableCommand {
         }
         if let stateDir { config.stateDir = stateDir }
         if let socket { config.socket = socket }
+        do { try APIServer.checkListener(config) } catch {
+            FileHandle.standardError.write(Data("berthd: invalid site configuration\(site.map { " \($0)" } ?? ""):\n  - \(error)\n".utf8))
+            throw ExitCode(2)
+        }
         if check {
             var quiet = logger  // the plugins' own info lines would drown the report
             quiet.logLevel = max(level, .warning)
@@ -86,6 +90,9 @@ struct Berthd: AsyncParsableCommand {
             FileHandle.standardError.write(Data("berthd: \(error)\n".utf8))
             throw ExitCode(1)
         }
+        // Plugins that keep files find the state directory here (absolute; runners inherit it): storage-local's
+        // default data root is under it, whatever directory berthd is started from.
+        setenv("BERTH_STATE_DIR", URL(fileURLWithPath: config.stateDir).standardizedFileURL.path, 1)
         let runtime: BerthRuntime
         do {
             runtime = try BerthRuntime(site: config, logger: logger)

@@ -42,6 +42,26 @@ enum FS {
         }
     }
 
+    /// `path` (absolute, normalised) with the symlinks of its existing part resolved: realpath of its longest
+    /// existing prefix, the rest appended. nil when an existing component cannot be resolved (a dangling symlink,
+    /// a loop, a directory that cannot be searched): a mkdir or mount there would follow it somewhere unknown.
+    static func resolve(_ path: String) -> String? {
+        var head = path
+        var rest: [String] = []
+        while true {
+            if let r = realpath(head, nil) {
+                defer { free(r) }
+                let base = String(cString: r)
+                if rest.isEmpty { return base }
+                return (base == "/" ? "" : base) + "/" + rest.reversed().joined(separator: "/")
+            }
+            if errno != ENOENT || lstatOf(head) != nil { return nil }
+            guard head != "/", let i = head.lastIndex(of: "/") else { return nil }
+            rest.append(String(head[head.index(after: i)...]))
+            head = dirname(head)
+        }
+    }
+
     static func dirname(_ path: String) -> String {
         guard let i = path.lastIndex(of: "/") else { return "." }
         if i == path.startIndex { return "/" }

@@ -10,7 +10,8 @@
 // Unpublish and unstage unmount (umount2) and remove what publish created; both are idempotent.
 //
 // Configuration (JSON object; every key optional):
-//   root                 absolute directory for volume data (default "./berth-state/volumes", made absolute)
+//   root                 absolute directory for volume data (default "<stateDir>/volumes", from BERTH_STATE_DIR,
+//                        which berthd sets; "./berth-state/volumes" made absolute where no host sets it)
 //   capacityBytes        total bytes this plugin may hand out to volumes and snapshots (default 10 GiB)
 //   maxVolumeBytes       largest single volume (default: capacityBytes); larger requests get OUT_OF_RANGE
 //   defaultVolumeBytes   size of a volume created without capacityBytes (default 64 MiB)
@@ -99,7 +100,7 @@ final class StorageLocal: StoragePlugin {
     init(host: HostServices, config: [UInt8]) throws {
         self.host = host
         let c = try JV.parse(config.isEmpty ? Array("{}".utf8) : config)
-        var r = c["root"]?.string ?? "./berth-state/volumes"
+        var r = c["root"]?.string ?? StorageLocal.defaultRoot
         if !r.hasPrefix("/") {
             var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
             guard getcwd(&buf, buf.count) != nil else { throw PluginError(.internal, "getcwd: \(FS.errnoText)") }
@@ -203,6 +204,13 @@ final class StorageLocal: StoragePlugin {
         return n
     }
 
+    /// The default data root: under the daemon's state directory, which berthd passes in BERTH_STATE_DIR (absolute),
+    /// so that the volumes are found again whatever directory berthd is restarted from.
+    static var defaultRoot: String {
+        if let d = getenv("BERTH_STATE_DIR"), d.pointee == 0x2F { return String(cString: d) + "/volumes" }
+        return "./berth-state/volumes"
+    }
+
     /// Absolute, no "." or ".." components, no doubled or trailing slashes.
     static func normalize(_ p: String) -> String? {
         guard p.hasPrefix("/"), !p.contains("\u{0}") else { return nil }
@@ -214,14 +222,21 @@ final class StorageLocal: StoragePlugin {
         return "/" + parts.joined(separator: "/")
     }
 
-    /// A target or staging path from the request: absolute, normalised, outside the plugin's root.
+    /// A target or staging path from the request: absolute, normalised, with its symlinks resolved (the path that a
+    /// mount lands on, and the one /proc/self/mountinfo shows), outside the plugin's root, itself resolved. Decided on
+    /// the resolved path: a symlink cannot smuggle a mount into the data root, and unpublish finds the mount again.
     func path(_ r: JV, _ key: String) throws -> String {
         let raw = try string(r, key, max: 4096)!
         guard let p = StorageLocal.normalize(raw), p != "/" else { throw invalid("\(key) \"\(raw)\" must be an absolute path without \"..\"") }
-        guard p != root, !p.hasPrefix(root + "/"), !root.hasPrefix(p + "/") else {
-            throw invalid("\(key) \"\(p)\" overlaps the plugin's data root \(root)")
+        guard let real = FS.resolve(p) else {
+            throw invalid("\(key) \"\(p)\" goes through a symlink that points nowhere (or a path that cannot be searched); give a path whose existing part resolves")
         }
-        return p
+        guard real != "/" else { throw invalid("\(key) \"\(p)\" resolves to /") }
+        let roots = Set([root, FS.resolve(root) ?? root])
+        for dataRoot in roots where real == dataRoot || real.hasPrefix(dataRoot + "/") || dataRoot.hasPrefix(real + "/") {
+            throw invalid("\(key) \"\(p)\"\(real == p ? "" : " (resolved: \(real))") overlaps the plugin's data root \(dataRoot)")
+        }
+        return real
     }
 
     func stringMap(_ r: JV, _ key: String) throws -> JV {
@@ -583,6 +598,10 @@ final class StorageLocal: StoragePlugin {
             close(fd)
         } else {
             try FS.makeDirs(target)
+        }
+        // What was decided on must still be what the mount lands on: no symlink appeared on the way meanwhile.
+        guard FS.resolve(target) == target else {
+            throw PluginError(.failedPrecondition, "targetPath \(target) changed while it was prepared (it now goes through a symlink); nothing was mounted")
         }
         if FS.isMountPoint(target) {
             guard FS.sameFile(target, data) else {

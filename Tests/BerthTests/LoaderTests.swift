@@ -189,8 +189,43 @@ final class LoaderTests: XCTestCase {
         try text.write(toFile: path, atomically: true, encoding: .utf8)
         XCTAssertEqual(chmod(path, 0o644), 0)
         let spec = PluginSpec(name: "not-elf", path: path)
-        expectLoadError(spec, .notSharedObject("\(path): invalid ELF header"),
-                        phrases: ["not a loadable shared object", "invalid ELF header"]) { try Loader(copyDir: copyDir).load(spec) }
+        let why = "not an ELF file (it does not start with the ELF magic 7f 45 4c 46); give the path of the plugin's .so"
+        expectLoadError(spec, .notSharedObject("\(path): \(why)"),
+                        phrases: ["not a loadable shared object", "not an ELF file"]) { try Loader(copyDir: copyDir).load(spec) }
+        XCTAssertEqual(soFiles(in: copyDir), [], "a file that is not a shared object was copied into the state directory")
+    }
+
+    /// An ELF file that is not a shared object (a relocatable .o) is refused from its header, and not copied.
+    func testObjectFileIsNotASharedObject() throws {
+        let object = tmp + "/good.o"
+        let (rc, _, err) = try runTool("/usr/bin/env", ["cc", "-c", "-fPIC", "-I", FixtureBuilder.abiInclude,
+                                                        FixtureBuilder.loaderFixtures + "/good.c", "-o", object])
+        XCTAssertEqual(rc, 0, err)
+        let spec = PluginSpec(name: "object", path: object)
+        expectLoadError(spec, .notSharedObject("\(object): an ELF file, but a relocatable object (.o), not a shared object (ET_DYN): build the plugin with -shared"),
+                        phrases: ["build the plugin with -shared"]) { try Loader(copyDir: copyDir).load(spec) }
+        XCTAssertEqual(soFiles(in: copyDir), [])
+    }
+
+    /// The directories on the way count: a plugin in a world-writable directory without the sticky bit is refused
+    /// (anyone could have replaced it), unless allowed; one in a sticky directory such as /tmp is not.
+    func testPluginInAWorldWritableDirectoryIsRefused() throws {
+        let dir = tmp + "/open"
+        XCTAssertEqual(mkdir(dir, 0o755), 0)
+        XCTAssertEqual(chmod(dir, 0o777), 0)
+        let path = dir + "/good.so"
+        try FileManager.default.copyItem(atPath: try fixture("good"), toPath: path)
+        XCTAssertEqual(chmod(path, 0o755), 0)
+        var spec = PluginSpec(name: "open-dir", path: path)
+        expectLoadError(spec, .insecurePermissions("directory \(dir) is world-writable"), phrases: ["directory \(dir) is world-writable"]) {
+            try Loader(copyDir: copyDir).load(spec)
+        }
+        XCTAssertEqual(soFiles(in: copyDir), [])
+        XCTAssertEqual(chmod(dir, 0o1777), 0)
+        XCTAssertNoThrow(try Loader(copyDir: copyDir).load(spec), "a sticky directory protects the entries of others")
+        XCTAssertEqual(chmod(dir, 0o777), 0)
+        spec.allowInsecurePermissions = true
+        XCTAssertNoThrow(try Loader(copyDir: copyDir).load(spec))
     }
 
     func testCopyDirectoryUnusable() throws {

@@ -56,6 +56,10 @@ final class Daemon {
     let dir: String
     let siteFile: String
     var process: Process?
+    /// Working directory of berthd (default: the test's own).
+    var cwd: String?
+    /// A command that runs berthd (e.g. ["/usr/bin/prlimit", "--nofile=512:512", "--"]); berthd's path and arguments follow.
+    var launcher: [String] = []
     var socket: String { dir + "/berthd.sock" }
     var logFile: String { dir + "/berthd.log" }
 
@@ -79,8 +83,10 @@ final class Daemon {
 
     func start() throws {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: Paths.bin + "/berthd")
-        p.arguments = ["--site", siteFile, "--log-level", "warning"]
+        let argv = launcher + [Paths.bin + "/berthd", "--site", siteFile, "--log-level", "warning"]
+        p.executableURL = URL(fileURLWithPath: argv[0])
+        p.arguments = Array(argv.dropFirst())
+        if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
         _ = FileManager.default.createFile(atPath: logFile, contents: nil)
         let logHandle = FileHandle(forWritingAtPath: logFile)!
         logHandle.seekToEndOfFile()
