@@ -55,6 +55,13 @@ struct IP: Hashable, Comparable, CustomStringConvertible {
         return IP(v6: v6, hi: hi | ~mh, lo: lo | (v6 ? ~ml : ~ml & 0xFFFF_FFFF))
     }
 
+    /// Number of addresses in [self, end] (self <= end), exactly; saturating at Int128.max (only [::, ::1...]
+    /// spans of more than half the IPv6 space reach it).
+    func exactCount(through end: IP) -> Int128 {
+        let d = (UInt128(end.hi) << 64 | UInt128(end.lo)) &- (UInt128(hi) << 64 | UInt128(lo))
+        return d >= UInt128(Int128.max) ? .max : Int128(d) + 1
+    }
+
     /// Number of addresses in [self, end] (self <= end), saturating at Int64.max.
     func count(through end: IP) -> Int64 {
         let dlo = end.lo &- lo

@@ -15,8 +15,10 @@
 //    become reserved, addresses dropped from the list since the last import become available (addresses moved
 //    with address.move are left alone).
 //  - capacity / pool.list: for a dual-stack pool, `free` is how many more attachments it can serve (its
-//    scarcest family); reserved, active and held count addresses over all families. Reported counts are capped
-//    at 2^50 (an IPv6 /64 reads as 1125899906842624), so every JSON reader gets an exact integer.
+//    scarcest family); reserved, active and held count addresses over all families. Counts are 128-bit and
+//    saturating (never wrap). As JSON numbers they are capped at 2^50 (an IPv6 /64 reads as 1125899906842624), so
+//    every JSON reader gets an exact integer; a count above the cap also comes exactly, as a decimal string, in
+//    "<name>Exact" next to it (a /64 range: "freeExact": "18446744073709551614"). Past 2^127-1 it saturates.
 //  - One interface has one MAC: every entry of an ADD result carries the same one — a MAC the pool binds to one
 //    of the addresses, else the request's "mac", else derived from the first address (IPv4 when present).
 //  - An identity (app, ordinal) re-added while its addresses are still active for another container takes them
@@ -468,16 +470,20 @@ final class IpamPool: NetworkPlugin {
     func capacity(_ request: [UInt8]) throws -> [UInt8] {
         let (req, op) = try begin(request)
         let node = try str(req, "node", max: 253)
-        var tf: Int64 = 0, tr: Int64 = 0, ta: Int64 = 0, th: Int64 = 0
+        var tf: Int128 = 0, tr: Int128 = 0, ta: Int128 = 0, th: Int128 = 0
         var pools: [JV] = []
         for p in try op.allDefs() where p.usable(from: node) {
             let s = try op.counts(p.name).summary(p.families)
-            tf = tf &+ s.free; tr = tr &+ s.reserved; ta = ta &+ s.active; th = th &+ s.held
-            pools.append(["name": .string(p.name), "free": Counts.report(s.free), "reserved": Counts.report(s.reserved),
-                          "active": Counts.report(s.active), "held": Counts.report(s.held)])
+            tf = Counts.plus(tf, s.free); tr = Counts.plus(tr, s.reserved); ta = Counts.plus(ta, s.active); th = Counts.plus(th, s.held)
+            var o: JV = ["name": .string(p.name)]
+            Counts.set(&o, "free", s.free); Counts.set(&o, "reserved", s.reserved)
+            Counts.set(&o, "active", s.active); Counts.set(&o, "held", s.held)
+            pools.append(o)
         }
-        return try finish(op, ["free": Counts.report(tf), "reserved": Counts.report(tr), "active": Counts.report(ta),
-                               "held": Counts.report(th), "pools": .array(pools)])
+        var out: JV = .object([])
+        Counts.set(&out, "free", tf); Counts.set(&out, "reserved", tr); Counts.set(&out, "active", ta); Counts.set(&out, "held", th)
+        out["pools"] = .array(pools)
+        return try finish(op, out)
     }
 
     // MARK: admin
@@ -526,14 +532,16 @@ final class IpamPool: NetworkPlugin {
                      "ranges": .array(p.ranges.map { .string("\($0.start)-\($0.end)") })]
         if let v = p.vlan { o["vlan"] = JV(v) }
         if !p.nodes.isEmpty { o["nodes"] = .array(p.nodes.map { .string($0) }) }
-        o["free"] = Counts.report(s.free)
-        o["reserved"] = Counts.report(s.reserved)
-        o["active"] = Counts.report(s.active)
-        o["held"] = Counts.report(s.held)
+        Counts.set(&o, "free", s.free)
+        Counts.set(&o, "reserved", s.reserved)
+        Counts.set(&o, "active", s.active)
+        Counts.set(&o, "held", s.held)
         o["byFamily"] = .object(p.families.map { f in
-            (String(f), ["size": Counts.report(c.get(f, Counts.size)), "free": Counts.report(c.free(f)),
-                         "reserved": Counts.report(c.get(f, Counts.reserved)), "active": Counts.report(c.get(f, Counts.active)),
-                         "held": Counts.report(c.get(f, Counts.held))])
+            var b: JV = .object([])
+            Counts.set(&b, "size", c.get(f, Counts.size))
+            Counts.set(&b, "free", c.free(f))
+            for (n, k) in [("reserved", Counts.reserved), ("active", Counts.active), ("held", Counts.held)] { Counts.set(&b, n, c.get(f, k)) }
+            return (String(f), b)
         })
         return o
     }

@@ -130,9 +130,9 @@ struct PoolDef {
         Interval.subtract([r.interval], Interval.clip(holes, to: r.interval))
     }
 
-    func memberCount(_ r: AddrRange) -> Int64 {
-        var n = r.start.count(through: r.end)
-        for h in Interval.clip(holes, to: r.interval) { n = n &- min(n, h.count) }
+    func memberCount(_ r: AddrRange) -> Int128 {
+        var n = r.start.exactCount(through: r.end)
+        for h in Interval.clip(holes, to: r.interval) { n -= min(n, h.lo.exactCount(through: h.hi)) }
         return n
     }
 

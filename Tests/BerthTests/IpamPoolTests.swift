@@ -354,6 +354,33 @@ final class IpamPoolTests: XCTestCase {
         }
     }
 
+    /// Counts of IPv6 pools never wrap: one /64 next to an IPv4 pool once answered "free": -9223372036853445000.
+    func testCapacityOfIPv6PoolsIsExactAndNeverWraps() throws {
+        let n = try net(["pools": [["name": "v6", "ranges": [["subnet": "2001:db8:1::/64"]]],
+                                   ["name": "v4", "ranges": [["subnet": "10.1.0.0/24"]]]]])
+        let slash64 = "18446744073709551614"  // 2^64 - 1 addresses from ::1, minus the gateway
+        var cap = try n.capacity()
+        XCTAssertEqual(cap["free"]?.int, 1 << 50)
+        XCTAssertEqual(cap["freeExact"]?.string, "18446744073709551867")  // + the /24's 253
+        XCTAssertEqual(cap["pools"]?[1]?["name"]?.string, "v6")
+        XCTAssertEqual(cap["pools"]?[1]?["freeExact"]?.string, slash64)
+        XCTAssertNil(cap["pools"]?[0]?["freeExact"], "a count under 2^50 needs no exact string")
+        XCTAssertEqual(cap["pools"]?[0]?["free"]?.int, 253)
+        // Two /64s in one pool: past 2^64, exact all the same (stored as a decimal string).
+        _ = try n.admin("pool.import", ["name": "v6", "ranges": [["subnet": "2001:db8:1::/64"], ["subnet": "2001:db8:2::/64"]]])
+        try n.add("c1", "eth0", ["pool": "v6"])
+        cap = try n.capacity()
+        XCTAssertEqual(cap["pools"]?[1]?["freeExact"]?.string, "36893488147419103227")  // 2 x slash64 - 1 active
+        XCTAssertEqual(cap["pools"]?[1]?["active"]?.int, 1)
+        XCTAssertEqual(cap["active"]?.int, 1)
+        let list = try n.admin("pool.list")["pools"]?.array ?? []
+        XCTAssertEqual(list.last?["byFamily"]?["6"]?["sizeExact"]?.string, "36893488147419103228")
+        XCTAssertEqual(list.last?["free"]?.int, 1 << 50)
+        // A fresh instance reads the stored counters back exactly.
+        try n.restart()
+        XCTAssertEqual(try n.capacity()["pools"]?[1]?["freeExact"]?.string, "36893488147419103227")
+    }
+
     func testGC() throws {
         let n = try net(pool: ["name": "p", "ranges": [["subnet": "10.1.2.0/24"]]])
         for c in ["a", "b", "c"] { try n.add(c) }
