@@ -270,6 +270,15 @@ enum MAC {
         b.map { $0 < 16 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined(separator: ":")
     }
 
+    /// Why a MAC (canonical form) cannot be bound to an interface, or nil when it can: the broadcast address, a
+    /// multicast address (least significant bit of the first octet set) or all zeros.
+    static func unusable(_ mac: String) -> String? {
+        if mac == "ff:ff:ff:ff:ff:ff" { return "is the broadcast address" }
+        if mac == "00:00:00:00:00:00" { return "is all zeros" }
+        if let first = UInt8(mac.prefix(2), radix: 16), first & 1 == 1 { return "is a multicast address (the first octet is odd)" }
+        return nil
+    }
+
     /// Parses "52:54:00:00:00:10" (or with '-') into its canonical lowercase colon form.
     static func canonical(_ s: String) -> String? {
         let parts = s.split(separator: s.contains("-") ? "-" : ":", omittingEmptySubsequences: false)

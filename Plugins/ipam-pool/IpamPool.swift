@@ -696,6 +696,16 @@ final class IpamPool: NetworkPlugin {
                 throw PluginError(.invalidArgument, "pool \(name): address \(e.ip) is already in a range of pool \(o.name)")
             }
         }
+        // One interface per MAC in the network: a MAC another pool binds cannot be bound here too.
+        if !spec.macs.isEmpty {
+            let mine = Dictionary(spec.macs.map { ($0.1, $0.0) }, uniquingKeysWith: { a, _ in a })
+            try op.each("mac/") { key, value in
+                let parts = key.split(separator: "/", maxSplits: 2)
+                guard parts.count == 3, parts[1] != name, let ip = mine[String(decoding: value, as: UTF8.self)] else { return }
+                let otherIP = IP(ref: String(parts[2])).map { "\($0)" } ?? String(parts[2])
+                throw PluginError(.invalidArgument, "pool \(name): macs: \(String(decoding: value, as: UTF8.self)) (for \(ip)) is already bound to \(otherIP) in pool \(parts[1]); a MAC can be bound once per network")
+            }
+        }
         for e in spec.explicit {
             if let j = try op.getJSON(Key.owner(e.ip)), let other = j["pool"]?.string, other != name {
                 throw PluginError(.invalidArgument, "pool \(name): address \(e.ip) already belongs to pool \(other)")

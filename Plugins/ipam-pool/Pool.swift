@@ -355,14 +355,20 @@ struct PoolSpec {
         if let v = doc["macs"], !v.isNull {
             guard let kv = v.object else { throw bad("\"macs\" must be an object mapping addresses to MACs, got \(v.typeName)") }
             var seen: [String: IP] = [:]
+            var macKeys: [IP: String] = [:]
             for (k, m) in kv {
                 guard let ip = IP.parse(k.trimmingSpaces) else { throw bad("macs: key \"\(k)\" is not an IP address") }
                 guard let ms = m.string, let mac = MAC.canonical(ms.trimmingSpaces) else {
                     throw bad("macs[\"\(k)\"]: \(m.serialized) is not a MAC address (expected like 52:54:00:00:00:10)")
                 }
+                if let why = MAC.unusable(mac) {
+                    throw bad("macs[\"\(k)\"]: \(mac) \(why); bind a unicast MAC such as 52:54:00:00:00:10")
+                }
                 try member(ip, "macs[\"\(k)\"]")
-                if let other = seen[mac], other != ip { throw bad("macs: \(mac) is bound to both \(other) and \(ip)") }
+                if let first = macKeys[ip] { throw bad("macs: \(ip) is given twice (as \"\(first)\" and \"\(k)\")") }
+                if let other = seen[mac] { throw bad("macs: \(mac) is bound to both \(other) and \(ip)") }
                 seen[mac] = ip
+                macKeys[ip] = k
                 macs.append((ip, mac))
                 macJSON.append((ip.description, .string(mac)))
             }

@@ -381,6 +381,32 @@ final class IpamPoolTests: XCTestCase {
         XCTAssertEqual(try n.capacity()["pools"]?[1]?["freeExact"]?.string, "36893488147419103227")
     }
 
+    /// A pool binds only MACs an interface can have: not multicast, broadcast or all zeros, and each once per network.
+    func testPoolMACsMustBeUsableAndUnique() throws {
+        let n = try net(.object([]))
+        func imp(_ name: String, _ macs: JSON) throws {
+            _ = try n.admin("pool.import", ["name": .string(name), "ranges": [["subnet": name == "a" ? "10.1.0.0/24" : "10.2.0.0/24"]], "macs": macs])
+        }
+        expectError(Self.INVALID, "ff:ff:ff:ff:ff:ff is the broadcast address") { try imp("a", ["10.1.0.10": "FF:FF:FF:FF:FF:FF"]) }
+        expectError(Self.INVALID, "01:00:5e:00:00:01 is a multicast address") { try imp("a", ["10.1.0.10": "01:00:5e:00:00:01"]) }
+        expectError(Self.INVALID, "33:33:00:00:00:01 is a multicast address") { try imp("a", ["10.1.0.10": "33-33-00-00-00-01"]) }
+        expectError(Self.INVALID, "00:00:00:00:00:00 is all zeros") { try imp("a", ["10.1.0.10": "00:00:00:00:00:00"]) }
+        expectError(Self.INVALID, "52:54:00:00:00:10 is bound to both 10.1.0.10 and 10.1.0.11") {
+            try imp("a", ["10.1.0.10": "52:54:00:00:00:10", "10.1.0.11": "52:54:00:00:00:10"])
+        }
+        expectError(Self.INVALID, "10.1.0.10 is given twice") { try imp("a", ["10.1.0.10": "52:54:00:00:00:10", " 10.1.0.10": "52:54:00:00:00:11"]) }
+        XCTAssertEqual(try n.admin("pool.list")["pools"]?.array?.count, 0, "a refused import changes nothing")
+        try imp("a", ["10.1.0.10": "52:54:00:00:00:10"])
+        expectError(Self.INVALID, "52:54:00:00:00:10 (for 10.2.0.10) is already bound to 10.1.0.10 in pool a") {
+            try imp("b", ["10.2.0.10": "52:54:00:00:00:10"])
+        }
+        XCTAssertEqual(try n.admin("pool.list")["pools"]?.array?.count, 1)
+        // Re-importing the pool that holds the binding is fine; so is a distinct MAC elsewhere.
+        XCTAssertNoThrow(try imp("a", ["10.1.0.10": "52:54:00:00:00:10"]))
+        XCTAssertNoThrow(try imp("b", ["10.2.0.10": "52:54:00:00:00:20"]))
+        XCTAssertEqual(try n.add("c1", "eth0", ["ips": ["10.2.0.10"]])["ips"]?[0]?["mac"]?.string, "52:54:00:00:00:20")
+    }
+
     func testGC() throws {
         let n = try net(pool: ["name": "p", "ranges": [["subnet": "10.1.2.0/24"]]])
         for c in ["a", "b", "c"] { try n.add(c) }
