@@ -674,8 +674,9 @@ final class IpamPool: NetworkPlugin {
     func importPool(_ op: Op, _ doc: JV) throws -> JV {
         guard case .object(let fields) = doc else { throw PluginError(.invalidArgument, "a pool must be a JSON object, got \(doc.typeName)") }
         guard let name = doc["name"]?.string else { throw PluginError(.invalidArgument, "pool: \"name\" is required (a string)") }
-        let ignored = fields.map { $0.0 }.filter { !PoolSpec.fields.contains($0) && $0 != "network" }
-        if !ignored.isEmpty { host.log(.warn, "pool.import \(name): ignoring unknown fields \(ignored.joined(separator: ", "))") }
+        // The host adds "network" to every request; anything else outside the POOL fields is a mistake (a typo would
+        // otherwise silently change nothing).
+        try PoolSpec.refuseUnknown(doc, PoolSpec.fieldOrder, at: "the pool document", pool: name, unlisted: ["network"])
 
         let oldSpecJSON = PoolSpec.validName(name) ? try op.getJSON(Key.spec(name)) : nil
         let old = oldSpecJSON.flatMap { try? PoolSpec.parse($0) }

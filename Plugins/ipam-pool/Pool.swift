@@ -187,8 +187,24 @@ struct ExplicitAddr {
 
 /// A validated POOL document.
 struct PoolSpec {
-    /// The fields of a POOL document; anything else is ignored (and logged).
-    static let fields: Set<String> = ["name", "ranges", "ips", "exclude", "reserved", "macs", "routes", "dns", "vlan", "nodes"]
+    /// The fields of a POOL document, in the order messages list them; anything else is refused.
+    static let fieldOrder = ["name", "ranges", "ips", "exclude", "reserved", "macs", "routes", "dns", "vlan", "nodes"]
+    static let fields = Set(fieldOrder)
+    /// The fields of the objects inside a POOL document (anything else is refused, as at the top level).
+    static let rangeFields = ["subnet", "start", "end", "gateway"]
+    static let routeFields = ["dst", "gw"]
+    static let dnsFields = ["nameservers", "domain", "search", "options"]
+
+    /// Refuses keys of `obj` outside `allowed`, naming them and the allowed ones. `at` says where (for messages).
+    /// `unlisted` are accepted but not named (the "network" the host adds to every request).
+    static func refuseUnknown(_ obj: JV, _ allowed: [String], at: String, pool: String, unlisted: [String] = []) throws {
+        guard let kv = obj.object else { return }
+        let unknown = kv.map { $0.0 }.filter { !allowed.contains($0) && !unlisted.contains($0) }
+        guard !unknown.isEmpty else { return }
+        let list = unknown.map { "\"\($0)\"" }.joined(separator: ", ")
+        throw PluginError(.invalidArgument, "pool \(pool): \(at) has unknown field\(unknown.count == 1 ? "" : "s") \(list); "
+            + "allowed: \(allowed.joined(separator: ", "))")
+    }
     /// Largest number of addresses one "a-b" entry or exclusion CIDR may expand to where addresses are materialised.
     static let maxExpansion: Int64 = 65536
 
@@ -239,6 +255,7 @@ struct PoolSpec {
         for (i, rd) in rangeDocs.enumerated() {
             let at = "ranges[\(i)]"
             guard case .object = rd else { throw bad("\(at) must be an object with \"subnet\"") }
+            try refuseUnknown(rd, rangeFields, at: at, pool: name)
             func field(_ k: String) throws -> String? {
                 guard let v = rd[k], !v.isNull else { return nil }
                 guard let s = v.string else { throw bad("\(at).\(k) must be a string, got \(v.typeName)") }
@@ -378,6 +395,8 @@ struct PoolSpec {
         if let v = doc["routes"], !v.isNull {
             guard let a = v.array else { throw bad("\"routes\" must be an array, got \(v.typeName)") }
             for (i, r) in a.enumerated() {
+                guard case .object = r else { throw bad("routes[\(i)] must be an object {dst, gw}, got \(r.typeName)") }
+                try refuseUnknown(r, routeFields, at: "routes[\(i)]", pool: name)
                 guard let dstText = r["dst"]?.string else { throw bad("routes[\(i)].dst is required (a CIDR such as 0.0.0.0/0)") }
                 guard let dst = CIDR.parse(dstText.trimmingSpaces) else { throw bad("routes[\(i)].dst \"\(dstText)\" is not a valid CIDR") }
                 var o: JV = ["dst": .string("\(dst.network)/\(dst.prefix)")]
@@ -393,6 +412,7 @@ struct PoolSpec {
         var dns: JV? = nil
         if let v = doc["dns"], !v.isNull {
             guard case .object = v else { throw bad("\"dns\" must be an object {nameservers, domain, search, options}, got \(v.typeName)") }
+            try refuseUnknown(v, dnsFields, at: "dns", pool: name)
             var o: JV = .object([])
             if let ns = v["nameservers"], !ns.isNull {
                 guard let a = ns.array else { throw bad("dns.nameservers must be an array of IP addresses") }

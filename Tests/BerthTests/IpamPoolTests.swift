@@ -407,6 +407,31 @@ final class IpamPoolTests: XCTestCase {
         XCTAssertEqual(try n.add("c1", "eth0", ["ips": ["10.2.0.10"]])["ips"]?[0]?["mac"]?.string, "52:54:00:00:00:20")
     }
 
+    /// pool.import refuses fields it does not know, at every level, naming them and the allowed ones.
+    func testPoolImportRefusesUnknownFields() throws {
+        let n = try net(.object([]))
+        let base: [(String, JSON)] = [("name", "p"), ("ranges", [["subnet": "10.1.0.0/24"]])]
+        func imp(_ extra: [(String, JSON)]) throws { _ = try n.admin("pool.import", .object(base + extra)) }
+        expectError(Self.INVALID, "pool p: the pool document has unknown field \"colour\"; allowed: name, ranges, ips, exclude, reserved, macs, routes, dns, vlan, nodes") {
+            try imp([("colour", "red")])
+        }
+        expectError(Self.INVALID, "unknown fields \"gatway\", \"vlanId\"") { try imp([("gatway", "10.1.0.1"), ("vlanId", 3)]) }
+        expectError(Self.INVALID, "pool p: ranges[1] has unknown field \"gatway\"; allowed: subnet, start, end, gateway") {
+            _ = try n.admin("pool.import", ["name": "p", "ranges": [["subnet": "10.1.0.0/24"], ["subnet": "10.2.0.0/24", "gatway": "10.2.0.1"]]])
+        }
+        expectError(Self.INVALID, "pool p: routes[0] has unknown field \"via\"; allowed: dst, gw") {
+            try imp([("routes", [["dst": "0.0.0.0/0", "via": "10.1.0.1"]])])
+        }
+        expectError(Self.INVALID, "pool p: dns has unknown field \"servers\"; allowed: nameservers, domain, search, options") {
+            try imp([("dns", ["servers": ["10.1.0.53"]])])
+        }
+        XCTAssertEqual(try n.admin("pool.list")["pools"]?.array?.count, 0, "a refused import changes nothing")
+        // Updating an existing pool is checked the same way; the stored pool stays as it was.
+        try imp([("vlan", 5)])
+        expectError(Self.INVALID, "unknown field \"vlan_id\"") { _ = try n.admin("pool.import", ["name": "p", "vlan_id": 7]) }
+        XCTAssertEqual(try n.admin("pool.show", ["name": "p"])["pool"]?["vlan"]?.int, 5)
+    }
+
     func testGC() throws {
         let n = try net(pool: ["name": "p", "ranges": [["subnet": "10.1.2.0/24"]]])
         for c in ["a", "b", "c"] { try n.add(c) }
