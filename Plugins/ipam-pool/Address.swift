@@ -203,7 +203,7 @@ struct IP: Hashable, Comparable, CustomStringConvertible {
 }
 
 /// An address with a prefix length: "10.1.0.0/24".
-struct CIDR: Equatable, CustomStringConvertible {
+struct CIDR: Hashable, CustomStringConvertible {
     let ip: IP
     let prefix: Int
 

@@ -35,6 +35,8 @@ final class IpamPool: NetworkPlugin {
     var network = ""
     /// Pool definitions parsed in earlier calls (validated against the stored bytes on every use).
     let parsedDefs = DefCache()
+    /// The document of a staged import, parsed once for all its steps (Staged.swift).
+    let stagedSpecs = StagedSpecCache()
 
     init(host: HostServices, config: [UInt8]) throws {
         self.host = host
@@ -54,7 +56,7 @@ final class IpamPool: NetworkPlugin {
         for (i, p) in (cfg["pools"]?.array ?? []).enumerated() {
             guard let name = p["name"]?.string else { throw PluginError(.invalidArgument, "configuration pools[\(i)]: \"name\" is required") }
             if try op.def(name) == nil {
-                do { _ = try importPool(op, p) } catch let e as PluginError {
+                do { _ = try importPool(op, p, inSteps: false) } catch let e as PluginError {
                     throw PluginError(e.status, "configuration pools[\(i)]: \(e.message)")
                 }
             }
@@ -68,7 +70,7 @@ final class IpamPool: NetworkPlugin {
     var networkLabel: String { network.isEmpty ? "(unnamed)" : network }
 
     /// Emits an event (committed with the operation), naming the network when it is known.
-    private func emit(_ type: String, _ data: JV) {
+    func emit(_ type: String, _ data: JV) {
         var d: JV = network.isEmpty ? .object([]) : ["network": .string(network)]
         for (k, v) in data.object ?? [] { d[k] = v }
         host.emit(type, json: d.serialized)
@@ -500,7 +502,7 @@ final class IpamPool: NetworkPlugin {
         case "pool.list":
             out = ["pools": .array(try op.allDefs().map { try summary(op, $0) })]
         case "pool.show": out = try showPool(op, req)
-        case "pool.delete": out = try deletePool(op, req)
+        case "pool.delete": out = try deletePool(op, try str(req, "name", required: true, max: 63)!)
         case "address.move": out = try moveAddresses(op, req)
         case "node.release":
             let node = try str(req, "node", required: true, max: 253)!
@@ -522,7 +524,7 @@ final class IpamPool: NetworkPlugin {
         return try finish(op, out)
     }
 
-    private func summary(_ op: Op, _ p: PoolDef) throws -> JV {
+    func summary(_ op: Op, _ p: PoolDef) throws -> JV {
         let c = try op.counts(p.name)
         let s = c.summary(p.families)
         var subnets: [String] = []
@@ -555,29 +557,6 @@ final class IpamPool: NetworkPlugin {
             addrs.append(r.show(ip))
         }
         return ["pool": try op.getJSON(Key.spec(name)) ?? p.json, "counts": try summary(op, p), "addresses": .array(addrs)]
-    }
-
-    private func deletePool(_ op: Op, _ req: JV) throws -> JV {
-        let name = try str(req, "name", required: true, max: 63)!
-        let p = try op.requireDef(name)
-        let c = try op.counts(name)
-        let s = c.summary(p.families)
-        if s.active + s.held > 0 {
-            throw PluginError(.failedPrecondition, "pool \(name) has \(s.active + s.held) active addresses (\(s.active) attached, \(s.held) held for stateful identities); release them before deleting the pool")
-        }
-        // Explicit addresses' owner entries, then every per-pool prefix.
-        if let sj = try op.getJSON(Key.spec(name)), let spec = try? PoolSpec.parse(sj) {
-            for e in spec.explicit { try op.delete(Key.owner(e.ip)) }
-        }
-        for prefix in ["addr/\(name)/", "free/\(name)/", "rsv/\(name)/", "hwm/\(name)/", "last/\(name)/", "mac/\(name)/"] {
-            try op.each(prefix) { key, _ in try op.delete(key) }
-        }
-        try op.delete(Key.pool(name))
-        try op.delete(Key.spec(name))
-        try op.delete(Key.count(name))
-        op.forgetDef(name)
-        emit("pool.deleted", ["pool": .string(name)])
-        return ["deleted": .string(name)]
     }
 
     private func moveAddresses(_ op: Op, _ req: JV) throws -> JV {
@@ -671,9 +650,10 @@ final class IpamPool: NetworkPlugin {
     /// Addresses that leave the pool must not be active or held; reservations follow the "reserved" list
     /// (addresses newly listed become reserved, addresses dropped from it since the last import become available).
     @discardableResult
-    func importPool(_ op: Op, _ doc: JV) throws -> JV {
+    func importPool(_ op: Op, _ doc: JV, inSteps: Bool = true) throws -> JV {
         guard case .object(let fields) = doc else { throw PluginError(.invalidArgument, "a pool must be a JSON object, got \(doc.typeName)") }
         guard let name = doc["name"]?.string else { throw PluginError(.invalidArgument, "pool: \"name\" is required (a string)") }
+        if let c = doc["continue"], !c.isNull { return try importStep(op, name) }  // the host calling a staged import again
         // The host adds "network" to every request; anything else outside the POOL fields is a mistake (a typo would
         // otherwise silently change nothing).
         try PoolSpec.refuseUnknown(doc, PoolSpec.fieldOrder, at: "the pool document", pool: name, unlisted: ["network"])
@@ -682,14 +662,17 @@ final class IpamPool: NetworkPlugin {
         let old = oldSpecJSON.flatMap { try? PoolSpec.parse($0) }
         var merged: JV = oldSpecJSON ?? .object([])
         for (k, v) in fields where PoolSpec.fields.contains(k) { merged[k] = v }
+        if inSteps, PoolSpec.validName(name), try checkStaged(op, name, merged) { return try importStep(op, name) }
         let spec = try PoolSpec.parse(merged)
         let p = spec.def
         let isNew = old == nil
 
-        // No address may belong to two pools of the network.
+        // No address may belong to two pools of the network. Ranges are sorted and disjoint within a pool, so each
+        // of this pool's ranges is checked against another pool's by binary search (n log m, not n x m).
         for o in try op.allDefs() where o.name != name {
+            let theirs = o.ranges.map { $0.interval }
             for r in p.ranges {
-                for r2 in o.ranges where r.interval.overlaps(r2.interval) {
+                if let r2 = Interval.clip(theirs, to: r.interval).first.flatMap({ o.range(containing: $0.lo) }) {
                     throw PluginError(.invalidArgument, "pool \(name): range \(r.start)-\(r.end) overlaps range \(r2.start)-\(r2.end) of pool \(o.name)")
                 }
             }
@@ -712,16 +695,35 @@ final class IpamPool: NetworkPlugin {
                 throw PluginError(.invalidArgument, "pool \(name): address \(e.ip) already belongs to pool \(other)")
             }
         }
-        for r in p.ranges {
+        // Explicit addresses of other pools inside this pool's ranges. Leapfrog: seek the first explicit address at or
+        // after a range's start; one inside it of another pool is a conflict, else skip to the range that could hold
+        // it. Seeks: at most min(ranges, explicit addresses) + 1.
+        var ri = 0
+        var from = p.ranges.first?.start
+        while ri < p.ranges.count, let f = from {
+            let r = p.ranges[ri]
             let prefix = "owner/\(r.family)/"
-            var after = r.start.predecessor.map { prefix + $0.hex } ?? ""
-            while let e = try op.host.next(prefix: prefix, after: after), let ip = IP(hex: e.key.dropFirst(prefix.count)), ip <= r.end {
+            let start = max(f, r.start)
+            guard let e = try op.host.next(prefix: prefix, after: start.predecessor.map { prefix + $0.hex } ?? ""),
+                  let ip = IP(hex: e.key.dropFirst(prefix.count)) else {
+                ri = p.ranges.firstIndex(where: { $0.family > r.family }) ?? p.ranges.count  // none left in this family
+                continue
+            }
+            if ip <= r.end {
                 if let j = try? JV.parse(e.value), let other = j["pool"]?.string, other != name {
                     throw PluginError(.invalidArgument, "pool \(name): range \(r.start)-\(r.end) holds \(ip), an explicit address of pool \(other)")
                 }
-                after = e.key
+                from = ip.successor
+                if let n = from, n > r.end { ri += 1 }
+            } else {
+                guard let nr = Self.firstRange(p.ranges, endingAtOrAfter: ip, from: ri) else { break }
+                ri = nr
+                from = ip
             }
         }
+
+        // A new pool with many addresses to write is imported in steps (Staged.swift); the checks above are done.
+        if isNew && inSteps && Self.importWork(spec) > Self.stepAddresses { return try startStagedImport(op, name, merged, spec) }
 
         let explicitSet = Set(spec.explicit.map { $0.ip })
         let newReserved = Set(spec.reserved)
@@ -760,13 +762,15 @@ final class IpamPool: NetworkPlugin {
             func members(_ d: PoolDef) -> [Interval] { Interval.normalise(d.ranges.flatMap { d.memberIntervals($0) }) }
             let oldMembers = members(oldDef)
             let oldStarts = Set(oldDef.ranges.map { $0.start })
-            for r in oldDef.ranges where !p.ranges.contains(where: { $0.start == r.start }) {
+            let newStarts = Set(p.ranges.map { $0.start })
+            for r in oldDef.ranges where !newStarts.contains(r.start) {
                 try op.delete(Key.hwm(name, r))
             }
             try op.setDef(p)
             for r in p.ranges where oldStarts.contains(r.start) {
                 guard let h = try op.hwm(p, r) ?? r.end.successor, h > r.start, let below = h.predecessor else { continue }
-                let joined = Interval.subtract(Interval.clip(p.memberIntervals(r), to: Interval(lo: r.start, hi: below)), oldMembers)
+                let window = Interval(lo: r.start, hi: below)
+                let joined = Interval.subtract(Interval.clip(p.memberIntervals(r), to: window), Interval.clip(oldMembers, to: window))
                 let total = joined.reduce(Int64(0)) { $0 &+ $1.count }
                 if total > PoolSpec.maxExpansion {
                     try op.delete(Key.hwm(name, r))  // cheaper to let allocation walk the range again
@@ -803,6 +807,16 @@ final class IpamPool: NetworkPlugin {
 
         emit("pool.imported", ["pool": .string(name), "created": .bool(isNew)])
         return try summary(op, p).with("created", .bool(isNew))
+    }
+
+    /// The index of the first range of `sorted` (from `from` on) whose end is at or after `ip` (binary search).
+    static func firstRange(_ sorted: [AddrRange], endingAtOrAfter ip: IP, from: Int) -> Int? {
+        var lo = from, hi = sorted.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if sorted[mid].end < ip { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < sorted.count ? lo : nil
     }
 
     /// Sets a pool's counters from its definition and its address records (administrative operations only).

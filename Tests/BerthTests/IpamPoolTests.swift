@@ -95,9 +95,21 @@ final class IpamPoolTests: XCTestCase {
             return try ex.runSync { try inst.callObject(op, fn, body.setting("network", "net1")) }
         }
 
+        /// An admin operation run to its end as the host runs it (every step in its own transaction).
         func admin(_ op: String, _ body: JSON = .object([])) throws -> JSON {
+            try NetworkService.adminInSteps(ex, { self.inst }, op, body)
+        }
+
+        /// One call of an admin operation, as if berthd stopped after it (a staged one is left halfway).
+        func adminStep(_ op: String, _ body: JSON) throws -> JSON {
             let inst = self.inst
             return try ex.runSync { try inst.networkAdmin(op, body) }
+        }
+
+        /// A key of the plugin's namespace, read on the executor (between the steps of a staged operation).
+        func kv(_ key: String) throws -> String? {
+            let store = self.store, ns = spec.name
+            return try ex.runSync { try store.kvGet(ns, key).map { String(decoding: $0, as: UTF8.self) } }
         }
 
         @discardableResult
@@ -430,6 +442,90 @@ final class IpamPoolTests: XCTestCase {
         try imp([("vlan", 5)])
         expectError(Self.INVALID, "unknown field \"vlan_id\"") { _ = try n.admin("pool.import", ["name": "p", "vlan_id": 7]) }
         XCTAssertEqual(try n.admin("pool.show", ["name": "p"])["pool"]?["vlan"]?.int, 5)
+    }
+
+    /// A pool of 16,384 explicit addresses: more than one step of an import writes (IpamPool.stepAddresses).
+    static let bigPool: JSON = ["name": "big", "ranges": [["subnet": "10.50.0.0/16", "start": "10.50.0.1", "end": "10.50.0.10"]],
+                                "ips": ["10.50.1.0-10.50.64.255"], "reserved": ["10.50.2.0-10.50.2.255"]]
+
+    /// A large import runs in steps, each its own transaction: an ADD issued while it runs completes before it does.
+    func testLargeImportLetsAnAddRunBeforeItFinishes() throws {
+        let n = try net(pool: ["name": "small", "ranges": [["subnet": "10.9.0.0/24"]]])
+        let order = Shared<[String]>([])
+        let finished = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            do { _ = try n.admin("pool.import", Self.bigPool); order.with { $0.append("import") } } catch { order.with { $0.append("import failed: \(error)") } }
+            finished.signal()
+        }
+        // Wait until the import has begun (its marker is in the store) or has ended; read between its steps.
+        var sawMarker = false
+        while order.get.isEmpty {
+            if try n.kv("importing/big") != nil { sawMarker = true; break }
+            usleep(200)
+        }
+        try n.add("c1", "eth0", ["pool": "small"])
+        order.with { $0.append("add") }
+        finished.wait()
+        XCTAssertTrue(sawMarker, "the import never showed a step in progress: it ran as one transaction")
+        XCTAssertEqual(order.get, ["add", "import"], "the ADD waited for the whole import")
+        // The staged import left exactly what a one-transaction import would.
+        let big = try n.admin("pool.list")["pools"]?.array?.first { $0["name"]?.string == "big" }
+        XCTAssertEqual(big?["free"]?.int, 9 + 16_384 - 256)
+        XCTAssertEqual(big?["reserved"]?.int, 256)
+        XCTAssertNil(try n.kv("importing/big"))
+        XCTAssertNil(try n.kv("importdoc/big"))
+        XCTAssertEqual(try n.addIP("c2", "eth0", ["ips": ["10.50.64.255"]]), "10.50.64.255")
+        XCTAssertEqual(try n.addIP("c3", "eth0", ["ips": ["10.50.2.7"]]), "10.50.2.7")  // reserved: taken when asked for
+        XCTAssertEqual(try n.state("big", "10.50.2.8"), "reserved")
+    }
+
+    /// An import stopped halfway (berthd gone) leaves no live pool; the same document finishes it, pool.delete rolls it
+    /// back, and other imports are refused meanwhile with a message that says so.
+    func testStagedImportStoppedHalfwayResumesOrRollsBack() throws {
+        let n = try net(.object([]))
+        XCTAssertNotNil(try n.adminStep("pool.import", Self.bigPool)["continue"])
+        XCTAssertNotNil(try n.adminStep("pool.import", Self.bigPool.setting("continue", ["pool": "big"]))["continue"])
+        try n.restart()  // a new instance on the same store, as after a restart of berthd
+        XCTAssertEqual(try n.admin("pool.list")["pools"]?.array?.count, 0, "a half-imported pool is not live")
+        expectError(Self.PRECONDITION, "pool big is being imported in steps") {
+            _ = try n.admin("pool.import", ["name": "other", "ranges": [["subnet": "10.8.0.0/24"]]])
+        }
+        expectError(Self.PRECONDITION, "an import of pool big with another document did not finish") {
+            _ = try n.admin("pool.import", ["name": "big", "ranges": [["subnet": "10.50.0.0/24"]]])
+        }
+        // Rolled back: nothing of it is left, and its addresses are free for another pool.
+        XCTAssertEqual(try n.admin("pool.delete", ["name": "big"])["deleted"]?.string, "big")
+        XCTAssertEqual(try n.store.kvCount("net1"), 0)
+        _ = try n.admin("pool.import", ["name": "other", "ranges": [["subnet": "10.50.0.0/16"]]])
+        _ = try n.admin("pool.delete", ["name": "other"])
+        // Resumed: the same document again finishes it.
+        XCTAssertNotNil(try n.adminStep("pool.import", Self.bigPool)["continue"])
+        let done = try n.admin("pool.import", Self.bigPool)
+        XCTAssertEqual(done["created"]?.bool, true)
+        XCTAssertEqual(done["free"]?.int, 9 + 16_384 - 256)
+        // A staged deletion stopped halfway: the pool is gone at once, its keys go in steps, the same request finishes.
+        XCTAssertNotNil(try n.adminStep("pool.delete", ["name": "big"])["continue"])
+        XCTAssertEqual(try n.admin("pool.list")["pools"]?.array?.count, 0)
+        expectError(Self.PRECONDITION, "pool big is still being deleted") { _ = try n.admin("pool.import", Self.bigPool) }
+        XCTAssertEqual(try n.admin("pool.delete", ["name": "big"])["deleted"]?.string, "big")
+        XCTAssertEqual(try n.store.kvCount("net1"), 0)
+    }
+
+    /// What one pool may hold is bounded, with errors that say so.
+    func testPoolSizeLimits() throws {
+        let n = try net(.object([]))
+        let ranges = (0..<8193).map { i -> JSON in ["subnet": .string("10.\(i / 256).\(i % 256).0/29")] }
+        expectError(Self.INVALID, "\"ranges\" has 8193 entries; a pool holds at most 8192 ranges") {
+            _ = try n.admin("pool.import", ["name": "p", "ranges": .array(ranges)])
+        }
+        XCTAssertNoThrow(try n.admin("pool.import", ["name": "p", "ranges": .array(Array(ranges.prefix(8192)))]))
+        XCTAssertEqual(try n.capacity()["free"]?.int, 8192 * 5)  // a /29: .2-.6
+        expectError(Self.INVALID, "a pool lists at most 65536 explicit addresses") {
+            _ = try n.admin("pool.import", ["name": "q", "ranges": [["subnet": "10.200.0.0/14", "end": "10.200.0.5"]],
+                                            "ips": ["10.201.0.0-10.201.255.255", "10.202.0.0-10.202.0.1"]])
+        }
+        _ = try n.admin("pool.delete", ["name": "p"])
+        XCTAssertEqual(try n.store.kvCount("net1"), 0)
     }
 
     func testGC() throws {
