@@ -702,6 +702,7 @@ public final class WorkloadService: @unchecked Sendable {
     public static func start(_ runtime: BerthRuntime) -> WorkloadService {
         let s = shared(runtime)
         runtime.discoverySnapshot = { [unowned s] in try s.snapshotInTransaction() }
+        runtime.discoverySnapshotPage = { [unowned s] after, limit in try s.snapshotPage(after: after, limit: limit) }
         let store = runtime.store
         runtime.liveStateProbes.append { [weak runtime] name in
             // A scheduler plugin holds live state while objects of its kind exist.
@@ -1264,6 +1265,25 @@ public final class WorkloadService: @unchecked Sendable {
     // MARK: discovery
 
     /// {"instances":[{kind, app, ordinal, node, state, ips}]} of every live instance; executor thread.
+    /// Up to `limit` instances (not gone) after the token {kind, app, ordinal}, in key order, and the next token.
+    func snapshotPage(after: JSON?, limit: Int) throws -> (instances: [JSON], next: JSON?) {
+        try state.ensureLoaded()
+        let from = after.map { InstanceKey(kind: $0["kind"]?.string ?? "", app: $0["app"]?.string ?? "", ordinal: $0["ordinal"]?.int ?? 0) }
+        var out: [JSON] = []
+        for o in state.objects.values.sorted(by: { $0.key < $1.key }) {
+            if let f = from, o.key < f.object { continue }
+            for r in o.instances.values.sorted(by: { $0.key < $1.key }) where r.state != .gone {
+                if let f = from, !(f < r.key) { continue }
+                if out.count == limit {
+                    let last = out[out.count - 1]
+                    return (out, ["kind": last["kind"] ?? .null, "app": last["app"] ?? .null, "ordinal": last["ordinal"] ?? .null])
+                }
+                out.append(r.eventData)
+            }
+        }
+        return (out, nil)
+    }
+
     func snapshotInTransaction() throws -> JSON {
         try state.ensureLoaded()
         var out: [JSON] = []
