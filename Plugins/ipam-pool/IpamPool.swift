@@ -690,10 +690,31 @@ final class IpamPool: NetworkPlugin {
                 throw PluginError(.invalidArgument, "pool \(name): macs: \(String(decoding: value, as: UTF8.self)) (for \(ip)) is already bound to \(otherIP) in pool \(parts[1]); a MAC can be bound once per network")
             }
         }
-        for e in spec.explicit {
-            if let j = try op.getJSON(Key.owner(e.ip)), let other = j["pool"]?.string, other != name {
-                throw PluginError(.invalidArgument, "pool \(name): address \(e.ip) already belongs to pool \(other)")
+        // Explicit addresses another pool owns. Leapfrog over the sorted list and the owner/ keys: seek the first owner
+        // entry at or after an address, then jump to the first listed address at or after it (seeks: at most
+        // min(listed, owned) + 1, where one read per address was 65,536 reads in one transaction).
+        var ei = 0
+        while ei < spec.explicit.count {
+            let ip = spec.explicit[ei].ip
+            let prefix = "owner/\(ip.family)/"
+            guard let e = try op.host.next(prefix: prefix, after: ip.predecessor.map { prefix + $0.hex } ?? ""),
+                  let owned = IP(hex: e.key.dropFirst(prefix.count)) else {
+                ei = spec.explicit.firstIndex(where: { $0.ip.family > ip.family }) ?? spec.explicit.count
+                continue
             }
+            if owned == ip {
+                if let j = try? JV.parse(e.value), let other = j["pool"]?.string, other != name {
+                    throw PluginError(.invalidArgument, "pool \(name): address \(ip) already belongs to pool \(other)")
+                }
+                ei += 1
+                continue
+            }
+            var lo = ei + 1, hi = spec.explicit.count
+            while lo < hi {  // the first listed address at or after `owned`
+                let mid = (lo + hi) / 2
+                if spec.explicit[mid].ip < owned { lo = mid + 1 } else { hi = mid }
+            }
+            ei = lo
         }
         // Explicit addresses of other pools inside this pool's ranges. Leapfrog: seek the first explicit address at or
         // after a range's start; one inside it of another pool is a conflict, else skip to the range that could hold

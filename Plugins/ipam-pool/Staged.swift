@@ -31,6 +31,13 @@ final class StagedSpecCache: @unchecked Sendable {
     private var lock = pthread_mutex_t()
     init() { pthread_mutex_init(&lock, nil) }
 
+    /// Remembers a document already parsed (the first step validated it) under the bytes it is stored as.
+    func prime(_ raw: [UInt8], _ spec: PoolSpec) {
+        pthread_mutex_lock(&lock)
+        last = (raw, spec)
+        pthread_mutex_unlock(&lock)
+    }
+
     func spec(_ raw: [UInt8]) throws -> PoolSpec {
         pthread_mutex_lock(&lock)
         let hit = last
@@ -76,6 +83,7 @@ extension IpamPool {
     /// "continue". Nothing of the pool is live until the last step.
     func startStagedImport(_ op: Op, _ name: String, _ merged: JV, _ spec: PoolSpec) throws -> JV {
         try op.put(Key.importDoc(name), merged)
+        stagedSpecs.prime(merged.bytes, spec)
         try op.put(Key.importing(name), ["phase": 0, "pos": 0, "done": 0, "total": JV(Self.importWork(spec))])
         return ["continue": ["pool": .string(name)], "pool": .string(name), "done": 0, "total": JV(Self.importWork(spec))]
     }
