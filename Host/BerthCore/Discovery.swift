@@ -258,6 +258,10 @@ public final class DiscoveryDelivery: @unchecked Sendable {
     private var instanceID: ObjectIdentifier?
     /// The service's commit count when the last step found nothing to deliver.
     private var idleSeq: UInt64 = 0
+    /// A snapshot gathered in pages for the next resync, and the revision the paging started at.
+    private var prepared: (rev: Int64, instances: [JSON])?
+    /// Instances per page of a resync snapshot (one short read transaction each).
+    static let snapshotPage = 1000
 
     init(name: String, service: DiscoveryService) {
         self.name = name
@@ -301,6 +305,8 @@ public final class DiscoveryDelivery: @unchecked Sendable {
 
     enum StepResult {
         case idle
+        /// A resync is due: gather the snapshot in pages first (each in its own transaction), as of this revision.
+        case snapshotNeeded(rev: Int64)
         case delivered(count: Int, to: Int64, nanos: UInt64)
         case resynced(at: Int64, instances: Int, nanos: UInt64, instance: ObjectIdentifier)
         /// The plugin is no longer a loaded discovery plugin (disabled, failed, removed), or the service stopped.
@@ -346,6 +352,12 @@ public final class DiscoveryDelivery: @unchecked Sendable {
             switch result {
             case .gone:
                 return
+            case .snapshotNeeded(let rev):
+                update { $0.phase = "resyncing" }
+                do { prepared = (rev, try await gatherSnapshot()) } catch {
+                    log.warning("discovery plugin \"\(name)\": reading the resync snapshot failed: \(error)")
+                    await sleep(seconds: DiscoveryService.backoffBase)
+                }
             case .idle:
                 update { $0.phase = "idle" }
                 // Wait for a commit that appends events (or poll now and then); never on the executor.
@@ -381,6 +393,23 @@ public final class DiscoveryDelivery: @unchecked Sendable {
         }
     }
 
+    /// Every page of the snapshot, each read in its own transaction: other changes run between the pages. A change
+    /// made while paging may show in the snapshot already; its event comes after the snapshot's revision and is
+    /// delivered again after the resync (handlers are idempotent), so the plugin converges all the same.
+    private func gatherSnapshot() async throws -> [JSON] {
+        let rt = service.runtime
+        guard let page = rt.discoverySnapshotPage else { return [] }
+        var all: [JSON] = []
+        var after: JSON? = nil
+        repeat {
+            let from = after
+            let p = try await rt.executor.run { try page(from, Self.snapshotPage) }
+            all += p.instances
+            after = p.next
+        } while after != nil && !isStopped
+        return all
+    }
+
     /// Batches shrink while calls take longer than 100 ms and grow back while they take less than 50 ms.
     static func nextBatch(_ current: Int, _ nanos: UInt64) -> Int {
         if nanos > 100_000_000 { return max(1, current / 2) }
@@ -401,6 +430,8 @@ public final class DiscoveryDelivery: @unchecked Sendable {
     /// and the cursor that acknowledges it. Throws (rolling back the plugin's writes and the cursor) on failure.
     private func step() throws -> StepResult {
         if isStopped || service.isStopped { return .gone }
+        let ready = prepared  // a snapshot gathered for this step; never kept for a later one
+        prepared = nil
         let rt = service.runtime
         guard let entry = rt.entry(name), let inst = entry.instance, !inst.destroyed,
               inst.plugin.kinds.contains(.discovery), let ops = inst.discovery?.pointee else { return .gone }
@@ -429,15 +460,24 @@ public final class DiscoveryDelivery: @unchecked Sendable {
 
         if resyncDue && !(catchUpTo.map { cursor < $0 } ?? false) {
             update { $0.phase = "resyncing" }
-            let snapshot = try rt.discoverySnapshot?() ?? store.instancesFromEventLog()
-            var req: JSON = ["rev": .number(Double(head)), "site": .string(rt.site.site),
+            var at = head
+            let snapshot: JSON
+            if rt.discoverySnapshotPage != nil {
+                // Paged: gathered by the loop between transactions, as of the revision the paging began at.
+                guard let p = ready else { return .snapshotNeeded(rev: head) }
+                at = p.rev
+                snapshot = ["instances": .array(p.instances)]
+            } else {
+                snapshot = try rt.discoverySnapshot?() ?? store.instancesFromEventLog()
+            }
+            var req: JSON = ["rev": .number(Double(at)), "site": .string(rt.site.site),
                              "instances": snapshot["instances"] ?? .array([])]
             for (k, v) in snapshot.object ?? [] where req[k] == nil { req = req.setting(k, v) }
             let t0 = monotonicNanos()
             do { _ = try inst.callJSON("resync", ops.resync, req.bytes) } catch { throw StepError(error: error, wasResync: true) }
             let dt = monotonicNanos() - t0
-            try store.setDiscoveryCursor(name, rev: head, resyncRev: head)
-            return .resynced(at: head, instances: req["instances"]?.array?.count ?? 0, nanos: dt, instance: id)
+            try store.setDiscoveryCursor(name, rev: at, resyncRev: at)
+            return .resynced(at: at, instances: req["instances"]?.array?.count ?? 0, nanos: dt, instance: id)
         }
 
         let size = lock.withLock { st.batchSize }

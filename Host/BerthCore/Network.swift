@@ -329,13 +329,38 @@ public struct NetworkService: Sendable {
         }
     }
 
-    /// Administrative operations (pool.import, pool.list, ...), passed to the plugin in a transaction.
+    /// Administrative operations (pool.import, pool.list, ...), passed to the plugin in a transaction. An operation
+    /// may run in steps: while the plugin answers {"continue": token}, it is called again with the request plus that
+    /// token, each call in a transaction of its own, so other operations run between the steps (a large pool import
+    /// does not hold up allocations). The last answer is the result.
     public func admin(network: String, op: String, request: JSON) async throws -> JSON {
         _ = try plugin(network)  // fail fast; resolved again on the executor, where a reload swaps instances
-        return try await runtime.executor.run {
-            let inst = try self.plugin(network)
-            do { return try inst.networkAdmin(op, request.setting("network", .string(network))) } catch let e as PluginCallError { throw APIError.from(e) }
+        var req = request.setting("network", .string(network))
+        for _ in 0..<Self.maxAdminSteps {
+            let r = req
+            let out = try await runtime.executor.run {
+                let inst = try self.plugin(network)
+                do { return try inst.networkAdmin(op, r) } catch let e as PluginCallError { throw APIError.from(e) }
+            }
+            guard let token = out["continue"] else { return out }
+            req = req.setting("continue", token)
         }
+        throw APIError(500, "plugin \"\(network)\" did not finish \(op) in \(Self.maxAdminSteps) steps")
+    }
+
+    /// Most steps of one administrative operation (see `admin`); a plugin that never finishes fails here.
+    public static let maxAdminSteps = 1_000_000
+
+    /// `admin` for threads outside Swift concurrency (tests, benchmarks): each step through `executor.runSync`.
+    public static func adminInSteps(_ executor: Executor, _ inst: @escaping () -> PluginInstance, _ op: String, _ request: JSON) throws -> JSON {
+        var req = request
+        for _ in 0..<maxAdminSteps {
+            let r = req
+            let out = try executor.runSync { try inst().networkAdmin(op, r) }
+            guard let token = out["continue"] else { return out }
+            req = req.setting("continue", token)
+        }
+        throw APIError(500, "\(op) did not finish in \(maxAdminSteps) steps")
     }
 
     /// Every attachment on a node is released (the node is gone): plugin node.release plus host records.

@@ -98,6 +98,10 @@ public final class BerthRuntime: @unchecked Sendable {
     /// The current platform state for discovery resyncs: {"instances":[{kind, app, ordinal, node, state, ips}]}.
     /// Set by the workload service; called on the executor thread inside a transaction.
     public var discoverySnapshot: (() throws -> JSON)?
+    /// The same snapshot a page at a time: up to `limit` instances after the token `after` (nil: from the start), and
+    /// the token of the next page (nil: the last). Each page is read in a transaction of its own on the executor, so a
+    /// resync does not hold the store while it gathers a large snapshot. Preferred over `discoverySnapshot` when set.
+    public var discoverySnapshotPage: ((_ after: JSON?, _ limit: Int) throws -> (instances: [JSON], next: JSON?))?
     /// Event delivery to discovery plugins (Discovery.swift), once started.
     public internal(set) var discovery: DiscoveryService?
 

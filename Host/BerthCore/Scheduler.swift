@@ -67,6 +67,14 @@ final class Scheduler {
     private var owners: [String: PluginInstance] = [:]
     private var netFree: [String: CapacityCache] = [:]
     private let retrySeconds = 5.0
+    /// Apps whose fresh instance found no feasible node (and why), by generation: the core filter reads nothing of a
+    /// fresh instance but its app's spec, so its siblings wait without a scan of every node each.
+    private var unfit: [ObjectKey: (gen: UInt64, reason: String, until: Double)] = [:]
+
+    /// Never placed, nothing remembered for it: its feasibility is its app's.
+    static func fresh(_ r: InstanceRec) -> Bool {
+        r.prevNode.isEmpty && r.volumeNode.isEmpty && r.incarnation == 0 && r.penaltyNodes.isEmpty
+    }
 
     init(state: WorkloadState) { self.state = state }
 
@@ -77,11 +85,20 @@ final class Scheduler {
     func pass(budget: Int, seconds: Double = 0.05) -> PassResult {
         var res = PassResult()
         let now = wallClock()
+        unfit = unfit.filter { $0.value.gen == state.generation }
         let deadline = monotonicNanos() + UInt64(seconds * 1e9)
         owners = [:]
         for e in runtime.plugins {
             if let inst = e.instance, let k = inst.plugin.schedulerKind, k != "App", owners[k] == nil { owners[k] = inst }
         }
+        // Apps applied or deleted in steps: their next instances (WorkloadState.reconcile).
+        let reconciling = state.reconcileQueue
+        state.reconcileQueue = []
+        for k in reconciling {
+            guard let o = state.objects[k] else { continue }
+            do { try state.reconcile(o) } catch { state.dirty = true }
+        }
+        if !state.reconcileQueue.isEmpty { res.more = true }
         // Teardowns first: they free what pending instances may need.
         let terminating = state.terminatingQueue
         state.terminatingQueue = []
@@ -101,12 +118,20 @@ final class Scheduler {
         seen = []
         for (n, k) in pending.enumerated() {
             if res.placed + res.failed >= budget || state.dirty || ((res.placed + res.failed) & 15 == 15 && monotonicNanos() > deadline) {
-                state.pendingQueue.append(contentsOf: pending[n...])
+                // The next pass starts where this one stopped: starting over would walk the instances visited here
+                // again, once per pass (with 10,000 waiting, most of a core).
+                state.pendingQueue = Array(pending[n...]) + state.pendingQueue
                 res.more = true
                 break
             }
             guard seen.insert(k).inserted, let r = state.instance(k), r.state == .pending else { continue }
             guard r.triedGen != state.generation || now >= r.retryAt else {
+                state.pendingQueue.append(k)
+                continue
+            }
+            // A fresh instance of an app whose fresh instance found no node in this generation finds none either.
+            if Self.fresh(r), let u = unfit[k.object], u.gen == state.generation, now < u.until {
+                _ = fail(r, u.reason)
                 state.pendingQueue.append(k)
                 continue
             }
@@ -130,7 +155,12 @@ final class Scheduler {
         if !m.volumes.isEmpty && r.volumeNode.isEmpty { r.volumeNode = existingVolumeNode(r, m) ?? "" }
         var diag = Diagnosis()
         let k = feasible(r, o, &diag, views: plugin != nil, now: now)
-        guard k > 0 else { return fail(r, diag.text(total: state.nodes.count)) }
+        guard k > 0 else {
+            let reason = diag.text(total: state.nodes.count)
+            // (Not with volumes: where they are is the instance's. The timed retry still scans again after retrySeconds.)
+            if Self.fresh(r) && m.volumes.isEmpty { unfit[o.key] = (state.generation, reason, now + retrySeconds) }
+            return fail(r, reason)
+        }
         var count = k
         var stateJSON = ""
         if let p = plugin {

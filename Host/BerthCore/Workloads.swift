@@ -148,6 +148,9 @@ struct LabelConstraint {
 
 /// The fields of a spec that the host itself interprets, for every kind.
 struct WorkloadSpec {
+    /// Most instances one app may have (`replicas` plus the skipped reservedOrdinals): every instance is a row, an
+    /// event, memory in the scheduler's model and an entry in each discovery resync. Larger: split the app.
+    static let maxReplicas = 10_000
     var replicas = 0
     var reserved: Set<Int> = []
     var cpu: Int64 = 0, memory: Int64 = 0, disk: Int64 = 0
@@ -219,7 +222,7 @@ struct WorkloadSpec {
     /// The schema of the fields every kind shares; the built-in App's schema is this one, closed.
     static let commonProperties = #"""
     {
-      "replicas": {"type": "integer", "minimum": 0, "maximum": 100000, "description": "How many instances (ordinals 0..N-1, reserved ones skipped)."},
+      "replicas": {"type": "integer", "minimum": 0, "maximum": 10000, "description": "How many instances (ordinals 0..N-1, reserved ones skipped); at most 10,000 per app."},
       "reservedOrdinals": {"type": "array", "maxItems": 1000, "items": {"type": "integer", "minimum": 0}},
       "resources": {"type": "object", "additionalProperties": false, "properties": {
         "cpu": {"type": ["integer", "string"], "description": "millicores (integer) or \"500m\" / \"2\""},
@@ -407,6 +410,8 @@ final class WorkloadState {
     var objects: [ObjectKey: ObjectRec] = [:]
     var pendingQueue: [InstanceKey] = []
     var terminatingQueue: [InstanceKey] = []
+    /// Objects whose instances are not yet all created or ended (see `reconcile`).
+    var reconcileQueue: [ObjectKey] = []
 
     init(runtime: BerthRuntime) { self.runtime = runtime }
 
@@ -428,7 +433,7 @@ final class WorkloadState {
     }
 
     func load() throws {
-        nodes = []; hot = []; nodeIndex = [:]; zoneIDs = [:]; objects = [:]; pendingQueue = []; terminatingQueue = []
+        nodes = []; hot = []; nodeIndex = [:]; zoneIDs = [:]; objects = [:]; pendingQueue = []; terminatingQueue = []; reconcileQueue = []
         nodesGen &+= 1
         generation &+= 1
         var s = try store.prepare("SELECT name, state, cpu, memory, disk, ports, labels, created, updated FROM nodes ORDER BY name")
@@ -475,6 +480,8 @@ final class WorkloadState {
             if r.state == .pending { pendingQueue.append(key) }
             if r.state == .terminating { terminatingQueue.append(key) }
         }
+        // A reconcile in steps may have been cut short (berthd stopped): the scheduler's passes finish it.
+        reconcileQueue = objects.keys.sorted()
         loaded = true
         dirty = false
         mutated = false
@@ -593,29 +600,51 @@ final class WorkloadState {
         try transition(r, to: .pending)
     }
 
+    /// Instances one reconcile creates or ends at most (a row and an event each): an apply or deletion of a large app
+    /// is done in steps, the rest by the scheduler's next passes (`reconcileQueue`), each its own transaction, so
+    /// other changes run between them.
+    static let reconcileStep = 500
+
     /// Brings an object's instances in line with its spec: creates the missing ordinals (pending) and ends
-    /// those no longer wanted (pending ones at once, placed ones through terminating).
+    /// those no longer wanted (pending ones at once, placed ones through terminating); at most `reconcileStep` of
+    /// them, queueing the object for the next scheduler pass when more remain.
     func reconcile(_ o: ObjectRec) throws {
         let wanted = o.deleted ? [] : o.model.ordinals
         let want = Set(wanted)
-        for ord in wanted where o.instances[ord] == nil { try createInstance(o, ordinal: ord) }
+        var budget = WorkloadState.reconcileStep
+        defer {
+            if budget <= 0 && !reconcileQueue.contains(o.key) { reconcileQueue.append(o.key) }
+        }
+        for ord in wanted where o.instances[ord] == nil {
+            if budget <= 0 { return }
+            try createInstance(o, ordinal: ord)
+            budget -= 1
+        }
         for (ord, r) in o.instances.sorted(by: { $0.key < $1.key }) where !want.contains(ord) {
+            if budget <= 0 { return }
             switch r.state {
             case .pending:
                 try transition(r, to: .gone, reason: o.deleted ? "app deleted" : "scaled down")
                 o.instances[ord] = nil
+                budget -= 1
             case .placed, .running:
                 r.final = true
                 try transition(r, to: .terminating, reason: o.deleted ? "app deleted" : "scaled down")
+                budget -= 1
             case .terminating:
                 if !r.final {
                     r.final = true
                     try saveInstance(r)
+                    budget -= 1
                 }
             case .gone: break
             }
         }
-        if o.deleted && o.instances.isEmpty { objects[o.key] = nil }
+        if o.deleted && o.instances.isEmpty {
+            objects[o.key] = nil
+            // glibc keeps freed heap for reuse; a large app's model is worth handing back to the system.
+            if o.model.replicas >= 1000 { _ = glibcMallocTrim(0) }
+        }
     }
 
     /// Evicts every placed or running instance of a node (node down or draining): they terminate and come back
@@ -673,6 +702,7 @@ public final class WorkloadService: @unchecked Sendable {
     public static func start(_ runtime: BerthRuntime) -> WorkloadService {
         let s = shared(runtime)
         runtime.discoverySnapshot = { [unowned s] in try s.snapshotInTransaction() }
+        runtime.discoverySnapshotPage = { [unowned s] after, limit in try s.snapshotPage(after: after, limit: limit) }
         let store = runtime.store
         runtime.liveStateProbes.append { [weak runtime] name in
             // A scheduler plugin holds live state while objects of its kind exist.
@@ -1046,6 +1076,10 @@ public final class WorkloadService: @unchecked Sendable {
         if spec["replicas"]?.int == nil && !errs.contains(where: { $0.path == "spec.replicas" }) {
             errs.append(SchemaError(path: "spec.replicas", reason: "is required (an integer)"))
         }
+        // Checked before the schemas: a kind's own schema may allow more, and this says what to do.
+        if let n = spec["replicas"]?.int, n > WorkloadSpec.maxReplicas {
+            throw APIError(400, "invalid \(kind.kind) \"\(name)\": spec.replicas is \(n), more than the \(WorkloadSpec.maxReplicas) instances one app may have; split it into several apps")
+        }
         if !errs.isEmpty {
             throw APIError(400, "invalid \(kind.kind) \"\(name)\": " + errs.map { $0.description }.joined(separator: "; "),
                            details: ["problems": .array(errs.map { .string($0.description) })])
@@ -1236,6 +1270,25 @@ public final class WorkloadService: @unchecked Sendable {
     // MARK: discovery
 
     /// {"instances":[{kind, app, ordinal, node, state, ips}]} of every live instance; executor thread.
+    /// Up to `limit` instances (not gone) after the token {kind, app, ordinal}, in key order, and the next token.
+    func snapshotPage(after: JSON?, limit: Int) throws -> (instances: [JSON], next: JSON?) {
+        try state.ensureLoaded()
+        let from = after.map { InstanceKey(kind: $0["kind"]?.string ?? "", app: $0["app"]?.string ?? "", ordinal: $0["ordinal"]?.int ?? 0) }
+        var out: [JSON] = []
+        for o in state.objects.values.sorted(by: { $0.key < $1.key }) {
+            if let f = from, o.key < f.object { continue }
+            for r in o.instances.values.sorted(by: { $0.key < $1.key }) where r.state != .gone {
+                if let f = from, !(f < r.key) { continue }
+                if out.count == limit {
+                    let last = out[out.count - 1]
+                    return (out, ["kind": last["kind"] ?? .null, "app": last["app"] ?? .null, "ordinal": last["ordinal"] ?? .null])
+                }
+                out.append(r.eventData)
+            }
+        }
+        return (out, nil)
+    }
+
     func snapshotInTransaction() throws -> JSON {
         try state.ensureLoaded()
         var out: [JSON] = []
@@ -1245,3 +1298,7 @@ public final class WorkloadService: @unchecked Sendable {
         return ["instances": .array(out)]
     }
 }
+
+/// glibc's malloc_trim (malloc.h is not in the Glibc module): returns freed heap to the system.
+@_silgen_name("malloc_trim")
+private func glibcMallocTrim(_ pad: Int) -> Int32

@@ -7,4 +7,5 @@ let extraSections: [(String, () throws -> Void)] = [
     ("startup", startupSection),
     ("scheduler", schedulerSection),
     ("isolation", isolationSection),
+    ("stalls", stallsSection),
 ]

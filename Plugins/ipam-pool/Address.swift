@@ -55,6 +55,13 @@ struct IP: Hashable, Comparable, CustomStringConvertible {
         return IP(v6: v6, hi: hi | ~mh, lo: lo | (v6 ? ~ml : ~ml & 0xFFFF_FFFF))
     }
 
+    /// Number of addresses in [self, end] (self <= end), exactly; saturating at Int128.max (only [::, ::1...]
+    /// spans of more than half the IPv6 space reach it).
+    func exactCount(through end: IP) -> Int128 {
+        let d = (UInt128(end.hi) << 64 | UInt128(end.lo)) &- (UInt128(hi) << 64 | UInt128(lo))
+        return d >= UInt128(Int128.max) ? .max : Int128(d) + 1
+    }
+
     /// Number of addresses in [self, end] (self <= end), saturating at Int64.max.
     func count(through end: IP) -> Int64 {
         let dlo = end.lo &- lo
@@ -196,7 +203,7 @@ struct IP: Hashable, Comparable, CustomStringConvertible {
 }
 
 /// An address with a prefix length: "10.1.0.0/24".
-struct CIDR: Equatable, CustomStringConvertible {
+struct CIDR: Hashable, CustomStringConvertible {
     let ip: IP
     let prefix: Int
 
@@ -261,6 +268,15 @@ enum MAC {
 
     static func format(_ b: [UInt8]) -> String {
         b.map { $0 < 16 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined(separator: ":")
+    }
+
+    /// Why a MAC (canonical form) cannot be bound to an interface, or nil when it can: the broadcast address, a
+    /// multicast address (least significant bit of the first octet set) or all zeros.
+    static func unusable(_ mac: String) -> String? {
+        if mac == "ff:ff:ff:ff:ff:ff" { return "is the broadcast address" }
+        if mac == "00:00:00:00:00:00" { return "is all zeros" }
+        if let first = UInt8(mac.prefix(2), radix: 16), first & 1 == 1 { return "is a multicast address (the first octet is odd)" }
+        return nil
     }
 
     /// Parses "52:54:00:00:00:10" (or with '-') into its canonical lowercase colon form.

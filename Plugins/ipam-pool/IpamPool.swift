@@ -15,8 +15,10 @@
 //    become reserved, addresses dropped from the list since the last import become available (addresses moved
 //    with address.move are left alone).
 //  - capacity / pool.list: for a dual-stack pool, `free` is how many more attachments it can serve (its
-//    scarcest family); reserved, active and held count addresses over all families. Reported counts are capped
-//    at 2^50 (an IPv6 /64 reads as 1125899906842624), so every JSON reader gets an exact integer.
+//    scarcest family); reserved, active and held count addresses over all families. Counts are 128-bit and
+//    saturating (never wrap). As JSON numbers they are capped at 2^50 (an IPv6 /64 reads as 1125899906842624), so
+//    every JSON reader gets an exact integer; a count above the cap also comes exactly, as a decimal string, in
+//    "<name>Exact" next to it (a /64 range: "freeExact": "18446744073709551614"). Past 2^127-1 it saturates.
 //  - One interface has one MAC: every entry of an ADD result carries the same one — a MAC the pool binds to one
 //    of the addresses, else the request's "mac", else derived from the first address (IPv4 when present).
 //  - An identity (app, ordinal) re-added while its addresses are still active for another container is refused
@@ -34,6 +36,8 @@ final class IpamPool: NetworkPlugin {
     var network = ""
     /// Pool definitions parsed in earlier calls (validated against the stored bytes on every use).
     let parsedDefs = DefCache()
+    /// The document of a staged import, parsed once for all its steps (Staged.swift).
+    let stagedSpecs = StagedSpecCache()
 
     init(host: HostServices, config: [UInt8]) throws {
         self.host = host
@@ -53,7 +57,7 @@ final class IpamPool: NetworkPlugin {
         for (i, p) in (cfg["pools"]?.array ?? []).enumerated() {
             guard let name = p["name"]?.string else { throw PluginError(.invalidArgument, "configuration pools[\(i)]: \"name\" is required") }
             if try op.def(name) == nil {
-                do { _ = try importPool(op, p) } catch let e as PluginError {
+                do { _ = try importPool(op, p, inSteps: false) } catch let e as PluginError {
                     throw PluginError(e.status, "configuration pools[\(i)]: \(e.message)")
                 }
             }
@@ -67,7 +71,7 @@ final class IpamPool: NetworkPlugin {
     var networkLabel: String { network.isEmpty ? "(unnamed)" : network }
 
     /// Emits an event (committed with the operation), naming the network when it is known.
-    private func emit(_ type: String, _ data: JV) {
+    func emit(_ type: String, _ data: JV) {
         var d: JV = network.isEmpty ? .object([]) : ["network": .string(network)]
         for (k, v) in data.object ?? [] { d[k] = v }
         host.emit(type, json: d.serialized)
@@ -485,16 +489,20 @@ final class IpamPool: NetworkPlugin {
     func capacity(_ request: [UInt8]) throws -> [UInt8] {
         let (req, op) = try begin(request)
         let node = try str(req, "node", max: 253)
-        var tf: Int64 = 0, tr: Int64 = 0, ta: Int64 = 0, th: Int64 = 0
+        var tf: Int128 = 0, tr: Int128 = 0, ta: Int128 = 0, th: Int128 = 0
         var pools: [JV] = []
         for p in try op.allDefs() where p.usable(from: node) {
             let s = try op.counts(p.name).summary(p.families)
-            tf = tf &+ s.free; tr = tr &+ s.reserved; ta = ta &+ s.active; th = th &+ s.held
-            pools.append(["name": .string(p.name), "free": Counts.report(s.free), "reserved": Counts.report(s.reserved),
-                          "active": Counts.report(s.active), "held": Counts.report(s.held)])
+            tf = Counts.plus(tf, s.free); tr = Counts.plus(tr, s.reserved); ta = Counts.plus(ta, s.active); th = Counts.plus(th, s.held)
+            var o: JV = ["name": .string(p.name)]
+            Counts.set(&o, "free", s.free); Counts.set(&o, "reserved", s.reserved)
+            Counts.set(&o, "active", s.active); Counts.set(&o, "held", s.held)
+            pools.append(o)
         }
-        return try finish(op, ["free": Counts.report(tf), "reserved": Counts.report(tr), "active": Counts.report(ta),
-                               "held": Counts.report(th), "pools": .array(pools)])
+        var out: JV = .object([])
+        Counts.set(&out, "free", tf); Counts.set(&out, "reserved", tr); Counts.set(&out, "active", ta); Counts.set(&out, "held", th)
+        out["pools"] = .array(pools)
+        return try finish(op, out)
     }
 
     // MARK: admin
@@ -511,7 +519,7 @@ final class IpamPool: NetworkPlugin {
         case "pool.list":
             out = ["pools": .array(try op.allDefs().map { try summary(op, $0) })]
         case "pool.show": out = try showPool(op, req)
-        case "pool.delete": out = try deletePool(op, req)
+        case "pool.delete": out = try deletePool(op, try str(req, "name", required: true, max: 63)!)
         case "address.move": out = try moveAddresses(op, req)
         case "node.release":
             let node = try str(req, "node", required: true, max: 253)!
@@ -533,7 +541,7 @@ final class IpamPool: NetworkPlugin {
         return try finish(op, out)
     }
 
-    private func summary(_ op: Op, _ p: PoolDef) throws -> JV {
+    func summary(_ op: Op, _ p: PoolDef) throws -> JV {
         let c = try op.counts(p.name)
         let s = c.summary(p.families)
         var subnets: [String] = []
@@ -545,14 +553,16 @@ final class IpamPool: NetworkPlugin {
         if !p.nodes.isEmpty { o["nodes"] = .array(p.nodes.map { .string($0) }) }
         if let v = p.parent { o["parent"] = .string(v) }
         if let v = p.delegate { o["delegate"] = .string(v) }
-        o["free"] = Counts.report(s.free)
-        o["reserved"] = Counts.report(s.reserved)
-        o["active"] = Counts.report(s.active)
-        o["held"] = Counts.report(s.held)
+        Counts.set(&o, "free", s.free)
+        Counts.set(&o, "reserved", s.reserved)
+        Counts.set(&o, "active", s.active)
+        Counts.set(&o, "held", s.held)
         o["byFamily"] = .object(p.families.map { f in
-            (String(f), ["size": Counts.report(c.get(f, Counts.size)), "free": Counts.report(c.free(f)),
-                         "reserved": Counts.report(c.get(f, Counts.reserved)), "active": Counts.report(c.get(f, Counts.active)),
-                         "held": Counts.report(c.get(f, Counts.held))])
+            var b: JV = .object([])
+            Counts.set(&b, "size", c.get(f, Counts.size))
+            Counts.set(&b, "free", c.free(f))
+            for (n, k) in [("reserved", Counts.reserved), ("active", Counts.active), ("held", Counts.held)] { Counts.set(&b, n, c.get(f, k)) }
+            return (String(f), b)
         })
         return o
     }
@@ -566,29 +576,6 @@ final class IpamPool: NetworkPlugin {
             addrs.append(r.show(ip))
         }
         return ["pool": try op.getJSON(Key.spec(name)) ?? p.json, "counts": try summary(op, p), "addresses": .array(addrs)]
-    }
-
-    private func deletePool(_ op: Op, _ req: JV) throws -> JV {
-        let name = try str(req, "name", required: true, max: 63)!
-        let p = try op.requireDef(name)
-        let c = try op.counts(name)
-        let s = c.summary(p.families)
-        if s.active + s.held > 0 {
-            throw PluginError(.failedPrecondition, "pool \(name) has \(s.active + s.held) active addresses (\(s.active) attached, \(s.held) held for stateful identities); release them before deleting the pool")
-        }
-        // Explicit addresses' owner entries, then every per-pool prefix.
-        if let sj = try op.getJSON(Key.spec(name)), let spec = try? PoolSpec.parse(sj) {
-            for e in spec.explicit { try op.delete(Key.owner(e.ip)) }
-        }
-        for prefix in ["addr/\(name)/", "free/\(name)/", "rsv/\(name)/", "hwm/\(name)/", "last/\(name)/", "mac/\(name)/"] {
-            try op.each(prefix) { key, _ in try op.delete(key) }
-        }
-        try op.delete(Key.pool(name))
-        try op.delete(Key.spec(name))
-        try op.delete(Key.count(name))
-        op.forgetDef(name)
-        emit("pool.deleted", ["pool": .string(name)])
-        return ["deleted": .string(name)]
     }
 
     private func moveAddresses(_ op: Op, _ req: JV) throws -> JV {
@@ -682,24 +669,29 @@ final class IpamPool: NetworkPlugin {
     /// Addresses that leave the pool must not be active or held; reservations follow the "reserved" list
     /// (addresses newly listed become reserved, addresses dropped from it since the last import become available).
     @discardableResult
-    func importPool(_ op: Op, _ doc: JV) throws -> JV {
+    func importPool(_ op: Op, _ doc: JV, inSteps: Bool = true) throws -> JV {
         guard case .object(let fields) = doc else { throw PluginError(.invalidArgument, "a pool must be a JSON object, got \(doc.typeName)") }
         guard let name = doc["name"]?.string else { throw PluginError(.invalidArgument, "pool: \"name\" is required (a string)") }
-        let ignored = fields.map { $0.0 }.filter { !PoolSpec.fields.contains($0) && $0 != "network" }
-        if !ignored.isEmpty { host.log(.warn, "pool.import \(name): ignoring unknown fields \(ignored.joined(separator: ", "))") }
+        if let c = doc["continue"], !c.isNull { return try importStep(op, name) }  // the host calling a staged import again
+        // The host adds "network" to every request; anything else outside the POOL fields is a mistake (a typo would
+        // otherwise silently change nothing).
+        try PoolSpec.refuseUnknown(doc, PoolSpec.fieldOrder, at: "the pool document", pool: name, unlisted: ["network"])
 
         let oldSpecJSON = PoolSpec.validName(name) ? try op.getJSON(Key.spec(name)) : nil
         let old = oldSpecJSON.flatMap { try? PoolSpec.parse($0) }
         var merged: JV = oldSpecJSON ?? .object([])
         for (k, v) in fields where PoolSpec.fields.contains(k) { merged[k] = v }
+        if inSteps, PoolSpec.validName(name), try checkStaged(op, name, merged) { return try importStep(op, name) }
         let spec = try PoolSpec.parse(merged)
         let p = spec.def
         let isNew = old == nil
 
-        // No address may belong to two pools of the network.
+        // No address may belong to two pools of the network. Ranges are sorted and disjoint within a pool, so each
+        // of this pool's ranges is checked against another pool's by binary search (n log m, not n x m).
         for o in try op.allDefs() where o.name != name {
+            let theirs = o.ranges.map { $0.interval }
             for r in p.ranges {
-                for r2 in o.ranges where r.interval.overlaps(r2.interval) {
+                if let r2 = Interval.clip(theirs, to: r.interval).first.flatMap({ o.range(containing: $0.lo) }) {
                     throw PluginError(.invalidArgument, "pool \(name): range \(r.start)-\(r.end) overlaps range \(r2.start)-\(r2.end) of pool \(o.name)")
                 }
             }
@@ -707,21 +699,71 @@ final class IpamPool: NetworkPlugin {
                 throw PluginError(.invalidArgument, "pool \(name): address \(e.ip) is already in a range of pool \(o.name)")
             }
         }
-        for e in spec.explicit {
-            if let j = try op.getJSON(Key.owner(e.ip)), let other = j["pool"]?.string, other != name {
-                throw PluginError(.invalidArgument, "pool \(name): address \(e.ip) already belongs to pool \(other)")
+        // One interface per MAC in the network: a MAC another pool binds cannot be bound here too.
+        if !spec.macs.isEmpty {
+            let mine = Dictionary(spec.macs.map { ($0.1, $0.0) }, uniquingKeysWith: { a, _ in a })
+            try op.each("mac/") { key, value in
+                let parts = key.split(separator: "/", maxSplits: 2)
+                guard parts.count == 3, parts[1] != name, let ip = mine[String(decoding: value, as: UTF8.self)] else { return }
+                let otherIP = IP(ref: String(parts[2])).map { "\($0)" } ?? String(parts[2])
+                throw PluginError(.invalidArgument, "pool \(name): macs: \(String(decoding: value, as: UTF8.self)) (for \(ip)) is already bound to \(otherIP) in pool \(parts[1]); a MAC can be bound once per network")
             }
         }
-        for r in p.ranges {
+        // Explicit addresses another pool owns. Leapfrog over the sorted list and the owner/ keys: seek the first owner
+        // entry at or after an address, then jump to the first listed address at or after it (seeks: at most
+        // min(listed, owned) + 1, where one read per address was 65,536 reads in one transaction).
+        var ei = 0
+        while ei < spec.explicit.count {
+            let ip = spec.explicit[ei].ip
+            let prefix = "owner/\(ip.family)/"
+            guard let e = try op.host.next(prefix: prefix, after: ip.predecessor.map { prefix + $0.hex } ?? ""),
+                  let owned = IP(hex: e.key.dropFirst(prefix.count)) else {
+                ei = spec.explicit.firstIndex(where: { $0.ip.family > ip.family }) ?? spec.explicit.count
+                continue
+            }
+            if owned == ip {
+                if let j = try? JV.parse(e.value), let other = j["pool"]?.string, other != name {
+                    throw PluginError(.invalidArgument, "pool \(name): address \(ip) already belongs to pool \(other)")
+                }
+                ei += 1
+                continue
+            }
+            var lo = ei + 1, hi = spec.explicit.count
+            while lo < hi {  // the first listed address at or after `owned`
+                let mid = (lo + hi) / 2
+                if spec.explicit[mid].ip < owned { lo = mid + 1 } else { hi = mid }
+            }
+            ei = lo
+        }
+        // Explicit addresses of other pools inside this pool's ranges. Leapfrog: seek the first explicit address at or
+        // after a range's start; one inside it of another pool is a conflict, else skip to the range that could hold
+        // it. Seeks: at most min(ranges, explicit addresses) + 1.
+        var ri = 0
+        var from = p.ranges.first?.start
+        while ri < p.ranges.count, let f = from {
+            let r = p.ranges[ri]
             let prefix = "owner/\(r.family)/"
-            var after = r.start.predecessor.map { prefix + $0.hex } ?? ""
-            while let e = try op.host.next(prefix: prefix, after: after), let ip = IP(hex: e.key.dropFirst(prefix.count)), ip <= r.end {
+            let start = max(f, r.start)
+            guard let e = try op.host.next(prefix: prefix, after: start.predecessor.map { prefix + $0.hex } ?? ""),
+                  let ip = IP(hex: e.key.dropFirst(prefix.count)) else {
+                ri = p.ranges.firstIndex(where: { $0.family > r.family }) ?? p.ranges.count  // none left in this family
+                continue
+            }
+            if ip <= r.end {
                 if let j = try? JV.parse(e.value), let other = j["pool"]?.string, other != name {
                     throw PluginError(.invalidArgument, "pool \(name): range \(r.start)-\(r.end) holds \(ip), an explicit address of pool \(other)")
                 }
-                after = e.key
+                from = ip.successor
+                if let n = from, n > r.end { ri += 1 }
+            } else {
+                guard let nr = Self.firstRange(p.ranges, endingAtOrAfter: ip, from: ri) else { break }
+                ri = nr
+                from = ip
             }
         }
+
+        // A new pool with many addresses to write is imported in steps (Staged.swift); the checks above are done.
+        if isNew && inSteps && Self.importWork(spec) > Self.stepAddresses { return try startStagedImport(op, name, merged, spec) }
 
         let explicitSet = Set(spec.explicit.map { $0.ip })
         let newReserved = Set(spec.reserved)
@@ -760,13 +802,15 @@ final class IpamPool: NetworkPlugin {
             func members(_ d: PoolDef) -> [Interval] { Interval.normalise(d.ranges.flatMap { d.memberIntervals($0) }) }
             let oldMembers = members(oldDef)
             let oldStarts = Set(oldDef.ranges.map { $0.start })
-            for r in oldDef.ranges where !p.ranges.contains(where: { $0.start == r.start }) {
+            let newStarts = Set(p.ranges.map { $0.start })
+            for r in oldDef.ranges where !newStarts.contains(r.start) {
                 try op.delete(Key.hwm(name, r))
             }
             try op.setDef(p)
             for r in p.ranges where oldStarts.contains(r.start) {
                 guard let h = try op.hwm(p, r) ?? r.end.successor, h > r.start, let below = h.predecessor else { continue }
-                let joined = Interval.subtract(Interval.clip(p.memberIntervals(r), to: Interval(lo: r.start, hi: below)), oldMembers)
+                let window = Interval(lo: r.start, hi: below)
+                let joined = Interval.subtract(Interval.clip(p.memberIntervals(r), to: window), Interval.clip(oldMembers, to: window))
                 let total = joined.reduce(Int64(0)) { $0 &+ $1.count }
                 if total > PoolSpec.maxExpansion {
                     try op.delete(Key.hwm(name, r))  // cheaper to let allocation walk the range again
@@ -803,6 +847,16 @@ final class IpamPool: NetworkPlugin {
 
         emit("pool.imported", ["pool": .string(name), "created": .bool(isNew)])
         return try summary(op, p).with("created", .bool(isNew))
+    }
+
+    /// The index of the first range of `sorted` (from `from` on) whose end is at or after `ip` (binary search).
+    static func firstRange(_ sorted: [AddrRange], endingAtOrAfter ip: IP, from: Int) -> Int? {
+        var lo = from, hi = sorted.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if sorted[mid].end < ip { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < sorted.count ? lo : nil
     }
 
     /// Sets a pool's counters from its definition and its address records (administrative operations only).

@@ -48,12 +48,22 @@ struct Interval: Equatable {
         return out
     }
 
-    /// `a` intersected with one interval.
+    /// `a` (sorted and disjoint, as `normalise` leaves it) intersected with one interval. Binary search to the
+    /// first interval that can overlap, so clipping a list of n to each of n windows is n log n, not n^2.
     static func clip(_ a: [Interval], to w: Interval) -> [Interval] {
-        a.compactMap { iv in
-            guard iv.overlaps(w) else { return nil }
-            return Interval(lo: max(iv.lo, w.lo), hi: min(iv.hi, w.hi))
+        var lo = 0, hi = a.count
+        while lo < hi {  // first index whose hi >= w.lo (within w's family ordering)
+            let mid = (lo + hi) / 2
+            if a[mid].hi < w.lo { lo = mid + 1 } else { hi = mid }
         }
+        var out: [Interval] = []
+        var i = lo
+        while i < a.count, a[i].lo <= w.hi {
+            let iv = a[i]
+            if iv.overlaps(w) { out.append(Interval(lo: max(iv.lo, w.lo), hi: min(iv.hi, w.hi))) }
+            i += 1
+        }
+        return out
     }
 }
 
@@ -112,10 +122,17 @@ struct PoolDef {
         return nodes.contains(node)
     }
 
-    func range(containing ip: IP) -> AddrRange? {
-        // Ranges are few; a linear pass is cheaper than anything cleverer.
-        for r in ranges where r.contains(ip) { return r }
-        return nil
+    func range(containing ip: IP) -> AddrRange? { PoolDef.search(ranges, ip) }
+
+    /// The range of `sorted` (by start, disjoint) that holds `ip`: binary search (a pool may hold thousands).
+    static func search(_ sorted: [AddrRange], _ ip: IP) -> AddrRange? {
+        var lo = 0, hi = sorted.count
+        while lo < hi {  // first range starting after ip
+            let mid = (lo + hi) / 2
+            if sorted[mid].start <= ip { lo = mid + 1 } else { hi = mid }
+        }
+        guard lo > 0, sorted[lo - 1].contains(ip) else { return nil }
+        return sorted[lo - 1]
     }
 
     func hole(containing ip: IP) -> Interval? {
@@ -134,9 +151,9 @@ struct PoolDef {
         Interval.subtract([r.interval], Interval.clip(holes, to: r.interval))
     }
 
-    func memberCount(_ r: AddrRange) -> Int64 {
-        var n = r.start.count(through: r.end)
-        for h in Interval.clip(holes, to: r.interval) { n = n &- min(n, h.count) }
+    func memberCount(_ r: AddrRange) -> Int128 {
+        var n = r.start.exactCount(through: r.end)
+        for h in Interval.clip(holes, to: r.interval) { n -= min(n, h.lo.exactCount(through: h.hi)) }
         return n
     }
 
@@ -204,12 +221,32 @@ struct ExplicitAddr {
 
 /// A validated POOL document.
 struct PoolSpec {
-    /// The fields of a POOL document; anything else is ignored (and logged).
-    static let fields: Set<String> = ["name", "ranges", "ips", "exclude", "reserved", "macs", "routes", "dns", "vlan", "nodes", "parent", "delegate"]
+    /// The fields of a POOL document, in the order messages list them; anything else is refused.
+    static let fieldOrder = ["name", "ranges", "ips", "exclude", "reserved", "macs", "routes", "dns", "vlan", "nodes", "parent", "delegate"]
+    static let fields = Set(fieldOrder)
+    /// The fields of the objects inside a POOL document (anything else is refused, as at the top level).
+    static let rangeFields = ["subnet", "start", "end", "gateway"]
+    static let routeFields = ["dst", "gw"]
+    static let dnsFields = ["nameservers", "domain", "search", "options"]
+
+    /// Refuses keys of `obj` outside `allowed`, naming them and the allowed ones. `at` says where (for messages).
+    /// `unlisted` are accepted but not named (the "network" the host adds to every request).
+    static func refuseUnknown(_ obj: JV, _ allowed: [String], at: String, pool: String, unlisted: [String] = []) throws {
+        guard let kv = obj.object else { return }
+        let unknown = kv.map { $0.0 }.filter { !allowed.contains($0) && !unlisted.contains($0) }
+        guard !unknown.isEmpty else { return }
+        let list = unknown.map { "\"\($0)\"" }.joined(separator: ", ")
+        throw PluginError(.invalidArgument, "pool \(pool): \(at) has unknown field\(unknown.count == 1 ? "" : "s") \(list); "
+            + "allowed: \(allowed.joined(separator: ", "))")
+    }
     /// The CNI plugins berth-cni's main-plugin mode can delegate a pool's interface to.
     static let delegates = ["macvlan", "ipvlan", "bridge", "vlan"]
     /// Largest number of addresses one "a-b" entry or exclusion CIDR may expand to where addresses are materialised.
     static let maxExpansion: Int64 = 65536
+    /// What one pool may hold, so that one import (or deletion) costs a bounded amount: ranges, and addresses written
+    /// one by one (the expansion of "ips", of "reserved", and the "macs" bindings, each). Ranges are never expanded.
+    static let maxRanges = 8192
+    static let maxAddresses = 65536
 
     var def: PoolDef
     var explicit: [ExplicitAddr]   // sorted, outside every range, not excluded
@@ -255,9 +292,13 @@ struct PoolSpec {
         } else {
             rangeDocs = []
         }
+        if rangeDocs.count > maxRanges {
+            throw bad("\"ranges\" has \(rangeDocs.count) entries; a pool holds at most \(maxRanges) ranges (use larger subnets, or split it into several pools)")
+        }
         for (i, rd) in rangeDocs.enumerated() {
             let at = "ranges[\(i)]"
             guard case .object = rd else { throw bad("\(at) must be an object with \"subnet\"") }
+            try refuseUnknown(rd, rangeFields, at: at, pool: name)
             func field(_ k: String) throws -> String? {
                 guard let v = rd[k], !v.isNull else { return nil }
                 guard let s = v.string else { throw bad("\(at).\(k) must be a string, got \(v.typeName)") }
@@ -284,12 +325,29 @@ struct PoolSpec {
             let gateway = try addr("gateway") ?? net.successor!
             if start > end { throw bad("\(at) starts at \(start), after its end \(end)") }
             if start == end && start == gateway { throw bad("\(at) \(start)-\(end) holds only its gateway: no address can be handed out") }
-            let r = AddrRange(subnet: CIDR(ip: net, prefix: sn.prefix), start: start, end: end, gateway: gateway)
-            for (j, o) in ranges.enumerated() where o.interval.overlaps(r.interval) {
-                throw bad("\(at) \(r.start)-\(r.end) overlaps ranges[\(j)] \(o.start)-\(o.end)")
-            }
-            ranges.append(r)
+            ranges.append(AddrRange(subnet: CIDR(ip: net, prefix: sn.prefix), start: start, end: end, gateway: gateway))
         }
+        // Overlaps: sorted by start, a range can only overlap its predecessor (n log n; thousands of ranges are fine).
+        let byStart = ranges.indices.sorted { ranges[$0].start < ranges[$1].start }
+        for (a, b) in zip(byStart, byStart.dropFirst()) where ranges[a].interval.overlaps(ranges[b].interval) {
+            let (j, i) = (min(a, b), max(a, b))
+            throw bad("ranges[\(i)] \(ranges[i].start)-\(ranges[i].end) overlaps ranges[\(j)] \(ranges[j].start)-\(ranges[j].end)")
+        }
+        let sortedRanges = byStart.map { ranges[$0] }
+        func inRange(_ ip: IP) -> Bool { PoolDef.search(sortedRanges, ip) != nil }
+        // The first range (in document order) whose subnet holds an address: one dictionary probe per prefix length.
+        var subnetHome: [CIDR: Int] = [:]
+        for (i, r) in ranges.enumerated() where subnetHome[r.subnet] == nil { subnetHome[r.subnet] = i }
+        let homePrefixes = Array(Set(ranges.map { $0.subnet.prefix })).sorted()
+        func homeRange(_ ip: IP) -> AddrRange? {
+            var best: Int? = nil
+            for len in homePrefixes where len <= ip.bits {
+                if let i = subnetHome[CIDR(ip: ip.network(len), prefix: len)], ranges[i].family == ip.family, best.map({ i < $0 }) ?? true { best = i }
+            }
+            return best.map { ranges[$0] }
+        }
+        var gatewayOf: [IP: CIDR] = [:]
+        for r in ranges { if let g = r.gateway, gatewayOf[g] == nil { gatewayOf[g] = r.subnet } }
 
         // Exclusions: addresses, CIDRs or "a-b" spans; never handed out.
         var holes: [Interval] = []
@@ -303,13 +361,14 @@ struct PoolSpec {
         }
         holes = Interval.normalise(holes)
         func holeReason(_ ip: IP) -> String? {
-            for r in ranges where r.gateway == ip { return "is the gateway of \(r.subnet)" }
-            if exclusions.contains(where: { $0.contains(ip) }) { return "is excluded" }
+            if let sn = gatewayOf[ip] { return "is the gateway of \(sn)" }
+            if !Interval.clip(exclusions, to: Interval(lo: ip, hi: ip)).isEmpty { return "is excluded" }
             return nil
         }
 
         // Explicit addresses: "ip" (prefix from the range whose subnet holds it), "ip/len", or "a-b".
         var explicit: [IP: ExplicitAddr] = [:]
+        var expanded: Int64 = 0
         for (i, e) in try strings("ips").enumerated() {
             let at = "ips[\(i)] \"\(e)\""
             var prefix: Int? = nil
@@ -324,13 +383,17 @@ struct PoolSpec {
                 throw bad("\(at) is not a valid address, address/prefix or range \"a-b\"")
             }
             if span.lo.count(through: span.hi) > maxExpansion { throw bad("\(at) spans more than \(maxExpansion) addresses; use a range instead") }
+            expanded += span.lo.count(through: span.hi)
+            if expanded > Int64(maxAddresses) {
+                throw bad("\"ips\" lists more than \(maxAddresses) addresses (at \(at)); a pool lists at most \(maxAddresses) explicit addresses: use ranges for more")
+            }
             var ip = span.lo
             while true {
                 if let reason = holeReason(ip) { throw bad("\(at): \(ip) \(reason)") }
-                if ranges.contains(where: { $0.contains(ip) }) {
+                if inRange(ip) {
                     // Already part of a range.
                 } else {
-                    let home = ranges.first { $0.subnet.contains(ip) }
+                    let home = homeRange(ip)
                     let len: Int
                     if let prefix { len = prefix } else if let home { len = home.subnet.prefix } else {
                         throw bad("\(at): \(ip) has no prefix length and lies in no range's subnet; write it as \(ip)/\(ip.v6 ? 64 : 24) (with the right prefix)")
@@ -352,7 +415,7 @@ struct PoolSpec {
         let explicitSet = Set(explicit.keys)
         func member(_ ip: IP, _ what: String) throws {
             if let reason = holeReason(ip) { throw bad("\(what): \(ip) \(reason)") }
-            if ranges.contains(where: { $0.contains(ip) }) || explicitSet.contains(ip) { return }
+            if inRange(ip) || explicitSet.contains(ip) { return }
             throw bad("\(what): \(ip) is not in the pool (no range or explicit address holds it)")
         }
 
@@ -360,6 +423,9 @@ struct PoolSpec {
         for (i, e) in try strings("reserved").enumerated() {
             guard let iv = parseSpan(e) else { throw bad("reserved[\(i)] \"\(e)\" is not an IP address or a range \"a-b\"") }
             if iv.lo.count(through: iv.hi) > maxExpansion { throw bad("reserved[\(i)] \"\(e)\" spans more than \(maxExpansion) addresses") }
+            if Int64(reserved.count) + iv.lo.count(through: iv.hi) > Int64(maxAddresses) {
+                throw bad("\"reserved\" lists more than \(maxAddresses) addresses (at reserved[\(i)]); a pool reserves at most \(maxAddresses)")
+            }
             var ip = iv.lo
             while true {
                 try member(ip, "reserved[\(i)]")
@@ -373,15 +439,22 @@ struct PoolSpec {
         var macJSON: [(String, JV)] = []
         if let v = doc["macs"], !v.isNull {
             guard let kv = v.object else { throw bad("\"macs\" must be an object mapping addresses to MACs, got \(v.typeName)") }
+            if kv.count > maxAddresses { throw bad("\"macs\" binds \(kv.count) MACs; a pool binds at most \(maxAddresses)") }
             var seen: [String: IP] = [:]
+            var macKeys: [IP: String] = [:]
             for (k, m) in kv {
                 guard let ip = IP.parse(k.trimmingSpaces) else { throw bad("macs: key \"\(k)\" is not an IP address") }
                 guard let ms = m.string, let mac = MAC.canonical(ms.trimmingSpaces) else {
                     throw bad("macs[\"\(k)\"]: \(m.serialized) is not a MAC address (expected like 52:54:00:00:00:10)")
                 }
+                if let why = MAC.unusable(mac) {
+                    throw bad("macs[\"\(k)\"]: \(mac) \(why); bind a unicast MAC such as 52:54:00:00:00:10")
+                }
                 try member(ip, "macs[\"\(k)\"]")
-                if let other = seen[mac], other != ip { throw bad("macs: \(mac) is bound to both \(other) and \(ip)") }
+                if let first = macKeys[ip] { throw bad("macs: \(ip) is given twice (as \"\(first)\" and \"\(k)\")") }
+                if let other = seen[mac] { throw bad("macs: \(mac) is bound to both \(other) and \(ip)") }
                 seen[mac] = ip
+                macKeys[ip] = k
                 macs.append((ip, mac))
                 macJSON.append((ip.description, .string(mac)))
             }
@@ -391,6 +464,8 @@ struct PoolSpec {
         if let v = doc["routes"], !v.isNull {
             guard let a = v.array else { throw bad("\"routes\" must be an array, got \(v.typeName)") }
             for (i, r) in a.enumerated() {
+                guard case .object = r else { throw bad("routes[\(i)] must be an object {dst, gw}, got \(r.typeName)") }
+                try refuseUnknown(r, routeFields, at: "routes[\(i)]", pool: name)
                 guard let dstText = r["dst"]?.string else { throw bad("routes[\(i)].dst is required (a CIDR such as 0.0.0.0/0)") }
                 guard let dst = CIDR.parse(dstText.trimmingSpaces) else { throw bad("routes[\(i)].dst \"\(dstText)\" is not a valid CIDR") }
                 var o: JV = ["dst": .string("\(dst.network)/\(dst.prefix)")]
@@ -406,6 +481,7 @@ struct PoolSpec {
         var dns: JV? = nil
         if let v = doc["dns"], !v.isNull {
             guard case .object = v else { throw bad("\"dns\" must be an object {nameservers, domain, search, options}, got \(v.typeName)") }
+            try refuseUnknown(v, dnsFields, at: "dns", pool: name)
             var o: JV = .object([])
             if let ns = v["nameservers"], !ns.isNull {
                 guard let a = ns.array else { throw bad("dns.nameservers must be an array of IP addresses") }

@@ -9,7 +9,8 @@
 //                         dns, vlan, nodes. Small: no per-address data. Read by every allocation.
 //   spec/<P>              the canonical POOL document as imported (pool.show, merging on re-import)
 //   count/<P>             per-family counters {"4":[size,reserved,active,held],...}, updated incrementally;
-//                         free = size - reserved - active - held. capacity/status read only these.
+//                         free = size - reserved - active - held. capacity/status read only these. A count past
+//                         2^63 (several IPv6 /64s) is stored as a decimal string.
 //   addr/<P>/<ref>        record of every address that is NOT available: {"s":"reserved"} or
 //                         {"s":"active"|"held","p":"available"|"reserved" (the state to return to), "cid","if",
 //                         "app","ord"}. Available addresses never have a record.
@@ -133,43 +134,61 @@ struct AddrRec {
     }
 }
 
-/// Per-family counters of one pool.
+/// Per-family counters of one pool. 128-bit and saturating: a pool of several IPv6 /64s holds more than 2^64
+/// addresses, and sums over pools and families must never wrap (they once did: "free": -9223372036853445000).
 struct Counts {
     // family -> [size, reserved, active, held]
-    var byFamily: [Int: [Int64]] = [:]
+    var byFamily: [Int: [Int128]] = [:]
 
     init() {}
     init(_ j: JV) {
         for (k, v) in j.object ?? [] {
-            if let f = Int(k), let a = v.array, a.count == 4 { byFamily[f] = a.map { $0.int64 ?? 0 } }
+            if let f = Int(k), let a = v.array, a.count == 4 { byFamily[f] = a.map { Counts.decode($0) } }
         }
     }
-    var json: JV { .object(byFamily.keys.sorted().map { f in (String(f), .array(byFamily[f]!.map { JV($0) })) }) }
+    /// Stored as JSON integers, or as decimal strings when they do not fit in 64 bits.
+    var json: JV { .object(byFamily.keys.sorted().map { f in (String(f), .array(byFamily[f]!.map { Counts.encode($0) })) }) }
+    static func encode(_ n: Int128) -> JV { n <= Int128(Int64.max) && n >= Int128(Int64.min) ? JV(Int64(n)) : .string(String(n)) }
+    static func decode(_ v: JV) -> Int128 { v.int64.map { Int128($0) } ?? v.string.flatMap { Int128($0) } ?? 0 }
 
     static let size = 0, reserved = 1, active = 2, held = 3
 
-    /// Largest count reported: 2^50, exactly representable in every JSON reader (doubles included).
-    static let reportCap: Int64 = 1 << 50
-    static func report(_ n: Int64) -> JV { JV(min(n, reportCap)) }
+    /// Largest count reported as a JSON number: 2^50, exactly representable in every JSON reader (doubles included).
+    /// A larger count reads as 2^50, and the exact decimal value is given next to it as a string, in `<name>Exact`.
+    static let reportCap: Int128 = 1 << 50
+    static func report(_ n: Int128) -> JV { JV(Int64(max(0, min(n, reportCap)))) }
+    /// Sets `name` in `o` to `n` as reported: the number (capped), plus `<name>Exact` when the cap applies.
+    static func set(_ o: inout JV, _ name: String, _ n: Int128) {
+        o[name] = report(n)
+        if n > reportCap { o[name + "Exact"] = .string(String(n)) }
+    }
 
-    mutating func add(_ fam: Int, _ field: Int, _ delta: Int64) {
+    /// a + b, saturating at Int128.max / min (a pool covering more than half the IPv6 space).
+    static func plus(_ a: Int128, _ b: Int128) -> Int128 {
+        let (r, o) = a.addingReportingOverflow(b)
+        return o ? (b > 0 ? .max : .min) : r
+    }
+
+    mutating func add(_ fam: Int, _ field: Int, _ delta: Int128) {
         var a = byFamily[fam] ?? [0, 0, 0, 0]
-        a[field] = a[field] &+ delta
+        a[field] = Counts.plus(a[field], delta)
         byFamily[fam] = a
     }
-    func free(_ fam: Int) -> Int64 {
+    func free(_ fam: Int) -> Int128 {
         guard let a = byFamily[fam] else { return 0 }
-        return max(0, a[0] &- a[1] &- a[2] &- a[3])
+        return max(0, a[0] - a[1] - a[2] - a[3])  // the in-use counts are real records: far below the size
     }
-    func get(_ fam: Int, _ field: Int) -> Int64 { byFamily[fam]?[field] ?? 0 }
+    func get(_ fam: Int, _ field: Int) -> Int128 { byFamily[fam]?[field] ?? 0 }
 
     /// Pool-level numbers: free is what the pool can still serve from available addresses (one address per
     /// family, so the scarcest family); reserved, active and held are address counts over all families.
-    func summary(_ families: [Int]) -> (free: Int64, reserved: Int64, active: Int64, held: Int64) {
+    func summary(_ families: [Int]) -> (free: Int128, reserved: Int128, active: Int128, held: Int128) {
         let fams = families.isEmpty ? Array(byFamily.keys) : families
         let free = fams.map { self.free($0) }.min() ?? 0
-        var r: Int64 = 0, a: Int64 = 0, h: Int64 = 0
-        for f in fams { r = r &+ get(f, Counts.reserved); a = a &+ get(f, Counts.active); h = h &+ get(f, Counts.held) }
+        var r: Int128 = 0, a: Int128 = 0, h: Int128 = 0
+        for f in fams {
+            r = Counts.plus(r, get(f, Counts.reserved)); a = Counts.plus(a, get(f, Counts.active)); h = Counts.plus(h, get(f, Counts.held))
+        }
         return (free, r, a, h)
     }
 }
@@ -416,7 +435,7 @@ final class Op {
         return c
     }
 
-    func bump(_ pool: String, _ fam: Int, _ field: Int, _ delta: Int64) throws {
+    func bump(_ pool: String, _ fam: Int, _ field: Int, _ delta: Int128) throws {
         var c = try counts(pool)
         c.add(fam, field, delta)
         counts[pool] = c

@@ -95,9 +95,21 @@ final class IpamPoolTests: XCTestCase {
             return try ex.runSync { try inst.callObject(op, fn, body.setting("network", "net1")) }
         }
 
+        /// An admin operation run to its end as the host runs it (every step in its own transaction).
         func admin(_ op: String, _ body: JSON = .object([])) throws -> JSON {
+            try NetworkService.adminInSteps(ex, { self.inst }, op, body)
+        }
+
+        /// One call of an admin operation, as if berthd stopped after it (a staged one is left halfway).
+        func adminStep(_ op: String, _ body: JSON) throws -> JSON {
             let inst = self.inst
             return try ex.runSync { try inst.networkAdmin(op, body) }
+        }
+
+        /// A key of the plugin's namespace, read on the executor (between the steps of a staged operation).
+        func kv(_ key: String) throws -> String? {
+            let store = self.store, ns = spec.name
+            return try ex.runSync { try store.kvGet(ns, key).map { String(decoding: $0, as: UTF8.self) } }
         }
 
         @discardableResult
@@ -352,6 +364,168 @@ final class IpamPoolTests: XCTestCase {
         XCTAssertThrowsError(try net(["pools": [["name": "x", "ranges": [["subnet": "10.0.0.5/24"]]]]])) { e in
             XCTAssertTrue("\(e)".contains("host bits"), "\(e)")
         }
+    }
+
+    /// Counts of IPv6 pools never wrap: one /64 next to an IPv4 pool once answered "free": -9223372036853445000.
+    func testCapacityOfIPv6PoolsIsExactAndNeverWraps() throws {
+        let n = try net(["pools": [["name": "v6", "ranges": [["subnet": "2001:db8:1::/64"]]],
+                                   ["name": "v4", "ranges": [["subnet": "10.1.0.0/24"]]]]])
+        let slash64 = "18446744073709551614"  // 2^64 - 1 addresses from ::1, minus the gateway
+        var cap = try n.capacity()
+        XCTAssertEqual(cap["free"]?.int, 1 << 50)
+        XCTAssertEqual(cap["freeExact"]?.string, "18446744073709551867")  // + the /24's 253
+        XCTAssertEqual(cap["pools"]?[1]?["name"]?.string, "v6")
+        XCTAssertEqual(cap["pools"]?[1]?["freeExact"]?.string, slash64)
+        XCTAssertNil(cap["pools"]?[0]?["freeExact"], "a count under 2^50 needs no exact string")
+        XCTAssertEqual(cap["pools"]?[0]?["free"]?.int, 253)
+        // Two /64s in one pool: past 2^64, exact all the same (stored as a decimal string).
+        _ = try n.admin("pool.import", ["name": "v6", "ranges": [["subnet": "2001:db8:1::/64"], ["subnet": "2001:db8:2::/64"]]])
+        try n.add("c1", "eth0", ["pool": "v6"])
+        cap = try n.capacity()
+        XCTAssertEqual(cap["pools"]?[1]?["freeExact"]?.string, "36893488147419103227")  // 2 x slash64 - 1 active
+        XCTAssertEqual(cap["pools"]?[1]?["active"]?.int, 1)
+        XCTAssertEqual(cap["active"]?.int, 1)
+        let list = try n.admin("pool.list")["pools"]?.array ?? []
+        XCTAssertEqual(list.last?["byFamily"]?["6"]?["sizeExact"]?.string, "36893488147419103228")
+        XCTAssertEqual(list.last?["free"]?.int, 1 << 50)
+        // A fresh instance reads the stored counters back exactly.
+        try n.restart()
+        XCTAssertEqual(try n.capacity()["pools"]?[1]?["freeExact"]?.string, "36893488147419103227")
+    }
+
+    /// A pool binds only MACs an interface can have: not multicast, broadcast or all zeros, and each once per network.
+    func testPoolMACsMustBeUsableAndUnique() throws {
+        let n = try net(.object([]))
+        func imp(_ name: String, _ macs: JSON) throws {
+            _ = try n.admin("pool.import", ["name": .string(name), "ranges": [["subnet": name == "a" ? "10.1.0.0/24" : "10.2.0.0/24"]], "macs": macs])
+        }
+        expectError(Self.INVALID, "ff:ff:ff:ff:ff:ff is the broadcast address") { try imp("a", ["10.1.0.10": "FF:FF:FF:FF:FF:FF"]) }
+        expectError(Self.INVALID, "01:00:5e:00:00:01 is a multicast address") { try imp("a", ["10.1.0.10": "01:00:5e:00:00:01"]) }
+        expectError(Self.INVALID, "33:33:00:00:00:01 is a multicast address") { try imp("a", ["10.1.0.10": "33-33-00-00-00-01"]) }
+        expectError(Self.INVALID, "00:00:00:00:00:00 is all zeros") { try imp("a", ["10.1.0.10": "00:00:00:00:00:00"]) }
+        expectError(Self.INVALID, "52:54:00:00:00:10 is bound to both 10.1.0.10 and 10.1.0.11") {
+            try imp("a", ["10.1.0.10": "52:54:00:00:00:10", "10.1.0.11": "52:54:00:00:00:10"])
+        }
+        expectError(Self.INVALID, "10.1.0.10 is given twice") { try imp("a", ["10.1.0.10": "52:54:00:00:00:10", " 10.1.0.10": "52:54:00:00:00:11"]) }
+        XCTAssertEqual(try n.admin("pool.list")["pools"]?.array?.count, 0, "a refused import changes nothing")
+        try imp("a", ["10.1.0.10": "52:54:00:00:00:10"])
+        expectError(Self.INVALID, "52:54:00:00:00:10 (for 10.2.0.10) is already bound to 10.1.0.10 in pool a") {
+            try imp("b", ["10.2.0.10": "52:54:00:00:00:10"])
+        }
+        XCTAssertEqual(try n.admin("pool.list")["pools"]?.array?.count, 1)
+        // Re-importing the pool that holds the binding is fine; so is a distinct MAC elsewhere.
+        XCTAssertNoThrow(try imp("a", ["10.1.0.10": "52:54:00:00:00:10"]))
+        XCTAssertNoThrow(try imp("b", ["10.2.0.10": "52:54:00:00:00:20"]))
+        XCTAssertEqual(try n.add("c1", "eth0", ["ips": ["10.2.0.10"]])["ips"]?[0]?["mac"]?.string, "52:54:00:00:00:20")
+    }
+
+    /// pool.import refuses fields it does not know, at every level, naming them and the allowed ones.
+    func testPoolImportRefusesUnknownFields() throws {
+        let n = try net(.object([]))
+        let base: [(String, JSON)] = [("name", "p"), ("ranges", [["subnet": "10.1.0.0/24"]])]
+        func imp(_ extra: [(String, JSON)]) throws { _ = try n.admin("pool.import", .object(base + extra)) }
+        expectError(Self.INVALID, "pool p: the pool document has unknown field \"colour\"; allowed: name, ranges, ips, exclude, reserved, macs, routes, dns, vlan, nodes") {
+            try imp([("colour", "red")])
+        }
+        expectError(Self.INVALID, "unknown fields \"gatway\", \"vlanId\"") { try imp([("gatway", "10.1.0.1"), ("vlanId", 3)]) }
+        expectError(Self.INVALID, "pool p: ranges[1] has unknown field \"gatway\"; allowed: subnet, start, end, gateway") {
+            _ = try n.admin("pool.import", ["name": "p", "ranges": [["subnet": "10.1.0.0/24"], ["subnet": "10.2.0.0/24", "gatway": "10.2.0.1"]]])
+        }
+        expectError(Self.INVALID, "pool p: routes[0] has unknown field \"via\"; allowed: dst, gw") {
+            try imp([("routes", [["dst": "0.0.0.0/0", "via": "10.1.0.1"]])])
+        }
+        expectError(Self.INVALID, "pool p: dns has unknown field \"servers\"; allowed: nameservers, domain, search, options") {
+            try imp([("dns", ["servers": ["10.1.0.53"]])])
+        }
+        XCTAssertEqual(try n.admin("pool.list")["pools"]?.array?.count, 0, "a refused import changes nothing")
+        // Updating an existing pool is checked the same way; the stored pool stays as it was.
+        try imp([("vlan", 5)])
+        expectError(Self.INVALID, "unknown field \"vlan_id\"") { _ = try n.admin("pool.import", ["name": "p", "vlan_id": 7]) }
+        XCTAssertEqual(try n.admin("pool.show", ["name": "p"])["pool"]?["vlan"]?.int, 5)
+    }
+
+    /// A pool of 16,384 explicit addresses: more than one step of an import writes (IpamPool.stepAddresses).
+    static let bigPool: JSON = ["name": "big", "ranges": [["subnet": "10.50.0.0/16", "start": "10.50.0.1", "end": "10.50.0.10"]],
+                                "ips": ["10.50.1.0-10.50.64.255"], "reserved": ["10.50.2.0-10.50.2.255"]]
+
+    /// A large import runs in steps, each its own transaction: an ADD issued while it runs completes before it does.
+    func testLargeImportLetsAnAddRunBeforeItFinishes() throws {
+        let n = try net(pool: ["name": "small", "ranges": [["subnet": "10.9.0.0/24"]]])
+        let order = Shared<[String]>([])
+        let finished = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            do { _ = try n.admin("pool.import", Self.bigPool); order.with { $0.append("import") } } catch { order.with { $0.append("import failed: \(error)") } }
+            finished.signal()
+        }
+        // Wait until the import has begun (its marker is in the store) or has ended; read between its steps.
+        var sawMarker = false
+        while order.get.isEmpty {
+            if try n.kv("importing/big") != nil { sawMarker = true; break }
+            usleep(200)
+        }
+        try n.add("c1", "eth0", ["pool": "small"])
+        order.with { $0.append("add") }
+        finished.wait()
+        XCTAssertTrue(sawMarker, "the import never showed a step in progress: it ran as one transaction")
+        XCTAssertEqual(order.get, ["add", "import"], "the ADD waited for the whole import")
+        // The staged import left exactly what a one-transaction import would.
+        let big = try n.admin("pool.list")["pools"]?.array?.first { $0["name"]?.string == "big" }
+        XCTAssertEqual(big?["free"]?.int, 9 + 16_384 - 256)
+        XCTAssertEqual(big?["reserved"]?.int, 256)
+        XCTAssertNil(try n.kv("importing/big"))
+        XCTAssertNil(try n.kv("importdoc/big"))
+        XCTAssertEqual(try n.addIP("c2", "eth0", ["ips": ["10.50.64.255"]]), "10.50.64.255")
+        XCTAssertEqual(try n.addIP("c3", "eth0", ["ips": ["10.50.2.7"]]), "10.50.2.7")  // reserved: taken when asked for
+        XCTAssertEqual(try n.state("big", "10.50.2.8"), "reserved")
+    }
+
+    /// An import stopped halfway (berthd gone) leaves no live pool; the same document finishes it, pool.delete rolls it
+    /// back, and other imports are refused meanwhile with a message that says so.
+    func testStagedImportStoppedHalfwayResumesOrRollsBack() throws {
+        let n = try net(.object([]))
+        XCTAssertNotNil(try n.adminStep("pool.import", Self.bigPool)["continue"])
+        XCTAssertNotNil(try n.adminStep("pool.import", Self.bigPool.setting("continue", ["pool": "big"]))["continue"])
+        try n.restart()  // a new instance on the same store, as after a restart of berthd
+        XCTAssertEqual(try n.admin("pool.list")["pools"]?.array?.count, 0, "a half-imported pool is not live")
+        expectError(Self.PRECONDITION, "pool big is being imported in steps") {
+            _ = try n.admin("pool.import", ["name": "other", "ranges": [["subnet": "10.8.0.0/24"]]])
+        }
+        expectError(Self.PRECONDITION, "an import of pool big with another document did not finish") {
+            _ = try n.admin("pool.import", ["name": "big", "ranges": [["subnet": "10.50.0.0/24"]]])
+        }
+        // Rolled back: nothing of it is left, and its addresses are free for another pool.
+        XCTAssertEqual(try n.admin("pool.delete", ["name": "big"])["deleted"]?.string, "big")
+        XCTAssertEqual(try n.store.kvCount("net1"), 0)
+        _ = try n.admin("pool.import", ["name": "other", "ranges": [["subnet": "10.50.0.0/16"]]])
+        _ = try n.admin("pool.delete", ["name": "other"])
+        // Resumed: the same document again finishes it.
+        XCTAssertNotNil(try n.adminStep("pool.import", Self.bigPool)["continue"])
+        let done = try n.admin("pool.import", Self.bigPool)
+        XCTAssertEqual(done["created"]?.bool, true)
+        XCTAssertEqual(done["free"]?.int, 9 + 16_384 - 256)
+        // A staged deletion stopped halfway: the pool is gone at once, its keys go in steps, the same request finishes.
+        XCTAssertNotNil(try n.adminStep("pool.delete", ["name": "big"])["continue"])
+        XCTAssertEqual(try n.admin("pool.list")["pools"]?.array?.count, 0)
+        expectError(Self.PRECONDITION, "pool big is still being deleted") { _ = try n.admin("pool.import", Self.bigPool) }
+        XCTAssertEqual(try n.admin("pool.delete", ["name": "big"])["deleted"]?.string, "big")
+        XCTAssertEqual(try n.store.kvCount("net1"), 0)
+    }
+
+    /// What one pool may hold is bounded, with errors that say so.
+    func testPoolSizeLimits() throws {
+        let n = try net(.object([]))
+        let ranges = (0..<8193).map { i -> JSON in ["subnet": .string("10.\(i / 256).\(i % 256).0/29")] }
+        expectError(Self.INVALID, "\"ranges\" has 8193 entries; a pool holds at most 8192 ranges") {
+            _ = try n.admin("pool.import", ["name": "p", "ranges": .array(ranges)])
+        }
+        XCTAssertNoThrow(try n.admin("pool.import", ["name": "p", "ranges": .array(Array(ranges.prefix(8192)))]))
+        XCTAssertEqual(try n.capacity()["free"]?.int, 8192 * 5)  // a /29: .2-.6
+        expectError(Self.INVALID, "a pool lists at most 65536 explicit addresses") {
+            _ = try n.admin("pool.import", ["name": "q", "ranges": [["subnet": "10.200.0.0/14", "end": "10.200.0.5"]],
+                                            "ips": ["10.201.0.0-10.201.255.255", "10.202.0.0-10.202.0.1"]])
+        }
+        _ = try n.admin("pool.delete", ["name": "p"])
+        XCTAssertEqual(try n.store.kvCount("net1"), 0)
     }
 
     func testGC() throws {
