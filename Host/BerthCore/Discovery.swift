@@ -430,7 +430,7 @@ public final class DiscoveryDelivery: @unchecked Sendable {
         if resyncDue && !(catchUpTo.map { cursor < $0 } ?? false) {
             update { $0.phase = "resyncing" }
             let snapshot = try rt.discoverySnapshot?() ?? store.instancesFromEventLog()
-            var req: JSON = ["rev": .number(Double(head)), "site": .string(rt.site.site),
+            var req: JSON = ["rev": JSON(Int64(head)), "site": .string(rt.site.site),
                              "instances": snapshot["instances"] ?? .array([])]
             for (k, v) in snapshot.object ?? [] where req[k] == nil { req = req.setting(k, v) }
             let t0 = monotonicNanos()
@@ -445,7 +445,7 @@ public final class DiscoveryDelivery: @unchecked Sendable {
         guard let last = evs.last else { return .idle }
         update { $0.phase = catchUpTo != nil ? "catching-up" : "delivering" }
         let req: JSON = ["events": .array(evs.map { e in
-            ["rev": .number(Double(e.rev)), "type": .string(e.type), "subject": .string(e.subject), "data": e.data]
+            ["rev": JSON(Int64(e.rev)), "type": .string(e.type), "subject": .string(e.subject), "data": e.data]
         })]
         let t0 = monotonicNanos()
         do { _ = try inst.callJSON("events", ops.events, req.bytes) } catch { throw StepError(error: error, wasResync: false) }
