@@ -68,7 +68,8 @@ extension PluginRunner {
             guard let id = try? rd.u64(), let c = try? rd.u8() else { return nil }
             return (id, c != 0)
         }
-        guard let (id, committed) = parsed else { exit(70) }
+        guard let parsed else { exit(70) }
+        let (id, committed) = parsed
         if let e = st.completions.removeValue(forKey: id) {
             if committed { e.commit?(e.arg) } else { e.rollback?(e.arg) }
         }
@@ -101,12 +102,12 @@ extension PluginRunner {
             var w = WireWriter(.onComplete, capacity: 8)
             w.u64(id)
             s.ch.send(w.finish())
-            let status = replyStatus(s.awaitReply())
+            let status = PluginRunner.replyStatus(s.awaitReply())
             if status == BERTH_OK { s.completions[id] = (commit, rollback, arg) }
             return status
         }
-        st.services.kv_len = { _, key, klen, out in u64Request(.kvLen, key, klen, out) }
-        st.services.kv_count_prefix = { _, prefix, plen, out in u64Request(.kvCountPrefix, prefix, plen, out) }
-        st.services.kv_delete_prefix = { _, prefix, plen, out in u64Request(.kvDeletePrefix, prefix, plen, out) }
+        st.services.kv_len = { _, key, klen, out in PluginRunner.u64Request(.kvLen, key, klen, out) }
+        st.services.kv_count_prefix = { _, prefix, plen, out in PluginRunner.u64Request(.kvCountPrefix, prefix, plen, out) }
+        st.services.kv_delete_prefix = { _, prefix, plen, out in PluginRunner.u64Request(.kvDeletePrefix, prefix, plen, out) }
     }
 }

@@ -75,8 +75,12 @@ public enum Schema {
         switch v {
         case .int(let i):
             // Exact: compare as integers when the bound is one (a Double would round 2^53 + 1).
-            if let m = s["minimum"], let b = m.int ?? m.double.map({ Int($0.rounded(.up)) }), i < b { errors.append(SchemaError(path: at, reason: "must be >= \(m.serialized), got \(i)")) }
-            if let m = s["maximum"], let b = m.int ?? m.double.map({ Int($0.rounded(.down)) }), i > b { errors.append(SchemaError(path: at, reason: "must be <= \(m.serialized), got \(i)")) }
+            if let m = s["minimum"], let b = m.int ?? m.double.flatMap({ Int(exactly: $0.rounded(.up)) }), Int(i) < b {
+                errors.append(SchemaError(path: at, reason: "must be >= \(m.serialized), got \(i)"))
+            }
+            if let m = s["maximum"], let b = m.int ?? m.double.flatMap({ Int(exactly: $0.rounded(.down)) }), Int(i) > b {
+                errors.append(SchemaError(path: at, reason: "must be <= \(m.serialized), got \(i)"))
+            }
         case .number(let d):
             if let m = s["minimum"]?.double, d < m { errors.append(SchemaError(path: at, reason: "must be >= \(fmt(m)), got \(fmt(d))")) }
             if let m = s["maximum"]?.double, d > m { errors.append(SchemaError(path: at, reason: "must be <= \(fmt(m)), got \(fmt(d))")) }

@@ -159,12 +159,10 @@ public final class HostServices: @unchecked Sendable {
     /// Only inside an operation. On a host older than 1.2 this throws UNIMPLEMENTED: do the side effect in place.
     public func onComplete(afterCommit: (() -> Void)? = nil, afterRollback: (() -> Void)? = nil) throws {
         guard hasV12, let f = raw.pointee.on_complete else { throw PluginError(.unimplemented, "the host is older than ABI 1.2: no on_complete") }
-        final class Box { let commit: (() -> Void)?, rollback: (() -> Void)?
-            init(_ c: (() -> Void)?, _ r: (() -> Void)?) { commit = c; rollback = r } }
-        let box = Unmanaged.passRetained(Box(afterCommit, afterRollback)).toOpaque()
-        let st = f(raw.pointee.host_ctx, { a in Unmanaged<Box>.fromOpaque(a!).takeRetainedValue().commit?() },
-                   { a in Unmanaged<Box>.fromOpaque(a!).takeRetainedValue().rollback?() }, box)
-        if st != BERTH_OK { Unmanaged<Box>.fromOpaque(box).release() }
+        let box = Unmanaged.passRetained(CompletionBox(afterCommit, afterRollback)).toOpaque()
+        let st = f(raw.pointee.host_ctx, { a in Unmanaged<CompletionBox>.fromOpaque(a!).takeRetainedValue().commit?() },
+                   { a in Unmanaged<CompletionBox>.fromOpaque(a!).takeRetainedValue().rollback?() }, box)
+        if st != BERTH_OK { Unmanaged<CompletionBox>.fromOpaque(box).release() }
         try check(st, "on_complete")
     }
 
@@ -206,6 +204,13 @@ public final class HostServices: @unchecked Sendable {
             throw PluginError(PluginStatus(rawValue: Int32(st.rawValue)) ?? .internal, "host \(what) failed with status \(st.rawValue)")
         }
     }
+}
+
+/// The two closures of one on_complete registration; exactly one runs, and releases the box.
+final class CompletionBox {
+    let commit: (() -> Void)?
+    let rollback: (() -> Void)?
+    init(_ c: (() -> Void)?, _ r: (() -> Void)?) { commit = c; rollback = r }
 }
 
 @inline(__always) func cchar(_ b: UnsafeBufferPointer<UInt8>) -> UnsafePointer<CChar>? {

@@ -196,7 +196,7 @@ final class SDKTests: XCTestCase {
         XCTAssertEqual(try Array("zz".utf8).withUnsafeBytes { try store.kvLen("ns", $0) }, nil)
         XCTAssertEqual(try Array("a/".utf8).withUnsafeBytes { try store.kvDeletePrefix("ns", $0) }, 3)
         XCTAssertEqual(try count([]), 5)
-        XCTAssertEqual(try [0xFF].withUnsafeBytes { try store.kvDeletePrefix("ns", $0) }, 2)
+        XCTAssertEqual(try [UInt8(0xFF)].withUnsafeBytes { try store.kvDeletePrefix("ns", $0) }, 2)
         XCTAssertEqual(try count([]), 3)
     }
 }
