@@ -156,6 +156,17 @@ final class SDKTests: XCTestCase {
         XCTAssertTrue(ops.detail.contains("nodes node-x, node-y"), ops.detail)
     }
 
+    /// Plugins that declare ABI 1.0 and 1.1 load and pass their suites on this 1.2 host.
+    func testOlderMinorsLoadAndWork() throws {
+        for minor in [0, 1] {
+            let so = try FixtureBuilder.plugin("base", in: Self.kitDir, flags: ["-DBERTH_ABI_MINOR=\(minor)"])
+            let report = PluginChecker.check(path: so, inProcess: true)
+            XCTAssertEqual(report.plugin?.abiMinor, minor)
+            XCTAssertEqual(report.failed, 0, report.cases.filter { !$0.passed }.map { "\($0.name): \($0.detail)" }.joined(separator: "\n"))
+            XCTAssertGreaterThan(report.passed, 15)
+        }
+    }
+
     // MARK: exact integers
 
     func testIntegersAreExactEndToEnd() throws {

@@ -243,7 +243,7 @@ static berth_status create_volume(void *inst, const char *req, size_t len, const
     snprintf(key, sizeof key, "name/%s", name);
     if (kv_get(in, key, &b) == BERTH_OK) { /* idempotent by name */
         char id[64], vk[80];
-        snprintf(id, sizeof id, "%s", b.p);
+        snprintf(id, sizeof id, "%.63s", b.p);
         snprintf(vk, sizeof vk, "vol/%s", id);
         bj_val rec, cap;
         uint64_t have = 0;
