@@ -282,7 +282,9 @@ enum StorageConformance {
             add("the plugin removes the target at unpublish", fail == nil && !targetLeft,
                 fail ?? (targetLeft ? "\(p.target) still exists after node unpublish; the plugin creates the target at publish and removes it at unpublish (CSI)" : "target gone after unpublish"))
         }
-        out += rollbackCases(create: { create(vname($0)) }, delete: delete, stage: stage, unstage: unstage, npub: { npub($0, Pub(staging: $1, target: $2)) },
+        out += rollbackCases(create: { create(vname($0)) }, delete: delete,
+                             controller: { id, up in hasController ? (up ? cpub(id, node1) : cunpub(id, node1)) : .success(.object([])) },
+                             stage: stage, unstage: unstage, npub: { npub($0, Pub(staging: $1, target: $2)) },
                              nunpub: { nunpub($0, Pub(staging: "", target: $1)) }, fresh: { freshPath($0 ? stagingRoot : targetRoot) },
                              forced: { op, fn, req in
             do {
@@ -435,7 +437,8 @@ extension StorageConformance {
     /// A delete_volume rolled back after the plugin returned OK must leave the volume with its data: the host still
     /// has the volume (its namespace says so), so data removed before the commit is lost for good. The data is seen
     /// through a published target: a file written before is read back after a new publish.
-    static func rollbackCases(create: (String) -> Call, delete: (String) -> Call, stage: (String, String, String) -> Call,
+    static func rollbackCases(create: (String) -> Call, delete: (String) -> Call, controller: (String, Bool) -> Call,
+                              stage: (String, String, String) -> Call,
                               unstage: (String, String) -> Call, npub: (String, String, String) -> Call, nunpub: (String, String) -> Call,
                               fresh: (Bool) -> String, forced: (String, berth_json_op?, JSON) -> String?, deleteFn: berth_json_op?) -> [CheckCase] {
         let name = "storage: a rolled-back delete keeps the volume's data"
@@ -443,10 +446,12 @@ extension StorageConformance {
             return [CheckCase(name: name, passed: false, detail: "could not create a volume")]
         }
         func publish(_ staging: String, _ target: String) -> String? {
-            for r in [stage(id, staging, "mount"), npub(id, staging, target)] { if case .failure(let e) = r { return e.description } }
+            if case .failure(let e) = controller(id, true) { return e.description }
+            if case .failure(let e) = stage(id, staging, "mount") { return e.description }
+            if case .failure(let e) = npub(id, staging, target) { return e.description }
             return nil
         }
-        func unpublish(_ staging: String, _ target: String) { _ = nunpub(id, target); _ = unstage(id, staging) }
+        func unpublish(_ staging: String, _ target: String) { _ = nunpub(id, target); _ = unstage(id, staging); _ = controller(id, false) }
         defer { _ = delete(id) }
         let s1 = fresh(true), t1 = fresh(false)
         if let e = publish(s1, t1) { return [CheckCase(name: name, passed: false, detail: "publish before the delete: \(e)")] }
