@@ -13,10 +13,11 @@ final class SDKTests: XCTestCase {
     struct Rollback: Error {}
 
     /// An in-process instance of `so` on a fresh store and executor.
-    func withInstance(_ so: String, config: JSON, _ body: (PluginInstance, Executor) throws -> Void) throws {
+    /// `sync` "full" (berthd's default) runs after_commit on the thread that waits for the disk, "normal" on the executor's.
+    func withInstance(_ so: String, config: JSON, sync: String = "normal", _ body: (PluginInstance, Executor) throws -> Void) throws {
         let dir = tempDir("sdk-inst")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let store = try Store(path: dir + "/state.db", synchronous: "normal")
+        let store = try Store(path: dir + "/state.db", synchronous: sync)
         let ex = Executor(store: store)
         ex.start()
         defer { ex.stop() }
@@ -35,10 +36,11 @@ final class SDKTests: XCTestCase {
     /// and a committed deletion still removes it.
     func testDeferredDeleteKeepsDataAcrossForcedRollback() throws {
         for (flags, keeps) in [([String](), false), (["-DDEFER_DELETE"], true)] {
+          for sync in ["normal", "full"] {
             let so = try FixtureBuilder.plugin("delete_data", in: Self.storageFixtures, flags: flags)
             let root = tempDir("sdk-vols")
             defer { try? FileManager.default.removeItem(atPath: root) }
-            try withInstance(so, config: ["root": .string(root)]) { inst, ex in
+            try withInstance(so, config: ["root": .string(root)], sync: sync) { inst, ex in
                 let ops = inst.storage!.pointee
                 _ = try ex.runSync { try inst.callObject("create_volume", ops.create_volume, ["name": "v1"]) }
                 XCTAssertTrue(FileManager.default.createFile(atPath: root + "/v1/data", contents: Data("payload".utf8)))
@@ -49,8 +51,9 @@ final class SDKTests: XCTestCase {
                 XCTAssertEqual(try ex.runSync { try ex.store.kvGet("fx", "v/v1") } != nil, true, "the rolled-back deletion left the volume in the namespace")
                 XCTAssertEqual(FileManager.default.fileExists(atPath: root + "/v1/data"), keeps, "flags \(flags)")
                 _ = try ex.runSync { try inst.callObject("delete_volume", ops.delete_volume, ["volumeId": "v1"]) }
-                XCTAssertFalse(FileManager.default.fileExists(atPath: root + "/v1"), "a committed deletion removes the data (\(flags))")
+                XCTAssertFalse(FileManager.default.fileExists(atPath: root + "/v1"), "a committed deletion removes the data (\(flags), sync \(sync)) before the caller is answered")
             }
+          }
         }
     }
 
