@@ -191,6 +191,26 @@ final class SDKTests: XCTestCase {
         XCTAssertTrue(Schema.validate(try JSON.parse("9007199254740992"), against: schema).isEmpty)
     }
 
+    /// Through berthd: the API takes 2^53 + 1 and 2^62 as the integers they are and hands them to the plugin exactly
+    /// (it used to refuse them as "not a non-negative integer"); the plugin's answer carries them back exactly.
+    func testAPIKeepsLargeSizesExact() throws {
+        let root = tempDir("sdk-api-vols")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let d = try Daemon(plugins: [["name": "local", "path": .string(Paths.plugin("storage-local")),
+                                      "config": ["root": .string(root), "capacityBytes": JSON((Int64(1) << 62) + (Int64(1) << 54)), "maxVolumeBytes": JSON(Int64(1) << 62),
+                                                 "nodes": ["node-a"]]]], tag: "sdk-ints")
+        defer { d.stop() }
+        // storage-local rounds sizes up to 4 KiB: 2^53 + 1 becomes 9007199254745088 (through a double it would have
+        // been 2^53, already a multiple of 4096).
+        for (size, want) in [(Int64(1) << 62, Int64(1) << 62), (Int64(9007199254740993), Int64(9007199254745088))] {
+            let (st, body) = try d.request("POST", "/v1/storage/local/volumes", ["name": .string("v\(size)"), "capacityBytes": JSON(size)])
+            XCTAssertFalse(body.serialized.contains("non-negative integer"), "\(size): \(st) \(body.serialized)")
+            XCTAssertEqual(st, 201, body.serialized)
+            XCTAssertEqual(body["capacityBytes"]?.int.map { Int64($0) }, want, body.serialized)
+            XCTAssertTrue(body.serialized.contains("\"capacityBytes\":\(want)"), body.serialized)
+        }
+    }
+
     // MARK: kv additions
 
     func testPrefixCountAndDelete() throws {
