@@ -6,18 +6,36 @@ import Foundation
 
 public struct CheckCase: Sendable {
     public let name: String
+    /// False for a failure; a skipped case is not a failure, but never counts as passed either (see `skipped`).
     public let passed: Bool
     public let detail: String
+    /// The case did not run (the plugin lacks an optional feature, or the check had no way to run it here).
+    public let skipped: Bool
+
+    public init(name: String, passed: Bool, detail: String, skipped: Bool = false) {
+        self.name = name
+        self.passed = passed || skipped
+        self.detail = detail
+        self.skipped = skipped
+    }
+
+    /// A case that did not run: shown as "skip", counted apart from passes and failures.
+    public static func skip(_ name: String, _ detail: String) -> CheckCase { CheckCase(name: name, passed: true, detail: detail, skipped: true) }
+
+    public var result: String { skipped ? "skip" : passed ? "pass" : "fail" }
 }
 
 public struct CheckReport {
     public var plugin: LoadedPlugin?
     public var cases: [CheckCase] = []
-    public var passed: Int { cases.filter { $0.passed }.count }
+    public var passed: Int { cases.filter { $0.passed && !$0.skipped }.count }
     public var failed: Int { cases.filter { !$0.passed }.count }
+    public var skipped: Int { cases.filter { $0.skipped }.count }
+    /// "N passed, M failed, K skipped", the last line of `berth plugin check`.
+    public var summary: String { "\(passed) passed, \(failed) failed, \(skipped) skipped" }
     public var json: JSON {
-        ["plugin": plugin?.info ?? .null, "passed": .number(Double(passed)), "failed": .number(Double(failed)),
-         "cases": .array(cases.map { ["name": .string($0.name), "result": .string($0.passed ? "pass" : "fail"), "detail": .string($0.detail)] })]
+        ["plugin": plugin?.info ?? .null, "passed": JSON(passed), "failed": JSON(failed), "skipped": JSON(skipped),
+         "cases": .array(cases.map { ["name": .string($0.name), "result": .string($0.result), "detail": .string($0.detail)] })]
     }
 }
 
@@ -101,13 +119,13 @@ public enum PluginChecker {
                                                        makeInstance: { try instantiate(named: $0) })
             case "scheduler" where loaded.kinds.contains(.scheduler):
                 report.cases += SchedulerConformance.run(current, executor: executor, extended: extended)
-            case "storage" where loaded.kinds.contains(.storage): report.cases += StorageConformance.run(current, executor: executor, scratch: dir)
+            case "storage" where loaded.kinds.contains(.storage): report.cases += StorageConformance.run(current, executor: executor, scratch: dir, config: config)
             case "discovery" where loaded.kinds.contains(.discovery):
                 report.cases += DiscoveryConformance.run(current, executor: executor, extended: extended,
                                                                                    makeInstance: { try instantiate(named: $0) })
             case "network", "storage", "scheduler", "discovery":
                 if loaded.kinds.names.contains(k) {
-                    add("\(k) suite", true, "no conformance cases for this kind in this version of berth")
+                    report.cases.append(.skip("\(k) suite", "no conformance cases for this kind in this version of berth"))
                 } else {
                     add("\(k) suite", false, "the plugin does not declare the \(k) kind")
                 }
@@ -193,6 +211,7 @@ enum NetworkConformance {
                 add(label, e.status == 3, "returned \(e.statusName): \(e.message)")
             } catch { add(label, false, "\(error)") }
         }
+        out += identityCase(inst, executor: ex)
         out += batchCases(inst, executor: ex, makeInstance: makeInstance)
         guard extended else { return out }
         func addrs(_ r: JSON) -> [String] { (r["ips"]?.array ?? []).compactMap { $0["address"]?.string } }
@@ -244,7 +263,7 @@ enum NetworkConformance {
             let identity: JSON = ["app": "check-app", "ordinal": 0, "releasePolicy": "immutable"]
             switch call("add", ops.add, req("identity-1").setting("identity", identity)) {
             case .failure(let e) where e.status == 12 || e.status == 3:
-                add("release policies", true, "skipped: the plugin refuses identities (\(e.statusName): \(e.message))")
+                out.append(.skip("network: release policies", "the plugin refuses the immutable release policy (\(e.statusName): \(e.message)); stateful apps with releasePolicy immutable or never cannot use this network"))
             case .failure(let e):
                 add("release policies", false, "ADD with identity {app, ordinal, releasePolicy: immutable}: \(e.statusName): \(e.message)")
             case .success(let r):
@@ -269,9 +288,12 @@ enum NetworkConformance {
                 }
                 if case .failure(let e) = call("del", ops.del, req("identity-2").setting("final", true)) { problems.append("final DEL: \(e.statusName)") }
                 _ = call("del", ops.del, req("identity-other"))
-                add("release policies", problems.isEmpty, !problems.isEmpty ? problems.joined(separator: "; ")
-                    : ignored ? "skipped: the plugin ignores identity (the released address went to another container); refuse identities with INVALID_ARGUMENT to make that explicit"
-                    : "immutable identity kept \(a.sorted().joined(separator: ", ")) across a non-final DEL; final DEL OK")
+                if problems.isEmpty && ignored {
+                    out.append(.skip("network: release policies", "the plugin ignores the release policy (the released address went to another container): refuse ADDs whose identity.releasePolicy is immutable or never with INVALID_ARGUMENT to make that explicit; keep accepting onDelete"))
+                } else {
+                    add("release policies", problems.isEmpty, !problems.isEmpty ? problems.joined(separator: "; ")
+                        : "immutable identity kept \(a.sorted().joined(separator: ", ")) across a non-final DEL; final DEL OK")
+                }
             }
             gcAll()
         }
@@ -334,7 +356,7 @@ enum NetworkConformance {
                 note = "capacity reports \(Int(free)) free"
             }
             if let note {
-                add("exhaustion", true, "pool larger than the bound (\(note)); configure a small pool to test exhaustion")
+                out.append(.skip("network: exhaustion", "pool larger than the bound (\(note)); configure a small pool to test exhaustion"))
             } else {
                 var owner: [String: String] = [:]
                 var verdict: (Bool, String)?
@@ -368,7 +390,7 @@ enum NetworkConformance {
             switch call("add", ops.add, s) {
             case .failure(let e): add("state survives a new instance", false, "ADD before the restart: \(e.statusName): \(e.message)")
             case .success(let before):
-                guard let renew else { add("state survives a new instance", true, "skipped: no way to create a new instance here"); break }
+                guard let renew else { out.append(.skip("network: state survives a new instance", "no way to create a new instance here")); break }
                 do {
                     inst = try renew()
                     ops = inst.network!.pointee
@@ -393,6 +415,26 @@ enum NetworkConformance {
 }
 
 extension NetworkConformance {
+    /// berthd sends an `identity` in the ADD of every App instance (releasePolicy "onDelete" unless the app asks for
+    /// another), so a plugin that refuses identities cannot serve any App: a failure, never a skip.
+    static func identityCase(_ inst: PluginInstance, executor ex: Executor) -> [CheckCase] {
+        let req: JSON = ["network": "check", "containerID": "conformance-app-0", "ifname": "eth0", "node": "check-node",
+                         "identity": ["app": "check-app", "ordinal": 0, "releasePolicy": "onDelete"]]
+        let fn = inst.network!.pointee.add, del = inst.network!.pointee.del
+        let name = "network: apps can use it (ADD with an identity)"
+        do {
+            let r = try ex.runSync { try inst.callObject("add", fn, req) }
+            _ = try? ex.runSync { try inst.callObject("del", del, req.setting("final", true)) }
+            let ips = (r["ips"]?.array ?? []).compactMap { $0["address"]?.string }
+            return [CheckCase(name: name, passed: !ips.isEmpty, detail: ips.isEmpty ? "ADD with identity {app, ordinal, releasePolicy: onDelete} returned no ips[].address"
+                : "ADD with identity {app, ordinal, releasePolicy: onDelete} allocated \(ips.joined(separator: ", "))")]
+        } catch let e as PluginCallError {
+            return [CheckCase(name: name, passed: false, detail: "apps cannot use this network: berthd sends identity {app, ordinal, releasePolicy} in the ADD of every App instance, and the plugin refused it (\(e.statusName): \(e.message)); accept identity, treating releasePolicy onDelete as a plain attachment (sdk-docs/kinds/network.md)")]
+        } catch {
+            return [CheckCase(name: name, passed: false, detail: "\(error)")]
+        }
+    }
+
     /// The items of "add_batch agrees with add": distinct keys (the last a second interface of the first container),
     /// as the host sends them (network, containerID and ifname always set).
     static let batchItems: [JSON] = (0..<7).map { i -> JSON in
@@ -410,7 +452,7 @@ extension NetworkConformance {
         var out: [CheckCase] = []
         func add(_ n: String, _ ok: Bool, _ d: String) { out.append(CheckCase(name: "network: \(n)", passed: ok, detail: d)) }
         guard inst.network?.pointee.add_batch != nil else {
-            add("add_batch", true, "not provided (the host adds one at a time)")
+            out.append(.skip("network: add_batch", "not provided (the host adds one at a time)"))
             return out
         }
         /// One call in its own transaction; a runner that crashed in an earlier call restarts after a backoff: wait
@@ -506,8 +548,8 @@ extension NetworkConformance {
                 }
             }
         } else {
-            add("add_batch agrees with add", true, "skipped: \(why)")
-            add("add_batch returns one result per item", true, "skipped: \(why)")
+            out.append(.skip("network: add_batch agrees with add", why))
+            out.append(.skip("network: add_batch returns one result per item", why))
         }
 
         // 3: all or nothing. The last item has no containerID: the call must fail, and the items before it must not be

@@ -470,7 +470,7 @@ public final class DiscoveryDelivery: @unchecked Sendable {
             } else {
                 snapshot = try rt.discoverySnapshot?() ?? store.instancesFromEventLog()
             }
-            var req: JSON = ["rev": .number(Double(at)), "site": .string(rt.site.site),
+            var req: JSON = ["rev": JSON(Int64(at)), "site": .string(rt.site.site),
                              "instances": snapshot["instances"] ?? .array([])]
             for (k, v) in snapshot.object ?? [] where req[k] == nil { req = req.setting(k, v) }
             let t0 = monotonicNanos()
@@ -485,7 +485,7 @@ public final class DiscoveryDelivery: @unchecked Sendable {
         guard let last = evs.last else { return .idle }
         update { $0.phase = catchUpTo != nil ? "catching-up" : "delivering" }
         let req: JSON = ["events": .array(evs.map { e in
-            ["rev": .number(Double(e.rev)), "type": .string(e.type), "subject": .string(e.subject), "data": e.data]
+            ["rev": JSON(Int64(e.rev)), "type": .string(e.type), "subject": .string(e.subject), "data": e.data]
         })]
         let t0 = monotonicNanos()
         do { _ = try inst.callJSON("events", ops.events, req.bytes) } catch { throw StepError(error: error, wasResync: false) }

@@ -48,14 +48,14 @@ enum DiscoveryConformance {
             return "changed: +\(extra.prefix(3).joined(separator: " +")) -\(missing.prefix(3).joined(separator: " -"))"
         }
         func record(_ app: String, _ ord: Int, _ state: String, _ ip: String) -> JSON {
-            ["kind": "App", "app": .string(app), "ordinal": .number(Double(ord)), "node": "check-node", "state": .string(state), "ips": [.string(ip)]]
+            ["kind": "App", "app": .string(app), "ordinal": JSON(Int64(ord)), "node": "check-node", "state": .string(state), "ips": [.string(ip)]]
         }
         func ev(_ rev: Int, _ app: String, _ ord: Int, _ state: String, _ ip: String) -> JSON {
-            ["rev": .number(Double(rev)), "type": .string("instance.\(state)"), "subject": .string("App/\(app)/\(ord)"), "data": record(app, ord, state, ip)]
+            ["rev": JSON(Int64(rev)), "type": .string("instance.\(state)"), "subject": .string("App/\(app)/\(ord)"), "data": record(app, ord, state, ip)]
         }
         func batch(_ evs: [JSON]) -> [UInt8] { JSON.object([("events", .array(evs))]).bytes }
         func resync(_ rev: Int, _ instances: [JSON]) -> [UInt8] {
-            JSON.object([("rev", .number(Double(rev))), ("site", "check"), ("instances", .array(instances))]).bytes
+            JSON.object([("rev", JSON(Int64(rev))), ("site", "check"), ("instances", .array(instances))]).bytes
         }
 
         // A starting state, then two batches: web-2 appears, web-1 terminates and goes away.

@@ -59,7 +59,8 @@ public final class Executor: @unchecked Sendable {
     }
 
     /// Committed batches waiting for the syncer: their callers, their results, whether they appended events.
-    private struct Synced { let jobs: [Job]; let errors: [Error?]; let events: Bool; let rev: Int64 }
+    /// `completions`: the plugins' after_commit callbacks of the batch, run once it is on the disk.
+    private struct Synced { let jobs: [Job]; let errors: [Error?]; let events: Bool; let rev: Int64; let completions: Completions }
     private var syncQueue: [Synced] = []
     private var syncMutex = pthread_mutex_t()
     private var syncCond = pthread_cond_t()
@@ -215,10 +216,12 @@ public final class Executor: @unchecked Sendable {
         for (i, job) in batch.enumerated() {
             do { try store.savepoint("op") { try job.work() } } catch { errors[i] = error }
         }
+        let completions = store.takeCompleted()
         do {
             try store.exec("COMMIT")
         } catch {
             try? store.exec("ROLLBACK")
+            completions.rollBack()
             let e = StoreError("commit failed, nothing was saved: \(error)")
             for j in batch { j.complete(e) }
             return
@@ -227,11 +230,12 @@ public final class Executor: @unchecked Sendable {
         operations += UInt64(batch.count)
         if store.durableCommits {
             pthread_mutex_lock(&syncMutex)
-            syncQueue.append(Synced(jobs: batch, errors: errors, events: eventsAppended, rev: lastRev))
+            syncQueue.append(Synced(jobs: batch, errors: errors, events: eventsAppended, rev: lastRev, completions: completions))
             pthread_cond_signal(&syncCond)
             pthread_mutex_unlock(&syncMutex)
             return
         }
+        completions.commit()
         for (i, j) in batch.enumerated() { j.complete(errors[i]) }
         if eventsAppended, let cb = onCommit { cb(lastRev) }
     }
@@ -256,6 +260,8 @@ public final class Executor: @unchecked Sendable {
             }
             var events = false, rev: Int64 = 0
             for b in done {
+                // Durable: the plugins may now act on it. Not durable: the outcome is unknown, so neither callback runs.
+                if e == nil { b.completions.commit() }
                 for (i, j) in b.jobs.enumerated() { j.complete(e ?? b.errors[i]) }
                 if b.events { events = true; rev = max(rev, b.rev) }
             }

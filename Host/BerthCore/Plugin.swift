@@ -151,6 +151,8 @@ final class PluginContext {
     let log: (berth_log_level, String) -> Void
     /// true while the host is inside a call into this instance on the executor thread.
     var inCall = false
+    /// Runs a completion callback the way calls into the instance run (a serial instance: under its lock).
+    var exclusive: (() -> Void) -> Void = { $0() }
     var services = berth_host_services()
 
     init(name: String, executor: Executor?, log: @escaping (berth_log_level, String) -> Void) {
@@ -220,7 +222,48 @@ final class PluginContext {
             guard let data = try? JSON.parse(raw) else { return BERTH_INVALID_ARGUMENT }
             return c.emit(type: t, data: data) ? BERTH_OK : BERTH_INTERNAL
         }
+        installV12()
         services.host_ctx = Unmanaged.passUnretained(self).toOpaque()
+    }
+
+    /// ABI 1.2: completion callbacks and the small key-value additions (Completion.swift).
+    private func installV12() {
+        services.on_complete = { ctx, commit, rollback, arg in
+            let c = Unmanaged<PluginContext>.fromOpaque(ctx!).takeUnretainedValue()
+            guard let store = c.transactionStore() else { return BERTH_FAILED_PRECONDITION }
+            let run = c.exclusive
+            let ok = store.onComplete(commit: commit.map { f in { run { f(arg) } } }, rollback: rollback.map { f in { run { f(arg) } } })
+            return ok ? BERTH_OK : BERTH_FAILED_PRECONDITION
+        }
+        services.kv_len = { ctx, key, klen, lenOut in
+            let c = Unmanaged<PluginContext>.fromOpaque(ctx!).takeUnretainedValue()
+            guard let store = c.transactionStore() else { return BERTH_FAILED_PRECONDITION }
+            guard klen > 0, klen <= 1024 else { return BERTH_INVALID_ARGUMENT }
+            do {
+                guard let n = try store.kvLen(c.name, UnsafeRawBufferPointer(start: key, count: klen)) else { return BERTH_NOT_FOUND }
+                lenOut?.pointee = UInt64(n)
+                return BERTH_OK
+            } catch { return BERTH_INTERNAL }
+        }
+        services.kv_count_prefix = { ctx, prefix, plen, countOut in
+            let c = Unmanaged<PluginContext>.fromOpaque(ctx!).takeUnretainedValue()
+            guard let store = c.transactionStore() else { return BERTH_FAILED_PRECONDITION }
+            guard plen <= 1024 else { return BERTH_INVALID_ARGUMENT }
+            do {
+                countOut?.pointee = UInt64(try store.kvCountPrefix(c.name, UnsafeRawBufferPointer(start: prefix, count: plen)))
+                return BERTH_OK
+            } catch { return BERTH_INTERNAL }
+        }
+        services.kv_delete_prefix = { ctx, prefix, plen, deletedOut in
+            let c = Unmanaged<PluginContext>.fromOpaque(ctx!).takeUnretainedValue()
+            guard let store = c.transactionStore() else { return BERTH_FAILED_PRECONDITION }
+            guard plen > 0, plen <= 1024 else { return BERTH_INVALID_ARGUMENT }
+            do {
+                let n = try store.kvDeletePrefix(c.name, UnsafeRawBufferPointer(start: prefix, count: plen))
+                deletedOut?.pointee = UInt64(n)
+                return BERTH_OK
+            } catch { return BERTH_INTERNAL }
+        }
     }
 
     /// The store of the transaction in progress, when the caller is inside a host call into this instance.
@@ -259,6 +302,14 @@ public final class PluginInstance: @unchecked Sendable {
         self.name = name
         self.ctx = ctx
         pthread_mutex_init(&serialLock, nil)
+        if !plugin.concurrent {
+            ctx.exclusive = { [weak self] body in
+                guard let self, !self.destroyed else { return }
+                pthread_mutex_lock(&self.serialLock)
+                body()
+                pthread_mutex_unlock(&self.serialLock)
+            }
+        }
     }
 
     /// Every call across the boundary goes through here: serialisation per the thread contract, the

@@ -34,8 +34,11 @@ import Glibc
 enum FrameType: UInt8 {
     // daemon -> runner
     case describe = 1, create = 2, call = 3, destroy = 4, reply = 5
+    case complete = 6  // ABI 1.2: run completion callback [u64 id][u8 committed]; answered with a RESULT
     // runner -> daemon
     case described = 16, result = 17, log = 18, kvGet = 19, kvPut = 20, kvDelete = 21, kvNext = 22, event = 23, eventAsync = 24
+    // ABI 1.2
+    case onComplete = 25, kvLen = 26, kvCountPrefix = 27, kvDeletePrefix = 28
 }
 
 /// Largest frame either side accepts: a sanity bound above any request (api.maxBodyBytes <= 64 MiB), output or
@@ -1040,6 +1043,8 @@ final class RemoteConnection: @unchecked Sendable {
                 let json = rd.rest()
                 let st = t.withCString { h.emit_event?(h.host_ctx, $0, ptr(json), json.count) ?? BERTH_INTERNAL }
                 reply(st)
+            case .onComplete, .kvLen, .kvCountPrefix, .kvDeletePrefix:
+                try serveV12(type, &rd, h, r, reply)
             case .eventAsync:
                 // From a plugin thread outside any call: appended in its own transaction, like in process.
                 let t = try rd.string() ?? ""
@@ -1055,6 +1060,18 @@ final class RemoteConnection: @unchecked Sendable {
                 throw WireError(description: "unexpected frame \(type) from the runner")
             }
         }
+    }
+
+    /// Runs the runner's completion callback `id` (registered by runner `pid`): dropped when that runner is gone
+    /// (its callbacks died with it; the re-created instance recovers from its namespace).
+    func fireCompletion(pid: pid_t, id: UInt64, committed: Bool) {
+        pthread_mutex_lock(&callLock)
+        defer { pthread_mutex_unlock(&callLock) }
+        guard !destroyed, let r = runner, r.pid == pid else { return }
+        var w = WireWriter(.complete, capacity: 9)
+        w.u64(id)
+        w.u8(committed ? 1 : 0)
+        if case .failed(_, let msg) = exchange(w.finish(), op: committed ? "after_commit" : "after_rollback") { log(BERTH_LOG_ERROR, msg) }
     }
 
     /// The runner is gone (EOF, timeout or protocol error): reap it, account for the death, and say what happened.
@@ -1375,6 +1392,10 @@ public enum PluginRunner {
         var inCall = false
         var callThread = pthread_self()
         var services = berth_host_services()
+        /// ABI 1.2: completion callbacks registered by the plugin, by the id the daemon knows them by.
+        var completions: [UInt64: (commit: (@convention(c) (UnsafeMutableRawPointer?) -> Void)?,
+                                   rollback: (@convention(c) (UnsafeMutableRawPointer?) -> Void)?, arg: UnsafeMutableRawPointer?)] = [:]
+        var nextCompletion: UInt64 = 1
 
         init(ch: FrameChannel, outputLimit: Int) {
             self.ch = ch
@@ -1489,6 +1510,8 @@ public enum PluginRunner {
             case .frame(.call, let payload):
                 guard let p = st.plugin, st.created else { exit(70) }
                 payload.withUnsafeBytes { b in serveCall(st, p, b, err) }
+            case .frame(.complete, let payload):
+                runCompletion(st, payload, err)
             case .frame(.destroy, _):
                 if let p = st.plugin, st.created { p.d.pointee.destroy?(st.instance) }
                 st.created = false
@@ -1723,6 +1746,7 @@ public enum PluginRunner {
             s.ch.send(w.finish())
             return BERTH_OK
         }
+        installV12Services(st)
     }
 
     static func replyStatus(_ reply: [UInt8]) -> berth_status {

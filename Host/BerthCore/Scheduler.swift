@@ -445,8 +445,8 @@ final class Scheduler {
     /// publish on the node. Records what it took in `w` as it goes.
     private func wire(_ r: InstanceRec, _ o: ObjectRec, _ node: String, _ w: inout Wiring) throws {
         if wireNetworks, let n = o.model.network {
-            var identity: JSON = ["app": .string(o.name), "ordinal": .number(Double(r.key.ordinal)), "releasePolicy": .string(n.releasePolicy)]
-            if let k = n.keepSeconds { identity = identity.setting("keepSeconds", .number(Double(k))) }
+            var identity: JSON = ["app": .string(o.name), "ordinal": JSON(Int64(r.key.ordinal)), "releasePolicy": .string(n.releasePolicy)]
+            if let k = n.keepSeconds { identity = identity.setting("keepSeconds", JSON(Int64(k))) }
             var req: JSON = ["containerID": .string(r.containerID), "ifname": "eth0", "node": .string(node), "identity": identity]
             if let p = n.pool { req = req.setting("pool", .string(p)) }
             let result = try NetworkService(runtime: runtime).attachInTransaction(network: n.name, request: req)
@@ -586,7 +586,7 @@ struct VolumeWiring {
         let byName = try runtime.store.prepare("SELECT id, volume FROM volumes WHERE plugin=?1 AND name=?2")
         byName.bind(1, plugin); byName.bind(2, name)
         if try byName.step() { return (byName.text(0), (try? JSON.parse(byName.text(1))) ?? .object([])) }
-        var req: JSON = ["name": .string(name), "capacityBytes": .number(Double(capacity)), "accessMode": "single-node-writer",
+        var req: JSON = ["name": .string(name), "capacityBytes": JSON(Int64(capacity)), "accessMode": "single-node-writer",
                          "volumeMode": "mount", "parameters": parameters]
         if let topology { req = req.setting("topology", topology) }
         let (row, _) = try storage.createInTransaction(plugin: plugin, name: try StorageService.checkName(name), request: req)

@@ -43,7 +43,7 @@ public enum Schema {
 
     static func matchesType(_ v: JSON, _ t: String) -> Bool {
         switch (t, v) {
-        case ("null", .null), ("boolean", .bool), ("string", .string), ("array", .array), ("object", .object), ("number", .number): return true
+        case ("null", .null), ("boolean", .bool), ("string", .string), ("array", .array), ("object", .object), ("number", .number), ("number", .int), ("integer", .int): return true
         case ("integer", .number(let d)): return d.rounded() == d
         default: return false
         }
@@ -73,6 +73,14 @@ public enum Schema {
             if ok == 0 { errors.append(SchemaError(path: at, reason: "matches none of the allowed forms")) }
         }
         switch v {
+        case .int(let i):
+            // Exact: compare as integers when the bound is one (a Double would round 2^53 + 1).
+            if let m = s["minimum"], let b = m.int ?? m.double.flatMap({ Int(exactly: $0.rounded(.up)) }), Int(i) < b {
+                errors.append(SchemaError(path: at, reason: "must be >= \(m.serialized), got \(i)"))
+            }
+            if let m = s["maximum"], let b = m.int ?? m.double.flatMap({ Int(exactly: $0.rounded(.down)) }), Int(i) > b {
+                errors.append(SchemaError(path: at, reason: "must be <= \(m.serialized), got \(i)"))
+            }
         case .number(let d):
             if let m = s["minimum"]?.double, d < m { errors.append(SchemaError(path: at, reason: "must be >= \(fmt(m)), got \(fmt(d))")) }
             if let m = s["maximum"]?.double, d > m { errors.append(SchemaError(path: at, reason: "must be <= \(fmt(m)), got \(fmt(d))")) }

@@ -203,10 +203,10 @@ public struct StorageService: Sendable {
             let ts = targets.filter { $0.node == n.node }
             return ["node": .string(n.node), "readonly": .bool(n.readonly), "controllerPublished": true, "staged": .bool(n.staged),
                     "stagingPath": n.staged ? .string(n.stagingPath) : .null, "publishContext": n.publishContext,
-                    "refCount": .number(Double(ts.count)),
+                    "refCount": JSON(Int64(ts.count)),
                     "targets": .array(ts.map { ["target": .string($0.target), "readonly": .bool($0.readonly)] })]
         }
-        var out: JSON = ["plugin": .string(plugin), "volumeId": .string(v.id), "name": .string(v.name), "capacityBytes": .number(Double(v.capacity)),
+        var out: JSON = ["plugin": .string(plugin), "volumeId": .string(v.id), "name": .string(v.name), "capacityBytes": JSON(Int64(v.capacity)),
                          "accessMode": .string(v.accessMode), "volumeMode": .string(v.volumeMode), "created": .number(v.created)]
         for (k, val) in v.volume.object ?? [] where out[k] == nil { out = out.setting(k, val) }
         return out.setting("nodes", .array(nodes)).setting("published", .bool(!nodes.isEmpty))
@@ -272,7 +272,7 @@ public struct StorageService: Sendable {
         ins.bind(1, plugin); ins.bind(2, id); ins.bind(3, name); ins.bind(4, capacity); ins.bind(5, row.accessMode)
         ins.bind(6, row.volumeMode); ins.bind(7, out.serialized); ins.bind(8, row.created)
         try ins.run()
-        try self.event("volume.created", plugin, id, ["name": .string(name), "capacityBytes": .number(Double(capacity)),
+        try self.event("volume.created", plugin, id, ["name": .string(name), "capacityBytes": JSON(Int64(capacity)),
                                                        "volumeMode": .string(row.volumeMode), "accessMode": .string(row.accessMode),
                                                        "source": out["source"] ?? .null])
         return (row, true)
@@ -592,18 +592,18 @@ public struct StorageService: Sendable {
             let inst = try self.plugin(plugin)
             var v = try self.requireVolume(plugin, id)
             let out = try self.call(inst, "expand_volume", inst.storage!.pointee.expand_volume,
-                                    ["volumeId": .string(id), "capacityBytes": .number(Double(capacityBytes)), "volumeMode": .string(v.volumeMode)])
+                                    ["volumeId": .string(id), "capacityBytes": JSON(Int64(capacityBytes)), "volumeMode": .string(v.volumeMode)])
             guard let cap = out["capacityBytes"]?.int, cap >= capacityBytes else {
                 throw APIError(500, "plugin \"\(plugin)\" expand_volume returned capacityBytes \(out["capacityBytes"]?.serialized ?? "none"), less than the \(capacityBytes) asked; nothing was committed")
             }
             if Int64(cap) != v.capacity {
                 let old = v.capacity
                 v.capacity = Int64(cap)
-                v.volume = v.volume.setting("capacityBytes", .number(Double(cap)))
+                v.volume = v.volume.setting("capacityBytes", JSON(Int64(cap)))
                 let u = try store.prepare("UPDATE volumes SET capacity=?3, volume=?4 WHERE plugin=?1 AND id=?2")
                 u.bind(1, plugin); u.bind(2, id); u.bind(3, v.capacity); u.bind(4, v.volume.serialized)
                 try u.run()
-                try self.event("volume.expanded", plugin, id, ["from": .number(Double(old)), "to": .number(Double(cap))])
+                try self.event("volume.expanded", plugin, id, ["from": JSON(Int64(old)), "to": JSON(Int64(cap))])
             }
             return try self.view(plugin, v).setting("nodeExpansionRequired", out["nodeExpansionRequired"] ?? false)
         }
@@ -633,7 +633,7 @@ public struct StorageService: Sendable {
 
     func snapshotJSON(_ plugin: String, _ s: Statement) -> JSON {
         var out: JSON = ["plugin": .string(plugin), "snapshotId": .string(s.text(0)), "name": .string(s.text(1)),
-                         "sourceVolumeId": .string(s.text(2)), "sizeBytes": .number(Double(s.int(3))), "created": .number(s.double(5))]
+                         "sourceVolumeId": .string(s.text(2)), "sizeBytes": JSON(Int64(s.int(3))), "created": .number(s.double(5))]
         for (k, v) in ((try? JSON.parse(s.text(4)))?.object ?? []) where out[k] == nil { out = out.setting(k, v) }
         return out
     }
@@ -666,7 +666,7 @@ public struct StorageService: Sendable {
             let ins = try store.prepare("INSERT INTO snapshots(plugin, id, name, source_volume, size, snapshot, created) VALUES(?1,?2,?3,?4,?5,?6,?7)")
             ins.bind(1, plugin); ins.bind(2, id); ins.bind(3, name); ins.bind(4, source); ins.bind(5, size); ins.bind(6, out.serialized); ins.bind(7, wallClock())
             try ins.run()
-            try self.event("snapshot.created", plugin, id, ["name": .string(name), "sourceVolumeId": .string(source), "sizeBytes": .number(Double(size))])
+            try self.event("snapshot.created", plugin, id, ["name": .string(name), "sourceVolumeId": .string(source), "sizeBytes": JSON(Int64(size))])
             q.reset(); q.bind(1, plugin); q.bind(2, id); q.bind(3, name)
             _ = try q.step()
             return (self.snapshotJSON(plugin, q), true)

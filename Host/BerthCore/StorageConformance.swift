@@ -3,9 +3,15 @@
 // printed with pass or fail. The cases call the plugin directly (no host records), each call in its own
 // transaction on the executor, exactly as berthd makes them.
 //
-// Nodes: the suite asks the plugin's generic call "info" for {"nodes": [...]} and uses the first two (the
-// single-node-writer case needs two); without it, it uses "node-1" and "node-2". Staging and target paths are
-// made under `scratch`. Node publish makes real mounts with storage-local: run the check as root.
+// Nodes: "nodes" of the configuration (`--config`) when it lists them, else the plugin's generic call "info"
+// ({"nodes": [...]}); the first two are used (the single-node-writer case needs two). With neither, the suite
+// stops at a failing "nodes" case that says so. Paths follow CSI: the check (the CO) creates each staging
+// directory and the parent of each target; the plugin creates the target at publish and removes it at unpublish.
+// Node publish makes real mounts with storage-local: run the check as root.
+//
+// Rolled-back operations: the host may roll an operation back after the plugin returned OK (its own part failed).
+// The suite forces that for delete_volume and checks that the volume, which still exists, kept its data: deleting
+// data belongs in an ABI 1.2 after_commit callback.
 import BerthPluginABI
 import BerthWire
 import Foundation
@@ -13,10 +19,14 @@ import Foundation
 enum StorageConformance {
     static let statusOK: Int32 = 0
 
-    static func run(_ inst: PluginInstance, executor ex: Executor, scratch: String) -> [CheckCase] {
+    /// Thrown inside an operation's transaction after the plugin returned OK, so that the host rolls it back.
+    struct ForcedRollback: Error {}
+
+    static func run(_ inst: PluginInstance, executor ex: Executor, scratch: String, config: JSON = .object([])) -> [CheckCase] {
         var out: [CheckCase] = []
         let ops = inst.storage!.pointee
         func add(_ n: String, _ ok: Bool, _ d: String) { out.append(CheckCase(name: "storage: \(n)", passed: ok, detail: d)) }
+        func skip(_ n: String, _ d: String) { out.append(.skip("storage: \(n)", d)) }
 
         func raw(_ op: String, _ fn: berth_json_op?, _ bytes: [UInt8]) -> Result<JSON, PluginCallError> {
             do {
@@ -47,10 +57,18 @@ enum StorageConformance {
         func ok(_ r: Result<JSON, PluginCallError>) -> JSON? { if case .success(let j) = r { return j }; return nil }
 
         // Which nodes to use.
-        var nodes = ["node-1", "node-2"]
-        if let info = try? ex.runSync({ try inst.call(method: "info", Array("{}".utf8)) }), let j = try? JSON.parse(info),
-           let ns = j["nodes"]?.array?.compactMap({ $0.string }), !ns.isEmpty {
-            nodes = ns
+        var nodes: [String] = config["nodes"]?.array?.compactMap { $0.string } ?? []
+        var infoProblem = "the plugin has no generic call"
+        if nodes.isEmpty {
+            do {
+                let info = try ex.runSync { try inst.call(method: "info", Array("{}".utf8)) }
+                nodes = (try? JSON.parse(info))?["nodes"]?.array?.compactMap { $0.string } ?? []
+                if nodes.isEmpty { infoProblem = "call \"info\" returned no \"nodes\" array of strings" }
+            } catch let e as PluginCallError { infoProblem = "call \"info\": \(e.statusName): \(e.message)" } catch { infoProblem = "\(error)" }
+        }
+        guard !nodes.isEmpty else {
+            add("nodes", false, "cannot learn which nodes the plugin serves (\(infoProblem)): answer the generic call \"info\" with {\"nodes\": [...]} (see sdk-docs/kinds/storage.md), or list them as \"nodes\" in --config")
+            return out
         }
         let node1 = nodes[0]
         let node2 = nodes.count > 1 ? nodes[1] : nil
@@ -78,7 +96,7 @@ enum StorageConformance {
         add("operations", true, "required group present; optional: \(caps.isEmpty ? "none" : caps.joined(separator: ", ")); nodes \(nodes.joined(separator: ", "))")
 
         func create(_ n: String, size: Int = 1 << 20, mode: String = "mount", access: String = "single-node-writer", extra: [(String, JSON)] = []) -> Result<JSON, PluginCallError> {
-            var req: JSON = ["name": .string(n), "capacityBytes": .number(Double(size)), "accessMode": .string(access), "volumeMode": .string(mode)]
+            var req: JSON = ["name": .string(n), "capacityBytes": JSON(Int64(size)), "accessMode": .string(access), "volumeMode": .string(mode)]
             for (k, v) in extra { req = req.setting(k, v) }
             let r = call("create_volume", ops.create_volume, req)
             if let id = ok(r)?["volumeId"]?.string, !created.contains(id) { created.append(id) }
@@ -111,7 +129,7 @@ enum StorageConformance {
         expect("129-byte name → INVALID_ARGUMENT", create(longName + "y"), 3)
         do {
             let a = create(vname("huge"), size: 1 << 62)
-            let b = create(vname("limit"), size: 8 << 20, extra: [("limitBytes", .number(Double(4 << 20)))])
+            let b = create(vname("limit"), size: 8 << 20, extra: [("limitBytes", JSON(Int64(4 << 20)))])
             add("sizes beyond limits → OUT_OF_RANGE", status(a) == 11 && status(b) == 11,
                 "2^62 bytes: \(describe(a)); capacityBytes above limitBytes: \(describe(b))")
         }
@@ -127,7 +145,7 @@ enum StorageConformance {
             add("validate capabilities", ok(a)?["confirmed"]?.bool == true && status(b) == 5 && ok(c)?["confirmed"]?.bool == false,
                 "own capabilities: \(describe(a)); unknown volume: \(describe(b)); block for a mount volume: \(describe(c))")
         } else {
-            add("validate capabilities", true, "not implemented (optional)")
+            skip("validate capabilities", "not implemented (optional)")
         }
 
         // MARK: list
@@ -136,7 +154,7 @@ enum StorageConformance {
             var token: String?
             var pages = 0
             repeat {
-                var req: JSON = ["maxEntries": .number(Double(maxEntries))]
+                var req: JSON = ["maxEntries": JSON(Int64(maxEntries))]
                 if let token { req = req.setting("startingToken", .string(token)) }
                 let r = call("list_volumes", ops.list_volumes, req)
                 guard let j = ok(r) else { return (ids, pages, describe(r)) }
@@ -155,9 +173,9 @@ enum StorageConformance {
                 paged.error ?? "\(paged.pages) page(s) of 1, \(paged.ids.count) volume(s), each once")
             expect("list with a bad page token → ABORTED", call("list_volumes", ops.list_volumes, ["startingToken": .string("not-a-token-\(tag)")]), 10)
         } else {
-            add("list shows the new volume", true, "list_volumes not implemented (optional)")
-            add("list pages with maxEntries", true, "list_volumes not implemented (optional)")
-            add("list with a bad page token → ABORTED", true, "list_volumes not implemented (optional)")
+            skip("list shows the new volume", "list_volumes not implemented (optional)")
+            skip("list pages with maxEntries", "list_volumes not implemented (optional)")
+            skip("list with a bad page token → ABORTED", "list_volumes not implemented (optional)")
         }
 
         // MARK: capacity
@@ -173,11 +191,11 @@ enum StorageConformance {
             if let avail = ok(call("get_capacity", fn, .object([])))?["availableCapacity"]?.int, avail + 4096 <= infoMax, avail + 4096 < 1 << 50 {
                 expect("more than the available capacity → RESOURCE_EXHAUSTED", create(vname("toobig"), size: avail + 4096), 8)
             } else {
-                add("more than the available capacity → RESOURCE_EXHAUSTED", true, "not testable: the maximum volume size is below the free capacity")
+                skip("more than the available capacity → RESOURCE_EXHAUSTED", "not testable: the maximum volume size is below the free capacity")
             }
         } else {
-            add("capacity is reported and accounted", true, "get_capacity not implemented (optional)")
-            add("more than the available capacity → RESOURCE_EXHAUSTED", true, "get_capacity not implemented (optional)")
+            skip("capacity is reported and accounted", "get_capacity not implemented (optional)")
+            skip("more than the available capacity → RESOURCE_EXHAUSTED", "get_capacity not implemented (optional)")
         }
 
         // MARK: controller publish
@@ -210,7 +228,7 @@ enum StorageConformance {
                       "controller publish without nodeId → INVALID_ARGUMENT", "controller publish is idempotent",
                       "incompatible controller republish → ALREADY_EXISTS", "single-node-writer on a second node → FAILED_PRECONDITION",
                       "delete while published → FAILED_PRECONDITION", "controller unpublish is idempotent"] {
-                add(c, true, "controller_publish not implemented (optional; the step is a no-op)")
+                skip(c, "controller_publish not implemented (optional; the step is a no-op)")
             }
         }
 
@@ -218,6 +236,8 @@ enum StorageConformance {
         struct Pub { var staging: String; var target: String }
         func stage(_ id: String, _ staging: String, mode: String = "mount") -> Result<JSON, PluginCallError> {
             guard hasStage else { return .success(.object([])) }
+            // CSI: the CO creates the staging directory (the plugin creates the target).
+            try? FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
             return call("node_stage", ops.node_stage, ["volumeId": .string(id), "nodeId": .string(node1), "stagingPath": .string(staging),
                                                         "accessMode": "single-node-writer", "volumeMode": .string(mode), "publishContext": .object([])])
         }
@@ -252,13 +272,26 @@ enum StorageConformance {
             var down: [Result<JSON, PluginCallError>] = []
             for _ in 0..<10 { down.append(nunpub(v1, p)) }
             let stillMounted = MountTable.isMountPoint(p.target)
+            let targetLeft = FileManager.default.fileExists(atPath: p.target) || (try? FileManager.default.destinationOfSymbolicLink(atPath: p.target)) != nil
             for _ in 0..<10 { down.append(unstage(v1, p.staging)) }
             if hasController { down.append(cunpub(v1, node1)) }
             let fail = firstFailure(rs) ?? firstFailure(down)
             add("node stage, publish, unpublish, unstage ×10", fail == nil && exists && !stillMounted,
                 fail ?? "target \(exists ? "present" : "MISSING") after publish\(mounted ? " (a mount point)" : ""), \(stillMounted ? "STILL MOUNTED" : "not mounted") after unpublish")
             add("incompatible node republish → ALREADY_EXISTS", status(incompatible) == 6, "readonly at the same target: \(describe(incompatible))")
+            add("the plugin removes the target at unpublish", fail == nil && !targetLeft,
+                fail ?? (targetLeft ? "\(p.target) still exists after node unpublish; the plugin creates the target at publish and removes it at unpublish (CSI)" : "target gone after unpublish"))
         }
+        out += rollbackCases(create: { create(vname($0)) }, delete: delete,
+                             controller: { id, up in hasController ? (up ? cpub(id, node1) : cunpub(id, node1)) : .success(.object([])) },
+                             stage: stage, unstage: unstage, npub: { npub($0, Pub(staging: $1, target: $2)) },
+                             nunpub: { nunpub($0, Pub(staging: "", target: $1)) }, fresh: { freshPath($0 ? stagingRoot : targetRoot) },
+                             forced: { op, fn, req in
+            do {
+                _ = try ex.runSync { () throws -> JSON in _ = try inst.callObject(op, fn, req); throw ForcedRollback() }
+                return nil
+            } catch is ForcedRollback { return nil } catch { return "\(error)" }
+        }, deleteFn: ops.delete_volume)
         expect("node unpublish of an unknown target → OK", nunpub(v1 ?? "vol-unknown", Pub(staging: "", target: freshPath(targetRoot))), 0)
 
         // MARK: snapshots
@@ -284,7 +317,7 @@ enum StorageConformance {
                 add("snapshots list (by source; bad token → ABORTED)", sid != nil && ids.contains(sid!) && status(bad) == 10,
                     "by source: \(describe(bySource).prefix(100)); bad token: \(describe(bad))")
             } else {
-                add("snapshots list (by source; bad token → ABORTED)", true, "list_snapshots not implemented (optional)")
+                skip("snapshots list (by source; bad token → ABORTED)", "list_snapshots not implemented (optional)")
             }
 
             // Data: write through a published target, snapshot, restore into a new volume, read it back.
@@ -329,7 +362,7 @@ enum StorageConformance {
             for c in ["snapshot create", "snapshot create is idempotent", "same snapshot name, other source → ALREADY_EXISTS",
                       "snapshot of an unknown volume → NOT_FOUND", "snapshot without sourceVolumeId → INVALID_ARGUMENT",
                       "snapshots list (by source; bad token → ABORTED)", "restore from a snapshot brings the data back", "snapshot delete, and delete again → OK"] {
-                add(c, true, "snapshots not implemented (optional)")
+                skip(c, "snapshots not implemented (optional)")
             }
         }
 
@@ -337,8 +370,8 @@ enum StorageConformance {
         if let fn = ops.expand_volume {
             let b = create(vname("block"), size: 1 << 20, mode: "block")
             if let bid = ok(b)?["volumeId"]?.string {
-                let e = call("expand_volume", fn, ["volumeId": .string(bid), "capacityBytes": .number(Double(2 << 20))])
-                let e2 = call("expand_volume", fn, ["volumeId": .string(bid), "capacityBytes": .number(Double(2 << 20))])
+                let e = call("expand_volume", fn, ["volumeId": .string(bid), "capacityBytes": JSON(Int64(2 << 20))])
+                let e2 = call("expand_volume", fn, ["volumeId": .string(bid), "capacityBytes": JSON(Int64(2 << 20))])
                 add("expand grows the volume (and again is OK)", (ok(e)?["capacityBytes"]?.int ?? 0) >= 2 << 20 && (ok(e2)?["capacityBytes"]?.int ?? 0) >= 2 << 20,
                     "1 MiB block volume to 2 MiB: \(describe(e)); again: \(describe(e2))")
             } else {
@@ -346,8 +379,8 @@ enum StorageConformance {
             }
             expect("expand of an unknown volume → NOT_FOUND", call("expand_volume", fn, ["volumeId": .string("vol-unknown-\(tag)"), "capacityBytes": 2097152]), 5)
         } else {
-            add("expand grows the volume (and again is OK)", true, "expand_volume not implemented (optional)")
-            add("expand of an unknown volume → NOT_FOUND", true, "expand_volume not implemented (optional)")
+            skip("expand grows the volume (and again is OK)", "expand_volume not implemented (optional)")
+            skip("expand of an unknown volume → NOT_FOUND", "expand_volume not implemented (optional)")
         }
 
         // MARK: the whole lifecycle, ×10, every step twice
@@ -378,7 +411,7 @@ enum StorageConformance {
                 let leaked = ids.intersection(all.ids)
                 add("list hides deleted volumes", all.error == nil && leaked.isEmpty, all.error ?? (leaked.isEmpty ? "none of the \(ids.count) deleted volumes listed" : "still listed: \(leaked.sorted())"))
             } else {
-                add("list hides deleted volumes", true, "list_volumes not implemented (optional)")
+                skip("list hides deleted volumes", "list_volumes not implemented (optional)")
             }
         }
 
@@ -396,6 +429,48 @@ enum StorageConformance {
             leftovers.isEmpty && stuck.isEmpty ? "\(created.count) volume(s), \(snapshots.count) snapshot(s) deleted; nothing left mounted"
                 : "could not delete \(leftovers); left mounted: \(stuck)")
         return out
+    }
+}
+
+extension StorageConformance {
+    typealias Call = Result<JSON, PluginCallError>
+    /// A delete_volume rolled back after the plugin returned OK must leave the volume with its data: the host still
+    /// has the volume (its namespace says so), so data removed before the commit is lost for good. The data is seen
+    /// through a published target: a file written before is read back after a new publish.
+    static func rollbackCases(create: (String) -> Call, delete: (String) -> Call, controller: (String, Bool) -> Call,
+                              stage: (String, String, String) -> Call,
+                              unstage: (String, String) -> Call, npub: (String, String, String) -> Call, nunpub: (String, String) -> Call,
+                              fresh: (Bool) -> String, forced: (String, berth_json_op?, JSON) -> String?, deleteFn: berth_json_op?) -> [CheckCase] {
+        let name = "storage: a rolled-back delete keeps the volume's data"
+        guard case .success(let v) = create("rollback"), let id = v["volumeId"]?.string else {
+            return [CheckCase(name: name, passed: false, detail: "could not create a volume")]
+        }
+        func publish(_ staging: String, _ target: String) -> String? {
+            if case .failure(let e) = controller(id, true) { return e.description }
+            if case .failure(let e) = stage(id, staging, "mount") { return e.description }
+            if case .failure(let e) = npub(id, staging, target) { return e.description }
+            return nil
+        }
+        func unpublish(_ staging: String, _ target: String) { _ = nunpub(id, target); _ = unstage(id, staging); _ = controller(id, false) }
+        defer { _ = delete(id) }
+        let s1 = fresh(true), t1 = fresh(false)
+        if let e = publish(s1, t1) { return [CheckCase(name: name, passed: false, detail: "publish before the delete: \(e)")] }
+        let marker = "berth rollback marker \(id)\n"
+        let wrote = FileManager.default.createFile(atPath: t1 + "/berth-rollback-marker", contents: Data(marker.utf8))
+        unpublish(s1, t1)
+        guard wrote else { return [.skip(name, "could not write a file through the published target \(t1)")] }
+        if let e = forced("delete_volume", deleteFn, ["volumeId": .string(id)]) {
+            return [CheckCase(name: name, passed: false, detail: "delete_volume in the forced rollback: \(e)")]
+        }
+        let s2 = fresh(true), t2 = fresh(false)
+        if let e = publish(s2, t2) {
+            return [CheckCase(name: name, passed: false, detail: "after a rolled-back delete_volume the volume still exists, but publishing it failed: \(e)")]
+        }
+        let back = FileManager.default.contents(atPath: t2 + "/berth-rollback-marker").map { String(decoding: $0, as: UTF8.self) }
+        unpublish(s2, t2)
+        return [CheckCase(name: name, passed: back == marker, detail: back == marker
+            ? "delete_volume rolled back after it returned OK: the volume still has its data (deletion deferred to after_commit)"
+            : "delete_volume removed the volume's data before its transaction committed; the host rolled the deletion back and the volume still exists, without its data. Remove data in an after_commit callback (on_complete, ABI 1.2; sdk-docs/kinds/storage.md)")]
     }
 }
 

@@ -94,6 +94,10 @@ public final class Store {
     /// older revision are told those are gone.
     public let eventsCompactedThrough = Atomic<Int64>(0)
     private var cache: [String: Statement] = [:]
+    /// Plugins' completion callbacks (ABI 1.2 on_complete), one frame per open savepoint; `completed` holds those of
+    /// operations released into the current transaction, run by the executor once it commits or rolls back.
+    var completionFrames: [Completions] = []
+    var completed = Completions()
     /// The statements of the plugin key-value calls, which run a dozen times per network ADD: held directly so
     /// they skip the cache's lookup by SQL text (they are in `cache` too, so BEGIN resets them like the rest).
     private var hot: [Statement?] = [nil, nil, nil, nil, nil]
@@ -272,15 +276,21 @@ public final class Store {
     /// Runs `body` inside savepoint `name` (inside the current transaction): released when it returns, rolled back
     /// when it throws, so its writes land or vanish together and the error is rethrown. The savepoint statements are
     /// prepared once (every operation on the executor goes through here).
+    /// Completion callbacks registered inside it follow its fate: rolled back here, or handed to the enclosing one.
     public func savepoint<T>(_ name: StaticString, _ body: () throws -> T) throws -> T {
         try prepare("SAVEPOINT \(name)").run()
+        completionFrames.append(Completions())
         do {
             let out = try body()
             try prepare("RELEASE \(name)").run()
+            let frame = completionFrames.removeLast()
+            if completionFrames.isEmpty { completed.append(frame) } else { completionFrames[completionFrames.count - 1].append(frame) }
             return out
         } catch {
+            let frame = completionFrames.removeLast()
             try prepare("ROLLBACK TO \(name)").run()
             try prepare("RELEASE \(name)").run()
+            frame.rollBack()
             throw error
         }
     }

@@ -7,6 +7,8 @@ public enum JSON: Equatable, Sendable {
     case null
     case bool(Bool)
     case number(Double)
+    /// An integer kept exact (every integer the parser reads that fits 64 bits; JSON(Int) and integer literals).
+    case int(Int64)
     case string(String)
     case array([JSON])
     case object([(String, JSON)])
@@ -16,6 +18,8 @@ public enum JSON: Equatable, Sendable {
         case (.null, .null): return true
         case let (.bool(x), .bool(y)): return x == y
         case let (.number(x), .number(y)): return x == y
+        case let (.int(x), .int(y)): return x == y
+        case let (.int(x), .number(y)), let (.number(y), .int(x)): return JSON.exact(y) == x
         case let (.string(x), .string(y)): return x == y
         case let (.array(x), .array(y)): return x == y
         case let (.object(x), .object(y)):
@@ -35,10 +39,21 @@ public enum JSON: Equatable, Sendable {
         return nil
     }
     public var string: String? { if case .string(let s) = self { return s }; return nil }
-    public var double: Double? { if case .number(let d) = self { return d }; return nil }
-    public var int: Int? {
-        if case .number(let d) = self, d.rounded() == d, abs(d) < 9.0e15 { return Int(d) }
+    public var double: Double? {
+        if case .number(let d) = self { return d }
+        if case .int(let i) = self { return Double(i) }
         return nil
+    }
+    /// The exact integer: any `.int`, and a `.number` that is integral and exactly representable (|d| < 2^63).
+    public var int: Int? {
+        if case .int(let i) = self { return Int(i) }
+        if case .number(let d) = self { return JSON.exact(d).map { Int($0) } }
+        return nil
+    }
+    /// The Int64 a Double holds exactly, or nil (a fraction, or out of range).
+    static func exact(_ d: Double) -> Int64? {
+        guard d.isFinite, d.rounded() == d, d >= -9.223372036854775808e18, d < 9.223372036854775808e18 else { return nil }
+        return Int64(d)
     }
     public var bool: Bool? { if case .bool(let b) = self { return b }; return nil }
     public var array: [JSON]? { if case .array(let a) = self { return a }; return nil }
@@ -62,6 +77,7 @@ public enum JSON: Equatable, Sendable {
         case .null: return "null"
         case .bool: return "boolean"
         case .number(let d): return d.rounded() == d ? "integer" : "number"
+        case .int: return "integer"
         case .string: return "string"
         case .array: return "array"
         case .object: return "object"
@@ -96,7 +112,9 @@ public enum JSON: Equatable, Sendable {
         case .null: out.append(contentsOf: "null".utf8)
         case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
         case .number(let d):
-            if d.rounded() == d && abs(d) < 1e15 { JSONText.int(Int64(d), into: &out) } else if d.isFinite { out.append(contentsOf: "\(d)".utf8) } else { out.append(contentsOf: "null".utf8) }
+            // An integral Double is written as the integer it holds (2^62, not 4.611686018427388e+18).
+            if let i = JSON.exact(d) { JSONText.int(i, into: &out) } else if d.isFinite { out.append(contentsOf: "\(d)".utf8) } else { out.append(contentsOf: "null".utf8) }
+        case .int(let i): JSONText.int(i, into: &out)
         case .string(let s): JSONText.quote(s, into: &out)
         case .array(let a):
             if a.isEmpty { out.append(contentsOf: "[]".utf8); return }
@@ -152,13 +170,16 @@ public enum JSON: Equatable, Sendable {
     }
 }
 
-/// The host's values: numbers are Doubles; a repeated key, `\u0000`, bytes that are not UTF-8 and unpaired surrogates
+/// The host's values: integers that fit 64 bits are exact (`.int`), other numbers Doubles; a repeated key, `\u0000`, bytes that are not UTF-8 and unpaired surrogates
 /// are refused (JSON.parse).
 extension JSON: JSONBuildable {
     public static var jsonNull: JSON { .null }
     public static func jsonBool(_ b: Bool) -> JSON { .bool(b) }
     public static func jsonString(_ s: String) -> JSON { .string(s) }
-    public static func jsonNumber(_ text: String, integral: Bool) -> JSON? { Double(text).flatMap { $0.isFinite ? .number($0) : nil } }
+    public static func jsonNumber(_ text: String, integral: Bool) -> JSON? {
+        if integral, let i = Int64(text) { return .int(i) }
+        return Double(text).flatMap { $0.isFinite ? .number($0) : nil }
+    }
     public static func jsonArray(_ a: [JSON]) -> JSON { .array(a) }
     public static func jsonObject(_ kv: [(String, JSON)]) -> JSON { .object(kv) }
 }
@@ -167,13 +188,14 @@ extension JSON: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Express
     ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral, ExpressibleByNilLiteral, ExpressibleByFloatLiteral
 {
     public init(stringLiteral value: String) { self = .string(value) }
-    public init(integerLiteral value: Int) { self = .number(Double(value)) }
+    public init(integerLiteral value: Int) { self = .int(Int64(value)) }
     public init(floatLiteral value: Double) { self = .number(value) }
     public init(booleanLiteral value: Bool) { self = .bool(value) }
     public init(arrayLiteral elements: JSON...) { self = .array(elements) }
     public init(dictionaryLiteral elements: (String, JSON)...) { self = .object(elements) }
     public init(nilLiteral: ()) { self = .null }
-    public init(_ i: Int) { self = .number(Double(i)) }
+    public init(_ i: Int) { self = .int(Int64(i)) }
+    public init(_ i: Int64) { self = .int(i) }
     public init(_ s: String) { self = .string(s) }
     public init(_ s: String?) { self = s.map { .string($0) } ?? .null }
 }

@@ -177,9 +177,9 @@ struct PluginCmd: ParsableCommand {
                     print("abi      1.\(p.abiMinor), kinds \(p.kinds), threads \(p.concurrent ? "concurrent" : "serial")")
                     print("")
                 }
-                table(["CASE", "RESULT", "DETAIL"], report.cases.map { [$0.name, $0.passed ? "pass" : "FAIL", $0.detail] })
+                table(["CASE", "RESULT", "DETAIL"], report.cases.map { [$0.name, $0.skipped ? "skip" : $0.passed ? "pass" : "FAIL", $0.detail] })
                 print("")
-                print("\(report.passed) passed, \(report.failed) failed")
+                print(report.summary)
             }
             if report.failed > 0 { throw ExitCode(1) }
         }

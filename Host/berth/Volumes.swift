@@ -90,8 +90,8 @@ struct Volumes: ParsableCommand {
         @Option(name: .long, help: "Requisite node (repeatable): the volume must be accessible from one of them.") var node: [String] = []
         func run() throws {
             var body: JSON = ["name": .string(name), "volumeMode": .string(mode), "accessMode": .string(access)]
-            if let size { body = body.setting("capacityBytes", .number(Double(try parseSize(size)))) }
-            if let limit { body = body.setting("limitBytes", .number(Double(try parseSize(limit)))) }
+            if let size { body = body.setting("capacityBytes", JSON(Int64(try parseSize(size)))) }
+            if let limit { body = body.setting("limitBytes", JSON(Int64(try parseSize(limit)))) }
             if !param.isEmpty {
                 body = body.setting("parameters", .object(try param.map { p in
                     guard let eq = p.firstIndex(of: "=") else { throw ValidationError("--param \"\(p)\" must be KEY=VALUE") }
@@ -247,7 +247,7 @@ struct Volumes: ParsableCommand {
         func run() throws {
             let plugin = try sp.name(conn)
             let j = try conn.call("POST", api("v1", "storage", plugin, "volumes", try volumeID(conn, plugin, id), "expand"),
-                                  body: ["capacityBytes": .number(Double(try parseSize(size)))])
+                                  body: ["capacityBytes": JSON(Int64(try parseSize(size)))])
             emit(j, conn.output) { print("volume \(id) is now \(humanBytes(j["capacityBytes"])) (\(str(j["capacityBytes"])) bytes)") }
         }
     }

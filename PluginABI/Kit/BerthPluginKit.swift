@@ -148,11 +148,69 @@ public final class HostServices: @unchecked Sendable {
         }
     }
 
+    /// True when the host offers ABI 1.2's services (completion callbacks, kv_len, prefix count and delete).
+    public var hasV12: Bool {
+        raw.pointee.host_abi_minor >= 2 && Int(raw.pointee.struct_size) >= MemoryLayout<berth_host_services>.size
+    }
+
+    /// ABI 1.2: run `afterCommit` once the current operation's writes are durable, `afterRollback` once they are
+    /// discarded (exactly one of them runs, once; outside any transaction, so the namespace is not available there).
+    /// Defer side effects that must match the committed state here: delete data, unmount, update a cache.
+    /// Only inside an operation. On a host older than 1.2 this throws UNIMPLEMENTED: do the side effect in place.
+    public func onComplete(afterCommit: (() -> Void)? = nil, afterRollback: (() -> Void)? = nil) throws {
+        guard hasV12, let f = raw.pointee.on_complete else { throw PluginError(.unimplemented, "the host is older than ABI 1.2: no on_complete") }
+        let box = Unmanaged.passRetained(CompletionBox(afterCommit, afterRollback)).toOpaque()
+        let st = f(raw.pointee.host_ctx, { a in Unmanaged<CompletionBox>.fromOpaque(a!).takeRetainedValue().commit?() },
+                   { a in Unmanaged<CompletionBox>.fromOpaque(a!).takeRetainedValue().rollback?() }, box)
+        if st != BERTH_OK { Unmanaged<CompletionBox>.fromOpaque(box).release() }
+        try check(st, "on_complete")
+    }
+
+    /// ABI 1.2: the length of `key`'s value (nil when missing), without reading it.
+    public func valueLength(_ key: String) throws -> UInt64? {
+        guard hasV12, let f = raw.pointee.kv_len else { return try get(key).map { UInt64($0.count) } }
+        var k = key, n: UInt64 = 0
+        let st = k.withUTF8 { kb in f(raw.pointee.host_ctx, cchar(kb), kb.count, &n) }
+        if st == BERTH_NOT_FOUND { return nil }
+        try check(st, "kv_len(\(key))")
+        return n
+    }
+
+    /// ABI 1.2: how many keys start with `prefix`.
+    public func count(prefix: String) throws -> UInt64 {
+        guard hasV12, let f = raw.pointee.kv_count_prefix else { return UInt64(try scan(prefix: prefix).count) }
+        var p = prefix, n: UInt64 = 0
+        let st = p.withUTF8 { pb in f(raw.pointee.host_ctx, cchar(pb), pb.count, &n) }
+        try check(st, "kv_count_prefix(\(prefix))")
+        return n
+    }
+
+    /// ABI 1.2: delete every key that starts with `prefix` (not empty); returns how many.
+    @discardableResult
+    public func delete(prefix: String) throws -> UInt64 {
+        guard hasV12, let f = raw.pointee.kv_delete_prefix else {
+            let all = try scan(prefix: prefix)
+            for (k, _) in all { try delete(k) }
+            return UInt64(all.count)
+        }
+        var p = prefix, n: UInt64 = 0
+        let st = p.withUTF8 { pb in f(raw.pointee.host_ctx, cchar(pb), pb.count, &n) }
+        try check(st, "kv_delete_prefix(\(prefix))")
+        return n
+    }
+
     private func check(_ st: berth_status, _ what: String) throws {
         if st != BERTH_OK {
             throw PluginError(PluginStatus(rawValue: Int32(st.rawValue)) ?? .internal, "host \(what) failed with status \(st.rawValue)")
         }
     }
+}
+
+/// The two closures of one on_complete registration; exactly one runs, and releases the box.
+final class CompletionBox {
+    let commit: (() -> Void)?
+    let rollback: (() -> Void)?
+    init(_ c: (() -> Void)?, _ r: (() -> Void)?) { commit = c; rollback = r }
 }
 
 @inline(__always) func cchar(_ b: UnsafeBufferPointer<UInt8>) -> UnsafePointer<CChar>? {

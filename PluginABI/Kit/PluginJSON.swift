@@ -90,7 +90,7 @@ public enum PluginJSON: Equatable {
         case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
         case .int(let i): JSONText.int(i, into: &out)
         case .double(let d):
-            if d.isFinite && d.rounded() == d && abs(d) < 1e15 { JSONText.int(Int64(d), into: &out) }
+            if d.isFinite && d.rounded() == d && d >= -9.223372036854775808e18 && d < 9.223372036854775808e18 { JSONText.int(Int64(d), into: &out) }
             else { out.append(contentsOf: (d.isFinite ? "\(d)" : "null").utf8) }
         case .string(let s): JSONText.quote(s, into: &out)
         case .array(let a):

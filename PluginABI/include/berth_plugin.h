@@ -1,9 +1,11 @@
 /*
- * berth_plugin.h — the Berth plugin ABI, version 1.1.
+ * berth_plugin.h — the Berth plugin ABI, version 1.2.
  *
  * What each minor added:
  *   1.0  everything not listed below.
  *   1.1  berth_network_ops.add_batch (optional): many ADDs in one call.
+ *   1.2  berth_host_services: on_complete (after_commit / after_rollback callbacks per operation), kv_len,
+ *        kv_count_prefix, kv_delete_prefix. Check host_abi_minor >= 2 (or the struct_size) before using them.
  *
  * This one header is the whole contract between the Berth host (berthd, `berth plugin check`, the plugin
  * runner) and a plugin: a shared object loaded at run time with dlopen(RTLD_NOW | RTLD_LOCAL).
@@ -45,6 +47,9 @@
  *    plugin's key-value namespace (berth_host_services.kv_*): when the operation returns BERTH_OK its writes
  *    commit together with the host's own records; on any other status they are discarded. Operations must be
  *    safe to re-run after a crash. In-memory caches are fine but must be rebuildable from the namespace.
+ *    Side effects outside the namespace (files, mounts, caches, other processes) that must match the committed
+ *    state are deferred with on_complete (ABI 1.2): after_commit runs once the operation's writes are durable,
+ *    after_rollback once they are discarded.
  *
  *  Unloading.  The host never dlclose()s a plugin (Swift, Go and Rust runtimes cannot be unloaded). Reload
  *    means a new instance, usually from a new content-addressed copy of the file; the old instance drains
@@ -64,7 +69,7 @@ extern "C" {
 /** The ABI version this header describes. */
 #define BERTH_ABI_MAJOR 1
 #ifndef BERTH_ABI_MINOR
-#define BERTH_ABI_MINOR 1
+#define BERTH_ABI_MINOR 2
 #endif
 
 /** Exported symbol name of the entry function (for dlsym). */
@@ -187,6 +192,47 @@ typedef struct berth_host_services {
      * `json` an object with the event's data.
      */
     berth_status (*emit_event)(void *host_ctx, const char *type, const char *json, size_t json_len);
+
+    /* ---- ABI 1.2 (NULL, or beyond struct_size, on older hosts) ---- */
+
+    /**
+     * Completion callbacks for the CURRENT OPERATION (the call the host made into this instance, on this
+     * thread). Exactly one of them is called, exactly once, with `arg`:
+     *   after_commit(arg)    once the operation's key-value writes (and the host's own records of it) are
+     *                        committed and durable, before the host answers whoever asked for the operation;
+     *   after_rollback(arg)  once they are discarded: the operation returned an error, the host's own part of
+     *                        the same operation failed after the plugin returned OK (for example a record could
+     *                        not be stored), or the commit failed.
+     * Either pointer may be NULL (nothing to do in that case; `arg` is still yours to free in the other).
+     * Per operation, not per transaction: the host group-commits many operations into one transaction and a
+     * failed one rolls back alone while the others commit, so only a per-operation outcome tells a plugin what
+     * became of the writes it made. Call it any number of times in one operation; each registration is its own.
+     *
+     * Ordering: callbacks of one operation run in registration order on commit and in reverse order on
+     * rollback; operations complete in the order they committed. Threading: they run on a host thread (the
+     * executor's, or the one that waits for the disk), never inside another call into the instance; a
+     * BERTH_THREADS_SERIAL instance is never called while one runs. They are not inside a transaction: kv_*
+     * return BERTH_FAILED_PRECONDITION there (log and emit_event work; an event is then its own transaction).
+     * Keep them short and make them idempotent: after a crash between commit and callback, the callback never
+     * runs, so recover from the namespace at create() (e.g. delete data of volumes the namespace no longer has).
+     * When the host cannot establish the outcome (the disk failed to sync; the plugin's runner died before the
+     * outcome was known) neither runs; the host stops taking changes or re-creates the instance.
+     * Returns BERTH_FAILED_PRECONDITION outside an operation (e.g. from another thread), BERTH_OK otherwise.
+     */
+    berth_status (*on_complete)(void *host_ctx, void (*after_commit)(void *arg), void (*after_rollback)(void *arg),
+                                void *arg);
+
+    /** The length of `key`'s value in *len_out, without copying it. BERTH_NOT_FOUND when the key is missing. */
+    berth_status (*kv_len)(void *host_ctx, const char *key, size_t key_len, uint64_t *len_out);
+
+    /** The number of keys that start with `prefix` (an empty prefix counts the namespace). O(count). */
+    berth_status (*kv_count_prefix)(void *host_ctx, const char *prefix, size_t prefix_len, uint64_t *count_out);
+
+    /**
+     * Delete every key that starts with `prefix` (prefix_len >= 1). Part of the current transaction. The
+     * number deleted goes to *deleted_out unless it is NULL.
+     */
+    berth_status (*kv_delete_prefix)(void *host_ctx, const char *prefix, size_t prefix_len, uint64_t *deleted_out);
 } berth_host_services;
 
 /* ------------------------------------------------------------------------------------------------------ */

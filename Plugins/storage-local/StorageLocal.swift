@@ -439,8 +439,12 @@ final class StorageLocal: StoragePlugin {
         if try host.next(prefix: "pub/\(id)/") != nil || host.next(prefix: "stage/\(id)/") != nil {
             throw PluginError(.failedPrecondition, "volume \(id) is staged or published on a node; unpublish it first")
         }
+        // The data goes once the deletion is committed (ABI 1.2): a rolled-back delete keeps the volume and its data.
         let data = dataPath(id, block: isBlock(v))
-        if !isBlock(v) && FS.exists(SizeLimit.imagePath(data)) { try SizeLimit.remove(dir: data) } else { try FS.removeTree(data) }
+        let removeData: () throws -> Void = {
+            if !self.isBlock(v) && FS.exists(SizeLimit.imagePath(data)) { try SizeLimit.remove(dir: data) } else { try FS.removeTree(data) }
+        }
+        if host.hasV12 { try host.onComplete(afterCommit: { try? removeData() }) } else { try removeData() }
         try host.delete("vol/\(id)")
         if let name = v["name"]?.string { try host.delete("name/\(name)") }
         try addUsed(-(v["capacityBytes"]?.int64 ?? 0))

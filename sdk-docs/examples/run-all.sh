@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds every SDK example and checks it: the C, Rust and Swift network plugins (build + `berth plugin check`),
-# the fake-host unit tests (against the C plugin and against the built Rust and Swift plugins), and the kit's
+# Builds every SDK example and checks it: the C, Rust and Swift network plugins and the C storage and discovery
+# plugins (build + `berth plugin check`), the fake-host unit tests (against the C plugins and against the built
+# Rust and Swift plugins), and the kit's
 # smallest plugin (Plugins/hello-swift, built by Berth's own `swift build`). Exits non-zero when anything fails.
 #
 #   sdk-docs/examples/run-all.sh [path/to/berth]      (default .build/debug/berth)
@@ -40,6 +41,15 @@ fi
 step "C example: build" "$ex/c-network/build.sh"
 step "C example: berth plugin check" "$berth" plugin check /tmp/libberth-netplug.so --config "$ex/c-network/config.json"
 step "testhost: unit tests of the C example" "$ex/testhost/run.sh"
+
+# Storage and discovery in C (berth_json.h, ABI 1.2 completion callbacks). The storage example's root is made afresh.
+rm -rf /tmp/berth-storplug-check /tmp/berth-discplug-hosts
+step "C storage example: build" "$ex/c-storage/build.sh"
+step "C storage example: berth plugin check" "$berth" plugin check /tmp/libberth-storplug.so --config "$ex/c-storage/config.json"
+step "C discovery example: build" "$ex/c-discovery/build.sh"
+step "C discovery example: berth plugin check" "$berth" plugin check /tmp/libberth-discplug.so --config "$ex/c-discovery/config.json"
+step "testhost: unit tests of the C storage and discovery examples" sh -c \
+    "cc -O2 -Wall -I PluginABI/include -I $ex/testhost $ex/testhost/c_examples_test.c -o /tmp/berth-c-examples-test -ldl && /tmp/berth-c-examples-test /tmp/libberth-storplug.so /tmp/libberth-discplug.so"
 
 if [ "${BERTH_SKIP_RUST:-0}" = 1 ]; then
     echo "==> Rust example: SKIPPED (BERTH_SKIP_RUST=1)"

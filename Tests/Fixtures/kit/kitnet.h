@@ -1,7 +1,8 @@
 /*
  * The base of the conformance-kit fixtures: a small, correct network plugin (pool 10.88.0.2 .. 10.88.0.9, state
  * in the key-value namespace: "a/<containerID>/<ifname>" -> address, "ip/<address>" -> attachment key;
- * identities refused with INVALID_ARGUMENT). Each fixture defines FIXTURE_NAME and one KIT_* macro that breaks
+ * an identity with releasePolicy onDelete is a plain attachment, immutable and never are refused with
+ * INVALID_ARGUMENT). Each fixture defines FIXTURE_NAME and one KIT_* macro that breaks
  * exactly one rule of sdk-docs/kinds/network.md, then includes this file:
  *
  *   KIT_ADD_NOT_IDEMPOTENT  a repeated ADD of the same key allocates again
@@ -12,6 +13,7 @@
  *   KIT_MEMORY_STATE        state lives in the instance's memory, not in the namespace (lost with the instance)
  *   KIT_SEGV_MALFORMED      dereferences NULL on a request that is not a JSON object
  *   KIT_SEGV_HUGE           copies the request into a fixed buffer: a crash (SIGSEGV) on a request over 1 MiB
+ *   KIT_REFUSES_IDENTITIES  refuses every ADD that carries an identity (so no App can use the network)
  *   KIT_IDENTITIES          no fault: accepts identities {app, ordinal, releasePolicy}; a non-final DEL of an
  *                           identity's attachment keeps its address held ("ip/<address>" stays) for its next ADD
  *   KIT_IDENTITY_NOT_RETURNED  as KIT_IDENTITIES, but the next ADD of the identity allocates a new address
@@ -160,8 +162,15 @@ static berth_status fx_add(void *inst, const char *req, size_t len, const berth_
     char idk[200], ik[220];
     if ((st = identity_key(req, len, idk, sizeof idk, err, cap)) != BERTH_OK) return st;
     snprintf(ik, sizeof ik, "i/%s", key);
-#else
+#elif defined(KIT_REFUSES_IDENTITIES)
     if (contains(req, len, "\"identity\"")) { BERTH_SET_ERR(err, cap, "identities are not supported"); return BERTH_INVALID_ARGUMENT; }
+#else
+    /* Identities as the host sends them for every App instance are fine (releasePolicy onDelete: a plain
+     * attachment); only the policies that need held addresses are refused. */
+    if (contains(req, len, "\"identity\"") && (contains(req, len, "\"immutable\"") || contains(req, len, "\"never\""))) {
+        BERTH_SET_ERR(err, cap, "identity.releasePolicy: only onDelete is supported");
+        return BERTH_INVALID_ARGUMENT;
+    }
 #endif
 #ifndef KIT_ADD_NOT_IDEMPOTENT
     if ((st = sget(f, key, addr, sizeof addr)) == BERTH_OK) return result(out, addr);

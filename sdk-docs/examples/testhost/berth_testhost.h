@@ -8,6 +8,10 @@
  *   - transactions: bth_begin() snapshots the namespace, bth_commit() keeps the writes, bth_rollback()
  *     restores the snapshot. Like berthd, kv_* outside a transaction return BERTH_FAILED_PRECONDITION;
  *   - captured log lines and events (events emitted inside a transaction vanish on rollback);
+ *   - ABI 1.2: on_complete (bth_commit() runs the transaction's after_commit callbacks in registration order,
+ *     bth_rollback() its after_rollback callbacks in reverse order, each outside the transaction), kv_len,
+ *     kv_count_prefix, kv_delete_prefix; bth_call_then_rollback() forces a rollback after a successful call,
+ *     as berthd does when its own part of an operation fails;
  *   - an output collector that is a berth_sink, with an optional size limit (to test BERTH_OUT_OF_RANGE);
  *   - bth_call(): one operation as the host runs it (begin, call, commit on BERTH_OK else rollback and
  *     discard the output);
@@ -77,6 +81,8 @@ typedef struct bth_host {
     size_t nevents, events_cap;
     bth_log *logs;
     size_t nlogs, logs_cap;
+    struct bth_completion { void (*commit)(void *); void (*rollback)(void *); void *arg; } *completions;
+    size_t ncompletions, completions_cap; /* registered by the open transaction (ABI 1.2 on_complete) */
     int strict;      /* 1 (default): kv_* outside a transaction return BERTH_FAILED_PRECONDITION, as in berthd */
     int echo_logs;   /* 1: also print log lines to stderr */
 } bth_host;
@@ -134,6 +140,10 @@ static BTH_UNUSED size_t bth__bound(const bth_host *h, const char *k, size_t kn,
 static BTH_UNUSED void bth__free_entries(bth_entry *e, size_t n) {
     for (size_t i = 0; i < n; i++) free(e[i].key.p), free(e[i].value.p);
     free(e);
+}
+
+static BTH_UNUSED void bth__free_entries_range(bth_entry *e, size_t n) {
+    for (size_t i = 0; i < n; i++) free(e[i].key.p), free(e[i].value.p);
 }
 
 static BTH_UNUSED bth_entry *bth__copy_entries(const bth_entry *e, size_t n) {
@@ -239,6 +249,61 @@ static BTH_UNUSED berth_status bth__emit_event(void *ctx, const char *type, cons
 /* Host lifecycle and transactions                                                                        */
 /* ----------------------------------------------------------------------------------------------------- */
 
+static BTH_UNUSED berth_status bth__on_complete(void *ctx, void (*commit)(void *), void (*rollback)(void *), void *arg) {
+    bth_host *h = (bth_host *)ctx;
+    if (!h->in_txn) return BERTH_FAILED_PRECONDITION;
+    if (h->ncompletions == h->completions_cap) {
+        h->completions_cap = h->completions_cap ? 2 * h->completions_cap : 8;
+        h->completions = (struct bth_completion *)bth__xrealloc(h->completions, h->completions_cap * sizeof *h->completions);
+    }
+    h->completions[h->ncompletions].commit = commit;
+    h->completions[h->ncompletions].rollback = rollback;
+    h->completions[h->ncompletions].arg = arg;
+    h->ncompletions++;
+    return BERTH_OK;
+}
+
+static BTH_UNUSED berth_status bth__kv_len(void *ctx, const char *key, size_t key_len, uint64_t *len_out) {
+    bth_host *h = (bth_host *)ctx;
+    berth_status st = bth__kv_ok(h, key_len);
+    if (st != BERTH_OK) return st;
+    size_t i = bth__bound(h, key, key_len, 0);
+    if (i >= h->kv_len || bth__cmp(h->kv[i].key.p, h->kv[i].key.len, key, key_len) != 0) return BERTH_NOT_FOUND;
+    if (len_out) *len_out = h->kv[i].value.len;
+    return BERTH_OK;
+}
+
+/* [first, last) of the keys that start with prefix. */
+static BTH_UNUSED void bth__prefix_range(const bth_host *h, const char *prefix, size_t plen, size_t *first, size_t *last) {
+    size_t i = plen ? bth__bound(h, prefix, plen, 0) : 0, j = i;
+    while (j < h->kv_len && h->kv[j].key.len >= plen && memcmp(h->kv[j].key.p, prefix, plen) == 0) j++;
+    *first = i;
+    *last = j;
+}
+
+static BTH_UNUSED berth_status bth__kv_count_prefix(void *ctx, const char *prefix, size_t plen, uint64_t *count_out) {
+    bth_host *h = (bth_host *)ctx;
+    if (h->strict && !h->in_txn) return BERTH_FAILED_PRECONDITION;
+    if (plen > 1024) return BERTH_INVALID_ARGUMENT;
+    size_t a, b;
+    bth__prefix_range(h, prefix, plen, &a, &b);
+    if (count_out) *count_out = b - a;
+    return BERTH_OK;
+}
+
+static BTH_UNUSED berth_status bth__kv_delete_prefix(void *ctx, const char *prefix, size_t plen, uint64_t *deleted_out) {
+    bth_host *h = (bth_host *)ctx;
+    berth_status st = bth__kv_ok(h, plen);
+    if (st != BERTH_OK) return st;
+    size_t a, b;
+    bth__prefix_range(h, prefix, plen, &a, &b);
+    bth__free_entries_range(h->kv + a, b - a);
+    memmove(h->kv + a, h->kv + b, (h->kv_len - b) * sizeof *h->kv);
+    h->kv_len -= b - a;
+    if (deleted_out) *deleted_out = b - a;
+    return BERTH_OK;
+}
+
 static BTH_UNUSED void bth_init(bth_host *h) {
     memset(h, 0, sizeof *h);
     h->strict = 1;
@@ -252,6 +317,22 @@ static BTH_UNUSED void bth_init(bth_host *h) {
     h->services.kv_delete = bth__kv_delete;
     h->services.kv_next = bth__kv_next;
     h->services.emit_event = bth__emit_event;
+    h->services.on_complete = bth__on_complete;
+    h->services.kv_len = bth__kv_len;
+    h->services.kv_count_prefix = bth__kv_count_prefix;
+    h->services.kv_delete_prefix = bth__kv_delete_prefix;
+}
+
+/* Pretends to be an ABI 1.0 or 1.1 host: services beyond that minor are cut off (struct_size) and NULL. */
+static BTH_UNUSED void bth_set_host_minor(bth_host *h, uint16_t minor) {
+    h->services.host_abi_minor = minor;
+    if (minor < 2) {
+        h->services.struct_size = BERTH_HOST_SERVICES_V1_0_SIZE;
+        h->services.on_complete = NULL;
+        h->services.kv_len = NULL;
+        h->services.kv_count_prefix = NULL;
+        h->services.kv_delete_prefix = NULL;
+    }
 }
 
 static BTH_UNUSED void bth__truncate_events(bth_host *h, size_t n) {
@@ -269,6 +350,7 @@ static BTH_UNUSED void bth_free(bth_host *h) {
     free(h->events);
     for (size_t i = 0; i < h->nlogs; i++) free(h->logs[i].msg);
     free(h->logs);
+    free(h->completions);
     memset(h, 0, sizeof *h);
 }
 
@@ -289,6 +371,10 @@ static BTH_UNUSED void bth_commit(bth_host *h) {
     h->snap = NULL;
     h->snap_len = 0;
     h->in_txn = 0;
+    size_t n = h->ncompletions;
+    h->ncompletions = 0;
+    for (size_t i = 0; i < n; i++)
+        if (h->completions[i].commit) h->completions[i].commit(h->completions[i].arg);
 }
 
 static BTH_UNUSED void bth_rollback(bth_host *h) {
@@ -299,6 +385,10 @@ static BTH_UNUSED void bth_rollback(bth_host *h) {
     h->snap_len = 0;
     bth__truncate_events(h, h->events_at_begin);
     h->in_txn = 0;
+    size_t n = h->ncompletions;
+    h->ncompletions = 0;
+    while (n-- > 0)
+        if (h->completions[n].rollback) h->completions[n].rollback(h->completions[n].arg);
 }
 
 /* ----------------------------------------------------------------------------------------------------- */
@@ -353,6 +443,18 @@ static BTH_UNUSED berth_status bth_create(bth_host *h, const berth_plugin_descri
     berth_status st = d->create(&h->services, config, strlen(config), instance, err, BERTH_ERR_CAP);
     if (st == BERTH_OK) bth_commit(h);
     else bth_rollback(h);
+    return st;
+}
+
+/* One JSON operation whose transaction is rolled back even when it returns BERTH_OK, as berthd does when its own
+ * part of the operation fails afterwards: a plugin that deferred its side effects to after_commit keeps none. */
+static BTH_UNUSED berth_status bth_call_then_rollback(bth_host *h, berth_json_op fn, void *instance, const char *req,
+                                                      bth_out *out, char err[BERTH_ERR_CAP]) {
+    err[0] = 0;
+    bth_out_reset(out);
+    bth_begin(h);
+    berth_status st = fn(instance, req, strlen(req), &out->sink, err, BERTH_ERR_CAP);
+    bth_rollback(h);
     return st;
 }
 
