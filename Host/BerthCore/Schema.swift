@@ -120,7 +120,8 @@ public enum Schema {
         }
     }
 
-    static func fmt(_ d: Double) -> String { d.rounded() == d ? String(Int64(d)) : "\(d)" }
+    /// A whole number without ".0"; one beyond Int64 (1e20 against a maximum) as Double prints it (Int64(d) trapped).
+    static func fmt(_ d: Double) -> String { d.rounded() == d && abs(d) < 9e18 ? String(Int64(d)) : "\(d)" }
 }
 
 /// Anchored patterns of the simple kind schemas use: literal characters, '.', character classes [a-z0-9-],

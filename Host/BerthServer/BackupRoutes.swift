@@ -14,6 +14,7 @@ import Glibc
 extension APIServer {
     func registerBackupRoutes(_ router: Router<Ctx>) {
         let rt = runtime
+        routes.add(.get, "/v1/backup")  // for the 405 of another method (Routes.swift)
         router.get("/v1/backup") { _, _ -> Response in
             let tmp = "\(rt.site.stateDir)/backup-\(getpid())-\(monotonicNanos()).db"
             defer { unlink(tmp) }

@@ -42,6 +42,8 @@ extension APIServer {
 
     /// Registered before the bearer-token middleware, so that a browser can load the page and then ask for the token.
     func registerConsoleRoutes(_ router: Router<Ctx>) {
+        routes.add(.get, "/ui")  // for the 405 of another method (Routes.swift)
+        routes.add(.get, "/ui/{file}")
         router.get("/ui") { _, _ in Self.consoleResponse("index.html") }  // also /ui/: the router ignores a trailing slash
         router.get("/ui/{file}") { _, ctx in Self.consoleResponse(ctx.parameters.get("file") ?? "") }
     }

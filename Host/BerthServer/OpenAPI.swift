@@ -8,6 +8,7 @@ extension APIServer {
     public static var openAPIDocument: [UInt8] { PackageResources.openapi_json }
 
     func registerOpenAPIRoute(_ router: Router<Ctx>) {
+        routes.add(.get, "/openapi.json")  // for the 405 of another method (Routes.swift)
         router.get("/openapi.json") { _, _ -> Response in
             Response(status: .ok, headers: [.contentType: "application/json"],
                      body: .init(byteBuffer: ByteBuffer(bytes: APIServer.openAPIDocument)))

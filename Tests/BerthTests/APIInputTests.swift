@@ -106,6 +106,17 @@ final class APIInputTests: XCTestCase {
         }
     }
 
+    /// Routes registered outside route() (the backup, the document, the console) also answer 405 for another method;
+    /// they answered 404 "no such path" (the contract suite's view of a served path).
+    func testWrongMethodsOnEveryRouteAre405() throws {
+        let d = try Daemon(plugins: [], tag: "routes405")
+        for (method, path) in [("DELETE", "/v1/backup"), ("POST", "/openapi.json"), ("PUT", "/ui"), ("POST", "/ui/app.js")] {
+            let r = try UnixHTTPConnection(path: d.socket).request(method, path, body: Array("{}".utf8))
+            XCTAssertEqual(r.status, 405, "\(method) \(path): \(r.text)")
+            XCTAssertEqual(r.headers.first { $0.0.lowercased() == "allow" }?.1, "GET", "\(method) \(path)")
+        }
+    }
+
     func testNULAndInvalidUTF8NeverBecomeAnotherId() throws {
         let d = try netDaemon("nul")
         XCTAssertEqual(try d.request("POST", "/v1/networks/net1/attachments", ["containerID": "ctr", "node": "n1"]).0, 200)

@@ -1,5 +1,6 @@
 // Regressions found by the fuzzers of Tests/suites/fuzz.sh (Tests/Fuzz/): each input that crashed or broke an
 // oracle, kept here as a unit test (and in Tests/Fuzz/corpus/ so the fuzzer starts from it).
+import BerthCore
 import BerthWire
 import XCTest
 
@@ -29,5 +30,23 @@ final class FuzzRegressionTests: XCTestCase {
         }
         XCTAssertEqual(try JSON.parse("1.7976931348623157e308"), .number(1.7976931348623157e308))
         XCTAssertEqual(try JSON.parse("1e-400"), .number(0))
+    }
+
+    /// fuzz site: a whole number beyond Int64 against a schema's maximum (api.maxBodyBytes 6.5e76) trapped while the
+    /// error message was written, so a PUT /v1/site (even a dry run) or an object spec with one stopped berthd. It is
+    /// a 400 naming the key, and berthd goes on.
+    func testHugeNumberAgainstAMaximumIsAnError() throws {
+        let dir = tempDir("fuzz-huge")
+        for n in [1e20, 6.5e76, -1e30] {
+            let site: JSON = ["site": "x", "stateDir": .string(dir), "api": ["maxBodyBytes": .number(n)]]
+            XCTAssertThrowsError(try SiteConfig.parse(site.bytes, baseDir: dir)) { e in
+                XCTAssertTrue("\(e)".contains("maxBodyBytes"), "\(n): \(e)")
+            }
+        }
+        let d = try Daemon(plugins: [], tag: "fuzz-huge")
+        let (st, body) = try d.request("PUT", "/v1/site?dryRun=true", ["site": "x", "stateDir": .string(dir), "events": ["retain": 1e20]])
+        XCTAssertEqual(st, 400, body.serialized)
+        XCTAssertTrue(body.serialized.contains("events.retain") || body.serialized.contains("retain"), body.serialized)
+        XCTAssertEqual(try d.request("GET", "/healthz").0, 200, "berthd is still serving")
     }
 }

@@ -102,7 +102,7 @@ final class OpenAPITests: XCTestCase {
     func testSiteSchemaMatchesTheDaemons() {
         let inDoc = Self.document["components"]?["schemas"]?["SiteConfig"]
         let daemon = SiteConfig.schema.removing("$schema").removing("$id")
-        XCTAssertEqual(inDoc, daemon, "components.schemas.SiteConfig of openapi.json differs from SiteConfig.schemaText: copy it over")
+        XCTAssertEqual(inDoc, daemon, "components.schemas.SiteConfig of openapi.json differs from SiteConfig.schemaText: run scripts/openapi-sync (it copies site.schema.json, kept equal to berthd --print-site-schema, into the document)")
     }
 
     /// Every $ref of the document resolves inside it.
