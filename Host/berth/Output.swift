@@ -96,7 +96,7 @@ private func yamlScalar(_ j: JSON) -> String {
     switch j {
     case .null: return "null"
     case .bool(let b): return b ? "true" : "false"
-    case .number: return j.serialized
+    case .number, .int: return j.serialized
     case .object: return "{}"
     case .array: return "[]"
     case .string(let s):
