@@ -40,6 +40,9 @@ extension BerthRuntime {
 
         // Stage: load and validate every new or changed plugin without touching the running ones.
         var plan: [(PlannedChange, LoadedPlugin?, PluginSpec)] = []
+        // A dry run's runners: staged instances run in them; whatever is left is stopped when the dry run ends.
+        var dryLoaded: [LoadedPlugin] = []
+        defer { for l in dryLoaded { RemotePlugin.discardDryRun(l) } }
         for spec in new.plugins {
             let old = entry(spec.name)
             if !spec.enabled {
@@ -56,7 +59,7 @@ extension BerthRuntime {
             do {
                 if dryRun {
                     loaded = try RemotePlugin.load(spec, loader: loader, callTimeoutMs: site.callTimeoutMs, dryRun: true, log: pluginLog(spec.name))
-                    RemotePlugin.discardDryRun(loaded)
+                    dryLoaded.append(loaded)
                 } else {
                     loaded = try loadPlugin(spec)
                 }

@@ -206,7 +206,8 @@ public final class BerthRuntime: @unchecked Sendable {
     /// enforced only under process isolation, where the runner is killed; in process, the safety nets are the
     /// output size limit and the validation of what the plugin returns.
     func makeInstance(_ p: LoadedPlugin, _ spec: PluginSpec) throws -> PluginInstance {
-        if spec.isolation == "process" {
+        // A plugin staged in a runner (a dry run stages every plugin there) is instantiated in it, whatever its isolation.
+        if spec.isolation == "process" || p.remote != nil {
             // A plugin staged in process (e.g. by a reload) is loaded again in its runner.
             let remote = p.remote != nil ? p : try RemotePlugin.load(spec, loader: loader, callTimeoutMs: site.callTimeoutMs, log: pluginLog(spec.name))
             return try RemotePlugin.instantiate(remote, spec: spec, loader: loader, executor: executor, log: pluginLog(spec.name))
