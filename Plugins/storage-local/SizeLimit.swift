@@ -34,14 +34,26 @@ enum SizeLimit {
         let fd = open(image, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw PluginError(.internal, "create \(image): \(FS.errnoText)") }
         let rc = ftruncate(fd, off_t(max(size, minimumBytes)))
+        let err = errno
         close(fd)
-        guard rc == 0 else { throw PluginError(.internal, "size \(image) to \(size) bytes: \(FS.errnoText)") }
-        // No blocks reserved for root, one inode per 64 KiB, and a 1 MiB journal below 512 MiB (1 KiB blocks there;
-        // mkfs's default would take 4 MiB): the volume keeps 90-98% of its size for data.
-        let journal = size < 512 << 20 ? ["-J", "size=1"] : []
-        try run(["mkfs.ext4", "-q", "-F", "-m", "0", "-i", "65536"] + journal + ["-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", image])
-        guard mkdir(dir, 0o755) == 0 || errno == EEXIST else { throw PluginError(.internal, "mkdir \(dir): \(FS.errnoText)") }
-        try mount(dir)
+        do {
+            guard rc == 0 else {
+                // A size the filesystem under the root cannot hold is the caller's to change, not an internal fault.
+                if err == EFBIG {
+                    throw PluginError(.outOfRange, "\(size) bytes is more than the filesystem under \(dir) can hold as one enforced volume; ask for less, or set \"enforceSize\": false")
+                }
+                throw PluginError(.internal, "size \(image) to \(size) bytes: \(String(cString: strerror(err)))")
+            }
+            // No blocks reserved for root, one inode per 64 KiB, and a 1 MiB journal below 512 MiB (1 KiB blocks
+            // there; mkfs's default would take 4 MiB): the volume keeps 90-98% of its size for data.
+            let journal = size < 512 << 20 ? ["-J", "size=1"] : []
+            try run(["mkfs.ext4", "-q", "-F", "-m", "0", "-i", "65536"] + journal + ["-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", image])
+            guard mkdir(dir, 0o755) == 0 || errno == EEXIST else { throw PluginError(.internal, "mkdir \(dir): \(FS.errnoText)") }
+            try mount(dir)
+        } catch {
+            unlink(image)  // a refused create leaves nothing behind
+            throw error
+        }
     }
 
     /// Mounts the image of `dir` on it unless it is mounted already (after a reboot, at plugin start).

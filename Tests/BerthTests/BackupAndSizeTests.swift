@@ -92,4 +92,21 @@ final class BackupAndSizeTests: XCTestCase {
         XCTAssertFalse(mounts.contains(path), "the volume's filesystem is unmounted")
         XCTAssertFalse(FileManager.default.fileExists(atPath: path) || FileManager.default.fileExists(atPath: path + ".ext4"))
     }
+
+    /// An enforced volume larger than the filesystem under the root can hold as one file (2^62 bytes: EFBIG) is the
+    /// caller's error (OUT_OF_RANGE, a 4xx naming enforceSize), not a 500, and leaves no image file behind.
+    func testAnEnforcedSizeTheFilesystemCannotHoldIsRefusedAndLeavesNothing() throws {
+        guard getuid() == 0 else { return XCTFail("needs root (loop mounts); CI runs as root") }
+        let root = tempDir("sizes-big") + "/vols"
+        let d = try Daemon(plugins: [["name": "local", "path": .string(Paths.plugin("storage-local")),
+                                      "config": ["root": .string(root), "nodes": ["n1"], "capacityBytes": JSON(Int64(1) << 62),
+                                                 "maxVolumeBytes": JSON(Int64(1) << 62)]]], tag: "sizes-big")
+        defer { d.stop() }
+        let (st, v) = try d.request("POST", "/v1/storage/local/volumes", ["name": "huge", "capacityBytes": JSON(Int64(1) << 62)])
+        XCTAssertTrue((400..<500).contains(st), "\(st) \(v.serialized)")
+        XCTAssertTrue(v.serialized.contains("enforceSize"), v.serialized)
+        let left = (try? FileManager.default.contentsOfDirectory(atPath: root + "/volumes")) ?? []
+        XCTAssertEqual(left.filter { $0.hasSuffix(".ext4") }, [], "a refused create leaves no image")
+        XCTAssertEqual(try d.request("GET", "/v1/storage/local/volumes").1["volumes"]?.array?.count ?? 0, 0)
+    }
 }

@@ -20,8 +20,10 @@ final class StoragePathTests: XCTestCase {
         try requireRoot()
         let root = tempDir("symlink-vols")
         let targets = tempDir("symlink-targets")
+        // Plain directories (enforceSize false): with enforced sizes each volume is a loop mount of its own inside
+        // the data root, and this test looks for mounts there that should not be.
         let d = try Daemon(plugins: [["name": "local", "path": .string(Paths.plugin("storage-local")),
-                                      "config": ["root": .string(root), "nodes": ["node-a"]]]], tag: "symlink")
+                                      "config": ["root": .string(root), "nodes": ["node-a"], "enforceSize": false]]], tag: "symlink")
         defer { unmountAll(targets); unmountAll(d.dir); unmountAll(root) }
         let (st, v) = try d.request("POST", "/v1/storage/local/volumes", ["name": "data", "capacityBytes": 1048576])
         XCTAssertEqual(st, 201, v.serialized)
