@@ -17,7 +17,7 @@ struct BackupCmd: ParsableCommand {
         if fileExists(file) && !force { throw CLIError("\(file) exists; give another file or --force") }
         let resp: HTTPResponse
         // Through the invocation's transport: the local socket, or --server with its token.
-        let (t, headers) = try conn.transport()
+        let (t, headers) = try conn.transport(timeoutSeconds: 600)  // berthd makes the whole copy before answering
         do { resp = try t.request("GET", "/v1/backup", body: nil, headers: headers) } catch let e as WireError {
             throw CLIError("\(e.message)\n(\(conn.hint))")
         }

@@ -68,11 +68,12 @@ struct Connection: ParsableArguments {
         return Connection.env["BERTH_TOKEN"]
     }
 
-    /// The transport for this invocation, and the headers every request carries (token, actor).
-    func transport() throws -> (Transport, [(String, String)]) {
+    /// The transport for this invocation, and the headers every request carries (token, actor). `timeoutSeconds`:
+    /// how long to wait for berthd's answer (a backup, made whole before its first byte, needs longer than 30 s).
+    func transport(timeoutSeconds: Int = 30) throws -> (Transport, [(String, String)]) {
         let who = "\(Connection.env["USER"] ?? "uid\(getuid())")@\(ProcessInfo.processInfo.hostName)"
         var headers = [("X-Berth-Actor", who)]
-        guard let url = serverURL else { return (UnixHTTPConnection(path: socketPath), headers) }
+        guard let url = serverURL else { return (UnixHTTPConnection(path: socketPath, timeoutSeconds: timeoutSeconds), headers) }
         let server = try ServerURL.parse(url)
         guard let token = try bearerToken() else {
             throw CLIError("--server \(url) needs berthd's api.token: give --token-file PATH, --token, $BERTH_TOKEN or $BERTH_TOKEN_FILE")
@@ -83,9 +84,9 @@ struct Connection: ParsableArguments {
         headers.append(("Authorization", "Bearer \(token)"))
         if server.tls {
             if let cacert { throw CLIError(HTTPSTransport.cacertUnsupported(cacert)) }
-            return (HTTPSTransport(base: server.base), headers)
+            return (HTTPSTransport(base: server.base, timeoutSeconds: timeoutSeconds), headers)
         }
-        return (TCPTransport(addresses: try server.addresses(), port: server.port), headers)
+        return (TCPTransport(addresses: try server.addresses(), port: server.port, timeoutSeconds: timeoutSeconds), headers)
     }
 
     var target: String { serverURL ?? socketPath }
@@ -180,11 +181,12 @@ struct ServerURL {
 struct TCPTransport: Transport {
     let addresses: [String]
     let port: Int
+    var timeoutSeconds = 30
 
     func each<T>(_ body: (UnixHTTPConnection) throws -> T) throws -> T {
         var last: WireError?
         for a in addresses {
-            do { return try body(UnixHTTPConnection(endpoint: .tcp(host: a, port: port))) } catch let e as WireError where e.kind == .unreachable {
+            do { return try body(UnixHTTPConnection(endpoint: .tcp(host: a, port: port), timeoutSeconds: timeoutSeconds)) } catch let e as WireError where e.kind == .unreachable {
                 last = e
             }
         }
@@ -223,7 +225,8 @@ extension UnixHTTPConnection: Transport {
 final class HTTPSTransport: Transport {
     let base: String
     let session = URLSession(configuration: .ephemeral)
-    init(base: String) { self.base = base }
+    var timeoutSeconds = 60
+    init(base: String, timeoutSeconds: Int = 60) { self.base = base; self.timeoutSeconds = timeoutSeconds }
 
     static func cacertUnsupported(_ path: String) -> String {
         "--cacert \(path): this build reaches https:// servers through FoundationNetworking's URLSession, which on Linux "
@@ -244,7 +247,7 @@ final class HTTPSTransport: Transport {
 
     func request(_ method: String, _ target: String, body: [UInt8]?, headers: [(String, String)]) throws -> HTTPResponse {
         guard let url = URL(string: base + target) else { throw WireError(.protocolError, "bad request path \(target)") }
-        var req = URLRequest(url: url, timeoutInterval: 60)
+        var req = URLRequest(url: url, timeoutInterval: TimeInterval(timeoutSeconds))
         req.httpMethod = method
         for (k, v) in headers { req.setValue(v, forHTTPHeaderField: k) }
         if let body {
