@@ -45,16 +45,29 @@ let package = Package(
         .systemLibrary(name: "CSQLite", path: "Host/CSQLite"),
         // Lean wire helpers shared by the CLI and berth-cni: unix-socket HTTP client and a small JSON value.
         .target(name: "BerthWire", dependencies: ["BerthJSONText"], path: "Host/BerthWire"),
-        // The daemon core: loader, registry, store, site configuration, kinds.
+        // The daemon, as modules whose dependencies point one way: store -> plugins -> kinds -> scheduler -> core
+        // (the composition root) -> server. The store is the only module that speaks SQL.
+        .target(name: "BerthStore", dependencies: ["CSQLite", "BerthWire"], path: "Host/BerthStore"),
+        // Loader, plugin instances, host services, the registry, site configuration and reload, process isolation.
+        .target(
+            name: "BerthPlugins",
+            dependencies: ["BerthPluginABI", "BerthStore", "BerthWire",
+                           .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto")],
+            path: "Host/BerthPlugins"
+        ),
+        // One coordinator per plugin kind (network with its CNI adapter, storage, discovery, the scheduler kind).
+        .target(name: "BerthKinds", dependencies: ["BerthPluginABI", "BerthPlugins", "BerthStore", "BerthWire", .product(name: "Logging", package: "swift-log")], path: "Host/BerthKinds"),
+        // Nodes, apps and instances, and the core scheduler: a pipeline of named steps.
+        .target(name: "BerthScheduler", dependencies: ["BerthPluginABI", "BerthKinds", "BerthPlugins", "BerthStore", "BerthWire"],
+                path: "Host/BerthScheduler"),
+        // The composition root: builds the plugin host and every coordinator from what each requires.
         .target(
             name: "BerthCore",
-            dependencies: [
-                "BerthPluginABI", "CSQLite", "BerthWire",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Crypto", package: "swift-crypto"),
-            ],
+            dependencies: ["BerthScheduler", "BerthKinds", "BerthPlugins", "BerthStore", "BerthWire", .product(name: "Logging", package: "swift-log")],
             path: "Host/BerthCore"
         ),
+        // `berth plugin check`: the conformance suites of every kind, run on the real loader, store and executor.
+        .target(name: "BerthCheck", dependencies: ["BerthCore"], path: "Host/BerthCheck"),
         // The HTTP API (unix socket, optional TCP with a bearer token, served over TLS unless on loopback).
         .target(
             name: "BerthServer",
@@ -77,7 +90,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "berth",
-            dependencies: ["BerthCore", "BerthWire", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["BerthCheck", "BerthCore", "BerthWire", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Host/berth"
         ),
         // A runtime execs berth-cni for every call: it is a fully static executable (Swift runtime and C library
@@ -86,8 +99,8 @@ let package = Package(
         .executableTarget(name: "berth-cni", dependencies: ["BerthWire"], path: "Host/berth-cni",
                           linkerSettings: [.unsafeFlags(["-static-executable"])]),
         // Loads one plugin in a child process and serves the ABI over a socket pair (isolation: "process").
-        .executableTarget(name: "berth-plugin-runner", dependencies: ["BerthCore"], path: "Host/berth-plugin-runner"),
-        .executableTarget(name: "berth-bench", dependencies: ["BerthCore", "BerthServer", "BerthWire"], path: "Host/berth-bench"),
+        .executableTarget(name: "berth-plugin-runner", dependencies: ["BerthPlugins"], path: "Host/berth-plugin-runner"),
+        .executableTarget(name: "berth-bench", dependencies: ["BerthCheck", "BerthCore", "BerthServer", "BerthWire", .product(name: "Logging", package: "swift-log")], path: "Host/berth-bench"),
 
         // Reference plugins.
         .target(name: "BerthHelloPlugin", dependencies: ["BerthPluginABI"], path: "Plugins/hello", publicHeadersPath: "."),
@@ -99,7 +112,7 @@ let package = Package(
 
         .testTarget(
             name: "BerthTests",
-            dependencies: ["BerthCore", "BerthServer", "BerthWire"],
+            dependencies: ["BerthCheck", "BerthCore", "BerthServer", "BerthWire"],
             path: "Tests/BerthTests"
         ),
     ],

@@ -1,5 +1,7 @@
 // `berthd --restore FILE`: puts a backup made by `berth backup` in place as the state store of an empty state
 // directory (on a new host, or after a loss), after checking that it is a whole Berth store this berthd can open.
+import BerthPlugins
+import BerthStore
 import Foundation
 
 public enum Restore {

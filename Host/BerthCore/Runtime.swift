@@ -1,401 +1,151 @@
-// The daemon's core object: site configuration, store, executor, the registry of plugins, and event watchers.
-// The API layer (BerthServer) and the CLI's `plugin check` are thin shells around it.
-import BerthPluginABI
+// The composition root: the plugin host and one coordinator per kind, each built from what its registration
+// declares it requires (the way containerd's plugin registrations declare Requires), in the order those declarations give.
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import BerthWire
-import Foundation
-import Synchronization
 import Logging
 
-public final class PluginEntry: @unchecked Sendable {
-    public enum State: Sendable { case loaded, disabled, failed(String) }
-    public let spec: PluginSpec
-    public internal(set) var state: State
-    public internal(set) var instance: PluginInstance?
-    /// Delivery status of a discovery plugin (cursor, lag, failures), set by the discovery service.
-    var discoveryStatus: (() -> JSON)?
-    init(spec: PluginSpec, state: State, instance: PluginInstance? = nil) {
-        self.spec = spec
-        self.state = state
-        self.instance = instance
-    }
-
-    public var stateName: String {
-        switch state {
-        case .loaded: return instance?.failedReason != nil ? "failed" : "loaded"
-        case .disabled: return "disabled"
-        case .failed: return "failed"
-        }
-    }
-
-    public var json: JSON {
-        var o: JSON = ["name": .string(spec.name), "path": .string(spec.path), "isolation": .string(spec.isolation),
-                       "state": .string(stateName)]
-        if case .failed(let why) = state { o = o.setting("reason", .string(why)) }
-        if let why = instance?.failedReason { o = o.setting("reason", .string(why)) }
-        if let inst = instance, inst.isolated {
-            o = o.setting("crashes", .number(Double(inst.crashCount))).setting("runnerPid", inst.runnerPid.map { .number(Double($0)) } ?? .null)
-        }
-        if let inst = instance {
-            let p = inst.plugin
-            let s = inst.stats.snapshot()
-            o = o.setting("plugin", .string(p.name)).setting("version", .string(p.version))
-                .setting("description", .string(p.summary))
-                .setting("kinds", .array(p.kinds.names.map { .string($0) })).setting("sha256", .string(p.sha256))
-                .setting("threads", .string(p.concurrent ? "concurrent" : "serial"))
-                .setting("abi", .string("1.\(p.abiMinor)"))
-                .setting("calls", .number(Double(s.calls))).setting("errors", .number(Double(s.errors)))
-                .setting("meanLatencyMicros", .number(s.calls == 0 ? 0 : (Double(s.totalNanos) / Double(s.calls) / 1000 * 100).rounded() / 100))
-            if let k = p.schedulerKind { o = o.setting("schedulerKind", .string(k)) }
-            if let d = discoveryStatus { o = o.setting("discovery", d()) }
-        }
-        return o
-    }
+/// One part of the daemon: its id, the ids of the parts it is built from, and how to build it from them.
+struct Registration {
+    let id: String
+    let requires: [String]
+    let build: (Parts) throws -> AnyObject
 }
 
-/// Wakes long-polling event readers after commits.
-final class EventWaiters: @unchecked Sendable {
-    let lock = NSLock()
-    private var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
-    private var nextID: UInt64 = 0
-
-    func notifyAll() {
-        lock.lock()
-        let ws = waiters
-        waiters.removeAll()
-        lock.unlock()
-        for (_, c) in ws { c.resume() }
+/// The parts built so far, by id; a registration reads only what it declared in `requires`.
+final class Parts {
+    private var byID: [String: AnyObject] = [:]
+    func put(_ id: String, _ part: AnyObject) { byID[id] = part }
+    func get<T>(_ id: String, _: T.Type = T.self) -> T {
+        guard let p = byID[id] as? T else { preconditionFailure("part \"\(id)\" is not built or not a \(T.self): declare it in requires") }
+        return p
     }
 
-    /// Suspends until the next commit with events or the timeout, whichever comes first.
-    func wait(timeout: Double) async {
-        let id = lock.withLock { () -> UInt64 in nextID += 1; return nextID }
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            lock.withLock { waiters[id] = c }
-            Task {
-                try? await Task.sleep(nanoseconds: UInt64(timeout * 1e9))
-                self.lock.withLock { self.waiters.removeValue(forKey: id) }?.resume()
+    /// The registrations in an order where each comes after everything it requires (stable: ties keep the
+    /// listed order). Throws on a requirement nobody registers or on a cycle.
+    static func order(_ regs: [Registration], given: Set<String>) throws -> [Registration] {
+        var done = given, out: [Registration] = [], left = regs
+        let known = given.union(regs.map(\.id))
+        for r in regs { if let m = r.requires.first(where: { !known.contains($0) }) { throw StoreError("part \"\(r.id)\" requires \"\(m)\", which nothing provides") } }
+        while !left.isEmpty {
+            guard let i = left.firstIndex(where: { $0.requires.allSatisfy(done.contains) }) else {
+                throw StoreError("parts \(left.map(\.id).joined(separator: ", ")) require each other")
             }
+            let r = left.remove(at: i)
+            out.append(r)
+            done.insert(r.id)
         }
+        return out
     }
 }
 
+/// Settings of the coordinators that are not in the site file (berthd runs with the defaults).
+public struct CoordinatorSettings: Sendable {
+    public var discovery = DiscoverySettings()
+    public init() {}
+}
+
+/// The daemon: a plugin host and the coordinators of every kind. The API layer (BerthServer) and the CLI are thin
+/// shells around it.
 public final class BerthRuntime: @unchecked Sendable {
-    /// The running site configuration (replaced by `apply`).
-    public var site: SiteConfig { lock.withLock { currentSite } }
-    var currentSite: SiteConfig
-    /// Where the site came from (for SIGHUP); nil for the embedded default.
-    public var siteFile: String?
-    /// Probes that count the live state a plugin holds (refuse disabling it unless forced).
-    public var liveStateProbes: [(String) throws -> (count: Int, what: String)] = []
-    public let store: Store
-    public let executor: Executor
-    public let loader: Loader
-    public var logger: Logger
-    let lock = NSLock()
-    private var entries: [PluginEntry] = []
-    let waiters = EventWaiters()
-    public let startedAt = wallClock()
-    /// The current platform state for discovery resyncs: {"instances":[{kind, app, ordinal, node, state, ips}]}.
-    /// Set by the workload service; called on the executor thread inside a transaction.
-    public var discoverySnapshot: (() throws -> JSON)?
-    /// The same snapshot a page at a time: up to `limit` instances after the token `after` (nil: from the start), and
-    /// the token of the next page (nil: the last). Each page is read in a transaction of its own on the executor, so a
-    /// resync does not hold the store while it gathers a large snapshot. Preferred over `discoverySnapshot` when set.
-    public var discoverySnapshotPage: ((_ after: JSON?, _ limit: Int) throws -> (instances: [JSON], next: JSON?))?
-    /// Event delivery to discovery plugins (Discovery.swift), once started.
-    public internal(set) var discovery: DiscoveryService?
+    public let host: PluginHost
+    public let network: NetworkService
+    public let storage: StorageService
+    public let workloads: WorkloadService
+    public let discovery: DiscoveryService
+    let compactor: EventCompactor
 
-    /// Reports an executor stuck in one batch (an in-process plugin call that does not return).
-    var watchdog: StallWatchdog?
-    /// Deletes events past the retention (events.retain, events.maxAgeSeconds) in the background.
-    var compactor: EventCompactor?
-    /// Per network: batch ADDs served by one add_batch call, and those that went item by item (no add_batch, a key
-    /// twice, or the one call failed). /metrics shows both, so an operator sees when batches stop taking the fast path.
-    let batchPaths = Mutex<[String: (oneCall: UInt64, itemByItem: UInt64)]>([:])
+    /// Every part, with what it requires. The plugin host ("plugins") is given.
+    static let registrations: [Registration] = [
+        Registration(id: "network", requires: ["plugins"]) { p in NetworkService(host: p.get("plugins")) },
+        Registration(id: "storage", requires: ["plugins"]) { p in StorageService(host: p.get("plugins")) },
+        Registration(id: "workloads", requires: ["plugins", "network", "storage"]) { p in
+            WorkloadService(host: p.get("plugins"), network: p.get("network"), storage: p.get("storage"))
+        },
+        Registration(id: "discovery", requires: ["plugins", "workloads", "settings"]) { p in
+            let w: WorkloadService = p.get("workloads")
+            return DiscoveryService(host: p.get("plugins"), snapshotPage: { [unowned w] after, limit in try w.snapshotPage(after: after, limit: limit) },
+                                    settings: p.get("settings", Box<CoordinatorSettings>.self).value.discovery)
+        },
+        Registration(id: "events.retention", requires: ["plugins"]) { p in
+            let h: PluginHost = p.get("plugins")
+            let log = h.logger
+            return EventCompactor(store: h.store, executor: h.executor, retention: { [unowned h] in (h.site.eventsRetain, h.site.eventsMaxAgeSeconds) },
+                                  warn: { log.warning("\($0)") })
+        },
+    ]
 
-    func countBatch(network: String, oneCall: Bool) {
-        batchPaths.withLock { m in
-            var c = m[network] ?? (0, 0)
-            if oneCall { c.oneCall += 1 } else { c.itemByItem += 1 }
-            m[network] = c
-        }
+    public init(site: SiteConfig, logger: Logger = Logger(label: "berthd"), settings: CoordinatorSettings = CoordinatorSettings()) throws {
+        host = try PluginHost(site: site, logger: logger)
+        let parts = Parts()
+        parts.put("plugins", host)
+        parts.put("settings", Box(settings))
+        for r in try Parts.order(Self.registrations, given: ["plugins", "settings"]) { parts.put(r.id, try r.build(parts)) }
+        network = parts.get("network")
+        storage = parts.get("storage")
+        workloads = parts.get("workloads")
+        discovery = parts.get("discovery")
+        compactor = parts.get("events.retention")
     }
 
-    public init(site: SiteConfig, logger: Logger = Logger(label: "berthd")) throws {
-        self.currentSite = site
-        self.logger = logger
-        try makeDirectories(site.stateDir, mode: 0o700)
-        store = try Store(path: "\(site.stateDir)/state.db", synchronous: site.sync)
-        executor = Executor(store: store)
-        let log = logger
-        loader = Loader(copyDir: "\(site.stateDir)/plugins", warn: { log.warning("\($0)") })
-        let w = waiters
-        executor.onCommit = { _ in w.notifyAll() }
-        executor.start()
-        watchdog = StallWatchdog(executor: executor, logger: logger, after: Double(site.callTimeoutMs) / 1000)
-        compactor = EventCompactor(runtime: self)
-        let store = self.store
-        liveStateProbes.append { name in
-            let s = try store.prepare("SELECT count(*) FROM attachments WHERE network=?1")
-            s.bind(1, name)
-            _ = try s.step()
-            return (Int(s.int(0)), "network attachments")
-        }
+    /// Loads every enabled plugin (a plugin that fails is recorded as failed with its reason; the rest go on).
+    public func loadPlugins() { host.loadPlugins() }
+
+    /// Starts the scheduler loop and event delivery to discovery plugins (after `loadPlugins()`).
+    public func start() {
+        workloads.start()
+        discovery.start()
     }
 
-    /// Replaces (or appends) the entry of a plugin name; returns the old one.
-    @discardableResult
-    func replaceEntry(_ entry: PluginEntry) -> PluginEntry? {
-        lock.withLock {
-            if let i = entries.firstIndex(where: { $0.spec.name == entry.spec.name }) {
-                let old = entries[i]
-                entries[i] = entry
-                return old
-            }
-            entries.append(entry)
-            return nil
-        }
+    // The host's state, for the API layer and the CLI.
+    public var site: SiteConfig { host.site }
+    public var siteFile: String? {
+        get { host.siteFile }
+        set { host.siteFile = newValue }
     }
-
-    func removeEntry(_ name: String) -> PluginEntry? {
-        lock.withLock {
-            guard let i = entries.firstIndex(where: { $0.spec.name == name }) else { return nil }
-            return entries.remove(at: i)
-        }
+    public var store: Store { host.store }
+    public var executor: Executor { host.executor }
+    public var loader: Loader { host.loader }
+    public var logger: Logger {
+        get { host.logger }
+        set { host.logger = newValue }
     }
-
-    /// Loads every enabled plugin. A plugin that fails is recorded as failed with its reason; the rest go on.
-    public func loadPlugins() {
-        for spec in site.plugins {
-            let entry = load(spec)
-            lock.lock()
-            entries.append(entry)
-            lock.unlock()
-        }
-    }
-
-    func load(_ spec: PluginSpec) -> PluginEntry {
-        guard spec.enabled else { return PluginEntry(spec: spec, state: .disabled) }
-        do {
-            let p = try loadPlugin(spec)
-            let inst = try makeInstance(p, spec)
-            logger.info("plugin \"\(spec.name)\" loaded: \(p.name) \(p.version) [\(p.kinds)] sha256 \(p.sha256.prefix(12))")
-            try? executor.runSync {
-                self.executor.noteEvent(try self.store.appendEvent(type: "plugin.loaded", subject: spec.name, actor: "berthd",
-                                                                   data: ["version": .string(p.version), "sha256": .string(p.sha256)]))
-            }
-            return PluginEntry(spec: spec, state: .loaded, instance: inst)
-        } catch let e as LoadError {
-            logger.error("\(e.description)")
-            return PluginEntry(spec: spec, state: .failed(e.reason))
-        } catch {
-            logger.error("plugin \"\(spec.name)\" (\(spec.path)): \(error)")
-            return PluginEntry(spec: spec, state: .failed("\(error)"))
-        }
-    }
-
-    /// Loads a plugin file: in this process, or with `"isolation": "process"` in a berth-plugin-runner (Remote.swift),
-    /// which returns a descriptor of trampolines that the rest of the host uses like any other.
-    func loadPlugin(_ spec: PluginSpec) throws -> LoadedPlugin {
-        guard spec.isolation == "process" else { return try loader.load(spec) }
-        return try RemotePlugin.load(spec, loader: loader, callTimeoutMs: site.callTimeoutMs, log: pluginLog(spec.name))
-    }
-
-    /// Creates an instance of a loaded plugin, its log lines tagged with the instance name.
-    /// In process, a call cannot be abandoned safely (a C call has no cancellation point), so `callTimeoutMs` is
-    /// enforced only under process isolation, where the runner is killed; in process, the safety nets are the
-    /// output size limit and the validation of what the plugin returns.
-    func makeInstance(_ p: LoadedPlugin, _ spec: PluginSpec) throws -> PluginInstance {
-        // A plugin staged in a runner (a dry run stages every plugin there) is instantiated in it, whatever its isolation.
-        if spec.isolation == "process" || p.remote != nil {
-            // A plugin staged in process (e.g. by a reload) is loaded again in its runner.
-            let remote = p.remote != nil ? p : try RemotePlugin.load(spec, loader: loader, callTimeoutMs: site.callTimeoutMs, log: pluginLog(spec.name))
-            return try RemotePlugin.instantiate(remote, spec: spec, loader: loader, executor: executor, log: pluginLog(spec.name))
-        }
-        return try loader.instantiate(p, spec: spec, executor: executor, log: pluginLog(spec.name))
-    }
-
-    func pluginLog(_ name: String) -> (berth_log_level, String) -> Void {
-        let log = logger
-        return { level, msg in
-            let m: Logger.Message = "plugin \(name): \(msg)"
-            switch level {
-            case BERTH_LOG_DEBUG: log.debug(m)
-            case BERTH_LOG_WARN: log.warning(m)
-            case BERTH_LOG_ERROR: log.error(m)
-            default: log.info(m)
-            }
-        }
-    }
-
-    public var plugins: [PluginEntry] {
-        lock.lock()
-        defer { lock.unlock() }
-        return entries
-    }
-
-    public func entry(_ name: String) -> PluginEntry? { plugins.first { $0.spec.name == name } }
-
-    /// The live instance of a plugin of the given kind, or an APIError that says why not.
-    public func instance(_ name: String, kind: PluginKinds) throws -> PluginInstance {
-        guard let e = entry(name) else {
-            let candidates = plugins.filter { $0.instance?.plugin.kinds.contains(kind) ?? false }.map { $0.spec.name }
-            throw APIError(404, "no \(kind) plugin named \"\(name)\"" + (candidates.isEmpty ? "" : " (have: \(candidates.joined(separator: ", ")))"))
-        }
-        guard let inst = e.instance else {
-            throw APIError(503, "plugin \"\(name)\" is \(e.stateName)" + { if case .failed(let r) = e.state { return ": \(r)" }; return "" }())
-        }
-        guard inst.plugin.kinds.contains(kind) else { throw APIError(400, "plugin \"\(name)\" is not a \(kind) plugin (it is \(inst.plugin.kinds))") }
-        return inst
-    }
-
-    // MARK: events
-
-    /// Events after `since`; when there are none, waits up to `wait` seconds for new ones.
-    /// Throws `EventsCompacted` when events after `since` (> 0) are no longer kept (events.retain).
+    public var startedAt: Double { host.startedAt }
+    public var plugins: [PluginEntry] { host.plugins }
+    public func entry(_ name: String) -> PluginEntry? { host.entry(name) }
+    public func instance(_ name: String, kind: PluginKinds) throws -> PluginInstance { try host.instance(name, kind: kind) }
     public func events(since: Int64, limit: Int = 1000, wait: Double = 0, type: String? = nil, subject: String? = nil) async throws -> [Event] {
-        let deadline = wallClock() + wait
-        while true {
-            let evs = try await executor.run {
-                try self.store.checkRetained(since: since)  // on the executor, like compaction: no gap unseen
-                return try self.store.events(since: since, limit: limit, type: type, subject: subject)
-            }
-            let left = deadline - wallClock()
-            if !evs.isEmpty || left <= 0 { return evs }
-            await waiters.wait(timeout: min(left, 30))
-        }
+        try await host.events(since: since, limit: limit, wait: wait, type: type, subject: subject)
     }
-
-    /// Appends a host event in its own transaction.
     public func record(type: String, subject: String, actor: String = "berthd", data: JSON = .object([])) async throws {
-        try await executor.run { self.executor.noteEvent(try self.store.appendEvent(type: type, subject: subject, actor: actor, data: data)) }
+        try await host.record(type: type, subject: subject, actor: actor, data: data)
     }
+    public func apply(_ new: SiteConfig, actor: String, force: Bool = false, dryRun: Bool = false) throws -> [PlannedChange] {
+        try host.apply(new, actor: actor, force: force, dryRun: dryRun)
+    }
+    public func setEnabled(_ name: String, _ enabled: Bool, actor: String, force: Bool) throws -> [PlannedChange] {
+        try host.setEnabled(name, enabled, actor: actor, force: force)
+    }
+    public func reload(_ name: String, actor: String) throws -> [PlannedChange] { try host.reload(name, actor: actor) }
 
-    // MARK: metrics
-
+    /// Every counter and gauge of the host and its coordinators, in the Prometheus text format.
     public func metricsText() -> String {
-        var out = "# HELP berth_plugin_calls_total Calls into each plugin.\n# TYPE berth_plugin_calls_total counter\n"
-        let ps = plugins
-        var lat = "# HELP berth_plugin_call_seconds Latency of plugin calls.\n# TYPE berth_plugin_call_seconds histogram\n"
-        var errs = "# HELP berth_plugin_errors_total Plugin calls that returned an error.\n# TYPE berth_plugin_errors_total counter\n"
-        var up = "# HELP berth_plugin_up 1 when the plugin is loaded, 0 when disabled or failed.\n# TYPE berth_plugin_up gauge\n"
-        var crashes = "# HELP berth_plugin_crashes_total Deaths of a process-isolated plugin's runner (crashes, kills after a timeout).\n# TYPE berth_plugin_crashes_total counter\n"
-        for e in ps {
-            let n = e.spec.name
-            up += "berth_plugin_up{plugin=\"\(n)\",state=\"\(e.stateName)\"} \(e.instance == nil || e.stateName == "failed" ? 0 : 1)\n"
-            guard let inst = e.instance else { continue }
-            if inst.isolated { crashes += "berth_plugin_crashes_total{plugin=\"\(n)\"} \(inst.crashCount)\n" }
-            let s = inst.stats.snapshot()
-            out += "berth_plugin_calls_total{plugin=\"\(n)\"} \(s.calls)\n"
-            errs += "berth_plugin_errors_total{plugin=\"\(n)\"} \(s.errors)\n"
-            var cum: UInt64 = 0
-            for (i, b) in CallStats.bounds.enumerated() {
-                cum += s.buckets[i]
-                lat += "berth_plugin_call_seconds_bucket{plugin=\"\(n)\",le=\"\(b)\"} \(cum)\n"
-            }
-            lat += "berth_plugin_call_seconds_bucket{plugin=\"\(n)\",le=\"+Inf\"} \(s.calls)\n"
-            lat += "berth_plugin_call_seconds_sum{plugin=\"\(n)\"} \(Double(s.totalNanos) / 1e9)\n"
-            lat += "berth_plugin_call_seconds_count{plugin=\"\(n)\"} \(s.calls)\n"
-        }
-        let busy = "# HELP berth_executor_busy_seconds How long the store executor has been inside its current batch (0 when idle); every state change waits while it grows.\n# TYPE berth_executor_busy_seconds gauge\nberth_executor_busy_seconds \(executor.busy?.seconds ?? 0)\n"
-        let st = busy + "# HELP berth_store_commits_total Store commits (group commits).\n# TYPE berth_store_commits_total counter\nberth_store_commits_total \(executor.commits)\n"
-            + "# HELP berth_store_operations_total Operations committed.\n# TYPE berth_store_operations_total counter\nberth_store_operations_total \(executor.operations)\n"
-            + "# HELP berth_network_batches_total Batch ADDs, by how the plugin served them: one add_batch call, or one add per item.\n# TYPE berth_network_batches_total counter\n"
-            + batchPaths.withLock { m in
-                m.keys.sorted().map { n in
-                    "berth_network_batches_total{network=\"\(n)\",path=\"add_batch\"} \(m[n]!.oneCall)\nberth_network_batches_total{network=\"\(n)\",path=\"item_by_item\"} \(m[n]!.itemByItem)\n"
-                }.joined()
-            }
-            + "# HELP berth_store_checkpoints_total Checkpoints of the store's write-ahead log into its database file (at 4000 log pages after a commit, from 1000 once the executor has been idle for 50 ms), by result.\n# TYPE berth_store_checkpoints_total counter\n"
-            + "berth_store_checkpoints_total{result=\"ok\"} \(store.checkpoints.load(ordering: .relaxed))\nberth_store_checkpoints_total{result=\"failed\"} \(store.checkpointFailures.load(ordering: .relaxed))\n"
-            + "# HELP berth_store_log_pages Pages (4 KiB) in the store's write-ahead log after the last commit or checkpoint; the log starts over after a checkpoint.\n# TYPE berth_store_log_pages gauge\nberth_store_log_pages \(store.logPages.load(ordering: .relaxed))\n"
-            + "# HELP berth_store_accepting_changes 1 while the state store takes changes; 0 after an fsync of its log failed (restart berthd).\n# TYPE berth_store_accepting_changes gauge\nberth_store_accepting_changes \(executor.stoppedReason == nil ? 1 : 0)\n"
-            + "# HELP berth_store_syncs_total fsyncs of the store's log that made commits durable (store.sync full; one covers every batch committed before it).\n# TYPE berth_store_syncs_total counter\nberth_store_syncs_total \(executor.syncs)\n"
-        return out + errs + lat + up + crashes + st + (compactor?.metricsText ?? "") + (discovery?.metricsText() ?? "")
+        host.metricsText() + network.metricsText() + compactor.metricsText + discovery.metricsText()
     }
 
+    /// Stops the coordinators whose work runs on the executor, then the host (executor, plugin instances).
     public func shutdown() {
-        watchdog?.stop()
-        compactor?.stop()  // before the executor: its steps run there
-        discovery?.stop()
-        // Stop the executor first: no operation may still be inside a plugin when it is destroyed.
-        executor.stop()
-        for e in plugins { e.instance?.destroy() }
+        workloads.stop()
+        compactor.stop()  // before the executor: its steps run there
+        discovery.stop()
+        host.shutdown()
     }
 }
 
-/// An error with an HTTP status, for the API layer.
-public struct APIError: Error, CustomStringConvertible, Sendable {
-    public let status: Int
-    public let message: String
-    public var details: JSON?
-    public init(_ status: Int, _ message: String, details: JSON? = nil) {
-        self.status = status
-        self.message = message
-        self.details = details
-    }
-    public var description: String { message }
-
-    /// A refused name or id (Names.swift) as a 400.
-    public init(_ e: Names.Invalid) { self.init(400, e.message) }
-
-    /// Maps a plugin status to an HTTP status.
-    public static func from(_ e: PluginCallError) -> APIError {
-        let http: Int
-        switch e.status {
-        case 3, 11: http = 400
-        case 5: http = 404
-        case 6, 9, 10: http = 409
-        case 8: http = 507
-        case 12: http = 501
-        case 14: http = 503
-        default: http = 500
-        }
-        return APIError(http, e.description, details: ["plugin": .string(e.plugin), "status": .string(e.statusName), "message": .string(e.message)])
-    }
-}
-
-/// Watches the executor: when one batch has run longer than the plugin call deadline (an in-process plugin call
-/// that does not return: it cannot be abandoned safely), it logs an error naming the plugin and the operation,
-/// once per stall, and logs again when the executor moves on. Process-isolated plugins are killed at their
-/// deadline instead, so for them this only fires if the runner itself hangs.
-final class StallWatchdog: @unchecked Sendable {
-    private let executor: Executor
-    private let logger: Logger
-    private let after: Double
-    private var stopping = false
-    private var lock = NSLock()
-    private var thread: Thread?
-
-    init(executor: Executor, logger: Logger, after: Double) {
-        self.executor = executor
-        self.logger = logger
-        self.after = max(after, 0.1)
-        let t = Thread { [weak self] in self?.loop() }
-        t.name = "berth-watchdog"
-        thread = t
-        t.start()
-    }
-
-    func stop() {
-        lock.withLock { stopping = true }
-    }
-
-    private func loop() {
-        var reported: (since: Double, call: String?)? = nil
-        let tick = min(0.5, after / 2)
-        while !lock.withLock({ stopping }) {
-            Thread.sleep(forTimeInterval: tick)
-            let b = executor.busy
-            if let b, b.seconds >= after {
-                if reported == nil || b.seconds < reported!.since {
-                    logger.error("state changes are blocked: the store executor has been inside \(b.call.map { "plugin call \($0)" } ?? "one batch") for \(String(format: "%.1f", b.seconds)) s (longer than callTimeoutMs). An in-process plugin call cannot be interrupted; run that plugin with isolation \"process\" to give its calls a deadline")
-                }
-                reported = (b.seconds, b.call)
-            } else if let r = reported, b == nil || b!.seconds < r.since {
-                logger.warning("the store executor is moving again (it was blocked for at least \(String(format: "%.1f", r.since)) s in \(r.call ?? "one batch"))")
-                reported = nil
-            }
-        }
-    }
+/// A value type carried among the parts.
+final class Box<T> {
+    let value: T
+    init(_ value: T) { self.value = value }
 }

@@ -1,5 +1,7 @@
 // One berthd per state directory: an exclusive lock on <stateDir>/berthd.lock, held for the daemon's life (the pid
 // written inside says who holds it), and an API socket that another live process answers on is never taken over.
+import BerthPlugins
+import BerthStore
 import Foundation
 
 #if canImport(Glibc)

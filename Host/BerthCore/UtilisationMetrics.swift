@@ -1,5 +1,7 @@
 // /metrics series that need the store: address pool utilisation per network and pool (from each network plugin's
 // `capacity`), and pending instances per app with the reason they wait (from the workload model).
+import BerthPlugins
+import BerthScheduler
 import BerthWire
 import Foundation
 
@@ -36,7 +38,7 @@ extension BerthRuntime {
             }
         }
         var pending = "# HELP berth_instances_pending Instances waiting to be placed, per app and the reason they wait (as `berth instances` shows it).\n# TYPE berth_instances_pending gauge\n"
-        if let counts = try? await WorkloadService.shared(self).pendingByReason() {
+        if let counts = try? await workloads.pendingByReason() {
             for (k, n) in counts.sorted(by: { ($0.key.kind, $0.key.app, $0.key.reason) < ($1.key.kind, $1.key.app, $1.key.reason) }) {
                 pending += "berth_instances_pending{kind=\"\(label(k.kind))\",app=\"\(label(k.app))\",reason=\"\(label(k.reason))\"} \(n)\n"
             }
@@ -65,23 +67,3 @@ final class Once<T>: @unchecked Sendable {
     }
 }
 
-struct PendingKey: Hashable {
-    let kind: String
-    let app: String
-    let reason: String
-}
-
-extension WorkloadService {
-    /// Pending instances counted by (kind, app, reason).
-    func pendingByReason() async throws -> [PendingKey: Int] {
-        try await tx {
-            var out: [PendingKey: Int] = [:]
-            for o in self.state.objects.values where !o.deleted {
-                for r in o.instances.values where r.state == .pending {
-                    out[PendingKey(kind: o.kind, app: o.name, reason: r.reason.isEmpty ? "not yet tried" : r.reason), default: 0] += 1
-                }
-            }
-            return out
-        }
-    }
-}

@@ -1,6 +1,10 @@
 // The REST API: JSON over the unix socket (mode 0660) and, when configured, over TCP with a bearer token.
 // Handlers are thin: they parse and check input, call the runtime, and render JSON. Every error is a JSON
 // object {"error": message, ...} with a 4xx/5xx status; a rejected request changes nothing.
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import BerthCore
 import BerthWire
 import Foundation
@@ -24,46 +28,27 @@ func render(_ status: Int, _ body: JSON) -> Response {
     return Response(status: .init(code: status), headers: [.contentType: "application/json"], body: .init(byteBuffer: buf))
 }
 
-func errorResponse(_ error: Error) -> Response {
-    switch error {
-    case let e as APIError:
-        var body: JSON = ["error": .string(e.message)]
-        if let d = e.details { body = body.setting("details", d) }
-        return render(e.status, body)
-    case let e as EventsCompacted:
-        return render(410, ["error": .string(e.description), "oldestRevision": .number(Double(e.oldestRevision))])
-    case is NIOTooManyBytesError:
-        return render(413, ["error": "request body too large"])
-    case let e as PluginCallError:
-        return errorResponse(APIError.from(e))
-    case let e as SiteError:
-        return render(400, ["error": .string(e.description), "problems": .array(e.problems.map { .string($0) })])
-    default:
-        return render(500, ["error": .string("\(error)")])
-    }
-}
-
 /// Reads the request body as one JSON object, enforcing the size limit, and refuses unknown fields.
 func readObject(_ req: Request, limit: Int, allowed: Set<String>? = nil) async throws -> JSON {
     let buf: ByteBuffer
     do { buf = try await req.body.collect(upTo: limit) } catch is NIOTooManyBytesError {
-        throw APIError(413, "request body larger than the limit of \(limit) bytes (api.maxBodyBytes)")
+        throw HTTPRefusal(413, "request body larger than the limit of \(limit) bytes (api.maxBodyBytes)")
     } catch let e as HTTPParserError {
         // The client's fault: most often a body that ended (the connection closed) before its Content-Length.
         let declared = req.headers[.contentLength].map { " (Content-Length: \($0))" } ?? ""
-        throw APIError(400, e == .invalidEOFState
+        throw BerthError(.invalidArgument, e == .invalidEOFState
             ? "the request body ended before its Content-Length\(declared): send exactly as many bytes as Content-Length says"
             : "malformed HTTP request body: \(e)")
     }
     let bytes = Array(buf.readableBytesView)
-    if bytes.isEmpty { throw APIError(400, "request body is empty; expected a JSON object") }
+    if bytes.isEmpty { throw BerthError(.invalidArgument, "request body is empty; expected a JSON object") }
     let v: JSON
-    do { v = try JSON.parse(bytes) } catch { throw APIError(400, "malformed JSON: \(error)") }
-    guard case .object(let kv) = v else { throw APIError(400, "expected a JSON object, got \(v.typeName)") }
+    do { v = try JSON.parse(bytes) } catch { throw BerthError(.invalidArgument, "malformed JSON: \(error)") }
+    guard case .object(let kv) = v else { throw BerthError(.invalidArgument, "expected a JSON object, got \(v.typeName)") }
     if let allowed {
         let unknown = kv.map { $0.0 }.filter { !allowed.contains($0) }
         if !unknown.isEmpty {
-            throw APIError(400, "unknown field\(unknown.count > 1 ? "s" : "") \(unknown.map { "\"\($0)\"" }.joined(separator: ", ")) (allowed: \(allowed.sorted().joined(separator: ", ")))")
+            throw BerthError(.invalidArgument, "unknown field\(unknown.count > 1 ? "s" : "") \(unknown.map { "\"\($0)\"" }.joined(separator: ", ")) (allowed: \(allowed.sorted().joined(separator: ", ")))")
         }
     }
     return v
@@ -77,8 +62,8 @@ func actor(_ req: Request) -> String {
 
 /// A path parameter, percent-decoded once and checked as a name or id (Names: no NUL, no control character, UTF-8).
 func param(_ ctx: Ctx, _ name: String) throws -> String {
-    guard let v = ctx.parameters.get(name) else { throw APIError(400, "missing path parameter \(name)") }
-    do { return try Names.percentDecoded(Substring(v), "path parameter \(name)") } catch let e as Names.Invalid { throw APIError(400, e.message) }
+    guard let v = ctx.parameters.get(name) else { throw BerthError(.invalidArgument, "missing path parameter \(name)") }
+    do { return try Names.percentDecoded(Substring(v), "path parameter \(name)") } catch let e as Names.Invalid { throw BerthError(.invalidArgument, e.message) }
 }
 
 /// A query parameter (the first of that name), percent-decoded once from the raw query and checked like `param`.
@@ -87,7 +72,7 @@ func query(_ req: Request, _ name: String) throws -> String? {
     for pair in q.split(separator: "&", omittingEmptySubsequences: true) {
         let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
         guard kv[0] == name else { continue }
-        do { return try Names.percentDecoded(kv.count > 1 ? kv[1] : "", "query parameter \(name)") } catch let e as Names.Invalid { throw APIError(400, e.message) }
+        do { return try Names.percentDecoded(kv.count > 1 ? kv[1] : "", "query parameter \(name)") } catch let e as Names.Invalid { throw BerthError(.invalidArgument, e.message) }
     }
     return nil
 }
@@ -97,7 +82,7 @@ func intQuery(_ req: Request, _ name: String, default dflt: Int64, range: Closed
     guard let v = try query(req, name) else { return dflt }
     guard let n = Int64(v), range.contains(n) else {
         let want = range.upperBound == Int64.max ? "an integer >= \(range.lowerBound)" : "an integer in \(range.lowerBound)...\(range.upperBound)"
-        throw APIError(400, "query parameter \(name)=\"\(v.prefix(40))\" is not valid: \(name) must be \(want)")
+        throw BerthError(.invalidArgument, "query parameter \(name)=\"\(v.prefix(40))\" is not valid: \(name) must be \(want)")
     }
     return n
 }
@@ -107,7 +92,7 @@ func intQuery(_ req: Request, _ name: String, default dflt: Int64, range: Closed
 func secondsQuery(_ req: Request, _ name: String, default dflt: Double, range: ClosedRange<Double>) throws -> Double {
     guard let v = try query(req, name) else { return dflt }
     guard let d = Double(v), d.isFinite, range.contains(d) else {
-        throw APIError(400, "query parameter \(name)=\"\(v.prefix(40))\" is not valid: \(name) must be a number of seconds in \(range.lowerBound)...\(range.upperBound)")
+        throw BerthError(.invalidArgument, "query parameter \(name)=\"\(v.prefix(40))\" is not valid: \(name) must be a number of seconds in \(range.lowerBound)...\(range.upperBound)")
     }
     return d
 }
@@ -123,7 +108,7 @@ public struct APIServer {
 
     public init(runtime: BerthRuntime) {
         self.runtime = runtime
-        network = NetworkService(runtime: runtime)
+        network = runtime.network
     }
 
     /// Registers a handler that returns JSON; errors become JSON error responses.
@@ -176,14 +161,14 @@ public struct APIServer {
             case "enable": changes = try rt.setEnabled(name, true, actor: actor(req), force: false)
             case "disable": changes = try rt.setEnabled(name, false, actor: actor(req), force: try query(req, "force") == "true")
             case "reload": changes = try rt.reload(name, actor: actor(req))
-            case let a: throw APIError(404, "unknown plugin action \"\(a)\" (enable, disable, reload)")
+            case let a: throw BerthError(.notFound, "unknown plugin action \"\(a)\" (enable, disable, reload)")
             }
             return Reply(["changes": .array(changes.map { $0.json })])
         }
         route(router, .get, "/v1/plugins") { _, _ in Reply(["plugins": .array(rt.plugins.map { $0.json })]) }
         route(router, .get, "/v1/plugins/{name}") { _, ctx in
             let name = try param(ctx, "name")
-            guard let e = rt.entry(name) else { throw APIError(404, "no plugin named \"\(name)\"") }
+            guard let e = rt.entry(name) else { throw BerthError(.notFound, "no plugin named \"\(name)\"") }
             var j = e.json
             if let s = e.instance?.plugin.configSchema { j = j.setting("configSchema", s) }
             return Reply(j.setting("config", e.spec.config))
@@ -246,11 +231,14 @@ public struct APIServer {
         // whole, before anything runs.
         route(router, .post, "/v1/networks/{net}/attachments/batch") { req, ctx in
             let body = try await readObject(req, limit: limit, allowed: ["attachments"])
-            guard let items = body["attachments"]?.array else { throw APIError(400, "\"attachments\" must be an array of ADD requests") }
+            guard let items = body["attachments"]?.array else { throw BerthError(.invalidArgument, "\"attachments\" must be an array of ADD requests") }
+            guard items.count <= NetworkService.maxBatch else {
+                throw HTTPRefusal(413, "a batch holds at most \(NetworkService.maxBatch) attachments, got \(items.count)")
+            }
             for (i, item) in items.enumerated() {
-                guard case .object(let kv) = item else { throw APIError(400, "attachments[\(i)] must be an object, got \(item.typeName)") }
+                guard case .object(let kv) = item else { throw BerthError(.invalidArgument, "attachments[\(i)] must be an object, got \(item.typeName)") }
                 if let bad = kv.first(where: { !addFields.contains($0.0) }) {
-                    throw APIError(400, "attachments[\(i)]: unknown field \"\(bad.0)\" (allowed: \(addFields.sorted().joined(separator: ", ")))")
+                    throw BerthError(.invalidArgument, "attachments[\(i)]: unknown field \"\(bad.0)\" (allowed: \(addFields.sorted().joined(separator: ", ")))")
                 }
             }
             let results = try await net.addBatch(network: try param(ctx, "net"), requests: items)
@@ -259,7 +247,7 @@ public struct APIServer {
                 switch $0 {
                 case .success(let r): ok += 1; return ["result": r]
                 case .failure(let e):
-                    var j: JSON = ["error": .string(e.message), "status": .number(Double(e.status))]
+                    var j: JSON = ["error": .string(e.plugin != nil ? e.description : e.message), "status": .number(Double(httpStatus(e)))]
                     if let d = e.details { j = j.setting("details", d) }
                     return j
                 }
@@ -277,7 +265,7 @@ public struct APIServer {
         }
         route(router, .post, "/v1/networks/{net}/gc") { req, ctx in
             let body = try await readObject(req, limit: limit, allowed: ["valid"])
-            guard let list = body["valid"] else { throw APIError(400, "\"valid\" is required: an array of {containerID, ifname} to keep") }
+            guard let list = body["valid"] else { throw BerthError(.invalidArgument, "\"valid\" is required: an array of {containerID, ifname} to keep") }
             let valid = try NetworkService.validList(list, field: "valid", ifnameRequired: false)
             return Reply(try await net.gc(network: try param(ctx, "net"), valid: valid))
         }

@@ -1,5 +1,9 @@
 // GET /v1/backup: an online backup of the state store as the response body (application/vnd.sqlite3): one consistent
 // snapshot, made while berthd goes on serving. `berth backup FILE` saves it; `berthd --restore FILE` restores it.
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import BerthCore
 import BerthWire
 import Dispatch
@@ -33,7 +37,7 @@ extension APIServer {
                 headers[HTTPField.Name("X-Berth-Backup-Attachments")!] = String(summary.attachments)
                 return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
             } catch {
-                return errorResponse(APIError(500, "backup failed: \(error)"))
+                return errorResponse(BerthError(.internal, "backup failed: \(error)"))
             }
         }
     }

@@ -1,6 +1,10 @@
 // The API's listeners: the unix socket (bound in a private directory and renamed into place, so that it never exists
 // under its name with a wider mode than 0660) and the optional TCP listener (TLS, per-connection deadlines, a cap on
 // connections inside the file-descriptor budget), on separate event loops, so nothing done over TCP stops the socket.
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import BerthCore
 import Foundation
 import HTTPTypes

@@ -22,29 +22,32 @@
 //   GET    /v1/storage/{plugin}/snapshots                      ?sourceVolumeId=&limit=&pageToken=
 //   GET    /v1/storage/{plugin}/snapshots/{id}
 //   DELETE /v1/storage/{plugin}/snapshots/{id}                 unknown: 200
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import BerthCore
 import BerthWire
 import Hummingbird
 
 extension APIServer {
     func registerStorageRoutes(_ router: Router<Ctx>) {
-        let st = StorageService(runtime: runtime)
-        StorageService.registerProbe(runtime)
+        let st = runtime.storage
         let limit = runtime.site.maxBodyBytes
 
         @Sendable func int(_ body: JSON, _ key: String) throws -> Int? {
             guard let v = body[key], !v.isNull else { return nil }
-            guard let i = v.int, i >= 0 else { throw APIError(400, "\(key) must be a non-negative integer") }
+            guard let i = v.int, i >= 0 else { throw BerthError(.invalidArgument, "\(key) must be a non-negative integer") }
             return i
         }
         @Sendable func bool(_ body: JSON, _ key: String) throws -> Bool {
             guard let v = body[key], !v.isNull else { return false }
-            guard let b = v.bool else { throw APIError(400, "\(key) must be true or false") }
+            guard let b = v.bool else { throw BerthError(.invalidArgument, "\(key) must be true or false") }
             return b
         }
         @Sendable func str(_ body: JSON, _ key: String) throws -> String? {
             guard let v = body[key], !v.isNull else { return nil }
-            guard let s = v.string else { throw APIError(400, "\(key) must be a string") }
+            guard let s = v.string else { throw BerthError(.invalidArgument, "\(key) must be a string") }
             return s
         }
         @Sendable func limitQuery(_ req: Request) throws -> Int? {
@@ -109,13 +112,13 @@ extension APIServer {
                 return Reply(try await st.nodeUnpublish(plugin: plugin, id: id, target: try str(b, "target") ?? ""))
             case "expand":
                 let b = try await readObject(req, limit: limit, allowed: ["capacityBytes"])
-                guard let c = try int(b, "capacityBytes") else { throw APIError(400, "capacityBytes is required") }
+                guard let c = try int(b, "capacityBytes") else { throw BerthError(.invalidArgument, "capacityBytes is required") }
                 return Reply(try await st.expand(plugin: plugin, id: id, capacityBytes: c))
             case "validate":
                 let b = try await readObject(req, limit: limit, allowed: ["accessMode", "volumeMode", "parameters", "volumeCapabilities"])
                 return Reply(try await st.validate(plugin: plugin, id: id, request: b))
             default:
-                throw APIError(404, "unknown volume action \"\(action)\" (publish, unpublish, controller-publish, controller-unpublish, stage, unstage, node-publish, node-unpublish, expand, validate)")
+                throw BerthError(.notFound, "unknown volume action \"\(action)\" (publish, unpublish, controller-publish, controller-unpublish, stage, unstage, node-publish, node-unpublish, expand, validate)")
             }
         }
 

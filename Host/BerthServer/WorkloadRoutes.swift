@@ -8,13 +8,17 @@
 //   GET    /v1/instances?kind=&app=&node=&state=
 //   GET/DELETE /v1/instances/{kind}/{app}/{ordinal}   (DELETE: it terminates and comes back while wanted)
 //   POST   /v1/instances/{kind}/{app}/{ordinal}/running
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import BerthCore
 import BerthWire
 import Hummingbird
 
 extension APIServer {
     func registerWorkloadRoutes(_ router: Router<Ctx>) {
-        let w = WorkloadService.shared(runtime)
+        let w = runtime.workloads
         let limit = runtime.site.maxBodyBytes
 
         route(router, .get, "/v1/nodes") { _, _ in Reply(try await w.listNodes()) }

@@ -1,6 +1,11 @@
 // Process isolation: the cost of a call through berth-plugin-runner (a socket-pair round trip, binary frames, the
 // synthesized descriptor's trampolines) next to the same call in process, in the same run; then the same for the
 // typed batch, and for a network allocation through berthd's API with a key-value round trip or more per call.
+import BerthCheck
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import BerthCore
 import BerthWire
 import Foundation

@@ -1,6 +1,11 @@
 // Network benchmarks: allocations per second through berthd's API (many concurrent clients), berth-cni ADD
 // latency, and Debian's host-local ADD on the same machine in the same run; then the same latencies with
 // 10,000 addresses in use next to the empty pool.
+import BerthCheck
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import BerthCore
 import BerthWire
 import Foundation
@@ -299,7 +304,7 @@ func ipamSection() throws {
     let rt = try benchRuntime(dir, plugins: [["name": "net", "path": .string(binDir + "/libberth-ipam-pool.so"),
                                               "config": ["pools": [["name": "bench", "ranges": [["subnet": "10.192.0.0/12"]]]]]]])
     defer { rt.shutdown() }
-    let svc = NetworkService(runtime: rt)
+    let svc = rt.network
     let t0 = monotonicNanos()
     var i = 0
     while i < total {

@@ -5,6 +5,11 @@
 //   - StatefulApp through the C plugin sched-stateful (typed batch filter + score, JSON reserve + bind), against App;
 //   - App with network wiring on (an ipam-pool ADD per instance), against App without it.
 // Network wiring is off in the first two rows (said in their names); volumes are not part of the benchmark.
+import BerthCheck
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import BerthCore
 import BerthWire
 import Foundation
@@ -79,7 +84,7 @@ func schedulerSection() throws {
 
     // App and StatefulApp in one runtime, on the same 5,000 nodes, network wiring off.
     let rt = try benchRuntime(dir + "/a", plugins: [["name": "stateful", "path": .string("\(binDir)/libberth-sched-stateful.so")]])
-    let w = WorkloadService.shared(rt)
+    let w = rt.workloads
     w.wireNetworks = false
     try addNodes(w, nodes)
     let resources: JSON = ["cpu": 250, "memory": "512Mi"]
@@ -95,7 +100,7 @@ func schedulerSection() throws {
     // App with network wiring: an ipam-pool ADD (with the instance's identity) per placement.
     let pool: JSON = ["defaultPool": "bench", "pools": [["name": "bench", "ranges": [["subnet": "10.64.0.0/16"]]]]]
     let rt2 = try benchRuntime(dir + "/b", plugins: [["name": "net", "path": .string("\(binDir)/libberth-ipam-pool.so"), "config": pool]])
-    let w2 = WorkloadService.shared(rt2)
+    let w2 = rt2.workloads
     try addNodes(w2, nodes)
     let wired = try placeAll(w2, kind: "App", apps: apps, replicas: 100,
                              spec: ["resources": resources, "network": ["name": "net", "releasePolicy": "onDelete"]])

@@ -1,6 +1,11 @@
 // Stall benchmarks: the p99 latency of single ADDs from 8 clients through the API while one large request runs (an
 // import of the largest pool the API accepts, its deletion, an apply of the largest app), next to the p99 of the same
 // ADDs with nothing else running, measured on the same daemon in the same run. `--quick` uses smaller pools and apps.
+import BerthCheck
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import BerthCore
 import BerthWire
 import Foundation

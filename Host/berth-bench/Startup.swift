@@ -1,5 +1,10 @@
 // Daemon start-up: time to a healthy API and resident memory with every reference plugin loaded, next to
 // berthd with no plugins at all, in the same run.
+import BerthCheck
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import BerthCore
 import BerthWire
 import Foundation

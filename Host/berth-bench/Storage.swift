@@ -1,6 +1,12 @@
 // Volume lifecycle: create+publish+unpublish+delete cycles through the host (StorageService, real store
 // transactions, storage-local with real bind mounts) next to the same operations done directly on the
 // filesystem, alternated cycle by cycle in the same run (BerthCore/StorageBench.swift).
+import BerthWire
+import BerthCheck
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import BerthCore
 import Foundation
 

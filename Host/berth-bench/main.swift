@@ -7,6 +7,11 @@
 // Sections: abi (plugin call cost), network (allocations through the API, berth-cni vs host-local),
 // storage (volume lifecycle cycles), startup (daemon start-up time and memory), stalls (ADD p99 during large admin
 // requests).
+import BerthCheck
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import BerthCore
 import BerthPluginABI
 import BerthWire

@@ -3,6 +3,8 @@
 // It dies with the daemon (PR_SET_PDEATHSIG and EOF on fd 3), applies the memory and open-file limits it is
 // given, loads the plugin with the daemon's own Loader and proxies the plugin's host services back to berthd.
 // The protocol and both of its ends are in Host/BerthCore/Remote.swift.
+import BerthPlugins
+import BerthStore
 import BerthCore
 
 PluginRunner.main(CommandLine.arguments)

@@ -1,5 +1,10 @@
 // `berth backup FILE`: saves an online backup of berthd's state (GET /v1/backup: one consistent snapshot, taken while
 // berthd serves) to FILE, mode 0600. Restore it on a new host with `berthd --restore FILE`.
+import BerthCheck
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import ArgumentParser
 import BerthCore
 import BerthWire

@@ -1,4 +1,9 @@
 // berth — the Berth command line: talks to berthd over its unix socket, and checks plugins without a daemon.
+import BerthCheck
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import ArgumentParser
 import BerthCore
 import BerthWire

@@ -1,6 +1,11 @@
 // berth storage | volumes — CSI-style volumes of a storage plugin: create, list, show, delete, publish, unpublish,
 // expand, capacity and snapshots. Volumes are named by id or by name; without --storage a command uses
 // $BERTH_STORAGE, else the only storage plugin loaded.
+import BerthCheck
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import ArgumentParser
 import BerthCore
 import BerthWire

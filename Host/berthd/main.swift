@@ -1,4 +1,7 @@
 // berthd — the Berth host daemon.
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import ArgumentParser
 import BerthCore
 import BerthServer
@@ -103,8 +106,7 @@ struct Berthd: AsyncParsableCommand {
         logger.info("berthd starting: site \(config.site), state \(config.stateDir), \(config.plugins.count) plugin(s) configured")
         runtime.siteFile = site
         runtime.loadPlugins()
-        WorkloadService.start(runtime)
-        runtime.startDiscovery()
+        runtime.start()
         // SIGHUP: re-read the site file and apply the difference (nothing changes if it is invalid).
         signal(SIGHUP, SIG_IGN)
         let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())

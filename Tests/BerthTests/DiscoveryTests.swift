@@ -5,6 +5,11 @@
 // Instance events are synthetic here: they are appended to the daemon's store the way the workload service does
 // (type instance.<state>, subject <kind>/<app>/<ordinal>, data {kind, app, ordinal, node, state, ips}), from the
 // test process, which shares berthd's SQLite store (WAL) — or through `runtime.record` for the in-process runtime.
+@testable import BerthCheck
+@testable import BerthKinds
+@testable import BerthPlugins
+@testable import BerthScheduler
+@testable import BerthStore
 @testable import BerthCore
 import BerthWire
 import Foundation
@@ -526,8 +531,9 @@ final class DiscoveryTests: XCTestCase {
         XCTAssertLessThan(Date().timeIntervalSince(t0), 8, "berthd took long to stop after watch streams")
     }
 
-    /// In-process: delivery from the durable cursor, lag, a resync from `runtime.discoverySnapshot` when a plugin
-    /// falls too far behind, and a resync after a reload (a new instance).
+    /// In-process: delivery from the durable cursor, lag, a resync from the snapshot source when a plugin falls too far
+    /// behind (maxLag 50 here), and a resync after a reload (a new instance). The test's discovery coordinator gets its
+    /// snapshots from the test's model instead of the workloads.
     func testDeliveryCursorLagAndResyncInProcess() async throws {
         let dir = tempDir("discovery-inproc")
         let siteJSON: JSON = ["site": "unit", "stateDir": .string(dir + "/state"), "store": ["sync": "normal"],
@@ -543,10 +549,9 @@ final class DiscoveryTests: XCTestCase {
         // The snapshot the workload service would give (here: the test's model).
         let snapLock = NSLock()
         var snapshotInstances: [JSON] = []
-        rt.discoverySnapshot = {
-            let list = snapLock.withLock { snapshotInstances }
-            return JSON.object([("instances", .array(list))])
-        }
+        var settings = DiscoverySettings()
+        settings.maxLag = 50
+        let discovery = DiscoveryService(host: rt.host, snapshotPage: { _, _ in (snapLock.withLock { snapshotInstances }, nil) }, settings: settings)
         func publish(_ m: PlatformModel) {
             let list = m.running.values.map { PlatformModel.data($0.app, $0.ordinal, "running", $0.ip) }
             snapLock.withLock { snapshotInstances = list }
@@ -554,11 +559,11 @@ final class DiscoveryTests: XCTestCase {
         for o in 0..<3 { model.start("web", o, "10.1.0.\(10 + o)") }
         try await record(model.drain())
         publish(model)
-        rt.startDiscovery()
-        defer { rt.shutdown() }
+        discovery.start()
+        defer { discovery.stop(); rt.shutdown() }
         let hosts = dir + "/dns.hosts"
         XCTAssertTrue(eventually { hostsLines(hosts) == model.hostsLines(site: "unit", domain: self.domain) }, hostsLines(hosts).joined(separator: "\n"))
-        let delivery = rt.discovery!.delivery("dns")!
+        let delivery = discovery.delivery("dns")!
         XCTAssertTrue(eventually { delivery.status.lag == 0 && delivery.status.phase == "idle" })
         let r0 = delivery.status.resyncs
         XCTAssertEqual(r0, 1, "one resync at start")
@@ -569,8 +574,6 @@ final class DiscoveryTests: XCTestCase {
         XCTAssertEqual(rt.entry("dns")?.json["discovery"]?["cursor"]?.int, Int(head))
 
         // Too far behind: a resync instead of the events. (The snapshot is what counts then.)
-        DiscoveryService.maxLag = 50
-        defer { DiscoveryService.maxLag = 10_000 }
         var model2 = model
         for o in 0..<40 { model2.start("bulk", o, "10.4.0.\(1 + o)") }
         model2.stop("web", 1, "10.1.0.11")
@@ -584,8 +587,8 @@ final class DiscoveryTests: XCTestCase {
 
         // A reload (new instance) gets a resync too.
         _ = try rt.reload("dns", actor: "test")
-        XCTAssertTrue(eventually { (rt.discovery!.delivery("dns")?.status.resyncs ?? 0) >= r0 + 2 }, "\(delivery.json.serialized)")
-        XCTAssertTrue(rt.metricsText().contains("berth_discovery_lag_events{plugin=\"dns\"}"))
+        XCTAssertTrue(eventually { (discovery.delivery("dns")?.status.resyncs ?? 0) >= r0 + 2 }, "\(delivery.json.serialized)")
+        XCTAssertTrue(discovery.metricsText().contains("berth_discovery_lag_events{plugin=\"dns\"}"))
     }
 
     /// Destroying the plugin (shutdown, reload) with a write still waiting for its debounce flushes it first.
@@ -595,9 +598,9 @@ final class DiscoveryTests: XCTestCase {
                               "plugins": [dnsPlugin("dns", dir, debounceMs: 20_000)]]
         let rt = try BerthRuntime(site: try SiteConfig.parse(siteJSON.bytes, baseDir: dir))
         rt.loadPlugins()
-        rt.discoverySnapshot = { JSON.object([("instances", .array([]))]) }
-        rt.startDiscovery()
-        let delivery = rt.discovery!.delivery("dns")!
+        let discovery = DiscoveryService(host: rt.host, snapshotPage: { _, _ in ([], nil) })
+        discovery.start()
+        let delivery = discovery.delivery("dns")!
         // The start-up resync (of an empty snapshot) must come first: events recorded before it are covered by it.
         XCTAssertTrue(eventually(5) { delivery.status.resyncs >= 1 }, delivery.json.serialized)
         var model = PlatformModel()
@@ -607,6 +610,7 @@ final class DiscoveryTests: XCTestCase {
         XCTAssertTrue(eventually(5) { delivery.status.cursor == last && delivery.status.delivered > 0 }, delivery.json.serialized)
         let hosts = dir + "/dns.hosts"
         XCTAssertEqual(hostsLines(hosts), [], "written before the 20 s debounce")
+        discovery.stop()
         rt.shutdown()
         XCTAssertEqual(hostsLines(hosts), model.hostsLines(site: "unit", domain: domain))
     }

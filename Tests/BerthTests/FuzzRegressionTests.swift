@@ -1,5 +1,10 @@
 // Regressions found by the fuzzers of Tests/suites/fuzz.sh (Tests/Fuzz/): each input that crashed or broke an
 // oracle, kept here as a unit test (and in Tests/Fuzz/corpus/ so the fuzzer starts from it).
+import BerthCheck
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import BerthCore
 import BerthWire
 import XCTest

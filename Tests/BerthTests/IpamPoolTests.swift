@@ -6,6 +6,11 @@
 //
 // Build the plugin first: `swift build` (the test loads <package root>/.build/debug/libberth-ipam-pool.so).
 
+import BerthCheck
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import BerthCore
 import BerthWire
 import Foundation
@@ -157,9 +162,9 @@ final class IpamPoolTests: XCTestCase {
     func expectError(_ status: Int32, _ contains: String, file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> Void) {
         do {
             try body()
-            XCTFail("expected \(statusNames[status] ?? "\(status)") containing \"\(contains)\", got success", file: file, line: line)
-        } catch let e as PluginCallError {
-            XCTAssertEqual(e.statusName, statusNames[status] ?? "?", "message: \(e.message)", file: file, line: line)
+            XCTFail("expected \(BerthStatus(rawValue: status).name) containing \"\(contains)\", got success", file: file, line: line)
+        } catch let e as BerthError {
+            XCTAssertEqual(e.statusName, BerthStatus(rawValue: status).name, "message: \(e.message)", file: file, line: line)
             XCTAssertTrue(e.message.contains(contains), "\"\(e.message)\" does not contain \"\(contains)\"", file: file, line: line)
         } catch {
             XCTFail("unexpected error \(error)", file: file, line: line)
@@ -965,7 +970,7 @@ final class IpamPoolTests: XCTestCase {
         var next = 0
         let allowed: Set<Int32> = [Self.EXISTS, Self.INVALID, Self.EXHAUSTED, Self.PRECONDITION]
         func attempt(_ body: () throws -> Void) throws {
-            do { try body() } catch let e as PluginCallError where allowed.contains(e.status) {}
+            do { try body() } catch let e as BerthError where allowed.contains(e.status.rawValue) {}
         }
         func verify(_ step: Int) throws {
             let show = try n.admin("pool.show", ["name": "r"])
@@ -1014,7 +1019,7 @@ final class IpamPoolTests: XCTestCase {
                 let exclude: [JSON] = rnd(2) == 0 ? ["10.3.0.9"] : ["10.3.0.9", "10.3.0.12-10.3.0.13"]
                 let reserved: [JSON] = rnd(2) == 0 ? ["10.3.0.5", "10.3.0.6", "fd00::5"] : ["10.3.0.7", "fd00::6"]
                 do { _ = try n.admin("pool.import", ["name": "r", "exclude": .array(exclude), "reserved": .array(reserved)]) }
-                catch let e as PluginCallError where e.status == Self.PRECONDITION {}
+                catch let e as BerthError where e.status.rawValue == Self.PRECONDITION {}
             case 8:
                 _ = try n.admin("address.move", ["pool": "r", "addresses": [.string("10.3.0.\([2, 3, 4, 5, 6, 7, 8, 10][rnd(8)])")],
                                                  "to": rnd(2) == 0 ? "reserved" : "available"])

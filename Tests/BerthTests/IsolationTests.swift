@@ -4,6 +4,11 @@
 // committed, crashed runners restart, repeatedly crashing plugins are failed. Plus: the network conformance
 // through a runner, kill -9 durability with allocations going through runners, no orphaned runners after the
 // daemon is killed, typed batches and the generic call across the socket, load errors reported as in process.
+@testable import BerthCheck
+@testable import BerthKinds
+@testable import BerthPlugins
+@testable import BerthScheduler
+@testable import BerthStore
 @testable import BerthCore
 import BerthPluginABI
 import BerthWire
@@ -373,8 +378,8 @@ final class IsolationTests: XCTestCase {
             let pid = try XCTUnwrap(inst.runnerPid)
             kill(pid, SIGKILL)
             XCTAssertThrowsError(try ex.runSync { try inst.callObject("add", inst.network!.pointee.add, req) }) { e in
-                let pe = e as? PluginCallError
-                XCTAssertEqual(pe?.status, 14)
+                let pe = e as? BerthError
+                XCTAssertEqual(pe?.status, .unavailable)
                 XCTAssertTrue(pe?.message.contains("plugin \"\(name)\" crashed (SIGKILL) during add") == true, "\(e)")
             }
             let again = try ex.runSync { try inst.callObject("add", inst.network!.pointee.add, req) }
@@ -433,7 +438,7 @@ final class IsolationTests: XCTestCase {
                 XCTAssertEqual(try remote.call(method: "echo", req), req)
             }
             XCTAssertThrowsError(try remote.call(method: "nope", [])) { e in
-                XCTAssertEqual((e as? PluginCallError)?.status, 12)
+                XCTAssertEqual((e as? BerthError)?.status, .unimplemented)
                 XCTAssertTrue("\(e)".contains("unknown method \"nope\""), "\(e)")
             }
             let info = try JSON.parse(try remote.call(method: "info", Array("{}".utf8)))

@@ -2,6 +2,11 @@
 // the client, mutual TLS with a client CA), no clear-text listener off loopback, the bearer scheme in any case; a
 // flood of idle TCP connections that leaves the unix socket answering, slowloris headers cut at the header timeout,
 // and the unix socket never reachable with the umask's mode.
+import BerthCheck
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import BerthCore
 import BerthWire
 import Foundation

@@ -2,6 +2,11 @@
 // (Tests/Fixtures/loader/*.c, compiled here with cc), each asserting the exact LoadError cause and that the message
 // a user sees names the plugin, the file and the reason. Plus the positive path, the content-addressed copy,
 // minor-version compatibility, and isolation between loads.
+import BerthCheck
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import BerthCore
 import BerthPluginABI
 import BerthWire

@@ -1,5 +1,10 @@
 // The API contract: every route berthd registers is in Host/BerthServer/openapi.json and every path and method
 // there is served; berthd (even a copy moved elsewhere) serves the document at GET /openapi.json.
+import BerthCheck
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import BerthCore
 import BerthServer
 import BerthWire

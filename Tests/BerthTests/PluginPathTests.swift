@@ -2,6 +2,11 @@
 // whose constructor leaves a marker named after its process), and copies nothing; files that are not ELF shared
 // objects, plugins in world-writable directories and plugins reached through another user's symlink are refused
 // with the reason, and nothing of them reaches <stateDir>/plugins.
+import BerthCheck
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import BerthCore
 import BerthWire
 import Foundation

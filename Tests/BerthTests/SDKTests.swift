@@ -1,6 +1,11 @@
 // The plugin SDK, round two (issue 21): ABI 1.2 completion callbacks in process and through the runner, the check's
 // skipped/failed/passed accounting and its identity case, nodes from --config, exact 64-bit integers in the host's
 // JSON, and the small kv additions of the store.
+import BerthCheck
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import BerthCore
 import BerthPluginABI
 import BerthWire

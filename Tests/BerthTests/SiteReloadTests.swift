@@ -1,5 +1,10 @@
 // Features per site at run time: upgrade and reconfigure under load, refusals that change nothing, disable
 // with live state, SIGHUP, and the example site files.
+import BerthCheck
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import BerthCore
 import BerthWire
 import Foundation

@@ -2,6 +2,11 @@
 // is refused and the refused publish changes nothing; a target through a harmless symlink is published and
 // unpublished for real (mountinfo shows the resolved path); the default data root follows the state directory,
 // whatever directory berthd is restarted from.
+import BerthCheck
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import BerthCore
 import BerthWire
 import Foundation

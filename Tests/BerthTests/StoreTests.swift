@@ -1,5 +1,10 @@
 // The state store's write-ahead log: checkpointed into the database file (after a commit once the log holds 4000
 // pages, or from 1000 when the executor is idle), so it stays bounded however long the daemon runs.
+@testable import BerthCheck
+@testable import BerthKinds
+@testable import BerthPlugins
+@testable import BerthScheduler
+@testable import BerthStore
 @testable import BerthCore
 import BerthWire
 import Foundation

@@ -1,6 +1,11 @@
 // Large apps do not stall berthd: the replicas limit, instances created and ended in steps (other transactions run
 // between them), waiting instances of an app that fits nowhere cost one scan, not one each, and a discovery resync
 // gathered in pages. In process (a BerthRuntime on a temporary site), asserting on counts and order, never on time.
+import BerthCheck
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
 import BerthCore
 import BerthWire
 import Foundation
@@ -21,7 +26,7 @@ final class WorkloadStallTests: XCTestCase {
         let rt = try BerthRuntime(site: try SiteConfig.parse(site.bytes, baseDir: dir))
         rt.loadPlugins()
         runtimes.append(rt)
-        return (rt, WorkloadService.shared(rt))  // the loop is not started: the test drives the passes
+        return (rt, rt.workloads)  // the loop is not started: the test drives the passes
     }
 
     func instanceCount(_ rt: BerthRuntime) throws -> Int {
@@ -35,7 +40,7 @@ final class WorkloadStallTests: XCTestCase {
     func testReplicasAreBounded() throws {
         let (_, w) = try runtime("wl-limit")
         XCTAssertThrowsError(try w.putObjectSync(kind: "App", name: "huge", body: ["spec": ["replicas": 100_000]])) { e in
-            XCTAssertEqual((e as? APIError)?.status, 400)
+            XCTAssertEqual((e as? BerthError)?.status, .invalidArgument)
             XCTAssertTrue("\(e)".contains("spec.replicas is 100000, more than the 10000 instances one app may have; split it into several apps"), "\(e)")
         }
         XCTAssertNoThrow(try w.putObjectSync(kind: "App", name: "max", body: ["spec": ["replicas": 10_000]]))

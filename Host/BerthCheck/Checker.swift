@@ -1,0 +1,605 @@
+// `berth plugin check`: loads a plugin exactly as berthd does (same loader, same store, same executor, in a
+// temporary state directory), then runs the conformance cases of each kind it declares.
+import BerthCore
+import BerthKinds
+import BerthPlugins
+import BerthScheduler
+import BerthStore
+import BerthPluginABI
+import BerthWire
+import Foundation
+
+public struct CheckCase: Sendable {
+    public let name: String
+    /// False for a failure; a skipped case is not a failure, but never counts as passed either (see `skipped`).
+    public let passed: Bool
+    public let detail: String
+    /// The case did not run (the plugin lacks an optional feature, or the check had no way to run it here).
+    public let skipped: Bool
+
+    public init(name: String, passed: Bool, detail: String, skipped: Bool = false) {
+        self.name = name
+        self.passed = passed || skipped
+        self.detail = detail
+        self.skipped = skipped
+    }
+
+    /// A case that did not run: shown as "skip", counted apart from passes and failures.
+    public static func skip(_ name: String, _ detail: String) -> CheckCase { CheckCase(name: name, passed: true, detail: detail, skipped: true) }
+
+    public var result: String { skipped ? "skip" : passed ? "pass" : "fail" }
+}
+
+public struct CheckReport {
+    public var plugin: LoadedPlugin?
+    public var cases: [CheckCase] = []
+    public var passed: Int { cases.filter { $0.passed && !$0.skipped }.count }
+    public var failed: Int { cases.filter { !$0.passed }.count }
+    public var skipped: Int { cases.filter { $0.skipped }.count }
+    /// "N passed, M failed, K skipped", the last line of `berth plugin check`.
+    public var summary: String { "\(passed) passed, \(failed) failed, \(skipped) skipped" }
+    public var json: JSON {
+        ["plugin": plugin?.info ?? .null, "passed": JSON(passed), "failed": JSON(failed), "skipped": JSON(skipped),
+         "cases": .array(cases.map { ["name": .string($0.name), "result": .string($0.result), "detail": .string($0.detail)] })]
+    }
+}
+
+public enum PluginChecker {
+    /// `inProcess`: load the plugin into this process (a crash takes the check down with it); otherwise it runs in a
+    /// berth-plugin-runner (`runnerPath`) and a crash during a case fails that case, naming the signal, and the
+    /// runner restarts for the next one. `extended`: also run the long cases (network: exhaustion, concurrency,
+    /// release policies, huge input, state across instances; scheduler: huge input, large node batch; discovery:
+    /// huge input), as `berth plugin check` does.
+    public static func check(path: String, name: String? = nil, config: JSON = .object([]), kind: String? = nil,
+                             inProcess: Bool = false, runnerPath: String = pluginRunnerPath, extended: Bool = false) -> CheckReport {
+        var report = CheckReport()
+        func add(_ n: String, _ ok: Bool, _ d: String) { report.cases.append(CheckCase(name: n, passed: ok, detail: d)) }
+        let dir = NSTemporaryDirectory() + "berth-check-\(getpid())-\(monotonicNanos())"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let base = URL(fileURLWithPath: path).lastPathComponent
+        let guess = base.hasPrefix("libberth-") && base.hasSuffix(".so") ? String(base.dropFirst(9).dropLast(3)) : "plugin"
+        var spec = PluginSpec(name: name ?? guess, path: path, config: config)
+        spec.enabled = true
+        let store: Store
+        do {
+            try makeDirectories(dir, mode: 0o700)
+            store = try Store(path: "\(dir)/state.db", synchronous: "normal")
+        } catch {
+            add("state", false, "cannot create a temporary state store: \(error)")
+            return report
+        }
+        let executor = Executor(store: store)
+        executor.start()
+        defer { executor.stop() }
+        let loader = Loader(copyDir: "\(dir)/plugins")
+        let loaded: LoadedPlugin
+        do {
+            loaded = inProcess ? try loader.load(spec)
+                : try RemotePlugin.load(spec, loader: loader, callTimeoutMs: 30_000, runnerPath: runnerPath)
+            report.plugin = loaded
+            if name == nil { spec.name = loaded.name }
+            add("load", true, "dlopen(RTLD_NOW|RTLD_LOCAL) of the content-addressed copy, entry berth_plugin_entry_v1")
+            add("descriptor", true, "ABI 1.\(loaded.abiMinor), kinds \(loaded.kinds), \(loaded.concurrent ? "concurrent" : "serial")")
+        } catch let e as LoadError {
+            add("load", false, e.reason)
+            return report
+        } catch {
+            add("load", false, "\(error)")
+            return report
+        }
+        /// An instance of the plugin under check, the way the check runs it (in process or in a runner); `named` gives a
+        /// second instance its own namespace (the discovery suite's reference instance).
+        func instantiate(named: String? = nil) throws -> PluginInstance {
+            var s = spec
+            if let named { s.name = named }
+            return inProcess ? try loader.instantiate(loaded, spec: s, executor: executor, log: { _, _ in })
+                : try RemotePlugin.instantiate(loaded, spec: s, loader: loader, executor: executor, log: { _, _ in })
+        }
+        var instance: PluginInstance?
+        do {
+            instance = try instantiate()
+            add("config", true, loaded.configSchema == nil ? "no schema (any object accepted)" : "accepted by the plugin's schema")
+            add("create", true, "instance created")
+        } catch let e as LoadError {
+            if case .configRejected = e.cause { add("config", false, e.reason) } else { add("create", false, e.reason) }
+            return report
+        } catch {
+            add("create", false, "\(error)")
+            return report
+        }
+        let kinds = kind.map { [$0] } ?? loaded.kinds.names
+        for k in kinds {
+            guard let current = instance else { add("\(k) suite", false, "no instance left to run the suite on"); continue }
+            switch k {
+            case "network" where loaded.kinds.contains(.network):
+                // "state survives a new instance": destroy the instance and create one with the same name on the same store.
+                let renew: () throws -> PluginInstance = {
+                    instance?.destroy()
+                    instance = nil
+                    let fresh = try instantiate()
+                    instance = fresh
+                    return fresh
+                }
+                report.cases += NetworkConformance.run(current, executor: executor, extended: extended, renew: renew,
+                                                       makeInstance: { try instantiate(named: $0) })
+            case "scheduler" where loaded.kinds.contains(.scheduler):
+                report.cases += SchedulerConformance.run(current, executor: executor, extended: extended)
+            case "storage" where loaded.kinds.contains(.storage): report.cases += StorageConformance.run(current, executor: executor, scratch: dir, config: config)
+            case "discovery" where loaded.kinds.contains(.discovery):
+                report.cases += DiscoveryConformance.run(current, executor: executor, extended: extended,
+                                                                                   makeInstance: { try instantiate(named: $0) })
+            case "network", "storage", "scheduler", "discovery":
+                if loaded.kinds.names.contains(k) {
+                    report.cases.append(.skip("\(k) suite", "no conformance cases for this kind in this version of berth"))
+                } else {
+                    add("\(k) suite", false, "the plugin does not declare the \(k) kind")
+                }
+            default:
+                add("kind", false, "unknown kind \"\(k)\" (network, storage, scheduler, discovery)")
+            }
+        }
+        if let instance {
+            instance.destroy()
+            add("destroy", true, "instance destroyed")
+        }
+        return report
+    }
+}
+
+/// Network conformance: CNI semantics the host relies on.
+enum NetworkConformance {
+    /// The most ADDs the exhaustion case makes, and how long it may take, before it gives up on exhausting the pool.
+    static let exhaustionBound = 70_000
+    static let exhaustionSeconds: UInt64 = 120
+
+    /// `renew`: destroys the instance and creates one with the same name (for "state survives a new instance").
+    /// `makeInstance(name)`: another instance under its own name (its own namespace), made the way the check runs
+    /// the plugin, for the add_batch cases; without it those cases that need fresh instances are skipped.
+    static func run(_ first: PluginInstance, executor ex: Executor, extended: Bool = false,
+                    renew: (() throws -> PluginInstance)? = nil, makeInstance: ((String) throws -> PluginInstance)? = nil) -> [CheckCase] {
+        var out: [CheckCase] = []
+        var inst = first
+        var ops = inst.network!.pointee
+        func call(_ op: String, _ fn: berth_json_op?, _ req: JSON) -> Result<JSON, BerthError> {
+            let i = inst
+            do { return .success(try ex.runSync { try i.callObject(op, fn, req) }) } catch let e as BerthError { return .failure(e) } catch {
+                return .failure(BerthError(plugin: i.name, operation: op, status: .internal, message: "\(error)"))
+            }
+        }
+        func add(_ n: String, _ ok: Bool, _ d: String) { out.append(CheckCase(name: "network: \(n)", passed: ok, detail: d)) }
+        let a1: JSON = ["network": "check", "containerID": "conformance-1", "ifname": "eth0", "node": "check-node"]
+        let first = call("add", ops.add, a1)
+        guard case .success(let r1) = first else {
+            if case .failure(let e) = first { add("add", false, "\(e.statusName): \(e.message) (configure the plugin with an allocatable pool: --config)") }
+            return out
+        }
+        let ips = (r1["ips"]?.array ?? []).compactMap { $0["address"]?.string }
+        add("add", !ips.isEmpty, ips.isEmpty ? "result has no ips[].address" : "allocated \(ips.joined(separator: ", "))")
+        if case .success(let r2) = call("add", ops.add, a1) {
+            add("add is idempotent", r2 == r1, r2 == r1 ? "same key returned the same result" : "second ADD returned \(r2.serialized), first \(r1.serialized)")
+        } else { add("add is idempotent", false, "second ADD of the same key failed") }
+        let a2 = a1.setting("containerID", "conformance-2")
+        if case .success(let r3) = call("add", ops.add, a2) {
+            let ips3 = (r3["ips"]?.array ?? []).compactMap { $0["address"]?.string }
+            add("no duplicate addresses", Set(ips3).isDisjoint(with: ips), "second container got \(ips3.joined(separator: ", "))")
+        } else { add("no duplicate addresses", false, "ADD for a second container failed") }
+        switch call("check", ops.check, a1) {
+        case .success: add("check", true, "reservation confirmed")
+        case .failure(let e): add("check", false, e.description)
+        }
+        if case .failure(let e) = call("check", ops.check, a1.setting("containerID", "conformance-unknown")) {
+            add("check of unknown attachment", e.status == .notFound, "returned \(e.statusName)")
+        } else { add("check of unknown attachment", false, "returned OK; want NOT_FOUND") }
+        for (label, req) in [("del", a1), ("del twice", a1), ("del of unknown attachment", a1.setting("containerID", "never-added"))] {
+            switch call("del", ops.del, req) {
+            case .success: add(label, true, "OK")
+            case .failure(let e): add(label, false, e.description)
+            }
+        }
+        switch call("gc", ops.gc, ["network": "check", "valid": .array([])]) {
+        case .success:
+            if case .failure(let e) = call("check", ops.check, a2) { add("gc releases unlisted", e.status == .notFound, "after gc, check returned \(e.statusName)") } else {
+                add("gc releases unlisted", false, "attachment still checks OK after gc with an empty valid list")
+            }
+        case .failure(let e): add("gc", false, e.description)
+        }
+        switch call("status", ops.status, ["network": "check"]) {
+        case .success: add("status", true, "OK")
+        case .failure(let e): add("status", e.status == .resourceExhausted, e.description)
+        }
+        for (label, raw) in [("malformed JSON is refused", Array("{\"containerID\":".utf8)), ("missing fields are refused", Array("{}".utf8))] {
+            let i = inst
+            do {
+                _ = try ex.runSync { try i.callJSON("add", ops.add, raw) }
+                add(label, false, "ADD accepted invalid input")
+            } catch let e as BerthError {
+                add(label, e.status == .invalidArgument, "returned \(e.statusName): \(e.message)")
+            } catch { add(label, false, "\(error)") }
+        }
+        out += identityCase(inst, executor: ex)
+        out += batchCases(inst, executor: ex, makeInstance: makeInstance)
+        guard extended else { return out }
+        func addrs(_ r: JSON) -> [String] { (r["ips"]?.array ?? []).compactMap { $0["address"]?.string } }
+        func bare(_ a: String) -> String { String(a.split(separator: "/").first ?? Substring(a)) }
+        func gcAll() { _ = call("gc", ops.gc, ["network": "check", "valid": .array([])]) }
+        let base: JSON = ["network": "check", "ifname": "eth0", "node": "check-node"]
+        func req(_ cid: String) -> JSON { base.setting("containerID", .string(cid)) }
+        gcAll()
+
+        // No duplicates under concurrency: ADDs from 4 threads at once, group-committed by the executor.
+        do {
+            let lock = NSLock()
+            var got: [(String, Result<JSON, BerthError>)] = []
+            let i = inst, add0 = ops.add
+            DispatchQueue.concurrentPerform(iterations: 4) { t in
+                for k in 0..<8 {
+                    let cid = "concurrent-\(t)-\(k)"
+                    let r: Result<JSON, BerthError>
+                    do { r = .success(try ex.runSync { try i.callObject("add", add0, req(cid)) }) } catch let e as BerthError { r = .failure(e) } catch {
+                        r = .failure(BerthError(plugin: i.name, operation: "add", status: .internal, message: "\(error)"))
+                    }
+                    lock.lock(); got.append((cid, r)); lock.unlock()
+                }
+            }
+            var owner: [String: String] = [:]
+            var problems: [String] = []
+            var exhausted = 0
+            for (cid, r) in got {
+                switch r {
+                case .success(let j):
+                    let a = addrs(j)
+                    if a.isEmpty { problems.append("\(cid): OK with no ips[].address") }
+                    for x in a.map(bare) {
+                        if let o = owner[x] { problems.append("\(x) handed to both \(o) and \(cid)") } else { owner[x] = cid }
+                    }
+                case .failure(let e) where e.status == .resourceExhausted: exhausted += 1
+                case .failure(let e): problems.append("\(cid): \(e.statusName): \(e.message)")
+                }
+            }
+            if owner.count < 2 && problems.isEmpty { problems.append("fewer than two concurrent ADDs succeeded (configure a pool of at least a few addresses)") }
+            add("no duplicates under concurrency", problems.isEmpty,
+                problems.isEmpty ? "32 ADDs from 4 threads: \(owner.count) distinct addresses, \(exhausted) RESOURCE_EXHAUSTED"
+                    : problems.prefix(3).joined(separator: "; "))
+            gcAll()
+        }
+
+        // Release policies: an immutable identity keeps its address across a non-final DEL.
+        do {
+            let identity: JSON = ["app": "check-app", "ordinal": 0, "releasePolicy": "immutable"]
+            switch call("add", ops.add, req("identity-1").setting("identity", identity)) {
+            case .failure(let e) where e.status == .unimplemented || e.status == .invalidArgument:
+                out.append(.skip("network: release policies", "the plugin refuses the immutable release policy (\(e.statusName): \(e.message)); stateful apps with releasePolicy immutable or never cannot use this network"))
+            case .failure(let e):
+                add("release policies", false, "ADD with identity {app, ordinal, releasePolicy: immutable}: \(e.statusName): \(e.message)")
+            case .success(let r):
+                let a = Set(addrs(r).map(bare))
+                var problems: [String] = []
+                var ignored = false
+                if case .failure(let e) = call("del", ops.del, req("identity-1").setting("final", false)) { problems.append("non-final DEL: \(e.statusName)") }
+                var other = Set<String>()
+                if case .success(let o) = call("add", ops.add, req("identity-other")) { other = Set(addrs(o).map(bare)) }
+                switch call("add", ops.add, req("identity-2").setting("identity", identity)) {
+                case .success(let r2):
+                    let b = Set(addrs(r2).map(bare))
+                    if b == a {
+                        if !other.isDisjoint(with: a) { problems.append("a container without the identity got its reserved address \(other.intersection(a).sorted().joined(separator: ", "))") }
+                    } else if !other.isDisjoint(with: a) {
+                        // The plugin behaves exactly as if no identity had been sent: identities are optional.
+                        ignored = true
+                    } else {
+                        problems.append("re-ADD of the identity got \(b.sorted().joined(separator: ", ")), first \(a.sorted().joined(separator: ", "))")
+                    }
+                case .failure(let e): problems.append("re-ADD of the identity: \(e.statusName): \(e.message)")
+                }
+                if case .failure(let e) = call("del", ops.del, req("identity-2").setting("final", true)) { problems.append("final DEL: \(e.statusName)") }
+                _ = call("del", ops.del, req("identity-other"))
+                if problems.isEmpty && ignored {
+                    out.append(.skip("network: release policies", "the plugin ignores the release policy (the released address went to another container): refuse ADDs whose identity.releasePolicy is immutable or never with INVALID_ARGUMENT to make that explicit; keep accepting onDelete"))
+                } else {
+                    add("release policies", problems.isEmpty, !problems.isEmpty ? problems.joined(separator: "; ")
+                        : "immutable identity kept \(a.sorted().joined(separator: ", ")) across a non-final DEL; final DEL OK")
+                }
+            }
+            gcAll()
+        }
+
+        // No address is ever held by two live attachments: neither an identity re-added while its old attachment is
+        // still there (it may move only after that one is released) nor a request naming an address in use.
+        do {
+            let identity: JSON = ["app": "check-dup", "ordinal": 0, "releasePolicy": "immutable"]
+            let name = "no address shared by two live attachments"
+            switch call("add", ops.add, req("dup-old").setting("identity", identity)) {
+            case .failure(let e):
+                add(name, e.status == .unimplemented || e.status == .invalidArgument, "ADD with an identity: \(e.statusName): \(e.message)")
+            case .success(let r):
+                let held = Set(addrs(r).map(bare))
+                var problems: [String] = []
+                var notes: [String] = []
+                switch call("add", ops.add, req("dup-new").setting("identity", identity)) {
+                case .success(let r2):
+                    let shared = held.intersection(addrs(r2).map(bare))
+                    if !shared.isEmpty {
+                        problems.append("a second ADD of the identity got \(shared.sorted().joined(separator: ", ")) while dup-old (not deleted) holds it; refuse it until the old attachment is released")
+                    } else { notes.append("second ADD of the identity got other addresses") }
+                case .failure(let e): notes.append("second ADD of the identity refused (\(e.statusName))")
+                }
+                if case .failure(let e) = call("check", ops.check, req("dup-old")) {
+                    problems.append("dup-old no longer checks after the second ADD (\(e.statusName)): its address moved while it was live")
+                }
+                if let a = held.sorted().first {
+                    switch call("add", ops.add, req("dup-named").setting("ips", [.string(a)])) {
+                    case .success(let r3) where !held.isDisjoint(with: addrs(r3).map(bare)):
+                        problems.append("an ADD naming \(a) got it while dup-old holds it")
+                    case .success: notes.append("an ADD naming \(a) got another address")
+                    case .failure(let e): notes.append("an ADD naming \(a) refused (\(e.statusName))")
+                    }
+                }
+                add(name, problems.isEmpty, problems.isEmpty ? notes.joined(separator: "; ") : problems.joined(separator: "; "))
+            }
+            for c in ["dup-old", "dup-new", "dup-named"] { _ = call("del", ops.del, req(c).setting("final", true)) }
+            gcAll()
+        }
+
+        // Huge input: a 4 MiB request is answered with a status (OK or an error), without a crash.
+        do {
+            let huge = req("huge-input").setting("annotations", .string(String(repeating: "x", count: 4 << 20)))
+            switch call("add", ops.add, huge) {
+            case .success: add("huge input", true, "4 MiB ADD answered OK")
+            case .failure(let e) where e.message.contains("crashed") || e.message.contains("exited") || e.message.contains("timed out"):
+                add("huge input", false, "4 MiB ADD: \(e.statusName): \(e.message)")
+            case .failure(let e): add("huge input", true, "4 MiB ADD refused: \(e.statusName)")
+            }
+            _ = call("del", ops.del, req("huge-input"))
+            gcAll()
+        }
+
+        // Exhaustion: distinct containers until RESOURCE_EXHAUSTED, never a duplicate.
+        do {
+            var note: String?
+            if let cap = ops.capacity, case .success(let c) = call("capacity", cap, ["network": "check", "node": .null]),
+               let free = c["free"]?.double, free > Double(exhaustionBound) {
+                note = "capacity reports \(Int(free)) free"
+            }
+            if let note {
+                out.append(.skip("network: exhaustion", "pool larger than the bound (\(note)); configure a small pool to test exhaustion"))
+            } else {
+                var owner: [String: String] = [:]
+                var verdict: (Bool, String)?
+                let deadline = monotonicNanos() + exhaustionSeconds * 1_000_000_000
+                var n = 0
+                while verdict == nil && n < exhaustionBound && monotonicNanos() < deadline {
+                    n += 1
+                    let cid = "exhaust-\(n)"
+                    switch call("add", ops.add, req(cid)) {
+                    case .success(let r):
+                        let a = addrs(r).map(bare)
+                        if a.isEmpty { verdict = (false, "ADD #\(n) returned OK with no ips[].address; a full pool must return RESOURCE_EXHAUSTED") }
+                        for x in a {
+                            if let o = owner[x] { verdict = (false, "ADD #\(n) handed out \(x) again (already held by \(o))") } else { owner[x] = cid }
+                        }
+                    case .failure(let e) where e.status == .resourceExhausted:
+                        verdict = e.message.isEmpty ? (false, "RESOURCE_EXHAUSTED after \(n - 1) ADDs but with no message")
+                            : (true, "RESOURCE_EXHAUSTED after \(n - 1) ADDs (\(owner.count) distinct addresses): \(e.message)")
+                    case .failure(let e): verdict = (false, "ADD #\(n): \(e.statusName): \(e.message); want RESOURCE_EXHAUSTED when the pool is full")
+                    }
+                }
+                let v = verdict ?? (true, "pool larger than the bound (\(n) ADDs, \(owner.count) distinct addresses); configure a small pool to test exhaustion")
+                add("exhaustion", v.0, v.1)
+            }
+            gcAll()
+        }
+
+        // State survives a new instance: destroy the instance, create one with the same name on the same store.
+        do {
+            let s = req("survivor")
+            switch call("add", ops.add, s) {
+            case .failure(let e): add("state survives a new instance", false, "ADD before the restart: \(e.statusName): \(e.message)")
+            case .success(let before):
+                guard let renew else { out.append(.skip("network: state survives a new instance", "no way to create a new instance here")); break }
+                do {
+                    inst = try renew()
+                    ops = inst.network!.pointee
+                    switch call("check", ops.check, s) {
+                    case .failure(let e): add("state survives a new instance", false, "CHECK in a new instance: \(e.statusName): \(e.message)")
+                    case .success:
+                        if case .success(let again) = call("add", ops.add, s), Set(addrs(again).map(bare)) != Set(addrs(before).map(bare)) {
+                            add("state survives a new instance", false, "repeated ADD in a new instance got \(addrs(again)), before \(addrs(before))")
+                        } else {
+                            add("state survives a new instance", true, "the new instance confirms the attachment made before")
+                        }
+                    }
+                } catch {
+                    add("state survives a new instance", false, "creating a new instance: \(error)")
+                    return out
+                }
+            }
+            gcAll()
+        }
+        return out
+    }
+}
+
+extension NetworkConformance {
+    /// berthd sends an `identity` in the ADD of every App instance (releasePolicy "onDelete" unless the app asks for
+    /// another), so a plugin that refuses identities cannot serve any App: a failure, never a skip.
+    static func identityCase(_ inst: PluginInstance, executor ex: Executor) -> [CheckCase] {
+        let req: JSON = ["network": "check", "containerID": "conformance-app-0", "ifname": "eth0", "node": "check-node",
+                         "identity": ["app": "check-app", "ordinal": 0, "releasePolicy": "onDelete"]]
+        let fn = inst.network!.pointee.add, del = inst.network!.pointee.del
+        let name = "network: apps can use it (ADD with an identity)"
+        do {
+            let r = try ex.runSync { try inst.callObject("add", fn, req) }
+            _ = try? ex.runSync { try inst.callObject("del", del, req.setting("final", true)) }
+            let ips = (r["ips"]?.array ?? []).compactMap { $0["address"]?.string }
+            return [CheckCase(name: name, passed: !ips.isEmpty, detail: ips.isEmpty ? "ADD with identity {app, ordinal, releasePolicy: onDelete} returned no ips[].address"
+                : "ADD with identity {app, ordinal, releasePolicy: onDelete} allocated \(ips.joined(separator: ", "))")]
+        } catch let e as BerthError {
+            return [CheckCase(name: name, passed: false, detail: "apps cannot use this network: berthd sends identity {app, ordinal, releasePolicy} in the ADD of every App instance, and the plugin refused it (\(e.statusName): \(e.message)); accept identity, treating releasePolicy onDelete as a plain attachment (sdk-docs/kinds/network.md)")]
+        } catch {
+            return [CheckCase(name: name, passed: false, detail: "\(error)")]
+        }
+    }
+
+    /// The items of "add_batch agrees with add": distinct keys (the last a second interface of the first container),
+    /// as the host sends them (network, containerID and ifname always set).
+    static let batchItems: [JSON] = (0..<7).map { i -> JSON in
+        ["network": "check", "containerID": .string("batch-\(i)"), "ifname": "eth0", "node": "check-node"]
+    } + [["network": "check", "containerID": "batch-0", "ifname": "eth1", "node": "check-node"]]
+
+    /// add_batch (ABI 1.1, optional): the host sends it only attachments it has no record of, and relies on each result
+    /// being what add would have returned one item at a time, and on an error status (not per-item errors) when any
+    /// item cannot be added. Fresh instances (own namespaces, from `makeInstance`) keep these cases independent of
+    /// the state the other cases leave behind, and of each other:
+    ///   "check-batch-a" takes the items in one add_batch, "check-batch-b" one at a time through add (the reference),
+    ///   "check-batch-c" gets the failing and malformed batches.
+    static func batchCases(_ inst: PluginInstance, executor ex: Executor,
+                           makeInstance: ((String) throws -> PluginInstance)?) -> [CheckCase] {
+        var out: [CheckCase] = []
+        func add(_ n: String, _ ok: Bool, _ d: String) { out.append(CheckCase(name: "network: \(n)", passed: ok, detail: d)) }
+        guard inst.network?.pointee.add_batch != nil else {
+            out.append(.skip("network: add_batch", "not provided (the host adds one at a time)"))
+            return out
+        }
+        /// One call in its own transaction; a runner that crashed in an earlier call restarts after a backoff: wait
+        /// for it, so that a crash fails only the case it happened in.
+        func call(_ i: PluginInstance, _ op: String, _ raw: [UInt8]) -> Result<JSON, BerthError> {
+            let ops = i.network!.pointee
+            let fn = op == "add_batch" ? ops.add_batch : op == "add" ? ops.add : op == "check" ? ops.check : ops.gc
+            var waited = 0
+            while true {
+                do {
+                    let bytes = try ex.runSync { try i.callJSON(op, fn, raw) }
+                    return .success(bytes.isEmpty ? .object([]) : try JSON.parse(bytes))
+                } catch let e as BerthError {
+                    if e.status == .unavailable && e.message.contains("is restarting after") && waited < 60 { usleep(100_000); waited += 1; continue }
+                    return .failure(e)
+                } catch {
+                    return .failure(BerthError(plugin: i.name, operation: op, status: .internal, message: "\(error)"))
+                }
+            }
+        }
+        func call(_ i: PluginInstance, _ op: String, _ req: JSON) -> Result<JSON, BerthError> { call(i, op, req.bytes) }
+        func batch(_ items: [JSON]) -> JSON { ["network": "check", "items": .array(items)] }
+        /// The runner died (or was killed) during the call: a fault whatever the case expects.
+        func died(_ e: BerthError) -> Bool {
+            e.status == .unavailable && (e.message.contains("crashed (") || e.message.contains("timed out") || e.message.contains("runner exited")
+                               || e.message.contains("broke the protocol"))
+        }
+        func brief(_ j: JSON) -> String {
+            let s = j.serialized
+            return s.count > 300 ? String(s.prefix(300)) + "..." : s
+        }
+        func item(_ k: Int, _ items: [JSON]) -> String {
+            "item \(k) (\(items[k]["containerID"]?.string ?? "?")/\(items[k]["ifname"]?.string ?? "?"))"
+        }
+
+        var fresh: [PluginInstance] = []
+        defer { for i in fresh { i.destroy() } }
+        var why = "no way to create fresh instances here"
+        func instance(_ suffix: String) -> PluginInstance? {
+            guard let makeInstance else { return nil }
+            do {
+                let i = try makeInstance("\(inst.name)-\(suffix)")
+                fresh.append(i)
+                return i
+            } catch {
+                why = "could not create a fresh instance: \((error as? LoadError)?.reason ?? "\(error)")"
+                return nil
+            }
+        }
+
+        // 1 and 2: one add_batch on a fresh instance against add one item at a time on another. A small pool may run
+        // out before the last item: the batch then holds the items that add accepted.
+        if let a = instance("check-batch-a"), let b = instance("check-batch-b") {
+            var singly: [JSON] = []
+            var refused = ""
+            for (k, req) in batchItems.enumerated() {
+                switch call(b, "add", req) {
+                case .success(let r): singly.append(r)
+                case .failure(let e): refused = "; add refused \(item(k, batchItems)): \(e.statusName)"
+                }
+                if !refused.isEmpty { break }
+            }
+            let items = Array(batchItems.prefix(singly.count))
+            if items.isEmpty {
+                add("add_batch agrees with add", false, "add on a fresh instance refused the first item\(refused)")
+                add("add_batch returns one result per item", false, "not run: add on a fresh instance refused the first item")
+            } else {
+                switch call(a, "add_batch", batch(items)) {
+                case .failure(let e):
+                    add("add_batch agrees with add", false, "add_batch of \(items.count) items that add accepts one at a time: \(e.statusName): \(e.message)")
+                    add("add_batch returns one result per item", false, "not run: add_batch failed (see \"add_batch agrees with add\")")
+                case .success(let r):
+                    let results = r["results"]?.array
+                    if let results {
+                        let n = min(results.count, singly.count)
+                        if let k = (0..<n).first(where: { results[$0] != singly[$0] }) {
+                            add("add_batch agrees with add", false, "\(item(k, items)): add_batch returned \(brief(results[k])), add one at a time \(brief(singly[k]))")
+                        } else {
+                            add("add_batch agrees with add", true, "\(n) of \(items.count) results equal to add one item at a time on a fresh instance\(refused)")
+                        }
+                    } else {
+                        add("add_batch agrees with add", false, "no \"results\" array in the response: \(brief(r))")
+                    }
+                    var problems: [String] = []
+                    if let results {
+                        if results.count != items.count { problems.append("\(results.count) results for \(items.count) items") }
+                        if let k = results.indices.first(where: { results[$0]["ips"]?.array == nil }) {
+                            problems.append("results[\(k)] has no \"ips\" array: \(brief(results[k]))")
+                        }
+                    } else { problems.append("no \"results\" array in the response: \(brief(r))") }
+                    add("add_batch returns one result per item", problems.isEmpty,
+                        problems.isEmpty ? "\(items.count) items, \(results?.count ?? 0) results, each with ips" : problems.joined(separator: "; "))
+                }
+            }
+        } else {
+            out.append(.skip("network: add_batch agrees with add", why))
+            out.append(.skip("network: add_batch returns one result per item", why))
+        }
+
+        // 3: all or nothing. The last item has no containerID: the call must fail, and the items before it must not be
+        // attached (the host discards a failed call's writes; a plugin must not report per-item failures with OK).
+        let c = instance("check-batch-c")
+        let scratch = c ?? inst
+        do {
+            let good: [JSON] = (1...2).map { ["network": "check", "containerID": .string("batch-atomic-\($0)"), "ifname": "eth0", "node": "check-node"] }
+            let invalid: JSON = ["network": "check", "ifname": "eth0", "node": "check-node"]
+            var problems: [String] = []
+            var note = "", crashed = false
+            switch call(scratch, "add_batch", batch(good + [invalid])) {
+            case .success(let r):
+                problems.append("returned OK for a batch whose last item has no containerID (\(brief(r))); want an error status: all or nothing, never per-item failures")
+            case .failure(let e) where died(e):
+                problems.append("\(e.statusName): \(e.message)")
+                crashed = true
+            case .failure(let e):
+                note = "failed with \(e.statusName): \(e.message)"
+            }
+            for (k, req) in good.enumerated() where !crashed {
+                switch call(scratch, "check", req) {
+                case .success: problems.append("\(item(k, good)) is attached after the call (check returned OK; want NOT_FOUND)")
+                case .failure(let e) where e.status == .notFound: break
+                case .failure(let e): problems.append("check of \(item(k, good)): \(e.statusName): \(e.message); want NOT_FOUND")
+                }
+            }
+            if c == nil { _ = call(inst, "gc", ["network": "check", "valid": .array([])]) }
+            add("add_batch is all or nothing", problems.isEmpty,
+                problems.isEmpty ? "\(note); the items before the invalid one are not attached" : problems.joined(separator: "; "))
+        }
+
+        // 4: malformed input is refused with INVALID_ARGUMENT.
+        do {
+            var problems: [String] = [], seen: [String] = []
+            for (label, raw) in [("\"items\" not an array", JSON.object([("network", "check"), ("items", "x")]).bytes),
+                                 ("malformed JSON", Array("{\"network\":\"check\",\"items\":[".utf8))] {
+                switch call(scratch, "add_batch", raw) {
+                case .success: problems.append("\(label): accepted; want INVALID_ARGUMENT")
+                case .failure(let e) where e.status == .invalidArgument: seen.append("\(label): INVALID_ARGUMENT")
+                case .failure(let e): problems.append("\(label): \(e.statusName): \(e.message)")
+                }
+            }
+            add("add_batch refuses malformed input", problems.isEmpty, problems.isEmpty ? seen.joined(separator: "; ") : problems.joined(separator: "; "))
+        }
+        return out
+    }
+}

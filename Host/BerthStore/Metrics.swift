@@ -1,0 +1,17 @@
+// The store's series for /metrics: the executor (busy time, commits, operations, syncs) and the write-ahead log
+// (checkpoints, pages), in the Prometheus text format.
+
+extension Executor {
+    public var metricsText: String {
+        [
+            "# HELP berth_executor_busy_seconds How long the store executor has been inside its current batch (0 when idle); every state change waits while it grows.\n# TYPE berth_executor_busy_seconds gauge\nberth_executor_busy_seconds \(busy?.seconds ?? 0)\n",
+            "# HELP berth_store_commits_total Store commits (group commits).\n# TYPE berth_store_commits_total counter\nberth_store_commits_total \(commits)\n",
+            "# HELP berth_store_operations_total Operations committed.\n# TYPE berth_store_operations_total counter\nberth_store_operations_total \(operations)\n",
+            "# HELP berth_store_checkpoints_total Checkpoints of the store's write-ahead log into its database file (at 4000 log pages after a commit, from 1000 once the executor has been idle for 50 ms), by result.\n# TYPE berth_store_checkpoints_total counter\n",
+            "berth_store_checkpoints_total{result=\"ok\"} \(store.checkpoints.load(ordering: .relaxed))\nberth_store_checkpoints_total{result=\"failed\"} \(store.checkpointFailures.load(ordering: .relaxed))\n",
+            "# HELP berth_store_log_pages Pages (4 KiB) in the store's write-ahead log after the last commit or checkpoint; the log starts over after a checkpoint.\n# TYPE berth_store_log_pages gauge\nberth_store_log_pages \(store.logPages.load(ordering: .relaxed))\n",
+            "# HELP berth_store_accepting_changes 1 while the state store takes changes; 0 after an fsync of its log failed (restart berthd).\n# TYPE berth_store_accepting_changes gauge\nberth_store_accepting_changes \(stoppedReason == nil ? 1 : 0)\n",
+            "# HELP berth_store_syncs_total fsyncs of the store's log that made commits durable (store.sync full; one covers every batch committed before it).\n# TYPE berth_store_syncs_total counter\nberth_store_syncs_total \(syncs)\n",
+        ].joined()
+    }
+}
