@@ -208,7 +208,7 @@ public final class Executor: @unchecked Sendable {
             return
         }
         do {
-            try store.exec("BEGIN IMMEDIATE")
+            try store.begin()
         } catch {
             for j in batch { j.complete(error) }
             return
@@ -218,9 +218,9 @@ public final class Executor: @unchecked Sendable {
         }
         let completions = store.takeCompleted()
         do {
-            try store.exec("COMMIT")
+            try store.commit()
         } catch {
-            try? store.exec("ROLLBACK")
+            store.rollback()
             completions.rollBack()
             let e = StoreError("commit failed, nothing was saved: \(error)")
             for j in batch { j.complete(e) }

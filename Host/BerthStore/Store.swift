@@ -169,6 +169,7 @@ public final class Store {
     /// thread of its own before it answers the batch's callers: the next batch runs while the disk catches up.
     public let durableCommits: Bool
     private var walFD: Int32 = -1
+    private let syncFile: @Sendable (Int32) -> Int32
 
     /// Process-wide SQLite settings, made once before the first connection (see Host/CSQLite/shim.h).
     static let configured: Int32 = berth_sqlite_configure()
@@ -176,7 +177,10 @@ public final class Store {
     /// Opens (creating if needed) the store at `path` and migrates it to the current schema.
     /// `synchronous` is "full" (every commit reaches the disk before it is acknowledged: survives power loss) or
     /// "normal" (survives a crash or kill of the daemon; the OS may lose the last commits on power loss).
-    public init(path: String, synchronous: String = "full") throws {
+    /// `syncFile` makes a file's data durable (fdatasync(2); returns 0 or -1 with errno set): a caller may pass one
+    /// that fails, to see how the store behaves when the disk does (EIO cannot be caused on purpose).
+    public init(path: String, synchronous: String = "full", syncFile: @escaping @Sendable (Int32) -> Int32 = { fdatasync($0) }) throws {
+        self.syncFile = syncFile
         durableCommits = synchronous != "normal"
         _ = Store.configured
         self.path = path
@@ -222,15 +226,7 @@ public final class Store {
             // file. (Opening and closing the database file here would drop the POSIX locks SQLite holds on it.)
             if walFD < 0 { return errno == ENOENT ? nil : "cannot open \(path)-wal to sync it: \(String(cString: strerror(errno)))" }
         }
-        return fdatasync(walFD) == 0 ? nil : "fdatasync \(path)-wal: \(String(cString: strerror(errno)))"
-    }
-
-    /// Tests only: swaps the log's descriptor for one that is not open, so that the next `syncLog` fails in
-    /// fdatasync (EBADF) as it would on a disk error (EIO), which cannot be caused here.
-    func breakLogDescriptorForTesting() {
-        _ = syncLog()
-        if walFD >= 0 { close(walFD) }
-        walFD = 1 << 20
+        return syncFile(walFD) == 0 ? nil : "fdatasync \(path)-wal: \(String(cString: strerror(errno)))"
     }
 
     deinit {

@@ -252,21 +252,17 @@ func storeFloorRate(total: Int) throws -> Double {
     let t0 = monotonicNanos()
     func bytes(_ s: String, _ body: (UnsafeRawBufferPointer) throws -> Void) rethrows { try Array(s.utf8).withUnsafeBytes(body) }
     for i in 0..<total {
-        if i % 1024 == 0 { try store.exec("BEGIN IMMEDIATE") }
+        if i % 1024 == 0 { try store.begin() }
         let cid = "c-\(i)", ref = "4/" + String(0x0ac0_0002 + i, radix: 16)
-        let sel = try store.prepare("SELECT result FROM attachments WHERE network=?1 AND container_id=?2 AND ifname=?3")
-        sel.bind(1, "net"); sel.bind(2, cid); sel.bind(3, "eth0")
-        _ = try sel.step()
+        _ = try store.attachmentResult(network: "net", containerID: cid, ifname: "eth0")
         for k in ["att/\(cid)/eth0", "addr/bench/\(ref)"] { try bytes(k) { _ = try store.kvGet("net", $0) } }
         for (k, v) in [("addr/bench/\(ref)", #"{"s":"active","p":"available","cid":"\#(cid)","if":"eth0"}"#),
                        ("att/\(cid)/eth0", result), ("node/bench/\(cid)/eth0", "")] {
             try bytes(k) { kb in try bytes(v) { vb in try store.kvPut("net", kb, vb) } }
         }
-        let ins = try store.prepare("INSERT INTO attachments(network, container_id, ifname, node, result, created) VALUES(?1,?2,?3,?4,?5,?6)")
-        ins.bind(1, "net"); ins.bind(2, cid); ins.bind(3, "eth0"); ins.bind(4, "bench"); ins.bind(5, result); ins.bind(6, 1.0)
-        try ins.run()
+        try store.insertAttachment(network: "net", containerID: cid, ifname: "eth0", node: "bench", result: result, created: 1.0)
         _ = try store.appendEvent(type: "network.attached", subject: "net/\(cid)/eth0", data: ["node": "bench", "ips": ["10.192.0.2/12"]])
-        if i % 1024 == 1023 || i == total - 1 { try store.exec("COMMIT") }
+        if i % 1024 == 1023 || i == total - 1 { try store.commit() }
     }
     return Double(total) / (Double(monotonicNanos() - t0) / 1e9)
 }

@@ -143,13 +143,13 @@ final class EventInjector {
 
     @discardableResult
     func append(_ evs: [(type: String, subject: String, data: JSON)]) throws -> Int64 {
-        try store.exec("BEGIN IMMEDIATE")
+        try store.begin()
         var last: Int64 = 0
         do {
             for e in evs { last = try store.appendEvent(type: e.type, subject: e.subject, actor: "test:workloads", data: e.data) }
-            try store.exec("COMMIT")
+            try store.commit()
         } catch {
-            try? store.exec("ROLLBACK")
+            store.rollback()
             throw error
         }
         return last

@@ -90,13 +90,26 @@ final class StoreTests: XCTestCase {
             try ex.runSync { try Array(key.utf8).withUnsafeBytes { k in try Array("v".utf8).withUnsafeBytes { try store.kvPut("t", k, $0) } } }
         }
         do {
-            let store = try Store(path: dir + "/state.db", synchronous: "full")
+            // The disk fails once `broken` is set: fdatasync answers EIO, as a failing disk does.
+            final class Disk: @unchecked Sendable {
+                private let lock = NSLock()
+                private var failing = false
+                var broken: Bool {
+                    get { lock.withLock { failing } }
+                    set { lock.withLock { failing = newValue } }
+                }
+            }
+            let disk = Disk()
+            let store = try Store(path: dir + "/state.db", synchronous: "full", syncFile: { fd in
+                if disk.broken { errno = EIO; return -1 }
+                return fdatasync(fd)
+            })
             let ex = Executor(store: store)
             ex.start()
             defer { ex.stop() }
             try put(ex, store, "before")
             XCTAssertNil(ex.stoppedReason)
-            store.breakLogDescriptorForTesting()
+            disk.broken = true
             XCTAssertThrowsError(try put(ex, store, "unsynced")) { e in
                 XCTAssertTrue("\(e)".contains("could not be made durable: an fsync of its log failed (fdatasync"), "\(e)")
                 XCTAssertTrue("\(e)".contains("restart berthd"), "\(e)")

@@ -20,51 +20,20 @@ import BerthWire
 import Foundation
 import Logging
 
-// MARK: - store: cursors
-
-extension Store {
-    /// The durable cursor of a discovery plugin: the last revision it acknowledged, and the revision of its last resync.
-    func discoveryCursor(_ plugin: String) throws -> (rev: Int64, resyncRev: Int64)? {
-        let s = try prepare("SELECT rev, resync_rev FROM discovery_cursors WHERE plugin=?1")
-        s.bind(1, plugin)
-        return try s.step() ? (s.int(0), s.int(1)) : nil
+/// The platform's instances as the event log tells them: the last `instance.*` event of each instance, without
+/// those that are gone. The fallback resync snapshot when no workload coordinator provides one.
+func instancesFromEventLog(_ store: Store) throws -> JSON {
+    var latest: [String: JSON] = [:]
+    var order: [String] = []
+    for e in try store.events(since: 0, limit: Int(Int32.max), type: "instance") where e.type.hasPrefix("instance.") {
+        guard case .object = e.data else { continue }
+        let key = DiscoveryEventKey.of(subject: e.subject, data: e.data)
+        if latest[key] == nil { order.append(key) }
+        let state = e.data["state"]?.string ?? String(e.type.dropFirst("instance.".count))
+        latest[key] = e.data.setting("state", .string(state))
     }
-
-    func setDiscoveryCursor(_ plugin: String, rev: Int64, resyncRev: Int64) throws {
-        let s = try prepare("INSERT OR REPLACE INTO discovery_cursors(plugin, rev, resync_rev, updated) VALUES(?1, ?2, ?3, ?4)")
-        s.bind(1, plugin)
-        s.bind(2, rev)
-        s.bind(3, resyncRev)
-        s.bind(4, wallClock())
-        try s.run()
-    }
-
-    /// Every entry of a key-value namespace, in key order (for conformance checks and tests).
-    public func kvEntries(_ ns: String) throws -> [(key: [UInt8], value: [UInt8])] {
-        let s = try prepare("SELECT key, value FROM kv WHERE ns=?1 ORDER BY key")
-        s.bind(1, ns)
-        var out: [(key: [UInt8], value: [UInt8])] = []
-        while try s.step() { out.append((s.bytes(0), s.bytes(1))) }
-        return out
-    }
-
-    /// The platform's instances as the event log tells them: the last `instance.*` event of each instance,
-    /// without those that are gone. The fallback resync snapshot when no workload service provides one.
-    func instancesFromEventLog() throws -> JSON {
-        let s = try prepare("SELECT rev, type, subject, data FROM events WHERE type LIKE 'instance.%' ORDER BY rev")
-        var latest: [String: JSON] = [:]
-        var order: [String] = []
-        while try s.step() {
-            let type = s.text(1)
-            guard let data = try? JSON.parse(s.text(3)), case .object = data else { continue }
-            let key = DiscoveryEventKey.of(subject: s.text(2), data: data)
-            if latest[key] == nil { order.append(key) }
-            let state = data["state"]?.string ?? String(type.dropFirst("instance.".count))
-            latest[key] = data.setting("state", .string(state))
-        }
-        let live = order.compactMap { latest[$0] }.filter { $0["state"]?.string != "gone" }
-        return ["instances": .array(live)]
-    }
+    let live = order.compactMap { latest[$0] }.filter { $0["state"]?.string != "gone" }
+    return ["instances": .array(live)]
 }
 
 /// The identity of an instance in an event: kind/app/ordinal from the data, else the subject.
@@ -478,7 +447,7 @@ public final class DiscoveryDelivery: @unchecked Sendable {
                 at = p.rev
                 snapshot = ["instances": .array(p.instances)]
             } else {
-                snapshot = try store.instancesFromEventLog()
+                snapshot = try instancesFromEventLog(store)
             }
             var req: JSON = ["rev": JSON(Int64(at)), "site": .string(rt.site.site),
                              "instances": snapshot["instances"] ?? .array([])]

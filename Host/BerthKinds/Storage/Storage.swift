@@ -119,71 +119,24 @@ public final class StorageService: Sendable {
 
     // MARK: - records (called on the executor thread, inside a transaction)
 
-    package struct VolumeRow {
-        package var id: String
-        package var name: String
-        package var capacity: Int64
-        package var accessMode: String
-        package var volumeMode: String
-        package var volume: JSON
-        package var created: Double
-    }
+    package typealias VolumeRow = BerthStore.VolumeRow
+    package typealias NodeRow = VolumeNodeRow
+    package typealias TargetRow = VolumeTargetRow
 
-    package struct NodeRow {
-        package var node: String
-        package var readonly: Bool
-        package var publishContext: JSON
-        package var staged: Bool
-        package var stagingPath: String
-    }
-
-    package struct TargetRow {
-        package var volumeID: String
-        package var node: String
-        package var target: String
-        package var readonly: Bool
-    }
-
-    func volumeRow(_ plugin: String, _ id: String) throws -> VolumeRow? {
-        let s = try host.store.prepare("SELECT id, name, capacity, access_mode, volume_mode, volume, created FROM volumes WHERE plugin=?1 AND id=?2")
-        s.bind(1, plugin); s.bind(2, id)
-        guard try s.step() else { return nil }
-        return VolumeRow(id: s.text(0), name: s.text(1), capacity: s.int(2), accessMode: s.text(3), volumeMode: s.text(4),
-                         volume: (try? JSON.parse(s.text(5))) ?? .object([]), created: s.double(6))
-    }
+    func volumeRow(_ plugin: String, _ id: String) throws -> VolumeRow? { try host.store.volume(plugin: plugin, id: id) }
 
     func requireVolume(_ plugin: String, _ id: String) throws -> VolumeRow {
         guard let v = try volumeRow(plugin, id) else { throw BerthError(.notFound, "no volume \"\(id)\" in storage plugin \"\(plugin)\"") }
         return v
     }
 
-    func nodeRows(_ plugin: String, _ id: String) throws -> [NodeRow] {
-        let s = try host.store.prepare("SELECT node, readonly, publish_context, staged, staging_path FROM volume_nodes WHERE plugin=?1 AND volume_id=?2 ORDER BY node")
-        s.bind(1, plugin); s.bind(2, id)
-        var out: [NodeRow] = []
-        while try s.step() {
-            out.append(NodeRow(node: s.text(0), readonly: s.int(1) != 0, publishContext: (try? JSON.parse(s.text(2))) ?? .object([]),
-                               staged: s.int(3) != 0, stagingPath: s.text(4)))
-        }
-        return out
-    }
+    func nodeRows(_ plugin: String, _ id: String) throws -> [NodeRow] { try host.store.volumeNodes(plugin: plugin, id: id) }
 
     func nodeRow(_ plugin: String, _ id: String, _ node: String) throws -> NodeRow? { try nodeRows(plugin, id).first { $0.node == node } }
 
-    package func targetRows(_ plugin: String, _ id: String) throws -> [TargetRow] {
-        let s = try host.store.prepare("SELECT volume_id, node, target, readonly FROM volume_targets WHERE plugin=?1 AND volume_id=?2 ORDER BY target")
-        s.bind(1, plugin); s.bind(2, id)
-        var out: [TargetRow] = []
-        while try s.step() { out.append(TargetRow(volumeID: s.text(0), node: s.text(1), target: s.text(2), readonly: s.int(3) != 0)) }
-        return out
-    }
+    package func targetRows(_ plugin: String, _ id: String) throws -> [TargetRow] { try host.store.volumeTargets(plugin: plugin, id: id) }
 
-    func targetRow(_ plugin: String, target: String) throws -> TargetRow? {
-        let s = try host.store.prepare("SELECT volume_id, node, target, readonly FROM volume_targets WHERE plugin=?1 AND target=?2")
-        s.bind(1, plugin); s.bind(2, target)
-        guard try s.step() else { return nil }
-        return TargetRow(volumeID: s.text(0), node: s.text(1), target: s.text(2), readonly: s.int(3) != 0)
-    }
+    func targetRow(_ plugin: String, target: String) throws -> TargetRow? { try host.store.volumeTarget(plugin: plugin, target: target) }
 
     func event(_ type: String, _ plugin: String, _ subject: String, _ data: JSON = .object([])) throws {
         host.executor.noteEvent(try host.store.appendEvent(type: type, subject: "\(plugin)/\(subject)", data: data))
@@ -254,17 +207,12 @@ public final class StorageService: Sendable {
             }
             return (existing, false)
         }
-        let byName = try store.prepare("SELECT id FROM volumes WHERE plugin=?1 AND name=?2")
-        byName.bind(1, plugin); byName.bind(2, name)
-        if try byName.step() {
-            throw BerthError(.internal, "plugin \"\(plugin)\" returned a new volume \(id) for name \"\(name)\", which the host knows as \(byName.text(0)); nothing was committed")
+        if let known = try store.volume(plugin: plugin, name: name) {
+            throw BerthError(.internal, "plugin \"\(plugin)\" returned a new volume \(id) for name \"\(name)\", which the host knows as \(known.id); nothing was committed")
         }
         let row = VolumeRow(id: id, name: name, capacity: capacity, accessMode: out["accessMode"]?.string ?? accessMode,
                             volumeMode: out["volumeMode"]?.string ?? volumeMode, volume: out, created: wallClock())
-        let ins = try store.prepare("INSERT INTO volumes(plugin, id, name, capacity, access_mode, volume_mode, volume, created) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)")
-        ins.bind(1, plugin); ins.bind(2, id); ins.bind(3, name); ins.bind(4, capacity); ins.bind(5, row.accessMode)
-        ins.bind(6, row.volumeMode); ins.bind(7, out.serialized); ins.bind(8, row.created)
-        try ins.run()
+        try store.insertVolume(plugin: plugin, row)
         try self.event("volume.created", plugin, id, ["name": .string(name), "capacityBytes": JSON(Int64(capacity)),
                                                        "volumeMode": .string(row.volumeMode), "accessMode": .string(row.accessMode),
                                                        "source": out["source"] ?? .null])
@@ -284,10 +232,7 @@ public final class StorageService: Sendable {
                                details: ["status": "FAILED_PRECONDITION"])
             }
             _ = try self.call(inst, "delete_volume", inst.storage!.pointee.delete_volume, ["volumeId": .string(id)])
-            let d = try store.prepare("DELETE FROM volumes WHERE plugin=?1 AND id=?2")
-            d.bind(1, plugin); d.bind(2, id)
-            try d.run()
-            if store.changes > 0 { try self.event("volume.deleted", plugin, id) }
+            if try store.deleteVolume(plugin: plugin, id: id) { try self.event("volume.deleted", plugin, id) }
         }
     }
 
@@ -328,13 +273,7 @@ public final class StorageService: Sendable {
         let after = try pageToken.map { try Self.decodeToken($0) } ?? ""
         let store = host.store
         return try await host.executor.run {
-            let s = try store.prepare("SELECT id, name, capacity, access_mode, volume_mode, volume, created FROM volumes WHERE plugin=?1 AND id>?2 ORDER BY id LIMIT ?3")
-            s.bind(1, plugin); s.bind(2, after); s.bind(3, Int64(n + 1))
-            var rows: [VolumeRow] = []
-            while try s.step() {
-                rows.append(VolumeRow(id: s.text(0), name: s.text(1), capacity: s.int(2), accessMode: s.text(3), volumeMode: s.text(4),
-                                      volume: (try? JSON.parse(s.text(5))) ?? .object([]), created: s.double(6)))
-            }
+            var rows = try store.volumes(plugin: plugin, after: after, limit: n + 1)
             let more = rows.count > n
             if more { rows.removeLast() }
             var out: JSON = ["volumes": .array(try rows.map { try self.view(plugin, $0) })]
@@ -374,10 +313,8 @@ public final class StorageService: Sendable {
                                                                  "accessMode": .string(v.accessMode), "volumeMode": .string(v.volumeMode)])
             context = out["publishContext"] ?? .object([])
         }
-        let ins = try host.store.prepare("INSERT INTO volume_nodes(plugin, volume_id, node, readonly, publish_context, staged, staging_path, created) VALUES(?1,?2,?3,?4,?5,0,?6,?7)")
-        ins.bind(1, plugin); ins.bind(2, id); ins.bind(3, node); ins.bind(4, Int64(readonly ? 1 : 0)); ins.bind(5, context.serialized)
-        ins.bind(6, stagingPath(plugin, id, node)); ins.bind(7, wallClock())
-        try ins.run()
+        try host.store.insertVolumeNode(plugin: plugin, id: id, node: node, readonly: readonly, publishContext: context,
+                                        stagingPath: stagingPath(plugin, id, node), created: wallClock())
         try event("volume.controller-published", plugin, id, ["node": .string(node), "readonly": .bool(readonly)])
         return try view(plugin, v)
     }
@@ -401,9 +338,7 @@ public final class StorageService: Sendable {
         if let fn = inst.storage!.pointee.controller_unpublish {
             _ = try call(inst, "controller_unpublish", fn, ["volumeId": .string(id), "nodeId": .string(node)])
         }
-        let d = try host.store.prepare("DELETE FROM volume_nodes WHERE plugin=?1 AND volume_id=?2 AND node=?3")
-        d.bind(1, plugin); d.bind(2, id); d.bind(3, node)
-        try d.run()
+        try host.store.deleteVolumeNode(plugin: plugin, id: id, node: node)
         try event("volume.controller-unpublished", plugin, id, ["node": .string(node)])
         return try view(plugin, v)
     }
@@ -428,9 +363,7 @@ public final class StorageService: Sendable {
                                                    "publishContext": n.publishContext, "accessMode": .string(v.accessMode),
                                                    "volumeMode": .string(v.volumeMode)])
         }
-        let u = try host.store.prepare("UPDATE volume_nodes SET staged=1 WHERE plugin=?1 AND volume_id=?2 AND node=?3")
-        u.bind(1, plugin); u.bind(2, id); u.bind(3, node)
-        try u.run()
+        try host.store.setVolumeStaged(plugin: plugin, id: id, node: node, true)
         try event("volume.staged", plugin, id, ["node": .string(node), "stagingPath": .string(n.stagingPath)])
         return try view(plugin, v)
     }
@@ -456,9 +389,7 @@ public final class StorageService: Sendable {
         if let fn = inst.storage!.pointee.node_unstage {
             _ = try call(inst, "node_unstage", fn, ["volumeId": .string(id), "nodeId": .string(node), "stagingPath": .string(n.stagingPath)])
         }
-        let u = try host.store.prepare("UPDATE volume_nodes SET staged=0 WHERE plugin=?1 AND volume_id=?2 AND node=?3")
-        u.bind(1, plugin); u.bind(2, id); u.bind(3, node)
-        try u.run()
+        try host.store.setVolumeStaged(plugin: plugin, id: id, node: node, false)
         try event("volume.unstaged", plugin, id, ["node": .string(node)])
         return try view(plugin, v)
     }
@@ -498,9 +429,7 @@ public final class StorageService: Sendable {
                          "publishContext": n.publishContext, "accessMode": .string(v.accessMode), "volumeMode": .string(v.volumeMode)]
         if inst.storage!.pointee.node_stage != nil { req = req.setting("stagingPath", .string(n.stagingPath)) }
         _ = try call(inst, "node_publish", inst.storage!.pointee.node_publish, req)
-        let ins = try host.store.prepare("INSERT INTO volume_targets(plugin, volume_id, node, target, readonly, created) VALUES(?1,?2,?3,?4,?5,?6)")
-        ins.bind(1, plugin); ins.bind(2, id); ins.bind(3, node); ins.bind(4, target); ins.bind(5, Int64(readonly ? 1 : 0)); ins.bind(6, wallClock())
-        try ins.run()
+        try host.store.insertVolumeTarget(plugin: plugin, id: id, node: node, target: target, readonly: readonly, created: wallClock())
         try event("volume.published", plugin, id, ["node": .string(node), "target": .string(target), "readonly": .bool(readonly)])
         return try view(plugin, v)
     }
@@ -524,9 +453,7 @@ public final class StorageService: Sendable {
         if let t { req = req.setting("nodeId", .string(t.node)) }
         _ = try call(inst, "node_unpublish", inst.storage!.pointee.node_unpublish, req)
         if let t {
-            let d = try host.store.prepare("DELETE FROM volume_targets WHERE plugin=?1 AND target=?2")
-            d.bind(1, plugin); d.bind(2, target)
-            try d.run()
+            try host.store.deleteVolumeTarget(plugin: plugin, target: target)
             try event("volume.unpublished", plugin, id, ["node": .string(t.node), "target": .string(target)])
         }
         return (try view(plugin, v), t?.node)
@@ -593,9 +520,7 @@ public final class StorageService: Sendable {
                 let old = v.capacity
                 v.capacity = Int64(cap)
                 v.volume = v.volume.setting("capacityBytes", JSON(Int64(cap)))
-                let u = try store.prepare("UPDATE volumes SET capacity=?3, volume=?4 WHERE plugin=?1 AND id=?2")
-                u.bind(1, plugin); u.bind(2, id); u.bind(3, v.capacity); u.bind(4, v.volume.serialized)
-                try u.run()
+                try store.updateVolume(plugin: plugin, id: id, capacity: v.capacity, volume: v.volume)
                 try self.event("volume.expanded", plugin, id, ["from": JSON(Int64(old)), "to": JSON(Int64(cap))])
             }
             return try self.view(plugin, v).setting("nodeExpansionRequired", out["nodeExpansionRequired"] ?? false)
@@ -624,10 +549,10 @@ public final class StorageService: Sendable {
 
     // MARK: - snapshots
 
-    func snapshotJSON(_ plugin: String, _ s: Statement) -> JSON {
-        var out: JSON = ["plugin": .string(plugin), "snapshotId": .string(s.text(0)), "name": .string(s.text(1)),
-                         "sourceVolumeId": .string(s.text(2)), "sizeBytes": JSON(Int64(s.int(3))), "created": .number(s.double(5))]
-        for (k, v) in ((try? JSON.parse(s.text(4)))?.object ?? []) where out[k] == nil { out = out.setting(k, v) }
+    func snapshotJSON(_ plugin: String, _ r: SnapshotRow) -> JSON {
+        var out: JSON = ["plugin": .string(plugin), "snapshotId": .string(r.id), "name": .string(r.name),
+                         "sourceVolumeId": .string(r.sourceVolume), "sizeBytes": JSON(Int64(r.size)), "created": .number(r.created)]
+        for (k, v) in r.snapshot.object ?? [] where out[k] == nil { out = out.setting(k, v) }
         return out
     }
 
@@ -647,22 +572,16 @@ public final class StorageService: Sendable {
             guard let id = out["snapshotId"]?.string, !id.isEmpty else {
                 throw BerthError(.internal, "plugin \"\(plugin)\" create_snapshot returned no snapshotId; nothing was committed")
             }
-            let q = try store.prepare("SELECT id, name, source_volume, size, snapshot, created FROM snapshots WHERE plugin=?1 AND (id=?2 OR name=?3)")
-            q.bind(1, plugin); q.bind(2, id); q.bind(3, name)
-            if try q.step() {
-                guard q.text(0) == id, q.text(1) == name else {
-                    throw BerthError(.internal, "plugin \"\(plugin)\" returned snapshot \(id) for \"\(name)\", which disagrees with the host's record \(q.text(0)) \"\(q.text(1))\"")
+            if let known = try store.snapshot(plugin: plugin, id: id, orName: name) {
+                guard known.id == id, known.name == name else {
+                    throw BerthError(.internal, "plugin \"\(plugin)\" returned snapshot \(id) for \"\(name)\", which disagrees with the host's record \(known.id) \"\(known.name)\"")
                 }
-                return (self.snapshotJSON(plugin, q), false)
+                return (self.snapshotJSON(plugin, known), false)
             }
-            let size = Int64(out["sizeBytes"]?.int ?? 0)
-            let ins = try store.prepare("INSERT INTO snapshots(plugin, id, name, source_volume, size, snapshot, created) VALUES(?1,?2,?3,?4,?5,?6,?7)")
-            ins.bind(1, plugin); ins.bind(2, id); ins.bind(3, name); ins.bind(4, source); ins.bind(5, size); ins.bind(6, out.serialized); ins.bind(7, wallClock())
-            try ins.run()
-            try self.event("snapshot.created", plugin, id, ["name": .string(name), "sourceVolumeId": .string(source), "sizeBytes": JSON(Int64(size))])
-            q.reset(); q.bind(1, plugin); q.bind(2, id); q.bind(3, name)
-            _ = try q.step()
-            return (self.snapshotJSON(plugin, q), true)
+            let row = SnapshotRow(id: id, name: name, sourceVolume: source, size: Int64(out["sizeBytes"]?.int ?? 0), snapshot: out, created: wallClock())
+            try store.insertSnapshot(plugin: plugin, row)
+            try self.event("snapshot.created", plugin, id, ["name": .string(name), "sourceVolumeId": .string(source), "sizeBytes": JSON(Int64(row.size))])
+            return (self.snapshotJSON(plugin, row), true)
         }
     }
 
@@ -673,10 +592,7 @@ public final class StorageService: Sendable {
             let inst = try self.plugin(plugin)
             guard let fn = inst.storage!.pointee.delete_snapshot else { throw BerthError(.unimplemented, "storage plugin \"\(plugin)\" does not support snapshots") }
             _ = try self.call(inst, "delete_snapshot", fn, ["snapshotId": .string(id)])
-            let d = try store.prepare("DELETE FROM snapshots WHERE plugin=?1 AND id=?2")
-            d.bind(1, plugin); d.bind(2, id)
-            try d.run()
-            if store.changes > 0 { try self.event("snapshot.deleted", plugin, id) }
+            if try store.deleteSnapshot(plugin: plugin, id: id) { try self.event("snapshot.deleted", plugin, id) }
         }
     }
 
@@ -684,10 +600,8 @@ public final class StorageService: Sendable {
         _ = try self.plugin(plugin)
         let store = host.store
         return try await host.executor.run {
-            let q = try store.prepare("SELECT id, name, source_volume, size, snapshot, created FROM snapshots WHERE plugin=?1 AND id=?2")
-            q.bind(1, plugin); q.bind(2, id)
-            guard try q.step() else { throw BerthError(.notFound, "no snapshot \"\(id)\" in storage plugin \"\(plugin)\"") }
-            return self.snapshotJSON(plugin, q)
+            guard let r = try store.snapshot(plugin: plugin, id: id) else { throw BerthError(.notFound, "no snapshot \"\(id)\" in storage plugin \"\(plugin)\"") }
+            return self.snapshotJSON(plugin, r)
         }
     }
 
@@ -697,13 +611,7 @@ public final class StorageService: Sendable {
         let after = try pageToken.map { try Self.decodeToken($0) } ?? ""
         let store = host.store
         return try await host.executor.run {
-            let q = try store.prepare("""
-                SELECT id, name, source_volume, size, snapshot, created FROM snapshots
-                WHERE plugin=?1 AND id>?2 AND (?3 = '' OR source_volume=?3) ORDER BY id LIMIT ?4
-                """)
-            q.bind(1, plugin); q.bind(2, after); q.bind(3, sourceVolumeId ?? ""); q.bind(4, Int64(n + 1))
-            var out: [JSON] = []
-            while try q.step() { out.append(self.snapshotJSON(plugin, q)) }
+            var out = try store.snapshots(plugin: plugin, after: after, sourceVolume: sourceVolumeId ?? "", limit: n + 1).map { self.snapshotJSON(plugin, $0) }
             let more = out.count > n
             if more { out.removeLast() }
             var j: JSON = ["snapshots": .array(out)]

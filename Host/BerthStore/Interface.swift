@@ -1,0 +1,63 @@
+// The store interface: what an engine of the state store implements. SQLite (Store.swift) is the engine of one host;
+// an engine with optimistic transactions (etcd: a read set checked at commit) implements the same, and gets the same
+// tests (Tests/BerthTests/StoreInterfaceTests.swift runs them against every engine).
+import BerthWire
+
+/// Transactions, ordered key spaces and the event log, as one engine provides them. All calls are made by one thread
+/// at a time (the executor's), inside a transaction unless said otherwise.
+///
+/// **Transactions.** `begin` opens a write transaction; `commit` makes it durable as one unit (or throws, and then
+/// nothing of it happened); `rollback` discards it. Inside one, `savepoint` nests: its body's writes land with the
+/// enclosing transaction or vanish alone when the body throws. An optimistic engine records what each read saw and
+/// compares it at `commit`; on a conflict `commit` throws `BerthError(.aborted)` with nothing applied, and the caller
+/// (the executor) runs the transaction's operations again from the start. Operations must therefore be re-runnable:
+/// they read what they need inside the transaction and keep no effect outside it until it commits.
+///
+/// **Key spaces.** Each namespace (a plugin instance's name, the host's own tables) is an ordered map of byte keys to
+/// byte values. Keys compare as unsigned bytes, shorter first on a common prefix. `kvNext` is the ordered read: an
+/// engine with optimistic transactions records the range it scanned, so a key inserted into it by another writer
+/// (a phantom) is a conflict too.
+///
+/// **Event log.** Appending gives a revision, strictly increasing and never reused; `events(since:)` reads after a
+/// revision in order. Readers are told of new events through the executor's commit notification.
+public protocol StateStore: AnyObject {
+    func begin() throws
+    func commit() throws
+    func rollback()
+    func savepoint<T>(_ name: StaticString, _ body: () throws -> T) throws -> T
+
+    /// Calls `body` with the value of `key` (nil when there is none); the bytes are valid during the call only.
+    func kvRead<R>(_ ns: String, _ key: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer?) throws -> R) throws -> R
+    func kvPut(_ ns: String, _ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws
+    func kvDelete(_ ns: String, _ key: UnsafeRawBufferPointer) throws
+    /// Calls `body` with the smallest key that starts with `prefix` and is strictly after `after` (from the prefix
+    /// itself when `after` is empty or before it), and its value; nil when there is none.
+    func kvScanNext<R>(_ ns: String, prefix: UnsafeRawBufferPointer, after: UnsafeRawBufferPointer,
+                       _ body: ((key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer)?) throws -> R) throws -> R
+    func kvCountPrefix(_ ns: String, _ prefix: UnsafeRawBufferPointer) throws -> Int64
+    /// Deletes every key with the prefix; returns how many.
+    func kvDeletePrefix(_ ns: String, _ prefix: UnsafeRawBufferPointer) throws -> Int64
+
+    /// Appends an event; returns its revision.
+    func appendEvent(type: String, subject: String, actor: String, data: JSON) throws -> Int64
+    /// Events after `since`, oldest first, at most `limit`; `type` and `subject` keep that value or those under it.
+    func events(since: Int64, limit: Int, type: String?, subject: String?) throws -> [Event]
+    /// The newest revision (0 when the log is empty).
+    func lastRevision() throws -> Int64
+}
+
+extension Store: StateStore {
+    public func begin() throws { try exec("BEGIN IMMEDIATE") }
+    public func commit() throws { try exec("COMMIT") }
+    public func rollback() { try? exec("ROLLBACK") }
+
+    public func kvRead<R>(_ ns: String, _ key: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer?) throws -> R) throws -> R {
+        try body(try kvGet(ns, key)?.blob(0))
+    }
+
+    public func kvScanNext<R>(_ ns: String, prefix: UnsafeRawBufferPointer, after: UnsafeRawBufferPointer,
+                              _ body: ((key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer)?) throws -> R) throws -> R {
+        guard let s = try kvNext(ns, prefix: prefix, after: after) else { return try body(nil) }
+        return try body((s.blob(0), s.blob(1)))
+    }
+}
