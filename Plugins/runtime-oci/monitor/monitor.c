@@ -115,13 +115,18 @@ static void pump(int in) {
         ssize_t n = read(in, buf, sizeof buf);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) break;
-        if (fd >= 0 && size + n > log_max && size > 0) {
-            close(fd);
-            rename(lp, lp1);
-            fd = open(lp, O_WRONLY | O_CREAT | O_APPEND | O_TRUNC | O_CLOEXEC, 0640);
-            size = 0;
+        for (char *p = buf; n > 0;) {
+            if (size >= log_max) {
+                if (fd >= 0) close(fd);
+                rename(lp, lp1);
+                fd = open(lp, O_WRONLY | O_CREAT | O_APPEND | O_TRUNC | O_CLOEXEC, 0640);
+                size = 0;
+            }
+            ssize_t chunk = n < log_max - size ? n : (ssize_t)(log_max - size);
+            if (fd >= 0 && write(fd, p, (size_t)chunk) != chunk) size = log_max; /* a failed write: start afresh */
+            else size += chunk;
+            p += chunk, n -= chunk;
         }
-        if (fd >= 0 && write(fd, buf, (size_t)n) == n) size += n;
     }
     if (fd >= 0) close(fd);
 }
