@@ -21,6 +21,8 @@ let package = Package(
         .library(name: "berth-runtime-oci", type: .dynamic, targets: ["BerthRuntimeOCIPlugin"]),
         // runtime-oci's per-instance monitor; the plugin looks for it beside its .so.
         .executable(name: "berth-runtime-monitor", targets: ["BerthRuntimeMonitor"]),
+        // Test fixture: the Swift kit's runtime glue, loaded by Tests/suites/runtime-oci.sh.
+        .library(name: "berth-kit-runtime-echo", type: .dynamic, targets: ["BerthKitRuntimeEcho"]),
         // The Swift plugin kit, for plugin authors.
         .library(name: "BerthPluginKit", targets: ["BerthPluginKit"]),
     ],
@@ -102,6 +104,7 @@ let package = Package(
         .target(name: "BerthRuntimeOCIPlugin", dependencies: ["BerthPluginABI"], path: "Plugins/runtime-oci",
                 exclude: ["monitor", "README.md"], publicHeadersPath: "."),
         .executableTarget(name: "BerthRuntimeMonitor", path: "Plugins/runtime-oci/monitor"),
+        .target(name: "BerthKitRuntimeEcho", dependencies: ["BerthPluginKit"], path: "Tests/Fixtures/kit-runtime"),
 
         .testTarget(
             name: "BerthTests",

@@ -40,6 +40,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# 0. The Swift kit's runtime glue (Tests/Fixtures/kit-runtime): the descriptor declares the kind with a full table,
+# each C operation reaches its Swift method with the request, and a thrown PluginError becomes its status and message.
+KIT=$BIN/libberth-kit-runtime-echo.so
+if [ -e "$KIT" ] && cc -O1 -Wall -I PluginABI/include -I sdk-docs/examples/testhost Tests/suites/runtime-oci/rt-harness.c -o "$WORK/rt-harness" -ldl; then
+  ok=1
+  for op in start stop state list remove; do
+    got=$("$WORK/rt-harness" "$KIT" '{}' $op '{"id":"a"}' 2>&1)
+    [ "$got" = "{\"op\":\"$op\",\"request\":{\"id\":\"a\"}}" ] || { ok=0; echo "kit $op: $got" >>"$OUT/commands.log"; }
+  done
+  [ "$ok" = 1 ] && pass "the Swift kit exports the runtime kind: every operation reaches its RuntimePlugin method" || fail "kit runtime glue" "see $OUT/commands.log"
+  got=$("$WORK/rt-harness" "$KIT" '{}' state '{"id":"missing"}' 2>&1); rc=$?
+  expect "the Swift kit maps a thrown PluginError(.notFound) to BERTH_NOT_FOUND with its message" test "$rc:$got" = "15:5 no instance missing on this node"
+else fail "kit runtime glue" "$KIT is missing (swift build) or the harness does not compile"; fi
+
 if [ "$(id -u)" -ne 0 ]; then fail "setup" "needs root for runc, cgroups and network namespaces (CI runs as root)"; finish; fi
 for t in "$BIN/libberth-runtime-oci.so" "$BIN/berth-runtime-monitor" /bin/busybox "$(command -v runc)" "$(command -v cc)" "$(command -v curl)"; do
   [ -e "$t" ] || { fail "setup" "${t:-a tool} is missing (swift build; Debian runc, busybox-static, curl: .ci/apt-packages)"; finish; }
