@@ -129,7 +129,8 @@ static int write_state(const rt_plugin *pl, const char *id, sb *o) {
         sb_quote(o, status[0] ? "the process ended and its monitor is gone without recording the exit status"
                               : "the runtime has no such container and no exit was recorded (the monitor died)");
     }
-    if (started[0]) sb_printf(o, ",\"startedAt\":\"%s\"", strtok(started, "\n"));
+    started[strcspn(started, "\n")] = 0;
+    if (started[0]) sb_printf(o, ",\"startedAt\":\"%s\"", started);
     if (finished[0]) sb_printf(o, ",\"finishedAt\":\"%s\"", finished);
     ipath(pl, id, "log", p, sizeof p);
     sb_add(o, ",\"logPath\":");

@@ -224,7 +224,8 @@ berth_status rt_build_config(const rt_plugin *pl, const char *id, span req, cons
     sb_printf(o, ",\"readonly\":%s},\"hostname\":", ro ? "true" : "false");
     int r = get_str(req, "hostname", buf, 64);
     if (r < 0) BAD("hostname must be a string of at most 63 bytes");
-    sb_quote(o, r == 1 ? buf : id);
+    if (r == 0) snprintf(buf, 64, "%.63s", id); /* a hostname has at most 63 bytes; ids may be longer */
+    sb_quote(o, buf);
     sb_add(o, ",");
     if ((st = add_mounts(req, o, err, err_cap)) != BERTH_OK) return st;
     sb_add(o, ",\"linux\":{");

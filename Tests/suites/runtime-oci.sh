@@ -145,6 +145,12 @@ CFG_ROT="{\"stateDir\":\"$STATE\",\"cgroupParent\":\"$CGP\",\"logMaxBytes\":4096
 for _ in $(seq 50); do [ "$(field chatty state)" = exited ] && break; sleep 0.1; done
 expect "the log rotates at logMaxBytes: log and log.1 each at most 4096 bytes, the last line kept" sh -c "[ \$(stat -c %s $STATE/instances/chatty/log) -le 4096 ] && [ \$(stat -c %s $STATE/instances/chatty/log.1) -le 4096 ] && grep -q line-399 $STATE/instances/chatty/log"
 
+LONG=$(printf 'x%.0s' $(seq 120))
+h start "{\"id\":\"$LONG\",\"rootfs\":\"$RFS\",\"command\":\"hostname\"}"
+for _ in $(seq 50); do [ "$(field "$LONG" state)" = exited ] && break; sleep 0.1; done
+expect "a 120-character id runs (the default hostname is cut to 63 bytes) and exits 0" sh -c "[ \"\$(grep -c . $STATE/instances/$LONG/log)\" = 1 ] && [ \"$(field "$LONG" exitCode)\" = 0 ]"
+h remove "{\"id\":\"$LONG\"}"
+
 # 6. Bad specs: a clear error naming the problem, and nothing left behind.
 leftovers() { # id: no directory, no container, no cgroup
   [ ! -e "$STATE/instances/$1" ] && ! runc --root "$STATE/runtime" list -q | grep -qx "$1" && [ ! -e "$(dirname "$(cgfile "$MEMFILE" "$1")")" ]
