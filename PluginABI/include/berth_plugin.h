@@ -467,6 +467,7 @@ typedef struct berth_discovery_ops {
  *           (optional), "workingDir": "/" (optional), "hostname" (optional),
  *           "resources": {"cpuMillis": 500, "memoryBytes": 67108864, "pids": 64} (optional, each optional; a
  *           negative or zero value is BERTH_INVALID_ARGUMENT naming it),
+ *           "rootfsReadonly": false (optional: mount the rootfs read-only),
  *           "netns": "/run/netns/NAME" (optional: join that network namespace; absent: a new, empty one),
  *           "mounts": [{"source": "/host/path", "target": "/in/instance", "readonly": false}] (optional; bind
  *           mounts; source must exist)}

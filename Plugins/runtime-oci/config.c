@@ -78,8 +78,19 @@ berth_status rt_configure(rt_plugin *pl, span config, char *err, size_t cap) {
     snprintf(pl->state_dir, sizeof pl->state_dir, "/var/lib/berth/runtime-oci");
     snprintf(pl->cgroup_parent, sizeof pl->cgroup_parent, "berth");
     pl->log_max_bytes = 10 << 20;
-    if (get_str(config, "stateDir", name, sizeof name) == 1) snprintf(pl->state_dir, sizeof pl->state_dir, "%s", name);
-    if (get_str(config, "cgroupParent", name, 65) == 1) snprintf(pl->cgroup_parent, sizeof pl->cgroup_parent, "%s", name);
+    /* The host validated the keys against the schema; a direct caller (a test harness) gets the same limits here. */
+    int r = get_str(config, "stateDir", name, 1025);
+    if (r < 0 || (r == 1 && name[0] != '/')) {
+        BERTH_SET_ERR(err, cap, "stateDir must be an absolute path of at most 1024 bytes");
+        return BERTH_INVALID_ARGUMENT;
+    }
+    if (r == 1) snprintf(pl->state_dir, sizeof pl->state_dir, "%s", name);
+    r = get_str(config, "cgroupParent", name, 65);
+    if (r < 0 || (r == 1 && (!strcmp(name, ".") || !strcmp(name, "..") || !name[0] || name[strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")]))) {
+        BERTH_SET_ERR(err, cap, "cgroupParent must be 1-64 characters of [A-Za-z0-9_.-], not . or ..");
+        return BERTH_INVALID_ARGUMENT;
+    }
+    if (r == 1) snprintf(pl->cgroup_parent, sizeof pl->cgroup_parent, "%s", name);
     if (rj_get(config, "logMaxBytes", &v) && (!rj_int(v, &pl->log_max_bytes) || pl->log_max_bytes < 4096)) {
         BERTH_SET_ERR(err, cap, "logMaxBytes must be an integer of at least 4096");
         return BERTH_INVALID_ARGUMENT;

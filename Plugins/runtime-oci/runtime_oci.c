@@ -25,10 +25,10 @@ extern char **environ;
 
 #define CONFIG_SCHEMA                                                                                              \
     "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"                                         \
-    "\"stateDir\":{\"type\":\"string\",\"minLength\":2,\"pattern\":\"^/\"},"                                       \
+    "\"stateDir\":{\"type\":\"string\",\"minLength\":2,\"maxLength\":1024,\"pattern\":\"^/\"},"                    \
     "\"runtime\":{\"type\":\"string\",\"minLength\":1},"                                                           \
     "\"monitor\":{\"type\":\"string\",\"minLength\":2,\"pattern\":\"^/\"},"                                        \
-    "\"cgroupParent\":{\"type\":\"string\",\"pattern\":\"^[A-Za-z0-9_.-]{1,64}$\"},"                               \
+    "\"cgroupParent\":{\"type\":\"string\",\"maxLength\":64,\"pattern\":\"^[A-Za-z0-9_.-]+$\"},"                   \
     "\"logMaxBytes\":{\"type\":\"integer\",\"minimum\":4096}}}"
 
 
