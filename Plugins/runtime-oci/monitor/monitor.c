@@ -1,6 +1,6 @@
 /*
  * berth-runtime-monitor — runtime-oci's per-instance monitor (what conmon is to podman). It detaches from the
- * host (double fork, new session), becomes a child subreaper, runs `RUNTIME create` + `start`, pipes the
+ * host (double fork, new session), becomes a child subreaper, runs `RUNTIME run --detach`, pipes the
  * instance's stdout and stderr into a size-rotated log file, waits for the instance's init process and writes
  * its exit status to a file: exit codes are captured even when berthd is down at the moment of exit.
  *
@@ -53,7 +53,7 @@ static void write_atomic(const char *name, const char *text) {
 
 /* Runs the runtime with args (NULL-terminated, after the global flags); stdout/stderr to `out_fd`. */
 static int run_runtime(int out_fd, const char *a1, const char *a2, const char *a3, const char *a4, const char *a5,
-                       const char *a6) {
+                       const char *a6, const char *a7) {
     char logp[4200];
     path(logp, sizeof logp, "runtime.log");
     pid_t pid = fork();
@@ -63,7 +63,7 @@ static int run_runtime(int out_fd, const char *a1, const char *a2, const char *a
         dup2(null, 0);
         dup2(out_fd, 1);
         dup2(out_fd, 2);
-        const char *argv[] = {runtime, "--root", rroot, "--log", logp, "--log-format", "json", a1, a2, a3, a4, a5, a6, NULL};
+        const char *argv[] = {runtime, "--root", rroot, "--log", logp, "--log-format", "json", a1, a2, a3, a4, a5, a6, a7, NULL};
         execv(runtime, (char *const *)argv);
         _exit(127);
     }
@@ -73,7 +73,7 @@ static int run_runtime(int out_fd, const char *a1, const char *a2, const char *a
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-/* The last "msg" of the runtime's JSON log, as the reason of a failed create/start. */
+/* The last "msg" of the runtime's JSON log, as the reason of a failed run. */
 static void last_error(char *out, size_t cap) {
     char p[4200], buf[16384];
     path(p, sizeof p, "runtime.log");
@@ -157,7 +157,8 @@ static int monitor(void) {
     if (pipe(out) != 0) return report("error pipe: %s\n", strerror(errno)), 1;
     fcntl(out[0], F_SETFD, FD_CLOEXEC);
     path(p, sizeof p, "pid");
-    if (run_runtime(out[1], "create", "--bundle", dir, "--pid-file", p, id) != 0) {
+    /* One `run --detach`: create and start in one exec of the runtime. */
+    if (run_runtime(out[1], "run", "--detach", "--bundle", dir, "--pid-file", p, id) != 0) {
         last_error(msg, sizeof msg);
         return report("error %s\n", msg), 1;
     }
@@ -166,11 +167,7 @@ static int monitor(void) {
     ssize_t n = fd >= 0 ? read(fd, pidtxt, sizeof pidtxt - 1) : -1;
     if (fd >= 0) close(fd);
     pid_t pid = n > 0 ? (pid_t)atoi(pidtxt) : 0;
-    if (pid <= 0) return report("error %s create wrote no pid file\n", runtime), 1;
-    if (run_runtime(out[1], "start", id, NULL, NULL, NULL, NULL) != 0) {
-        last_error(msg, sizeof msg);
-        return report("error %s\n", msg), 1;
-    }
+    if (pid <= 0) return report("error %s run wrote no pid file\n", runtime), 1;
     now(buf, sizeof buf);
     write_atomic("started", buf);
     close(out[1]);
