@@ -344,6 +344,15 @@ public protocol RuntimePlugin: BerthPlugin {
     func list(_ request: [UInt8]) throws -> [UInt8]
     /// {"id", "force"} -> {}: delete the instance and all it has on the node. Unknown ids succeed.
     func remove(_ request: [UInt8]) throws -> [UInt8]
+    /// Optional: true when `exec` is implemented (the kit then fills exec in the C table; NULL otherwise).
+    static var executes: Bool { get }
+    /// Optional: {"id", "command", "args", "env", "timeoutSeconds"} -> {"exitCode", "output", "truncated"}.
+    func exec(_ request: [UInt8]) throws -> [UInt8]
+}
+
+extension RuntimePlugin {
+    public static var executes: Bool { false }
+    public func exec(_ request: [UInt8]) throws -> [UInt8] { throw PluginError(.unimplemented, "exec is not supported by this runtime") }
 }
 
 // MARK: - Export
@@ -524,7 +533,7 @@ public enum BerthPluginExport {
             ops.pointee.resync = { p, r, n, o, e, c in run(o, e, c) { try box(p).discovery!.resync(bytes(r, n)) } }
             d.pointee.discovery = UnsafePointer(ops)
         }
-        if P.self is any RuntimePlugin.Type {
+        if let R = P.self as? any RuntimePlugin.Type {
             kinds |= UInt32(BERTH_KIND_RUNTIME)
             let ops = UnsafeMutablePointer<berth_runtime_ops>.allocate(capacity: 1)
             ops.initialize(to: berth_runtime_ops())
@@ -534,6 +543,7 @@ public enum BerthPluginExport {
             ops.pointee.state = { p, r, n, o, e, c in run(o, e, c) { try box(p).runtime!.state(bytes(r, n)) } }
             ops.pointee.list = { p, r, n, o, e, c in run(o, e, c) { try box(p).runtime!.list(bytes(r, n)) } }
             ops.pointee.remove = { p, r, n, o, e, c in run(o, e, c) { try box(p).runtime!.remove(bytes(r, n)) } }
+            if R.executes { ops.pointee.exec = { p, r, n, o, e, c in run(o, e, c) { try box(p).runtime!.exec(bytes(r, n)) } } }
             d.pointee.runtime = UnsafePointer(ops)
         }
         d.pointee.kinds = kinds

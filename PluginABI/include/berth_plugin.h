@@ -433,7 +433,7 @@ typedef struct berth_discovery_ops {
  * process supervisor. The host's node agent prepares everything around an instance (network namespace and
  * CNI, published volumes, restart policy, health checks) and calls these operations; the plugin only runs
  * the process tree. Full field reference and examples: sdk-docs/kinds/runtime.md.
- * Required group: start, stop, state, list, remove.
+ * Required group: start, stop, state, list, remove. Optional: exec.
  *
  * Instance ids.  Every request names its instance with "id": 1..128 bytes of [A-Za-z0-9_.-], not starting
  *   with '.' or '-'; the host chooses it and it is unique on the node (it may be reused after remove). A bad
@@ -489,6 +489,14 @@ typedef struct berth_discovery_ops {
  *          (container, cgroup, bundle, logs). A running instance is BERTH_FAILED_PRECONDITION unless "force"
  *          (then it is killed first). An unknown id is BERTH_OK.
  *
+ *  exec    (optional) {"id", "command": "/bin/cat", "args": [...], "env": {...}, "timeoutSeconds": 30 (optional,
+ *          1..3600)}: run a command inside the running instance (its namespaces and cgroup), stdin empty, and
+ *          answer {"exitCode": N, "output": "stdout and stderr interleaved", "truncated": false} once it ends.
+ *          "output" keeps at most the first 1 MiB (then "truncated": true); bytes that are not UTF-8 become '?'.
+ *          When the timeout passes, the command is signalled (SIGTERM, then SIGKILL) and exitCode is 124. An
+ *          instance that is not running: BERTH_FAILED_PRECONDITION; an unknown id: BERTH_NOT_FOUND. Not idempotent
+ *          (it runs the command each time). NULL: the host offers no `berth exec` for this runtime.
+ *
  *  Threads: operations on different ids may run concurrently when the descriptor says
  *  BERTH_THREADS_CONCURRENT; the host never runs two operations on the same id at once.
  */
@@ -499,6 +507,7 @@ typedef struct berth_runtime_ops {
     berth_json_op state;
     berth_json_op list;
     berth_json_op remove;
+    berth_json_op exec; /* optional */
 } berth_runtime_ops;
 
 /* ------------------------------------------------------------------------------------------------------ */

@@ -35,6 +35,8 @@ void sb_addn(sb *b, const char *s, size_t n);
 void sb_printf(sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /** Appends `s` as a JSON string literal. */
 void sb_quote(sb *b, const char *s);
+/** Appends n bytes as a JSON string literal; bytes that are not valid UTF-8 become '?'. */
+void sb_quote_utf8(sb *b, const char *s, size_t n);
 void sb_free(sb *b);
 
 /**
@@ -53,6 +55,10 @@ berth_status rt_check_command(span req, const char *rootfs, char *err, size_t er
 /** Runs argv (argv[0] a path), stdout and stderr captured into `out` (may be NULL). Returns the exit status
  *  (0..255), 128 + signal when killed, or -1 when it could not be started (errno set). */
 int rt_run(char *const argv[], sb *out);
+
+/** rt_run keeping at most max_out bytes of output (*truncated = 1 when more came; it may be NULL), and with a
+ *  timeout (0: none): then the child gets SIGTERM, two seconds later SIGKILL, and the result is 124. */
+int rt_run_limited(char *const argv[], sb *out, size_t max_out, int *truncated, long timeout_ms);
 
 /** Removes a tree without crossing mount points or following symlinks. 0 on success or when it is absent. */
 int rt_rm_rf(const char *path);

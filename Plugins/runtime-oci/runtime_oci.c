@@ -425,6 +425,105 @@ static berth_status op_remove(void *inst, const char *req, size_t len, const ber
     return BERTH_OK;
 }
 
+/* exec's argv: RUNTIME --root ROOT exec [--env K=V]... ID COMMAND ARGS...; strings are malloc'd (argv_free). */
+static berth_status exec_argv(const rt_plugin *pl, const char *id, span r, char ***argv_out, char *err, size_t cap) {
+    span v, e, k;
+    size_t n = 0, pos = 0, max = 8;
+    char **argv = calloc(max, sizeof *argv), val[8192];
+    char root[RT_PATH_CAP];
+    snprintf(root, sizeof root, "%s/runtime", pl->state_dir);
+#define PUSH(str)                                                                                                  \
+    do {                                                                                                           \
+        if (n + 2 > max) {                                                                                         \
+            char **a2 = argv ? realloc(argv, (max *= 2) * sizeof *argv) : NULL;                                   \
+            if (!a2) goto oom;                                                                                     \
+            argv = a2;                                                                                             \
+        }                                                                                                          \
+        if (!(argv[n++] = strdup(str))) goto oom;                                                                  \
+        argv[n] = NULL;                                                                                            \
+    } while (0)
+    if (!argv) goto oom;
+    PUSH(pl->runtime);
+    PUSH("--root");
+    PUSH(root);
+    PUSH("exec");
+    if (rj_get(r, "env", &v)) {
+        if (v.n == 0 || v.p[0] != '{') goto bad_env;
+        while (rj_object_next(v, &pos, &k, &e)) {
+            int len = snprintf(val, sizeof val, "%.*s=", (int)k.n, k.p);
+            if (len <= 1 || len >= (int)sizeof val || !rj_str(e, val + len, sizeof val - (size_t)len)) goto bad_env;
+            PUSH("--env");
+            PUSH(val);
+        }
+    }
+    PUSH(id);
+    if (!rj_get(r, "command", &v) || !rj_str(v, val, sizeof val) || !val[0]) {
+        BERTH_SET_ERR(err, cap, "command is required: the program to run inside the instance");
+        goto fail;
+    }
+    PUSH(val);
+    if (rj_get(r, "args", &v)) {
+        pos = 0;
+        while (rj_array_next(v, &pos, &e)) {
+            if (!rj_str(e, val, sizeof val)) {
+                BERTH_SET_ERR(err, cap, "args must be an array of strings");
+                goto fail;
+            }
+            PUSH(val);
+        }
+    }
+#undef PUSH
+    *argv_out = argv;
+    return BERTH_OK;
+bad_env:
+    BERTH_SET_ERR(err, cap, "env must be an object {\"NAME\": \"value\"} of strings");
+    goto fail;
+oom:
+    BERTH_SET_ERR(err, cap, "out of memory");
+fail:
+    for (size_t i = 0; argv && i < n; i++) free(argv[i]);
+    free(argv);
+    return BERTH_INVALID_ARGUMENT;
+}
+
+static berth_status op_exec(void *inst, const char *req, size_t len, const berth_sink *out, char *err, size_t cap) {
+    const rt_plugin *pl = inst;
+    char id[RT_ID_MAX + 1], dir[RT_PATH_CAP];
+    span r = {req, len}, v;
+    berth_status st = get_id(r, id, err, cap);
+    if (st != BERTH_OK) return st;
+    int64_t timeout = 30;
+    if (rj_get(r, "timeoutSeconds", &v) && (!rj_int(v, &timeout) || timeout < 1 || timeout > 3600)) {
+        BERTH_SET_ERR(err, cap, "timeoutSeconds must be an integer from 1 to 3600, got %.*s", (int)v.n, v.p);
+        return BERTH_INVALID_ARGUMENT;
+    }
+    ipath(pl, id, NULL, dir, sizeof dir);
+    if (!exists(dir)) {
+        BERTH_SET_ERR(err, cap, "no instance %s on this node", id);
+        return BERTH_NOT_FOUND;
+    }
+    sb o = {0};
+    int live = write_state(pl, id, &o);
+    int running = live && strstr(o.p ? o.p : "", "\"state\":\"running\"") != NULL;
+    sb_free(&o);
+    if (!running) {
+        BERTH_SET_ERR(err, cap, "instance %s is not running: exec needs a running instance", id);
+        return BERTH_FAILED_PRECONDITION;
+    }
+    char **argv = NULL;
+    if ((st = exec_argv(pl, id, r, &argv, err, cap)) != BERTH_OK) return st;
+    sb output = {0};
+    int truncated = 0;
+    int code = rt_run_limited(argv, &output, 1u << 20, &truncated, (long)timeout * 1000);
+    for (size_t i = 0; argv[i]; i++) free(argv[i]);
+    free(argv);
+    sb_printf(&o, "{\"exitCode\":%d,\"output\":", code);
+    sb_quote_utf8(&o, output.p ? output.p : "", output.n);
+    sb_printf(&o, ",\"truncated\":%s}", truncated ? "true" : "false");
+    sb_free(&output);
+    return emit(out, &o, err, cap);
+}
+
 static berth_status rt_create(const berth_host_services *host, const char *config, size_t len, void **out,
                               char *err, size_t cap) {
     rt_plugin *pl = calloc(1, sizeof *pl);
@@ -452,6 +551,7 @@ static const berth_runtime_ops RUNTIME_OPS = {
     .state = op_state,
     .list = op_list,
     .remove = op_remove,
+    .exec = op_exec,
 };
 
 static const berth_plugin_descriptor DESCRIPTOR = {

@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <poll.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -60,18 +62,30 @@ void sb_printf(sb *b, const char *fmt, ...) {
     b->n += (size_t)n;
 }
 
-void sb_quote(sb *b, const char *s) {
+void sb_quote(sb *b, const char *s) { sb_quote_utf8(b, s, strlen(s)); }
+
+void sb_quote_utf8(sb *b, const char *s, size_t n) {
     static const char hex[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)s;
     sb_add(b, "\"");
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = u[i];
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        int ok = len > 0 && i + len <= n;
+        for (size_t k = 1; ok && k < len; k++) ok = (u[i + k] & 0xC0) == 0x80;
+        if (!ok) {
+            sb_add(b, "?");
+            i++;
+            continue;
+        }
         if (c == '"') sb_add(b, "\\\"");
         else if (c == '\\') sb_add(b, "\\\\");
         else if (c == '\n') sb_add(b, "\\n");
         else if (c < 0x20) {
             char e[7] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15], 0};
             sb_add(b, e);
-        } else sb_addn(b, (const char *)&c, 1);
+        } else sb_addn(b, s + i, len);
+        i += len;
     }
     sb_add(b, "\"");
 }
@@ -82,7 +96,23 @@ void sb_free(sb *b) {
     b->n = b->cap = 0;
 }
 
-int rt_run(char *const argv[], sb *out) {
+int rt_run(char *const argv[], sb *out) { return rt_run_limited(argv, out, 1u << 20, NULL, 0); }
+
+/* Signals the child when the deadline passes: SIGTERM first, SIGKILL two seconds later. */
+static int deadline_wait(int fd, pid_t pid, struct timespec *deadline, int *stage) {
+    if (!deadline) return 5000;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long left = (deadline->tv_sec - now.tv_sec) * 1000 + (deadline->tv_nsec - now.tv_nsec) / 1000000;
+    if (left > 0) return (int)(left > 5000 ? 5000 : left);
+    kill(pid, *stage == 0 ? SIGTERM : SIGKILL);
+    if (*stage == 0) deadline->tv_sec += 2;
+    *stage = *stage == 0 ? 1 : 2;
+    (void)fd;
+    return *stage == 2 ? 5000 : 2000;
+}
+
+int rt_run_limited(char *const argv[], sb *out, size_t max_out, int *truncated, long timeout_ms) {
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0) return -1;
     posix_spawn_file_actions_t fa;
@@ -99,18 +129,35 @@ int rt_run(char *const argv[], sb *out) {
         errno = rc;
         return -1;
     }
+    struct timespec dl, *deadline = NULL;
+    int stage = 0;
+    if (timeout_ms > 0) {
+        clock_gettime(CLOCK_MONOTONIC, &dl);
+        dl.tv_sec += timeout_ms / 1000;
+        dl.tv_nsec += (timeout_ms % 1000) * 1000000;
+        if (dl.tv_nsec >= 1000000000) dl.tv_sec++, dl.tv_nsec -= 1000000000;
+        deadline = &dl;
+    }
     char buf[4096];
     for (;;) {
+        struct pollfd pf = {fds[0], POLLIN, 0};
+        int wait_ms = deadline_wait(fds[0], pid, deadline, &stage);
+        int pr = poll(&pf, 1, wait_ms);
+        if (pr < 0 && errno == EINTR) continue;
+        if (pr == 0) continue;
         ssize_t n = read(fds[0], buf, sizeof buf);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) break;
-        if (out && out->n < (1u << 20)) sb_addn(out, buf, (size_t)n);
+        size_t room = out && out->n < max_out ? max_out - out->n : 0;
+        if (out && room) sb_addn(out, buf, (size_t)n < room ? (size_t)n : room);
+        if ((size_t)n > room && truncated) *truncated = 1;
     }
     close(fds[0]);
     int st = 0;
     while (waitpid(pid, &st, 0) < 0) {
         if (errno != EINTR) return 0; /* the host reaps children itself (SIGCHLD ignored): assume success */
     }
+    if (stage > 0) return 124;
     if (WIFEXITED(st)) return WEXITSTATUS(st);
     if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
     return -1;

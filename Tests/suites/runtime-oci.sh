@@ -45,7 +45,7 @@ trap cleanup EXIT
 KIT=$BIN/libberth-kit-runtime-echo.so
 if [ -e "$KIT" ] && cc -O1 -Wall -I PluginABI/include -I sdk-docs/examples/testhost Tests/suites/runtime-oci/rt-harness.c -o "$WORK/rt-harness" -ldl; then
   ok=1
-  for op in start stop state list remove; do
+  for op in start stop state list remove exec; do
     got=$("$WORK/rt-harness" "$KIT" '{}' $op '{"id":"a"}' 2>&1)
     [ "$got" = "{\"op\":\"$op\",\"request\":{\"id\":\"a\"}}" ] || { ok=0; echo "kit $op: $got" >>"$OUT/commands.log"; }
   done
@@ -98,6 +98,17 @@ expect "the process's env has the spec's variables" sh -c "tr '\0' '\n' </proc/$
 LOG=$(echo "$S" | json "d['logPath']")
 expect "stdout goes to the log file named in the state (logPath)" grep -q hi-from-web "$LOG"
 
+h exec '{"id":"web","command":"/bin/sh","args":["-c","cat /www/index.html; echo $GREETING-$X; hostname; exit 4"],"env":{"X":"y"}}'
+expect "exec runs inside the instance (its mounts, env and hostname) and returns output and exit code" test "$RC:$(echo "$R" | json "(d['exitCode'], d['output'], d['truncated'])")" = "0:(4, 'served by busybox httpd\\nhello-y\\nweb\\n', False)"
+T0=$(date +%s%N); h exec '{"id":"web","command":"sleep","args":["30"],"timeoutSeconds":1}'; T1=$(date +%s%N)
+expect "exec past its timeoutSeconds is stopped with exit code 124 ($(( (T1 - T0) / 1000000 )) ms)" test "$(echo "$R" | json "d['exitCode']"):$(( (T1 - T0) < 6000000000 ))" = "124:1"
+h exec '{"id":"web","command":"/bin/sh","args":["-c","printf a\\\\377b"]}'
+expect "exec output that is not UTF-8 comes back as valid JSON with '?'" test "$(echo "$R" | json "d['output']")" = "a?b"
+h exec '{"id":"web","command":"/bin/sh","args":["-c","head -c 1100000 /dev/zero | tr \\\\0 a"]}'
+expect "exec output is cut at 1 MiB and flagged truncated" test "$(echo "$R" | json "(len(d['output']), d['truncated'])")" = "(1048576, True)"
+h exec '{"id":"nope","command":"true"}'
+expect "exec in an unknown instance: NOT_FOUND" test "$RC" = 15
+
 # 2. Idempotent start; another spec under the same id is refused.
 h start "$WEB"; S2=$R
 expect "start again with the same spec answers the same running instance" test "$RC:$(echo "$S2" | json "d['pid']")" = "0:$PID"
@@ -127,6 +138,8 @@ h start "$IGN"
 T0=$(date +%s%N); h stop '{"id":"ignore","graceSeconds":1}'; S=$R; T1=$(date +%s%N)
 MS=$(( (T1 - T0) / 1000000 ))
 expect "stop: a pid 1 that ignores SIGTERM is killed once the 1 s grace is over (137 after $MS ms)" test "$(echo "$S" | json "(d['exitCode'], d.get('signal'))"):$(( MS >= 1000 && MS < 8000 ))" = "(137, 9):1"
+h exec '{"id":"ignore","command":"true"}'
+expect "exec in an exited instance: FAILED_PRECONDITION naming it" sh -c "[ $RC = 19 ] && echo '$ERR' | grep -q 'is not running'"
 h stop '{"id":"ignore","graceSeconds":1}'; S=$R
 expect "stop again is idempotent: the same exit" test "$RC:$(echo "$S" | json "d['exitCode']")" = "0:137"
 h stop '{"id":"never-was"}'; S=$R

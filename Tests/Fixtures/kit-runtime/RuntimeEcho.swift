@@ -19,6 +19,8 @@ final class RuntimeEcho: BerthPlugin, RuntimePlugin {
     }
     func list(_ request: [UInt8]) throws -> [UInt8] { echo("list", request) }
     func remove(_ request: [UInt8]) throws -> [UInt8] { echo("remove", request) }
+    static var executes: Bool { true }
+    func exec(_ request: [UInt8]) throws -> [UInt8] { echo("exec", request) }
 }
 
 @_cdecl("berth_plugin_entry_v1")

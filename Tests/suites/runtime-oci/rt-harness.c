@@ -3,7 +3,7 @@
  * checks of sdk-docs/examples/testhost) and runs one runtime operation per invocation, so every call is a fresh
  * "host" process: that is what reattach after a restart of berthd looks like to the plugin.
  *
- *   rt-harness PLUGIN.so CONFIG_JSON OP [REQUEST_JSON]      OP: start | stop | state | list | remove | check
+ *   rt-harness PLUGIN.so CONFIG_JSON OP [REQUEST_JSON]      OP: start | stop | state | list | remove | exec | check
  *
  * Prints the operation's JSON output on stdout and exits 0; on failure prints "STATUS_NUMBER message" on stderr
  * and exits with 10 + the berth_status (so a shell can tell INVALID_ARGUMENT (13) from NOT_FOUND (15)).
@@ -16,7 +16,7 @@
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s PLUGIN.so CONFIG_JSON start|stop|state|list|remove|check [REQUEST_JSON]\n", argv[0]);
+        fprintf(stderr, "usage: %s PLUGIN.so CONFIG_JSON start|stop|state|list|remove|exec|check [REQUEST_JSON]\n", argv[0]);
         return 2;
     }
     void *so = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
@@ -35,9 +35,9 @@ int main(int argc, char **argv) {
     const char *op = argv[3], *req = argc > 4 ? argv[4] : "{}";
     berth_json_op fn = !strcmp(op, "start") ? d->runtime->start : !strcmp(op, "stop") ? d->runtime->stop
                      : !strcmp(op, "state") ? d->runtime->state : !strcmp(op, "list") ? d->runtime->list
-                     : !strcmp(op, "remove") ? d->runtime->remove : NULL;
+                     : !strcmp(op, "remove") ? d->runtime->remove : !strcmp(op, "exec") ? d->runtime->exec : NULL;
     if (!fn && strcmp(op, "check") != 0) {
-        fprintf(stderr, "unknown operation %s\n", op);
+        fprintf(stderr, "unknown operation %s (or the plugin does not offer it)\n", op);
         return 2;
     }
     bth_host h;
