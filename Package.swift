@@ -18,6 +18,11 @@ let package = Package(
         .library(name: "berth-storage-local", type: .dynamic, targets: ["BerthStorageLocalPlugin"]),
         .library(name: "berth-sched-stateful", type: .dynamic, targets: ["BerthSchedStatefulPlugin"]),
         .library(name: "berth-discovery-dns", type: .dynamic, targets: ["BerthDiscoveryDNSPlugin"]),
+        .library(name: "berth-runtime-oci", type: .dynamic, targets: ["BerthRuntimeOCIPlugin"]),
+        // runtime-oci's per-instance monitor; the plugin looks for it beside its .so.
+        .executable(name: "berth-runtime-monitor", targets: ["BerthRuntimeMonitor"]),
+        // Test fixture: the Swift kit's runtime glue, loaded by Tests/suites/runtime-oci.sh.
+        .library(name: "berth-kit-runtime-echo", type: .dynamic, targets: ["BerthKitRuntimeEcho"]),
         // The Swift plugin kit, for plugin authors.
         .library(name: "BerthPluginKit", targets: ["BerthPluginKit"]),
     ],
@@ -109,6 +114,10 @@ let package = Package(
         .target(name: "BerthStorageLocalPlugin", dependencies: ["BerthPluginKit"], path: "Plugins/storage-local"),
         .target(name: "BerthSchedStatefulPlugin", dependencies: ["BerthPluginABI"], path: "Plugins/sched-stateful", publicHeadersPath: "."),
         .target(name: "BerthDiscoveryDNSPlugin", dependencies: ["BerthPluginKit"], path: "Plugins/discovery-dns"),
+        .target(name: "BerthRuntimeOCIPlugin", dependencies: ["BerthPluginABI"], path: "Plugins/runtime-oci",
+                exclude: ["monitor", "README.md"], publicHeadersPath: "."),
+        .executableTarget(name: "BerthRuntimeMonitor", path: "Plugins/runtime-oci/monitor"),
+        .target(name: "BerthKitRuntimeEcho", dependencies: ["BerthPluginKit"], path: "Tests/Fixtures/kit-runtime"),
 
         .testTarget(
             name: "BerthTests",

@@ -1,7 +1,7 @@
 // BerthPluginKit — write a Berth plugin in Swift without touching raw pointers.
 //
-// A plugin is a class conforming to `BerthPlugin` (and to one protocol per kind it implements, such as
-// `NetworkPlugin`), exported from its shared object with one function:
+// A plugin is a class conforming to `BerthPlugin` (and to one protocol per kind it implements: `NetworkPlugin`,
+// `StoragePlugin`, `DiscoveryPlugin`, `RuntimePlugin`), exported from its shared object with one function:
 //
 //     @_cdecl("berth_plugin_entry_v1")
 //     public func berthEntry(_ major: UInt16, _ minor: UInt16) -> UnsafeRawPointer? {
@@ -330,6 +330,31 @@ public protocol DiscoveryPlugin: BerthPlugin {
     func resync(_ request: [UInt8]) throws -> [UInt8]
 }
 
+/// A runtime plugin (ABI 1.3): runs instances on the node. Every request names its instance with "id"; every
+/// operation is idempotent per id; start, stop and state answer the state object. JSON shapes, idempotency and
+/// reattach rules: berth_runtime_ops in berth_plugin.h and sdk-docs/kinds/runtime.md.
+public protocol RuntimePlugin: BerthPlugin {
+    /// {"id", "rootfs", "command", "args", "env", "workingDir", "resources", "netns", "mounts"} -> state object.
+    func start(_ request: [UInt8]) throws -> [UInt8]
+    /// {"id", "graceSeconds"} -> state object (SIGTERM, then SIGKILL after the grace). Unknown ids succeed.
+    func stop(_ request: [UInt8]) throws -> [UInt8]
+    /// {"id"} -> state object; `.notFound` for an id the plugin does not have.
+    func state(_ request: [UInt8]) throws -> [UInt8]
+    /// {} -> {"instances": [state object...]}: what runs on the node, for reattach after a host restart.
+    func list(_ request: [UInt8]) throws -> [UInt8]
+    /// {"id", "force"} -> {}: delete the instance and all it has on the node. Unknown ids succeed.
+    func remove(_ request: [UInt8]) throws -> [UInt8]
+    /// Optional: true when `exec` is implemented (the kit then fills exec in the C table; NULL otherwise).
+    static var executes: Bool { get }
+    /// Optional: {"id", "command", "args", "env", "timeoutSeconds"} -> {"exitCode", "output", "truncated"}.
+    func exec(_ request: [UInt8]) throws -> [UInt8]
+}
+
+extension RuntimePlugin {
+    public static var executes: Bool { false }
+    public func exec(_ request: [UInt8]) throws -> [UInt8] { throw PluginError(.unimplemented, "exec is not supported by this runtime") }
+}
+
 // MARK: - Export
 
 /// One live instance, as the C side sees it.
@@ -338,12 +363,14 @@ final class InstanceBox {
     let network: (any NetworkPlugin)?
     let storage: (any StoragePlugin)?
     let discovery: (any DiscoveryPlugin)?
+    let runtime: (any RuntimePlugin)?
     let host: HostServices
     init(_ p: any BerthPlugin, host: HostServices) {
         plugin = p
         network = p as? any NetworkPlugin
         storage = p as? any StoragePlugin
         discovery = p as? any DiscoveryPlugin
+        runtime = p as? any RuntimePlugin
         self.host = host
     }
 }
@@ -505,6 +532,19 @@ public enum BerthPluginExport {
             ops.pointee.events = { p, r, n, o, e, c in run(o, e, c) { try box(p).discovery!.events(bytes(r, n)) } }
             ops.pointee.resync = { p, r, n, o, e, c in run(o, e, c) { try box(p).discovery!.resync(bytes(r, n)) } }
             d.pointee.discovery = UnsafePointer(ops)
+        }
+        if let R = P.self as? any RuntimePlugin.Type {
+            kinds |= UInt32(BERTH_KIND_RUNTIME)
+            let ops = UnsafeMutablePointer<berth_runtime_ops>.allocate(capacity: 1)
+            ops.initialize(to: berth_runtime_ops())
+            ops.pointee.struct_size = UInt32(MemoryLayout<berth_runtime_ops>.size)
+            ops.pointee.start = { p, r, n, o, e, c in run(o, e, c) { try box(p).runtime!.start(bytes(r, n)) } }
+            ops.pointee.stop = { p, r, n, o, e, c in run(o, e, c) { try box(p).runtime!.stop(bytes(r, n)) } }
+            ops.pointee.state = { p, r, n, o, e, c in run(o, e, c) { try box(p).runtime!.state(bytes(r, n)) } }
+            ops.pointee.list = { p, r, n, o, e, c in run(o, e, c) { try box(p).runtime!.list(bytes(r, n)) } }
+            ops.pointee.remove = { p, r, n, o, e, c in run(o, e, c) { try box(p).runtime!.remove(bytes(r, n)) } }
+            if R.executes { ops.pointee.exec = { p, r, n, o, e, c in run(o, e, c) { try box(p).runtime!.exec(bytes(r, n)) } } }
+            d.pointee.runtime = UnsafePointer(ops)
         }
         d.pointee.kinds = kinds
         builtDescriptor = d

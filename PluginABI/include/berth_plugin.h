@@ -1,11 +1,14 @@
 /*
- * berth_plugin.h — the Berth plugin ABI, version 1.2.
+ * berth_plugin.h — the Berth plugin ABI, version 1.3.
  *
  * What each minor added:
  *   1.0  everything not listed below.
  *   1.1  berth_network_ops.add_batch (optional): many ADDs in one call.
  *   1.2  berth_host_services: on_complete (after_commit / after_rollback callbacks per operation), kv_len,
  *        kv_count_prefix, kv_delete_prefix. Check host_abi_minor >= 2 (or the struct_size) before using them.
+ *   1.3  the runtime kind: BERTH_KIND_RUNTIME, berth_runtime_ops, berth_plugin_descriptor.runtime (appended).
+ *        A 1.3 host loads 1.0-1.2 plugins unchanged (their descriptor ends before `runtime`, which reads NULL);
+ *        a runtime plugin states abi_minor 3, so an older host refuses it with "built against a newer ABI".
  *
  * This one header is the whole contract between the Berth host (berthd, `berth plugin check`, the plugin
  * runner) and a plugin: a shared object loaded at run time with dlopen(RTLD_NOW | RTLD_LOCAL).
@@ -50,6 +53,8 @@
  *    Side effects outside the namespace (files, mounts, caches, other processes) that must match the committed
  *    state are deferred with on_complete (ABI 1.2): after_commit runs once the operation's writes are durable,
  *    after_rollback once they are discarded.
+ *    Runtime plugins (ABI 1.3) are the exception: what they run lives on the node and outlives the host, so
+ *    the node is their source of truth and idempotency per instance id replaces rollback (berth_runtime_ops).
  *
  *  Unloading.  The host never dlclose()s a plugin (Swift, Go and Rust runtimes cannot be unloaded). Reload
  *    means a new instance, usually from a new content-addressed copy of the file; the old instance drains
@@ -69,7 +74,7 @@ extern "C" {
 /** The ABI version this header describes. */
 #define BERTH_ABI_MAJOR 1
 #ifndef BERTH_ABI_MINOR
-#define BERTH_ABI_MINOR 2
+#define BERTH_ABI_MINOR 3
 #endif
 
 /** Exported symbol name of the entry function (for dlsym). */
@@ -115,6 +120,7 @@ typedef enum berth_log_level {
 #define BERTH_KIND_STORAGE   (1u << 1)
 #define BERTH_KIND_SCHEDULER (1u << 2)
 #define BERTH_KIND_DISCOVERY (1u << 3)
+#define BERTH_KIND_RUNTIME   (1u << 4) /**< ABI 1.3: berth_plugin_descriptor.runtime */
 
 /** Thread contracts, berth_plugin_descriptor.thread_contract. */
 #define BERTH_THREADS_SERIAL     0u
@@ -420,6 +426,90 @@ typedef struct berth_discovery_ops {
     berth_json_op resync;
 } berth_discovery_ops;
 
+/* ---- runtime (ABI 1.3) ------------------------------------------------------------------------------ */
+
+/**
+ * Runtime plugins run instances on the node whose host loaded them: an OCI runtime, a VM monitor, a plain
+ * process supervisor. The host's node agent prepares everything around an instance (network namespace and
+ * CNI, published volumes, restart policy, health checks) and calls these operations; the plugin only runs
+ * the process tree. Full field reference and examples: sdk-docs/kinds/runtime.md.
+ * Required group: start, stop, state, list, remove. Optional: exec.
+ *
+ * Instance ids.  Every request names its instance with "id": 1..128 bytes of [A-Za-z0-9_.-], not starting
+ *   with '.' or '-'; the host chooses it and it is unique on the node (it may be reused after remove). A bad
+ *   id is BERTH_INVALID_ARGUMENT naming "id".
+ *
+ * Where the truth lives.  Unlike the other kinds, a runtime's instances are processes on the node that
+ *   outlive the host (instances keep running while berthd restarts or is down). The source of truth for what
+ *   runs is therefore the node itself (the plugin's state directory, the OCI runtime's own state), not the
+ *   key-value namespace: a runtime plugin need not use kv_* at all, and its side effects are not undone when
+ *   the host rolls an operation back. Instead every operation is idempotent per id, so the host simply
+ *   repeats or reverses it (a start whose host-side record failed is followed by stop + remove).
+ *
+ * The state object.  start, stop and state answer, and list's "instances" hold, one object per instance:
+ *     {"id": "web-0", "state": "created" | "running" | "exited" | "unknown",
+ *      "pid": 4242,                 // the instance's main process as seen from the node (0 when none)
+ *      "exitCode": 137,             // present once exited: the status, or 128 + signal when killed
+ *      "signal": 9,                 // present when the process was killed by a signal
+ *      "startedAt": "2026-12-04T18:00:00.123Z", "finishedAt": "...",   // UTC, RFC 3339; each when known
+ *      "reason": "...",             // for "unknown" (and optional otherwise): what the plugin could not tell
+ *      "logPath": "/var/lib/...",   // optional: the file holding the instance's stdout and stderr
+ *      ...}                         // plugin-specific fields are allowed; hosts ignore the ones they do not know
+ *   "created": set up but its process not started yet (or still starting). "running": the process runs.
+ *   "exited": it ended; exitCode says how. An exit that happened while the host was down is reported the same
+ *   way the next time the host asks: a plugin records exit codes without the host (a per-instance monitor).
+ *   "unknown": the plugin has the instance but cannot tell its state (the runtime's state is unreadable, the
+ *   monitor died before recording the exit); "reason" says why. The host treats it as not running.
+ *
+ *  start   Start an instance from a spec; answers its state object (normally "running" with its pid).
+ *          {"id", "rootfs": path of a directory or a tarball (.tar, .tar.gz, .tgz) on the node,
+ *           "command": "/bin/httpd", "args": ["-f", "-p", "80"] (optional), "env": {"NAME": "value"}
+ *           (optional), "workingDir": "/" (optional), "hostname" (optional),
+ *           "resources": {"cpuMillis": 500, "memoryBytes": 67108864, "pids": 64} (optional, each optional; a
+ *           negative or zero value is BERTH_INVALID_ARGUMENT naming it),
+ *           "rootfsReadonly": false (optional: mount the rootfs read-only),
+ *           "netns": "/run/netns/NAME" (optional: join that network namespace; absent: a new, empty one),
+ *           "mounts": [{"source": "/host/path", "target": "/in/instance", "readonly": false}] (optional; bind
+ *           mounts; source must exist)}
+ *          Idempotent: when the id exists with the same spec, answers its current state (whatever it is:
+ *          start never restarts an exited instance; the host removes it and starts it again for a restart).
+ *          The id with a different spec: BERTH_ALREADY_EXISTS. A spec that cannot run (rootfs missing,
+ *          command not found in the rootfs, a mount source missing) is BERTH_INVALID_ARGUMENT or
+ *          BERTH_FAILED_PRECONDITION with the reason, and leaves nothing behind (no instance, no cgroup).
+ *  stop    {"id", "graceSeconds": 10 (optional, >= 0, default 10)}: signal the instance to stop (SIGTERM),
+ *          wait up to the grace period, then kill it (SIGKILL); answers the state object, "exited" with the
+ *          exit code. Idempotent: stopping an exited instance answers its state. An unknown id is BERTH_OK
+ *          with {"id", "state": "unknown", "reason": "no such instance"} (like CNI DEL: teardown never fails
+ *          for lack of something to tear down). Blocks for at most the grace period plus a few seconds.
+ *  state   {"id"}: the state object. An id the plugin does not have: BERTH_NOT_FOUND.
+ *  list    {}: {"instances": [state object, ...]}, every instance this plugin instance has on the node
+ *          (running or not, until removed), in id order. This is reattach: after the host restarts it calls
+ *          list, adopts the ones it expects and stops + removes the others.
+ *  remove  {"id", "force": false (optional)}: delete the instance and everything the plugin made for it
+ *          (container, cgroup, bundle, logs). A running instance is BERTH_FAILED_PRECONDITION unless "force"
+ *          (then it is killed first). An unknown id is BERTH_OK.
+ *
+ *  exec    (optional) {"id", "command": "/bin/cat", "args": [...], "env": {...}, "timeoutSeconds": 30 (optional,
+ *          1..3600)}: run a command inside the running instance (its namespaces and cgroup), stdin empty, and
+ *          answer {"exitCode": N, "output": "stdout and stderr interleaved", "truncated": false} once it ends.
+ *          "output" keeps at most the first 1 MiB (then "truncated": true); bytes that are not UTF-8 become '?'.
+ *          When the timeout passes, the command is signalled (SIGTERM, then SIGKILL) and exitCode is 124. An
+ *          instance that is not running: BERTH_FAILED_PRECONDITION; an unknown id: BERTH_NOT_FOUND. Not idempotent
+ *          (it runs the command each time). NULL: the host offers no `berth exec` for this runtime.
+ *
+ *  Threads: operations on different ids may run concurrently when the descriptor says
+ *  BERTH_THREADS_CONCURRENT; the host never runs two operations on the same id at once.
+ */
+typedef struct berth_runtime_ops {
+    uint32_t struct_size;
+    berth_json_op start;
+    berth_json_op stop;
+    berth_json_op state;
+    berth_json_op list;
+    berth_json_op remove;
+    berth_json_op exec; /* optional */
+} berth_runtime_ops;
+
 /* ------------------------------------------------------------------------------------------------------ */
 /* The descriptor                                                                                           */
 /* ------------------------------------------------------------------------------------------------------ */
@@ -475,6 +565,11 @@ typedef struct berth_plugin_descriptor {
      */
     berth_status (*call)(void *instance, const char *method, const char *req, size_t req_len,
                          const berth_sink *out, char *err, size_t err_cap);
+
+    /* ---- ABI 1.3 (reads NULL for plugins built against 1.0-1.2: beyond their struct_size) ---- */
+
+    /** The runtime kind's table; non-NULL exactly when BERTH_KIND_RUNTIME is set in `kinds`. */
+    const berth_runtime_ops *runtime;
 } berth_plugin_descriptor;
 
 /**
@@ -505,6 +600,8 @@ static inline berth_status berth_sink_puts(const berth_sink *s, const char *str)
 #define BERTH_SCHEDULER_OPS_V1_0_SIZE ((uint32_t)(offsetof(berth_scheduler_ops, bind) + sizeof(void *)))
 #define BERTH_DISCOVERY_OPS_V1_0_SIZE ((uint32_t)(offsetof(berth_discovery_ops, resync) + sizeof(void *)))
 #define BERTH_HOST_SERVICES_V1_0_SIZE ((uint32_t)(offsetof(berth_host_services, emit_event) + sizeof(void *)))
+/** ABI 1.3: the smallest runtime table the host accepts (the kind first appeared in 1.3). */
+#define BERTH_RUNTIME_OPS_V1_3_SIZE ((uint32_t)(offsetof(berth_runtime_ops, remove) + sizeof(void *)))
 
 #ifdef __cplusplus
 }

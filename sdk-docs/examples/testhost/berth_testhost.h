@@ -583,7 +583,10 @@ static BTH_UNUSED int bth_check_descriptor(const berth_plugin_descriptor *d, uin
     if (!d->version) BTH__FAIL("version is missing");
     if (!d->create || !d->destroy) BTH__FAIL("create and destroy are required");
     if (d->thread_contract > BERTH_THREADS_CONCURRENT) BTH__FAIL("unknown thread_contract %u", d->thread_contract);
-    if (d->kinds & ~0xFu) BTH__FAIL("unknown kind bits 0x%x", d->kinds & ~0xFu);
+    if (d->kinds & ~0x1Fu) BTH__FAIL("unknown kind bits 0x%x", d->kinds & ~0x1Fu);
+    /* ABI 1.3's runtime table lies beyond the descriptor of older plugins: read it only when it is there. */
+    const berth_runtime_ops *bth__rt =
+        d->struct_size >= offsetof(berth_plugin_descriptor, runtime) + sizeof(void *) ? d->runtime : NULL;
 #define BTH__TABLE(bit, ptr, kind, minsize)                                                                 \
     if (!!(d->kinds & (bit)) != !!(ptr)) BTH__FAIL("%s: the kind bit and the table must be set together", kind); \
     if ((ptr) && (ptr)->struct_size < (minsize)) BTH__FAIL("%s table struct_size %u < ABI 1.0 size %u", kind, (ptr)->struct_size, (minsize));
@@ -591,6 +594,7 @@ static BTH_UNUSED int bth_check_descriptor(const berth_plugin_descriptor *d, uin
     BTH__TABLE(BERTH_KIND_STORAGE, d->storage, "storage", BERTH_STORAGE_OPS_V1_0_SIZE)
     BTH__TABLE(BERTH_KIND_SCHEDULER, d->scheduler, "scheduler", BERTH_SCHEDULER_OPS_V1_0_SIZE)
     BTH__TABLE(BERTH_KIND_DISCOVERY, d->discovery, "discovery", BERTH_DISCOVERY_OPS_V1_0_SIZE)
+    BTH__TABLE(BERTH_KIND_RUNTIME, bth__rt, "runtime", BERTH_RUNTIME_OPS_V1_3_SIZE)
 #undef BTH__TABLE
     if (d->network) {
         const berth_network_ops *o = d->network;
@@ -609,6 +613,8 @@ static BTH_UNUSED int bth_check_descriptor(const berth_plugin_descriptor *d, uin
         if (!o->kind || !o->filter || !o->score || !o->reserve || !o->unreserve) BTH__FAIL("scheduler: kind, filter, score, reserve and unreserve are all required");
     }
     if (d->discovery && (!d->discovery->events || !d->discovery->resync)) BTH__FAIL("discovery: events and resync are both required");
+    if (bth__rt && (!bth__rt->start || !bth__rt->stop || !bth__rt->state || !bth__rt->list || !bth__rt->remove))
+        BTH__FAIL("runtime: start, stop, state, list and remove are all required");
     return 0;
 #undef BTH__FAIL
 }
