@@ -75,8 +75,14 @@ public final class Executor: @unchecked Sendable {
     let stopped = Mutex<String?>(nil)
     public var stoppedReason: String? { stopped.withLock { $0 } }
 
-    public init(store: Store) {
+    /// Commits an optimistic engine refused for a conflict (each re-ran its batch from the start).
+    public private(set) var conflicts: UInt64 = 0
+    /// How often a batch whose commit conflicts is run again before its operations fail with ABORTED.
+    public let maxConflictRetries: Int
+
+    public init(store: Store, maxConflictRetries: Int = 8) {
         self.store = store
+        self.maxConflictRetries = maxConflictRetries
         pthread_mutex_init(&mutex, nil)
         pthread_cond_init(&cond, nil)
         pthread_mutex_init(&callLock, nil)
@@ -207,24 +213,39 @@ public final class Executor: @unchecked Sendable {
             for j in batch { j.complete(e) }
             return
         }
-        do {
-            try store.begin()
-        } catch {
-            for j in batch { j.complete(error) }
-            return
-        }
-        for (i, job) in batch.enumerated() {
-            do { try store.savepoint("op") { try job.work() } } catch { errors[i] = error }
-        }
-        let completions = store.takeCompleted()
-        do {
-            try store.commit()
-        } catch {
-            store.rollback()
-            completions.rollBack()
-            let e = StoreError("commit failed, nothing was saved: \(error)")
-            for j in batch { j.complete(e) }
-            return
+        var completions = Completions()
+        for attempt in 0... {
+            errors = [Error?](repeating: nil, count: batch.count)
+            eventsAppended = false
+            do {
+                try store.begin()
+            } catch {
+                for j in batch { j.complete(error) }
+                return
+            }
+            for (i, job) in batch.enumerated() {
+                do { try store.savepoint("op") { try job.work() } } catch { errors[i] = error }
+            }
+            completions = store.takeCompleted()
+            do {
+                try store.commit()
+                break
+            } catch {
+                store.rollback()
+                completions.rollBack()
+                // An optimistic engine found that something this batch read changed meanwhile: nothing was applied, and
+                // the operations run again from the start, on what is there now (DESIGN.md, "The store").
+                if let b = error as? BerthError, b.status == .aborted {
+                    conflicts += 1
+                    if attempt < maxConflictRetries { continue }
+                    let e = BerthError(.aborted, "the change conflicted with concurrent changes \(attempt + 1) times and was not made; retry it")
+                    for j in batch { j.complete(e) }
+                    return
+                }
+                let e = StoreError("commit failed, nothing was saved: \(error)")
+                for j in batch { j.complete(e) }
+                return
+            }
         }
         commits += 1
         operations += UInt64(batch.count)

@@ -12,6 +12,7 @@ extension Executor {
             "# HELP berth_store_log_pages Pages (4 KiB) in the store's write-ahead log after the last commit or checkpoint; the log starts over after a checkpoint.\n# TYPE berth_store_log_pages gauge\nberth_store_log_pages \(store.logPages.load(ordering: .relaxed))\n",
             "# HELP berth_store_accepting_changes 1 while the state store takes changes; 0 after an fsync of its log failed (restart berthd).\n# TYPE berth_store_accepting_changes gauge\nberth_store_accepting_changes \(stoppedReason == nil ? 1 : 0)\n",
             "# HELP berth_store_syncs_total fsyncs of the store's log that made commits durable (store.sync full; one covers every batch committed before it).\n# TYPE berth_store_syncs_total counter\nberth_store_syncs_total \(syncs)\n",
+            "# HELP berth_store_conflicts_total Commits an optimistic store engine refused because something the batch read changed meanwhile (the batch ran again).\n# TYPE berth_store_conflicts_total counter\nberth_store_conflicts_total \(conflicts)\n",
         ].joined()
     }
 }
