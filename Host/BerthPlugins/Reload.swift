@@ -28,6 +28,34 @@ extension PluginHost {
     /// error names each problem. Returns the list of changes made (or planned, with dryRun).
     public func apply(_ new: SiteConfig, actor: String, force: Bool = false, dryRun: Bool = false) throws -> [PlannedChange] {
         let cur = site
+        var problems = Self.restartOnly(new, running: cur)
+        // A dry run's runners: staged instances run in them; whatever is left is stopped when the dry run ends.
+        var dryLoaded: [LoadedPlugin] = []
+        defer { for l in dryLoaded { RemotePlugin.discardDryRun(l) } }
+        var plan = planChanges(new, dryRun: dryRun, problems: &problems, dryLoaded: &dryLoaded)
+        for (change, _, _) in plan where change.action == .disable && !force {
+            let held = try liveState(change.name)
+            if !held.isEmpty {
+                problems.append("plugins.\(change.name): still holds \(held.map { "\($0.0) \($0.1)" }.joined(separator: ", ")); release them first or force")
+            }
+        }
+        if !problems.isEmpty { throw SiteError(problems: problems) }
+        plan = try execute(plan, dryRun: dryRun, actor: actor)
+        if dryRun { return plan.map { $0.0 } }
+        for (change, _, spec) in plan where change.action == .unchanged {
+            if let old = entry(spec.name), old.instance == nil, !spec.enabled { replaceEntry(PluginEntry(spec: spec, state: .disabled)) }
+        }
+        for (change, _, _) in plan where change.action != .unchanged {
+            logger.info("plugin \"\(change.name)\": \(change.action.rawValue) \(change.detail) (by \(actor))")
+        }
+        var applied = new
+        applied.siteFileKeep(from: cur)
+        lock.withLock { currentSite = applied }
+        return plan.map { $0.0 }
+    }
+
+    /// Settings that only a restart changes: each one that differs is a problem.
+    static func restartOnly(_ new: SiteConfig, running cur: SiteConfig) -> [String] {
         var problems: [String] = []
         if new.stateDir != cur.stateDir { problems.append("stateDir: changing it needs a restart of berthd (running: \(cur.stateDir))") }
         if new.socketPath != cur.socketPath { problems.append("api.socket: changing it needs a restart of berthd") }
@@ -38,20 +66,20 @@ extension PluginHost {
             problems.append("api.headerTimeoutMs/bodyTimeoutMs/idleTimeoutMs/maxConnections: changing them needs a restart of berthd")
         }
         if new.sync != cur.sync { problems.append("store.sync: changing it needs a restart of berthd") }
+        return problems
+    }
 
-        // Stage: load and validate every new or changed plugin without touching the running ones.
-        var plan: [(PlannedChange, LoadedPlugin?, PluginSpec)] = []
-        // A dry run's runners: staged instances run in them; whatever is left is stopped when the dry run ends.
-        var dryLoaded: [LoadedPlugin] = []
-        defer { for l in dryLoaded { RemotePlugin.discardDryRun(l) } }
+    typealias Planned = (PlannedChange, LoadedPlugin?, PluginSpec)
+
+    /// Stages every new or changed plugin (loaded and its configuration validated, the running ones untouched) and
+    /// says what would change for each; what cannot be staged goes to `problems`.
+    func planChanges(_ new: SiteConfig, dryRun: Bool, problems: inout [String], dryLoaded: inout [LoadedPlugin]) -> [Planned] {
+        var plan: [Planned] = []
         for spec in new.plugins {
             let old = entry(spec.name)
             if !spec.enabled {
-                if let old, old.instance != nil {
-                    plan.append((PlannedChange(action: .disable, name: spec.name, detail: "enabled: false"), nil, spec))
-                } else {
-                    plan.append((PlannedChange(action: .unchanged, name: spec.name, detail: "disabled"), nil, spec))
-                }
+                let was = old?.instance != nil
+                plan.append((PlannedChange(action: was ? .disable : .unchanged, name: spec.name, detail: was ? "enabled: false" : "disabled"), nil, spec))
                 continue
             }
             let loaded: LoadedPlugin
@@ -72,19 +100,7 @@ extension PluginHost {
                 let errs = Schema.validate(spec.config, against: schema, path: "plugins.\(spec.name).config")
                 if !errs.isEmpty { problems += errs.map { $0.description }; continue }
             }
-            guard let old, let inst = old.instance else {
-                plan.append((PlannedChange(action: .enable, name: spec.name, detail: "\(loaded.name) \(loaded.version)"), loaded, spec))
-                continue
-            }
-            let limitsChanged = spec.memoryLimitBytes != old.spec.memoryLimitBytes || spec.openFilesLimit != old.spec.openFilesLimit
-            if loaded.sha256 != inst.plugin.sha256 || spec.isolation != old.spec.isolation || limitsChanged {
-                plan.append((PlannedChange(action: .upgrade, name: spec.name,
-                                           detail: "\(inst.plugin.version) (\(inst.plugin.sha256.prefix(12))) -> \(loaded.version) (\(loaded.sha256.prefix(12)))"), loaded, spec))
-            } else if spec.config != old.spec.config {
-                plan.append((PlannedChange(action: .reconfigure, name: spec.name, detail: inst.plugin.d.pointee.reconfigure != nil ? "in place" : "new instance"), loaded, spec))
-            } else {
-                plan.append((PlannedChange(action: .unchanged, name: spec.name, detail: ""), nil, spec))
-            }
+            plan.append(change(spec, loaded, old))
         }
         let names = Set(new.plugins.map { $0.name })
         for e in plugins where !names.contains(e.spec.name) && e.instance != nil {
@@ -92,21 +108,33 @@ extension PluginHost {
             off.enabled = false
             plan.append((PlannedChange(action: .disable, name: e.spec.name, detail: "removed from the site"), nil, off))
         }
-        for (change, _, _) in plan where change.action == .disable && !force {
-            let held = try liveState(change.name)
-            if !held.isEmpty {
-                problems.append("plugins.\(change.name): still holds \(held.map { "\($0.0) \($0.1)" }.joined(separator: ", ")); release them first or force")
-            }
-        }
-        if !problems.isEmpty { throw SiteError(problems: problems) }
+        return plan
+    }
 
-        // Execute, all or nothing, in one job on the executor (so no operation runs between the steps, and the
-        // plugins' key-value writes during create/reconfigure share one savepoint): create every new instance,
-        // then reconfigure in place; a failure in either undoes what came before it (new instances destroyed,
-        // in-place reconfigurations given their old configuration back) and changes nothing. Only then swap.
-        // A dry run stages exactly the same way, then undoes it all and rolls the savepoint back, so what it
-        // reports (including "in place" or "new instance") is what the apply would do.
-        func described(_ staged: [String: String]) -> [(PlannedChange, LoadedPlugin?, PluginSpec)] {
+    /// What a staged plugin changes against its running entry: enable, upgrade, reconfigure or nothing.
+    private func change(_ spec: PluginSpec, _ loaded: LoadedPlugin, _ old: PluginEntry?) -> Planned {
+        guard let old, let inst = old.instance else {
+            return (PlannedChange(action: .enable, name: spec.name, detail: "\(loaded.name) \(loaded.version)"), loaded, spec)
+        }
+        let limitsChanged = spec.memoryLimitBytes != old.spec.memoryLimitBytes || spec.openFilesLimit != old.spec.openFilesLimit
+        if loaded.sha256 != inst.plugin.sha256 || spec.isolation != old.spec.isolation || limitsChanged {
+            return (PlannedChange(action: .upgrade, name: spec.name,
+                                  detail: "\(inst.plugin.version) (\(inst.plugin.sha256.prefix(12))) -> \(loaded.version) (\(loaded.sha256.prefix(12)))"), loaded, spec)
+        }
+        if spec.config != old.spec.config {
+            return (PlannedChange(action: .reconfigure, name: spec.name, detail: inst.plugin.d.pointee.reconfigure != nil ? "in place" : "new instance"), loaded, spec)
+        }
+        return (PlannedChange(action: .unchanged, name: spec.name, detail: ""), nil, spec)
+    }
+
+    /// Executes a plan, all or nothing, in one job on the executor (so no operation runs between the steps, and the
+    /// plugins' key-value writes during create/reconfigure share one savepoint): create every new instance, then
+    /// reconfigure in place; a failure in either undoes what came before it (new instances destroyed, in-place
+    /// reconfigurations given their old configuration back) and changes nothing. Only then swap. A dry run stages
+    /// exactly the same way, then undoes it all and rolls the savepoint back, so what it reports (including "in
+    /// place" or "new instance") is what the apply would do. Returns the plan as executed.
+    private func execute(_ plan: [Planned], dryRun: Bool, actor: String) throws -> [Planned] {
+        func described(_ staged: [String: String]) -> [Planned] {
             plan.map { p in
                 guard p.0.action == .reconfigure, let how = staged[p.0.name] else { return p }
                 return (PlannedChange(action: .reconfigure, name: p.0.name, detail: how), p.1, p.2)
@@ -114,7 +142,7 @@ extension PluginHost {
         }
         let toStage = plan.filter { $0.0.action != .unchanged }
         do {
-            try executor.runSync {
+            return try executor.runSync {
                 let (fresh, reconfigured) = try self.stage(toStage)
                 var how: [String: String] = [:]
                 for (inst, _) in reconfigured { how[inst.name] = "in place" }
@@ -124,22 +152,13 @@ extension PluginHost {
                     for inst in fresh.values { inst.destroy() }
                     throw DryRunDone(details: how)  // rolls back the plugins' key-value writes too
                 }
-                plan = described(how)
-                try self.swap(plan.filter { $0.0.action != .unchanged }, fresh: fresh, actor: actor)
+                let done = described(how)
+                try self.swap(done.filter { $0.0.action != .unchanged }, fresh: fresh, actor: actor)
+                return done
             }
         } catch let done as DryRunDone {
-            plan = described(done.details)
+            return described(done.details)
         }
-        if dryRun { return plan.map { $0.0 } }
-        let changed = plan.filter { $0.0.action != .unchanged }
-        for (change, _, spec) in plan where change.action == .unchanged {
-            if let old = entry(spec.name), old.instance == nil, !spec.enabled { replaceEntry(PluginEntry(spec: spec, state: .disabled)) }
-        }
-        for (change, _, _) in changed { logger.info("plugin \"\(change.name)\": \(change.action.rawValue) \(change.detail) (by \(actor))") }
-        var applied = new
-        applied.siteFileKeep(from: cur)
-        lock.withLock { currentSite = applied }
-        return plan.map { $0.0 }
     }
 
     /// Creates the new instances and reconfigures in place, on the executor thread. A plugin whose reconfigure
