@@ -295,6 +295,14 @@ final class DefCache: @unchecked Sendable {
 
     init() { pthread_mutex_init(&lock, nil) }
 
+    /// Remembers a definition just stored as `raw` (its serialisation), so that no later call parses it.
+    func prime(_ name: String, _ raw: [UInt8], _ def: PoolDef) {
+        pthread_mutex_lock(&lock)
+        if byName.count >= 4096 { byName.removeAll() }
+        byName[name] = (raw, def)
+        pthread_mutex_unlock(&lock)
+    }
+
     /// The definition stored as `raw` (nil when it is not a valid definition); throws when it is not JSON.
     func parse(_ name: String, _ raw: [UInt8]) throws -> PoolDef? {
         pthread_mutex_lock(&lock)
@@ -395,10 +403,13 @@ final class Op {
         return d
     }
 
-    func setDef(_ d: PoolDef) throws {
+    /// Stores a definition; `bytes`, when given, are `d.json.bytes` serialised beforehand (off the transaction thread).
+    func setDef(_ d: PoolDef, bytes: [UInt8]? = nil) throws {
         defs[d.name] = d
         try forgetHwms()
-        try put(Key.pool(d.name), d.json)
+        let b = bytes ?? d.json.bytes
+        try host.put(Key.pool(d.name), b)
+        parsed.prime(d.name, b, d)  // read back by later calls without parsing it again
     }
 
     func forgetDef(_ name: String) {
