@@ -551,8 +551,8 @@ final class IpamPool: NetworkPlugin {
     func summary(_ op: Op, _ p: PoolDef) throws -> JV {
         let c = try op.counts(p.name)
         let s = c.summary(p.families)
-        var subnets: [String] = []
-        for r in p.ranges where !subnets.contains(r.subnet.description) { subnets.append(r.subnet.description) }
+        var subnets: [String] = [], seen = Set<String>()  // a set: 8,192 ranges made this quadratic (150 ms)
+        for r in p.ranges { let d = r.subnet.description; if seen.insert(d).inserted { subnets.append(d) } }
         var o: JV = ["name": .string(p.name), "families": .array(p.families.map { JV($0) }),
                      "subnets": .array(subnets.map { .string($0) }),
                      "ranges": .array(p.ranges.map { .string("\($0.start)-\($0.end)") })]
@@ -772,7 +772,7 @@ final class IpamPool: NetworkPlugin {
         }
 
         // A new pool with many addresses to write is imported in steps (Staged.swift); the checks above are done.
-        if isNew && inSteps && Self.importWork(spec) > Self.stepAddresses { return try startStagedImport(op, name, merged, spec, pre) }
+        if isNew && inSteps && Self.importWork(spec) > Self.stagedAbove { return try startStagedImport(op, name, merged, spec, pre) }
 
         let explicitSet = Set(spec.explicit.map { $0.ip })
         let newReserved = Set(spec.reserved)

@@ -251,7 +251,7 @@ final class Preparations: @unchecked Sendable {
 
 extension IpamPool {
     /// A pool.import request of this many bytes or more is parsed and validated off the transaction thread.
-    static let prepareBytes = 64 * 1024
+    static let prepareBytes = 32 * 1024
     /// How long one step waits for a preparation before answering "continue" again (it holds up the store meanwhile).
     static let prepareWaitMs = 10
 

@@ -79,11 +79,14 @@ final class LastDerived<T>: @unchecked Sendable {
 }
 
 extension IpamPool {
-    /// Addresses (explicit, reserved, MAC bindings) one step of an import writes at most: a new pool with more is
-    /// imported in steps. About 2,000 key writes, a few milliseconds.
-    static let stepAddresses = 1024
-    /// Keys one step of a deletion removes at most.
-    static let stepKeys = 2048
+    /// A new pool with more addresses than this to write (explicit, reserved, MAC bindings) is imported in steps.
+    static let stagedAbove = 1024
+    /// Addresses one step of an import writes at most: up to 2,048 key writes and 512 reads, a few milliseconds (every
+    /// ADD that arrives meanwhile waits for the step, so it is kept well under the ADD's own latency budget).
+    static let stepAddresses = 512
+    /// Keys one step of a deletion removes at most (the commit that holds them, and the ADDs in it, write every page
+    /// they touched).
+    static let stepKeys = 1024
     static let deletePrefixes = ["addr", "free", "rsv", "hwm", "last", "mac"]
 
     /// The work a new pool's import writes per address.

@@ -1,4 +1,4 @@
-// Tests of ipam-pool with large pool documents: a pool.import of 64 KiB or more is parsed and validated off the
+// Tests of ipam-pool with large pool documents: a pool.import of 32 KiB or more is parsed and validated off the
 // transaction thread before it touches the store (Prepare.swift), and a pool's deletion keeps only the addresses it
 // must visit, never the whole document (Staged.swift). The speed itself is measured by `berth-bench --only stalls`.
 
@@ -26,7 +26,7 @@ extension IpamPoolTests {
     func testLargeImportIsPreparedBeforeItTouchesTheStore() throws {
         let n = try net(pool: ["name": "small", "ranges": [["subnet": "10.9.0.0/24"]]])
         let doc = Self.largeDocument()
-        XCTAssertGreaterThan(doc.bytes.count, 64 * 1024)
+        XCTAssertGreaterThan(doc.bytes.count, 32 * 1024)
         let before = try n.store.kvCount("net1")
         let first = try n.adminStep("pool.import", doc)
         XCTAssertNotNil(first["continue"]?["prepare"], "a large document is parsed off the transaction thread first: \(first)")
