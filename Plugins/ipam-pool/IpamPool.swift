@@ -60,6 +60,7 @@ final class IpamPool: NetworkPlugin {
         }
         defaultPool = cfg["defaultPool"]?.string
         let op = Op(host: host, network: networkLabel, parsed: parsedDefs)
+        try op.stampPools()
         for (i, p) in (cfg["pools"]?.array ?? []).enumerated() {
             guard let name = p["name"]?.string else { throw PluginError(.invalidArgument, "configuration pools[\(i)]: \"name\" is required") }
             if try op.def(name) == nil {

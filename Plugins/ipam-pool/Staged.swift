@@ -190,6 +190,7 @@ extension IpamPool {
         }
         if let spec = try op.host.get(Key.spec(name)) { try op.host.put(Key.deleteDoc(name), Self.explicitDoc(spec)) }
         try op.delete(Key.pool(name))
+        try op.delete(Key.poolStamp(name))
         try op.delete(Key.spec(name))
         try op.delete(Key.count(name))
         op.forgetDef(name)
@@ -260,6 +261,7 @@ extension IpamPool {
             return ["continue": ["pool": .string(name)], "deleting": .string(name)]
         }
         try op.delete(Key.count(name))  // a rolled-back import may have left its counters
+        try op.delete(Key.poolStamp(name))  // and an earlier version its stamp
         try op.delete(Key.deleting(name))
         try op.delete(Key.deleteDoc(name))
         emit("pool.deleted", ["pool": .string(name)])
