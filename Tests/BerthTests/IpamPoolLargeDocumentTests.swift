@@ -1,6 +1,7 @@
 // Tests of ipam-pool with large pool documents: a pool.import of 32 KiB or more is parsed and validated off the
-// transaction thread before it touches the store (Prepare.swift), and a pool's deletion keeps only the addresses it
-// must visit, never the whole document (Staged.swift). The speed itself is measured by `berth-bench --only stalls`.
+// transaction thread before it touches the store (Prepare.swift), a pool's deletion keeps only the addresses it must
+// visit, never the whole document (Staged.swift), and calls find a parsed definition by its stamp (poolv/, State.swift).
+// The speed itself is measured by `berth-bench --only stalls`.
 
 import BerthCore
 import BerthWire
@@ -90,5 +91,27 @@ extension IpamPoolTests {
         }
         XCTAssertEqual(try n.admin("pool.delete", ["name": "large"])["deleted"]?.string, "large")
         XCTAssertEqual(try n.store.kvCount("net1"), before, "owner entries left behind")
+    }
+
+    /// Pools stored by an earlier version have no stamp (or one that no longer matches): a new instance stamps them,
+    /// so they are listed and allocated from with the definition actually stored.
+    func testPoolsWithoutAStampAreStampedOnCreate() throws {
+        let n = try net(pool: ["name": "p", "ranges": [["subnet": "10.1.0.0/29"]]])
+        _ = try n.admin("pool.import", ["name": "q", "ranges": [["subnet": "10.2.0.0/29"]]])
+        let stampQ = try XCTUnwrap(try n.kv("poolv/q"))
+        _ = try n.admin("pool.import", ["name": "q", "ranges": [["subnet": "10.3.0.0/29"]]])
+        let store = n.store
+        try n.ex.runSync {  // as an earlier version leaves it: p without a stamp, q with the stamp of another definition
+            try Array("poolv/p".utf8).withUnsafeBytes { try store.kvDelete("net1", $0) }
+            try Array("poolv/q".utf8).withUnsafeBytes { kb in try Array(stampQ.utf8).withUnsafeBytes { try store.kvPut("net1", kb, $0) } }
+        }
+        try n.restart()
+        XCTAssertEqual(try n.admin("pool.list")["pools"]?.array?.compactMap { $0["name"]?.string }, ["p", "q"])
+        XCTAssertNotNil(try n.kv("poolv/p"))
+        XCTAssertNotEqual(try n.kv("poolv/q"), stampQ)
+        XCTAssertEqual(try n.addIP("c1", "eth0", ["pool": "q"]), "10.3.0.2")
+        _ = try n.call("del", ["containerID": "c1", "ifname": "eth0"])
+        _ = try n.admin("pool.delete", ["name": "q"])
+        XCTAssertNil(try n.kv("poolv/q"))
     }
 }
