@@ -7,6 +7,9 @@
 //
 //   pool/<P>              PoolDef: ranges (defaults filled in), holes (gateways + exclusions), families, routes,
 //                         dns, vlan, nodes. Small: no per-address data. Read by every allocation.
+//   poolv/<P>             (text) the stamp of pool/<P>: its length and two 64-bit hashes of its bytes, written with
+//                         it. A call finds the definition it parsed before by the stamp, without reading pool/<P>
+//                         (a megabyte for the largest pool). create() stamps pools stored by an earlier version.
 //   spec/<P>              the canonical POOL document as imported (pool.show, merging on re-import)
 //   count/<P>             per-family counters {"4":[size,reserved,active,held],...}, updated incrementally;
 //                         free = size - reserved - active - held. capacity/status read only these. A count past
@@ -54,6 +57,7 @@ enum Key {
         return out
     }
     static func pool(_ p: String) -> String { "pool/\(p)" }
+    static func poolStamp(_ p: String) -> String { "poolv/\(p)" }
     static func spec(_ p: String) -> String { "spec/\(p)" }
     static func count(_ p: String) -> String { "count/\(p)" }
     static func addr(_ p: String, _ ip: IP) -> String { "addr/\(p)/\(ip.ref)" }
@@ -290,17 +294,59 @@ func familyName(_ f: Int) -> String { f == 6 ? "IPv6" : "IPv4" }
 /// stored value (so a change, a rolled-back import or another instance's write is always seen) but parses it only
 /// when the bytes differ: an allocation reads every pool definition, and parsing them was a fifth of its cost.
 final class DefCache: @unchecked Sendable {
-    private var byName: [String: (raw: [UInt8], def: PoolDef?)] = [:]
+    private var byName: [String: (raw: [UInt8], def: PoolDef?, stamp: String?)] = [:]
     private var lock = pthread_mutex_t()
 
     init() { pthread_mutex_init(&lock, nil) }
 
+    /// Remembers a definition just stored as `raw` (its serialisation), so that no later call parses it.
+    func prime(_ name: String, _ raw: [UInt8], _ def: PoolDef, stamp: String) {
+        pthread_mutex_lock(&lock)
+        if byName.count >= 4096 { byName.removeAll() }
+        byName[name] = (raw, def, stamp)
+        pthread_mutex_unlock(&lock)
+    }
+
+    /// The stamp of a stored definition: its length and two 64-bit hashes of its bytes (FNV-1a, and a multiply-xorshift
+    /// over 8-byte words), so that two definitions of one pool never share a stamp by accident.
+    static func stamp(_ b: [UInt8]) -> String {
+        var h1: UInt64 = 0xcbf29ce484222325, h2: UInt64 = 0x9e3779b97f4a7c15 ^ UInt64(b.count)
+        b.withUnsafeBytes { raw in
+            for x in raw { h1 = (h1 ^ UInt64(x)) &* 0x100000001b3 }
+            var i = 0
+            while i < raw.count {
+                var w: UInt64 = 0
+                for k in 0..<min(8, raw.count - i) { w |= UInt64(raw[i + k]) << (8 * UInt64(k)) }
+                h2 = (h2 ^ w) &* 0xff51afd7ed558ccd
+                h2 ^= h2 >> 33
+                i += 8
+            }
+        }
+        return "\(b.count)-" + String(h1, radix: 16) + "-" + String(h2, radix: 16)
+    }
+
+    /// The definition parsed under `stamp` (the stored poolv/ value), if this is the one cached.
+    func cached(_ name: String, stamp: String) -> PoolDef?? {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        guard let hit = byName[name], hit.stamp == stamp else { return nil }
+        return .some(hit.def)
+    }
+
     /// The definition stored as `raw` (nil when it is not a valid definition); throws when it is not JSON.
-    func parse(_ name: String, _ raw: [UInt8]) throws -> PoolDef? {
+    /// `stamp`: the poolv/ value read with `raw` in the same call, remembered with it.
+    func parse(_ name: String, _ raw: [UInt8], stamp: String? = nil) throws -> PoolDef? {
         pthread_mutex_lock(&lock)
         let hit = byName[name]
         pthread_mutex_unlock(&lock)
-        if let hit, hit.raw == raw { return hit.def }
+        if let hit, hit.raw == raw {
+            if let stamp, hit.stamp != stamp {
+                pthread_mutex_lock(&lock)
+                byName[name] = (raw, hit.def, stamp)
+                pthread_mutex_unlock(&lock)
+            }
+            return hit.def
+        }
         let j: JV
         do { j = try JV.parse(raw) } catch {
             throw PluginError(.internal, "stored value at \(Key.pool(name)) is not valid JSON; the namespace is damaged")
@@ -308,7 +354,7 @@ final class DefCache: @unchecked Sendable {
         let d = PoolDef(stored: j)
         pthread_mutex_lock(&lock)
         if byName.count >= 4096 { byName.removeAll() }  // pools come and go; never let the cache grow without bound
-        byName[name] = (raw, d)
+        byName[name] = (raw, d, stamp)
         pthread_mutex_unlock(&lock)
         return d
     }
@@ -383,7 +429,12 @@ final class Op {
 
     func def(_ name: String) throws -> PoolDef? {
         if let d = defs[name] { return d }
-        let d = try host.get(Key.pool(name)).flatMap { try parsed.parse(name, $0) }
+        let stamp = try host.getString(Key.poolStamp(name))
+        if let stamp, let hit = parsed.cached(name, stamp: stamp) {  // the definition itself is not read
+            defs[name] = hit
+            return hit
+        }
+        let d = try host.get(Key.pool(name)).flatMap { try parsed.parse(name, $0, stamp: stamp) }
         defs[name] = d
         return d
     }
@@ -395,10 +446,34 @@ final class Op {
         return d
     }
 
-    func setDef(_ d: PoolDef) throws {
+    /// Stores a definition; `bytes`, when given, are `d.json.bytes` serialised beforehand (off the transaction thread).
+    func setDef(_ d: PoolDef, bytes: [UInt8]? = nil) throws {
         defs[d.name] = d
         try forgetHwms()
-        try put(Key.pool(d.name), d.json)
+        let b = bytes ?? d.json.bytes
+        let stamp = DefCache.stamp(b)
+        try host.put(Key.pool(d.name), b)
+        try host.put(Key.poolStamp(d.name), stamp)
+        parsed.prime(d.name, b, d, stamp: stamp)  // later calls find it by the stamp: neither read nor parsed again
+    }
+
+    /// Gives every stored pool the stamp of its bytes (pools stored or changed by an earlier version have none, or an
+    /// old one) and drops stamps of pools that are gone, so `allDefs` can list pools by their stamps. Run by create()
+    /// and reconfigure(): one pass over the definitions.
+    func stampPools() throws {
+        var fix: [(String, String?)] = []
+        try each("pool/") { key, value in
+            let name = String(key.dropFirst(5))
+            let want = DefCache.stamp(value)
+            if try host.getString(Key.poolStamp(name)) != want { fix.append((name, want)) }
+        }
+        try each("poolv/") { key, _ in
+            let name = String(key.dropFirst(6))
+            if try host.get(Key.pool(name)) == nil { fix.append((name, nil)) }
+        }
+        for (name, stamp) in fix {
+            if let stamp { try host.put(Key.poolStamp(name), stamp) } else { try host.delete(Key.poolStamp(name)) }
+        }
     }
 
     func forgetDef(_ name: String) {
@@ -414,13 +489,19 @@ final class Op {
         noFreeAfter = [:]
     }
 
-    /// Every pool, by name.
+    /// Every pool, by name: listed by their stamps (small), each definition read only when not cached under it.
     func allDefs() throws -> [PoolDef] {
         var out: [PoolDef] = []
-        try each("pool/") { key, value in
-            let name = String(key.dropFirst(5))
+        try each("poolv/") { key, value in
+            let name = String(key.dropFirst(6))
             if let d = defs[name] { if let d { out.append(d) }; return }
-            if let d = try? parsed.parse(name, value) {
+            let stamp = String(decoding: value, as: UTF8.self)
+            if let hit = parsed.cached(name, stamp: stamp) {
+                defs[name] = hit
+                if let hit { out.append(hit) }
+                return
+            }
+            if let raw = try host.get(Key.pool(name)), let d = try? parsed.parse(name, raw, stamp: stamp) {
                 defs[name] = d
                 out.append(d)
             }
