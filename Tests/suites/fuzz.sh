@@ -27,7 +27,8 @@ if [ -z "$debug" ] || [ ! -f "$debug/libberth-ipam-pool.so" ]; then
 fi
 B="$root/.build/fuzz"
 mkdir -p "$B"
-SAN=(-sanitize=fuzzer,address -Onone -parse-as-library -enable-testing -I "$B" -L "$B")
+# -package-name as SwiftPM passes it: the host modules share `package` declarations.
+SAN=(-sanitize=fuzzer,address -Onone -parse-as-library -enable-testing -package-name berth -I "$B" -L "$B")
 
 # module NAME DIR... [-- extra flags]: compiles every .swift under the directories into $B/libNAME.a + NAME.swiftmodule.
 module() {
@@ -60,7 +61,11 @@ build_all() {
   module BerthIpamPoolPlugin Plugins/ipam-pool -- "${ABI[@]}" || return 1
   archive DepLogging "$debug/Logging.build"
   archive DepCrypto "$debug/Crypto.build" "$debug/CCryptoBoringSSL.build" "$debug/CCryptoBoringSSLShims.build" "$debug/CryptoBoringWrapper.build"
-  module BerthCore Host/BerthCore -- "${ABI[@]}" -I Host/CSQLite -I "$debug/Modules" || return 1
+  # The host's modules, in the order their dependencies point: store -> plugins -> kinds -> scheduler -> core.
+  local m
+  for m in BerthStore BerthPlugins BerthKinds BerthScheduler BerthCore; do
+    module "$m" "Host/$m" -- "${ABI[@]}" -I Host/CSQLite -I "$debug/Modules" || return 1
+  done
 }
 
 # fuzzer NAME LIBS...: links Tests/Fuzz/NAME/*.swift against the modules.
@@ -76,7 +81,7 @@ t0=$(date +%s)
 if ! build_all; then
   for n in "${names[@]}"; do fail "$n" "the instrumented modules did not build (see $out/build-*.log)"; done; finish
 fi
-CORE=(-lBerthCore -lBerthWire -lBerthJSONText -lBerthPluginABI -lDepLogging -lDepCrypto -lsqlite3 -lstdc++)
+CORE=(-lBerthCore -lBerthScheduler -lBerthKinds -lBerthPlugins -lBerthStore -lBerthWire -lBerthJSONText -lBerthPluginABI -lDepLogging -lDepCrypto -lsqlite3 -lstdc++)
 KIT=(-lBerthPluginKit -lBerthJSONText -lBerthPluginABI)
 echo "modules built in $(( $(date +%s) - t0 )) s"
 

@@ -1,5 +1,5 @@
 // libFuzzer entry for CNI invocations as berth-cni forwards them (Host/berth-cni builds the request from the
-// environment and stdin; Host/BerthCore/CNI.swift decodes it and drives a real network: ipam-pool loaded in
+// environment and stdin; Host/BerthKinds/Network/CNI.swift decodes it and drives a real network: ipam-pool loaded in
 // process on a temporary state directory). Input: lines CNI_COMMAND, CNI_CONTAINERID, CNI_IFNAME, CNI_ARGS, then
 // the network configuration. Oracle beyond "no crash": the answer keeps the CNI contract (exit 0 prints a result
 // with cniVersion or nothing; any other exit code prints an error object whose "code" is that exit code).
@@ -7,6 +7,8 @@ import BerthWire
 import Dispatch
 import Foundation
 @testable import BerthCore
+@testable import BerthPlugins
+@testable import BerthKinds
 
 final class Box<T>: @unchecked Sendable { var value: T?; init() {} }
 
@@ -21,7 +23,7 @@ let service: NetworkService = {
     rt.loadPlugins()
     guard rt.entry("default")?.instance != nil else { fatalError("ipam-pool did not load from \(plugins): \(rt.entry("default")?.stateName ?? "-")") }
     atexit { try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + "berth-fuzz-cni-\(getpid())") }
-    return NetworkService(runtime: rt)
+    return rt.network
 }()
 
 func run(_ req: JSON) -> (Int, JSON?) {

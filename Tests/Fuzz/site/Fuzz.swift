@@ -1,6 +1,7 @@
-// libFuzzer entry for the site file parser (Host/BerthCore/Site.swift: JSON, schema validation, then the
+// libFuzzer entry for the site file parser (Host/BerthPlugins/Site.swift: JSON, schema validation, then the
 // fields): any bytes either parse into a configuration or fail with a SiteError naming the problems.
 @testable import BerthCore
+@testable import BerthPlugins
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzSite(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
