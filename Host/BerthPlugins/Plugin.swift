@@ -69,6 +69,9 @@ public final class LoadedPlugin: @unchecked Sendable {
         self.kindSchema = kindSchema
     }
 
+    /// Whether the plugin can apply a new configuration to a live instance (it has `reconfigure`).
+    public var reconfigurable: Bool { d.pointee.reconfigure != nil }
+
     /// Copies min(size, sizeof(T)) bytes of a plugin struct into a zeroed host struct.
     static func safeCopy<T>(_ p: UnsafePointer<T>, _ size: Int) -> UnsafeMutablePointer<T> {
         let m = UnsafeMutablePointer<T>.allocate(capacity: 1)

@@ -51,9 +51,7 @@ public final class StorageService: Sendable {
 
     func plugin(_ name: String) throws -> PluginInstance { try host.instance(name, kind: .storage) }
 
-    func call(_ inst: PluginInstance, _ op: String, _ fn: berth_json_op?, _ req: JSON) throws -> JSON {
-        do { return try inst.callObject(op, fn, req) } catch let e as BerthError { throw e }
-    }
+    func ops(_ name: String) throws -> StorageOps { try host.storage(named: name) }
 
     // MARK: - input checks (the host refuses bad input before any plugin sees it)
 
@@ -242,8 +240,8 @@ public final class StorageService: Sendable {
         let store = host.store
         let accessMode = req["accessMode"]?.string ?? "single-node-writer"
         let volumeMode = req["volumeMode"]?.string ?? "mount"
-        let inst = try self.plugin(plugin)
-        let out = try self.call(inst, "create_volume", inst.storage!.pointee.create_volume, req)
+        let ops = try self.ops(plugin)
+        let out = try ops.createVolume(req)
         guard let id = out["volumeId"]?.string, !id.isEmpty, id.utf8.count <= 256 else {
             throw BerthError(.internal, "plugin \"\(plugin)\" create_volume returned no volumeId; nothing was committed")
         }
@@ -277,13 +275,13 @@ public final class StorageService: Sendable {
         let id = try Self.checkVolumeID(id)
         let store = host.store
         try await host.executor.run {
-            let inst = try self.plugin(plugin)
+            let ops = try self.ops(plugin)
             let nodes = try self.nodeRows(plugin, id)
             if !nodes.isEmpty {
                 throw BerthError(.failedPrecondition, "volume \(id) is published to node\(nodes.count > 1 ? "s" : "") \(nodes.map { $0.node }.joined(separator: ", ")); unpublish it first",
                                details: ["status": "FAILED_PRECONDITION"])
             }
-            _ = try self.call(inst, "delete_volume", inst.storage!.pointee.delete_volume, ["volumeId": .string(id)])
+            _ = try ops.deleteVolume(["volumeId": .string(id)])
             let d = try store.prepare("DELETE FROM volumes WHERE plugin=?1 AND id=?2")
             d.bind(1, plugin); d.bind(2, id)
             try d.run()
@@ -353,7 +351,7 @@ public final class StorageService: Sendable {
     }
 
     package func controllerPublishStep(_ plugin: String, _ id: String, _ node: String, _ readonlyAsked: Bool) throws -> JSON {
-        let inst = try self.plugin(plugin)
+        let ops = try self.ops(plugin)
         let v = try requireVolume(plugin, id)
         let readonly = readonlyAsked || storageReadOnlyModes.contains(v.accessMode)
         let nodes = try nodeRows(plugin, id)
@@ -369,9 +367,9 @@ public final class StorageService: Sendable {
                            details: ["status": "FAILED_PRECONDITION"])
         }
         var context: JSON = .object([])
-        if let fn = inst.storage!.pointee.controller_publish {
-            let out = try call(inst, "controller_publish", fn, ["volumeId": .string(id), "nodeId": .string(node), "readonly": .bool(readonly),
-                                                                 "accessMode": .string(v.accessMode), "volumeMode": .string(v.volumeMode)])
+        if ops.has(.controllerPublish) {
+            let out = try ops.controllerPublish(["volumeId": .string(id), "nodeId": .string(node), "readonly": .bool(readonly),
+                                                 "accessMode": .string(v.accessMode), "volumeMode": .string(v.volumeMode)])
             context = out["publishContext"] ?? .object([])
         }
         let ins = try host.store.prepare("INSERT INTO volume_nodes(plugin, volume_id, node, readonly, publish_context, staged, staging_path, created) VALUES(?1,?2,?3,?4,?5,0,?6,?7)")
@@ -391,15 +389,15 @@ public final class StorageService: Sendable {
 
     /// `ifUnused`: part of a whole unpublish; a node staged again meanwhile is left alone instead of refused.
     package func controllerUnpublishStep(_ plugin: String, _ id: String, _ node: String, ifUnused: Bool = false) throws -> JSON {
-        let inst = try self.plugin(plugin)
+        let ops = try self.ops(plugin)
         guard let v = try volumeRow(plugin, id) else { return ["volumeId": .string(id), "nodes": []] }
         guard let n = try nodeRow(plugin, id, node) else { return try view(plugin, v) }
         if n.staged && ifUnused { return try view(plugin, v) }
         if n.staged {
             throw BerthError(.failedPrecondition, "volume \(id) is still staged on node \(node) (FAILED_PRECONDITION); unstage it first", details: ["status": "FAILED_PRECONDITION"])
         }
-        if let fn = inst.storage!.pointee.controller_unpublish {
-            _ = try call(inst, "controller_unpublish", fn, ["volumeId": .string(id), "nodeId": .string(node)])
+        if ops.has(.controllerUnpublish) {
+            _ = try ops.controllerUnpublish(["volumeId": .string(id), "nodeId": .string(node)])
         }
         let d = try host.store.prepare("DELETE FROM volume_nodes WHERE plugin=?1 AND volume_id=?2 AND node=?3")
         d.bind(1, plugin); d.bind(2, id); d.bind(3, node)
@@ -416,17 +414,17 @@ public final class StorageService: Sendable {
     }
 
     package func stageStep(_ plugin: String, _ id: String, _ node: String) throws -> JSON {
-        let inst = try self.plugin(plugin)
+        let ops = try self.ops(plugin)
         let v = try requireVolume(plugin, id)
         guard let n = try nodeRow(plugin, id, node) else {
             throw BerthError(.failedPrecondition, "volume \(id) is not controller-published to node \(node) (FAILED_PRECONDITION); publish it to the node first",
                            details: ["status": "FAILED_PRECONDITION"])
         }
         if n.staged { return try view(plugin, v) }
-        if let fn = inst.storage!.pointee.node_stage {
-            _ = try call(inst, "node_stage", fn, ["volumeId": .string(id), "nodeId": .string(node), "stagingPath": .string(n.stagingPath),
-                                                   "publishContext": n.publishContext, "accessMode": .string(v.accessMode),
-                                                   "volumeMode": .string(v.volumeMode)])
+        if ops.has(.nodeStage) {
+            _ = try ops.nodeStage(["volumeId": .string(id), "nodeId": .string(node), "stagingPath": .string(n.stagingPath),
+                                   "publishContext": n.publishContext, "accessMode": .string(v.accessMode),
+                                   "volumeMode": .string(v.volumeMode)])
         }
         let u = try host.store.prepare("UPDATE volume_nodes SET staged=1 WHERE plugin=?1 AND volume_id=?2 AND node=?3")
         u.bind(1, plugin); u.bind(2, id); u.bind(3, node)
@@ -444,7 +442,7 @@ public final class StorageService: Sendable {
 
     /// `ifUnused`: part of a whole unpublish; a target published meanwhile keeps the stage instead of an error.
     package func unstageStep(_ plugin: String, _ id: String, _ node: String, ifUnused: Bool = false) throws -> JSON {
-        let inst = try self.plugin(plugin)
+        let ops = try self.ops(plugin)
         guard let v = try volumeRow(plugin, id) else { return ["volumeId": .string(id), "nodes": []] }
         guard let n = try nodeRow(plugin, id, node), n.staged else { return try view(plugin, v) }
         let targets = try targetRows(plugin, id).filter { $0.node == node }
@@ -453,8 +451,8 @@ public final class StorageService: Sendable {
             throw BerthError(.failedPrecondition, "volume \(id) is still published on node \(node) at \(targets.map { $0.target }.joined(separator: ", ")) (FAILED_PRECONDITION); unpublish those first",
                            details: ["status": "FAILED_PRECONDITION"])
         }
-        if let fn = inst.storage!.pointee.node_unstage {
-            _ = try call(inst, "node_unstage", fn, ["volumeId": .string(id), "nodeId": .string(node), "stagingPath": .string(n.stagingPath)])
+        if ops.has(.nodeUnstage) {
+            _ = try ops.nodeUnstage(["volumeId": .string(id), "nodeId": .string(node), "stagingPath": .string(n.stagingPath)])
         }
         let u = try host.store.prepare("UPDATE volume_nodes SET staged=0 WHERE plugin=?1 AND volume_id=?2 AND node=?3")
         u.bind(1, plugin); u.bind(2, id); u.bind(3, node)
@@ -473,7 +471,7 @@ public final class StorageService: Sendable {
     }
 
     package func nodePublishStep(_ plugin: String, _ id: String, _ node: String, _ target: String, _ readonlyAsked: Bool) throws -> JSON {
-        let inst = try self.plugin(plugin)
+        let ops = try self.ops(plugin)
         let v = try requireVolume(plugin, id)
         let readonly = readonlyAsked || storageReadOnlyModes.contains(v.accessMode)
         guard let n = try nodeRow(plugin, id, node), n.staged else {
@@ -496,8 +494,8 @@ public final class StorageService: Sendable {
         }
         var req: JSON = ["volumeId": .string(id), "nodeId": .string(node), "targetPath": .string(target), "readonly": .bool(readonly),
                          "publishContext": n.publishContext, "accessMode": .string(v.accessMode), "volumeMode": .string(v.volumeMode)]
-        if inst.storage!.pointee.node_stage != nil { req = req.setting("stagingPath", .string(n.stagingPath)) }
-        _ = try call(inst, "node_publish", inst.storage!.pointee.node_publish, req)
+        if ops.has(.nodeStage) { req = req.setting("stagingPath", .string(n.stagingPath)) }
+        _ = try ops.nodePublish(req)
         let ins = try host.store.prepare("INSERT INTO volume_targets(plugin, volume_id, node, target, readonly, created) VALUES(?1,?2,?3,?4,?5,?6)")
         ins.bind(1, plugin); ins.bind(2, id); ins.bind(3, node); ins.bind(4, target); ins.bind(5, Int64(readonly ? 1 : 0)); ins.bind(6, wallClock())
         try ins.run()
@@ -514,7 +512,7 @@ public final class StorageService: Sendable {
 
     /// Returns the view and the node the target was on (nil when the host had no record of it).
     package func nodeUnpublishStep(_ plugin: String, _ id: String, _ target: String) throws -> (JSON, String?) {
-        let inst = try self.plugin(plugin)
+        let ops = try self.ops(plugin)
         guard let v = try volumeRow(plugin, id) else { return (["volumeId": .string(id), "nodes": []], nil) }
         let t = try targetRow(plugin, target: target)
         if let t, t.volumeID != id {
@@ -522,7 +520,7 @@ public final class StorageService: Sendable {
         }
         var req: JSON = ["volumeId": .string(id), "targetPath": .string(target)]
         if let t { req = req.setting("nodeId", .string(t.node)) }
-        _ = try call(inst, "node_unpublish", inst.storage!.pointee.node_unpublish, req)
+        _ = try ops.nodeUnpublish(req)
         if let t {
             let d = try host.store.prepare("DELETE FROM volume_targets WHERE plugin=?1 AND target=?2")
             d.bind(1, plugin); d.bind(2, target)
@@ -582,10 +580,9 @@ public final class StorageService: Sendable {
         guard capacityBytes > 0 else { throw BerthError(.invalidArgument, "capacityBytes must be a positive number of bytes") }
         let store = host.store
         return try await host.executor.run {
-            let inst = try self.plugin(plugin)
+            let ops = try self.ops(plugin)
             var v = try self.requireVolume(plugin, id)
-            let out = try self.call(inst, "expand_volume", inst.storage!.pointee.expand_volume,
-                                    ["volumeId": .string(id), "capacityBytes": JSON(Int64(capacityBytes)), "volumeMode": .string(v.volumeMode)])
+            let out = try ops.expandVolume(["volumeId": .string(id), "capacityBytes": JSON(Int64(capacityBytes)), "volumeMode": .string(v.volumeMode)])
             guard let cap = out["capacityBytes"]?.int, cap >= capacityBytes else {
                 throw BerthError(.internal, "plugin \"\(plugin)\" expand_volume returned capacityBytes \(out["capacityBytes"]?.serialized ?? "none"), less than the \(capacityBytes) asked; nothing was committed")
             }
@@ -605,20 +602,19 @@ public final class StorageService: Sendable {
     public func capacity(plugin: String, request: JSON = .object([])) async throws -> JSON {
         _ = try self.plugin(plugin)
         return try await host.executor.run {
-            let inst = try self.plugin(plugin)
-            return try self.call(inst, "get_capacity", inst.storage!.pointee.get_capacity, request)
+            let ops = try self.ops(plugin)
+            return try ops.getCapacity(request)
         }
     }
 
     public func validate(plugin: String, id: String, request: JSON) async throws -> JSON {
         _ = try self.plugin(plugin)
         return try await host.executor.run {
-            let inst = try self.plugin(plugin)
+            let ops = try self.ops(plugin)
             let v = try self.requireVolume(plugin, id)
             let caps: JSON = request["volumeCapabilities"] ?? [["accessMode": request["accessMode"] ?? .string(v.accessMode),
                                                                "volumeMode": request["volumeMode"] ?? .string(v.volumeMode)]]
-            return try self.call(inst, "validate_capabilities", inst.storage!.pointee.validate_capabilities,
-                                 ["volumeId": .string(id), "volumeCapabilities": caps, "parameters": request["parameters"] ?? .object([])])
+            return try ops.validateCapabilities(["volumeId": .string(id), "volumeCapabilities": caps, "parameters": request["parameters"] ?? .object([])])
         }
     }
 
@@ -637,13 +633,13 @@ public final class StorageService: Sendable {
         guard let source = sourceVolumeId, !source.isEmpty else { throw BerthError(.invalidArgument, "sourceVolumeId is required") }
         let store = host.store
         return try await host.executor.run {
-            let inst = try self.plugin(plugin)
-            guard let fn = inst.storage!.pointee.create_snapshot else {
+            let ops = try self.ops(plugin)
+            guard ops.has(.createSnapshot) else {
                 throw BerthError(.unimplemented, "storage plugin \"\(plugin)\" does not support snapshots")
             }
             _ = try self.requireVolume(plugin, source)
-            let out = try self.call(inst, "create_snapshot", fn, ["name": .string(name), "sourceVolumeId": .string(source),
-                                                                   "parameters": parameters ?? .object([])])
+            let out = try ops.createSnapshot(["name": .string(name), "sourceVolumeId": .string(source),
+                                              "parameters": parameters ?? .object([])])
             guard let id = out["snapshotId"]?.string, !id.isEmpty else {
                 throw BerthError(.internal, "plugin \"\(plugin)\" create_snapshot returned no snapshotId; nothing was committed")
             }
@@ -670,9 +666,9 @@ public final class StorageService: Sendable {
         _ = try self.plugin(plugin)
         let store = host.store
         try await host.executor.run {
-            let inst = try self.plugin(plugin)
-            guard let fn = inst.storage!.pointee.delete_snapshot else { throw BerthError(.unimplemented, "storage plugin \"\(plugin)\" does not support snapshots") }
-            _ = try self.call(inst, "delete_snapshot", fn, ["snapshotId": .string(id)])
+            let ops = try self.ops(plugin)
+            guard ops.has(.deleteSnapshot) else { throw BerthError(.unimplemented, "storage plugin \"\(plugin)\" does not support snapshots") }
+            _ = try ops.deleteSnapshot(["snapshotId": .string(id)])
             let d = try store.prepare("DELETE FROM snapshots WHERE plugin=?1 AND id=?2")
             d.bind(1, plugin); d.bind(2, id)
             try d.run()
@@ -715,15 +711,15 @@ public final class StorageService: Sendable {
     /// Storage plugins loaded in this daemon, with what each supports.
     public func plugins() -> JSON {
         .array(host.plugins.filter { $0.instance?.plugin.kinds.contains(.storage) ?? false }.map { e in
-            let ops = e.instance!.storage!.pointee
+            let ops = e.instance!.storageOps!
             var caps: [JSON] = []
-            if ops.controller_publish != nil { caps.append("controller-publish") }
-            if ops.node_stage != nil { caps.append("stage") }
-            if ops.expand_volume != nil { caps.append("expand") }
-            if ops.create_snapshot != nil { caps.append("snapshots") }
-            if ops.list_volumes != nil { caps.append("list-volumes") }
-            if ops.get_capacity != nil { caps.append("capacity") }
-            if ops.validate_capabilities != nil { caps.append("validate-capabilities") }
+            if ops.has(.controllerPublish) { caps.append("controller-publish") }
+            if ops.has(.nodeStage) { caps.append("stage") }
+            if ops.has(.expandVolume) { caps.append("expand") }
+            if ops.has(.createSnapshot) { caps.append("snapshots") }
+            if ops.has(.listVolumes) { caps.append("list-volumes") }
+            if ops.has(.getCapacity) { caps.append("capacity") }
+            if ops.has(.validateCapabilities) { caps.append("validate-capabilities") }
             return e.json.setting("capabilities", .array(caps))
         })
     }
