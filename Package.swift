@@ -103,8 +103,9 @@ let package = Package(
         // Swift runtime static and 4.7 ms fully dynamic (scripts/bench, section startup).
         .executableTarget(name: "berth-cni", dependencies: ["BerthWire"], path: "Host/berth-cni",
                           linkerSettings: [.unsafeFlags(["-static-executable"])]),
-        // Loads one plugin in a child process and serves the ABI over a socket pair (isolation: "process").
-        .executableTarget(name: "berth-plugin-runner", dependencies: ["BerthPlugins"], path: "Host/berth-plugin-runner"),
+        // Loads one plugin in a child process and serves the ABI over a socket pair (isolation: "process"): the runner's
+        // side of the protocol; the frames it shares with berthd are in BerthPlugins (Isolation/).
+        .executableTarget(name: "berth-plugin-runner", dependencies: ["BerthPluginABI", "BerthPlugins"], path: "Host/berth-plugin-runner"),
         .executableTarget(name: "berth-bench", dependencies: ["BerthCheck", "BerthCore", "BerthServer", "BerthWire", .product(name: "Logging", package: "swift-log")], path: "Host/berth-bench"),
 
         // Reference plugins.

@@ -159,58 +159,58 @@ enum NetworkConformance {
                     renew: (() throws -> PluginInstance)? = nil, makeInstance: ((String) throws -> PluginInstance)? = nil) -> [CheckCase] {
         var out: [CheckCase] = []
         var inst = first
-        var ops = inst.network!.pointee
-        func call(_ op: String, _ fn: berth_json_op?, _ req: JSON) -> Result<JSON, BerthError> {
-            let i = inst
-            do { return .success(try ex.runSync { try i.callObject(op, fn, req) }) } catch let e as BerthError { return .failure(e) } catch {
-                return .failure(BerthError(plugin: i.name, operation: op, status: .internal, message: "\(error)"))
+        var ops = inst.networkOps!
+        func call(_ op: NetworkOps.Op, _ req: JSON) -> Result<JSON, BerthError> {
+            let o = ops
+            do { return .success(try ex.runSync { try o.call(op, req) }) } catch let e as BerthError { return .failure(e) } catch {
+                return .failure(BerthError(plugin: o.instance.name, operation: op.rawValue, status: .internal, message: "\(error)"))
             }
         }
         func add(_ n: String, _ ok: Bool, _ d: String) { out.append(CheckCase(name: "network: \(n)", passed: ok, detail: d)) }
         let a1: JSON = ["network": "check", "containerID": "conformance-1", "ifname": "eth0", "node": "check-node"]
-        let first = call("add", ops.add, a1)
+        let first = call(.add, a1)
         guard case .success(let r1) = first else {
             if case .failure(let e) = first { add("add", false, "\(e.statusName): \(e.message) (configure the plugin with an allocatable pool: --config)") }
             return out
         }
         let ips = (r1["ips"]?.array ?? []).compactMap { $0["address"]?.string }
         add("add", !ips.isEmpty, ips.isEmpty ? "result has no ips[].address" : "allocated \(ips.joined(separator: ", "))")
-        if case .success(let r2) = call("add", ops.add, a1) {
+        if case .success(let r2) = call(.add, a1) {
             add("add is idempotent", r2 == r1, r2 == r1 ? "same key returned the same result" : "second ADD returned \(r2.serialized), first \(r1.serialized)")
         } else { add("add is idempotent", false, "second ADD of the same key failed") }
         let a2 = a1.setting("containerID", "conformance-2")
-        if case .success(let r3) = call("add", ops.add, a2) {
+        if case .success(let r3) = call(.add, a2) {
             let ips3 = (r3["ips"]?.array ?? []).compactMap { $0["address"]?.string }
             add("no duplicate addresses", Set(ips3).isDisjoint(with: ips), "second container got \(ips3.joined(separator: ", "))")
         } else { add("no duplicate addresses", false, "ADD for a second container failed") }
-        switch call("check", ops.check, a1) {
+        switch call(.check, a1) {
         case .success: add("check", true, "reservation confirmed")
         case .failure(let e): add("check", false, e.description)
         }
-        if case .failure(let e) = call("check", ops.check, a1.setting("containerID", "conformance-unknown")) {
+        if case .failure(let e) = call(.check, a1.setting("containerID", "conformance-unknown")) {
             add("check of unknown attachment", e.status == .notFound, "returned \(e.statusName)")
         } else { add("check of unknown attachment", false, "returned OK; want NOT_FOUND") }
         for (label, req) in [("del", a1), ("del twice", a1), ("del of unknown attachment", a1.setting("containerID", "never-added"))] {
-            switch call("del", ops.del, req) {
+            switch call(.del, req) {
             case .success: add(label, true, "OK")
             case .failure(let e): add(label, false, e.description)
             }
         }
-        switch call("gc", ops.gc, ["network": "check", "valid": .array([])]) {
+        switch call(.gc, ["network": "check", "valid": .array([])]) {
         case .success:
-            if case .failure(let e) = call("check", ops.check, a2) { add("gc releases unlisted", e.status == .notFound, "after gc, check returned \(e.statusName)") } else {
+            if case .failure(let e) = call(.check, a2) { add("gc releases unlisted", e.status == .notFound, "after gc, check returned \(e.statusName)") } else {
                 add("gc releases unlisted", false, "attachment still checks OK after gc with an empty valid list")
             }
         case .failure(let e): add("gc", false, e.description)
         }
-        switch call("status", ops.status, ["network": "check"]) {
+        switch call(.status, ["network": "check"]) {
         case .success: add("status", true, "OK")
         case .failure(let e): add("status", e.status == .resourceExhausted, e.description)
         }
         for (label, raw) in [("malformed JSON is refused", Array("{\"containerID\":".utf8)), ("missing fields are refused", Array("{}".utf8))] {
-            let i = inst
+            let o = ops
             do {
-                _ = try ex.runSync { try i.callJSON("add", ops.add, raw) }
+                _ = try ex.runSync { try o.callRaw(.add, raw) }
                 add(label, false, "ADD accepted invalid input")
             } catch let e as BerthError {
                 add(label, e.status == .invalidArgument, "returned \(e.statusName): \(e.message)")
@@ -221,7 +221,7 @@ enum NetworkConformance {
         guard extended else { return out }
         func addrs(_ r: JSON) -> [String] { (r["ips"]?.array ?? []).compactMap { $0["address"]?.string } }
         func bare(_ a: String) -> String { String(a.split(separator: "/").first ?? Substring(a)) }
-        func gcAll() { _ = call("gc", ops.gc, ["network": "check", "valid": .array([])]) }
+        func gcAll() { _ = call(.gc, ["network": "check", "valid": .array([])]) }
         let base: JSON = ["network": "check", "ifname": "eth0", "node": "check-node"]
         func req(_ cid: String) -> JSON { base.setting("containerID", .string(cid)) }
         gcAll()
@@ -230,13 +230,13 @@ enum NetworkConformance {
         do {
             let lock = NSLock()
             var got: [(String, Result<JSON, BerthError>)] = []
-            let i = inst, add0 = ops.add
+            let o = ops
             DispatchQueue.concurrentPerform(iterations: 4) { t in
                 for k in 0..<8 {
                     let cid = "concurrent-\(t)-\(k)"
                     let r: Result<JSON, BerthError>
-                    do { r = .success(try ex.runSync { try i.callObject("add", add0, req(cid)) }) } catch let e as BerthError { r = .failure(e) } catch {
-                        r = .failure(BerthError(plugin: i.name, operation: "add", status: .internal, message: "\(error)"))
+                    do { r = .success(try ex.runSync { try o.add(req(cid)) }) } catch let e as BerthError { r = .failure(e) } catch {
+                        r = .failure(BerthError(plugin: o.instance.name, operation: "add", status: .internal, message: "\(error)"))
                     }
                     lock.lock(); got.append((cid, r)); lock.unlock()
                 }
@@ -266,7 +266,7 @@ enum NetworkConformance {
         // Release policies: an immutable identity keeps its address across a non-final DEL.
         do {
             let identity: JSON = ["app": "check-app", "ordinal": 0, "releasePolicy": "immutable"]
-            switch call("add", ops.add, req("identity-1").setting("identity", identity)) {
+            switch call(.add, req("identity-1").setting("identity", identity)) {
             case .failure(let e) where e.status == .unimplemented || e.status == .invalidArgument:
                 out.append(.skip("network: release policies", "the plugin refuses the immutable release policy (\(e.statusName): \(e.message)); stateful apps with releasePolicy immutable or never cannot use this network"))
             case .failure(let e):
@@ -275,10 +275,10 @@ enum NetworkConformance {
                 let a = Set(addrs(r).map(bare))
                 var problems: [String] = []
                 var ignored = false
-                if case .failure(let e) = call("del", ops.del, req("identity-1").setting("final", false)) { problems.append("non-final DEL: \(e.statusName)") }
+                if case .failure(let e) = call(.del, req("identity-1").setting("final", false)) { problems.append("non-final DEL: \(e.statusName)") }
                 var other = Set<String>()
-                if case .success(let o) = call("add", ops.add, req("identity-other")) { other = Set(addrs(o).map(bare)) }
-                switch call("add", ops.add, req("identity-2").setting("identity", identity)) {
+                if case .success(let o) = call(.add, req("identity-other")) { other = Set(addrs(o).map(bare)) }
+                switch call(.add, req("identity-2").setting("identity", identity)) {
                 case .success(let r2):
                     let b = Set(addrs(r2).map(bare))
                     if b == a {
@@ -291,8 +291,8 @@ enum NetworkConformance {
                     }
                 case .failure(let e): problems.append("re-ADD of the identity: \(e.statusName): \(e.message)")
                 }
-                if case .failure(let e) = call("del", ops.del, req("identity-2").setting("final", true)) { problems.append("final DEL: \(e.statusName)") }
-                _ = call("del", ops.del, req("identity-other"))
+                if case .failure(let e) = call(.del, req("identity-2").setting("final", true)) { problems.append("final DEL: \(e.statusName)") }
+                _ = call(.del, req("identity-other"))
                 if problems.isEmpty && ignored {
                     out.append(.skip("network: release policies", "the plugin ignores the release policy (the released address went to another container): refuse ADDs whose identity.releasePolicy is immutable or never with INVALID_ARGUMENT to make that explicit; keep accepting onDelete"))
                 } else {
@@ -308,14 +308,14 @@ enum NetworkConformance {
         do {
             let identity: JSON = ["app": "check-dup", "ordinal": 0, "releasePolicy": "immutable"]
             let name = "no address shared by two live attachments"
-            switch call("add", ops.add, req("dup-old").setting("identity", identity)) {
+            switch call(.add, req("dup-old").setting("identity", identity)) {
             case .failure(let e):
                 add(name, e.status == .unimplemented || e.status == .invalidArgument, "ADD with an identity: \(e.statusName): \(e.message)")
             case .success(let r):
                 let held = Set(addrs(r).map(bare))
                 var problems: [String] = []
                 var notes: [String] = []
-                switch call("add", ops.add, req("dup-new").setting("identity", identity)) {
+                switch call(.add, req("dup-new").setting("identity", identity)) {
                 case .success(let r2):
                     let shared = held.intersection(addrs(r2).map(bare))
                     if !shared.isEmpty {
@@ -323,11 +323,11 @@ enum NetworkConformance {
                     } else { notes.append("second ADD of the identity got other addresses") }
                 case .failure(let e): notes.append("second ADD of the identity refused (\(e.statusName))")
                 }
-                if case .failure(let e) = call("check", ops.check, req("dup-old")) {
+                if case .failure(let e) = call(.check, req("dup-old")) {
                     problems.append("dup-old no longer checks after the second ADD (\(e.statusName)): its address moved while it was live")
                 }
                 if let a = held.sorted().first {
-                    switch call("add", ops.add, req("dup-named").setting("ips", [.string(a)])) {
+                    switch call(.add, req("dup-named").setting("ips", [.string(a)])) {
                     case .success(let r3) where !held.isDisjoint(with: addrs(r3).map(bare)):
                         problems.append("an ADD naming \(a) got it while dup-old holds it")
                     case .success: notes.append("an ADD naming \(a) got another address")
@@ -336,27 +336,27 @@ enum NetworkConformance {
                 }
                 add(name, problems.isEmpty, problems.isEmpty ? notes.joined(separator: "; ") : problems.joined(separator: "; "))
             }
-            for c in ["dup-old", "dup-new", "dup-named"] { _ = call("del", ops.del, req(c).setting("final", true)) }
+            for c in ["dup-old", "dup-new", "dup-named"] { _ = call(.del, req(c).setting("final", true)) }
             gcAll()
         }
 
         // Huge input: a 4 MiB request is answered with a status (OK or an error), without a crash.
         do {
             let huge = req("huge-input").setting("annotations", .string(String(repeating: "x", count: 4 << 20)))
-            switch call("add", ops.add, huge) {
+            switch call(.add, huge) {
             case .success: add("huge input", true, "4 MiB ADD answered OK")
             case .failure(let e) where e.message.contains("crashed") || e.message.contains("exited") || e.message.contains("timed out"):
                 add("huge input", false, "4 MiB ADD: \(e.statusName): \(e.message)")
             case .failure(let e): add("huge input", true, "4 MiB ADD refused: \(e.statusName)")
             }
-            _ = call("del", ops.del, req("huge-input"))
+            _ = call(.del, req("huge-input"))
             gcAll()
         }
 
         // Exhaustion: distinct containers until RESOURCE_EXHAUSTED, never a duplicate.
         do {
             var note: String?
-            if let cap = ops.capacity, case .success(let c) = call("capacity", cap, ["network": "check", "node": .null]),
+            if ops.has(.capacity), case .success(let c) = call(.capacity, ["network": "check", "node": .null]),
                let free = c["free"]?.double, free > Double(exhaustionBound) {
                 note = "capacity reports \(Int(free)) free"
             }
@@ -370,7 +370,7 @@ enum NetworkConformance {
                 while verdict == nil && n < exhaustionBound && monotonicNanos() < deadline {
                     n += 1
                     let cid = "exhaust-\(n)"
-                    switch call("add", ops.add, req(cid)) {
+                    switch call(.add, req(cid)) {
                     case .success(let r):
                         let a = addrs(r).map(bare)
                         if a.isEmpty { verdict = (false, "ADD #\(n) returned OK with no ips[].address; a full pool must return RESOURCE_EXHAUSTED") }
@@ -392,17 +392,17 @@ enum NetworkConformance {
         // State survives a new instance: destroy the instance, create one with the same name on the same store.
         do {
             let s = req("survivor")
-            switch call("add", ops.add, s) {
+            switch call(.add, s) {
             case .failure(let e): add("state survives a new instance", false, "ADD before the restart: \(e.statusName): \(e.message)")
             case .success(let before):
                 guard let renew else { out.append(.skip("network: state survives a new instance", "no way to create a new instance here")); break }
                 do {
                     inst = try renew()
-                    ops = inst.network!.pointee
-                    switch call("check", ops.check, s) {
+                    ops = inst.networkOps!
+                    switch call(.check, s) {
                     case .failure(let e): add("state survives a new instance", false, "CHECK in a new instance: \(e.statusName): \(e.message)")
                     case .success:
-                        if case .success(let again) = call("add", ops.add, s), Set(addrs(again).map(bare)) != Set(addrs(before).map(bare)) {
+                        if case .success(let again) = call(.add, s), Set(addrs(again).map(bare)) != Set(addrs(before).map(bare)) {
                             add("state survives a new instance", false, "repeated ADD in a new instance got \(addrs(again)), before \(addrs(before))")
                         } else {
                             add("state survives a new instance", true, "the new instance confirms the attachment made before")
@@ -425,11 +425,11 @@ extension NetworkConformance {
     static func identityCase(_ inst: PluginInstance, executor ex: Executor) -> [CheckCase] {
         let req: JSON = ["network": "check", "containerID": "conformance-app-0", "ifname": "eth0", "node": "check-node",
                          "identity": ["app": "check-app", "ordinal": 0, "releasePolicy": "onDelete"]]
-        let fn = inst.network!.pointee.add, del = inst.network!.pointee.del
+        let ops = inst.networkOps!
         let name = "network: apps can use it (ADD with an identity)"
         do {
-            let r = try ex.runSync { try inst.callObject("add", fn, req) }
-            _ = try? ex.runSync { try inst.callObject("del", del, req.setting("final", true)) }
+            let r = try ex.runSync { try ops.add(req) }
+            _ = try? ex.runSync { try ops.del(req.setting("final", true)) }
             let ips = (r["ips"]?.array ?? []).compactMap { $0["address"]?.string }
             return [CheckCase(name: name, passed: !ips.isEmpty, detail: ips.isEmpty ? "ADD with identity {app, ordinal, releasePolicy: onDelete} returned no ips[].address"
                 : "ADD with identity {app, ordinal, releasePolicy: onDelete} allocated \(ips.joined(separator: ", "))")]
@@ -456,29 +456,28 @@ extension NetworkConformance {
                            makeInstance: ((String) throws -> PluginInstance)?) -> [CheckCase] {
         var out: [CheckCase] = []
         func add(_ n: String, _ ok: Bool, _ d: String) { out.append(CheckCase(name: "network: \(n)", passed: ok, detail: d)) }
-        guard inst.network?.pointee.add_batch != nil else {
+        guard inst.networkOps?.has(.addBatch) == true else {
             out.append(.skip("network: add_batch", "not provided (the host adds one at a time)"))
             return out
         }
         /// One call in its own transaction; a runner that crashed in an earlier call restarts after a backoff: wait
         /// for it, so that a crash fails only the case it happened in.
-        func call(_ i: PluginInstance, _ op: String, _ raw: [UInt8]) -> Result<JSON, BerthError> {
-            let ops = i.network!.pointee
-            let fn = op == "add_batch" ? ops.add_batch : op == "add" ? ops.add : op == "check" ? ops.check : ops.gc
+        func call(_ i: PluginInstance, _ op: NetworkOps.Op, _ raw: [UInt8]) -> Result<JSON, BerthError> {
+            let ops = i.networkOps!
             var waited = 0
             while true {
                 do {
-                    let bytes = try ex.runSync { try i.callJSON(op, fn, raw) }
+                    let bytes = try ex.runSync { try ops.callRaw(op, raw) }
                     return .success(bytes.isEmpty ? .object([]) : try JSON.parse(bytes))
                 } catch let e as BerthError {
                     if e.status == .unavailable && e.message.contains("is restarting after") && waited < 60 { usleep(100_000); waited += 1; continue }
                     return .failure(e)
                 } catch {
-                    return .failure(BerthError(plugin: i.name, operation: op, status: .internal, message: "\(error)"))
+                    return .failure(BerthError(plugin: i.name, operation: op.rawValue, status: .internal, message: "\(error)"))
                 }
             }
         }
-        func call(_ i: PluginInstance, _ op: String, _ req: JSON) -> Result<JSON, BerthError> { call(i, op, req.bytes) }
+        func call(_ i: PluginInstance, _ op: NetworkOps.Op, _ req: JSON) -> Result<JSON, BerthError> { call(i, op, req.bytes) }
         func batch(_ items: [JSON]) -> JSON { ["network": "check", "items": .array(items)] }
         /// The runner died (or was killed) during the call: a fault whatever the case expects.
         func died(_ e: BerthError) -> Bool {
@@ -514,7 +513,7 @@ extension NetworkConformance {
             var singly: [JSON] = []
             var refused = ""
             for (k, req) in batchItems.enumerated() {
-                switch call(b, "add", req) {
+                switch call(b, .add, req) {
                 case .success(let r): singly.append(r)
                 case .failure(let e): refused = "; add refused \(item(k, batchItems)): \(e.statusName)"
                 }
@@ -525,7 +524,7 @@ extension NetworkConformance {
                 add("add_batch agrees with add", false, "add on a fresh instance refused the first item\(refused)")
                 add("add_batch returns one result per item", false, "not run: add on a fresh instance refused the first item")
             } else {
-                switch call(a, "add_batch", batch(items)) {
+                switch call(a, .addBatch, batch(items)) {
                 case .failure(let e):
                     add("add_batch agrees with add", false, "add_batch of \(items.count) items that add accepts one at a time: \(e.statusName): \(e.message)")
                     add("add_batch returns one result per item", false, "not run: add_batch failed (see \"add_batch agrees with add\")")
@@ -566,7 +565,7 @@ extension NetworkConformance {
             let invalid: JSON = ["network": "check", "ifname": "eth0", "node": "check-node"]
             var problems: [String] = []
             var note = "", crashed = false
-            switch call(scratch, "add_batch", batch(good + [invalid])) {
+            switch call(scratch, .addBatch, batch(good + [invalid])) {
             case .success(let r):
                 problems.append("returned OK for a batch whose last item has no containerID (\(brief(r))); want an error status: all or nothing, never per-item failures")
             case .failure(let e) where died(e):
@@ -576,13 +575,13 @@ extension NetworkConformance {
                 note = "failed with \(e.statusName): \(e.message)"
             }
             for (k, req) in good.enumerated() where !crashed {
-                switch call(scratch, "check", req) {
+                switch call(scratch, .check, req) {
                 case .success: problems.append("\(item(k, good)) is attached after the call (check returned OK; want NOT_FOUND)")
                 case .failure(let e) where e.status == .notFound: break
                 case .failure(let e): problems.append("check of \(item(k, good)): \(e.statusName): \(e.message); want NOT_FOUND")
                 }
             }
-            if c == nil { _ = call(inst, "gc", ["network": "check", "valid": .array([])]) }
+            if c == nil { _ = call(inst, .gc, ["network": "check", "valid": .array([])]) }
             add("add_batch is all or nothing", problems.isEmpty,
                 problems.isEmpty ? "\(note); the items before the invalid one are not attached" : problems.joined(separator: "; "))
         }
@@ -592,7 +591,7 @@ extension NetworkConformance {
             var problems: [String] = [], seen: [String] = []
             for (label, raw) in [("\"items\" not an array", JSON.object([("network", "check"), ("items", "x")]).bytes),
                                  ("malformed JSON", Array("{\"network\":\"check\",\"items\":[".utf8))] {
-                switch call(scratch, "add_batch", raw) {
+                switch call(scratch, .addBatch, raw) {
                 case .success: problems.append("\(label): accepted; want INVALID_ARGUMENT")
                 case .failure(let e) where e.status == .invalidArgument: seen.append("\(label): INVALID_ARGUMENT")
                 case .failure(let e): problems.append("\(label): \(e.statusName): \(e.message)")

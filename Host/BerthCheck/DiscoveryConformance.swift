@@ -25,15 +25,16 @@ enum DiscoveryConformance {
                     makeInstance: (String) throws -> PluginInstance) -> [CheckCase] {
         var out: [CheckCase] = []
         func add(_ n: String, _ ok: Bool, _ d: String) { out.append(CheckCase(name: "discovery: \(n)", passed: ok, detail: d)) }
-        guard let ops = inst.discovery?.pointee else {
+        guard inst.discoveryOps != nil else {
             add("ops", false, "the plugin declares the discovery kind but has no discovery table")
             return out
         }
         func call(_ i: PluginInstance, _ op: String, _ raw: [UInt8]) -> BerthError? {
-            let fn = op == "resync" ? ops.resync : ops.events
+            let o: DiscoveryOps.Op = op == "resync" ? .resync : .events
+            guard let ops = i.discoveryOps else { return BerthError(plugin: i.name, operation: op, status: .internal, message: "no discovery table") }
             var waited = 0
             while true {
-                do { _ = try ex.runSync { try i.callJSON(op, fn, raw) }; return nil } catch let e as BerthError {
+                do { _ = try ex.runSync { try ops.callRaw(o, raw) }; return nil } catch let e as BerthError {
                     // A runner that crashed in an earlier case restarts after a backoff: wait for it, so that one
                     // crash fails only the case it happened in.
                     if e.status == .unavailable && e.message.contains("is restarting after") && waited < 60 { usleep(100_000); waited += 1; continue }

@@ -29,23 +29,23 @@ enum StorageConformance {
 
     static func run(_ inst: PluginInstance, executor ex: Executor, scratch: String, config: JSON = .object([])) -> [CheckCase] {
         var out: [CheckCase] = []
-        let ops = inst.storage!.pointee
+        let ops = inst.storageOps!
         func add(_ n: String, _ ok: Bool, _ d: String) { out.append(CheckCase(name: "storage: \(n)", passed: ok, detail: d)) }
         func skip(_ n: String, _ d: String) { out.append(.skip("storage: \(n)", d)) }
 
-        func raw(_ op: String, _ fn: berth_json_op?, _ bytes: [UInt8]) -> Result<JSON, BerthError> {
+        func raw(_ op: StorageOps.Op, _ bytes: [UInt8]) -> Result<JSON, BerthError> {
             do {
-                let b = try ex.runSync { try inst.callJSON(op, fn, bytes) }
+                let b = try ex.runSync { try ops.callRaw(op, bytes) }
                 if b.isEmpty { return .success(.object([])) }
                 guard let v = try? JSON.parse(b), case .object = v else {
-                    return .failure(BerthError(plugin: inst.name, operation: op, status: .internal, message: "the plugin returned invalid JSON (\(b.count) bytes)"))
+                    return .failure(BerthError(plugin: inst.name, operation: op.rawValue, status: .internal, message: "the plugin returned invalid JSON (\(b.count) bytes)"))
                 }
                 return .success(v)
             } catch let e as BerthError { return .failure(e) } catch {
-                return .failure(BerthError(plugin: inst.name, operation: op, status: .internal, message: "\(error)"))
+                return .failure(BerthError(plugin: inst.name, operation: op.rawValue, status: .internal, message: "\(error)"))
             }
         }
-        func call(_ op: String, _ fn: berth_json_op?, _ req: JSON) -> Result<JSON, BerthError> { raw(op, fn, req.bytes) }
+        func call(_ op: StorageOps.Op, _ req: JSON) -> Result<JSON, BerthError> { raw(op, req.bytes) }
         func status(_ r: Result<JSON, BerthError>) -> Int32 { if case .failure(let e) = r { return e.status.rawValue }; return 0 }
         func name(_ st: Int32) -> String { BerthStatus(rawValue: st).name }
         func describe(_ r: Result<JSON, BerthError>) -> String {
@@ -88,30 +88,30 @@ enum StorageConformance {
         var pathSeq = 0
         func freshPath(_ root: String) -> String { pathSeq += 1; return "\(root)/p\(pathSeq)" }
 
-        let hasController = ops.controller_publish != nil && ops.controller_unpublish != nil
-        let hasStage = ops.node_stage != nil && ops.node_unstage != nil
+        let hasController = ops.has(.controllerPublish) && ops.has(.controllerUnpublish)
+        let hasStage = ops.has(.nodeStage) && ops.has(.nodeUnstage)
         var caps: [String] = []
         if hasController { caps.append("controller-publish") }
         if hasStage { caps.append("stage") }
-        if ops.expand_volume != nil { caps.append("expand") }
-        if ops.create_snapshot != nil { caps.append("snapshots") }
-        if ops.list_volumes != nil { caps.append("list") }
-        if ops.get_capacity != nil { caps.append("capacity") }
-        if ops.validate_capabilities != nil { caps.append("validate") }
+        if ops.has(.expandVolume) { caps.append("expand") }
+        if ops.has(.createSnapshot) { caps.append("snapshots") }
+        if ops.has(.listVolumes) { caps.append("list") }
+        if ops.has(.getCapacity) { caps.append("capacity") }
+        if ops.has(.validateCapabilities) { caps.append("validate") }
         add("operations", true, "required group present; optional: \(caps.isEmpty ? "none" : caps.joined(separator: ", ")); nodes \(nodes.joined(separator: ", "))")
 
         func create(_ n: String, size: Int = 1 << 20, mode: String = "mount", access: String = "single-node-writer", extra: [(String, JSON)] = []) -> Result<JSON, BerthError> {
             var req: JSON = ["name": .string(n), "capacityBytes": JSON(Int64(size)), "accessMode": .string(access), "volumeMode": .string(mode)]
             for (k, v) in extra { req = req.setting(k, v) }
-            let r = call("create_volume", ops.create_volume, req)
+            let r = call(.createVolume, req)
             if let id = ok(r)?["volumeId"]?.string, !created.contains(id) { created.append(id) }
             return r
         }
-        func delete(_ id: String) -> Result<JSON, BerthError> { call("delete_volume", ops.delete_volume, ["volumeId": .string(id)]) }
+        func delete(_ id: String) -> Result<JSON, BerthError> { call(.deleteVolume, ["volumeId": .string(id)]) }
 
         // MARK: create: input validation
-        expect("create without name → INVALID_ARGUMENT", call("create_volume", ops.create_volume, ["capacityBytes": 1048576, "volumeMode": "mount"]), 3)
-        expect("create with malformed JSON → INVALID_ARGUMENT", raw("create_volume", ops.create_volume, Array("{\"name\": \"x\", ".utf8)), 3)
+        expect("create without name → INVALID_ARGUMENT", call(.createVolume, ["capacityBytes": 1048576, "volumeMode": "mount"]), 3)
+        expect("create with malformed JSON → INVALID_ARGUMENT", raw(.createVolume, Array("{\"name\": \"x\", ".utf8)), 3)
         expect("create with huge input refused", create(String(repeating: "h", count: 1 << 20)), 3, 11)
         do {
             let a = create("../escape-\(tag)"), b = create("a/b-\(tag)")
@@ -140,13 +140,13 @@ enum StorageConformance {
         }
         expect("create from an unknown snapshot → NOT_FOUND", create(vname("fromsnap"), extra: [("source", ["snapshotId": "snap-does-not-exist"])]), 5)
         expect("delete of an unknown id → OK", delete("vol-does-not-exist-\(tag)"), 0)
-        expect("delete without volumeId → INVALID_ARGUMENT", call("delete_volume", ops.delete_volume, .object([])), 3)
+        expect("delete without volumeId → INVALID_ARGUMENT", call(.deleteVolume, .object([])), 3)
 
         // MARK: validate capabilities
-        if let fn = ops.validate_capabilities, let v1 {
-            let a = call("validate_capabilities", fn, ["volumeId": .string(v1), "volumeCapabilities": [["accessMode": "single-node-writer", "volumeMode": "mount"]]])
-            let b = call("validate_capabilities", fn, ["volumeId": .string("vol-unknown-\(tag)"), "volumeCapabilities": [["accessMode": "single-node-writer", "volumeMode": "mount"]]])
-            let c = call("validate_capabilities", fn, ["volumeId": .string(v1), "volumeCapabilities": [["accessMode": "single-node-writer", "volumeMode": "block"]]])
+        if ops.has(.validateCapabilities), let v1 {
+            let a = call(.validateCapabilities, ["volumeId": .string(v1), "volumeCapabilities": [["accessMode": "single-node-writer", "volumeMode": "mount"]]])
+            let b = call(.validateCapabilities, ["volumeId": .string("vol-unknown-\(tag)"), "volumeCapabilities": [["accessMode": "single-node-writer", "volumeMode": "mount"]]])
+            let c = call(.validateCapabilities, ["volumeId": .string(v1), "volumeCapabilities": [["accessMode": "single-node-writer", "volumeMode": "block"]]])
             add("validate capabilities", ok(a)?["confirmed"]?.bool == true && status(b) == 5 && ok(c)?["confirmed"]?.bool == false,
                 "own capabilities: \(describe(a)); unknown volume: \(describe(b)); block for a mount volume: \(describe(c))")
         } else {
@@ -161,7 +161,7 @@ enum StorageConformance {
             repeat {
                 var req: JSON = ["maxEntries": JSON(Int64(maxEntries))]
                 if let token { req = req.setting("startingToken", .string(token)) }
-                let r = call("list_volumes", ops.list_volumes, req)
+                let r = call(.listVolumes, req)
                 guard let j = ok(r) else { return (ids, pages, describe(r)) }
                 pages += 1
                 ids += (j["entries"]?.array ?? []).compactMap { $0["volumeId"]?.string ?? $0["volume"]?["volumeId"]?.string }
@@ -170,13 +170,13 @@ enum StorageConformance {
             } while token != nil && pages < 1000
             return (ids, pages, nil)
         }
-        if ops.list_volumes != nil {
+        if ops.has(.listVolumes) {
             let all = listAll(0)
             add("list shows the new volume", v1 != nil && all.ids.contains(v1!), all.error ?? "\(all.ids.count) volume(s)")
             let paged = listAll(1)
             add("list pages with maxEntries", paged.error == nil && Set(paged.ids) == Set(all.ids) && paged.ids.count == all.ids.count && paged.pages >= all.ids.count,
                 paged.error ?? "\(paged.pages) page(s) of 1, \(paged.ids.count) volume(s), each once")
-            expect("list with a bad page token → ABORTED", call("list_volumes", ops.list_volumes, ["startingToken": .string("not-a-token-\(tag)")]), 10)
+            expect("list with a bad page token → ABORTED", call(.listVolumes, ["startingToken": .string("not-a-token-\(tag)")]), 10)
         } else {
             skip("list shows the new volume", "list_volumes not implemented (optional)")
             skip("list pages with maxEntries", "list_volumes not implemented (optional)")
@@ -186,14 +186,14 @@ enum StorageConformance {
         // MARK: capacity
         var infoMax = Int.max
         if let info = try? ex.runSync({ try inst.call(method: "info", Array("{}".utf8)) }), let j = try? JSON.parse(info), let m = j["maxVolumeBytes"]?.int { infoMax = m }
-        if let fn = ops.get_capacity {
-            let before = ok(call("get_capacity", fn, .object([])))?["availableCapacity"]?.int
+        if ops.has(.getCapacity) {
+            let before = ok(call(.getCapacity, .object([])))?["availableCapacity"]?.int
             let rv = create(vname("cap"), size: 4 << 20)
-            let after = ok(call("get_capacity", fn, .object([])))?["availableCapacity"]?.int
+            let after = ok(call(.getCapacity, .object([])))?["availableCapacity"]?.int
             add("capacity is reported and accounted", before != nil && after != nil && ok(rv) != nil && before! - after! >= 4 << 20,
                 "available \(before.map(String.init) ?? "-") → \(after.map(String.init) ?? "-") after a 4 MiB volume (\(describe(rv).prefix(60)))")
             if let id = ok(rv)?["volumeId"]?.string { _ = delete(id) }
-            if let avail = ok(call("get_capacity", fn, .object([])))?["availableCapacity"]?.int, avail + 4096 <= infoMax, avail + 4096 < 1 << 50 {
+            if let avail = ok(call(.getCapacity, .object([])))?["availableCapacity"]?.int, avail + 4096 <= infoMax, avail + 4096 < 1 << 50 {
                 expect("more than the available capacity → RESOURCE_EXHAUSTED", create(vname("toobig"), size: avail + 4096), 8)
             } else {
                 skip("more than the available capacity → RESOURCE_EXHAUSTED", "not testable: the maximum volume size is below the free capacity")
@@ -207,10 +207,10 @@ enum StorageConformance {
         func cpub(_ id: String, _ node: String?, readonly: Bool = false) -> Result<JSON, BerthError> {
             var req: JSON = ["volumeId": .string(id), "readonly": .bool(readonly), "accessMode": "single-node-writer", "volumeMode": "mount"]
             if let node { req = req.setting("nodeId", .string(node)) }
-            return call("controller_publish", ops.controller_publish, req)
+            return call(.controllerPublish, req)
         }
         func cunpub(_ id: String, _ node: String) -> Result<JSON, BerthError> {
-            call("controller_unpublish", ops.controller_unpublish, ["volumeId": .string(id), "nodeId": .string(node)])
+            call(.controllerUnpublish, ["volumeId": .string(id), "nodeId": .string(node)])
         }
         if hasController, let v1 {
             expect("controller publish of an unknown volume → NOT_FOUND", cpub("vol-unknown-\(tag)", node1), 5)
@@ -243,21 +243,21 @@ enum StorageConformance {
             guard hasStage else { return .success(.object([])) }
             // CSI: the CO creates the staging directory (the plugin creates the target).
             try? FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
-            return call("node_stage", ops.node_stage, ["volumeId": .string(id), "nodeId": .string(node1), "stagingPath": .string(staging),
+            return call(.nodeStage, ["volumeId": .string(id), "nodeId": .string(node1), "stagingPath": .string(staging),
                                                         "accessMode": "single-node-writer", "volumeMode": .string(mode), "publishContext": .object([])])
         }
         func unstage(_ id: String, _ staging: String) -> Result<JSON, BerthError> {
             guard hasStage else { return .success(.object([])) }
-            return call("node_unstage", ops.node_unstage, ["volumeId": .string(id), "nodeId": .string(node1), "stagingPath": .string(staging)])
+            return call(.nodeUnstage, ["volumeId": .string(id), "nodeId": .string(node1), "stagingPath": .string(staging)])
         }
         func npub(_ id: String, _ p: Pub, readonly: Bool = false, mode: String = "mount") -> Result<JSON, BerthError> {
             var req: JSON = ["volumeId": .string(id), "nodeId": .string(node1), "targetPath": .string(p.target), "readonly": .bool(readonly),
                              "accessMode": "single-node-writer", "volumeMode": .string(mode), "publishContext": .object([])]
             if hasStage { req = req.setting("stagingPath", .string(p.staging)) }
-            return call("node_publish", ops.node_publish, req)
+            return call(.nodePublish, req)
         }
         func nunpub(_ id: String, _ p: Pub) -> Result<JSON, BerthError> {
-            call("node_unpublish", ops.node_unpublish, ["volumeId": .string(id), "nodeId": .string(node1), "targetPath": .string(p.target)])
+            call(.nodeUnpublish, ["volumeId": .string(id), "nodeId": .string(node1), "targetPath": .string(p.target)])
         }
         func firstFailure(_ rs: [Result<JSON, BerthError>]) -> String? {
             for (i, r) in rs.enumerated() { if case .failure(let e) = r { return "call \(i + 1): \(e.statusName): \(e.message)" } }
@@ -291,34 +291,34 @@ enum StorageConformance {
                              controller: { id, up in hasController ? (up ? cpub(id, node1) : cunpub(id, node1)) : .success(.object([])) },
                              stage: stage, unstage: unstage, npub: { npub($0, Pub(staging: $1, target: $2)) },
                              nunpub: { nunpub($0, Pub(staging: "", target: $1)) }, fresh: { freshPath($0 ? stagingRoot : targetRoot) },
-                             forced: { op, fn, req in
+                             forced: { op, req in
             do {
-                _ = try ex.runSync { () throws -> JSON in _ = try inst.callObject(op, fn, req); throw ForcedRollback() }
+                _ = try ex.runSync { () throws -> JSON in _ = try ops.call(op, req); throw ForcedRollback() }
                 return nil
             } catch is ForcedRollback { return nil } catch { return "\(error)" }
-        }, deleteFn: ops.delete_volume)
+        })
         expect("node unpublish of an unknown target → OK", nunpub(v1 ?? "vol-unknown", Pub(staging: "", target: freshPath(targetRoot))), 0)
 
         // MARK: snapshots
-        if let cs = ops.create_snapshot, let ds = ops.delete_snapshot, let v1 {
+        if ops.has(.createSnapshot), ops.has(.deleteSnapshot), let v1 {
             let other = ok(create(vname("other")))?["volumeId"]?.string
-            let s1 = call("create_snapshot", cs, ["name": .string(vname("snap1")), "sourceVolumeId": .string(v1)])
+            let s1 = call(.createSnapshot, ["name": .string(vname("snap1")), "sourceVolumeId": .string(v1)])
             let sid = ok(s1)?["snapshotId"]?.string
             if let sid { snapshots.append(sid) }
             add("snapshot create", sid != nil, describe(s1))
-            let s2 = call("create_snapshot", cs, ["name": .string(vname("snap1")), "sourceVolumeId": .string(v1)])
+            let s2 = call(.createSnapshot, ["name": .string(vname("snap1")), "sourceVolumeId": .string(v1)])
             add("snapshot create is idempotent", sid != nil && ok(s2)?["snapshotId"]?.string == sid, "first \(sid ?? "-"), second \(describe(s2))")
             if let other {
-                expect("same snapshot name, other source → ALREADY_EXISTS", call("create_snapshot", cs, ["name": .string(vname("snap1")), "sourceVolumeId": .string(other)]), 6)
+                expect("same snapshot name, other source → ALREADY_EXISTS", call(.createSnapshot, ["name": .string(vname("snap1")), "sourceVolumeId": .string(other)]), 6)
             } else {
                 add("same snapshot name, other source → ALREADY_EXISTS", false, "could not create a second volume")
             }
-            expect("snapshot of an unknown volume → NOT_FOUND", call("create_snapshot", cs, ["name": .string(vname("snapx")), "sourceVolumeId": .string("vol-unknown-\(tag)")]), 5)
-            expect("snapshot without sourceVolumeId → INVALID_ARGUMENT", call("create_snapshot", cs, ["name": .string(vname("snapy"))]), 3)
-            if let ls = ops.list_snapshots {
-                let bySource = call("list_snapshots", ls, ["sourceVolumeId": .string(v1)])
+            expect("snapshot of an unknown volume → NOT_FOUND", call(.createSnapshot, ["name": .string(vname("snapx")), "sourceVolumeId": .string("vol-unknown-\(tag)")]), 5)
+            expect("snapshot without sourceVolumeId → INVALID_ARGUMENT", call(.createSnapshot, ["name": .string(vname("snapy"))]), 3)
+            if ops.has(.listSnapshots) {
+                let bySource = call(.listSnapshots, ["sourceVolumeId": .string(v1)])
                 let ids = (ok(bySource)?["entries"]?.array ?? []).compactMap { $0["snapshotId"]?.string ?? $0["snapshot"]?["snapshotId"]?.string }
-                let bad = call("list_snapshots", ls, ["startingToken": .string("not-a-token-\(tag)")])
+                let bad = call(.listSnapshots, ["startingToken": .string("not-a-token-\(tag)")])
                 add("snapshots list (by source; bad token → ABORTED)", sid != nil && ids.contains(sid!) && status(bad) == 10,
                     "by source: \(describe(bySource).prefix(100)); bad token: \(describe(bad))")
             } else {
@@ -334,7 +334,7 @@ enum StorageConformance {
                 steps.append(npub(dataVol, p))
                 let payload = "berth conformance \(tag)\n"
                 let wrote = firstFailure(steps) == nil && FileManager.default.createFile(atPath: p.target + "/hello.txt", contents: Data(payload.utf8))
-                let snap = call("create_snapshot", cs, ["name": .string(vname("datasnap")), "sourceVolumeId": .string(dataVol)])
+                let snap = call(.createSnapshot, ["name": .string(vname("datasnap")), "sourceVolumeId": .string(dataVol)])
                 if let s = ok(snap)?["snapshotId"]?.string { snapshots.append(s) }
                 try? FileManager.default.removeItem(atPath: p.target + "/hello.txt")
                 steps = [nunpub(dataVol, p), unstage(dataVol, p.staging)]
@@ -358,7 +358,7 @@ enum StorageConformance {
                         : "restore: \(describe(restored).prefix(120)); read back \(readBack.map { "\"\($0)\"" } ?? "nothing"); \(firstFailure(steps) ?? "")")
             }
             if let sid {
-                let a = call("delete_snapshot", ds, ["snapshotId": .string(sid)]), b = call("delete_snapshot", ds, ["snapshotId": .string(sid)])
+                let a = call(.deleteSnapshot, ["snapshotId": .string(sid)]), b = call(.deleteSnapshot, ["snapshotId": .string(sid)])
                 add("snapshot delete, and delete again → OK", status(a) == 0 && status(b) == 0, "first \(describe(a)); second \(describe(b))")
             } else {
                 add("snapshot delete, and delete again → OK", false, "no snapshot was created")
@@ -372,17 +372,17 @@ enum StorageConformance {
         }
 
         // MARK: expand
-        if let fn = ops.expand_volume {
+        if ops.has(.expandVolume) {
             let b = create(vname("block"), size: 1 << 20, mode: "block")
             if let bid = ok(b)?["volumeId"]?.string {
-                let e = call("expand_volume", fn, ["volumeId": .string(bid), "capacityBytes": JSON(Int64(2 << 20))])
-                let e2 = call("expand_volume", fn, ["volumeId": .string(bid), "capacityBytes": JSON(Int64(2 << 20))])
+                let e = call(.expandVolume, ["volumeId": .string(bid), "capacityBytes": JSON(Int64(2 << 20))])
+                let e2 = call(.expandVolume, ["volumeId": .string(bid), "capacityBytes": JSON(Int64(2 << 20))])
                 add("expand grows the volume (and again is OK)", (ok(e)?["capacityBytes"]?.int ?? 0) >= 2 << 20 && (ok(e2)?["capacityBytes"]?.int ?? 0) >= 2 << 20,
                     "1 MiB block volume to 2 MiB: \(describe(e)); again: \(describe(e2))")
             } else {
                 add("expand grows the volume (and again is OK)", false, "could not create a block volume: \(describe(b))")
             }
-            expect("expand of an unknown volume → NOT_FOUND", call("expand_volume", fn, ["volumeId": .string("vol-unknown-\(tag)"), "capacityBytes": 2097152]), 5)
+            expect("expand of an unknown volume → NOT_FOUND", call(.expandVolume, ["volumeId": .string("vol-unknown-\(tag)"), "capacityBytes": 2097152]), 5)
         } else {
             skip("expand grows the volume (and again is OK)", "expand_volume not implemented (optional)")
             skip("expand of an unknown volume → NOT_FOUND", "expand_volume not implemented (optional)")
@@ -411,7 +411,7 @@ enum StorageConformance {
                 created.removeAll { $0 == id }
             }
             add("full lifecycle ×10, every step twice", failure == nil, failure ?? "create, controller publish, stage, publish, unpublish, unstage, controller unpublish, delete; \(ids.count) distinct volume ids")
-            if ops.list_volumes != nil {
+            if ops.has(.listVolumes) {
                 let all = listAll(0)
                 let leaked = ids.intersection(all.ids)
                 add("list hides deleted volumes", all.error == nil && leaked.isEmpty, all.error ?? (leaked.isEmpty ? "none of the \(ids.count) deleted volumes listed" : "still listed: \(leaked.sorted())"))
@@ -422,7 +422,7 @@ enum StorageConformance {
 
         // MARK: cleanup
         var leftovers: [String] = []
-        if let ds = ops.delete_snapshot { for s in snapshots where status(call("delete_snapshot", ds, ["snapshotId": .string(s)])) != 0 { leftovers.append(s) } }
+        if ops.has(.deleteSnapshot) { for s in snapshots where status(call(.deleteSnapshot, ["snapshotId": .string(s)])) != 0 { leftovers.append(s) } }
         for id in created {
             if hasController { for n in nodes.prefix(2) { _ = cunpub(id, n) } }
             if status(delete(id)) != 0 { leftovers.append(id) }
@@ -445,7 +445,7 @@ extension StorageConformance {
     static func rollbackCases(create: (String) -> Call, delete: (String) -> Call, controller: (String, Bool) -> Call,
                               stage: (String, String, String) -> Call,
                               unstage: (String, String) -> Call, npub: (String, String, String) -> Call, nunpub: (String, String) -> Call,
-                              fresh: (Bool) -> String, forced: (String, berth_json_op?, JSON) -> String?, deleteFn: berth_json_op?) -> [CheckCase] {
+                              fresh: (Bool) -> String, forced: (StorageOps.Op, JSON) -> String?) -> [CheckCase] {
         let name = "storage: a rolled-back delete keeps the volume's data"
         guard case .success(let v) = create("rollback"), let id = v["volumeId"]?.string else {
             return [CheckCase(name: name, passed: false, detail: "could not create a volume")]
@@ -464,7 +464,7 @@ extension StorageConformance {
         let wrote = FileManager.default.createFile(atPath: t1 + "/berth-rollback-marker", contents: Data(marker.utf8))
         unpublish(s1, t1)
         guard wrote else { return [.skip(name, "could not write a file through the published target \(t1)")] }
-        if let e = forced("delete_volume", deleteFn, ["volumeId": .string(id)]) {
+        if let e = forced(.deleteVolume, ["volumeId": .string(id)]) {
             return [CheckCase(name: name, passed: false, detail: "delete_volume in the forced rollback: \(e)")]
         }
         let s2 = fresh(true), t2 = fresh(false)

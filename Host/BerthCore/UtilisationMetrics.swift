@@ -26,9 +26,9 @@ extension BerthRuntime {
     private func readUtilisation() async -> String {
         var pools = "# HELP berth_pool_addresses Addresses of each pool by state: free (can be handed out), reserved (kept out of allocation), active (attached), held (kept for a stateful identity); from the network plugin's capacity.\n# TYPE berth_pool_addresses gauge\n"
         for e in plugins {
-            guard let inst = e.instance, inst.plugin.kinds.contains(.network), let fn = inst.network?.pointee.capacity else { continue }
+            guard let inst = e.instance, inst.plugin.kinds.contains(.network), let ops = inst.networkOps, ops.has(.capacity) else { continue }
             let net = e.spec.name
-            guard let cap = try? await executor.run({ try inst.callObject("capacity", fn, ["network": .string(net), "node": .null]) }) else { continue }
+            guard let cap = try? await executor.run({ try ops.capacity(["network": .string(net), "node": .null]) }) else { continue }
             for p in cap["pools"]?.array ?? [] {
                 guard let pool = p["name"]?.string else { continue }
                 for state in ["free", "reserved", "active", "held"] {

@@ -32,11 +32,11 @@ public final class LoadedPlugin: @unchecked Sendable {
     public let file: String
     public let copy: String
     public let sha256: String
-    let d: UnsafeMutablePointer<berth_plugin_descriptor>
-    let network: UnsafeMutablePointer<berth_network_ops>?
-    let storage: UnsafeMutablePointer<berth_storage_ops>?
-    let scheduler: UnsafeMutablePointer<berth_scheduler_ops>?
-    let discovery: UnsafeMutablePointer<berth_discovery_ops>?
+    package let d: UnsafeMutablePointer<berth_plugin_descriptor>
+    package let network: UnsafeMutablePointer<berth_network_ops>?
+    package let storage: UnsafeMutablePointer<berth_storage_ops>?
+    package let scheduler: UnsafeMutablePointer<berth_scheduler_ops>?
+    package let discovery: UnsafeMutablePointer<berth_discovery_ops>?
     public let name: String
     public let version: String
     public let summary: String
@@ -68,6 +68,9 @@ public final class LoadedPlugin: @unchecked Sendable {
         schedulerKind = scheduler?.pointee.kind.map { String(cString: $0) }
         self.kindSchema = kindSchema
     }
+
+    /// Whether the plugin can apply a new configuration to a live instance (it has `reconfigure`).
+    public var reconfigurable: Bool { d.pointee.reconfigure != nil }
 
     /// Copies min(size, sizeof(T)) bytes of a plugin struct into a zeroed host struct.
     static func safeCopy<T>(_ p: UnsafePointer<T>, _ size: Int) -> UnsafeMutablePointer<T> {
@@ -112,13 +115,13 @@ public final class CallStats: @unchecked Sendable {
 }
 
 /// Collects a callee's output, up to a limit.
-final class OutputSink {
-    var bytes: [UInt8] = []
+package final class OutputSink {
+    package var bytes: [UInt8] = []
     let limit: Int
-    var overflowed = false
-    init(limit: Int) { self.limit = limit }
+    package var overflowed = false
+    package init(limit: Int) { self.limit = limit }
 
-    func with<R>(_ body: (UnsafePointer<berth_sink>) -> R) -> R {
+    package func with<R>(_ body: (UnsafePointer<berth_sink>) -> R) -> R {
         var sink = berth_sink(struct_size: UInt32(MemoryLayout<berth_sink>.size), ctx: Unmanaged.passUnretained(self).toOpaque(),
                               write: { ctx, data, len in
             let s = Unmanaged<OutputSink>.fromOpaque(ctx!).takeUnretainedValue()

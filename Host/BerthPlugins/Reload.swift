@@ -122,7 +122,7 @@ extension PluginHost {
                                   detail: "\(inst.plugin.version) (\(inst.plugin.sha256.prefix(12))) -> \(loaded.version) (\(loaded.sha256.prefix(12)))"), loaded, spec)
         }
         if spec.config != old.spec.config {
-            return (PlannedChange(action: .reconfigure, name: spec.name, detail: inst.plugin.d.pointee.reconfigure != nil ? "in place" : "new instance"), loaded, spec)
+            return (PlannedChange(action: .reconfigure, name: spec.name, detail: inst.plugin.reconfigurable ? "in place" : "new instance"), loaded, spec)
         }
         return (PlannedChange(action: .unchanged, name: spec.name, detail: ""), nil, spec)
     }
@@ -179,7 +179,7 @@ extension PluginHost {
                 case .reconfigure:
                     let old = entry(spec.name)!
                     var inPlace = false
-                    if let inst = old.instance, inst.plugin.d.pointee.reconfigure != nil {
+                    if let inst = old.instance, inst.plugin.reconfigurable {
                         do {
                             inPlace = try inst.reconfigure(spec.config)
                             reconfigured.append((inst, old.spec.config))

@@ -413,7 +413,7 @@ public final class DiscoveryDelivery: @unchecked Sendable {
         prepared = nil
         let rt = service.host
         guard let entry = rt.entry(name), let inst = entry.instance, !inst.destroyed,
-              inst.plugin.kinds.contains(.discovery), let ops = inst.discovery?.pointee else { return .gone }
+              inst.plugin.kinds.contains(.discovery), let ops = inst.discoveryOps else { return .gone }
         let store = rt.store
         let head = try store.lastRevision()
         // Events that no commit of this process announced were appended by another process sharing the store:
@@ -453,7 +453,7 @@ public final class DiscoveryDelivery: @unchecked Sendable {
                              "instances": snapshot["instances"] ?? .array([])]
             for (k, v) in snapshot.object ?? [] where req[k] == nil { req = req.setting(k, v) }
             let t0 = monotonicNanos()
-            do { _ = try inst.callJSON("resync", ops.resync, req.bytes) } catch { throw StepError(error: error, wasResync: true) }
+            do { try ops.resync(req) } catch { throw StepError(error: error, wasResync: true) }
             let dt = monotonicNanos() - t0
             try store.setDiscoveryCursor(name, rev: at, resyncRev: at)
             return .resynced(at: at, instances: req["instances"]?.array?.count ?? 0, nanos: dt, instance: id)
@@ -467,7 +467,7 @@ public final class DiscoveryDelivery: @unchecked Sendable {
             ["rev": JSON(Int64(e.rev)), "type": .string(e.type), "subject": .string(e.subject), "data": e.data]
         })]
         let t0 = monotonicNanos()
-        do { _ = try inst.callJSON("events", ops.events, req.bytes) } catch { throw StepError(error: error, wasResync: false) }
+        do { try ops.events(req) } catch { throw StepError(error: error, wasResync: false) }
         let dt = monotonicNanos() - t0
         try store.setDiscoveryCursor(name, rev: last.rev, resyncRev: saved?.resyncRev ?? 0)
         return .delivered(count: evs.count, to: last.rev, nanos: dt)

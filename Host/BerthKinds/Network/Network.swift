@@ -98,6 +98,7 @@ public final class NetworkService: Sendable {
     }
 
     func plugin(_ network: String) throws -> PluginInstance { try host.instance(network, kind: .network) }
+    func ops(_ network: String) throws -> NetworkOps { try host.network(named: network) }
 
     /// ADD: idempotent per key. Returns the plugin's result (ips, routes, dns).
     public func add(network: String, request: JSON) async throws -> JSON {
@@ -155,8 +156,8 @@ public final class NetworkService: Sendable {
     /// the others go to the plugin together and get their records and events here. Throws when the plugin has no
     /// add_batch, a request is malformed, or the call fails; the caller's savepoint then undoes everything.
     func attachAllInOneCall(network: String, requests: [JSON]) throws -> [JSON] {
-        let inst = try plugin(network)
-        guard let fn = inst.network?.pointee.add_batch, requests.count > 1 else { throw NoBatchPath() }
+        let ops = try self.ops(network)
+        guard ops.has(.addBatch), requests.count > 1 else { throw NoBatchPath() }
         let store = host.store
         var answers = [JSON?](repeating: nil, count: requests.count)
         var fresh: [(index: Int, cid: String, ifname: String, node: String, ips: [RequestedAddress])] = []
@@ -173,7 +174,7 @@ public final class NetworkService: Sendable {
             items.append(request.setting("network", .string(network)).setting("containerID", .string(cid)).setting("ifname", .string(ifname)))
         }
         if !items.isEmpty {
-            let out = try inst.callObject("add_batch", fn, ["network": .string(network), "items": .array(items)])
+            let out = try ops.addBatch(["network": .string(network), "items": .array(items)])
             guard let results = out["results"]?.array, results.count == items.count else {
                 host.logger.warning("plugin \"\(network)\" add_batch returned \(out["results"]?.array?.count ?? 0) results for \(items.count) items; adding them one at a time")
                 throw NoBatchPath()
@@ -202,13 +203,13 @@ public final class NetworkService: Sendable {
     /// ADD for a caller already inside a transaction on the executor (the API through `add`, the scheduler's wiring): the same
     /// attachment record and event as `add`.
     package func attachInTransaction(network: String, request: JSON) throws -> JSON {
-        let inst = try plugin(network)
+        let ops = try self.ops(network)
         let (cid, ifname, node, ips) = try Self.addFields(request)
         let req = request.setting("network", .string(network)).setting("containerID", .string(cid)).setting("ifname", .string(ifname))
         let store = host.store
         if let text = try store.attachmentResult(network: network, containerID: cid, ifname: ifname), let existing = try? JSON.parse(text) { return existing }
         let result: JSON
-        do { result = try inst.callObject("add", inst.network!.pointee.add, req) } catch let e as BerthError { throw e }
+        do { result = try ops.add(req) } catch let e as BerthError { throw e }
         guard result["ips"]?.array != nil else { throw BerthError(.internal, "plugin \"\(network)\" add returned no \"ips\" array") }
         try Self.checkPrefixes(ips, result, network: network)
         try record(network: network, cid: cid, ifname: ifname, node: node, result: result)
@@ -226,11 +227,10 @@ public final class NetworkService: Sendable {
 
     /// DEL for a caller already inside a transaction on the executor: the same record and event as `del`.
     package func detachInTransaction(network: String, containerID: String, ifname: String, final: Bool) throws {
-        let inst = try plugin(network)
+        let ops = try self.ops(network)
         let (cid, ifn) = try Self.key(containerID, ifname)
         do {
-            _ = try inst.callObject("del", inst.network!.pointee.del,
-                                    ["network": .string(network), "containerID": .string(cid), "ifname": .string(ifn), "final": .bool(final)])
+            _ = try ops.del(["network": .string(network), "containerID": .string(cid), "ifname": .string(ifn), "final": .bool(final)])
         } catch let e as BerthError { throw e }
         let store = host.store
         if try store.deleteAttachment(network: network, containerID: cid, ifname: ifn) {
@@ -255,14 +255,14 @@ public final class NetworkService: Sendable {
         let (cid, ifn) = try Self.key(containerID, ifname)
         let store = host.store
         return try await host.executor.run {
-            let inst = try self.plugin(network)
+            let ops = try self.ops(network)
             guard let text = try store.attachmentResult(network: network, containerID: cid, ifname: ifn) else {
                 let msg = "no attachment \(cid)/\(ifn) on network \"\(network)\""
                 throw BerthError(.notFound, msg, details: ["status": "NOT_FOUND", "message": .string(msg)])
             }
             let result = (try? JSON.parse(text)) ?? .object([])
             do {
-                _ = try inst.callObject("check", inst.network!.pointee.check, ["network": .string(network), "containerID": .string(cid), "ifname": .string(ifn)])
+                _ = try ops.check(["network": .string(network), "containerID": .string(cid), "ifname": .string(ifn)])
             } catch let e as BerthError { throw e }
             return result
         }
@@ -293,9 +293,9 @@ public final class NetworkService: Sendable {
         let store = host.store
         let validJSON = JSON.array(valid.map { ["containerID": .string($0.0), "ifname": .string($0.1)] })
         return try await host.executor.run {
-            let inst = try self.plugin(network)
+            let ops = try self.ops(network)
             let out: JSON
-            do { out = try inst.callObject("gc", inst.network!.pointee.gc, ["network": .string(network), "valid": validJSON]) } catch let e as BerthError { throw e }
+            do { out = try ops.gc(["network": .string(network), "valid": validJSON]) } catch let e as BerthError { throw e }
             let keep = Set(valid.map { "\($0.0)\u{0}\($0.1)" })
             let gone = try store.attachmentKeys(network: network).filter { !keep.contains("\($0.containerID)\u{0}\($0.ifname)") }
             for (c, i) in gone { try store.deleteAttachment(network: network, containerID: c, ifname: i) }
@@ -307,17 +307,17 @@ public final class NetworkService: Sendable {
     public func status(network: String) async throws -> JSON {
         _ = try plugin(network)  // fail fast; resolved again on the executor, where a reload swaps instances
         return try await host.executor.run {
-            let inst = try self.plugin(network)
-            do { return try inst.callObject("status", inst.network!.pointee.status, ["network": .string(network)]) } catch let e as BerthError { throw e }
+            let ops = try self.ops(network)
+            do { return try ops.status(["network": .string(network)]) } catch let e as BerthError { throw e }
         }
     }
 
     public func capacity(network: String, node: String?) async throws -> JSON {
         _ = try plugin(network)  // fail fast; resolved again on the executor, where a reload swaps instances
         return try await host.executor.run {
-            let inst = try self.plugin(network)
+            let ops = try self.ops(network)
             do {
-                return try inst.callObject("capacity", inst.network!.pointee.capacity, ["network": .string(network), "node": node.map { .string($0) } ?? .null])
+                return try ops.capacity(["network": .string(network), "node": node.map { .string($0) } ?? .null])
             } catch let e as BerthError { throw e }
         }
     }

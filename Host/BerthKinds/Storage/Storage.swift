@@ -51,9 +51,7 @@ public final class StorageService: Sendable {
 
     func plugin(_ name: String) throws -> PluginInstance { try host.instance(name, kind: .storage) }
 
-    func call(_ inst: PluginInstance, _ op: String, _ fn: berth_json_op?, _ req: JSON) throws -> JSON {
-        do { return try inst.callObject(op, fn, req) } catch let e as BerthError { throw e }
-    }
+    func ops(_ name: String) throws -> StorageOps { try host.storage(named: name) }
 
     // MARK: - input checks (the host refuses bad input before any plugin sees it)
 
@@ -195,8 +193,8 @@ public final class StorageService: Sendable {
         let store = host.store
         let accessMode = req["accessMode"]?.string ?? "single-node-writer"
         let volumeMode = req["volumeMode"]?.string ?? "mount"
-        let inst = try self.plugin(plugin)
-        let out = try self.call(inst, "create_volume", inst.storage!.pointee.create_volume, req)
+        let ops = try self.ops(plugin)
+        let out = try ops.createVolume(req)
         guard let id = out["volumeId"]?.string, !id.isEmpty, id.utf8.count <= 256 else {
             throw BerthError(.internal, "plugin \"\(plugin)\" create_volume returned no volumeId; nothing was committed")
         }
@@ -225,13 +223,13 @@ public final class StorageService: Sendable {
         let id = try Self.checkVolumeID(id)
         let store = host.store
         try await host.executor.run {
-            let inst = try self.plugin(plugin)
+            let ops = try self.ops(plugin)
             let nodes = try self.nodeRows(plugin, id)
             if !nodes.isEmpty {
                 throw BerthError(.failedPrecondition, "volume \(id) is published to node\(nodes.count > 1 ? "s" : "") \(nodes.map { $0.node }.joined(separator: ", ")); unpublish it first",
                                details: ["status": "FAILED_PRECONDITION"])
             }
-            _ = try self.call(inst, "delete_volume", inst.storage!.pointee.delete_volume, ["volumeId": .string(id)])
+            _ = try ops.deleteVolume(["volumeId": .string(id)])
             if try store.deleteVolume(plugin: plugin, id: id) { try self.event("volume.deleted", plugin, id) }
         }
     }
@@ -292,7 +290,7 @@ public final class StorageService: Sendable {
     }
 
     package func controllerPublishStep(_ plugin: String, _ id: String, _ node: String, _ readonlyAsked: Bool) throws -> JSON {
-        let inst = try self.plugin(plugin)
+        let ops = try self.ops(plugin)
         let v = try requireVolume(plugin, id)
         let readonly = readonlyAsked || storageReadOnlyModes.contains(v.accessMode)
         let nodes = try nodeRows(plugin, id)
@@ -308,9 +306,9 @@ public final class StorageService: Sendable {
                            details: ["status": "FAILED_PRECONDITION"])
         }
         var context: JSON = .object([])
-        if let fn = inst.storage!.pointee.controller_publish {
-            let out = try call(inst, "controller_publish", fn, ["volumeId": .string(id), "nodeId": .string(node), "readonly": .bool(readonly),
-                                                                 "accessMode": .string(v.accessMode), "volumeMode": .string(v.volumeMode)])
+        if ops.has(.controllerPublish) {
+            let out = try ops.controllerPublish(["volumeId": .string(id), "nodeId": .string(node), "readonly": .bool(readonly),
+                                                 "accessMode": .string(v.accessMode), "volumeMode": .string(v.volumeMode)])
             context = out["publishContext"] ?? .object([])
         }
         try host.store.insertVolumeNode(plugin: plugin, id: id, node: node, readonly: readonly, publishContext: context,
@@ -328,15 +326,15 @@ public final class StorageService: Sendable {
 
     /// `ifUnused`: part of a whole unpublish; a node staged again meanwhile is left alone instead of refused.
     package func controllerUnpublishStep(_ plugin: String, _ id: String, _ node: String, ifUnused: Bool = false) throws -> JSON {
-        let inst = try self.plugin(plugin)
+        let ops = try self.ops(plugin)
         guard let v = try volumeRow(plugin, id) else { return ["volumeId": .string(id), "nodes": []] }
         guard let n = try nodeRow(plugin, id, node) else { return try view(plugin, v) }
         if n.staged && ifUnused { return try view(plugin, v) }
         if n.staged {
             throw BerthError(.failedPrecondition, "volume \(id) is still staged on node \(node) (FAILED_PRECONDITION); unstage it first", details: ["status": "FAILED_PRECONDITION"])
         }
-        if let fn = inst.storage!.pointee.controller_unpublish {
-            _ = try call(inst, "controller_unpublish", fn, ["volumeId": .string(id), "nodeId": .string(node)])
+        if ops.has(.controllerUnpublish) {
+            _ = try ops.controllerUnpublish(["volumeId": .string(id), "nodeId": .string(node)])
         }
         try host.store.deleteVolumeNode(plugin: plugin, id: id, node: node)
         try event("volume.controller-unpublished", plugin, id, ["node": .string(node)])
@@ -351,17 +349,17 @@ public final class StorageService: Sendable {
     }
 
     package func stageStep(_ plugin: String, _ id: String, _ node: String) throws -> JSON {
-        let inst = try self.plugin(plugin)
+        let ops = try self.ops(plugin)
         let v = try requireVolume(plugin, id)
         guard let n = try nodeRow(plugin, id, node) else {
             throw BerthError(.failedPrecondition, "volume \(id) is not controller-published to node \(node) (FAILED_PRECONDITION); publish it to the node first",
                            details: ["status": "FAILED_PRECONDITION"])
         }
         if n.staged { return try view(plugin, v) }
-        if let fn = inst.storage!.pointee.node_stage {
-            _ = try call(inst, "node_stage", fn, ["volumeId": .string(id), "nodeId": .string(node), "stagingPath": .string(n.stagingPath),
-                                                   "publishContext": n.publishContext, "accessMode": .string(v.accessMode),
-                                                   "volumeMode": .string(v.volumeMode)])
+        if ops.has(.nodeStage) {
+            _ = try ops.nodeStage(["volumeId": .string(id), "nodeId": .string(node), "stagingPath": .string(n.stagingPath),
+                                   "publishContext": n.publishContext, "accessMode": .string(v.accessMode),
+                                   "volumeMode": .string(v.volumeMode)])
         }
         try host.store.setVolumeStaged(plugin: plugin, id: id, node: node, true)
         try event("volume.staged", plugin, id, ["node": .string(node), "stagingPath": .string(n.stagingPath)])
@@ -377,7 +375,7 @@ public final class StorageService: Sendable {
 
     /// `ifUnused`: part of a whole unpublish; a target published meanwhile keeps the stage instead of an error.
     package func unstageStep(_ plugin: String, _ id: String, _ node: String, ifUnused: Bool = false) throws -> JSON {
-        let inst = try self.plugin(plugin)
+        let ops = try self.ops(plugin)
         guard let v = try volumeRow(plugin, id) else { return ["volumeId": .string(id), "nodes": []] }
         guard let n = try nodeRow(plugin, id, node), n.staged else { return try view(plugin, v) }
         let targets = try targetRows(plugin, id).filter { $0.node == node }
@@ -386,8 +384,8 @@ public final class StorageService: Sendable {
             throw BerthError(.failedPrecondition, "volume \(id) is still published on node \(node) at \(targets.map { $0.target }.joined(separator: ", ")) (FAILED_PRECONDITION); unpublish those first",
                            details: ["status": "FAILED_PRECONDITION"])
         }
-        if let fn = inst.storage!.pointee.node_unstage {
-            _ = try call(inst, "node_unstage", fn, ["volumeId": .string(id), "nodeId": .string(node), "stagingPath": .string(n.stagingPath)])
+        if ops.has(.nodeUnstage) {
+            _ = try ops.nodeUnstage(["volumeId": .string(id), "nodeId": .string(node), "stagingPath": .string(n.stagingPath)])
         }
         try host.store.setVolumeStaged(plugin: plugin, id: id, node: node, false)
         try event("volume.unstaged", plugin, id, ["node": .string(node)])
@@ -404,7 +402,7 @@ public final class StorageService: Sendable {
     }
 
     package func nodePublishStep(_ plugin: String, _ id: String, _ node: String, _ target: String, _ readonlyAsked: Bool) throws -> JSON {
-        let inst = try self.plugin(plugin)
+        let ops = try self.ops(plugin)
         let v = try requireVolume(plugin, id)
         let readonly = readonlyAsked || storageReadOnlyModes.contains(v.accessMode)
         guard let n = try nodeRow(plugin, id, node), n.staged else {
@@ -427,8 +425,8 @@ public final class StorageService: Sendable {
         }
         var req: JSON = ["volumeId": .string(id), "nodeId": .string(node), "targetPath": .string(target), "readonly": .bool(readonly),
                          "publishContext": n.publishContext, "accessMode": .string(v.accessMode), "volumeMode": .string(v.volumeMode)]
-        if inst.storage!.pointee.node_stage != nil { req = req.setting("stagingPath", .string(n.stagingPath)) }
-        _ = try call(inst, "node_publish", inst.storage!.pointee.node_publish, req)
+        if ops.has(.nodeStage) { req = req.setting("stagingPath", .string(n.stagingPath)) }
+        _ = try ops.nodePublish(req)
         try host.store.insertVolumeTarget(plugin: plugin, id: id, node: node, target: target, readonly: readonly, created: wallClock())
         try event("volume.published", plugin, id, ["node": .string(node), "target": .string(target), "readonly": .bool(readonly)])
         return try view(plugin, v)
@@ -443,7 +441,7 @@ public final class StorageService: Sendable {
 
     /// Returns the view and the node the target was on (nil when the host had no record of it).
     package func nodeUnpublishStep(_ plugin: String, _ id: String, _ target: String) throws -> (JSON, String?) {
-        let inst = try self.plugin(plugin)
+        let ops = try self.ops(plugin)
         guard let v = try volumeRow(plugin, id) else { return (["volumeId": .string(id), "nodes": []], nil) }
         let t = try targetRow(plugin, target: target)
         if let t, t.volumeID != id {
@@ -451,7 +449,7 @@ public final class StorageService: Sendable {
         }
         var req: JSON = ["volumeId": .string(id), "targetPath": .string(target)]
         if let t { req = req.setting("nodeId", .string(t.node)) }
-        _ = try call(inst, "node_unpublish", inst.storage!.pointee.node_unpublish, req)
+        _ = try ops.nodeUnpublish(req)
         if let t {
             try host.store.deleteVolumeTarget(plugin: plugin, target: target)
             try event("volume.unpublished", plugin, id, ["node": .string(t.node), "target": .string(target)])
@@ -509,10 +507,9 @@ public final class StorageService: Sendable {
         guard capacityBytes > 0 else { throw BerthError(.invalidArgument, "capacityBytes must be a positive number of bytes") }
         let store = host.store
         return try await host.executor.run {
-            let inst = try self.plugin(plugin)
+            let ops = try self.ops(plugin)
             var v = try self.requireVolume(plugin, id)
-            let out = try self.call(inst, "expand_volume", inst.storage!.pointee.expand_volume,
-                                    ["volumeId": .string(id), "capacityBytes": JSON(Int64(capacityBytes)), "volumeMode": .string(v.volumeMode)])
+            let out = try ops.expandVolume(["volumeId": .string(id), "capacityBytes": JSON(Int64(capacityBytes)), "volumeMode": .string(v.volumeMode)])
             guard let cap = out["capacityBytes"]?.int, cap >= capacityBytes else {
                 throw BerthError(.internal, "plugin \"\(plugin)\" expand_volume returned capacityBytes \(out["capacityBytes"]?.serialized ?? "none"), less than the \(capacityBytes) asked; nothing was committed")
             }
@@ -530,20 +527,19 @@ public final class StorageService: Sendable {
     public func capacity(plugin: String, request: JSON = .object([])) async throws -> JSON {
         _ = try self.plugin(plugin)
         return try await host.executor.run {
-            let inst = try self.plugin(plugin)
-            return try self.call(inst, "get_capacity", inst.storage!.pointee.get_capacity, request)
+            let ops = try self.ops(plugin)
+            return try ops.getCapacity(request)
         }
     }
 
     public func validate(plugin: String, id: String, request: JSON) async throws -> JSON {
         _ = try self.plugin(plugin)
         return try await host.executor.run {
-            let inst = try self.plugin(plugin)
+            let ops = try self.ops(plugin)
             let v = try self.requireVolume(plugin, id)
             let caps: JSON = request["volumeCapabilities"] ?? [["accessMode": request["accessMode"] ?? .string(v.accessMode),
                                                                "volumeMode": request["volumeMode"] ?? .string(v.volumeMode)]]
-            return try self.call(inst, "validate_capabilities", inst.storage!.pointee.validate_capabilities,
-                                 ["volumeId": .string(id), "volumeCapabilities": caps, "parameters": request["parameters"] ?? .object([])])
+            return try ops.validateCapabilities(["volumeId": .string(id), "volumeCapabilities": caps, "parameters": request["parameters"] ?? .object([])])
         }
     }
 
@@ -562,13 +558,13 @@ public final class StorageService: Sendable {
         guard let source = sourceVolumeId, !source.isEmpty else { throw BerthError(.invalidArgument, "sourceVolumeId is required") }
         let store = host.store
         return try await host.executor.run {
-            let inst = try self.plugin(plugin)
-            guard let fn = inst.storage!.pointee.create_snapshot else {
+            let ops = try self.ops(plugin)
+            guard ops.has(.createSnapshot) else {
                 throw BerthError(.unimplemented, "storage plugin \"\(plugin)\" does not support snapshots")
             }
             _ = try self.requireVolume(plugin, source)
-            let out = try self.call(inst, "create_snapshot", fn, ["name": .string(name), "sourceVolumeId": .string(source),
-                                                                   "parameters": parameters ?? .object([])])
+            let out = try ops.createSnapshot(["name": .string(name), "sourceVolumeId": .string(source),
+                                              "parameters": parameters ?? .object([])])
             guard let id = out["snapshotId"]?.string, !id.isEmpty else {
                 throw BerthError(.internal, "plugin \"\(plugin)\" create_snapshot returned no snapshotId; nothing was committed")
             }
@@ -589,9 +585,9 @@ public final class StorageService: Sendable {
         _ = try self.plugin(plugin)
         let store = host.store
         try await host.executor.run {
-            let inst = try self.plugin(plugin)
-            guard let fn = inst.storage!.pointee.delete_snapshot else { throw BerthError(.unimplemented, "storage plugin \"\(plugin)\" does not support snapshots") }
-            _ = try self.call(inst, "delete_snapshot", fn, ["snapshotId": .string(id)])
+            let ops = try self.ops(plugin)
+            guard ops.has(.deleteSnapshot) else { throw BerthError(.unimplemented, "storage plugin \"\(plugin)\" does not support snapshots") }
+            _ = try ops.deleteSnapshot(["snapshotId": .string(id)])
             if try store.deleteSnapshot(plugin: plugin, id: id) { try self.event("snapshot.deleted", plugin, id) }
         }
     }
@@ -623,15 +619,15 @@ public final class StorageService: Sendable {
     /// Storage plugins loaded in this daemon, with what each supports.
     public func plugins() -> JSON {
         .array(host.plugins.filter { $0.instance?.plugin.kinds.contains(.storage) ?? false }.map { e in
-            let ops = e.instance!.storage!.pointee
+            let ops = e.instance!.storageOps!
             var caps: [JSON] = []
-            if ops.controller_publish != nil { caps.append("controller-publish") }
-            if ops.node_stage != nil { caps.append("stage") }
-            if ops.expand_volume != nil { caps.append("expand") }
-            if ops.create_snapshot != nil { caps.append("snapshots") }
-            if ops.list_volumes != nil { caps.append("list-volumes") }
-            if ops.get_capacity != nil { caps.append("capacity") }
-            if ops.validate_capabilities != nil { caps.append("validate-capabilities") }
+            if ops.has(.controllerPublish) { caps.append("controller-publish") }
+            if ops.has(.nodeStage) { caps.append("stage") }
+            if ops.has(.expandVolume) { caps.append("expand") }
+            if ops.has(.createSnapshot) { caps.append("snapshots") }
+            if ops.has(.listVolumes) { caps.append("list-volumes") }
+            if ops.has(.getCapacity) { caps.append("capacity") }
+            if ops.has(.validateCapabilities) { caps.append("validate-capabilities") }
             return e.json.setting("capabilities", .array(caps))
         })
     }

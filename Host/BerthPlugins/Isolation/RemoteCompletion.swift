@@ -1,7 +1,8 @@
-// Process isolation for ABI 1.2: completion callbacks (on_complete) and kv_len / kv_count_prefix / kv_delete_prefix
-// over the runner protocol of Remote.swift. A callback stays in the runner (its pointers mean nothing elsewhere): the
-// runner registers it under an id, the daemon registers its own callback for that id with the instance's real host
-// services, and when the operation commits or rolls back the daemon sends COMPLETE(id, committed) to the runner.
+// Process isolation for ABI 1.2, daemon side: completion callbacks (on_complete) and kv_len / kv_count_prefix /
+// kv_delete_prefix over the runner protocol (the runner's side is in Host/berth-plugin-runner). A callback stays in
+// the runner (its pointers mean nothing elsewhere): the runner registers it under an id, the daemon registers its
+// own callback for that id with the instance's real host services, and when the operation commits or rolls back
+// the daemon sends COMPLETE(id, committed) to the runner.
 import BerthStore
 import BerthPluginABI
 import BerthWire
@@ -56,59 +57,7 @@ extension RemoteConnection {
             let st = f?(h.host_ctx, ptr(prefix), prefix.count, &n) ?? BERTH_UNIMPLEMENTED
             reply(st, { w in w.u64(n) })
         default:
-            throw WireError(description: "unexpected frame \(type) from the runner")
+            throw FrameError(description: "unexpected frame \(type) from the runner")
         }
-    }
-}
-
-extension PluginRunner {
-    /// COMPLETE from the daemon: run the callback (outside any call: kv_* refuse) and answer with a RESULT.
-    static func runCompletion(_ st: State, _ payload: [UInt8], _ err: UnsafeMutablePointer<CChar>) {
-        let parsed: (UInt64, Bool)? = payload.withUnsafeBytes { b in
-            var rd = WireReader(b)
-            guard let id = try? rd.u64(), let c = try? rd.u8() else { return nil }
-            return (id, c != 0)
-        }
-        guard let parsed else { exit(70) }
-        let (id, committed) = parsed
-        if let e = st.completions.removeValue(forKey: id) {
-            if committed { e.commit?(e.arg) } else { e.rollback?(e.arg) }
-        }
-        sendResult(st, BERTH_OK, err, 0, nil)
-    }
-
-    /// One request frame carrying `body`, whose reply is a status and a u64.
-    static func u64Request(_ type: FrameType, _ p: UnsafeRawPointer?, _ n: Int, _ out: UnsafeMutablePointer<UInt64>?) -> berth_status {
-        let s = PluginRunner.state!
-        guard s.mayUseKV else { return BERTH_FAILED_PRECONDITION }
-        var w = WireWriter(type, capacity: n)
-        w.raw(p, n)
-        s.ch.send(w.finish())
-        let reply = s.awaitReply()
-        return reply.withUnsafeBytes { b in
-            var rd = WireReader(b)
-            guard let raw = try? rd.u32() else { return BERTH_INTERNAL }
-            let status = berth_status(rawValue: raw)
-            if status == BERTH_OK, let v = try? rd.u64() { out?.pointee = v }
-            return status
-        }
-    }
-
-    static func installV12Services(_ st: State) {
-        st.services.on_complete = { _, commit, rollback, arg in
-            let s = PluginRunner.state!
-            guard s.mayUseKV else { return BERTH_FAILED_PRECONDITION }
-            let id = s.nextCompletion
-            s.nextCompletion += 1
-            var w = WireWriter(.onComplete, capacity: 8)
-            w.u64(id)
-            s.ch.send(w.finish())
-            let status = PluginRunner.replyStatus(s.awaitReply())
-            if status == BERTH_OK { s.completions[id] = (commit, rollback, arg) }
-            return status
-        }
-        st.services.kv_len = { _, key, klen, out in PluginRunner.u64Request(.kvLen, key, klen, out) }
-        st.services.kv_count_prefix = { _, prefix, plen, out in PluginRunner.u64Request(.kvCountPrefix, prefix, plen, out) }
-        st.services.kv_delete_prefix = { _, prefix, plen, out in PluginRunner.u64Request(.kvDeletePrefix, prefix, plen, out) }
     }
 }
