@@ -128,11 +128,13 @@ extension Scheduler {
             slots.withUnsafeMutableBufferPointer { slots in
                 func consider(_ i: Int) {
                     let h = hot[i]
-                    if let why = up.reject(i, h) ?? cpu.reject(h) ?? mem.reject(h) ?? disk.reject(h) ?? ports.reject(i, h) ?? labels.reject(i)
-                        ?? addresses?.reject(i) {
-                        d.count(why)
-                        return
-                    }
+                    if let why = up.reject(i, h) { d.count(why); return }
+                    if let why = cpu.reject(h) { d.count(why); return }
+                    if let why = mem.reject(h) { d.count(why); return }
+                    if let why = disk.reject(h) { d.count(why); return }
+                    if let why = ports.reject(i, h) { d.count(why); return }
+                    if let why = labels.reject(i) { d.count(why); return }
+                    if let a = addresses, let why = a.reject(i) { d.count(why); return }
                     if withViews {
                         views[found] = berth_node_view(name: h.cname, index: UInt32(i), zone: h.zone, cpu_free_milli: h.cpuCap - h.cpuUsed - m.cpu,
                                                        memory_free: h.memCap - h.memUsed - m.memory, disk_free: h.diskCap - h.diskUsed - m.disk,
