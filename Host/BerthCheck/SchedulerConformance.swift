@@ -26,7 +26,7 @@ enum SchedulerConformance {
         var out: [CheckCase] = []
         func add(_ n: String, _ ok: Bool, _ d: String) { out.append(CheckCase(name: "scheduler: \(n)", passed: ok, detail: d)) }
         func skip(_ n: String, _ d: String) { out.append(.skip("scheduler: \(n)", d)) }
-        guard let ops = inst.scheduler?.pointee else {
+        guard let sched = SchedulerPlugin(inst) else {
             add("ops", false, "the plugin declares the scheduler kind but has no scheduler table")
             return out
         }
@@ -47,8 +47,10 @@ enum SchedulerConformance {
                 }
             }
         }
-        func call(_ op: String, _ fn: berth_json_op?, _ raw: [UInt8]) -> BerthError? {
-            do { _ = try retrying { try ex.runSync { try inst.callJSON(op, fn, raw) } }; return nil } catch let e as BerthError { return e } catch {
+        /// reserve, bind or unreserve through the plugin's typed wrapper, on the executor.
+        func call(_ op: String, _ raw: [UInt8]) -> BerthError? {
+            let fn: ([UInt8]) throws -> Void = op == "reserve" ? sched.reserve : op == "bind" ? sched.bind : sched.unreserve
+            do { try retrying { try ex.runSync { try fn(raw) } }; return nil } catch let e as BerthError { return e } catch {
                 return BerthError(plugin: inst.name, operation: op, status: .internal, message: "\(error)")
             }
         }
@@ -77,13 +79,13 @@ enum SchedulerConformance {
         /// as the host does when it compacts a batch. Codes start at 255 and scores at -1, so unwritten entries show.
         func run(_ order: [Int], spec: String = "{}", score: Bool = true) throws -> (codes: [UInt8], scores: [Int64]) {
             let b = NodeBatch(count: order.count) { node(order[$0]) }
-            for (k, i) in order.enumerated() { b[k].pointee.index = UInt32(i) }
+            for (k, i) in order.enumerated() { b.setIndex(k, i) }
             var codes = [UInt8](repeating: 255, count: order.count)
             var scores = [Int64](repeating: -1, count: order.count)
             try retrying {
                 try b.with(kind: kind, app: "check", ordinal: 0, spec: spec) { i, bb in
-                    try codes.withUnsafeMutableBufferPointer { try inst.filter(i, bb, codes: $0.baseAddress!) }
-                    if score { try scores.withUnsafeMutableBufferPointer { try inst.score(i, bb, scores: $0.baseAddress!) } }
+                    try codes.withUnsafeMutableBufferPointer { try sched.filter(i, bb, codes: $0.baseAddress!) }
+                    if score { try scores.withUnsafeMutableBufferPointer { try sched.score(i, bb, scores: $0.baseAddress!) } }
                 }
             }
             return (codes, scores)
@@ -125,13 +127,13 @@ enum SchedulerConformance {
 
         // MARK: reserve, bind, unreserve
         let ns0 = namespace()
-        let r1 = call("reserve", ops.reserve, binding("check", 0, "node-1"))
+        let r1 = call("reserve", binding("check", 0, "node-1"))
         add("reserve", r1 == nil, r1 == nil ? "{kind, app: \"check\", ordinal: 0, node: \"node-1\"} → OK" : r1!.description)
         do {
             let after = namespace()
-            let again = call("reserve", ops.reserve, binding("check", 0, "node-1"))
+            let again = call("reserve", binding("check", 0, "node-1"))
             let same = namespace()
-            let other = call("reserve", ops.reserve, binding("check", 0, "node-2"))
+            let other = call("reserve", binding("check", 0, "node-2"))
             var problems: [String] = []
             if let again { problems.append("the same reserve again: \(said(again))") } else if same != after {
                 problems.append("the same reserve again changed the namespace: \(diff(after, same))")
@@ -140,16 +142,16 @@ enum SchedulerConformance {
             add("reserve is idempotent", problems.isEmpty, problems.isEmpty
                 ? "the same reserve again left the namespace unchanged; reserving on node-2 replaced it" : problems.joined(separator: "; "))
         }
-        if let bind = ops.bind {
-            let e = call("bind", bind, binding("check", 0, "node-2"))
+        if sched.hasBind {
+            let e = call("bind", binding("check", 0, "node-2"))
             add("bind", e == nil, e == nil ? "OK after reserve" : e!.description)
         } else {
             skip("bind", "not implemented (optional)")
         }
         do {
             let before = namespace()
-            let r = call("reserve", ops.reserve, binding("check", 1, "node-3"))
-            let u = call("unreserve", ops.unreserve, binding("check", 1, "node-3"))
+            let r = call("reserve", binding("check", 1, "node-3"))
+            let u = call("unreserve", binding("check", 1, "node-3"))
             let after = namespace()
             if let r { add("reserve then unreserve works", false, "reserve of ordinal 1: \(said(r))") } else if let u {
                 add("reserve then unreserve works", false, "unreserve after a reserve: \(said(u)); unreserve must not fail")
@@ -158,25 +160,25 @@ enum SchedulerConformance {
                     ? "unreserve gave the namespace back as it was before the reserve (\(before.count) key(s))"
                     : "the namespace after reserve and unreserve differs from before the reserve: \(diff(before, after))")
             }
-            let u2 = call("unreserve", ops.unreserve, binding("check", 1, "node-3"))
+            let u2 = call("unreserve", binding("check", 1, "node-3"))
             let again = namespace()
             add("unreserve is idempotent", u2 == nil && again == after, u2 != nil ? "the second unreserve: \(said(u2)); unreserve must always return OK"
                 : again == after ? "the second unreserve returned OK and changed nothing" : "the second unreserve changed the namespace: \(diff(after, again))")
         }
         do {
             let before = namespace()
-            let e = call("unreserve", ops.unreserve, binding("never-reserved", 7, "node-5"))
+            let e = call("unreserve", binding("never-reserved", 7, "node-5"))
             let after = namespace()
             add("unreserve of something never reserved", e == nil && after == before, e != nil ? "\(said(e)); unreserve must always return OK"
                 : after == before ? "OK, nothing changed" : "changed the namespace: \(diff(before, after))")
         }
         do {
             // The instance of ordinal 0 (reserved, and bound when the plugin binds) ends for good: final unreserve, twice.
-            let f1 = call("unreserve", ops.unreserve, binding("check", 0, "node-2", final: true))
+            let f1 = call("unreserve", binding("check", 0, "node-2", final: true))
             let after = namespace()
-            let f2 = call("unreserve", ops.unreserve, binding("check", 0, "node-2", final: true))
+            let f2 = call("unreserve", binding("check", 0, "node-2", final: true))
             let again = namespace()
-            let f3 = call("unreserve", ops.unreserve, binding("never-reserved", 8, "node-5", final: true))
+            let f3 = call("unreserve", binding("never-reserved", 8, "node-5", final: true))
             var problems: [String] = []
             if let f1 { problems.append("final unreserve: \(said(f1))") }
             if let f2 { problems.append("the second final unreserve: \(said(f2))") } else if again != after {
@@ -189,9 +191,9 @@ enum SchedulerConformance {
         }
 
         // MARK: robustness
-        func refused(_ label: String, _ op: String, _ fn: berth_json_op?, _ raw: [UInt8]) {
+        func refused(_ label: String, _ op: String, _ raw: [UInt8]) {
             let before = namespace()
-            if let e = call(op, fn, raw) {
+            if let e = call(op, raw) {
                 let after = namespace()
                 add(label, e.status == .invalidArgument && after == before, e.status != .invalidArgument ? "returned \(e.statusName): \(e.message); want INVALID_ARGUMENT"
                     : after == before ? "returned \(e.statusName): \(e.message)" : "refused, but the namespace changed: \(diff(before, after))")
@@ -200,11 +202,11 @@ enum SchedulerConformance {
             }
         }
         let malformed = Array("{\"kind\":\"\(kind)\",\"app\":".utf8), empty = Array("{}".utf8)
-        refused("malformed JSON is refused (reserve)", "reserve", ops.reserve, malformed)
-        refused("missing fields are refused (reserve)", "reserve", ops.reserve, empty)
-        if let bind = ops.bind {
-            refused("malformed JSON is refused (bind)", "bind", bind, malformed)
-            refused("missing fields are refused (bind)", "bind", bind, empty)
+        refused("malformed JSON is refused (reserve)", "reserve", malformed)
+        refused("missing fields are refused (reserve)", "reserve", empty)
+        if sched.hasBind {
+            refused("malformed JSON is refused (bind)", "bind", malformed)
+            refused("missing fields are refused (bind)", "bind", empty)
         } else {
             skip("malformed JSON is refused (bind)", "bind not implemented (optional)")
             skip("missing fields are refused (bind)", "bind not implemented (optional)")
@@ -214,7 +216,7 @@ enum SchedulerConformance {
             let before = namespace()
             var seen: [String] = [], problems: [String] = []
             for (what, raw) in [("malformed JSON", malformed), ("{}", empty)] {
-                let e = call("unreserve", ops.unreserve, raw)
+                let e = call("unreserve", raw)
                 if let e, died(e) || e.status != .invalidArgument { problems.append("\(what): \(e.statusName): \(e.message)") }
                 seen.append("\(what): \(e?.statusName ?? "OK")")
             }
@@ -231,11 +233,8 @@ enum SchedulerConformance {
             let big = String(repeating: "x", count: hugeBytes)
             let hugeBinding = Array("{\"kind\":".utf8) + JSON.string(kind).bytes + Array(",\"app\":\"\(big)\",\"ordinal\":0,\"node\":\"node-1\"}".utf8)
             var seen: [String] = [], crashes: [String] = []
-            var ops3: [(String, berth_json_op?)] = [("reserve", ops.reserve)]
-            if let bind = ops.bind { ops3.append(("bind", bind)) }
-            ops3.append(("unreserve", ops.unreserve))
-            for (op, fn) in ops3 {
-                let e = call(op, fn, hugeBinding)
+            for op in sched.hasBind ? ["reserve", "bind", "unreserve"] : ["reserve", "unreserve"] {
+                let e = call(op, hugeBinding)
                 if let e, died(e) { crashes.append("\(op): \(e.statusName): \(e.message)") }
                 seen.append("\(op) \(e?.statusName ?? "OK")")
             }
@@ -250,7 +249,7 @@ enum SchedulerConformance {
                 if died(e) { crashes.append("filter/score: \(e.statusName): \(e.message)") }
                 seen.append("filter/score \(e.statusName)")
             } catch { crashes.append("filter/score: \(error)") }
-            _ = call("unreserve", ops.unreserve, binding("check", 0, "node-1", final: true))
+            _ = call("unreserve", binding("check", 0, "node-1", final: true))
             add("huge input", crashes.isEmpty, crashes.isEmpty ? "4 MiB inputs answered: " + seen.joined(separator: ", ") : crashes.joined(separator: "; "))
         }
 

@@ -44,6 +44,7 @@ final class Parts {
 /// Settings of the coordinators that are not in the site file (berthd runs with the defaults).
 public struct CoordinatorSettings: Sendable {
     public var discovery = DiscoverySettings()
+    public var scheduler = SchedulerSettings()
     public init() {}
 }
 
@@ -61,8 +62,10 @@ public final class BerthRuntime: @unchecked Sendable {
     static let registrations: [Registration] = [
         Registration(id: "network", requires: ["plugins"]) { p in NetworkService(host: p.get("plugins")) },
         Registration(id: "storage", requires: ["plugins"]) { p in StorageService(host: p.get("plugins")) },
-        Registration(id: "workloads", requires: ["plugins", "network", "storage"]) { p in
-            WorkloadService(host: p.get("plugins"), network: p.get("network"), storage: p.get("storage"))
+        Registration(id: "scheduler", requires: ["plugins"]) { p in SchedulerCoordinator(host: p.get("plugins")) },
+        Registration(id: "workloads", requires: ["plugins", "network", "storage", "scheduler", "settings"]) { p in
+            WorkloadService(host: p.get("plugins"), network: p.get("network"), storage: p.get("storage"), scheduler: p.get("scheduler"),
+                            settings: p.get("settings", Box<CoordinatorSettings>.self).value.scheduler)
         },
         Registration(id: "discovery", requires: ["plugins", "workloads", "settings"]) { p in
             let w: WorkloadService = p.get("workloads")

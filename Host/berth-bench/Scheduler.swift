@@ -15,12 +15,12 @@ import BerthWire
 import Foundation
 import Logging
 
-func benchRuntime(_ dir: String, plugins: JSON) throws -> BerthRuntime {
+func benchRuntime(_ dir: String, plugins: JSON, settings: CoordinatorSettings = CoordinatorSettings()) throws -> BerthRuntime {
     let site: JSON = ["site": "bench", "stateDir": .string(dir + "/state"), "api": ["socket": .string(dir + "/berthd.sock")],
                       "store": ["sync": "normal"], "plugins": plugins]
     var quiet = Logger(label: "bench")
     quiet.logLevel = .error
-    let rt = try BerthRuntime(site: try SiteConfig.parse(site.bytes, baseDir: dir), logger: quiet)
+    let rt = try BerthRuntime(site: try SiteConfig.parse(site.bytes, baseDir: dir), logger: quiet, settings: settings)
     rt.loadPlugins()
     for e in rt.plugins where e.instance == nil { throw BenchFailure(description: "plugin \(e.spec.name) did not load: \(e.json.serialized)") }
     return rt
@@ -45,10 +45,10 @@ private func placeAll(_ w: WorkloadService, kind: String, apps: Int, replicas: I
     return Double(placed) / dt
 }
 
-/// The floor: the same records (instance row + event per placement, 512 per transaction) without scheduling.
+/// The floor: the same records (instance row + event per placement, 512 per transaction) without scheduling, written
+/// through the store's instances table as a placement writes them.
 private func storeFloor(_ dir: String, _ n: Int) throws -> Double {
     let store = try Store(path: dir + "/floor.db", synchronous: "normal")
-    try store.exec("CREATE TABLE inst (kind TEXT, app TEXT, ordinal INTEGER, state TEXT, node TEXT, data TEXT, PRIMARY KEY (kind, app, ordinal)) WITHOUT ROWID")
     let ex = Executor(store: store)
     ex.start()
     defer { ex.stop() }
@@ -58,10 +58,12 @@ private func storeFloor(_ dir: String, _ n: Int) throws -> Double {
         let lo = i, hi = min(n, i + 512)
         try ex.runSync {
             for k in lo..<hi {
-                let s = try store.prepare("INSERT OR REPLACE INTO inst(kind, app, ordinal, state, node, data) VALUES(?1,?2,?3,?4,?5,?6)")
-                s.bind(1, "App"); s.bind(2, "app-\(k / 100)"); s.bind(3, Int64(k % 100)); s.bind(4, "placed")
-                s.bind(5, "node-\(k % 5000)"); s.bind(6, "{}")
-                try s.run()
+                let now = wallClock()
+                try store.saveInstance(InstanceRecord(kind: "App", app: "app-\(k / 100)", ordinal: Int64(k % 100), state: "placed",
+                                                      node: "node-\(k % 5000)", prevNode: "", volumeNode: "", incarnation: 1,
+                                                      containerID: "app-\(k / 100)-\(k % 100)-1", network: "", addresses: "[]", volumes: "[]",
+                                                      cpu: 250, memory: 536_870_912, disk: 0, ports: "[]", reason: "", final: false,
+                                                      created: now, updated: now))
                 try store.appendEvent(type: "instance.placed", subject: "App/app-\(k / 100)/\(k % 100)",
                                       data: ["kind": "App", "app": .string("app-\(k / 100)"), "ordinal": .number(Double(k % 100)),
                                              "node": .string("node-\(k % 5000)"), "state": "placed", "ips": []])
@@ -83,9 +85,10 @@ func schedulerSection() throws {
     let floor = try storeFloor(dir, total)
 
     // App and StatefulApp in one runtime, on the same 5,000 nodes, network wiring off.
-    let rt = try benchRuntime(dir + "/a", plugins: [["name": "stateful", "path": .string("\(binDir)/libberth-sched-stateful.so")]])
+    var noWiring = CoordinatorSettings()
+    noWiring.scheduler.wireNetworks = false
+    let rt = try benchRuntime(dir + "/a", plugins: [["name": "stateful", "path": .string("\(binDir)/libberth-sched-stateful.so")]], settings: noWiring)
     let w = rt.workloads
-    w.wireNetworks = false
     try addNodes(w, nodes)
     let resources: JSON = ["cpu": 250, "memory": "512Mi"]
     let app = try placeAll(w, kind: "App", apps: apps, replicas: 100, spec: ["resources": resources])

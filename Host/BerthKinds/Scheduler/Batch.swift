@@ -33,6 +33,9 @@ public final class NodeBatch {
     /// Mutable access to one node's view (to update free resources between placements).
     public subscript(i: Int) -> UnsafeMutablePointer<berth_node_view> { views + i }
 
+    /// The node index a view carries (a compacted batch keeps each node's own index).
+    public func setIndex(_ position: Int, _ index: Int) { views[position].index = UInt32(index) }
+
     /// Calls `body` with an instance description and the batch header, both valid for the call only.
     public func with<R>(kind: String, app: String, ordinal: Int32, spec: String = "{}", state: String = "{}",
                         _ body: (UnsafePointer<berth_sched_instance>, UnsafePointer<berth_node_batch>) throws -> R) rethrows -> R {
