@@ -6,8 +6,8 @@ import BerthWire
 extension NetworkService {
     /// (free, reserved) addresses of `network` on `node`; (-1, -1) when the plugin cannot say.
     package func nodeCapacity(network: String, node: String) -> (free: Int64, reserved: Int64) {
-        guard let inst = try? plugin(network), let fn = inst.network?.pointee.capacity,
-              let j = try? inst.callObject("capacity", fn, ["network": .string(network), "node": .string(node)]) else { return (-1, -1) }
+        guard let ops = try? plugin(network).networkOps, ops.has(.capacity),
+              let j = try? ops.capacity(["network": .string(network), "node": .string(node)]) else { return (-1, -1) }
         return (Int64(j["free"]?.int ?? -1), Int64(j["reserved"]?.int ?? 0))
     }
 }

@@ -62,14 +62,13 @@ extension StorageService {
 
     /// The node an existing volume of this template is tied to, if it is node-local.
     package func existingLocalNode(_ t: TemplateVolume) -> String? {
-        guard let p = try? templatePlugin(t), let row = try? host.store.volume(plugin: p, named: t.volumeName),
-              let v = try? JSON.parse(row.volume) else { return nil }
-        return Self.singleNode(v)
+        guard let p = try? templatePlugin(t), let row = try? host.store.volume(plugin: p, name: t.volumeName) else { return nil }
+        return Self.singleNode(row.volume)
     }
 
     /// The template's volume: the one the host already knows by that name, else a new one (in this transaction).
     func templateVolume(plugin: String, _ t: TemplateVolume, topology: JSON?) throws -> (String, JSON) {
-        if let row = try host.store.volume(plugin: plugin, named: t.volumeName) { return (row.id, (try? JSON.parse(row.volume)) ?? .object([])) }
+        if let row = try host.store.volume(plugin: plugin, name: t.volumeName) { return (row.id, row.volume) }
         var req: JSON = ["name": .string(t.volumeName), "capacityBytes": JSON(Int64(t.size)), "accessMode": "single-node-writer",
                          "volumeMode": "mount", "parameters": t.parameters]
         if let topology { req = req.setting("topology", topology) }
