@@ -91,7 +91,7 @@ public struct SiteConfig: Sendable {
             "maxAgeSeconds": {"type": "integer", "minimum": 1, "description": "Also delete events older than this many seconds (default: no age limit)."}
           }
         },
-        "callTimeoutMs": {"type": "integer", "minimum": 1, "description": "Deadline of one plugin call (default 10000). Enforced for plugins with isolation \"process\": a call past it kills the runner, fails with a 503 and the runner restarts on the next call."},
+        "callTimeoutMs": {"type": "integer", "minimum": 1, "maximum": 86400000, "description": "Deadline of one plugin call (default 10000; at most 86400000, a day). Enforced for plugins with isolation \"process\": a call past it kills the runner, fails with a 503 and the runner restarts on the next call."},
         "plugins": {
           "type": "array",
           "items": {

@@ -44,7 +44,7 @@ extension WorkloadService {
         return r
     }
 
-    public func putNodeSync(_ name: String, _ body: JSON) throws {
+    package func putNodeSync(_ name: String, _ body: JSON) throws {
         try Self.checkNodeName(name)
         _ = try txSync { try self.putNodeInTransaction(name, body) }
     }

@@ -63,7 +63,7 @@ public final class WorkloadService: @unchecked Sendable {
     }
 
     /// The blocking form (benchmark, tests, the scheduler loop).
-    public func txSync<T>(_ body: @escaping () throws -> T) throws -> T {
+    package func txSync<T>(_ body: @escaping () throws -> T) throws -> T {
         do { return try host.executor.runSync(guarded(body)) } catch { throw failed(error) }
     }
 
@@ -201,7 +201,7 @@ public final class WorkloadService: @unchecked Sendable {
         return r
     }
 
-    public func putObjectSync(kind: String, name: String, body: JSON) throws {
+    package func putObjectSync(kind: String, name: String, body: JSON) throws {
         let (k, spec, model) = try prepareObject(kind: kind, name: name, body: body)
         _ = try txSync { try self.putObjectInTransaction(k, name, spec, model) }
     }
@@ -321,7 +321,7 @@ public final class WorkloadService: @unchecked Sendable {
         return r
     }
 
-    public func reportRunningSync(kind: String, app: String, ordinal: Int) throws {
+    package func reportRunningSync(kind: String, app: String, ordinal: Int) throws {
         _ = try txSync { try self.reportRunningInTransaction(InstanceKey(kind: kind, app: app, ordinal: ordinal)) }
         kick()
     }

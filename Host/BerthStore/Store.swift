@@ -236,7 +236,7 @@ public final class Store {
         if walFD >= 0 { close(walFD) }
     }
 
-    public func exec(_ sql: String) throws {
+    func exec(_ sql: String) throws {
         // A cached statement left on a row keeps a read transaction open past COMMIT, and a connection in a read
         // transaction cannot checkpoint: the log then never starts over. Reset them all before COMMIT too.
         // A cached statement left on a row keeps a read snapshot open between transactions; once another
@@ -292,7 +292,7 @@ public final class Store {
     }
 
     /// A cached prepared statement, reset and ready to bind.
-    public func prepare(_ sql: String) throws -> Statement {
+    func prepare(_ sql: String) throws -> Statement {
         if let s = cache[sql] { return s.reset() }
         var st: OpaquePointer?
         guard sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &st, nil) == SQLITE_OK, let st else {

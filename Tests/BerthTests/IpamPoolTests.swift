@@ -10,7 +10,7 @@ import BerthCheck
 import BerthKinds
 import BerthPlugins
 import BerthScheduler
-import BerthStore
+@testable import BerthStore
 import BerthCore
 import BerthWire
 import Foundation
