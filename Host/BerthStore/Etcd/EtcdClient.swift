@@ -86,7 +86,7 @@ final class EtcdClient {
                     let what = idempotent ? "" : " (the outcome of this write is unknown)"
                     throw BerthError(.unavailable, "etcd is unreachable\(what): \(lastError)")
                 }
-            } catch let e as JSONParseError {
+            } catch let e as JSON.ParseError {
                 throw BerthError(.internal, "etcd answered \(path) with something that is not JSON: \(e)")
             }
         }
