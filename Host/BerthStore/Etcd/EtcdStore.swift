@@ -124,6 +124,9 @@ public final class EtcdStore: StateStore {
         var from = lo
         var found: EtcdKV?
         scan: while true {
+            // What this transaction deleted by prefix is skipped in one step, not key by key.
+            while let t, let tomb = t.tombstones.first(where: { Keys.within(from, $0.lo, $0.hi) }) { from = tomb.hi }
+            guard hi.isEmpty || Keys.less(from, hi) else { break }
             let r = try range(t, from, hi.isEmpty ? [0] : hi, limit: 16)
             for kv in r.kvs {
                 if t?.buffered(kv.key) == nil { found = kv; break scan }
