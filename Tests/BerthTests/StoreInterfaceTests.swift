@@ -385,6 +385,25 @@ final class EtcdStoreInterfaceTests: XCTestCase {
         }
     }
 
+    /// Endpoints are tried in order (a refused one is skipped, reads and writes alike); bad settings and an
+    /// unreachable etcd are clear errors.
+    func testEndpointsAndSettings() throws {
+        let dead = "http://127.0.0.1:\(EtcdProcess.freePort())"
+        let st = try EtcdStore(EtcdSettings(endpoints: [dead, endpoint], site: "failover"))
+        try C.inTransaction(st) { try C.put(st, "ns", C.bytes("k"), [1]) }
+        XCTAssertEqual(try C.get(st, "ns", C.bytes("k")), [1])
+        func expect(_ status: BerthStatus, _ words: String, _ s: EtcdSettings, line: UInt = #line) {
+            XCTAssertThrowsError(try EtcdStore(s), line: line) { e in
+                XCTAssertEqual((e as? BerthError)?.status, status, "\(e)", line: line)
+                XCTAssertTrue("\(e)".contains(words), "\(e)", line: line)
+            }
+        }
+        expect(.unavailable, "etcd is unreachable", EtcdSettings(endpoints: [dead], site: "x"))
+        expect(.invalidArgument, "store.endpoints is empty", EtcdSettings(endpoints: [], site: "x"))
+        expect(.invalidArgument, "https://etcd:2379", EtcdSettings(endpoints: ["https://etcd:2379"], site: "x"))
+        expect(.invalidArgument, "site name \"a/b\"", EtcdSettings(endpoints: [endpoint], site: "a/b"))
+    }
+
     /// Read-modify-write of one key through the engine (begin, read, put, commit: a range and a Txn with a compare),
     /// next to etcd's own single-key Txn (one put) and a raw Range + comparing Txn over the same transport, in the same run: alternating blocks of 50,
     /// so that a change in the machine's load hits both alike. Prints both rates; checks that every increment landed.

@@ -66,8 +66,9 @@ final class EtcdClient {
         return .tcp(host: String(host), port: port)
     }
 
-    /// POSTs `body` to `path` and returns the parsed answer. An unreachable member is skipped for the next endpoint
-    /// when `idempotent` (a read); a write whose connection failed is reported as unavailable with its outcome unknown.
+    /// POSTs `body` to `path` and returns the parsed answer. A member that refuses the connection is skipped for the
+    /// next endpoint; so is one that fails mid-request when `idempotent` (a read); a write whose connection failed
+    /// after it was sent is reported as unavailable with its outcome unknown.
     func call(_ path: String, _ body: JSON, idempotent: Bool) throws -> JSON {
         let bytes = body.bytes
         var lastError = ""
@@ -82,7 +83,8 @@ final class EtcdClient {
                 conn.close()
                 current = (current + 1) % endpoints.count
                 conn = UnixHTTPConnection(endpoint: endpoints[current], timeoutSeconds: settings.timeoutSeconds)
-                if !idempotent || attempt == endpoints.count - 1 {
+                // A write is sent again elsewhere only when it never left (the connection was refused).
+                if (!idempotent && e.kind != .unreachable) || attempt == endpoints.count - 1 {
                     let what = idempotent ? "" : " (the outcome of this write is unknown)"
                     throw BerthError(.unavailable, "etcd is unreachable\(what): \(lastError)")
                 }
