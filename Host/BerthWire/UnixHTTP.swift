@@ -241,7 +241,7 @@ public final class UnixHTTPConnection {
                 let sizeLine = try readLine()
                 let hex = sizeLine.split(separator: ";").first.map(String.init)?.trimmingSpaces ?? ""
                 guard let size = Int(hex, radix: 16) else { throw WireError(.protocolError, "bad chunk size \(sizeLine)") }
-                if size == 0 { _ = try readLine(); break }
+                if size == 0 { while try !readLine().isEmpty {}; break }  // trailers (etcd's gateway sends some), then the blank line
                 body += try readBytes(size)
                 _ = try readLine()
             }

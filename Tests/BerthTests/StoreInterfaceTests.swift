@@ -162,6 +162,22 @@ enum StoreContract {
         XCTAssertEqual(try scan(st, "ns", prefix: []), [bytes("b/1"), [0xFF], [0xFF, 0x01]])
     }
 
+    /// A prefix delete followed by puts under that prefix in the same transaction: the puts win, the rest is gone.
+    static func deletePrefixThenPut(_ open: OpenStore, _ dir: String) throws {
+        let st = try open(dir)
+        try inTransaction(st) { for k in ["p/a", "p/b", "p/c", "q/a"] { try put(st, "ns", bytes(k), [1]) } }
+        let n = try inTransaction(st) { () throws -> Int64 in
+            let n = try bytes("p/").withUnsafeBytes { try st.kvDeletePrefix("ns", $0) }
+            try put(st, "ns", bytes("p/b"), [2])
+            try put(st, "ns", bytes("p/z"), [3])
+            XCTAssertEqual(try scan(st, "ns", prefix: bytes("p/")), [bytes("p/b"), bytes("p/z")], "the transaction sees its own writes")
+            return n
+        }
+        XCTAssertEqual(n, 3)
+        XCTAssertEqual(try scan(st, "ns", prefix: []), [bytes("p/b"), bytes("p/z"), bytes("q/a")])
+        XCTAssertEqual(try get(st, "ns", bytes("p/b")), [2])
+    }
+
     /// What was committed is there after the store is closed and opened again.
     static func durableAcrossReopen(_ open: OpenStore, _ dir: String) throws {
         var rev: Int64 = 0
@@ -198,4 +214,232 @@ final class SQLiteStoreInterfaceTests: XCTestCase {
     func testEventLog() throws { try StoreContract.eventLog(open, dir) }
     func testPrefixes() throws { try StoreContract.prefixes(open, dir) }
     func testDurableAcrossReopen() throws { try StoreContract.durableAcrossReopen(open, dir) }
+    func testDeletePrefixThenPut() throws { try StoreContract.deletePrefixThenPut(open, dir) }
+}
+
+/// The contract against the etcd engine, on a real etcd started for this class (Support/Etcd.swift), each case on a
+/// site of its own; then what only an optimistic engine shared by several berthd has: conflicts, phantoms, limits.
+final class EtcdStoreInterfaceTests: XCTestCase {
+    nonisolated(unsafe) static var etcd: EtcdProcess?
+    nonisolated(unsafe) static var startError: Error?
+    override class func setUp() {
+        do { etcd = try EtcdProcess() } catch { startError = error }
+    }
+    override class func tearDown() { etcd?.stop() }
+
+    var dir = ""
+    var endpoint: String { Self.etcd?.endpoint ?? "" }
+    /// The site is the directory's last component: reopening the same directory reopens the same site.
+    var open: OpenStore {
+        let e = endpoint
+        return { dir in try EtcdStore(EtcdSettings(endpoints: [e], site: String(dir.split(separator: "/").last!))) }
+    }
+    override func setUpWithError() throws {
+        if let e = Self.startError { throw e }
+        dir = "/etcd-contract-\(UUID().uuidString)"
+    }
+
+    func testOrderedKeys() throws { try StoreContract.orderedKeys(open, dir) }
+    func testScanAfter() throws { try StoreContract.scanAfter(open, dir) }
+    func testValuesAndDeletes() throws { try StoreContract.valuesAndDeletes(open, dir) }
+    func testSavepoints() throws { try StoreContract.savepoints(open, dir) }
+    func testRollback() throws { try StoreContract.rollback(open, dir) }
+    func testEventLog() throws { try StoreContract.eventLog(open, dir) }
+    func testPrefixes() throws { try StoreContract.prefixes(open, dir) }
+    func testDurableAcrossReopen() throws { try StoreContract.durableAcrossReopen(open, dir) }
+    func testDeletePrefixThenPut() throws { try StoreContract.deletePrefixThenPut(open, dir) }
+
+    typealias C = StoreContract
+    func assertAborted(_ body: @autoclosure () throws -> Void, _ why: String, line: UInt = #line) {
+        XCTAssertThrowsError(try body(), why, line: line) { e in
+            XCTAssertEqual((e as? BerthError)?.status, .aborted, "\(e)", line: line)
+        }
+    }
+
+    /// Two engines on the same site read the same key in interleaved transactions: the first commit wins, the second
+    /// is ABORTED and none of its writes (to that key or elsewhere) is applied.
+    func testInterleavedTransactionsOnOneKey() throws {
+        let a = try open(dir), b = try open(dir)
+        try C.inTransaction(a) { try C.put(a, "ns", C.bytes("k"), [0]) }
+        try a.begin()
+        try b.begin()
+        XCTAssertEqual(try C.get(a, "ns", C.bytes("k")), [0])
+        XCTAssertEqual(try C.get(b, "ns", C.bytes("k")), [0])
+        try C.put(b, "ns", C.bytes("k"), [2])
+        try b.commit()
+        try C.put(a, "ns", C.bytes("k"), [1])
+        try C.put(a, "ns", C.bytes("elsewhere"), [1])
+        assertAborted(try a.commit(), "a read k before b changed it")
+        XCTAssertEqual(try C.get(a, "ns", C.bytes("k")), [2])
+        XCTAssertNil(try C.get(a, "ns", C.bytes("elsewhere")), "nothing of the aborted transaction is applied")
+        // Run again from the start, it commits.
+        try C.inTransaction(a) {
+            let v = try C.get(a, "ns", C.bytes("k"))!
+            try C.put(a, "ns", C.bytes("k"), [v[0] + 1])
+        }
+        XCTAssertEqual(try C.get(b, "ns", C.bytes("k")), [3])
+        // A key read as absent that another writer creates is a conflict too.
+        try a.begin()
+        XCTAssertNil(try C.get(a, "ns", C.bytes("new")))
+        try C.inTransaction(b) { try C.put(b, "ns", C.bytes("new"), [1]) }
+        try C.put(a, "ns", C.bytes("new"), [9])
+        assertAborted(try a.commit(), "a read new as absent")
+        XCTAssertEqual(try C.get(a, "ns", C.bytes("new")), [1])
+    }
+
+    /// A scan records its range: a key inserted into it (a phantom) or deleted from what it saw aborts the scanner's
+    /// commit even though it wrote elsewhere; a change outside the range does not.
+    func testPhantomInScannedRange() throws {
+        let a = try open(dir), b = try open(dir)
+        try C.inTransaction(a) { try C.put(a, "ns", C.bytes("p/a"), [1]); try C.put(a, "ns", C.bytes("r/a"), [1]) }
+        try a.begin()
+        XCTAssertEqual(try C.scan(a, "ns", prefix: C.bytes("p/")), [C.bytes("p/a")])
+        try C.inTransaction(b) { try C.put(b, "ns", C.bytes("p/x"), [1]) }
+        try C.put(a, "ns", C.bytes("q/y"), [1])
+        assertAborted(try a.commit(), "p/x appeared in the range a scanned")
+        XCTAssertNil(try C.get(a, "ns", C.bytes("q/y")))
+
+        try a.begin()
+        XCTAssertEqual(try C.next(a, "ns", prefix: C.bytes("p/"), after: []), C.bytes("p/a"))
+        try C.inTransaction(b) { try C.put(b, "ns", C.bytes("r/b"), [1]) }
+        try C.put(a, "ns", C.bytes("q/y"), [1])
+        try a.commit()
+        XCTAssertEqual(try C.get(b, "ns", C.bytes("q/y")), [1], "a change outside the scanned range is no conflict")
+
+        try a.begin()
+        XCTAssertEqual(try C.next(a, "ns", prefix: C.bytes("p/"), after: []), C.bytes("p/a"))
+        try C.inTransaction(b) { try C.bytes("p/a").withUnsafeBytes { try b.kvDelete("ns", $0) } }
+        try C.put(a, "ns", C.bytes("q/z"), [1])
+        assertAborted(try a.commit(), "the key a's scan returned was deleted")
+
+        try a.begin()
+        XCTAssertEqual(try C.bytes("p/").withUnsafeBytes { try a.kvCountPrefix("ns", $0) }, 1)
+        try C.inTransaction(b) { try C.put(b, "ns", C.bytes("p/y"), [1]) }
+        try C.put(a, "ns", C.bytes("q/z"), [1])
+        assertAborted(try a.commit(), "a counted p/ and p/y appeared")
+
+        try a.begin()
+        XCTAssertEqual(try C.bytes("p/").withUnsafeBytes { try a.kvCountPrefix("ns", $0) }, 2)
+        try C.inTransaction(b) { try C.bytes("p/x").withUnsafeBytes { try b.kvDelete("ns", $0) } }
+        try C.put(a, "ns", C.bytes("q/z"), [1])
+        assertAborted(try a.commit(), "a counted p/x, which was deleted")
+        XCTAssertNil(try C.get(a, "ns", C.bytes("q/z")))
+    }
+
+    /// etcd's limits (128 operations, 1.5 MiB per Txn): over them, a clear RESOURCE_EXHAUSTED naming the limit and
+    /// nothing applied; at them, the commit goes through. With the engine's limits set above the member's, etcd's own
+    /// refusal is reported as clearly.
+    func testTxnLimits() throws {
+        let st = try open(dir)
+        func expectLimit(_ flag: String, _ store: StateStore, _ body: () throws -> Void, line: UInt = #line) {
+            XCTAssertThrowsError(try C.inTransaction(store, body), line: line) { e in
+                let be = e as? BerthError
+                XCTAssertEqual(be?.status, .resourceExhausted, "\(e)", line: line)
+                XCTAssertTrue(be?.message.contains(flag) ?? false, "the error names \(flag): \(e)", line: line)
+            }
+        }
+        expectLimit("--max-txn-ops", st) { for i in 0..<129 { try C.put(st, "ns", C.bytes("k\(i)"), [1]) } }
+        XCTAssertEqual(try C.bytes("k").withUnsafeBytes { try st.kvCountPrefix("ns", $0) }, 0)
+        try C.inTransaction(st) { for i in 0..<128 { try C.put(st, "ns", C.bytes("k\(i)"), [1]) } }
+        XCTAssertEqual(try C.bytes("k").withUnsafeBytes { try st.kvCountPrefix("ns", $0) }, 128)
+        let mib = [UInt8](repeating: 7, count: 1 << 20)
+        expectLimit("--max-request-bytes", st) { try C.put(st, "ns", C.bytes("big1"), mib); try C.put(st, "ns", C.bytes("big2"), mib) }
+        XCTAssertNil(try C.get(st, "ns", C.bytes("big1")))
+        expectLimit("--max-txn-ops", st) { for i in 0..<129 { _ = try C.get(st, "ns", C.bytes("k\(i)")) }; try C.put(st, "ns", C.bytes("x"), [1]) }
+
+        let lax = try EtcdStore(EtcdSettings(endpoints: [endpoint], site: String(dir.dropFirst()), maxTxnOps: 1000, maxRequestBytes: 8 << 20))
+        expectLimit("--max-txn-ops", lax) { for i in 0..<129 { try C.put(lax, "ns", C.bytes("m\(i)"), [1]) } }
+        expectLimit("--max-request-bytes", lax) { try C.put(lax, "ns", C.bytes("big1"), mib); try C.put(lax, "ns", C.bytes("big2"), mib) }
+        XCTAssertNil(try C.get(st, "ns", C.bytes("m0")))
+        XCTAssertNil(try C.get(st, "ns", C.bytes("big1")))
+    }
+
+    /// Two engines append events: revisions are one sequence across both, strictly increasing and never reused (two
+    /// transactions appending at once: the second is ABORTED and gets the next revision when run again), and either
+    /// engine reads every event.
+    func testEventRevisionsAcrossEngines() throws {
+        let a = try open(dir), b = try open(dir)
+        var revs: [Int64] = []
+        for i in 0..<10 {
+            let st = i % 2 == 0 ? a : b
+            revs += try C.inTransaction(st) { () throws -> [Int64] in
+                try (0..<(i % 3 + 1)).map { _ in try st.appendEvent(type: "t", subject: "s/\(i)", actor: i % 2 == 0 ? "a" : "b", data: .object([])) }
+            }
+        }
+        XCTAssertEqual(revs, Array(1...Int64(revs.count)), "dense, increasing, one sequence")
+        try a.begin()
+        try b.begin()
+        let ra = try a.appendEvent(type: "t", subject: "race", actor: "a", data: .object([]))
+        let rb = try b.appendEvent(type: "t", subject: "race", actor: "b", data: .object([]))
+        XCTAssertEqual(ra, rb, "both propose the same next revision")
+        try a.commit()
+        assertAborted(try b.commit(), "b's revision was taken by a")
+        let again = try C.inTransaction(b) { try b.appendEvent(type: "t", subject: "race", actor: "b", data: .object([])) }
+        XCTAssertEqual(again, ra + 1)
+        for st in [a, b] {
+            let evs = try st.events(since: 0, limit: 1000, type: nil, subject: nil)
+            XCTAssertEqual(evs.map(\.rev), Array(1...again))
+            XCTAssertEqual(evs.suffix(2).map(\.actor), ["a", "b"])
+            XCTAssertEqual(try st.events(since: 0, limit: 1000, type: nil, subject: "race").count, 2)
+            XCTAssertEqual(try st.lastRevision(), again)
+        }
+    }
+
+    /// Endpoints are tried in order (a refused one is skipped, reads and writes alike); bad settings and an
+    /// unreachable etcd are clear errors.
+    func testEndpointsAndSettings() throws {
+        let dead = "http://127.0.0.1:\(EtcdProcess.freePort())"
+        let st = try EtcdStore(EtcdSettings(endpoints: [dead, endpoint], site: "failover"))
+        try C.inTransaction(st) { try C.put(st, "ns", C.bytes("k"), [1]) }
+        XCTAssertEqual(try C.get(st, "ns", C.bytes("k")), [1])
+        func expect(_ status: BerthStatus, _ words: String, _ s: EtcdSettings, line: UInt = #line) {
+            XCTAssertThrowsError(try EtcdStore(s), line: line) { e in
+                XCTAssertEqual((e as? BerthError)?.status, status, "\(e)", line: line)
+                XCTAssertTrue("\(e)".contains(words), "\(e)", line: line)
+            }
+        }
+        expect(.unavailable, "etcd is unreachable", EtcdSettings(endpoints: [dead], site: "x"))
+        expect(.invalidArgument, "store.endpoints is empty", EtcdSettings(endpoints: [], site: "x"))
+        expect(.invalidArgument, "https://etcd:2379", EtcdSettings(endpoints: ["https://etcd:2379"], site: "x"))
+        expect(.invalidArgument, "site name \"a/b\"", EtcdSettings(endpoints: [endpoint], site: "a/b"))
+    }
+
+    /// Read-modify-write of one key through the engine (begin, read, put, commit: a range and a Txn with a compare),
+    /// next to etcd's own single-key Txn (one put) and a raw Range + comparing Txn over the same transport, in the same run: alternating blocks of 50,
+    /// so that a change in the machine's load hits both alike. Prints both rates; checks that every increment landed.
+    func testSingleKeyTxnRate() throws {
+        let st = try open(dir)
+        let raw = try EtcdClient(EtcdSettings(endpoints: [endpoint], site: "raw"))
+        let block = 50, rounds = 4
+        var engineNanos: UInt64 = 0, rawNanos: UInt64 = 0, stmNanos: UInt64 = 0
+        for round in 0..<rounds {
+            var t0 = monotonicNanos()
+            for _ in 0..<block {
+                try C.inTransaction(st) {
+                    let v = try C.get(st, "ns", C.bytes("counter")).map { Int(String(decoding: $0, as: UTF8.self))! } ?? 0
+                    try C.put(st, "ns", C.bytes("counter"), Array(String(v + 1).utf8))
+                }
+            }
+            engineNanos += monotonicNanos() - t0
+            t0 = monotonicNanos()
+            for i in 0..<block {
+                let r = try raw.txn(compares: [], operations: [EtcdClient.put(Array("/raw/counter".utf8), Array(String(round * block + i).utf8))])
+                XCTAssertTrue(r.succeeded)
+            }
+            rawNanos += monotonicNanos() - t0
+            t0 = monotonicNanos()
+            for i in 0..<block {  // what etcd's own STM sends for a read-modify-write: a Range, then a Txn comparing it
+                let k = Array("/raw/stm".utf8)
+                let mod = try raw.range(k, [], revision: 0).kvs.first?.modRevision ?? 0
+                let r = try raw.txn(compares: [EtcdClient.compareMod(k, [], "EQUAL", mod)], operations: [EtcdClient.put(k, Array(String(i).utf8))])
+                XCTAssertTrue(r.succeeded)
+            }
+            stmNanos += monotonicNanos() - t0
+        }
+        let n = block * rounds
+        XCTAssertEqual(try C.get(st, "ns", C.bytes("counter")), Array(String(n).utf8))
+        func rate(_ ns: UInt64) -> Double { Double(n) / (Double(ns) / 1e9) }
+        let engine = rate(engineNanos), etcdRate = rate(rawNanos), stm = rate(stmNanos)
+        print("etcd engine: \(Int(engine)) read-modify-write txn/s; etcd raw single-key Txn: \(Int(etcdRate))/s (ratio \(String(format: "%.2f", engine / etcdRate))); raw Range+Txn: \(Int(stm))/s (ratio \(String(format: "%.2f", engine / stm))); \(n) each, alternating blocks of \(block), JSON gateway")
+    }
 }

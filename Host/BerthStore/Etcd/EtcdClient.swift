@@ -1,0 +1,212 @@
+// The etcd engine's transport: etcd v3's JSON gateway (HTTP/1.1 POST of JSON to /v3/kv/range and /v3/kv/txn on the
+// client port, keys and values base64, int64 as strings) over BerthWire's small keep-alive HTTP client.
+import BerthWire
+
+/// Where the etcd cluster is and what it allows: the limits must match the members' `--max-txn-ops` and
+/// `--max-request-bytes` (etcd's defaults below), so that a transaction over them fails here with a clear error.
+public struct EtcdSettings: Sendable {
+    /// Client URLs, "http://HOST:PORT" with a numeric address; tried in order, the next one when one is unreachable.
+    public var endpoints: [String]
+    /// The site's name: every key of this site lives under `/berth/<site>/`.
+    public var site: String
+    public var maxTxnOps: Int
+    public var maxRequestBytes: Int
+    public var timeoutSeconds: Int
+
+    public init(endpoints: [String], site: String, maxTxnOps: Int = 128, maxRequestBytes: Int = 1_572_864, timeoutSeconds: Int = 10) {
+        self.endpoints = endpoints
+        self.site = site
+        self.maxTxnOps = maxTxnOps
+        self.maxRequestBytes = maxRequestBytes
+        self.timeoutSeconds = timeoutSeconds
+    }
+}
+
+/// One key-value pair of a range answer.
+struct EtcdKV {
+    var key: [UInt8]
+    var value: [UInt8]
+    var modRevision: Int64
+}
+
+/// A range answer: the pairs, the total count in the range, the store revision it was read at, and whether more
+/// pairs than returned are in the range.
+struct EtcdRange {
+    var kvs: [EtcdKV]
+    var count: Int64
+    var revision: Int64
+    var more: Bool
+}
+
+final class EtcdClient {
+    let settings: EtcdSettings
+    private let endpoints: [HTTPEndpoint]
+    private var current = 0
+    private var conn: UnixHTTPConnection
+
+    init(_ settings: EtcdSettings) throws {
+        guard !settings.endpoints.isEmpty else {
+            throw BerthError(.invalidArgument, "store.endpoints is empty: list at least one etcd client URL, e.g. http://127.0.0.1:2379")
+        }
+        self.settings = settings
+        endpoints = try settings.endpoints.map(EtcdClient.parse)
+        conn = UnixHTTPConnection(endpoint: endpoints[0], timeoutSeconds: settings.timeoutSeconds)
+    }
+
+    /// "http://HOST:PORT" (HOST numeric, IPv6 in brackets) as an endpoint.
+    static func parse(_ url: String) throws -> HTTPEndpoint {
+        let bad = BerthError(.invalidArgument, "etcd endpoint \"\(url)\" is not http://HOST:PORT with a numeric address (TLS and names are not supported yet)")
+        guard url.hasPrefix("http://") else { throw bad }
+        var rest = Substring(url.dropFirst(7))
+        if rest.hasSuffix("/") { rest = rest.dropLast() }
+        guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]), port > 0, port < 65536 else { throw bad }
+        var host = rest[..<colon]
+        if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+        guard !host.isEmpty else { throw bad }
+        return .tcp(host: String(host), port: port)
+    }
+
+    /// POSTs `body` to `path` and returns the parsed answer. A member that refuses the connection is skipped for the
+    /// next endpoint; so is one that fails mid-request when `idempotent` (a read); a write whose connection failed
+    /// after it was sent is reported as unavailable with its outcome unknown.
+    func call(_ path: String, _ body: JSON, idempotent: Bool) throws -> JSON {
+        let bytes = body.bytes
+        var lastError = ""
+        for attempt in 0..<endpoints.count {
+            do {
+                let r = try conn.request("POST", path, body: bytes)
+                let j = try r.json()
+                if r.status != 200 { throw EtcdClient.serverError(path, r.status, j) }
+                return j
+            } catch let e as WireError {
+                lastError = "\(endpoints[current].description): \(e.message)"
+                conn.close()
+                current = (current + 1) % endpoints.count
+                conn = UnixHTTPConnection(endpoint: endpoints[current], timeoutSeconds: settings.timeoutSeconds)
+                // A write is sent again elsewhere only when it never left (the connection was refused).
+                if (!idempotent && e.kind != .unreachable) || attempt == endpoints.count - 1 {
+                    let what = idempotent ? "" : " (the outcome of this write is unknown)"
+                    throw BerthError(.unavailable, "etcd is unreachable\(what): \(lastError)")
+                }
+            } catch let e as JSON.ParseError {
+                throw BerthError(.internal, "etcd answered \(path) with something that is not JSON: \(e)")
+            }
+        }
+        throw BerthError(.unavailable, "etcd is unreachable: \(lastError)")
+    }
+
+    /// etcd's error answer as a BerthError: its limits as RESOURCE_EXHAUSTED naming the limit, the rest UNAVAILABLE.
+    static func serverError(_ path: String, _ status: Int, _ j: JSON) -> BerthError {
+        let msg = j["message"]?.string ?? j["error"]?.string ?? "HTTP \(status)"
+        if msg.contains("too many operations in txn request") {
+            return BerthError(.resourceExhausted, "etcd refused the transaction: \(msg) (the member's --max-txn-ops); split the work into smaller transactions")
+        }
+        if msg.contains("request is too large") || msg.contains("larger than max") {
+            return BerthError(.resourceExhausted, "etcd refused the transaction: \(msg) (the member's --max-request-bytes); split the work into smaller transactions")
+        }
+        if msg.contains("mvcc: required revision has been compacted") {
+            return BerthError(.aborted, "etcd: \(msg); the transaction's snapshot is gone, run it again")
+        }
+        return BerthError(.unavailable, "etcd \(path) failed: \(msg)")
+    }
+
+    // MARK: requests
+
+    /// Keys in [key, end) (end empty: just `key`), read at `revision` (0: the newest).
+    func range(_ key: [UInt8], _ end: [UInt8], revision: Int64, limit: Int = 0, countOnly: Bool = false, keysOnly: Bool = false) throws -> EtcdRange {
+        var fields: [(String, JSON)] = [("key", .string(Base64.encode(key)))]
+        if !end.isEmpty { fields.append(("range_end", .string(Base64.encode(end)))) }
+        if revision > 0 { fields.append(("revision", .string(String(revision)))) }
+        if limit > 0 { fields.append(("limit", .string(String(limit)))) }
+        if countOnly { fields.append(("count_only", .bool(true))) }
+        if keysOnly { fields.append(("keys_only", .bool(true))) }
+        let j = try call("/v3/kv/range", .object(fields), idempotent: true)
+        var kvs: [EtcdKV] = []
+        for kv in j["kvs"]?.array ?? [] {
+            kvs.append(EtcdKV(key: try Self.bytes(kv["key"]), value: try Self.bytes(kv["value"]), modRevision: Self.int(kv["mod_revision"])))
+        }
+        return EtcdRange(kvs: kvs, count: Self.int(j["count"]), revision: Self.int(j["header"]?["revision"]), more: j["more"]?.bool ?? false)
+    }
+
+    /// One Txn: succeeded (every compare held and the operations were applied) and the revision after it.
+    func txn(compares: [JSON], operations: [JSON]) throws -> (succeeded: Bool, revision: Int64) {
+        let j = try call("/v3/kv/txn", .object([("compare", .array(compares)), ("success", .array(operations))]), idempotent: false)
+        return (j["succeeded"]?.bool ?? false, Self.int(j["header"]?["revision"]))
+    }
+
+    static func put(_ key: [UInt8], _ value: [UInt8]) -> JSON {
+        ["request_put": .object([("key", .string(Base64.encode(key))), ("value", .string(Base64.encode(value)))])]
+    }
+    static func delete(_ key: [UInt8], _ end: [UInt8]) -> JSON {
+        var f: [(String, JSON)] = [("key", .string(Base64.encode(key)))]
+        if !end.isEmpty { f.append(("range_end", .string(Base64.encode(end)))) }
+        return ["request_delete_range": .object(f)]
+    }
+    /// Compare: the mod revision of `key` (every key in [key, end) when end is set) `result` ("EQUAL", "LESS") `rev`.
+    static func compareMod(_ key: [UInt8], _ end: [UInt8], _ result: String, _ rev: Int64) -> JSON {
+        var f: [(String, JSON)] = [("target", "MOD"), ("result", .string(result)), ("key", .string(Base64.encode(key))),
+                                   ("mod_revision", .string(String(rev)))]
+        if !end.isEmpty { f.append(("range_end", .string(Base64.encode(end)))) }
+        return .object(f)
+    }
+
+    static func bytes(_ j: JSON?) throws -> [UInt8] {
+        guard let s = j?.string else { return [] }  // the gateway leaves out empty fields
+        guard let b = Base64.decode(s) else { throw BerthError(.internal, "etcd answered with bad base64: \(s.prefix(40))") }
+        return b
+    }
+    static func int(_ j: JSON?) -> Int64 {
+        if let s = j?.string { return Int64(s) ?? 0 }
+        return Int64(j?.int ?? 0)
+    }
+}
+
+/// Standard base64 (RFC 4648, with padding), as the gateway's JSON carries bytes.
+enum Base64 {
+    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+    private static let table: [UInt8] = {
+        var t = [UInt8](repeating: 0xFF, count: 256)
+        for (i, c) in alphabet.enumerated() { t[Int(c)] = UInt8(i) }
+        return t
+    }()
+
+    static func encode(_ b: [UInt8]) -> String {
+        var out = [UInt8]()
+        out.reserveCapacity((b.count + 2) / 3 * 4)
+        var i = 0
+        while i + 2 < b.count {
+            let n = UInt32(b[i]) << 16 | UInt32(b[i + 1]) << 8 | UInt32(b[i + 2])
+            out += [alphabet[Int(n >> 18)], alphabet[Int(n >> 12 & 63)], alphabet[Int(n >> 6 & 63)], alphabet[Int(n & 63)]]
+            i += 3
+        }
+        let rest = b.count - i
+        if rest > 0 {
+            let n = UInt32(b[i]) << 16 | (rest == 2 ? UInt32(b[i + 1]) << 8 : 0)
+            out += [alphabet[Int(n >> 18)], alphabet[Int(n >> 12 & 63)], rest == 2 ? alphabet[Int(n >> 6 & 63)] : 0x3D, 0x3D]
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func decode(_ s: String) -> [UInt8]? {
+        let c = Array(s.utf8)
+        guard c.count % 4 == 0 else { return nil }
+        var out = [UInt8]()
+        out.reserveCapacity(c.count / 4 * 3)
+        var i = 0
+        while i < c.count {
+            let pad = (c[i + 3] == 0x3D ? 1 : 0) + (c[i + 2] == 0x3D ? 1 : 0)
+            guard pad == 0 || i + 4 == c.count else { return nil }
+            var n: UInt32 = 0
+            for j in 0..<4 {
+                let v = j >= 4 - pad ? 0 : table[Int(c[i + j])]
+                if v == 0xFF { return nil }
+                n = n << 6 | UInt32(v)
+            }
+            out.append(UInt8(n >> 16))
+            if pad < 2 { out.append(UInt8(n >> 8 & 0xFF)) }
+            if pad < 1 { out.append(UInt8(n & 0xFF)) }
+            i += 4
+        }
+        return out
+    }
+}

@@ -1,0 +1,212 @@
+// The etcd engine of the store interface (cluster mode): optimistic transactions over etcd v3, each committed as one
+// etcd Txn that compares what the transaction read and applies what it wrote; the event log in etcd too.
+//
+// Key layout, all under one prefix per site, R = "/berth/<site>/":
+//   R + "kv/" + ns + 0x00 + key    a namespace's key (raw bytes). The separator is a NUL byte, not "/": a namespace
+//                                  may contain "/" but never NUL, so "a"+"b/x" and "a/b"+"x" stay apart. etcd orders
+//                                  keys as unsigned bytes, shorter first: the contract's order.
+//   R + "ev/" + 20-digit rev       an event (JSON: time, type, subject, actor, data); zero-padded so key order is
+//                                  revision order and `events(since:)` is one range read.
+//   R + "evseq"                    the last event revision (decimal). appendEvent reads it (a point read, so compared
+//                                  at commit) and the Txn writes it: revisions are dense, cluster-wide and monotonic,
+//                                  and known when appendEvent returns, as the interface requires. etcd's own revision
+//                                  of the commit is known only after the Txn, too late for appendEvent's answer.
+import BerthWire
+
+public final class EtcdStore: StateStore {
+    public let settings: EtcdSettings
+    let client: EtcdClient
+    let root: [UInt8]
+    let evPrefix: [UInt8]
+    let seqKey: [UInt8]
+    /// The open transaction (nil outside one).
+    var txn: EtcdTxn?
+
+    /// Connects to etcd (and checks it answers). Nothing is created: an empty site reads as an empty store.
+    public init(_ settings: EtcdSettings) throws {
+        let site = settings.site
+        guard !site.isEmpty, !site.utf8.contains(where: { $0 == 0 || $0 == UInt8(ascii: "/") }) else {
+            throw BerthError(.invalidArgument, "store site name \"\(site)\" must be non-empty, without \"/\" or NUL")
+        }
+        self.settings = settings
+        client = try EtcdClient(settings)
+        root = Array("/berth/\(site)/".utf8)
+        evPrefix = root + Array("ev/".utf8)
+        seqKey = root + Array("evseq".utf8)
+        _ = try client.range(seqKey, [], revision: 0, countOnly: true)
+    }
+
+    func nsKey(_ ns: String, _ key: UnsafeRawBufferPointer) throws -> [UInt8] {
+        guard !ns.utf8.contains(0) else { throw BerthError(.invalidArgument, "namespace \"\(ns)\" contains a NUL byte") }
+        return root + Array("kv/".utf8) + Array(ns.utf8) + [0] + Array(key)
+    }
+
+    // MARK: transactions
+
+    public func begin() throws {
+        guard txn == nil else { throw BerthError(.failedPrecondition, "begin: a transaction is already open on this etcd store") }
+        txn = EtcdTxn()
+    }
+
+    public func rollback() { txn = nil }
+
+    public func commit() throws {
+        guard let t = txn else { throw BerthError(.failedPrecondition, "commit: no transaction is open on this etcd store") }
+        txn = nil
+        try send(t)
+    }
+
+    /// Sends the transaction as one Txn. A read-only transaction sends nothing: its reads were one snapshot.
+    func send(_ t: EtcdTxn) throws {
+        guard t.touched else { return }
+        let compares = t.compares(), ops = t.operations()
+        let limit = settings.maxTxnOps
+        if ops.count > limit {
+            throw BerthError(.resourceExhausted, "the transaction has \(ops.count) writes (puts and deletes); etcd allows at most \(limit) operations per Txn (--max-txn-ops): split it into smaller transactions")
+        }
+        if compares.count > limit {
+            throw BerthError(.resourceExhausted, "the transaction read \(compares.count) keys and ranges; etcd allows at most \(limit) compares per Txn (--max-txn-ops): split it into smaller transactions")
+        }
+        let size = t.requestBytes()
+        if size > settings.maxRequestBytes {
+            throw BerthError(.resourceExhausted, "the transaction is about \(size) bytes; etcd allows at most \(settings.maxRequestBytes) bytes per request (--max-request-bytes): split it into smaller transactions")
+        }
+        let r = try client.txn(compares: compares, operations: ops)
+        if !r.succeeded {
+            throw BerthError(.aborted, "etcd transaction conflict: a key or range it read (at revision \(t.snapshot)) was changed by another writer; nothing was applied, run it again")
+        }
+    }
+
+    public func savepoint<T>(_ name: StaticString, _ body: () throws -> T) throws -> T {
+        guard let t = txn else { throw BerthError(.failedPrecondition, "savepoint \(name): no transaction is open on this etcd store") }
+        let mark = t.mark
+        do {
+            return try body()
+        } catch {
+            t.rollback(to: mark)
+            throw error
+        }
+    }
+
+    /// Runs `body` in the open transaction, or in one of its own committed at once (a write outside a transaction).
+    func inTxn<R>(_ body: (EtcdTxn) throws -> R) throws -> R {
+        if let t = txn { return try body(t) }
+        let t = EtcdTxn()
+        let r = try body(t)
+        try send(t)
+        return r
+    }
+
+    // MARK: reads through the buffer, at the snapshot
+
+    /// A range at the transaction's snapshot (fixed by its first read), or at the newest revision outside one.
+    func range(_ t: EtcdTxn?, _ lo: [UInt8], _ hi: [UInt8], limit: Int = 0, countOnly: Bool = false, keysOnly: Bool = false) throws -> EtcdRange {
+        let r = try client.range(lo, hi, revision: t?.snapshot ?? 0, limit: limit, countOnly: countOnly, keysOnly: keysOnly)
+        if let t, t.snapshot == 0 { t.snapshot = r.revision }
+        return r
+    }
+
+    /// The value at a full key as this transaction sees it, recorded in its read set.
+    func get(_ key: [UInt8]) throws -> [UInt8]? {
+        guard let t = txn else { return try range(nil, key, []).kvs.first?.value }
+        if let b = t.buffered(key) { return b }
+        if let seen = t.reads[key] { return seen.value }
+        let kv = try range(t, key, []).kvs.first
+        t.reads[key] = (kv?.modRevision ?? 0, kv?.value)
+        return kv?.value
+    }
+
+    /// The smallest key in [lo, hi) and its value as this transaction sees it (etcd merged with the buffer); the
+    /// range up to it is recorded, so a key inserted there by another writer is a conflict.
+    func first(_ lo: [UInt8], _ hi: [UInt8]) throws -> ([UInt8], [UInt8])? {
+        guard hi.isEmpty || Keys.less(lo, hi) else { return nil }
+        let t = txn
+        var from = lo
+        var found: EtcdKV?
+        scan: while true {
+            // What this transaction deleted by prefix is skipped in one step, not key by key.
+            while let t, let tomb = t.tombstones.first(where: { Keys.within(from, $0.lo, $0.hi) }) { from = tomb.hi }
+            guard hi.isEmpty || Keys.less(from, hi) else { break }
+            let r = try range(t, from, hi.isEmpty ? [0] : hi, limit: 16)
+            for kv in r.kvs {
+                if t?.buffered(kv.key) == nil { found = kv; break scan }
+                from = kv.key + [0]
+            }
+            if !r.more { break }
+        }
+        var result = found.map { ($0.key, $0.value) }
+        if let t {
+            if let w = t.firstWrite(lo, found.map { $0.key } ?? hi), result == nil || Keys.less(w.0, result!.0) { result = w }
+            if let found, result?.0 == found.key { t.reads[found.key] = (found.modRevision, found.value) }
+            t.ranges.append((lo, result.map { $0.0 + [0] } ?? hi))
+        }
+        return result
+    }
+
+    /// How many keys [lo, hi) holds as this transaction sees it. The range is recorded (a key created in it is a
+    /// conflict) and, when `exact`, so is every key counted (a range compare cannot see a key deleted after the
+    /// snapshot): one compare per key, so a writing transaction counts at most about --max-txn-ops keys exactly.
+    func count(_ lo: [UInt8], _ hi: [UInt8], exact: Bool) throws -> Int64 {
+        guard let t = txn else { return try range(nil, lo, hi, countOnly: true).count }
+        t.ranges.append((lo, hi))
+        if !exact && !t.touches(lo, hi) { return try range(t, lo, hi, countOnly: true).count }
+        var n: Int64 = 0
+        for kv in try range(t, lo, hi, keysOnly: true).kvs where t.buffered(kv.key) == nil {
+            if exact { t.versions[kv.key] = kv.modRevision }
+            n += 1
+        }
+        for (k, v) in t.writes where v != nil && Keys.within(k, lo, hi) { n += 1 }
+        return n
+    }
+
+    // MARK: key-value namespaces
+
+    public func kvRead<R>(_ ns: String, _ key: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer?) throws -> R) throws -> R {
+        guard let v = try get(try nsKey(ns, key)) else { return try body(nil) }
+        return try v.withUnsafeBytes { try body($0) }
+    }
+
+    public func kvPut(_ ns: String, _ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws {
+        let k = try nsKey(ns, key), v = Array(value)
+        try inTxn { $0.write(k, v) }
+    }
+
+    public func kvDelete(_ ns: String, _ key: UnsafeRawBufferPointer) throws {
+        let k = try nsKey(ns, key)
+        try inTxn { $0.write(k, nil) }
+    }
+
+    public func kvScanNext<R>(_ ns: String, prefix: UnsafeRawBufferPointer, after: UnsafeRawBufferPointer,
+                              _ body: ((key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer)?) throws -> R) throws -> R {
+        let p = try nsKey(ns, prefix)
+        let base = p.count - prefix.count  // where the namespace's own key starts
+        let hi = Keys.prefixEnd(p)
+        let lo = after.count > 0 && compareBytes(after, prefix) >= 0 ? try nsKey(ns, after) + [0] : p
+        guard let (k, v) = try first(lo, hi) else { return try body(nil) }
+        return try k[base...].withUnsafeBytes { kb in try v.withUnsafeBytes { try body((kb, $0)) } }
+    }
+
+    public func kvCountPrefix(_ ns: String, _ prefix: UnsafeRawBufferPointer) throws -> Int64 {
+        let p = try nsKey(ns, prefix)
+        return try count(p, Keys.prefixEnd(p), exact: true)
+    }
+
+    public func kvDeletePrefix(_ ns: String, _ prefix: UnsafeRawBufferPointer) throws -> Int64 {
+        let p = try nsKey(ns, prefix)
+        let hi = Keys.prefixEnd(p)
+        if txn == nil {
+            try begin()
+            do {
+                let n = try kvDeletePrefix(ns, prefix)
+                try commit()
+                return n
+            } catch {
+                rollback()
+                throw error
+            }
+        }
+        let n = try count(p, hi, exact: false)  // what goes is everything under p, whatever its count
+        txn!.deleteRange(p, hi)
+        return n
+    }
+}

@@ -1,0 +1,151 @@
+// One optimistic transaction of the etcd engine: its snapshot revision, its read set (point reads with the mod
+// revision seen, scanned ranges), its buffered writes with an undo log for savepoints, and the one Txn it commits as.
+import BerthWire
+
+/// Byte-string helpers on etcd keys (unsigned byte order, shorter first on a common prefix: `[UInt8]` comparison).
+enum Keys {
+    static func less(_ a: [UInt8], _ b: [UInt8]) -> Bool { a.lexicographicallyPrecedes(b) }
+    /// The smallest key after every key that starts with `p` ([] when there is none: p is all 0xFF).
+    static func prefixEnd(_ p: [UInt8]) -> [UInt8] {
+        var e = p
+        while let last = e.last {
+            if last < 0xFF { e[e.count - 1] = last + 1; return e }
+            e.removeLast()
+        }
+        return []
+    }
+    /// True when `k` is in [lo, hi) (hi empty: no upper bound).
+    static func within(_ k: [UInt8], _ lo: [UInt8], _ hi: [UInt8]) -> Bool {
+        !less(k, lo) && (hi.isEmpty || less(k, hi))
+    }
+}
+
+final class EtcdTxn {
+    /// The store revision every read of this transaction is made at (0 until the first read fixes it).
+    var snapshot: Int64 = 0
+    /// Point reads: key -> (mod revision seen, 0 when absent; the value seen, nil when absent).
+    var reads: [[UInt8]: (mod: Int64, value: [UInt8]?)] = [:]
+    /// Keys counted: key -> mod revision seen (their values were not read).
+    var versions: [[UInt8]: Int64] = [:]
+    /// Scanned ranges [lo, hi): at commit no key in them may have been modified after `snapshot`.
+    var ranges: [(lo: [UInt8], hi: [UInt8])] = []
+    /// Buffered writes: key -> value, or nil for a delete. They override `tombstones`.
+    var writes: [[UInt8]: [UInt8]?] = [:]
+    /// Buffered prefix deletes [lo, hi), applied before `writes`.
+    var tombstones: [(lo: [UInt8], hi: [UInt8])] = []
+
+    private enum Undo {
+        case write(key: [UInt8], old: [UInt8]??)
+        case tombstone(removed: [([UInt8], [UInt8]?)])
+    }
+    private var undo: [Undo] = []
+
+    // MARK: buffer
+
+    /// What this transaction wrote at `key`: .some(value or nil for deleted), or nil when it did not touch it.
+    func buffered(_ key: [UInt8]) -> [UInt8]?? {
+        if let w = writes[key] { return .some(w) }
+        if tombstones.contains(where: { Keys.within(key, $0.lo, $0.hi) }) { return .some(nil) }
+        return nil
+    }
+
+    func write(_ key: [UInt8], _ value: [UInt8]?) {
+        undo.append(.write(key: key, old: writes[key]))
+        writes[key] = value
+    }
+
+    func deleteRange(_ lo: [UInt8], _ hi: [UInt8]) {
+        let inside = writes.filter { Keys.within($0.key, lo, hi) }
+        for k in inside.keys { writes[k] = nil }
+        undo.append(.tombstone(removed: inside.map { ($0.key, $0.value) }))
+        tombstones.append((lo, hi))
+    }
+
+    /// The smallest key in [lo, hi) that this transaction put (not deleted), with its value.
+    func firstWrite(_ lo: [UInt8], _ hi: [UInt8]) -> ([UInt8], [UInt8])? {
+        var best: ([UInt8], [UInt8])?
+        for (k, v) in writes {
+            guard let v, Keys.within(k, lo, hi) else { continue }
+            if best == nil || Keys.less(k, best!.0) { best = (k, v) }
+        }
+        return best
+    }
+
+    var touched: Bool { !writes.isEmpty || !tombstones.isEmpty }
+    func touches(_ lo: [UInt8], _ hi: [UInt8]) -> Bool {
+        writes.keys.contains { Keys.within($0, lo, hi) }
+            || tombstones.contains { ($0.hi.isEmpty || Keys.less(lo, $0.hi)) && (hi.isEmpty || Keys.less($0.lo, hi)) }
+    }
+
+    // MARK: savepoints
+
+    var mark: Int { undo.count }
+
+    /// Discards every write made after `mark`.
+    func rollback(to mark: Int) {
+        while undo.count > mark {
+            switch undo.removeLast() {
+            case .write(let key, let old):
+                if let old { writes[key] = .some(old) } else { writes.removeValue(forKey: key) }
+            case .tombstone(let removed):
+                tombstones.removeLast()
+                for (k, v) in removed { writes[k] = .some(v) }
+            }
+        }
+    }
+
+    // MARK: commit
+
+    /// The Txn's compares: every point read still at the mod revision seen, every scanned range unmodified since the
+    /// snapshot. Overlapping ranges are merged, and point reads inside a merged range still need their own compare (a
+    /// delete leaves no key to compare in a range).
+    func compares() -> [JSON] {
+        var out: [JSON] = reads.map { EtcdClient.compareMod($0.key, [], "EQUAL", $0.value.mod) }
+        for (k, mod) in versions where reads[k] == nil { out.append(EtcdClient.compareMod(k, [], "EQUAL", mod)) }
+        for r in Self.merged(ranges) { out.append(EtcdClient.compareMod(r.lo, r.hi, "LESS", snapshot + 1)) }
+        return out
+    }
+
+    /// The Txn's operations: the prefix deletes (split around keys put inside them: etcd refuses a put inside a
+    /// delete of the same Txn), then every put and single-key delete not already covered by a prefix delete.
+    func operations() -> [JSON] {
+        var out: [JSON] = []
+        let puts = writes.compactMap { $0.value == nil ? nil : $0.key }.sorted(by: Keys.less)
+        for t in Self.merged(tombstones) {
+            var lo = t.lo
+            for k in puts where Keys.within(k, t.lo, t.hi) {
+                if Keys.less(lo, k) { out.append(EtcdClient.delete(lo, k)) }
+                lo = k + [0]
+            }
+            if t.hi.isEmpty || Keys.less(lo, t.hi) { out.append(EtcdClient.delete(lo, t.hi.isEmpty ? [0] : t.hi)) }
+        }
+        for (k, v) in writes {
+            if let v { out.append(EtcdClient.put(k, v)); continue }
+            if !tombstones.contains(where: { Keys.within(k, $0.lo, $0.hi) }) { out.append(EtcdClient.delete(k, [])) }
+        }
+        return out
+    }
+
+    /// A bound on the protobuf size etcd checks against --max-request-bytes (keys, values and a few bytes per field).
+    func requestBytes() -> Int {
+        var n = 0
+        for k in reads.keys { n += k.count + 24 }
+        for k in versions.keys { n += k.count + 24 }
+        for r in ranges { n += r.lo.count + r.hi.count + 24 }
+        for (k, v) in writes { n += k.count + (v?.count ?? 0) + 16 }
+        for t in tombstones { n += t.lo.count + t.hi.count + 16 }
+        return n
+    }
+
+    static func merged(_ rs: [(lo: [UInt8], hi: [UInt8])]) -> [(lo: [UInt8], hi: [UInt8])] {
+        var out: [(lo: [UInt8], hi: [UInt8])] = []
+        for r in rs.sorted(by: { Keys.less($0.lo, $1.lo) }) {
+            if let last = out.last, last.hi.isEmpty || !Keys.less(last.hi, r.lo) {
+                if !last.hi.isEmpty && (r.hi.isEmpty || Keys.less(last.hi, r.hi)) { out[out.count - 1].hi = r.hi }
+            } else {
+                out.append(r)
+            }
+        }
+        return out
+    }
+}
