@@ -17,7 +17,8 @@ extension Scheduler {
     func commit(_ r: InstanceRec, _ o: ObjectRec, _ i: Int, _ plugin: SchedulerPlugin?) -> Bool {
         let node = state.nodes[i].name
         let before = Snapshot(r)
-        let binding = SchedulerPlugin.binding(kind: o.kind, app: o.name, ordinal: r.key.ordinal, node: node)
+        // The plugin's binding document, made only for a custom kind (an App's placement has no plugin to tell).
+        let binding = plugin == nil ? [] : SchedulerPlugin.binding(kind: o.kind, app: o.name, ordinal: r.key.ordinal, node: node)
         do {
             try store.savepoint("place") {
                 var wired = Wiring()
