@@ -161,6 +161,8 @@ struct WorkloadSpec {
     var network: NetworkRef?
     var volumes: [VolumeTemplate] = []
     var constraints: [LabelConstraint] = []
+    /// What each instance runs on its node (RunSpec.swift); nil: instances are only placed.
+    var run: RunSpec?
 
     /// The ordinals that should exist: the first `replicas` non-negative integers not in reservedOrdinals.
     var ordinals: [Int] {
@@ -200,6 +202,7 @@ struct WorkloadSpec {
             w.network = NetworkRef(name: name, releasePolicy: n["releasePolicy"]?.string ?? "onDelete", pool: n["pool"]?.string,
                                    keepSeconds: n["keepSeconds"]?.int)
         }
+        w.run = try RunSpec.parse(spec["run"])
         var seen = Set<String>()
         for (i, v) in (spec["volumes"]?.array ?? []).enumerated() {
             let name = v["name"]?.string ?? ""
@@ -248,7 +251,8 @@ struct WorkloadSpec {
         "key": {"type": "string", "minLength": 1},
         "operator": {"enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
         "values": {"type": "array", "items": {"type": "string"}}}}},
-      "description": {"type": "string", "maxLength": 1024}
+      "description": {"type": "string", "maxLength": 1024},
+      \#(RunSpec.schemaProperty)
     }
     """#
 
@@ -1067,6 +1071,7 @@ public final class WorkloadService: @unchecked Sendable {
                            details: ["problems": .array(errs.map { .string($0.description) })])
         }
         let model = try WorkloadSpec.parse(spec)
+        try model.run?.checkOnNode()
         if let n = model.network {
             let nets = host.plugins.filter { $0.instance?.plugin.kinds.contains(.network) ?? false }.map { $0.spec.name }
             guard nets.contains(n.name) else {
