@@ -5,6 +5,5 @@
 // The protocol and both of its ends are in Host/BerthCore/Remote.swift.
 import BerthPlugins
 import BerthStore
-import BerthCore
 
 PluginRunner.main(CommandLine.arguments)
