@@ -67,6 +67,17 @@ final class RuntimeCheckTests: XCTestCase {
         XCTAssertEqual(left, [], text)
         let (_, runcList, _) = try runTool("/usr/bin/env", ["runc", "--root", state + "/runtime", "list", "-q"])
         XCTAssertEqual(runcList.trimmingCharacters(in: .whitespacesAndNewlines), "")
+        // No instance cgroup is left under the parent the check used; the (shared, empty) parent is removed here.
+        let fm = FileManager.default
+        let layouts = ((try? fm.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? []).map { "/sys/fs/cgroup/\($0)/\(cgroup)" } + ["/sys/fs/cgroup/\(cgroup)"]
+        for parent in layouts where fm.fileExists(atPath: parent) {
+            let children = ((try? fm.contentsOfDirectory(atPath: parent)) ?? []).filter { c in
+                var isDir: ObjCBool = false
+                return fm.fileExists(atPath: parent + "/" + c, isDirectory: &isDir) && isDir.boolValue
+            }
+            XCTAssertEqual(children, [], "instance cgroups left under \(parent)")
+            rmdir(parent)
+        }
     }
 
     /// Without --rootfs the lifecycle cases are skipped (shown as skipped, not passed); the rest still run.
