@@ -50,8 +50,12 @@ public enum PluginChecker {
     /// runner restarts for the next one. `extended`: also run the long cases (network: exhaustion, concurrency,
     /// release policies, huge input, state across instances; scheduler: huge input, large node batch; discovery:
     /// huge input), as `berth plugin check` does.
+    /// `rootfs`: a root filesystem directory with `/bin/sleep` for the runtime suite (`--rootfs`); without it the
+    /// runtime cases that start instances are skipped.
     public static func check(path: String, name: String? = nil, config: JSON = .object([]), kind: String? = nil,
-                             inProcess: Bool = false, runnerPath: String = pluginRunnerPath, extended: Bool = false) -> CheckReport {
+                             inProcess requestedInProcess: Bool = false, runnerPath: String = pluginRunnerPath, extended: Bool = false,
+                             rootfs: String? = nil) -> CheckReport {
+        var inProcess = requestedInProcess
         var report = CheckReport()
         func add(_ n: String, _ ok: Bool, _ d: String) { report.cases.append(CheckCase(name: n, passed: ok, detail: d)) }
         let dir = NSTemporaryDirectory() + "berth-check-\(getpid())-\(monotonicNanos())"
@@ -74,8 +78,21 @@ public enum PluginChecker {
         let loader = Loader(copyDir: "\(dir)/plugins")
         let loaded: LoadedPlugin
         do {
-            loaded = inProcess ? try loader.load(spec)
-                : try RemotePlugin.load(spec, loader: loader, callTimeoutMs: 30_000, runnerPath: runnerPath)
+            if inProcess {
+                loaded = try loader.load(spec)
+            } else {
+                do {
+                    var isolated = spec
+                    isolated.isolation = "process"
+                    loaded = try RemotePlugin.load(isolated, loader: loader, callTimeoutMs: 30_000, runnerPath: runnerPath)
+                } catch let e as LoadError {
+                    // A runtime plugin runs in process only (Loader.validate): check it the way berthd would run it.
+                    guard case .isolationUnsupported = e.cause else { throw e }
+                    inProcess = true
+                    loaded = try loader.load(spec)
+                    add("isolation", true, "runtime plugins run in process (process isolation is not supported for the runtime kind yet): checked in process")
+                }
+            }
             report.plugin = loaded
             if name == nil { spec.name = loaded.name }
             add("load", true, "dlopen(RTLD_NOW|RTLD_LOCAL) of the content-addressed copy, entry berth_plugin_entry_v1")
@@ -128,14 +145,16 @@ public enum PluginChecker {
             case "discovery" where loaded.kinds.contains(.discovery):
                 report.cases += DiscoveryConformance.run(current, executor: executor, extended: extended,
                                                                                    makeInstance: { try instantiate(named: $0) })
-            case "network", "storage", "scheduler", "discovery":
+            case "runtime" where loaded.kinds.contains(.runtime):
+                report.cases += RuntimeConformance.run(current, rootfs: rootfs)
+            case "network", "storage", "scheduler", "discovery", "runtime":
                 if loaded.kinds.names.contains(k) {
                     report.cases.append(.skip("\(k) suite", "no conformance cases for this kind in this version of berth"))
                 } else {
                     add("\(k) suite", false, "the plugin does not declare the \(k) kind")
                 }
             default:
-                add("kind", false, "unknown kind \"\(k)\" (network, storage, scheduler, discovery)")
+                add("kind", false, "unknown kind \"\(k)\" (network, storage, scheduler, discovery, runtime)")
             }
         }
         if let instance {

@@ -27,6 +27,8 @@ public struct LoadError: Error, CustomStringConvertible, Sendable {
         case configRejected([String])
         case createFailed(status: String, message: String)
         case copyFailed(String)
+        /// The plugin declares a kind that cannot run under the site's isolation (a runtime under "process").
+        case isolationUnsupported(kind: String, isolation: String)
     }
     public let plugin: String
     public let file: String
@@ -43,12 +45,14 @@ public struct LoadError: Error, CustomStringConvertible, Sendable {
         case .refused(let minor): return "berth_plugin_entry_v1 returned NULL: the plugin refuses this host (ABI \(BERTH_ABI_MAJOR).\(minor))"
         case let .abiMajorMismatch(p, h): return "ABI major mismatch: the plugin was built for ABI \(p).x, this host speaks \(h).x"
         case let .abiMinorTooNew(p, h): return "ABI minor too new: the plugin needs ABI 1.\(p), this host provides 1.\(h); upgrade berthd"
-        case let .structTooSmall(what, size, minimum): return "\(what) struct_size \(size) is smaller than the ABI 1.0 minimum \(minimum)"
+        case let .structTooSmall(what, size, minimum): return "\(what) struct_size \(size) is smaller than the ABI \(what == "runtime table" ? "1.3" : "1.0") minimum \(minimum)"
         case .badDescriptor(let why): return "invalid descriptor: \(why)"
         case let .halfFilled(kind, missing): return "\(kind) functions half-filled: missing \(missing.joined(separator: ", ")) (a kind's required functions are all or nothing)"
         case .configRejected(let errs): return "configuration rejected by the plugin's schema: \(errs.joined(separator: "; "))"
         case let .createFailed(status, message): return "create failed (\(status)): \(message)"
         case .copyFailed(let e): return "cannot make the content-addressed copy: \(e)"
+        case let .isolationUnsupported(kind, isolation):
+            return "a \(kind) plugin cannot run with \"isolation\": \"\(isolation)\" in this version of berth (its instances outlive the runner); set \"isolation\": \"in-process\" for this plugin"
         }
     }
     public var description: String { "plugin \"\(plugin)\" (\(file)): \(reason)" }
@@ -174,7 +178,7 @@ public final class Loader: @unchecked Sendable {
             throw fail(.badDescriptor("create and destroy are required (missing \([d.create == nil ? "create" : nil, d.destroy == nil ? "destroy" : nil].compactMap { $0 }.joined(separator: ", ")))"))
         }
         if d.thread_contract > 1 { throw fail(.badDescriptor("unknown thread_contract \(d.thread_contract)")) }
-        let known: UInt32 = 0xF
+        let known: UInt32 = 0x1F
         if d.kinds & ~known != 0 { throw fail(.badDescriptor("unknown kind bits 0x\(String(d.kinds & ~known, radix: 16))")) }
         var schema: JSON? = nil
         if let s = d.config_schema {
@@ -197,6 +201,11 @@ public final class Loader: @unchecked Sendable {
             if present != fns.count {
                 throw fail(.halfFilled(kind: kind, missing: fns.filter { !$0.1 }.map { $0.0 }))
             }
+        }
+        // A runtime's instances must outlive whatever process runs the plugin; the runner does not carry the runtime
+        // table yet, so a runtime plugin runs in process only (sdk-docs/kinds/runtime.md).
+        if d.kinds & UInt32(BERTH_KIND_RUNTIME) != 0 && spec.isolation == "process" {
+            throw fail(.isolationUnsupported(kind: "runtime", isolation: spec.isolation))
         }
         var kindSchema: JSON? = nil
         if let n = try table(UInt32(BERTH_KIND_NETWORK), d.network, "network", v10Size(\berth_network_ops.admin)) {
@@ -228,6 +237,12 @@ public final class Loader: @unchecked Sendable {
         if let s = try table(UInt32(BERTH_KIND_DISCOVERY), d.discovery, "discovery", v10Size(\berth_discovery_ops.resync)) {
             let o = LoadedPlugin.safeCopy(s, Int(s.withMemoryRebound(to: UInt32.self, capacity: 1) { $0.pointee })).pointee
             try group("discovery", [("events", o.events != nil), ("resync", o.resync != nil)])
+        }
+        // ABI 1.3: the kind first appeared in 1.3, so its smallest table is the 1.3 one (the five required functions).
+        if let s = try table(UInt32(BERTH_KIND_RUNTIME), d.runtime, "runtime", v10Size(\berth_runtime_ops.remove)) {
+            let o = LoadedPlugin.safeCopy(s, Int(s.withMemoryRebound(to: UInt32.self, capacity: 1) { $0.pointee })).pointee
+            try group("runtime", [("start", o.start != nil), ("stop", o.stop != nil), ("state", o.state != nil),
+                                  ("list", o.list != nil), ("remove", o.remove != nil)])
         }
         return LoadedPlugin(file: file, copy: copy, sha256: digest, raw: raw, schema: schema, kindSchema: kindSchema)
     }

@@ -15,12 +15,15 @@ public struct PluginKinds: OptionSet, Sendable, CustomStringConvertible {
     public static let storage = PluginKinds(rawValue: 1 << 1)
     public static let scheduler = PluginKinds(rawValue: 1 << 2)
     public static let discovery = PluginKinds(rawValue: 1 << 3)
+    /// ABI 1.3: runs the instances placed on this node (berth_runtime_ops).
+    public static let runtime = PluginKinds(rawValue: 1 << 4)
     public var names: [String] {
         var n: [String] = []
         if contains(.network) { n.append("network") }
         if contains(.storage) { n.append("storage") }
         if contains(.scheduler) { n.append("scheduler") }
         if contains(.discovery) { n.append("discovery") }
+        if contains(.runtime) { n.append("runtime") }
         return n
     }
     public var description: String { names.isEmpty ? "-" : names.joined(separator: ",") }
@@ -37,6 +40,7 @@ public final class LoadedPlugin: @unchecked Sendable {
     package let storage: UnsafeMutablePointer<berth_storage_ops>?
     package let scheduler: UnsafeMutablePointer<berth_scheduler_ops>?
     package let discovery: UnsafeMutablePointer<berth_discovery_ops>?
+    package let runtime: UnsafeMutablePointer<berth_runtime_ops>?
     public let name: String
     public let version: String
     public let summary: String
@@ -58,6 +62,8 @@ public final class LoadedPlugin: @unchecked Sendable {
         storage = d.pointee.storage.map { LoadedPlugin.safeCopy($0, Int($0.pointee.struct_size)) }
         scheduler = d.pointee.scheduler.map { LoadedPlugin.safeCopy($0, Int($0.pointee.struct_size)) }
         discovery = d.pointee.discovery.map { LoadedPlugin.safeCopy($0, Int($0.pointee.struct_size)) }
+        // ABI 1.3: a 1.0-1.2 descriptor ends before `runtime`, which the zero-padded copy reads as NULL.
+        runtime = d.pointee.runtime.map { LoadedPlugin.safeCopy($0, Int($0.pointee.struct_size)) }
         name = d.pointee.name.map { String(cString: $0) } ?? ""
         version = d.pointee.version.map { String(cString: $0) } ?? ""
         summary = d.pointee.description.map { String(cString: $0) } ?? ""
@@ -405,6 +411,8 @@ public final class PluginInstance: @unchecked Sendable {
     public var storage: UnsafeMutablePointer<berth_storage_ops>? { plugin.storage }
     public var scheduler: UnsafeMutablePointer<berth_scheduler_ops>? { plugin.scheduler }
     public var discovery: UnsafeMutablePointer<berth_discovery_ops>? { plugin.discovery }
+    /// The runtime table; only the typed wrapper (Kinds/RuntimePlugin.swift) reads it.
+    var runtimeOps: berth_runtime_ops? { plugin.runtime?.pointee }
 
     /// Network admin operation by name.
     public func networkAdmin(_ op: String, _ request: JSON) throws -> JSON {

@@ -172,6 +172,7 @@ public final class WorkloadService: @unchecked Sendable {
                            details: ["problems": .array(errs.map { .string($0.description) })])
         }
         let model = try WorkloadSpec.parse(spec)
+        try model.run?.checkOnNode()
         if let n = model.network {
             let nets = host.plugins.filter { $0.instance?.plugin.kinds.contains(.network) ?? false }.map { $0.spec.name }
             guard nets.contains(n.name) else {

@@ -81,6 +81,8 @@ struct WorkloadSpec {
     var network: NetworkRef?
     var volumes: [VolumeTemplate] = []
     var constraints: [LabelConstraint] = []
+    /// What each instance runs on its node (RunSpec.swift); nil: instances are only placed.
+    var run: RunSpec?
 
     /// The ordinals that should exist: the first `replicas` non-negative integers not in reservedOrdinals.
     var ordinals: [Int] {
@@ -120,6 +122,7 @@ struct WorkloadSpec {
             w.network = NetworkRef(name: name, releasePolicy: n["releasePolicy"]?.string ?? "onDelete", pool: n["pool"]?.string,
                                    keepSeconds: n["keepSeconds"]?.int)
         }
+        w.run = try RunSpec.parse(spec["run"])
         var seen = Set<String>()
         for (i, v) in (spec["volumes"]?.array ?? []).enumerated() {
             let name = v["name"]?.string ?? ""
@@ -168,7 +171,8 @@ struct WorkloadSpec {
         "key": {"type": "string", "minLength": 1},
         "operator": {"enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
         "values": {"type": "array", "items": {"type": "string"}}}}},
-      "description": {"type": "string", "maxLength": 1024}
+      "description": {"type": "string", "maxLength": 1024},
+      \#(RunSpec.schemaProperty)
     }
     """#
 

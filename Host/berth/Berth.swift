@@ -165,13 +165,14 @@ struct PluginCmd: ParsableCommand {
         @Argument(help: "Path to the plugin's .so file") var path: String
         @Option(name: .long, help: "Configuration file (JSON object) to create the instance with. Default: {}.") var config: String?
         @Option(name: .long, help: "Instance name (default: the plugin's own name).") var name: String?
-        @Option(name: .long, help: "Run only this kind's suite: network, storage, scheduler, discovery.") var kind: String?
+        @Option(name: .long, help: "Run only this kind's suite: network, storage, scheduler, discovery, runtime.") var kind: String?
+        @Option(name: .long, help: "Runtime suite: a root filesystem directory with /bin/sleep to start test instances from.") var rootfs: String?
         @Option(name: [.customShort("o"), .long], help: "Output format: table or json.") var output: OutputFormat = .table
         @Flag(name: .long, help: "Load the plugin into this process instead of a berth-plugin-runner (a crash then ends the check).") var inProcess = false
 
         func run() throws {
             let cfg = try config.map { try readJSONFile($0) } ?? .object([])
-            let report = PluginChecker.check(path: path, name: name, config: cfg, kind: kind, inProcess: inProcess, extended: true)
+            let report = PluginChecker.check(path: path, name: name, config: cfg, kind: kind, inProcess: inProcess, extended: true, rootfs: rootfs)
             if output != .table {
                 emit(report.json, output) {}
             } else {

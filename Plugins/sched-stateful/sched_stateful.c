@@ -33,7 +33,7 @@ typedef struct plugin {
 #define CONFIG_SCHEMA "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{}}"
 
 /* The kind's schema. The host validates the fields it interprets itself (resources, ports, network, volumes,
- * nodeSelector, constraints) in detail; this schema names them and owns the StatefulApp-specific ones. */
+ * nodeSelector, constraints, run) in detail; this schema names them and owns the StatefulApp-specific ones. */
 #define KIND_SCHEMA                                                                                          \
     "{\"type\":\"object\",\"additionalProperties\":false,\"required\":[\"replicas\"],\"properties\":{"       \
     "\"replicas\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":100000},"                                  \
@@ -41,7 +41,7 @@ typedef struct plugin {
     "\"reservedOrdinals\":{\"type\":\"array\",\"maxItems\":1000,\"items\":{\"type\":\"integer\",\"minimum\":0}}," \
     "\"neverMigrate\":{\"type\":\"boolean\"},"                                                               \
     "\"resources\":{\"type\":\"object\"},\"ports\":{\"type\":\"array\"},\"network\":{\"type\":\"object\"},"  \
-    "\"volumes\":{\"type\":\"array\"},\"nodeSelector\":{\"type\":\"object\"},\"constraints\":{\"type\":\"array\"}," \
+    "\"volumes\":{\"type\":\"array\"},\"nodeSelector\":{\"type\":\"object\"},\"constraints\":{\"type\":\"array\"},\"run\":{\"type\":\"object\"}," \
     "\"description\":{\"type\":\"string\"}}}"
 
 /* ---- host key-value helpers ------------------------------------------------------------------------- */

@@ -377,6 +377,62 @@ final class LoaderTests: XCTestCase {
                               phrases: ["invalid descriptor", "declares the storage kind but its storage table is NULL"])
     }
 
+    // MARK: the runtime kind (ABI 1.3)
+
+    /// A runtime plugin loads with its kind named, and the typed wrapper reads its answers as state objects,
+    /// refusing a malformed one (INTERNAL naming the field) and answering UNIMPLEMENTED for the optional exec.
+    func testRuntimeKindLoadsAndTheWrapperChecksStateObjects() throws {
+        let loader = Loader(copyDir: copyDir)
+        let spec = PluginSpec(name: "runtime-table", path: try fixture("runtime_table"))
+        let p = try loader.load(spec)
+        XCTAssertTrue(p.kinds.contains(.runtime))
+        XCTAssertEqual(p.kinds.names, ["runtime"])
+        let rt = try XCTUnwrap(RuntimePlugin(try instantiate(loader, p, spec)))
+        XCTAssertFalse(rt.executes)
+        let s = try rt.start(RuntimeStartSpec(id: "a", rootfs: "/", command: "/bin/true"))
+        XCTAssertEqual(s.phase, .running)
+        XCTAssertEqual(s.pid, 42)
+        let listed = try rt.list()
+        XCTAssertEqual(listed.map(\.id), ["a"])
+        XCTAssertEqual(listed.first?.exitCode, 3)
+        XCTAssertEqual(listed.first?.phase, .exited)
+        XCTAssertThrowsError(try rt.stop("a")) { e in
+            let b = e as? BerthError
+            XCTAssertEqual(b?.status, .internal)
+            XCTAssertTrue(b?.message.contains("invalid state object") == true && b?.message.contains("\"state\"") == true, "\(e)")
+        }
+        XCTAssertNoThrow(try rt.remove("a"))
+        XCTAssertThrowsError(try rt.exec("a", command: "/bin/true")) { XCTAssertEqual(($0 as? BerthError)?.status, .unimplemented) }
+        // An instance of another kind has no runtime face.
+        let goodSpec = PluginSpec(name: "good", path: try fixture("good"))
+        XCTAssertNil(RuntimePlugin(try instantiate(loader, try loader.load(goodSpec), goodSpec)))
+    }
+
+    func testHalfFilledRuntimeGroup() throws {
+        let spec = PluginSpec(name: "half-runtime", path: try fixture("runtime_table", flags: ["-DHALF_RUNTIME"]))
+        expectLoadError(spec, .halfFilled(kind: "runtime", missing: ["list", "remove"]),
+                        phrases: ["runtime functions half-filled: missing list, remove"]) { try Loader(copyDir: copyDir).load(spec) }
+    }
+
+    func testRuntimeTableTooSmall() throws {
+        let spec = PluginSpec(name: "small-runtime", path: try fixture("runtime_table", flags: ["-DSMALL_RUNTIME"]))
+        let size = MemoryLayout<berth_runtime_ops>.offset(of: \berth_runtime_ops.remove)!
+        let minimum = size + MemoryLayout<UnsafeRawPointer>.size
+        expectLoadError(spec, .structTooSmall(what: "runtime table", size: size, minimum: minimum),
+                        phrases: ["runtime table struct_size \(size) is smaller than the ABI 1.3 minimum \(minimum)"]) { try Loader(copyDir: copyDir).load(spec) }
+    }
+
+    /// A runtime plugin under "isolation": "process" is refused with a reason saying what to set instead, both by the
+    /// loader and on the real path (the runner stages it; the host refuses the synthesized descriptor).
+    func testRuntimePluginRefusesProcessIsolation() throws {
+        var spec = PluginSpec(name: "runtime-table", path: try fixture("runtime_table"))
+        spec.isolation = "process"
+        let cause = LoadError.Cause.isolationUnsupported(kind: "runtime", isolation: "process")
+        let phrases = ["a runtime plugin cannot run with \"isolation\": \"process\"", "set \"isolation\": \"in-process\""]
+        expectLoadError(spec, cause, phrases: phrases) { try Loader(copyDir: copyDir).load(spec) }
+        expectLoadError(spec, cause, phrases: phrases) { try RemotePlugin.load(spec, loader: Loader(copyDir: copyDir), callTimeoutMs: 5000) }
+    }
+
     // MARK: instantiation
 
     func testConfigRejectedBySchemaNamesTheKey() throws {
