@@ -28,10 +28,10 @@ final class Parts {
     static func order(_ regs: [Registration], given: Set<String>) throws -> [Registration] {
         var done = given, out: [Registration] = [], left = regs
         let known = given.union(regs.map(\.id))
-        for r in regs { if let m = r.requires.first(where: { !known.contains($0) }) { throw StoreError("part \"\(r.id)\" requires \"\(m)\", which nothing provides") } }
+        for r in regs { if let m = r.requires.first(where: { !known.contains($0) }) { throw BerthError(.internal, "part \"\(r.id)\" requires \"\(m)\", which nothing provides") } }
         while !left.isEmpty {
             guard let i = left.firstIndex(where: { $0.requires.allSatisfy(done.contains) }) else {
-                throw StoreError("parts \(left.map(\.id).joined(separator: ", ")) require each other")
+                throw BerthError(.internal, "parts \(left.map(\.id).joined(separator: ", ")) require each other")
             }
             let r = left.remove(at: i)
             out.append(r)

@@ -289,13 +289,13 @@ func v10Size<T, F>(_ lastField: KeyPath<T, F>) -> Int {
 
 public func readFile(_ path: String) throws -> [UInt8] {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw StoreError("\(path): \(String(cString: strerror(errno)))") }
+    guard fd >= 0 else { throw BerthError(.internal, "\(path): \(String(cString: strerror(errno)))") }
     defer { close(fd) }
     var out: [UInt8] = []
     var buf = [UInt8](repeating: 0, count: 1 << 16)
     while true {
         let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if n < 0 { if errno == EINTR { continue }; throw StoreError("\(path): \(String(cString: strerror(errno)))") }
+        if n < 0 { if errno == EINTR { continue }; throw BerthError(.internal, "\(path): \(String(cString: strerror(errno)))") }
         if n == 0 { break }
         out.append(contentsOf: buf[0..<n])
     }
@@ -306,17 +306,17 @@ public func readFile(_ path: String) throws -> [UInt8] {
 public func writeFileAtomically(_ path: String, _ data: [UInt8], mode: mode_t = 0o644) throws {
     let tmp = "\(path).tmp.\(getpid()).\(monotonicNanos())"
     let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-    guard fd >= 0 else { throw StoreError("\(tmp): \(String(cString: strerror(errno)))") }
+    guard fd >= 0 else { throw BerthError(.internal, "\(tmp): \(String(cString: strerror(errno)))") }
     var off = 0
     while off < data.count {
         let n = data.withUnsafeBytes { write(fd, $0.baseAddress! + off, data.count - off) }
-        if n < 0 { if errno == EINTR { continue }; let e = errno; close(fd); unlink(tmp); throw StoreError("\(tmp): \(String(cString: strerror(e)))") }
+        if n < 0 { if errno == EINTR { continue }; let e = errno; close(fd); unlink(tmp); throw BerthError(.internal, "\(tmp): \(String(cString: strerror(e)))") }
         off += n
     }
     fsync(fd)
     fchmod(fd, mode)
     close(fd)
-    guard rename(tmp, path) == 0 else { let e = errno; unlink(tmp); throw StoreError("rename to \(path): \(String(cString: strerror(e)))") }
+    guard rename(tmp, path) == 0 else { let e = errno; unlink(tmp); throw BerthError(.internal, "rename to \(path): \(String(cString: strerror(e)))") }
 }
 
 public func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
@@ -324,7 +324,7 @@ public func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
     for part in path.split(separator: "/") {
         current += "/" + part
         if mkdir(current, mode) != 0 && errno != EEXIST {
-            throw StoreError("mkdir \(current): \(String(cString: strerror(errno)))")
+            throw BerthError(.internal, "mkdir \(current): \(String(cString: strerror(errno)))")
         }
     }
 }

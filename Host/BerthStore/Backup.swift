@@ -1,6 +1,7 @@
 // Online backup of the state store and the check a restore makes first. A backup is `VACUUM INTO` on a read-only
 // connection of its own: it reads one snapshot of the database (WAL lets the executor go on committing meanwhile)
 // and writes a compact, self-contained SQLite file (no log beside it), which a new host restores as its state.db.
+import BerthWire
 import CSQLite
 import Foundation
 
@@ -18,12 +19,12 @@ extension Store {
         try withReadOnly(path) { db in
             var st: OpaquePointer?
             guard sqlite3_prepare_v2(db, "VACUUM INTO ?1", -1, &st, nil) == SQLITE_OK, let st else {
-                throw StoreError("backup of \(path): \(String(cString: sqlite3_errmsg(db)))")
+                throw BerthError(.internal, "backup of \(path): \(String(cString: sqlite3_errmsg(db)))")
             }
             defer { sqlite3_finalize(st) }
             sqlite3_bind_text(st, 1, dest, -1, SQLITE_TRANSIENT_PTR)
             let rc = sqlite3_step(st)
-            guard rc == SQLITE_DONE else { throw StoreError("backup of \(path) into \(dest): \(String(cString: sqlite3_errmsg(db))) (code \(rc))") }
+            guard rc == SQLITE_DONE else { throw BerthError(.internal, "backup of \(path) into \(dest): \(String(cString: sqlite3_errmsg(db))) (code \(rc))") }
         }
     }
 
@@ -34,18 +35,18 @@ extension Store {
             func value(_ sql: String) throws -> String {
                 var st: OpaquePointer?
                 guard sqlite3_prepare_v2(db, sql, -1, &st, nil) == SQLITE_OK, let st else {
-                    throw StoreError("\(path) is not a Berth state store backup: \(String(cString: sqlite3_errmsg(db)))")
+                    throw BerthError(.internal, "\(path) is not a Berth state store backup: \(String(cString: sqlite3_errmsg(db)))")
                 }
                 defer { sqlite3_finalize(st) }
-                guard sqlite3_step(st) == SQLITE_ROW else { throw StoreError("\(path): \(String(cString: sqlite3_errmsg(db)))") }
+                guard sqlite3_step(st) == SQLITE_ROW else { throw BerthError(.internal, "\(path): \(String(cString: sqlite3_errmsg(db)))") }
                 return sqlite3_column_text(st, 0).map { String(cString: $0) } ?? ""
             }
             let integrity = try value("PRAGMA integrity_check")
-            guard integrity == "ok" else { throw StoreError("\(path) fails SQLite's integrity check: \(integrity)") }
+            guard integrity == "ok" else { throw BerthError(.internal, "\(path) fails SQLite's integrity check: \(integrity)") }
             let version = Int(try value("PRAGMA user_version")) ?? 0
-            guard version >= 1 else { throw StoreError("\(path) is an SQLite file but not a Berth state store (schema version 0)") }
+            guard version >= 1 else { throw BerthError(.internal, "\(path) is an SQLite file but not a Berth state store (schema version 0)") }
             guard version <= migrations.count else {
-                throw StoreError("\(path) has schema version \(version), newer than this berthd understands (\(migrations.count)); use a newer berthd")
+                throw BerthError(.internal, "\(path) has schema version \(version), newer than this berthd understands (\(migrations.count)); use a newer berthd")
             }
             let attachments = version >= 2 ? Int(try value("SELECT count(*) FROM attachments")) ?? 0 : 0
             let events = Int(try value("SELECT count(*) FROM events")) ?? 0
@@ -63,7 +64,7 @@ extension Store {
         guard rc == SQLITE_OK, let h else {
             let msg = h.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
             if let h { sqlite3_close(h) }
-            throw StoreError("cannot open \(path): \(msg)")
+            throw BerthError(.internal, "cannot open \(path): \(msg)")
         }
         defer { sqlite3_close_v2(h) }
         sqlite3_busy_timeout(h, 10_000)

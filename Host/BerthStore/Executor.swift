@@ -209,7 +209,7 @@ public final class Executor: @unchecked Sendable {
         var errors = [Error?](repeating: nil, count: batch.count)
         eventsAppended = false
         if let why = stoppedReason {
-            let e = StoreError("the state store takes no more changes: \(why). Restart berthd; it recovers every change that reached the disk")
+            let e = BerthError(.internal, "the state store takes no more changes: \(why). Restart berthd; it recovers every change that reached the disk")
             for j in batch { j.complete(e) }
             return
         }
@@ -242,7 +242,7 @@ public final class Executor: @unchecked Sendable {
                     for j in batch { j.complete(e) }
                     return
                 }
-                let e = StoreError("commit failed, nothing was saved: \(error)")
+                let e = BerthError(.internal, "commit failed, nothing was saved: \(error)")
                 for j in batch { j.complete(e) }
                 return
             }
@@ -277,7 +277,7 @@ public final class Executor: @unchecked Sendable {
             // no batch synced from here on is acknowledged either, even when its fsync returned success.
             if let failure { stopped.withLock { if $0 == nil { $0 = "an fsync of its log failed (\(failure))" } } }
             let e = stoppedReason.map {
-                StoreError("the commit could not be made durable: \($0); it may be lost if the machine fails. The state store takes no more changes: restart berthd")
+                BerthError(.internal, "the commit could not be made durable: \($0); it may be lost if the machine fails. The state store takes no more changes: restart berthd")
             }
             var events = false, rev: Int64 = 0
             for b in done {

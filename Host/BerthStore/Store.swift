@@ -9,11 +9,6 @@ import Synchronization
 import Glibc
 #endif
 
-public struct StoreError: Error, CustomStringConvertible, Sendable {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-}
 
 let SQLITE_TRANSIENT_PTR = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 
@@ -44,7 +39,7 @@ public final class Statement {
         let rc = sqlite3_step(stmt)
         if rc == SQLITE_ROW { return true }
         if rc == SQLITE_DONE { return false }
-        throw StoreError("sqlite: \(String(cString: sqlite3_errmsg(db))) (code \(rc))")
+        throw BerthError(.internal, "sqlite: \(String(cString: sqlite3_errmsg(db))) (code \(rc))")
     }
     public func run() throws { while try step() {} }
 
@@ -189,7 +184,7 @@ public final class Store {
         guard rc == SQLITE_OK, let h else {
             let msg = h.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
             if let h { sqlite3_close(h) }
-            throw StoreError("cannot open the state store \(path): \(msg)")
+            throw BerthError(.internal, "cannot open the state store \(path): \(msg)")
         }
         db = h
         sqlite3_busy_timeout(db, 5000)
@@ -213,7 +208,7 @@ public final class Store {
         }, Unmanaged.passUnretained(self).toOpaque())
         try migrate()
         eventsCompactedThrough.store(try loadCompactedThrough(), ordering: .relaxed)
-        if let e = syncLog() { throw StoreError(e) }
+        if let e = syncLog() { throw BerthError(.internal, e) }
     }
 
     /// Makes every commit so far durable: fdatasync of the write-ahead log (the file SQLite appends each commit
@@ -247,7 +242,7 @@ public final class Store {
         if sqlite3_exec(db, sql, nil, nil, &err) != SQLITE_OK {
             let msg = err.map { String(cString: $0) } ?? "unknown error"
             sqlite3_free(err)
-            throw StoreError("sqlite: \(msg) in: \(sql.prefix(80))")
+            throw BerthError(.internal, "sqlite: \(msg) in: \(sql.prefix(80))")
         }
     }
 
@@ -296,7 +291,7 @@ public final class Store {
         if let s = cache[sql] { return s.reset() }
         var st: OpaquePointer?
         guard sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &st, nil) == SQLITE_OK, let st else {
-            throw StoreError("sqlite: \(String(cString: sqlite3_errmsg(db))) in: \(sql)")
+            throw BerthError(.internal, "sqlite: \(String(cString: sqlite3_errmsg(db))) in: \(sql)")
         }
         let s = Statement(st, db)
         cache[sql] = s
@@ -309,7 +304,7 @@ public final class Store {
         let current = Int(v.int(0))
         v.reset()
         if current > Store.migrations.count {
-            throw StoreError("the state store \(path) has schema version \(current), newer than this berthd understands (\(Store.migrations.count)); use a newer berthd")
+            throw BerthError(.internal, "the state store \(path) has schema version \(current), newer than this berthd understands (\(Store.migrations.count)); use a newer berthd")
         }
         for (i, sql) in Store.migrations.enumerated() where i >= current {
             try exec("BEGIN IMMEDIATE")
@@ -319,7 +314,7 @@ public final class Store {
                 try exec("COMMIT")
             } catch {
                 try? exec("ROLLBACK")
-                throw StoreError("migrating the state store to schema \(i + 1) failed: \(error)")
+                throw BerthError(.internal, "migrating the state store to schema \(i + 1) failed: \(error)")
             }
         }
         schemaVersion = Store.migrations.count

@@ -83,10 +83,10 @@ public func benchStorageCycles(root: String, cycles: Int, sync: String = "full")
         }
         func directCycle(_ i: Int) throws {
             let vol = "\(dir)/direct/v\(i)", target = "\(dir)/targets/d\(i)"
-            guard mkdir(vol, 0o755) == 0, mkdir(target, 0o755) == 0 else { throw StoreError("mkdir: \(String(cString: strerror(errno)))") }
-            guard mount(vol, target, nil, 4096 /* MS_BIND */, nil) == 0 else { throw StoreError("mount --bind: \(String(cString: strerror(errno)))") }
-            guard umount2(target, 0) == 0 else { throw StoreError("umount: \(String(cString: strerror(errno)))") }
-            guard rmdir(target) == 0, rmdir(vol) == 0 else { throw StoreError("rmdir: \(String(cString: strerror(errno)))") }
+            guard mkdir(vol, 0o755) == 0, mkdir(target, 0o755) == 0 else { throw BerthError(.internal, "mkdir: \(String(cString: strerror(errno)))") }
+            guard mount(vol, target, nil, 4096 /* MS_BIND */, nil) == 0 else { throw BerthError(.internal, "mount --bind: \(String(cString: strerror(errno)))") }
+            guard umount2(target, 0) == 0 else { throw BerthError(.internal, "umount: \(String(cString: strerror(errno)))") }
+            guard rmdir(target) == 0, rmdir(vol) == 0 else { throw BerthError(.internal, "rmdir: \(String(cString: strerror(errno)))") }
         }
         // Warm up both paths (page cache, statement cache, first mounts). Then interleave them, cycle by cycle, so
         // that both see the same machine: mount and umount latency (RCU grace periods) swings with system load.
