@@ -39,6 +39,9 @@ for f in sorted(glob.glob(f"{bin}/libberth-*.so")):
         p = {"name": "default", "path": f, "config": {"defaultPool": "default", "pools": [{"name": "default", "ranges": [{"subnet": "10.88.0.0/16"}]}]}}
     if name == "storage-local":
         p["config"] = {"root": f"{d}/volumes", "nodes": ["n1", "n2"]}
+    if name == "runtime-oci":
+        # berthd loads a content-addressed copy of the plugin, so its monitor is named here (sdk-docs/kinds/runtime.md).
+        p["config"] = {"monitor": f"{bin}/berth-runtime-monitor", "stateDir": f"{d}/runtime"}
     plugins.append(p)
 site = {"site": "console-test", "stateDir": f"{d}/state", "api": {"listen": f"127.0.0.1:{port}", "token": token}, "plugins": plugins}
 json.dump(site, open(f"{d}/site.json", "w"), indent=2)

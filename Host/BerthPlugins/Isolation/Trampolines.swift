@@ -31,6 +31,7 @@ extension Described {
         if kinds & UInt32(BERTH_KIND_STORAGE) != 0 { d.pointee.storage = UnsafePointer(storageOps()) }
         if kinds & UInt32(BERTH_KIND_SCHEDULER) != 0 { d.pointee.scheduler = UnsafePointer(schedulerOps()) }
         if kinds & UInt32(BERTH_KIND_DISCOVERY) != 0 { d.pointee.discovery = UnsafePointer(discoveryOps()) }
+        if kinds & UInt32(BERTH_KIND_RUNTIME) != 0 { d.pointee.runtime = UnsafePointer(runtimeOps()) }
         return d
     }
 
@@ -96,6 +97,27 @@ extension Described {
         t.pointee.struct_size = UInt32(MemoryLayout<berth_discovery_ops>.size)
         if has(.discEvents) { t.pointee.events = { RemoteConnection.jsonTrampoline(.discEvents, $0, $1, $2, $3, $4, $5) } }
         if has(.discResync) { t.pointee.resync = { RemoteConnection.jsonTrampoline(.discResync, $0, $1, $2, $3, $4, $5) } }
+        return t
+    }
+}
+
+extension Described {
+    /// A runtime plugin is never run in a runner (its instances outlive it: the loader refuses "isolation": "process"
+    /// for it), but a dry run stages every plugin in one: the staged instance is created and destroyed there and gets
+    /// no runtime call. Its table answers UNAVAILABLE, saying so, should one ever come.
+    fileprivate func runtimeOps() -> UnsafeMutablePointer<berth_runtime_ops> {
+        let t = UnsafeMutablePointer<berth_runtime_ops>.allocate(capacity: 1)
+        t.initialize(to: berth_runtime_ops())
+        t.pointee.struct_size = UInt32(MemoryLayout<berth_runtime_ops>.size)
+        let refuse: berth_json_op = { _, _, _, _, err, cap in
+            writeError(err, cap, "runtime calls are not served across process isolation (a plugin staged for a dry run)")
+            return BERTH_UNAVAILABLE
+        }
+        t.pointee.start = refuse
+        t.pointee.stop = refuse
+        t.pointee.state = refuse
+        t.pointee.list = refuse
+        t.pointee.remove = refuse
         return t
     }
 }
