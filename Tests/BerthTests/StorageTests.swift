@@ -16,9 +16,17 @@ import XCTest
 import Glibc
 #endif
 
-/// Mount points under `dir`, deepest first.
+/// Mount points under `dir`, deepest first. /proc/self/mountinfo is read in several read(2) calls, and a mount or
+/// unmount elsewhere in the namespace between two of them can make a read skip entries: it is read until two reads
+/// in a row agree.
 func mountsUnder(_ dir: String) -> [String] {
-    guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
+    var text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+    for _ in 0..<5 {
+        let again = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+        if again == text { break }
+        text = again
+    }
+    guard let text else { return [] }
     return text.split(separator: "\n").compactMap { line -> String? in
         let f = line.split(separator: " ")
         guard f.count > 4 else { return nil }
