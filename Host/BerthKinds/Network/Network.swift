@@ -141,8 +141,6 @@ public final class NetworkService: Sendable {
                 return .success(try store.savepoint("item") { try attachInTransaction(network: network, request: r) })
             } catch let e as BerthError {
                 return .failure(e)
-            } catch let e as BerthError {
-                return .failure(e)
             } catch {
                 return .failure(BerthError(.internal, "\(error)"))
             }
@@ -209,7 +207,7 @@ public final class NetworkService: Sendable {
         let store = host.store
         if let text = try store.attachmentResult(network: network, containerID: cid, ifname: ifname), let existing = try? JSON.parse(text) { return existing }
         let result: JSON
-        do { result = try ops.add(req) } catch let e as BerthError { throw e }
+        result = try ops.add(req)
         guard result["ips"]?.array != nil else { throw BerthError(.internal, "plugin \"\(network)\" add returned no \"ips\" array") }
         try Self.checkPrefixes(ips, result, network: network)
         try record(network: network, cid: cid, ifname: ifname, node: node, result: result)
@@ -231,7 +229,7 @@ public final class NetworkService: Sendable {
         let (cid, ifn) = try Self.key(containerID, ifname)
         do {
             _ = try ops.del(["network": .string(network), "containerID": .string(cid), "ifname": .string(ifn), "final": .bool(final)])
-        } catch let e as BerthError { throw e }
+        }
         let store = host.store
         if try store.deleteAttachment(network: network, containerID: cid, ifname: ifn) {
             host.executor.noteEvent(try store.appendEvent(type: "network.detached", subject: "\(network)/\(cid)/\(ifn)"))
@@ -263,7 +261,7 @@ public final class NetworkService: Sendable {
             let result = (try? JSON.parse(text)) ?? .object([])
             do {
                 _ = try ops.check(["network": .string(network), "containerID": .string(cid), "ifname": .string(ifn)])
-            } catch let e as BerthError { throw e }
+            }
             return result
         }
     }
@@ -295,7 +293,7 @@ public final class NetworkService: Sendable {
         return try await host.executor.run {
             let ops = try self.ops(network)
             let out: JSON
-            do { out = try ops.gc(["network": .string(network), "valid": validJSON]) } catch let e as BerthError { throw e }
+            out = try ops.gc(["network": .string(network), "valid": validJSON])
             let keep = Set(valid.map { "\($0.0)\u{0}\($0.1)" })
             let gone = try store.attachmentKeys(network: network).filter { !keep.contains("\($0.containerID)\u{0}\($0.ifname)") }
             for (c, i) in gone { try store.deleteAttachment(network: network, containerID: c, ifname: i) }
@@ -308,7 +306,7 @@ public final class NetworkService: Sendable {
         _ = try plugin(network)  // fail fast; resolved again on the executor, where a reload swaps instances
         return try await host.executor.run {
             let ops = try self.ops(network)
-            do { return try ops.status(["network": .string(network)]) } catch let e as BerthError { throw e }
+            return try ops.status(["network": .string(network)])
         }
     }
 
@@ -318,7 +316,7 @@ public final class NetworkService: Sendable {
             let ops = try self.ops(network)
             do {
                 return try ops.capacity(["network": .string(network), "node": node.map { .string($0) } ?? .null])
-            } catch let e as BerthError { throw e }
+            }
         }
     }
 
@@ -345,7 +343,7 @@ public final class NetworkService: Sendable {
             let r = req
             let out = try await host.executor.run {
                 let inst = try self.plugin(network)
-                do { return try inst.networkAdmin(op, r) } catch let e as BerthError { throw e }
+                return try inst.networkAdmin(op, r)
             }
             guard let token = out["continue"] else { return out }
             req = req.setting("continue", token)
@@ -375,7 +373,7 @@ public final class NetworkService: Sendable {
         return try await host.executor.run {
             let inst = try self.plugin(network)
             let out: JSON
-            do { out = try inst.networkAdmin("node.release", ["network": .string(network), "node": .string(node)]) } catch let e as BerthError { throw e }
+            out = try inst.networkAdmin("node.release", ["network": .string(network), "node": .string(node)])
             try store.deleteAttachments(network: network, node: node)
             return out
         }
