@@ -479,17 +479,24 @@ extension StorageConformance {
     }
 }
 
-/// /proc/self/mountinfo, for checks and for tests.
+/// /proc/self/mountinfo, for checks and for tests. Read with read(2) to the end: Foundation's
+/// `String(contentsOfFile:)` stops after the first read of a procfs file (about 4 KiB of it), which drops the
+/// newest mounts once a host has a few dozen.
 public enum MountTable {
     public static func mountPoints() -> [String] {
-        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
-        return text.split(separator: "\n").compactMap { line in
+        guard let bytes = try? readFile("/proc/self/mountinfo") else { return [] }
+        return String(decoding: bytes, as: UTF8.self).split(separator: "\n").compactMap { line in
             let f = line.split(separator: " ", omittingEmptySubsequences: false)
             return f.count > 4 ? unescape(String(f[4])) : nil
         }
     }
 
     public static func isMountPoint(_ path: String) -> Bool { mountPoints().contains(path) }
+
+    /// The mount points strictly under `dir`, deepest first (the order to unmount them in).
+    public static func mountPoints(under dir: String) -> [String] {
+        mountPoints().filter { $0.hasPrefix(dir + "/") }.sorted { $0.count > $1.count }
+    }
 
     static func unescape(_ s: String) -> String {
         var out: [UInt8] = []

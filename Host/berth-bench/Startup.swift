@@ -10,7 +10,8 @@ import BerthWire
 import Foundation
 
 func residentKiB(_ pid: Int32) -> Double {
-    guard let s = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
+    guard let b = try? readFile("/proc/\(pid)/status") else { return 0 }  // not String(contentsOfFile:): it stops at 4 KiB of a procfs file
+    let s = String(decoding: b, as: UTF8.self)
     for line in s.split(separator: "\n") where line.hasPrefix("VmRSS:") {
         return Double(line.split(separator: " ").dropFirst().first.map(String.init) ?? "0") ?? 0
     }

@@ -44,7 +44,7 @@ final class SDKTests: XCTestCase {
           for sync in ["normal", "full"] {
             let so = try FixtureBuilder.plugin("delete_data", in: Self.storageFixtures, flags: flags)
             let root = tempDir("sdk-vols")
-            defer { try? FileManager.default.removeItem(atPath: root) }
+            defer { removeTree(root) }
             try withInstance(so, config: ["root": .string(root)], sync: sync) { inst, ex in
                 let ops = inst.storage!.pointee
                 _ = try ex.runSync { try inst.callObject("create_volume", ops.create_volume, ["name": "v1"]) }
@@ -68,7 +68,7 @@ final class SDKTests: XCTestCase {
             let so = try FixtureBuilder.plugin("delete_data", in: Self.storageFixtures, flags: flags)
             for inProcess in [true, false] {
                 let root = tempDir("sdk-check-vols")
-                defer { try? FileManager.default.removeItem(atPath: root) }
+                defer { removeTree(root) }
                 let report = PluginChecker.check(path: so, config: ["root": .string(root)], inProcess: inProcess,
                                                  runnerPath: Paths.bin + "/berth-plugin-runner")
                 let c = try XCTUnwrap(report.cases.first { $0.name == "storage: a rolled-back delete keeps the volume's data" },
@@ -200,7 +200,7 @@ final class SDKTests: XCTestCase {
     /// (it used to refuse them as "not a non-negative integer"); the plugin's answer carries them back exactly.
     func testAPIKeepsLargeSizesExact() throws {
         let root = tempDir("sdk-api-vols")
-        defer { try? FileManager.default.removeItem(atPath: root) }
+        defer { removeTree(root) }
         let d = try Daemon(plugins: [["name": "local", "path": .string(Paths.plugin("storage-local")),
                                       "config": ["root": .string(root), "capacityBytes": JSON((Int64(1) << 62) + (Int64(1) << 54)), "maxVolumeBytes": JSON(Int64(1) << 62),
                                                  "nodes": ["node-a"], "enforceSize": false]]], tag: "sdk-ints")  // accounted, not enforced: no 4 EiB image

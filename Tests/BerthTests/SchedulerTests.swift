@@ -1,5 +1,6 @@
 // Workloads and the scheduler, through a real berthd: nodes, App and StatefulApp (the C plugin sched-stateful),
 // fixed addresses from ipam-pool, node-local volumes from storage-local, node loss, kill -9 mid-rollout.
+import BerthCheck
 import BerthWire
 import Foundation
 import XCTest
@@ -11,7 +12,7 @@ final class SchedulerTests: XCTestCase {
     var scratch: [String] = []
 
     override func tearDown() {
-        for d in scratch { try? FileManager.default.removeItem(atPath: d) }
+        for d in scratch { removeTree(d) }  // unmounts the volumes storage-local loop-mounted there first
         scratch = []
         super.tearDown()
     }
@@ -108,7 +109,7 @@ final class SchedulerTests: XCTestCase {
     func zone(_ node: String) -> String { ["n1": "z1", "n2": "z1", "n3": "z2", "n4": "z2", "n5": "z3"][node] ?? "?" }
 
     func mounts(under dir: String) -> Int {
-        ((try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? "").split(separator: "\n").filter { $0.contains(dir) }.count
+        MountTable.mountPoints().filter { $0.contains(dir) }.count
     }
 
     /// Deletes apps and waits until their instances are gone (unmounting their volumes).

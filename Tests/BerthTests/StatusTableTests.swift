@@ -1,5 +1,6 @@
 // The one status table (BerthWire/Status.swift) against the header it mirrors: every berth_status value of
 // PluginABI/include/berth_plugin.h, with the same name and number, and nothing the header lacks.
+@testable import BerthKinds
 @testable import BerthServer
 import BerthWire
 import Foundation
@@ -35,5 +36,20 @@ final class StatusTableTests: XCTestCase {
             XCTAssertEqual(httpStatus(BerthError(s, "x")), code, s.name)
             XCTAssertEqual(httpStatus(BerthError(plugin: "p", operation: "op", status: s, message: "x")), code, s.name)
         }
+    }
+
+    /// The CNI adapter's one mapping, from the status (not from a string in the details): the host's own refusals
+    /// map like a plugin's, except NOT_FOUND, which is a bad configuration (7) from the host and an unknown container
+    /// (3) from a plugin.
+    func testCNIMapping() {
+        let want: [BerthStatus: Int] = [.invalidArgument: 7, .outOfRange: 7, .alreadyExists: 100, .failedPrecondition: 102,
+                                        .aborted: 11, .unavailable: 11, .resourceExhausted: 101, .unimplemented: 999,
+                                        .internal: 999, BerthStatus(rawValue: 42): 999]
+        for (s, code) in want {
+            XCTAssertEqual(CNI.code(BerthError(s, "x")).rawValue, code, "host \(s.name)")
+            XCTAssertEqual(CNI.code(BerthError(plugin: "p", operation: "op", status: s, message: "x")).rawValue, code, "plugin \(s.name)")
+        }
+        XCTAssertEqual(CNI.code(BerthError(.notFound, "no network named x")).rawValue, 7)
+        XCTAssertEqual(CNI.code(BerthError(plugin: "p", operation: "del", status: .notFound, message: "x")).rawValue, 3)
     }
 }

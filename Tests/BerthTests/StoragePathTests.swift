@@ -99,4 +99,26 @@ final class StoragePathTests: XCTestCase {
         let (ss, sv) = try d.request("POST", "/v1/storage/local/snapshots", ["name": "snap", "sourceVolumeId": .string(id)])
         XCTAssertEqual(ss, 201, "after a restart from another directory the volume's data is not found: \(sv.serialized)")
     }
+
+    /// The mount table used by the conformance kit and the tests lists every mount, however long mountinfo is.
+    /// Foundation's `String(contentsOfFile:)` stopped after the first read of /proc/self/mountinfo (about 4 KiB),
+    /// so on a host with a few dozen mounts the newest were missing: a publish looked unmounted (a CI failure of
+    /// testBlockAndMountVolumesThroughBerthd), and "nothing is left mounted" checks could not fail.
+    func testMountTableListsEveryMountBeyondTheFirstPage() throws {
+        try requireRoot()
+        let dir = tempDir("mounttable")
+        defer { removeTree(dir) }
+        var made: [String] = []
+        for i in 0..<60 {
+            let m = dir + "/bind-mount-\(i)-" + String(repeating: "x", count: 40)
+            XCTAssertEqual(mkdir(m, 0o755), 0)
+            XCTAssertEqual(mount(m, m, nil, UInt(MS_BIND), nil), 0, "bind mount \(m): \(String(cString: strerror(errno)))")
+            made.append(m)
+        }
+        XCTAssertGreaterThan(try readFile("/proc/self/mountinfo").count, 8192, "the table is past the first page")
+        XCTAssertEqual(Set(MountTable.mountPoints(under: dir)), Set(made), "mounts missing from the table")
+        XCTAssertTrue(MountTable.isMountPoint(made.last!), "the newest mount is listed")
+        removeTree(dir)
+        XCTAssertEqual(MountTable.mountPoints(under: dir), [], "removeTree unmounted everything under the directory")
+    }
 }

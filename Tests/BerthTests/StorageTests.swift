@@ -19,21 +19,7 @@ import Glibc
 /// Mount points under `dir`, deepest first. /proc/self/mountinfo is read in several read(2) calls, and a mount or
 /// unmount elsewhere in the namespace between two of them can make a read skip entries: it is read until two reads
 /// in a row agree.
-func mountsUnder(_ dir: String) -> [String] {
-    var text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
-    for _ in 0..<5 {
-        let again = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
-        if again == text { break }
-        text = again
-    }
-    guard let text else { return [] }
-    return text.split(separator: "\n").compactMap { line -> String? in
-        let f = line.split(separator: " ")
-        guard f.count > 4 else { return nil }
-        let p = String(f[4]).replacingOccurrences(of: "\\040", with: " ")
-        return p.hasPrefix(dir + "/") ? p : nil
-    }.sorted { $0.count > $1.count }
-}
+func mountsUnder(_ dir: String) -> [String] { MountTable.mountPoints(under: dir) }
 
 /// Detaches every mount left under `dir` (a failed test must not leave mounts behind).
 func unmountAll(_ dir: String) {

@@ -20,7 +20,10 @@ pid=""
 cleanup() {
   [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
   cp "$dir/berthd.log" "$out/console-berthd.log" 2>/dev/null
-  rm -rf "$dir"
+  # storage-local's volumes are loop-mounted filesystems under $dir: unmount them (deepest first) before removing
+  # it, or the images are deleted while still attached to their loop devices.
+  awk -v d="$dir/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r | while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; done
+  rm -rf --one-file-system "$dir"
 }
 trap cleanup EXIT
 

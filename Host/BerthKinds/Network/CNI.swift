@@ -16,6 +16,20 @@ public enum CNI {
         case addressInUse = 100, addressesExhausted = 101, notPermitted = 102, internalError = 999
     }
 
+    /// The CNI code of a refusal. The status alone decides, except NOT_FOUND: a plugin's is an unknown container
+    /// (3); the host's ("no network named X") is a configuration the runtime passed (7).
+    static func code(_ e: BerthError) -> Code {
+        switch e.status {
+        case .invalidArgument, .outOfRange: return .invalidConfig
+        case .notFound: return e.plugin == nil ? .invalidConfig : .unknownContainer
+        case .alreadyExists: return .addressInUse
+        case .resourceExhausted: return .addressesExhausted
+        case .failedPrecondition: return .notPermitted
+        case .unavailable, .aborted: return .tryAgainLater
+        default: return .internalError
+        }
+    }
+
     public struct Failure: Error {
         public let code: Code
         public let msg: String
@@ -36,18 +50,7 @@ public enum CNI {
         } catch let f as Failure {
             return (f.code.rawValue, error(version, f.code, f.msg, f.details))
         } catch let e as BerthError {
-            let code: Code
-            let status = e.details?["status"]?.string ?? ""
-            switch status {
-            case "INVALID_ARGUMENT", "OUT_OF_RANGE": code = .invalidConfig
-            case "NOT_FOUND": code = .unknownContainer
-            case "ALREADY_EXISTS": code = .addressInUse
-            case "RESOURCE_EXHAUSTED": code = .addressesExhausted
-            case "FAILED_PRECONDITION": code = .notPermitted
-            case "UNAVAILABLE", "ABORTED": code = .tryAgainLater
-            // A request berthd refused as malformed (INVALID_ARGUMENT, NOT_FOUND) is a configuration the runtime passed: 7, not 999.
-            default: code = (e.status == .notFound || e.status == .invalidArgument) && status.isEmpty ? .invalidConfig : e.status == .unavailable ? .tryAgainLater : .internalError
-            }
+            let code = code(e)
             return (code.rawValue, error(version, code, e.details?["message"]?.string ?? e.message, e.message))
         } catch {
             return (Code.internalError.rawValue, CNI.error(version, .internalError, "\(error)"))

@@ -1,4 +1,5 @@
 // Test support: run a real berthd process on a temporary state directory and talk to it over its socket.
+import BerthCheck
 import BerthWire
 import Foundation
 import XCTest
@@ -43,12 +44,7 @@ final class TempDirs: NSObject, XCTestObservation, @unchecked Sendable {
 /// Removes a directory after unmounting what is mounted inside it, deepest first (storage-local's volumes are
 /// loop-mounted filesystems, publish targets bind mounts): nothing mounted is left behind in /tmp.
 func removeTree(_ dir: String) {
-    let info = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
-    let mounts = info.split(separator: "\n").compactMap { line -> String? in
-        let f = line.split(separator: " ")
-        return f.count > 4 ? String(f[4]).replacingOccurrences(of: "\\040", with: " ") : nil
-    }
-    for m in mounts.filter({ $0 == dir || $0.hasPrefix(dir + "/") }).sorted(by: { $0.count > $1.count }) { _ = umount2(m, 2 /* MNT_DETACH */) }
+    for m in MountTable.mountPoints(under: dir) + (MountTable.isMountPoint(dir) ? [dir] : []) { _ = umount2(m, 2 /* MNT_DETACH */) }
     try? FileManager.default.removeItem(atPath: dir)
 }
 
