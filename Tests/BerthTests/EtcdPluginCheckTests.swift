@@ -159,3 +159,39 @@ final class EtcdPluginCheckTests: XCTestCase {
         XCTAssertEqual(try count(st, "big/"), 0, "nothing of the operation over --max-request-bytes")
     }
 }
+
+/// The same on a 3-member etcd cluster: the check passes with every member listed, and again after the first listed
+/// member is killed (the engine goes on to the next endpoint; the cluster keeps its quorum); `berthd --check` lists
+/// the three members.
+final class EtcdClusterCheckTests: XCTestCase {
+    func testPluginCheckOnAThreeMemberClusterSurvivesAMemberKilled() throws {
+        let cluster = try EtcdCluster(members: 3)
+        defer { cluster.stop() }
+        let dir = tempDir("etcd-cluster-check")
+        try #"{"pools":[{"name":"p","ranges":[{"subnet":"10.9.0.0/29"}]}]}"#.write(toFile: dir + "/c.json", atomically: true, encoding: .utf8)
+        func check() throws -> (Int32, JSON, String) {
+            let (rc, out, err) = try runTool(Paths.bin + "/berth", ["plugin", "check", Paths.plugin("ipam-pool"), "--config", dir + "/c.json",
+                                                                     "--store", cluster.storeURL, "-o", "json"])
+            return (rc, (try? JSON.parse(out)) ?? .null, out + err)
+        }
+        var (rc, report, text) = try check()
+        XCTAssertEqual(rc, 0, text)
+        XCTAssertEqual(report["failed"], 0, text)
+
+        try #"{"stateDir": "\#(dir)/state", "api": {"link": ""}, "store": {"engine": "etcd", "endpoints": ["\#(cluster.endpoints.joined(separator: "\", \""))"]}}"#
+            .write(toFile: dir + "/site.json", atomically: true, encoding: .utf8)
+        let (_, _, err) = try runTool(Paths.bin + "/berthd", ["--site", dir + "/site.json", "--check"])
+        for e in cluster.endpoints { XCTAssertTrue(err.contains("store: etcd \(e) answers") && err.contains("3 member(s)"), err) }
+        for m in ["m0", "m1", "m2"] { XCTAssertTrue(err.contains("\(m) http://127.0.0.1:"), err) }
+
+        cluster.kill(0)
+        (rc, report, text) = try check()
+        XCTAssertEqual(rc, 0, "with m0 down: \(text)")
+        XCTAssertEqual(report["failed"], 0, text)
+        XCTAssertGreaterThan(report["passed"]?.int ?? 0, 20, text)
+        let probe = try EtcdStore(EtcdSettings(endpoints: Array(cluster.endpoints.dropFirst()), site: "probe"))
+        XCTAssertEqual(try probe.etcdRevision() > 0, true)
+        let p = Array("/berth/".utf8)
+        XCTAssertEqual(try probe.client.range(p, Keys.prefixEnd(p), revision: 0, countOnly: true).count, 0, "no key of either run is left")
+    }
+}
