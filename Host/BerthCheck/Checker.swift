@@ -54,7 +54,27 @@ public enum PluginChecker {
     /// runtime cases that start instances are skipped.
     public static func check(path: String, name: String? = nil, config: JSON = .object([]), kind: String? = nil,
                              inProcess requestedInProcess: Bool = false, runnerPath: String = pluginRunnerPath, extended: Bool = false,
-                             rootfs: String? = nil) -> CheckReport {
+                             rootfs: String? = nil, store storeURL: String? = nil) -> CheckReport {
+        guard let storeURL else {
+            return run(path: path, name: name, config: config, kind: kind, inProcess: requestedInProcess, runnerPath: runnerPath,
+                       extended: extended, rootfs: rootfs, etcd: nil)
+        }
+        // `--store etcd://…`: the plugin's key-value state and the events in etcd, under a prefix of this run's own,
+        // removed at the end. A bad URL or an unreachable etcd fails before anything is loaded or written.
+        let etcd: EtcdStore
+        do { etcd = try CheckStore.openEtcd(storeURL) } catch {
+            return CheckReport(cases: [CheckCase(name: "store", passed: false, detail: "\(error)")])
+        }
+        var report = run(path: path, name: name, config: config, kind: kind, inProcess: requestedInProcess, runnerPath: runnerPath,
+                         extended: extended, rootfs: rootfs, etcd: etcd)
+        do { try etcd.removeSite() } catch {
+            report.cases.append(CheckCase(name: "store", passed: false, detail: "could not remove \(etcd.prefix) from etcd: \(error)"))
+        }
+        return report
+    }
+
+    private static func run(path: String, name: String?, config: JSON, kind: String?, inProcess requestedInProcess: Bool,
+                            runnerPath: String, extended: Bool, rootfs: String?, etcd: EtcdStore?) -> CheckReport {
         var inProcess = requestedInProcess
         var report = CheckReport()
         func add(_ n: String, _ ok: Bool, _ d: String) { report.cases.append(CheckCase(name: n, passed: ok, detail: d)) }
@@ -64,10 +84,15 @@ public enum PluginChecker {
         let guess = base.hasPrefix("libberth-") && base.hasSuffix(".so") ? String(base.dropFirst(9).dropLast(3)) : "plugin"
         var spec = PluginSpec(name: name ?? guess, path: path, config: config)
         spec.enabled = true
-        let store: Store
+        let store: any StateStore
         do {
             try makeDirectories(dir, mode: 0o700)
-            store = try Store(path: "\(dir)/state.db", synchronous: "normal")
+            if let etcd {
+                store = etcd
+                add("store", true, "plugin state and events in etcd \(etcd.settings.endpoints.joined(separator: ",")) under \(etcd.prefix) (removed at the end)")
+            } else {
+                store = try Store(path: "\(dir)/state.db", synchronous: "normal")
+            }
         } catch {
             add("state", false, "cannot create a temporary state store: \(error)")
             return report

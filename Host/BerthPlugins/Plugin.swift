@@ -167,10 +167,11 @@ final class PluginContext {
             guard let store = c.transactionStore() else { return BERTH_FAILED_PRECONDITION }
             guard klen > 0, klen <= 1024 else { return BERTH_INVALID_ARGUMENT }
             do {
-                guard let row = try store.kvGet(c.name, UnsafeRawBufferPointer(start: key, count: klen)) else { return BERTH_NOT_FOUND }
-                let v = row.blob(0)
-                guard let out else { return BERTH_OK }
-                return out.pointee.write(out.pointee.ctx, v.baseAddress?.assumingMemoryBound(to: CChar.self), v.count)
+                return try store.kvRead(c.name, UnsafeRawBufferPointer(start: key, count: klen)) { v in
+                    guard let v else { return BERTH_NOT_FOUND }
+                    guard let out else { return BERTH_OK }
+                    return out.pointee.write(out.pointee.ctx, v.baseAddress?.assumingMemoryBound(to: CChar.self), v.count)
+                }
             } catch { return BERTH_INTERNAL }
         }
         services.kv_put = { ctx, key, klen, val, vlen in
@@ -195,18 +196,20 @@ final class PluginContext {
             let c = Unmanaged<PluginContext>.fromOpaque(ctx!).takeUnretainedValue()
             guard let store = c.transactionStore() else { return BERTH_FAILED_PRECONDITION }
             do {
-                guard let row = try store.kvNext(c.name, prefix: UnsafeRawBufferPointer(start: prefix, count: plen),
-                                                 after: UnsafeRawBufferPointer(start: after, count: alen)) else { return BERTH_NOT_FOUND }
-                if let kout {
-                    let k = row.blob(0)
-                    let st = kout.pointee.write(kout.pointee.ctx, k.baseAddress?.assumingMemoryBound(to: CChar.self), k.count)
-                    if st != BERTH_OK { return st }
+                return try store.kvScanNext(c.name, prefix: UnsafeRawBufferPointer(start: prefix, count: plen),
+                                            after: UnsafeRawBufferPointer(start: after, count: alen)) { row in
+                    guard let row else { return BERTH_NOT_FOUND }
+                    if let kout {
+                        let k = row.key
+                        let st = kout.pointee.write(kout.pointee.ctx, k.baseAddress?.assumingMemoryBound(to: CChar.self), k.count)
+                        if st != BERTH_OK { return st }
+                    }
+                    if let vout {
+                        let v = row.value
+                        return vout.pointee.write(vout.pointee.ctx, v.baseAddress?.assumingMemoryBound(to: CChar.self), v.count)
+                    }
+                    return BERTH_OK
                 }
-                if let vout {
-                    let v = row.blob(1)
-                    return vout.pointee.write(vout.pointee.ctx, v.baseAddress?.assumingMemoryBound(to: CChar.self), v.count)
-                }
-                return BERTH_OK
             } catch { return BERTH_INTERNAL }
         }
         services.emit_event = { ctx, type, json, len in
@@ -227,7 +230,7 @@ final class PluginContext {
             let c = Unmanaged<PluginContext>.fromOpaque(ctx!).takeUnretainedValue()
             guard let store = c.transactionStore() else { return BERTH_FAILED_PRECONDITION }
             let run = c.exclusive
-            let ok = store.onComplete(commit: commit.map { f in { run { f(arg) } } }, rollback: rollback.map { f in { run { f(arg) } } })
+            let ok = store.completions.register(commit: commit.map { f in { run { f(arg) } } }, rollback: rollback.map { f in { run { f(arg) } } })
             return ok ? BERTH_OK : BERTH_FAILED_PRECONDITION
         }
         services.kv_len = { ctx, key, klen, lenOut in
@@ -262,7 +265,7 @@ final class PluginContext {
     }
 
     /// The store of the transaction in progress, when the caller is inside a host call into this instance.
-    func transactionStore() -> Store? {
+    func transactionStore() -> (any StateStore)? {
         guard inCall, let ex = executor, ex.isExecutorThread else { return nil }
         return ex.store
     }

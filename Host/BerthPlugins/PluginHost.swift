@@ -99,6 +99,7 @@ public final class PluginHost: @unchecked Sendable {
     /// Reports an executor stuck in one batch (an in-process plugin call that does not return).
     var watchdog: StallWatchdog?
     public init(site: SiteConfig, logger: Logger = Logger(label: "berthd")) throws {
+        guard site.store.engine == "sqlite" else { throw BerthError(.failedPrecondition, SiteConfig.etcdNotYet) }
         self.currentSite = site
         self.logger = logger
         try makeDirectories(site.stateDir, mode: 0o700)

@@ -66,6 +66,7 @@ extension PluginHost {
             problems.append("api.headerTimeoutMs/bodyTimeoutMs/idleTimeoutMs/maxConnections: changing them needs a restart of berthd")
         }
         if new.sync != cur.sync { problems.append("store.sync: changing it needs a restart of berthd") }
+        if new.store != cur.store { problems.append("store.engine, store.endpoints, store.tls, store.username, store.password(File), store.prefix: changing them needs a restart of berthd") }
         return problems
     }
 

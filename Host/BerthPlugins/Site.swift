@@ -27,6 +27,8 @@ public struct SiteConfig: Sendable {
     /// Concurrent TCP connections; more wait in the kernel's backlog. Clamped to the daemon's file-descriptor budget.
     public var maxConnections: Int = 256
     public var sync: String = "full"
+    /// `store.engine` and the etcd settings (SiteStore.swift).
+    public var store = StoreSettings()
     public var callTimeoutMs: Int = 10_000
     /// Event retention (Retention.swift): the newest events kept, and the oldest age kept (nil: no age limit).
     public var eventsRetain: Int = 100_000
@@ -81,7 +83,8 @@ public struct SiteConfig: Sendable {
         "store": {
           "type": "object", "additionalProperties": false,
           "properties": {
-            "sync": {"enum": ["full", "normal"], "description": "full: every commit reaches the disk (default); normal: survives a daemon crash, may lose the last commits on power loss."}
+            "sync": {"enum": ["full", "normal"], "description": "full: every commit reaches the disk (default); normal: survives a daemon crash, may lose the last commits on power loss."},
+            \#(StoreSettings.schemaProperties)
           }
         },
         "events": {
@@ -155,6 +158,9 @@ public struct SiteConfig: Sendable {
         let tlsProblems = c.listenerProblems()
         if !tlsProblems.isEmpty { throw SiteError(problems: tlsProblems) }
         if let s = json["store"]?["sync"]?.string { c.sync = s }
+        var storeProblems: [String] = []
+        c.store = StoreSettings.parse(json["store"], baseDir: baseDir, problems: &storeProblems)
+        if !storeProblems.isEmpty { throw SiteError(problems: storeProblems) }
         if let t = json["callTimeoutMs"]?.int { c.callTimeoutMs = t }
         if let r = json["events"]?["retain"]?.int { c.eventsRetain = r }
         if let a = json["events"]?["maxAgeSeconds"]?.int { c.eventsMaxAgeSeconds = a }
@@ -231,7 +237,7 @@ public struct SiteConfig: Sendable {
             .setting("idleTimeoutMs", .number(Double(idleTimeoutMs))).setting("maxConnections", .number(Double(maxConnections)))
         var events: JSON = ["retain": .number(Double(eventsRetain))]
         if let a = eventsMaxAgeSeconds { events = events.setting("maxAgeSeconds", .number(Double(a))) }
-        return ["site": .string(site), "node": .string(nodeName), "stateDir": .string(stateDir), "api": api, "store": ["sync": .string(sync)],
+        return ["site": .string(site), "node": .string(nodeName), "stateDir": .string(stateDir), "api": api, "store": store.json.setting("sync", .string(sync)),
                 "callTimeoutMs": .number(Double(callTimeoutMs)), "events": events, "plugins": .array(plugins.map { $0.json })]
     }
 }

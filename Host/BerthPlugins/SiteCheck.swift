@@ -11,6 +11,8 @@ public struct SiteCheckReport: Sendable {
     public var problems: [String] = []
     /// What starts but deserves a look (a TCP listener on a non-loopback address).
     public var warnings: [String] = []
+    /// With store.engine "etcd": what each endpoint answered (its etcd version and the cluster's members).
+    public var etcd: [EtcdClusterInfo] = []
 }
 
 extension SiteConfig {
@@ -57,9 +59,27 @@ extension SiteConfig {
         if socket != nil, let problem = SiteConfig.directoryProblem(socketDir.isEmpty ? "." : socketDir, creatable: false) {
             r.problems.append("api.socket: \(problem) (berthd creates only the state directory)")
         }
+        checkStore(&r)
         r.problems += checkPlugins(logger: logger)
         return r
     }
+
+    /// store.engine "etcd": every endpoint must answer (its version and the members are reported); and berthd does not
+    /// run on etcd yet, which is said as a problem so that --check exits 2 exactly when start-up would refuse.
+    func checkStore(_ r: inout SiteCheckReport) {
+        guard store.engine == "etcd" else { return }
+        let unsupported = store.unsupported
+        r.problems += unsupported
+        if unsupported.isEmpty {
+            do { r.etcd = try EtcdStore.clusterInfo(store.etcdSettings(site: site)) } catch {
+                r.problems.append("store.endpoints: \(error)")
+            }
+        }
+        r.problems.append(SiteConfig.etcdNotYet)
+    }
+
+    /// Why berthd refuses to start with store.engine "etcd" today.
+    public static let etcdNotYet = "store.engine \"etcd\": berthd cannot keep its own records in etcd yet (cluster mode is a preview: `berth plugin check --store etcd://HOST:PORT` runs a plugin's state on etcd, and `berthd --check` checks the etcd settings); run berthd with store.engine \"sqlite\" (docs/cluster.md)"
 
     /// Loads and creates every enabled plugin on a scratch store, then destroys it all.
     func checkPlugins(logger: Logger) -> [String] {
@@ -70,6 +90,7 @@ extension SiteConfig {
         var copy = self
         copy.stateDir = scratch
         copy.sync = "normal"
+        copy.store = StoreSettings()  // the scratch store is SQLite whatever the engine (checkStore checks etcd)
         let runtime: PluginHost
         do { runtime = try PluginHost(site: copy, logger: logger) } catch {
             return ["cannot make a scratch state store in \(scratch) for the check: \(error)"]

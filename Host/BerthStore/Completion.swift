@@ -22,20 +22,45 @@ struct Completions {
     func rollBack() { for e in entries.reversed() { e.rollback?() } }
 }
 
-extension Store {
+/// The completion callbacks of an engine's open savepoints: one frame per savepoint, and those of operations released
+/// into the transaction that is about to commit. Every engine keeps one and drives it from its `savepoint`, so that a
+/// plugin's callbacks follow the fate of the savepoint they were registered in, whatever the engine.
+public final class CompletionStack {
+    var frames: [Completions] = []
+    var completed = Completions()
+    public init() {}
+
     /// Registers callbacks with the innermost open savepoint; false when none is open (outside an operation).
-    package func onComplete(commit: (() -> Void)?, rollback: (() -> Void)?) -> Bool {
-        guard !completionFrames.isEmpty else { return false }
-        completionFrames[completionFrames.count - 1].entries.append(.init(commit: commit, rollback: rollback))
+    package func register(commit: (() -> Void)?, rollback: (() -> Void)?) -> Bool {
+        guard !frames.isEmpty else { return false }
+        frames[frames.count - 1].entries.append(.init(commit: commit, rollback: rollback))
         return true
     }
 
+    /// Runs `body` as one savepoint's frame: on success its callbacks go to the enclosing frame (or the transaction);
+    /// when it throws they are rolled back, after `undo` (the engine's own rollback of the savepoint) has run.
+    package func frame<T>(_ body: () throws -> T, undo: () throws -> Void) throws -> T {
+        frames.append(Completions())
+        let out: T
+        do { out = try body() } catch {
+            let f = frames.removeLast()
+            try undo()
+            f.rollBack()
+            throw error
+        }
+        let f = frames.removeLast()
+        if frames.isEmpty { completed.append(f) } else { frames[frames.count - 1].append(f) }
+        return out
+    }
+
     /// The callbacks of the operations released into the transaction that is about to commit; empties the list.
-    func takeCompleted() -> Completions {
+    func take() -> Completions {
         defer { completed = Completions() }
         return completed
     }
+}
 
+extension Store {
     /// The first key after every key that starts with `prefix` (nil: no bound, the prefix is all 0xFF).
     static func prefixEnd(_ prefix: UnsafeRawBufferPointer) -> [UInt8]? {
         var b = Array(prefix)

@@ -13,7 +13,8 @@ import Glibc
 #endif
 
 public final class Executor: @unchecked Sendable {
-    public let store: Store
+    /// The engine every transaction runs on (SQLite on one host; etcd for `berth plugin check --store etcd://`).
+    public let store: any StateStore
     private var queue: [Job] = []
     private var mutex = pthread_mutex_t()
     private var cond = pthread_cond_t()
@@ -80,7 +81,7 @@ public final class Executor: @unchecked Sendable {
     /// How often a batch whose commit conflicts is run again before its operations fail with ABORTED.
     public let maxConflictRetries: Int
 
-    public init(store: Store, maxConflictRetries: Int = 8) {
+    public init(store: any StateStore, maxConflictRetries: Int = 8) {
         self.store = store
         self.maxConflictRetries = maxConflictRetries
         pthread_mutex_init(&mutex, nil)
@@ -182,7 +183,7 @@ public final class Executor: @unchecked Sendable {
         while true {
             pthread_mutex_lock(&mutex)
             while queue.isEmpty && !stopping {
-                guard store.checkpointDue else { pthread_cond_wait(&cond, &mutex); continue }
+                guard store.idleWorkDue else { pthread_cond_wait(&cond, &mutex); continue }
                 var deadline = timespec()
                 clock_gettime(CLOCK_REALTIME, &deadline)
                 let ns = deadline.tv_nsec + Executor.idleBeforeCheckpointNanos
@@ -190,7 +191,7 @@ public final class Executor: @unchecked Sendable {
                 deadline.tv_nsec = ns % 1_000_000_000
                 if pthread_cond_timedwait(&cond, &mutex, &deadline) == ETIMEDOUT && queue.isEmpty && !stopping {
                     pthread_mutex_unlock(&mutex)
-                    store.checkpoint()
+                    store.doIdleWork()
                     pthread_mutex_lock(&mutex)
                 }
             }
@@ -199,11 +200,23 @@ public final class Executor: @unchecked Sendable {
             let batch = Array(queue[0..<n])
             queue.removeFirst(n)
             pthread_mutex_unlock(&mutex)
-            runBatch(batch)
+            let deferred = runBatch(batch)
+            if !deferred.isEmpty {
+                pthread_mutex_lock(&mutex)
+                queue.insert(contentsOf: deferred, at: 0)
+                pthread_mutex_unlock(&mutex)
+            }
         }
     }
 
-    private func runBatch(_ batch: [Job]) {
+    /// Thrown inside an operation's savepoint when the transaction no longer fits in one commit of the engine: the
+    /// operation's writes are rolled back with the savepoint and it runs again in the next commit.
+    private struct DoesNotFit: Error {}
+
+    /// Runs a batch in one transaction; returns the jobs left for the next one (the engine's commit could not hold
+    /// them: etcd's --max-txn-ops and --max-request-bytes), in order. A job that alone does not fit fails at commit.
+    private func runBatch(_ full: [Job]) -> [Job] {
+        var batch = full
         busySince.store(monotonicNanos(), ordering: .relaxed)
         defer { busySince.store(0, ordering: .relaxed) }
         var errors = [Error?](repeating: nil, count: batch.count)
@@ -211,7 +224,7 @@ public final class Executor: @unchecked Sendable {
         if let why = stoppedReason {
             let e = BerthError(.internal, "the state store takes no more changes: \(why). Restart berthd; it recovers every change that reached the disk")
             for j in batch { j.complete(e) }
-            return
+            return []
         }
         var completions = Completions()
         for attempt in 0... {
@@ -221,12 +234,21 @@ public final class Executor: @unchecked Sendable {
                 try store.begin()
             } catch {
                 for j in batch { j.complete(error) }
-                return
+                return []
             }
             for (i, job) in batch.enumerated() {
-                do { try store.savepoint("op") { try job.work() } } catch { errors[i] = error }
+                do {
+                    try store.savepoint("op") {
+                        try job.work()
+                        if i > 0 && !store.fitsOneCommit { throw DoesNotFit() }
+                    }
+                } catch is DoesNotFit {
+                    batch = Array(batch[..<i])
+                    errors = Array(errors[..<i])
+                    break
+                } catch { errors[i] = error }
             }
-            completions = store.takeCompleted()
+            completions = store.completions.take()
             do {
                 try store.commit()
                 break
@@ -240,13 +262,16 @@ public final class Executor: @unchecked Sendable {
                     if attempt < maxConflictRetries { continue }
                     let e = BerthError(.aborted, "the change conflicted with concurrent changes \(attempt + 1) times and was not made; retry it")
                     for j in batch { j.complete(e) }
-                    return
+                    return Array(full[batch.count...])
                 }
-                let e = BerthError(.internal, "commit failed, nothing was saved: \(error)")
+                // A transaction over the engine's limits names the limit: the caller can split the work.
+                let e = (error as? BerthError).flatMap { $0.status == .resourceExhausted ? $0 : nil }
+                    ?? BerthError(.internal, "commit failed, nothing was saved: \(error)")
                 for j in batch { j.complete(e) }
-                return
+                return Array(full[batch.count...])
             }
         }
+        let rest = Array(full[batch.count...])
         commits += 1
         operations += UInt64(batch.count)
         if store.durableCommits {
@@ -254,11 +279,12 @@ public final class Executor: @unchecked Sendable {
             syncQueue.append(Synced(jobs: batch, errors: errors, events: eventsAppended, rev: lastRev, completions: completions))
             pthread_cond_signal(&syncCond)
             pthread_mutex_unlock(&syncMutex)
-            return
+            return rest
         }
         completions.commit()
         for (i, j) in batch.enumerated() { j.complete(errors[i]) }
         if eventsAppended, let cb = onCommit { cb(lastRev) }
+        return rest
     }
 
     /// The syncer: takes every batch committed so far, makes them durable with one fsync of the log, then answers

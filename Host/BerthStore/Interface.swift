@@ -44,12 +44,62 @@ public protocol StateStore: AnyObject {
     func events(since: Int64, limit: Int, type: String?, subject: String?) throws -> [Event]
     /// The newest revision (0 when the log is empty).
     func lastRevision() throws -> Int64
+
+    /// The plugins' completion callbacks of the open savepoints; `savepoint` drives it (CompletionStack.frame).
+    var completions: CompletionStack { get }
+
+    // What the executor asks of an engine around its transactions; the defaults suit an engine whose commit is durable
+    // when it returns and that has no limits on a transaction's size.
+
+    /// True when a commit is durable only after `syncLog()` (the executor then answers callers from its syncer thread).
+    var durableCommits: Bool { get }
+    /// Makes every commit so far durable; an error message on failure.
+    func syncLog() -> String?
+    /// True when the engine has housekeeping to do while the executor is idle (SQLite: a checkpoint of its log).
+    var idleWorkDue: Bool { get }
+    func doIdleWork()
+    /// Inside a transaction: false once it no longer fits in one commit (etcd: --max-txn-ops, --max-request-bytes). The
+    /// executor then commits the operations before the last one and runs that one in the next commit.
+    var fitsOneCommit: Bool { get }
+}
+
+extension StateStore {
+    public var durableCommits: Bool { false }
+    public func syncLog() -> String? { nil }
+    public var idleWorkDue: Bool { false }
+    public func doIdleWork() {}
+    public var fitsOneCommit: Bool { true }
+
+    /// The length of a value (nil when there is none).
+    public func kvLen(_ ns: String, _ key: UnsafeRawBufferPointer) throws -> Int64? {
+        try kvRead(ns, key) { $0.map { Int64($0.count) } }
+    }
+
+    /// The value of a key given as text (nil when there is none).
+    public func kvGet(_ ns: String, _ key: String) throws -> [UInt8]? {
+        try Array(key.utf8).withUnsafeBytes { kb in try kvRead(ns, kb) { $0.map { Array($0) } } }
+    }
+
+    /// Every key and value of a namespace, in key order.
+    public func kvEntries(_ ns: String) throws -> [(key: [UInt8], value: [UInt8])] {
+        var out: [(key: [UInt8], value: [UInt8])] = []
+        var after: [UInt8] = []
+        while let kv = try after.withUnsafeBytes({ a in
+            try [UInt8]().withUnsafeBytes { p in try kvScanNext(ns, prefix: p, after: a) { $0.map { (key: Array($0.key), value: Array($0.value)) } } }
+        }) {
+            out.append(kv)
+            after = kv.key
+        }
+        return out
+    }
 }
 
 extension Store: StateStore {
     public func begin() throws { try exec("BEGIN IMMEDIATE") }
     public func commit() throws { try exec("COMMIT") }
     public func rollback() { try? exec("ROLLBACK") }
+    public var idleWorkDue: Bool { checkpointDue }
+    public func doIdleWork() { checkpoint() }
 
     public func kvRead<R>(_ ns: String, _ key: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer?) throws -> R) throws -> R {
         try body(try kvGet(ns, key)?.blob(0))

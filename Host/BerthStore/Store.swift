@@ -89,10 +89,9 @@ public final class Store {
     /// older revision are told those are gone.
     public let eventsCompactedThrough = Atomic<Int64>(0)
     private var cache: [String: Statement] = [:]
-    /// Plugins' completion callbacks (ABI 1.2 on_complete), one frame per open savepoint; `completed` holds those of
-    /// operations released into the current transaction, run by the executor once it commits or rolls back.
-    var completionFrames: [Completions] = []
-    var completed = Completions()
+    /// Plugins' completion callbacks (ABI 1.2 on_complete), one frame per open savepoint, and those of operations
+    /// released into the current transaction, run by the executor once it commits or rolls back.
+    public let completions = CompletionStack()
     /// The statements of the plugin key-value calls, which run a dozen times per network ADD: held directly so
     /// they skip the cache's lookup by SQL text (they are in `cache` too, so BEGIN resets them like the rest).
     private var hot: [Statement?] = [nil, nil, nil, nil, nil]
@@ -270,20 +269,14 @@ public final class Store {
     /// Completion callbacks registered inside it follow its fate: rolled back here, or handed to the enclosing one.
     public func savepoint<T>(_ name: StaticString, _ body: () throws -> T) throws -> T {
         try prepare("SAVEPOINT \(name)").run()
-        completionFrames.append(Completions())
-        do {
+        return try completions.frame({
             let out = try body()
             try prepare("RELEASE \(name)").run()
-            let frame = completionFrames.removeLast()
-            if completionFrames.isEmpty { completed.append(frame) } else { completionFrames[completionFrames.count - 1].append(frame) }
             return out
-        } catch {
-            let frame = completionFrames.removeLast()
+        }, undo: {
             try prepare("ROLLBACK TO \(name)").run()
             try prepare("RELEASE \(name)").run()
-            frame.rollBack()
-            throw error
-        }
+        })
     }
 
     /// A cached prepared statement, reset and ready to bind.

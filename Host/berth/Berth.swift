@@ -52,6 +52,7 @@ struct Status: ParsableCommand {
         if !failed.isEmpty { j = j.setting("status", "degraded").setting("failedPlugins", .array(failed)) }
         emit(j, conn.output) {
             print("berthd \(str(j["status"])) — site \(str(j["site"])), plugins loaded \(str(j["plugins"]?["loaded"])), failed \(str(j["plugins"]?["failed"]))")
+            if let st = j["store"] { print("store \(str(st["engine"]))\(st["path"]?.string.map { " \($0)" } ?? "")") }
             for p in failed { print("plugin \(str(p["name"])) failed: \(str(p["reason"]))") }
         }
         if !failed.isEmpty { throw ExitCode(1) }
@@ -169,10 +170,18 @@ struct PluginCmd: ParsableCommand {
         @Option(name: .long, help: "Runtime suite: a root filesystem directory with /bin/sleep to start test instances from.") var rootfs: String?
         @Option(name: [.customShort("o"), .long], help: "Output format: table or json.") var output: OutputFormat = .table
         @Flag(name: .long, help: "Load the plugin into this process instead of a berth-plugin-runner (a crash then ends the check).") var inProcess = false
+        @Option(name: .long, help: "Keep the plugin's state in etcd instead of a temporary SQLite store: etcd://HOST:PORT[,HOST:PORT…] (under a fresh key prefix, removed at the end).") var store: String?
+
+        func validate() throws {
+            if let store {
+                do { _ = try EtcdSettings.endpoints(fromStoreURL: store) } catch let e as BerthError { throw ValidationError("--store: \(e.message)") }
+            }
+        }
 
         func run() throws {
             let cfg = try config.map { try readJSONFile($0) } ?? .object([])
-            let report = PluginChecker.check(path: path, name: name, config: cfg, kind: kind, inProcess: inProcess, extended: true, rootfs: rootfs)
+            let report = PluginChecker.check(path: path, name: name, config: cfg, kind: kind, inProcess: inProcess, extended: true, rootfs: rootfs,
+                                             store: store)
             if output != .table {
                 emit(report.json, output) {}
             } else {

@@ -74,12 +74,21 @@ struct Berthd: AsyncParsableCommand {
             quiet.logLevel = max(level, .warning)
             let report = config.check(logger: quiet)
             for w in report.warnings { FileHandle.standardError.write(Data("berthd: warning: \(w)\n".utf8)) }
+            for e in report.etcd {
+                let members = e.members.map { "\($0.name) \($0.clientURLs.joined(separator: ","))" }.joined(separator: "; ")
+                FileHandle.standardError.write(Data("berthd: store: etcd \(e.endpoint) answers, version \(e.version), \(e.members.count) member(s): \(members)\n".utf8))
+            }
             guard report.problems.isEmpty else {
                 FileHandle.standardError.write(Data("berthd: the site would not start cleanly:\n\(report.problems.map { "  - \($0)" }.joined(separator: "\n"))\n".utf8))
                 throw ExitCode(2)
             }
             print(config.json.pretty)
             return
+        }
+        // Cluster mode is a preview: refuse before anything is created or locked.
+        guard config.store.engine == "sqlite" else {
+            FileHandle.standardError.write(Data("berthd: cannot start: \(SiteConfig.etcdNotYet)\n".utf8))
+            throw ExitCode(2)
         }
         // One berthd per state directory and per socket; the lock is held until this process exits.
         do {

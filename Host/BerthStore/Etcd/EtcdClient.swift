@@ -2,23 +2,39 @@
 // client port, keys and values base64, int64 as strings) over BerthWire's small keep-alive HTTP client.
 import BerthWire
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Where the etcd cluster is and what it allows: the limits must match the members' `--max-txn-ops` and
 /// `--max-request-bytes` (etcd's defaults below), so that a transaction over them fails here with a clear error.
 public struct EtcdSettings: Sendable {
     /// Client URLs, "http://HOST:PORT" with a numeric address; tried in order, the next one when one is unreachable.
     public var endpoints: [String]
-    /// The site's name: every key of this site lives under `/berth/<site>/`.
+    /// The site's name: every key of this site lives under `/berth/<site>/` (unless `prefix` says otherwise).
     public var site: String
+    /// The key prefix of the site ("/" at both ends); nil: /berth/<site>/.
+    public var prefix: String?
     public var maxTxnOps: Int
     public var maxRequestBytes: Int
     public var timeoutSeconds: Int
 
-    public init(endpoints: [String], site: String, maxTxnOps: Int = 128, maxRequestBytes: Int = 1_572_864, timeoutSeconds: Int = 10) {
+    public init(endpoints: [String], site: String, prefix: String? = nil, maxTxnOps: Int = 128, maxRequestBytes: Int = 1_572_864,
+                timeoutSeconds: Int = 10) {
         self.endpoints = endpoints
         self.site = site
+        self.prefix = prefix
         self.maxTxnOps = maxTxnOps
         self.maxRequestBytes = maxRequestBytes
         self.timeoutSeconds = timeoutSeconds
+    }
+}
+
+extension EtcdSettings {
+    /// Throws the engine's clear error when an endpoint is not one it can connect to.
+    public func validated() throws -> EtcdSettings {
+        for e in endpoints { _ = try EtcdClient.parse(e) }
+        return self
     }
 }
 
@@ -62,19 +78,20 @@ final class EtcdClient {
         guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]), port > 0, port < 65536 else { throw bad }
         var host = rest[..<colon]
         if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
-        guard !host.isEmpty else { throw bad }
+        var v4 = in_addr(), v6 = in6_addr()
+        guard inet_pton(AF_INET, String(host), &v4) == 1 || inet_pton(AF_INET6, String(host), &v6) == 1 else { throw bad }
         return .tcp(host: String(host), port: port)
     }
 
     /// POSTs `body` to `path` and returns the parsed answer. A member that refuses the connection is skipped for the
     /// next endpoint; so is one that fails mid-request when `idempotent` (a read); a write whose connection failed
     /// after it was sent is reported as unavailable with its outcome unknown.
-    func call(_ path: String, _ body: JSON, idempotent: Bool) throws -> JSON {
-        let bytes = body.bytes
+    func call(_ path: String, _ body: JSON, idempotent: Bool, method: String = "POST") throws -> JSON {
+        let bytes: [UInt8]? = method == "GET" ? nil : body.bytes
         var lastError = ""
         for attempt in 0..<endpoints.count {
             do {
-                let r = try conn.request("POST", path, body: bytes)
+                let r = try conn.request(method, path, body: bytes)
                 let j = try r.json()
                 if r.status != 200 { throw EtcdClient.serverError(path, r.status, j) }
                 return j

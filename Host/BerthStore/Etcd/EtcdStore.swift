@@ -21,6 +21,7 @@ public final class EtcdStore: StateStore {
     let seqKey: [UInt8]
     /// The open transaction (nil outside one).
     var txn: EtcdTxn?
+    public let completions = CompletionStack()
 
     /// Connects to etcd (and checks it answers). Nothing is created: an empty site reads as an empty store.
     public init(_ settings: EtcdSettings) throws {
@@ -28,9 +29,12 @@ public final class EtcdStore: StateStore {
         guard !site.isEmpty, !site.utf8.contains(where: { $0 == 0 || $0 == UInt8(ascii: "/") }) else {
             throw BerthError(.invalidArgument, "store site name \"\(site)\" must be non-empty, without \"/\" or NUL")
         }
+        if let p = settings.prefix, !(p.count >= 2 && p.hasPrefix("/") && p.hasSuffix("/") && !p.utf8.contains(0)) {
+            throw BerthError(.invalidArgument, "store prefix \"\(p)\" must start and end with \"/\" (e.g. /berth/prod/), without NUL")
+        }
         self.settings = settings
         client = try EtcdClient(settings)
-        root = Array("/berth/\(site)/".utf8)
+        root = Array((settings.prefix ?? "/berth/\(site)/").utf8)
         evPrefix = root + Array("ev/".utf8)
         seqKey = root + Array("evseq".utf8)
         _ = try client.range(seqKey, [], revision: 0, countOnly: true)
@@ -56,21 +60,34 @@ public final class EtcdStore: StateStore {
         try send(t)
     }
 
+    /// Why the transaction cannot be one Txn under etcd's limits (nil when it can).
+    func overLimit(_ t: EtcdTxn, compares: Int, operations: Int) -> String? {
+        let limit = settings.maxTxnOps
+        if operations > limit {
+            return "the transaction has \(operations) writes (puts and deletes); etcd allows at most \(limit) operations per Txn (--max-txn-ops): split it into smaller transactions"
+        }
+        if compares > limit {
+            return "the transaction read \(compares) keys and ranges; etcd allows at most \(limit) compares per Txn (--max-txn-ops): split it into smaller transactions"
+        }
+        let size = t.requestBytes()
+        if size > settings.maxRequestBytes {
+            return "the transaction is about \(size) bytes; etcd allows at most \(settings.maxRequestBytes) bytes per request (--max-request-bytes): split it into smaller transactions"
+        }
+        return nil
+    }
+
+    /// Whether the open transaction still fits in one Txn (what `send` would check; it stays below the limits, so
+    /// the cost of building it here is bounded).
+    public var fitsOneCommit: Bool {
+        guard let t = txn, t.touched else { return true }
+        return overLimit(t, compares: t.compares().count, operations: t.operations().count) == nil
+    }
+
     /// Sends the transaction as one Txn. A read-only transaction sends nothing: its reads were one snapshot.
     func send(_ t: EtcdTxn) throws {
         guard t.touched else { return }
         let compares = t.compares(), ops = t.operations()
-        let limit = settings.maxTxnOps
-        if ops.count > limit {
-            throw BerthError(.resourceExhausted, "the transaction has \(ops.count) writes (puts and deletes); etcd allows at most \(limit) operations per Txn (--max-txn-ops): split it into smaller transactions")
-        }
-        if compares.count > limit {
-            throw BerthError(.resourceExhausted, "the transaction read \(compares.count) keys and ranges; etcd allows at most \(limit) compares per Txn (--max-txn-ops): split it into smaller transactions")
-        }
-        let size = t.requestBytes()
-        if size > settings.maxRequestBytes {
-            throw BerthError(.resourceExhausted, "the transaction is about \(size) bytes; etcd allows at most \(settings.maxRequestBytes) bytes per request (--max-request-bytes): split it into smaller transactions")
-        }
+        if let why = overLimit(t, compares: compares.count, operations: ops.count) { throw BerthError(.resourceExhausted, why) }
         let r = try client.txn(compares: compares, operations: ops)
         if !r.succeeded {
             throw BerthError(.aborted, "etcd transaction conflict: a key or range it read (at revision \(t.snapshot)) was changed by another writer; nothing was applied, run it again")
@@ -80,12 +97,7 @@ public final class EtcdStore: StateStore {
     public func savepoint<T>(_ name: StaticString, _ body: () throws -> T) throws -> T {
         guard let t = txn else { throw BerthError(.failedPrecondition, "savepoint \(name): no transaction is open on this etcd store") }
         let mark = t.mark
-        do {
-            return try body()
-        } catch {
-            t.rollback(to: mark)
-            throw error
-        }
+        return try completions.frame(body) { t.rollback(to: mark) }
     }
 
     /// Runs `body` in the open transaction, or in one of its own committed at once (a write outside a transaction).

@@ -58,3 +58,59 @@ final class EtcdProcess {
         return Int(UInt16(bigEndian: addr.sin_port))
     }
 }
+
+/// A 3-member etcd cluster on loopback (members m0, m1, m2), each with its own data directory; `kill(i)` SIGKILLs one.
+final class EtcdCluster {
+    let dir: String
+    let clientPorts: [Int]
+    let processes: [Process]
+    var endpoints: [String] { clientPorts.map { "http://127.0.0.1:\($0)" } }
+    var storeURL: String { "etcd://" + clientPorts.map { "127.0.0.1:\($0)" }.joined(separator: ",") }
+
+    init(members n: Int = 3) throws {
+        guard let binary = ["/usr/bin/etcd", "/usr/local/bin/etcd"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            throw BerthError(.failedPrecondition, "etcd is not installed: install Debian's etcd-server (it is in .ci/apt-packages)")
+        }
+        dir = tempDir("etcd-cluster")
+        clientPorts = (0..<n).map { _ in EtcdProcess.freePort() }
+        let peers = (0..<n).map { _ in "http://127.0.0.1:\(EtcdProcess.freePort())" }
+        let initial = (0..<n).map { "m\($0)=\(peers[$0])" }.joined(separator: ",")
+        var ps: [Process] = []
+        for i in 0..<n {
+            let p = Process()
+            let client = "http://127.0.0.1:\(clientPorts[i])"
+            p.executableURL = URL(fileURLWithPath: binary)
+            p.arguments = ["--name", "m\(i)", "--data-dir", "\(dir)/m\(i)", "--listen-client-urls", client, "--advertise-client-urls", client,
+                           "--listen-peer-urls", peers[i], "--initial-advertise-peer-urls", peers[i], "--initial-cluster", initial,
+                           "--initial-cluster-state", "new", "--initial-cluster-token", "berth-test",
+                           "--log-outputs", "\(dir)/m\(i).log", "--logger", "zap"]
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            ps.append(p)
+        }
+        processes = ps
+        let deadline = Date().addingTimeInterval(30)
+        var healthy = Set<Int>()
+        while Date() < deadline && healthy.count < n {
+            for i in 0..<n where !healthy.contains(i) {
+                let conn = UnixHTTPConnection(endpoint: .tcp(host: "127.0.0.1", port: clientPorts[i]), timeoutSeconds: 2)
+                if let r = try? conn.request("GET", "/health"), r.status == 200, r.text.contains("true") { healthy.insert(i) }
+                conn.close()
+            }
+            if healthy.count < n { usleep(100_000) }
+        }
+        guard healthy.count == n else {
+            stop()
+            throw BerthError(.unavailable, "the \(n)-member etcd cluster did not become healthy within 30 s (members healthy: \(healthy.sorted()))")
+        }
+    }
+
+    func kill(_ i: Int) {
+        guard processes[i].isRunning else { return }
+        Glibc.kill(processes[i].processIdentifier, SIGKILL)
+        processes[i].waitUntilExit()
+    }
+
+    func stop() { for i in processes.indices { kill(i) } }
+}

@@ -1,0 +1,117 @@
+// The site's `store` keys beyond `sync`: which engine keeps the state (sqlite, the default; etcd, cluster mode preview)
+// and how to reach etcd. Parsed and checked here; `berthd --check` connects (SiteCheck.swift); berthd itself refuses
+// to start on etcd until the host's own tables live there too (docs/cluster.md).
+import BerthStore
+import BerthWire
+import Foundation
+
+/// `store.engine` and the etcd connection settings of a site.
+public struct StoreSettings: Sendable, Equatable {
+    public var engine: String = "sqlite"
+    /// etcd client URLs, http(s)://HOST:PORT.
+    public var endpoints: [String] = []
+    /// PEM files: the CA that signed the members' certificates, and a client certificate and key (both or neither).
+    public var tlsCA: String? = nil
+    public var tlsCertificate: String? = nil
+    public var tlsKey: String? = nil
+    public var username: String? = nil
+    public var password: String? = nil
+    public var passwordFile: String? = nil
+    /// The key prefix of this site in etcd; nil: /berth/<site>/.
+    public var prefix: String? = nil
+
+    public init() {}
+
+    static let schemaProperties = #"""
+    "engine": {"enum": ["sqlite", "etcd"], "description": "Where the state lives: sqlite (default, one host, in stateDir) or etcd (cluster mode, preview: berth plugin check --store and berthd --check use it; berthd itself does not start on it yet)."},
+    "endpoints": {"type": "array", "minItems": 1, "maxItems": 16, "items": {"type": "string", "pattern": "^https?://[^/]+:[0-9]+/?$"},
+                  "description": "etcd client URLs, http(s)://HOST:PORT; tried in order. Required with engine etcd."},
+    "tls": {"type": "object", "additionalProperties": false,
+            "description": "TLS to etcd (https endpoints): PEM files of the CA, and optionally a client certificate and key.",
+            "properties": {"ca": {"type": "string", "minLength": 1}, "certificate": {"type": "string", "minLength": 1}, "key": {"type": "string", "minLength": 1}}},
+    "username": {"type": "string", "minLength": 1, "maxLength": 256, "description": "etcd user (etcd authentication); needs password or passwordFile."},
+    "password": {"type": "string", "minLength": 1, "description": "The etcd user's password (prefer passwordFile)."},
+    "passwordFile": {"type": "string", "minLength": 1, "description": "A file holding the etcd user's password (one line)."},
+    "prefix": {"type": "string", "minLength": 2, "maxLength": 256, "pattern": "^/.*/$", "description": "Key prefix of this site in etcd, starting and ending with \"/\". Default: /berth/<site>/."}
+    """#
+
+    /// Reads the keys of `store` (already checked against the schema); `problems` gets what is inconsistent.
+    static func parse(_ j: JSON?, baseDir: String, problems: inout [String]) -> StoreSettings {
+        var s = StoreSettings()
+        guard let j else { return s }
+        if let e = j["engine"]?.string { s.engine = e }
+        s.endpoints = (j["endpoints"]?.array ?? []).compactMap(\.string)
+        if let t = j["tls"] {
+            s.tlsCA = t["ca"]?.string.map { SiteConfig.resolve($0, baseDir) }
+            s.tlsCertificate = t["certificate"]?.string.map { SiteConfig.resolve($0, baseDir) }
+            s.tlsKey = t["key"]?.string.map { SiteConfig.resolve($0, baseDir) }
+        }
+        s.username = j["username"]?.string
+        s.password = j["password"]?.string
+        s.passwordFile = j["passwordFile"]?.string.map { SiteConfig.resolve($0, baseDir) }
+        s.prefix = j["prefix"]?.string
+        if let p = s.prefix, p.utf8.contains(0) { problems.append("store.prefix: contains a NUL character") }
+        problems += s.problems(given: Set((j.object ?? []).map(\.0)))
+        return s
+    }
+
+    /// What is inconsistent in the settings; `given` are the keys the site file set.
+    func problems(given: Set<String>) -> [String] {
+        var out: [String] = []
+        if engine == "sqlite" {
+            for k in ["endpoints", "tls", "username", "password", "passwordFile", "prefix"] where given.contains(k) {
+                out.append("store.\(k): applies only to store.engine \"etcd\" (the engine is \"sqlite\"); remove it or set store.engine to \"etcd\"")
+            }
+            return out
+        }
+        if endpoints.isEmpty { out.append("store.endpoints: store.engine \"etcd\" needs at least one etcd client URL, e.g. [\"http://127.0.0.1:2379\"]") }
+        let https = endpoints.filter { $0.hasPrefix("https://") }
+        if !https.isEmpty && https.count != endpoints.count {
+            out.append("store.endpoints: mixes http and https URLs (\(endpoints.joined(separator: ", "))); use one scheme for every member")
+        }
+        if (tlsCA != nil || tlsCertificate != nil || tlsKey != nil) && https.isEmpty {
+            out.append("store.tls: set, but store.endpoints are http URLs; use https://HOST:PORT endpoints with TLS, or remove store.tls")
+        }
+        if (tlsCertificate == nil) != (tlsKey == nil) { out.append("store.tls: certificate and key go together; set both or neither") }
+        for (k, path) in [("tls.ca", tlsCA), ("tls.certificate", tlsCertificate), ("tls.key", tlsKey), ("passwordFile", passwordFile)] {
+            guard let path else { continue }
+            if access(path, R_OK) != 0 { out.append("store.\(k): cannot read \(path): \(String(cString: strerror(errno)))") }
+        }
+        if password != nil && passwordFile != nil { out.append("store.password and store.passwordFile: set one, not both") }
+        if username == nil && (password != nil || passwordFile != nil) { out.append("store.password: set store.username too") }
+        if username != nil && password == nil && passwordFile == nil { out.append("store.username: set store.password or store.passwordFile too") }
+        return out
+    }
+
+    /// What this berthd cannot do yet with these settings (the etcd engine speaks plain HTTP to numeric addresses,
+    /// without authentication): reported by `berthd --check` and `berth plugin check`, never silently ignored.
+    public var unsupported: [String] {
+        var out: [String] = []
+        for e in endpoints where (try? EtcdSettings(endpoints: [e], site: "x").validated()) == nil {
+            out.append("store.endpoints: \(e): this berthd's etcd engine connects to http://HOST:PORT with a numeric address only (no TLS, no host names yet)")
+        }
+        if username != nil { out.append("store.username: etcd authentication is not supported by this berthd's etcd engine yet") }
+        return out
+    }
+
+    /// The engine's settings for site `site`.
+    public func etcdSettings(site: String) -> EtcdSettings {
+        EtcdSettings(endpoints: endpoints, site: site, prefix: prefix)
+    }
+
+    var json: JSON {
+        var j: JSON = ["engine": .string(engine)]
+        guard engine == "etcd" else { return j }
+        j = j.setting("endpoints", .array(endpoints.map { .string($0) }))
+        var t: [(String, JSON)] = []
+        if let tlsCA { t.append(("ca", .string(tlsCA))) }
+        if let tlsCertificate { t.append(("certificate", .string(tlsCertificate))) }
+        if let tlsKey { t.append(("key", .string(tlsKey))) }
+        if !t.isEmpty { j = j.setting("tls", .object(t)) }
+        if let username { j = j.setting("username", .string(username)) }
+        if password != nil { j = j.setting("password", "(set)") }
+        if let passwordFile { j = j.setting("passwordFile", .string(passwordFile)) }
+        if let prefix { j = j.setting("prefix", .string(prefix)) }
+        return j
+    }
+}

@@ -1,0 +1,90 @@
+// The site's store keys (store.engine, endpoints, tls, credentials, prefix): parsed and checked with clear errors;
+// `berthd --check` reports a real etcd's version and members and fails on an unreachable one; berthd refuses to start
+// on etcd (cluster mode is a preview) without creating anything.
+import BerthPlugins
+import BerthWire
+import Foundation
+import XCTest
+
+final class SiteStoreTests: XCTestCase {
+    func parse(_ store: String) throws -> SiteConfig {
+        try SiteConfig.parse(Array(#"{"store": \#(store)}"#.utf8), baseDir: "/tmp")
+    }
+    func expectProblem(_ store: String, _ words: [String], line: UInt = #line) {
+        XCTAssertThrowsError(try parse(store), store, line: line) { e in
+            for w in words { XCTAssertTrue("\(e)".contains(w), "\(store): \(e) should say \(w)", line: line) }
+        }
+    }
+
+    func testStoreKeysParseAndRefuseWhatIsInconsistent() throws {
+        XCTAssertEqual(try parse("{}").store.engine, "sqlite", "sqlite is the default")
+        let dir = tempDir("site-store")
+        FileManager.default.createFile(atPath: dir + "/ca.pem", contents: Data("x".utf8))
+        FileManager.default.createFile(atPath: dir + "/pw", contents: Data("secret\n".utf8))
+        let ok = try SiteConfig.parse(Array(#"""
+            {"store": {"engine": "etcd", "endpoints": ["https://10.0.0.1:2379", "https://10.0.0.2:2379/"], "tls": {"ca": "ca.pem"},
+                       "username": "berth", "passwordFile": "pw", "prefix": "/berth/prod/"}}
+            """#.utf8), baseDir: dir)
+        XCTAssertEqual(ok.store.engine, "etcd")
+        XCTAssertEqual(ok.store.endpoints, ["https://10.0.0.1:2379", "https://10.0.0.2:2379/"])
+        XCTAssertEqual(ok.store.tlsCA, dir + "/ca.pem", "relative to the site file")
+        XCTAssertEqual(ok.store.passwordFile, dir + "/pw")
+        XCTAssertEqual(ok.store.prefix, "/berth/prod/")
+        XCTAssertEqual(ok.json["store"]?["engine"], "etcd")
+        XCTAssertEqual(ok.json["store"]?["sync"], "full")
+        XCTAssertEqual(ok.store.unsupported.count, 3, "https endpoints and authentication are named as not supported yet: \(ok.store.unsupported)")
+
+        expectProblem(#"{"engine": "cassandra"}"#, ["store.engine"])
+        expectProblem(#"{"engine": "etcd"}"#, ["store.endpoints", "at least one etcd client URL"])
+        expectProblem(#"{"engine": "etcd", "endpoints": []}"#, ["store.endpoints"])
+        expectProblem(#"{"engine": "etcd", "endpoints": ["127.0.0.1:2379"]}"#, ["store.endpoints[0]"])
+        expectProblem(#"{"engine": "etcd", "endpoints": ["http://127.0.0.1"]}"#, ["store.endpoints[0]"])
+        expectProblem(#"{"endpoints": ["http://127.0.0.1:2379"]}"#, ["store.endpoints: applies only to store.engine \"etcd\""])
+        expectProblem(#"{"engine": "etcd", "endpoints": ["http://127.0.0.1:2379", "https://127.0.0.2:2379"]}"#, ["mixes http and https"])
+        expectProblem(#"{"engine": "etcd", "endpoints": ["http://127.0.0.1:2379"], "tls": {"ca": "/etc/hostname"}}"#, ["store.tls", "https://"])
+        expectProblem(#"{"engine": "etcd", "endpoints": ["https://127.0.0.1:2379"], "tls": {"ca": "/nonexistent/ca.pem"}}"#, ["store.tls.ca", "/nonexistent/ca.pem"])
+        expectProblem(#"{"engine": "etcd", "endpoints": ["https://127.0.0.1:2379"], "tls": {"certificate": "/etc/hostname"}}"#, ["certificate and key go together"])
+        expectProblem(#"{"engine": "etcd", "endpoints": ["http://127.0.0.1:2379"], "username": "u"}"#, ["store.username", "password"])
+        expectProblem(#"{"engine": "etcd", "endpoints": ["http://127.0.0.1:2379"], "password": "p"}"#, ["store.password", "username"])
+        expectProblem(#"{"engine": "etcd", "endpoints": ["http://127.0.0.1:2379"], "username": "u", "password": "p", "passwordFile": "/etc/hostname"}"#, ["set one, not both"])
+        expectProblem(#"{"engine": "etcd", "endpoints": ["http://127.0.0.1:2379"], "prefix": "berth/"}"#, ["store.prefix"])
+    }
+
+    func site(_ dir: String, _ store: String) throws -> String {
+        let f = dir + "/site.json"
+        try #"{"stateDir": "\#(dir)/state", "api": {"link": ""}, "store": \#(store)}"#.write(toFile: f, atomically: true, encoding: .utf8)
+        return f
+    }
+
+    /// berthd on store.engine "etcd" exits 2 saying what works today, and creates nothing (not even its state directory).
+    func testBerthdRefusesToStartOnEtcd() throws {
+        let dir = tempDir("site-etcd-start")
+        let f = try site(dir, #"{"engine": "etcd", "endpoints": ["http://127.0.0.1:2379"]}"#)
+        let (rc, _, err) = try runTool(Paths.bin + "/berthd", ["--site", f])
+        XCTAssertEqual(rc, 2, err)
+        XCTAssertTrue(err.contains("cannot start") && err.contains("berth plugin check --store etcd://") && err.contains("store.engine \"sqlite\""), err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/state"), "nothing created")
+    }
+
+    /// `berthd --check` on a real etcd: reports the version and the members of every endpoint; an unreachable
+    /// endpoint is a problem naming it. Both exit 2, because berthd does not start on etcd yet (and says so).
+    func testCheckConnectsToEveryEndpoint() throws {
+        let etcd = try EtcdProcess()
+        defer { etcd.stop() }
+        let dir = tempDir("site-etcd-check")
+        var (rc, out, err) = try runTool(Paths.bin + "/berthd", ["--site", try site(dir, #"{"engine": "etcd", "endpoints": ["\#(etcd.endpoint)"]}"#), "--check"])
+        XCTAssertEqual(rc, 2, err)
+        XCTAssertTrue(err.contains("store: etcd \(etcd.endpoint) answers, version 3."), err)
+        XCTAssertTrue(err.contains("1 member(s): t \(etcd.endpoint)"), err)
+        XCTAssertTrue(err.contains("berthd cannot keep its own records in etcd yet"), err)
+        XCTAssertFalse(err.contains("unreachable"), err)
+        XCTAssertEqual(out, "")
+        let dead = "http://127.0.0.1:\(EtcdProcess.freePort())"
+        (rc, _, err) = try runTool(Paths.bin + "/berthd", ["--site", try site(dir, #"{"engine": "etcd", "endpoints": ["\#(etcd.endpoint)", "\#(dead)"]}"#), "--check"])
+        XCTAssertEqual(rc, 2, err)
+        XCTAssertTrue(err.contains("store.endpoints: ") && err.contains("etcd is unreachable") && err.contains(dead.dropFirst(7)), err)
+        (rc, _, err) = try runTool(Paths.bin + "/berthd", ["--site", try site(dir, #"{"engine": "etcd", "endpoints": ["http://etcd-1.example:2379"]}"#), "--check"])
+        XCTAssertEqual(rc, 2, err)
+        XCTAssertTrue(err.contains("numeric address only"), err)
+    }
+}
