@@ -86,7 +86,32 @@ final class EtcdClient {
     /// POSTs `body` to `path` and returns the parsed answer. A member that refuses the connection is skipped for the
     /// next endpoint; so is one that fails mid-request when `idempotent` (a read); a write whose connection failed
     /// after it was sent is reported as unavailable with its outcome unknown.
+    ///
+    /// While the cluster elects a leader (a member killed, a partition healed) members answer "no leader" or "leader
+    /// changed" for a second or two. Those answers are waited out, with backoff, for up to the request timeout: a read
+    /// is asked again on any of them; a write only on "no leader", which a member gives before proposing anything (the
+    /// others may come after the write was applied, and are returned as unavailable).
     func call(_ path: String, _ body: JSON, idempotent: Bool, method: String = "POST") throws -> JSON {
+        var pause: UInt32 = 25_000, waited: UInt64 = 0
+        while true {
+            do {
+                return try callOnce(path, body, idempotent: idempotent, method: method)
+            } catch let e as BerthError where e.status == .unavailable && Self.electing(e.message, idempotent: idempotent)
+                        && waited + UInt64(pause) <= UInt64(settings.timeoutSeconds) * 1_000_000 {
+                usleep(pause)
+                waited += UInt64(pause)
+                pause = min(pause * 2, 400_000)
+            }
+        }
+    }
+
+    /// True when etcd's answer says the cluster has no leader for now (see `call`).
+    static func electing(_ message: String, idempotent: Bool) -> Bool {
+        if message.contains("etcdserver: no leader") { return true }
+        return idempotent && (message.contains("etcdserver: leader changed") || message.contains("etcdserver: request timed out"))
+    }
+
+    private func callOnce(_ path: String, _ body: JSON, idempotent: Bool, method: String) throws -> JSON {
         let bytes: [UInt8]? = method == "GET" ? nil : body.bytes
         var lastError = ""
         for attempt in 0..<endpoints.count {
