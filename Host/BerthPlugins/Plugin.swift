@@ -172,7 +172,7 @@ final class PluginContext {
                     guard let out else { return BERTH_OK }
                     return out.pointee.write(out.pointee.ctx, v.baseAddress?.assumingMemoryBound(to: CChar.self), v.count)
                 }
-            } catch { return BERTH_INTERNAL }
+            } catch { return hostStatus(error) }
         }
         services.kv_put = { ctx, key, klen, val, vlen in
             let c = Unmanaged<PluginContext>.fromOpaque(ctx!).takeUnretainedValue()
@@ -181,7 +181,7 @@ final class PluginContext {
             do {
                 try store.kvPut(c.name, UnsafeRawBufferPointer(start: key, count: klen), UnsafeRawBufferPointer(start: val, count: vlen))
                 return BERTH_OK
-            } catch { return BERTH_INTERNAL }
+            } catch { return hostStatus(error) }
         }
         services.kv_delete = { ctx, key, klen in
             let c = Unmanaged<PluginContext>.fromOpaque(ctx!).takeUnretainedValue()
@@ -190,7 +190,7 @@ final class PluginContext {
             do {
                 try store.kvDelete(c.name, UnsafeRawBufferPointer(start: key, count: klen))
                 return BERTH_OK
-            } catch { return BERTH_INTERNAL }
+            } catch { return hostStatus(error) }
         }
         services.kv_next = { ctx, prefix, plen, after, alen, kout, vout in
             let c = Unmanaged<PluginContext>.fromOpaque(ctx!).takeUnretainedValue()
@@ -210,7 +210,7 @@ final class PluginContext {
                     }
                     return BERTH_OK
                 }
-            } catch { return BERTH_INTERNAL }
+            } catch { return hostStatus(error) }
         }
         services.emit_event = { ctx, type, json, len in
             let c = Unmanaged<PluginContext>.fromOpaque(ctx!).takeUnretainedValue()
@@ -241,7 +241,7 @@ final class PluginContext {
                 guard let n = try store.kvLen(c.name, UnsafeRawBufferPointer(start: key, count: klen)) else { return BERTH_NOT_FOUND }
                 lenOut?.pointee = UInt64(n)
                 return BERTH_OK
-            } catch { return BERTH_INTERNAL }
+            } catch { return hostStatus(error) }
         }
         services.kv_count_prefix = { ctx, prefix, plen, countOut in
             let c = Unmanaged<PluginContext>.fromOpaque(ctx!).takeUnretainedValue()
@@ -250,7 +250,7 @@ final class PluginContext {
             do {
                 countOut?.pointee = UInt64(try store.kvCountPrefix(c.name, UnsafeRawBufferPointer(start: prefix, count: plen)))
                 return BERTH_OK
-            } catch { return BERTH_INTERNAL }
+            } catch { return hostStatus(error) }
         }
         services.kv_delete_prefix = { ctx, prefix, plen, deletedOut in
             let c = Unmanaged<PluginContext>.fromOpaque(ctx!).takeUnretainedValue()
@@ -260,7 +260,7 @@ final class PluginContext {
                 let n = try store.kvDeletePrefix(c.name, UnsafeRawBufferPointer(start: prefix, count: plen))
                 deletedOut?.pointee = UInt64(n)
                 return BERTH_OK
-            } catch { return BERTH_INTERNAL }
+            } catch { return hostStatus(error) }
         }
     }
 
@@ -483,4 +483,11 @@ package enum Detached {
         }, arg)
         pthread_detach(t)
     }
+}
+
+/// The status a host service returns for a store failure: the store's own (UNAVAILABLE while etcd elects a leader,
+/// RESOURCE_EXHAUSTED over its limits, ABORTED for a gone snapshot), INTERNAL for anything else.
+func hostStatus(_ error: Error) -> berth_status {
+    guard let e = error as? BerthError else { return BERTH_INTERNAL }
+    return berth_status(rawValue: UInt32(bitPattern: e.status.rawValue))
 }

@@ -1,6 +1,8 @@
 // The one status table (BerthWire/Status.swift) against the header it mirrors: every berth_status value of
 // PluginABI/include/berth_plugin.h, with the same name and number, and nothing the header lacks.
 @testable import BerthKinds
+@testable import BerthPlugins
+import BerthPluginABI
 @testable import BerthServer
 import BerthWire
 import Foundation
@@ -51,5 +53,14 @@ final class StatusTableTests: XCTestCase {
         }
         XCTAssertEqual(CNI.code(BerthError(.notFound, "no network named x")).rawValue, 7)
         XCTAssertEqual(CNI.code(BerthError(plugin: "p", operation: "del", status: .notFound, message: "x")).rawValue, 3)
+    }
+
+    /// A store failure reaches the plugin's key-value call with the store's status (UNAVAILABLE while etcd elects
+    /// a leader), not as INTERNAL; anything that is not a BerthError is INTERNAL.
+    func testHostServiceStatusKeepsTheStoresStatus() {
+        for s in BerthStatus.all.map(\.status) {
+            XCTAssertEqual(hostStatus(BerthError(s, "x")).rawValue, UInt32(s.rawValue), s.name)
+        }
+        XCTAssertEqual(hostStatus(CocoaError(.fileNoSuchFile)), BERTH_INTERNAL)
     }
 }
