@@ -22,6 +22,9 @@ public final class EtcdStore: StateStore {
     /// The open transaction (nil outside one).
     var txn: EtcdTxn?
     public let completions = CompletionStack()
+    /// The leadership this store's writes belong to (nil: not fenced). When set, every commit also compares the
+    /// election key, and a commit after that term ended fails with FAILED_PRECONDITION, nothing applied.
+    public var fence: Leadership?
 
     /// Connects to etcd (and checks it answers). Nothing is created: an empty site reads as an empty store.
     public init(_ settings: EtcdSettings) throws {
@@ -80,18 +83,27 @@ public final class EtcdStore: StateStore {
     /// the cost of building it here is bounded).
     public var fitsOneCommit: Bool {
         guard let t = txn, t.touched else { return true }
-        return overLimit(t, compares: t.compares().count, operations: t.operations().count) == nil
+        return overLimit(t, compares: t.compares().count + (fence == nil ? 0 : 1), operations: t.operations().count) == nil
     }
 
     /// Sends the transaction as one Txn. A read-only transaction sends nothing: its reads were one snapshot.
     func send(_ t: EtcdTxn) throws {
         guard t.touched else { return }
-        let compares = t.compares(), ops = t.operations()
+        let compares = t.compares() + (fence.map { [$0.compare] } ?? []), ops = t.operations()
         if let why = overLimit(t, compares: compares.count, operations: ops.count) { throw BerthError(.resourceExhausted, why) }
         let r = try client.txn(compares: compares, operations: ops)
         if !r.succeeded {
+            if let f = fence, try !termLasts(f) {
+                throw BerthError(.failedPrecondition, "this berthd is no longer the leader (its term of \(String(decoding: f.key, as: UTF8.self)), created at revision \(f.createRevision), has ended); the commit was refused and nothing was applied")
+            }
             throw BerthError(.aborted, "etcd transaction conflict: a key or range it read (at revision \(t.snapshot)) was changed by another writer; nothing was applied, run it again")
         }
+    }
+
+    /// Whether the election key is still the one created in term `f`.
+    func termLasts(_ f: Leadership) throws -> Bool {
+        let j = try client.call("/v3/kv/range", .object([("key", .string(Base64.encode(f.key)))]), idempotent: true)
+        return EtcdClient.int(j["kvs"]?.array?.first?["create_revision"]) == f.createRevision
     }
 
     public func savepoint<T>(_ name: StaticString, _ body: () throws -> T) throws -> T {

@@ -1,0 +1,108 @@
+// Liveness and leadership on etcd (issue 18): a lease that a berthd keeps alive, a node's registration as a key bound
+// to it (gone when the lease expires), and one leader among many berthd by campaign (the first to create the election
+// key under its lease wins), whose commits are fenced on that key so that a berthd that lost leadership cannot commit.
+import BerthWire
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A lease granted by etcd. Keys put under it vanish when it expires (no keep-alive within its TTL) or is revoked.
+/// Not thread-safe: one owner calls `keepAlive` (about every TTL/3) from one thread; it has its own connection.
+public final class EtcdLease {
+    public let id: Int64
+    public let ttlSeconds: Int
+    let client: EtcdClient
+    let root: [UInt8]
+
+    /// Grants a lease of `ttlSeconds` (etcd raises a TTL below its minimum, about 2 s with default timings).
+    public init(_ settings: EtcdSettings, ttlSeconds: Int) throws {
+        guard ttlSeconds > 0 else { throw BerthError(.invalidArgument, "a lease needs a TTL of at least 1 second, got \(ttlSeconds)") }
+        client = try EtcdClient(settings.validated())
+        root = Array((settings.prefix ?? "/berth/\(settings.site)/").utf8)
+        let j = try client.call("/v3/lease/grant", .object([("TTL", .string(String(ttlSeconds)))]), idempotent: false)
+        id = EtcdClient.int(j["ID"])
+        self.ttlSeconds = Int(EtcdClient.int(j["TTL"]))
+        guard id != 0 else { throw BerthError(.unavailable, "etcd granted no lease: \(j.serialized)") }
+    }
+
+    /// Renews the lease; returns the TTL it has again. NOT_FOUND when it already expired (its keys are gone).
+    @discardableResult
+    public func keepAlive() throws -> Int {
+        let j = try client.call("/v3/lease/keepalive", .object([("ID", .string(String(id)))]), idempotent: true)
+        let ttl = EtcdClient.int(j["result"]?["TTL"] ?? j["TTL"])
+        guard ttl > 0 else { throw BerthError(.notFound, "lease \(id) has expired: the keys bound to it are gone") }
+        return Int(ttl)
+    }
+
+    /// Ends the lease now: every key bound to it is deleted. An expired lease is fine.
+    public func revoke() throws {
+        do { _ = try client.call("/v3/lease/revoke", .object([("ID", .string(String(id)))]), idempotent: true) } catch let e as BerthError where e.message.contains("lease not found") {}
+    }
+
+    // MARK: nodes
+
+    func nodeKey(_ node: String) -> [UInt8] { root + Array("nodes/".utf8) + Array(node.utf8) }
+
+    /// Registers `node` as alive for as long as this lease lives; `info` is what others read about it.
+    public func register(node: String, info: JSON) throws {
+        try Names.check(node, "node")
+        _ = try client.txn(compares: [], operations: [put(nodeKey(node), info.bytes)])
+    }
+
+    /// The nodes registered under live leases, with their info.
+    public func liveNodes() throws -> [(node: String, info: JSON)] {
+        let p = root + Array("nodes/".utf8)
+        return try client.range(p, Keys.prefixEnd(p), revision: 0).kvs.map { kv in
+            (String(decoding: kv.key.dropFirst(p.count), as: UTF8.self), (try? JSON.parse(kv.value)) ?? .null)
+        }
+    }
+
+    // MARK: leadership
+
+    func electionKey(_ name: String) -> [UInt8] { root + Array("election/".utf8) + Array(name.utf8) }
+
+    /// Tries once to become the leader of `election`: creates its key under this lease unless it exists. Returns the
+    /// leadership won, or nil when another holder has it (see `leader`). Already ours: the same leadership again.
+    public func campaign(_ election: String, value: String) throws -> Leadership? {
+        let key = electionKey(election)
+        let create: JSON = .object([("target", "CREATE"), ("result", "EQUAL"), ("key", .string(Base64.encode(key))), ("create_revision", "0")])
+        _ = try client.txn(compares: [create], operations: [put(key, Array(value.utf8))])
+        guard let held = try leader(election) else { return nil }
+        return held.lease == id ? held : nil
+    }
+
+    /// Who leads `election` now (nil: nobody; the key went with its holder's lease).
+    public func leader(_ election: String) throws -> Leadership? {
+        let key = electionKey(election)
+        let j = try client.call("/v3/kv/range", .object([("key", .string(Base64.encode(key)))]), idempotent: true)
+        guard let kv = j["kvs"]?.array?.first else { return nil }
+        return Leadership(key: key, createRevision: EtcdClient.int(kv["create_revision"]), lease: EtcdClient.int(kv["lease"]),
+                          value: String(decoding: try EtcdClient.bytes(kv["value"]), as: UTF8.self))
+    }
+
+    /// Steps down: deletes the election key if this lease still holds it.
+    public func resign(_ l: Leadership) throws {
+        let same: JSON = .object([("target", "CREATE"), ("result", "EQUAL"), ("key", .string(Base64.encode(l.key))),
+                                  ("create_revision", .string(String(l.createRevision)))])
+        _ = try client.txn(compares: [same], operations: [EtcdClient.delete(l.key, [])])
+    }
+
+    func put(_ key: [UInt8], _ value: [UInt8]) -> JSON {
+        ["request_put": .object([("key", .string(Base64.encode(key))), ("value", .string(Base64.encode(value))), ("lease", .string(String(id)))])]
+    }
+}
+
+/// One term of a leader: the election key as created by its holder. A later holder's key has a higher create
+/// revision, so comparing it fences every commit of this term (`EtcdStore.fence`).
+public struct Leadership: Equatable, Sendable {
+    public let key: [UInt8]
+    public let createRevision: Int64
+    public let lease: Int64
+    public let value: String
+
+    /// The compare that holds only while this term lasts.
+    var compare: JSON {
+        .object([("target", "CREATE"), ("result", "EQUAL"), ("key", .string(Base64.encode(key))), ("create_revision", .string(String(createRevision)))])
+    }
+}
