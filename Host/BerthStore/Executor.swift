@@ -251,6 +251,7 @@ public final class Executor: @unchecked Sendable {
             completions = store.completions.take()
             do {
                 try store.commit()
+                if eventsAppended, let r = store.committedEventRevision { lastRev = max(lastRev, r) }
                 break
             } catch {
                 store.rollback()

@@ -18,8 +18,11 @@ import BerthWire
 /// engine with optimistic transactions records the range it scanned, so a key inserted into it by another writer
 /// (a phantom) is a conflict too.
 ///
-/// **Event log.** Appending gives a revision, strictly increasing and never reused; `events(since:)` reads after a
-/// revision in order. Readers are told of new events through the executor's commit notification.
+/// **Event log.** Every committed event has a revision, strictly increasing in commit order and never reused;
+/// `events(since:)` reads after a revision in order. An engine gives it at `appendEvent` (SQLite: dense, 1, 2, 3…) or
+/// at the commit (etcd: from the Txn's revision, not dense; its `appendEvent` answers 0 and `committedEventRevision`
+/// says it after the commit), so that writers on many hosts share no counter. Readers are told of new events through
+/// the executor's commit notification.
 public protocol StateStore: AnyObject {
     func begin() throws
     func commit() throws
@@ -38,8 +41,11 @@ public protocol StateStore: AnyObject {
     /// Deletes every key with the prefix; returns how many.
     func kvDeletePrefix(_ ns: String, _ prefix: UnsafeRawBufferPointer) throws -> Int64
 
-    /// Appends an event; returns its revision.
+    /// Appends an event; returns its revision, or 0 when the engine gives revisions at commit.
     func appendEvent(type: String, subject: String, actor: String, data: JSON) throws -> Int64
+    /// After a commit: the revision of the last event it appended, for an engine that gives revisions at commit
+    /// (nil otherwise, and when it appended none).
+    var committedEventRevision: Int64? { get }
     /// Events after `since`, oldest first, at most `limit`; `type` and `subject` keep that value or those under it.
     func events(since: Int64, limit: Int, type: String?, subject: String?) throws -> [Event]
     /// The newest revision (0 when the log is empty).
@@ -69,6 +75,7 @@ extension StateStore {
     public var idleWorkDue: Bool { false }
     public func doIdleWork() {}
     public var fitsOneCommit: Bool { true }
+    public var committedEventRevision: Int64? { nil }
 
     /// The length of a value (nil when there is none).
     public func kvLen(_ ns: String, _ key: UnsafeRawBufferPointer) throws -> Int64? {

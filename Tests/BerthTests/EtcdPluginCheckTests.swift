@@ -130,7 +130,9 @@ final class EtcdPluginCheckTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(commits, 3, "split into several Txns")
         XCTAssertLessThan(commits, 300, "still grouped")
         XCTAssertEqual(try count(st, "k/"), 300)
-        XCTAssertEqual(try st.lastRevision(), 300)
+        let evs = try st.events(since: 0, limit: 1000, type: "test.put", subject: nil)
+        XCTAssertEqual(evs.count, 300, "every operation's event")
+        XCTAssertEqual(try st.lastRevision(), evs.last?.rev)
         print("300 grouped operations: \(commits) etcd Txns")
     }
 

@@ -43,6 +43,7 @@ struct EtcdKV {
     var key: [UInt8]
     var value: [UInt8]
     var modRevision: Int64
+    var createRevision: Int64 = 0
 }
 
 /// A range answer: the pairs, the total count in the range, the store revision it was read at, and whether more
@@ -166,6 +167,23 @@ final class EtcdClient {
         var kvs: [EtcdKV] = []
         for kv in j["kvs"]?.array ?? [] {
             kvs.append(EtcdKV(key: try Self.bytes(kv["key"]), value: try Self.bytes(kv["value"]), modRevision: Self.int(kv["mod_revision"])))
+        }
+        return EtcdRange(kvs: kvs, count: Self.int(j["count"]), revision: Self.int(j["header"]?["revision"]), more: j["more"]?.bool ?? false)
+    }
+
+    /// Keys in [key, end) created at revision `minCreate` or later, ordered by creation (newest first when
+    /// `descending`), at most `limit` (0: all). etcd sorts the whole range before it applies the limit.
+    func rangeByCreation(_ key: [UInt8], _ end: [UInt8], revision: Int64, minCreate: Int64, limit: Int, descending: Bool = false) throws -> EtcdRange {
+        var fields: [(String, JSON)] = [("key", .string(Base64.encode(key))), ("range_end", .string(Base64.encode(end))),
+                                        ("sort_order", .string(descending ? "DESCEND" : "ASCEND")), ("sort_target", "CREATE")]
+        if revision > 0 { fields.append(("revision", .string(String(revision)))) }
+        if limit > 0 { fields.append(("limit", .string(String(limit)))) }
+        if minCreate > 0 { fields.append(("min_create_revision", .string(String(minCreate)))) }
+        let j = try call("/v3/kv/range", .object(fields), idempotent: true)
+        var kvs: [EtcdKV] = []
+        for kv in j["kvs"]?.array ?? [] {
+            kvs.append(EtcdKV(key: try Self.bytes(kv["key"]), value: try Self.bytes(kv["value"]), modRevision: Self.int(kv["mod_revision"]),
+                              createRevision: Self.int(kv["create_revision"])))
         }
         return EtcdRange(kvs: kvs, count: Self.int(j["count"]), revision: Self.int(j["header"]?["revision"]), more: j["more"]?.bool ?? false)
     }

@@ -1,68 +1,86 @@
-// The etcd engine's event log: events under R + "ev/<20-digit revision>", the last revision in R + "evseq" (the key
-// layout is in EtcdStore.swift). Revisions are given in the transaction and made durable by its Txn.
+// The etcd engine's event log, with no shared counter: each event is its own key R + "ev/" + writer + "/" + seq (the
+// layout is in EtcdStore.swift), and its revision comes from the commit: etcd's revision of the Txn that created it
+// x 1024 + its index among that Txn's events. Reads order events by creation (etcd sorts the range).
 import BerthWire
 
 extension EtcdStore {
-    func eventKey(_ rev: Int64) -> [UInt8] {
-        let digits = Array(String(rev).utf8)
-        return evPrefix + [UInt8](repeating: UInt8(ascii: "0"), count: max(0, 20 - digits.count)) + digits
-    }
-
-    /// The last revision as this transaction sees it (a recorded point read of the counter inside one).
-    func currentRevision() throws -> Int64 {
-        guard let v = try get(seqKey) else { return 0 }
-        guard let n = Int64(String(decoding: v, as: UTF8.self)) else {
-            throw BerthError(.internal, "the event counter \(String(decoding: seqKey, as: UTF8.self)) in etcd holds \"\(String(decoding: v.prefix(40), as: UTF8.self))\", not a number")
-        }
-        return n
-    }
+    /// A Txn holds at most --max-txn-ops operations (128 by default, at most this many on any sane etcd).
+    static let eventsPerTxn: Int64 = 1024
 
     public func appendEvent(type: String, subject: String, actor: String, data: JSON) throws -> Int64 {
         if txn == nil {
             try begin()
             do {
-                let rev = try appendEvent(type: type, subject: subject, actor: actor, data: data)
+                _ = try appendEvent(type: type, subject: subject, actor: actor, data: data)
                 try commit()
-                return rev
+                return committedEventRevision ?? 0
             } catch {
                 rollback()
                 throw error
             }
         }
-        let rev = try currentRevision() + 1
+        let t = txn!
+        eventSeq += 1
+        if t.eventBase < 0 { t.eventBase = eventSeq }
+        let i = eventSeq - t.eventBase
+        guard i < Self.eventsPerTxn else {
+            throw BerthError(.resourceExhausted, "more than \(Self.eventsPerTxn) events in one transaction; etcd's Txn cannot hold them: split the work")
+        }
         let value: JSON = ["time": .number(wallClock()), "type": .string(type), "subject": .string(subject),
-                           "actor": .string(actor), "data": data]
-        txn!.write(eventKey(rev), value.bytes)
-        txn!.write(seqKey, Array(String(rev).utf8))
-        return rev
+                           "actor": .string(actor), "data": data, "i": .number(Double(i))]
+        t.write(eventWriter + Self.hex16(eventSeq), value.bytes)
+        return 0  // known at commit: committedEventRevision
     }
 
-    public func lastRevision() throws -> Int64 { try currentRevision() }
+    /// The highest index among the events `t` appended and kept (savepoints rolled back may have dropped some).
+    func lastEventIndex(_ t: EtcdTxn) -> Int64? {
+        guard t.eventBase >= 0 else { return nil }
+        return t.writes.compactMap { k, v -> Int64? in
+            guard v != nil, k.count == eventWriter.count + 16, k.starts(with: eventWriter),
+                  let seq = Int64(String(decoding: k[eventWriter.count...], as: UTF8.self), radix: 16) else { return nil }
+            return seq - t.eventBase
+        }.max()
+    }
+
+    static func hex16(_ n: Int64) -> [UInt8] {
+        let digits = Array(String(n, radix: 16).utf8)
+        return [UInt8](repeating: UInt8(ascii: "0"), count: max(0, 16 - digits.count)) + digits
+    }
+
+    /// The newest committed event's revision (0 when the log is empty); inside a transaction, at its snapshot.
+    public func lastRevision() throws -> Int64 {
+        let hi = Keys.prefixEnd(evPrefix)
+        let top = try client.rangeByCreation(evPrefix, hi, revision: txn?.snapshot ?? 0, minCreate: 0, limit: 1, descending: true)
+        if let t = txn, t.snapshot == 0 { t.snapshot = top.revision }
+        guard let newest = top.kvs.first else { return 0 }
+        // The other events of that Txn were created at the same revision: the last is the one with the highest index.
+        let group = try client.rangeByCreation(evPrefix, hi, revision: txn?.snapshot ?? top.revision, minCreate: newest.createRevision, limit: 0)
+        return try group.kvs.compactMap { try decode($0) }.map(\.rev).max() ?? 0
+    }
 
     /// Events after `since`, oldest first, at most `limit`; `type` keeps that type or types under it (`network` keeps
     /// `network.attached`), `subject` that subject or subjects under it (`App/web` keeps `App/web/0`), as Store.events.
-    /// Inside a transaction: at its snapshot, with its own appended events. Not recorded in the read set.
+    /// Committed events only (inside a transaction: at its snapshot; its own appended events have no revision yet).
+    /// Not recorded in the read set.
     public func events(since: Int64, limit: Int, type: String?, subject: String?) throws -> [Event] {
         guard limit > 0 else { return [] }
-        let hi = Keys.prefixEnd(evPrefix)
-        var lo = eventKey(max(since, 0) + 1)
+        let hi = Keys.prefixEnd(evPrefix), page = 1000
+        var from = max(since, 0) / Self.eventsPerTxn  // the Txn of `since` may hold events after it
         var out: [Event] = []
-        let page = min(max(limit, 64), 1000)
         while out.count < limit {
-            let r = try client.range(lo, hi, revision: txn?.snapshot ?? 0, limit: page)
+            let r = try client.rangeByCreation(evPrefix, hi, revision: txn?.snapshot ?? 0, minCreate: from, limit: page)
             if let t = txn, t.snapshot == 0 { t.snapshot = r.revision }
-            for kv in r.kvs where out.count < limit {
-                if let e = try decode(kv.key, kv.value), keeps(e, type, subject) { out.append(e) }
+            var kvs = r.kvs
+            // A page can end inside one Txn's events (etcd orders ties arbitrarily): that Txn is read by the next page.
+            if r.more, let cut = kvs.last?.createRevision, kvs.contains(where: { $0.createRevision != cut }) {
+                kvs.removeAll { $0.createRevision == cut }
+                from = cut
+            } else if let last = kvs.last {
+                from = last.createRevision + 1
             }
-            guard r.more, let last = r.kvs.last else { break }
-            lo = last.key + [0]
-        }
-        if let t = txn, out.count < limit {
-            let mine = t.writes.compactMap { k, v -> Event? in
-                guard let v, Keys.within(k, eventKey(max(since, 0) + 1), hi) else { return nil }
-                return (try? decode(k, v)) ?? nil
-            }
-            out += mine.filter { e in keeps(e, type, subject) && !out.contains { $0.rev == e.rev } }.sorted { $0.rev < $1.rev }.prefix(limit - out.count)
+            let evs = try kvs.compactMap { try decode($0) }.filter { $0.rev > since }.sorted { $0.rev < $1.rev }
+            for e in evs where out.count < limit && keeps(e, type, subject) { out.append(e) }
+            guard r.more else { break }
         }
         return out
     }
@@ -73,10 +91,10 @@ extension EtcdStore {
         return true
     }
 
-    private func decode(_ key: [UInt8], _ value: [UInt8]) throws -> Event? {
-        guard let rev = Int64(String(decoding: key[evPrefix.count...], as: UTF8.self)) else { return nil }
-        let j = try JSON.parse(value)
-        return Event(rev: rev, time: j["time"]?.double ?? 0, type: j["type"]?.string ?? "", subject: j["subject"]?.string ?? "",
-                     actor: j["actor"]?.string ?? "", data: j["data"] ?? .null)
+    private func decode(_ kv: EtcdKV) throws -> Event? {
+        let j = try JSON.parse(kv.value)
+        guard let i = j["i"]?.int, i >= 0, Int64(i) < Self.eventsPerTxn, kv.createRevision > 0 else { return nil }
+        return Event(rev: kv.createRevision * Self.eventsPerTxn + Int64(i), time: j["time"]?.double ?? 0, type: j["type"]?.string ?? "",
+                     subject: j["subject"]?.string ?? "", actor: j["actor"]?.string ?? "", data: j["data"] ?? .null)
     }
 }

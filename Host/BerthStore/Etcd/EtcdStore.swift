@@ -5,12 +5,13 @@
 //   R + "kv/" + ns + 0x00 + key    a namespace's key (raw bytes). The separator is a NUL byte, not "/": a namespace
 //                                  may contain "/" but never NUL, so "a"+"b/x" and "a/b"+"x" stay apart. etcd orders
 //                                  keys as unsigned bytes, shorter first: the contract's order.
-//   R + "ev/" + 20-digit rev       an event (JSON: time, type, subject, actor, data); zero-padded so key order is
-//                                  revision order and `events(since:)` is one range read.
-//   R + "evseq"                    the last event revision (decimal). appendEvent reads it (a point read, so compared
-//                                  at commit) and the Txn writes it: revisions are dense, cluster-wide and monotonic,
-//                                  and known when appendEvent returns, as the interface requires. etcd's own revision
-//                                  of the commit is known only after the Txn, too late for appendEvent's answer.
+//   R + "ev/" + writer + "/" + seq an event (JSON: time, type, subject, actor, data, i). `writer` is random per store
+//                                  instance and `seq` its own counter (16 hex digits), so berthds appending events at
+//                                  once write different keys and never conflict: there is no shared counter. An
+//                                  event's revision is given by its commit: etcd's revision of the Txn that created
+//                                  it x 1024 + `i`, its index among that Txn's events. Revisions are cluster-wide and
+//                                  increase with commit order, but are not dense, and not known before the commit:
+//                                  appendEvent answers 0 and `committedEventRevision` has the last one after it.
 import BerthWire
 
 public final class EtcdStore: StateStore {
@@ -18,7 +19,12 @@ public final class EtcdStore: StateStore {
     let client: EtcdClient
     let root: [UInt8]
     let evPrefix: [UInt8]
-    let seqKey: [UInt8]
+    /// evPrefix + this instance's writer id + "/": the keys of the events it appends.
+    let eventWriter: [UInt8]
+    /// The last event sequence number this instance used (its event keys).
+    var eventSeq: Int64 = 0
+    /// The revision of the last event the last commit made durable (nil when it appended none).
+    public private(set) var committedEventRevision: Int64?
     /// The open transaction (nil outside one).
     var txn: EtcdTxn?
     public let completions = CompletionStack()
@@ -39,8 +45,8 @@ public final class EtcdStore: StateStore {
         client = try EtcdClient(settings)
         root = Array((settings.prefix ?? "/berth/\(site)/").utf8)
         evPrefix = root + Array("ev/".utf8)
-        seqKey = root + Array("evseq".utf8)
-        _ = try client.range(seqKey, [], revision: 0, countOnly: true)
+        eventWriter = evPrefix + Array(String(UInt64.random(in: 1...UInt64.max), radix: 16).utf8) + [UInt8(ascii: "/")]
+        _ = try client.range(root, [], revision: 0, countOnly: true)
     }
 
     func nsKey(_ ns: String, _ key: UnsafeRawBufferPointer) throws -> [UInt8] {
@@ -53,6 +59,7 @@ public final class EtcdStore: StateStore {
     public func begin() throws {
         guard txn == nil else { throw BerthError(.failedPrecondition, "begin: a transaction is already open on this etcd store") }
         txn = EtcdTxn()
+        committedEventRevision = nil
     }
 
     public func rollback() { txn = nil }
@@ -92,6 +99,7 @@ public final class EtcdStore: StateStore {
         let compares = t.compares() + (fence.map { [$0.compare] } ?? []), ops = t.operations()
         if let why = overLimit(t, compares: compares.count, operations: ops.count) { throw BerthError(.resourceExhausted, why) }
         let r = try client.txn(compares: compares, operations: ops)
+        if r.succeeded, let last = lastEventIndex(t) { committedEventRevision = r.revision * Self.eventsPerTxn + last }
         if !r.succeeded {
             if let f = fence, try !termLasts(f) {
                 throw BerthError(.failedPrecondition, "this berthd is no longer the leader (its term of \(String(decoding: f.key, as: UTF8.self)), created at revision \(f.createRevision), has ended); the commit was refused and nothing was applied")

@@ -33,6 +33,9 @@ final class EtcdTxn {
     var writes: [[UInt8]: [UInt8]?] = [:]
     /// Buffered prefix deletes [lo, hi), applied before `writes`.
     var tombstones: [(lo: [UInt8], hi: [UInt8])] = []
+    /// The store's event sequence number of this transaction's first appended event (-1: none appended yet); an
+    /// event's index in the Txn is its sequence number minus this.
+    var eventBase: Int64 = -1
 
     private enum Undo {
         case write(key: [UInt8], old: [UInt8]??)
