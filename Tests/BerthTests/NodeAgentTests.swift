@@ -57,7 +57,7 @@ final class NodeAgentTests: XCTestCase {
             usleep(100_000)
         }
         XCTFail("timed out waiting for \(what)", file: file, line: line)
-        throw XCTSkip("stopped after the timeout above")
+        throw NSError(domain: "NodeAgentTests", code: 1, userInfo: [NSLocalizedDescriptionKey: "timed out waiting for \(what)"])
     }
 
     func get(_ ip: String, _ path: String) -> String? {
@@ -72,10 +72,14 @@ final class NodeAgentTests: XCTestCase {
 
     func netns() -> [String] { ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []).filter { $0.hasPrefix("berth-web-") } }
     func veths() -> String { (try? runTool("/usr/sbin/ip", ["-o", "link", "show", "master", bridge]).1) ?? "" }
+    /// The cgroup parent's directory under every mounted hierarchy (v1 controllers, the unified one, or v2's root).
+    func cgroupRoots() -> [String] {
+        let hier = ((try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? []).map { "/sys/fs/cgroup/\($0)/\(cgroupParent)" }
+        return (hier + ["/sys/fs/cgroup/\(cgroupParent)"]).filter { FileManager.default.fileExists(atPath: $0) }
+    }
+
     func cgroups() -> [String] {
-        let roots = ["/sys/fs/cgroup/\(cgroupParent)", "/sys/fs/cgroup/memory/\(cgroupParent)", "/sys/fs/cgroup/pids/\(cgroupParent)",
-                     "/sys/fs/cgroup/unified/\(cgroupParent)"]
-        return roots.flatMap { r in ((try? FileManager.default.contentsOfDirectory(atPath: r)) ?? []).filter { $0.hasPrefix("web-") }.map { "\(r)/\($0)" } }
+        cgroupRoots().flatMap { r in ((try? FileManager.default.contentsOfDirectory(atPath: r)) ?? []).filter { $0.hasPrefix("web-") || $0.hasPrefix("db-") }.map { "\(r)/\($0)" } }
     }
 
     func cleanUp(_ dir: String) {
@@ -85,6 +89,8 @@ final class NodeAgentTests: XCTestCase {
             for id in out.split(separator: "\n") { _ = try? runTool("/usr/sbin/runc", ["--root", root, "delete", "--force", String(id)]) }
         }
         _ = try? runTool("/usr/sbin/ip", ["link", "delete", bridge])
+        // The site's cgroup parent stays after its instances' cgroups go (runtime-oci removes those): the test's own is removed.
+        for r in cgroupRoots() { _ = try? runTool("/usr/bin/find", [r, "-depth", "-type", "d", "-exec", "rmdir", "{}", ";"]) }
     }
 
     func testThreeReplicasServeAtTheirAddressesRestartReattachAndTearDown() throws {
@@ -118,6 +124,7 @@ final class NodeAgentTests: XCTestCase {
 
         // Kill one instance's process: restarted per policy (always), counted, with an event; serving again.
         kill(pid_t(pids[1]!), SIGKILL)
+        defer { if testRun?.hasSucceeded == false { print(d.log().suffix(3000)) } }
         let again = try waitFor("web-1 restarted") { () -> JSON? in
             let x = try instances(d, "web").first { $0["ordinal"] == 1 }
             return x?["runtime"]?["restarts"]?.int == 1 && x?["runtime"]?["phase"] == "running" ? x : nil
@@ -191,6 +198,7 @@ final class NodeAgentTests: XCTestCase {
         let first = try running()
         let ip = first["ips"]![0]!.string!
         XCTAssertEqual(try waitFor("db-0 serving") { get(ip, "id") }.trimmingCharacters(in: .whitespacesAndNewlines), "db/0/\(ip)")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: rfs + "/volumes/data/first"), "the file is on the volume mounted in the instance, not in the rootfs")
         let (dst, dbody) = try d.request("DELETE", "/v1/instances/StatefulApp/db/0")
         XCTAssertEqual(dst, 200, dbody.serialized)
         let second = try waitFor("db-0 re-placed and running") { () -> JSON? in
@@ -205,6 +213,7 @@ final class NodeAgentTests: XCTestCase {
         XCTAssertEqual(xst, 200, xbody.serialized)
         try waitFor("db torn down") { dbNetns().isEmpty && instancesGone(d, "db") ? true : nil }
         XCTAssertEqual(veths().trimmingCharacters(in: .whitespacesAndNewlines), "", "veths left on \(bridge)")
+        XCTAssertEqual(cgroups(), [], "cgroups left")
     }
 
     func dbNetns() -> [String] { ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []).filter { $0.hasPrefix("berth-db-") } }

@@ -77,6 +77,8 @@ struct NodeNet {
             try ip(["-n", ns, "link", "set", "lo", "up"])
         }
         guard let network = r.network else { return }
+        // Already attached (a restart in the same namespace): the bridge plugin refuses a second eth0.
+        if runProgram("/usr/sbin/ip", ["-n", ns, "link", "show", "eth0"]).0 == 0 { return }
         _ = try cni("ADD", network: network, containerID: r.containerID)
     }
 
