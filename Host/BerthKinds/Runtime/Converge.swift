@@ -116,10 +116,11 @@ extension NodeAgent {
                 s.streak += 1
                 count { $0.restarts += 1 }
             }
-            save(r.containerID, s, persist: true)
+            // The event first: once the status shows the start, its event is committed.
             event(restart ? "runtime.restarted" : "runtime.started", r.subject,
                   ["containerID": .string(r.containerID), "pid": .number(Double(st.pid)), "ip": r.ip.map { .string($0) } ?? .null,
                    "restarts": .number(Double(s.restarts))])
+            save(r.containerID, s, persist: true)
         } catch {
             let why = (error as? BerthError)?.message ?? "\(error)"
             let changed = s.reason != why
