@@ -160,6 +160,15 @@ final class NodeAgentTests: XCTestCase {
         XCTAssertNil(get(ips[2]!, "id"))
         XCTAssertNotNil(get(ips[0]!, "id"))
 
+        // Drain the node: the last instance stops within its grace period (it comes back pending: no other node).
+        let drainStart = Date()
+        let (nst, nbody) = try d.request("POST", "/v1/nodes/\(node)/drain")
+        XCTAssertEqual(nst, 200, nbody.serialized)
+        try waitFor("the drained node's namespace removed") { netns().isEmpty ? true : nil }
+        XCTAssertLessThan(Date().timeIntervalSince(drainStart), 2 + 3, "stopped within graceSeconds (2) and a tick")
+        XCTAssertNil(get(ips[0]!, "id"))
+        XCTAssertEqual(try instances(d, "web").first?["state"], "pending")
+
         // Delete: nothing is left (namespace, veth on the bridge, container, cgroup).
         let (dst, dbody) = try d.request("DELETE", "/v1/kinds/App/web")
         XCTAssertEqual(dst, 200, dbody.serialized)
@@ -168,7 +177,7 @@ final class NodeAgentTests: XCTestCase {
         let (_, left, _) = try runTool("/usr/sbin/runc", ["--root", ociDir + "/oci/runtime", "list", "-q"])
         XCTAssertEqual(left.trimmingCharacters(in: .whitespacesAndNewlines), "", "containers left")
         XCTAssertEqual(cgroups(), [], "cgroups left")
-        XCTAssertEqual(try events(d, "runtime.stopped").count, 3)
+        XCTAssertEqual(try events(d, "runtime.stopped").count, 3, "two by the scale-down, one by the drain")
     }
 
     /// A StatefulApp ordinal deleted and re-placed: a new incarnation with the same address, its volume's data kept
@@ -214,6 +223,32 @@ final class NodeAgentTests: XCTestCase {
         try waitFor("db torn down") { dbNetns().isEmpty && instancesGone(d, "db") ? true : nil }
         XCTAssertEqual(veths().trimmingCharacters(in: .whitespacesAndNewlines), "", "veths left on \(bridge)")
         XCTAssertEqual(cgroups(), [], "cgroups left")
+    }
+
+    /// A command that does not exist in the rootfs (not checkable at apply: it is looked up on the instance's PATH) gives
+    /// the instance a clear failed reason and a backoff, not a silent crash loop; deleting the app leaves nothing.
+    func testACommandThatDoesNotExistShowsAFailedReason() throws {
+        try requireParts()
+        let rfs = try rootfs()
+        let ociDir = tempDir("agent-oci")
+        defer { cleanUp(ociDir) }
+        let d = try daemon(ociDir)
+        let (st, body) = try d.request("PUT", "/v1/kinds/App/web", ["spec": ["replicas": 1, "network": ["name": "lan"],
+                                                                              "run": ["rootfs": .string(rfs), "command": "no-such-program"]]])
+        XCTAssertEqual(st, 201, body.serialized)
+        let failed = try waitFor("a failed reason") { () -> JSON? in
+            let x = try instances(d, "web").first
+            return x?["runtime"]?["phase"] == "failed" ? x : nil
+        }
+        XCTAssertTrue(failed["runtime"]?["reason"]?.string?.contains("no-such-program") ?? false, failed.serialized)
+        XCTAssertEqual(failed["state"], "placed", "never reported running")
+        sleep(2)
+        let fails = try events(d, "runtime.failed").count
+        XCTAssertEqual(fails, 1, "one event per distinct reason, not one per attempt")
+        let (dst, dbody) = try d.request("DELETE", "/v1/kinds/App/web")
+        XCTAssertEqual(dst, 200, dbody.serialized)
+        try waitFor("torn down") { netns().isEmpty && instancesGone(d) ? true : nil }
+        XCTAssertEqual(veths().trimmingCharacters(in: .whitespacesAndNewlines), "", "veths left on \(bridge)")
     }
 
     func dbNetns() -> [String] { ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []).filter { $0.hasPrefix("berth-db-") } }
