@@ -99,7 +99,7 @@ final class NodeAgentTests: XCTestCase {
         let ociDir = tempDir("agent-oci")
         defer { cleanUp(ociDir) }
         let d = try daemon(ociDir)
-        let script = "mkdir -p /dev/shm/www && echo \"$BERTH_APP/$BERTH_ORDINAL/$BERTH_IP/$BERTH_NODE\" > /dev/shm/www/id && exec httpd -f -p 8080 -h /dev/shm/www"
+        let script = "echo hello-from-$BERTH_APP-$BERTH_ORDINAL; mkdir -p /dev/shm/www && echo \"$BERTH_APP/$BERTH_ORDINAL/$BERTH_IP/$BERTH_NODE\" > /dev/shm/www/id && exec httpd -f -p 8080 -h /dev/shm/www"
         let spec: JSON = ["replicas": 3, "network": ["name": "lan"],
                           "run": ["rootfs": .string(rfs), "command": "/bin/sh", "args": ["-c", .string(script)], "graceSeconds": 2]]
         let (st, body) = try d.request("PUT", "/v1/kinds/App/web", ["spec": spec])
@@ -120,6 +120,13 @@ final class NodeAgentTests: XCTestCase {
             XCTAssertEqual(id.trimmingCharacters(in: .whitespacesAndNewlines), "web/\(ord)/\(ip)/\(node)")
         }
         XCTAssertEqual(Set(ips.values).count, 3, "three distinct addresses: \(ips)")
+        // berth logs APP/ORDINAL: the instance's output; the table of berth instances shows the runtime's view.
+        let (lrc, lout, lerr) = try runTool(Paths.bin + "/berth", ["logs", "web/2", "--socket", d.socket])
+        XCTAssertEqual(lrc, 0, lerr)
+        XCTAssertTrue(lout.contains("hello-from-web-2"), lout)
+        let (brc, bout, _) = try runTool(Paths.bin + "/berth", ["instances", "--app", "web", "--socket", d.socket])
+        XCTAssertEqual(brc, 0)
+        XCTAssertTrue(bout.contains("RESTARTS") && bout.split(separator: "\n").filter { $0.contains(" running ") }.count >= 3, bout)
         XCTAssertEqual(netns().count, 3)
 
         // Kill one instance's process: restarted per policy (always), counted, with an event; serving again.

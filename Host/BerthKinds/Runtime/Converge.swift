@@ -18,6 +18,7 @@ extension NodeAgent {
         s.graceSeconds = r.graceSeconds
         s.subject = r.subject
         s.network = r.network
+        if let p = a?.logPath { s.logPath = p }
         let now = Self.now()
         switch a?.phase {
         case nil:
@@ -106,6 +107,7 @@ extension NodeAgent {
             s.phase = st.isRunning ? "running" : st.phase.rawValue
             s.pid = st.pid
             s.startedAt = st.startedAt
+            s.logPath = st.logPath ?? s.logPath
             s.reason = nil
             s.notBefore = 0
             s.runningSince = now

@@ -64,6 +64,8 @@ public struct RunStatus: Sendable {
     var runningSince: Double = 0
     /// This berthd has started or reattached to the current process (not persisted: a new berthd reattaches).
     var attached = false
+    /// The runtime plugin's log file of the instance (its state object's logPath).
+    var logPath: String?
 
     public var json: JSON {
         var j: JSON = ["phase": .string(phase), "restarts": .number(Double(restarts)), "pid": .number(Double(pid))]
