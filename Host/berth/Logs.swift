@@ -29,3 +29,30 @@ struct LogsCmd: ParsableCommand {
         }
     }
 }
+
+/// berth exec [KIND/]APP/ORDINAL -- CMD [ARGS...]: runs a command inside an instance and prints its output; exits
+/// with the command's exit code.
+struct ExecCmd: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "exec", abstract: "Run a command inside an instance (APP/ORDINAL or KIND/APP/ORDINAL).")
+    @OptionGroup var conn: Connection
+    @Option(name: .long, help: "Seconds before the command is killed (default 30).") var timeout: Int = 30
+    @Argument(help: "The instance: APP/ORDINAL or KIND/APP/ORDINAL.") var instance: String
+    @Argument(parsing: .postTerminator, help: "The command and its arguments (after --).") var command: [String] = []
+
+    func run() throws {
+        let parts = instance.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard (parts.count == 2 || parts.count == 3), !parts.contains(where: \.isEmpty) else {
+            throw ValidationError("\(instance): expected APP/ORDINAL or KIND/APP/ORDINAL, e.g. web/0 or StatefulApp/db/1")
+        }
+        let cmd = command.first == "--" ? Array(command.dropFirst()) : command
+        guard let program = cmd.first else { throw ValidationError("give the command after --, e.g. berth exec web/0 -- cat /etc/hostname") }
+        let path = try Instances.path(parts.count == 2 ? "App/\(parts[0])/\(parts[1])" : instance, "exec")
+        let j = try conn.call("POST", path, body: ["command": .string(program), "args": .array(cmd.dropFirst().map { .string($0) }),
+                                                   "timeoutSeconds": .number(Double(timeout))])
+        if conn.output != .table { emit(j, conn.output) {}; return }
+        FileHandle.standardOutput.write(Data((j["output"]?.string ?? "").utf8))
+        if j["truncated"]?.bool == true { FileHandle.standardError.write(Data("(output truncated)\n".utf8)) }
+        let code = j["exitCode"]?.int ?? 1
+        if code != 0 { throw ExitCode(Int32(truncatingIfNeeded: code)) }
+    }
+}

@@ -124,6 +124,12 @@ final class NodeAgentTests: XCTestCase {
         let (lrc, lout, lerr) = try runTool(Paths.bin + "/berth", ["logs", "web/2", "--socket", d.socket])
         XCTAssertEqual(lrc, 0, lerr)
         XCTAssertTrue(lout.contains("hello-from-web-2"), lout)
+        // berth exec: a command inside the instance, its output and exit code.
+        let (erc, eout, eerr) = try runTool(Paths.bin + "/berth", ["exec", "web/1", "--socket", d.socket, "--", "cat", "/dev/shm/www/id"])
+        XCTAssertEqual(erc, 0, eerr)
+        XCTAssertEqual(eout.trimmingCharacters(in: .whitespacesAndNewlines), "web/1/\(ips[1]!)/\(node)")
+        let (xrc, _, _) = try runTool(Paths.bin + "/berth", ["exec", "App/web/1", "--socket", d.socket, "--", "sh", "-c", "exit 3"])
+        XCTAssertEqual(xrc, 3, "berth exec exits with the command's code")
         let (brc, bout, _) = try runTool(Paths.bin + "/berth", ["instances", "--app", "web", "--socket", d.socket])
         XCTAssertEqual(brc, 0)
         XCTAssertTrue(bout.contains("RESTARTS") && bout.split(separator: "\n").filter { $0.contains(" running ") }.count >= 3, bout)

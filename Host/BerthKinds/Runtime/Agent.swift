@@ -8,6 +8,7 @@ import BerthStore
 import BerthWire
 import Foundation
 import Logging
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -22,6 +23,8 @@ public final class NodeAgent: @unchecked Sendable {
     let records: RunRecords
     let lock = NSLock()
     var statuses: [String: RunStatus] = [:]
+    /// Instances one operation holds (Exec.swift: exec and convergence never overlap on one instance).
+    let busy = Mutex<Set<String>>([])
     private var counters = (starts: 0, exits: 0, restarts: 0, stops: 0, failures: 0)
     private var mutex = pthread_mutex_t()
     private var cond = pthread_cond_t()
@@ -130,10 +133,17 @@ public final class NodeAgent: @unchecked Sendable {
         nextWake = .infinity
         let wanted = Set(want.map(\.containerID))
         // Retire first: a re-placed ordinal's new incarnation may take over the old one's address.
-        for (id, a) in actual.sorted(by: { $0.key < $1.key }) where !wanted.contains(id) { retire(id, a, rt) }
-        for r in want { ensure(r, actual[r.containerID], rt) }
+        for (id, a) in actual.sorted(by: { $0.key < $1.key }) where !wanted.contains(id) { claimed(id) { retire(id, a, rt) } }
+        for r in want { claimed(r.containerID) { ensure(r, actual[r.containerID], rt) } }
         // Namespaces left by an instance the runtime no longer has (a crash between teardown steps).
-        for id in NodeNet.namespaces() where !wanted.contains(id) && actual[id] == nil { retire(id, nil, rt) }
+        for id in NodeNet.namespaces() where !wanted.contains(id) && actual[id] == nil { claimed(id) { retire(id, nil, rt) } }
+    }
+
+    /// `body` while holding the instance; an instance an exec holds is skipped and looked at again shortly.
+    private func claimed(_ id: String, _ body: () -> Void) {
+        guard claim(id) else { wake(at: Self.now() + 0.5); return }
+        defer { release(id) }
+        body()
     }
 
     // MARK: status for operators
