@@ -135,8 +135,9 @@ public final class NodeAgent: @unchecked Sendable {
         // Retire first: a re-placed ordinal's new incarnation may take over the old one's address.
         for (id, a) in actual.sorted(by: { $0.key < $1.key }) where !wanted.contains(id) { claimed(id) { retire(id, a, rt) } }
         for r in want { claimed(r.containerID) { ensure(r, actual[r.containerID], rt) } }
-        // Namespaces left by an instance the runtime no longer has (a crash between teardown steps).
-        for id in NodeNet.namespaces() where !wanted.contains(id) && actual[id] == nil { claimed(id) { retire(id, nil, rt) } }
+        // Namespaces this agent made (it has their record) for an instance the runtime no longer has (a crash between
+        // teardown steps, a start that failed); another berthd's namespaces on the same host are left alone.
+        for id in NodeNet.namespaces() where !wanted.contains(id) && actual[id] == nil && records.has(id) { claimed(id) { retire(id, nil, rt) } }
     }
 
     /// `body` while holding the instance; an instance an exec holds is skipped and looked at again shortly.

@@ -92,6 +92,7 @@ extension NodeAgent {
     func startInstance(_ r: PlacedRun, _ s: inout RunStatus, _ rt: RuntimePlugin, restart: Bool) {
         let now = Self.now()
         do {
+            records.write(r.containerID, s)  // before the namespace: its teardown needs the record
             try net.setUp(r)
             var spec = RuntimeStartSpec(id: r.containerID, rootfs: r.rootfs, command: r.command)
             spec.args = r.args
@@ -196,4 +197,6 @@ struct RunRecords {
     }
 
     func remove(_ id: String) { unlink("\(dir)/\(id).json") }
+
+    func has(_ id: String) -> Bool { FileManager.default.fileExists(atPath: "\(dir)/\(id).json") }
 }
