@@ -66,6 +66,7 @@ extension PluginHost {
             problems.append("api.headerTimeoutMs/bodyTimeoutMs/idleTimeoutMs/maxConnections: changing them needs a restart of berthd")
         }
         if new.sync != cur.sync { problems.append("store.sync: changing it needs a restart of berthd") }
+        if new.agent != cur.agent { problems.append("agent: changing the node agent's settings needs a restart of berthd (its instances keep running)") }
         return problems
     }
 
