@@ -120,6 +120,13 @@ final class NodeAgentTests: XCTestCase {
             XCTAssertEqual(id.trimmingCharacters(in: .whitespacesAndNewlines), "web/\(ord)/\(ip)/\(node)")
         }
         XCTAssertEqual(Set(ips.values).count, 3, "three distinct addresses: \(ips)")
+        // The CNI chain's IPAM (berth-cni) answered from the placement's own attachment: no second address was taken,
+        // and the address inside the instance is the recorded one.
+        let (_, atts) = try d.request("GET", "/v1/networks/lan/attachments")
+        XCTAssertEqual(atts["attachments"]?.array?.count, 3, atts.serialized)
+        let cid0 = up.first { $0["ordinal"] == 0 }!["containerID"]!.string!
+        let (_, inNs, _) = try runTool("/usr/sbin/ip", ["-n", "berth-\(cid0)", "-o", "-4", "addr", "show", "eth0"])
+        XCTAssertTrue(inNs.contains(" \(ips[0]!)/24 "), inNs)
         // berth logs APP/ORDINAL: the instance's output; the table of berth instances shows the runtime's view.
         let (lrc, lout, lerr) = try runTool(Paths.bin + "/berth", ["logs", "web/2", "--socket", d.socket])
         XCTAssertEqual(lrc, 0, lerr)
