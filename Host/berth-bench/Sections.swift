@@ -15,4 +15,5 @@ let extraSections: [(String, () throws -> Void)] = [
     ("scheduler", schedulerSection),
     ("isolation", isolationSection),
     ("stalls", stallsSection),
+    ("runtime", runtimeSection),
 ]
