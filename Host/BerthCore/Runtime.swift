@@ -56,6 +56,8 @@ public final class BerthRuntime: @unchecked Sendable {
     public let storage: StorageService
     public let workloads: WorkloadService
     public let discovery: DiscoveryService
+    /// The node agent: runs what is placed on this node (BerthKinds/Runtime).
+    public let agent: NodeAgent
     let compactor: EventCompactor
 
     /// Every part, with what it requires. The plugin host ("plugins") is given.
@@ -71,6 +73,15 @@ public final class BerthRuntime: @unchecked Sendable {
             let w: WorkloadService = p.get("workloads")
             return DiscoveryService(host: p.get("plugins"), snapshotPage: { [unowned w] after, limit in try w.snapshotPage(after: after, limit: limit) },
                                     settings: p.get("settings", Box<CoordinatorSettings>.self).value.discovery)
+        },
+        Registration(id: "agent", requires: ["plugins", "workloads"]) { p in
+            let h: PluginHost = p.get("plugins")
+            let w: WorkloadService = p.get("workloads")
+            let node = h.site.nodeName
+            let agent = NodeAgent(host: h, desired: { [unowned w] in try w.runsOnNode(node) },
+                                  reportRunning: { [unowned w] r in try w.reportRunningSync(kind: r.kind, app: r.app, ordinal: r.ordinal) })
+            w.runtimeView.set { [unowned agent] id in agent.status(containerID: id) }
+            return agent
         },
         Registration(id: "events.retention", requires: ["plugins"]) { p in
             let h: PluginHost = p.get("plugins")
@@ -90,6 +101,7 @@ public final class BerthRuntime: @unchecked Sendable {
         storage = parts.get("storage")
         workloads = parts.get("workloads")
         discovery = parts.get("discovery")
+        agent = parts.get("agent")
         compactor = parts.get("events.retention")
     }
 
@@ -100,6 +112,7 @@ public final class BerthRuntime: @unchecked Sendable {
     public func start() {
         workloads.start()
         discovery.start()
+        agent.start()
     }
 
     // The host's state, for the API layer and the CLI.
@@ -135,11 +148,12 @@ public final class BerthRuntime: @unchecked Sendable {
 
     /// Every counter and gauge of the host and its coordinators, in the Prometheus text format.
     public func metricsText() -> String {
-        host.metricsText() + network.metricsText() + compactor.metricsText + discovery.metricsText()
+        host.metricsText() + network.metricsText() + compactor.metricsText + discovery.metricsText() + agent.metricsText()
     }
 
     /// Stops the coordinators whose work runs on the executor, then the host (executor, plugin instances).
     public func shutdown() {
+        agent.stop()
         workloads.stop()
         compactor.stop()  // before the executor: its steps run there
         discovery.stop()

@@ -67,6 +67,7 @@ extension PluginHost {
         }
         if new.sync != cur.sync { problems.append("store.sync: changing it needs a restart of berthd") }
         if new.store != cur.store { problems.append("store.engine, store.endpoints, store.tls, store.username, store.password(File), store.prefix: changing them needs a restart of berthd") }
+        if new.agent != cur.agent { problems.append("agent: changing the node agent's settings needs a restart of berthd (its instances keep running)") }
         return problems
     }
 

@@ -34,6 +34,8 @@ public struct SiteConfig: Sendable {
     public var eventsRetain: Int = 100_000
     public var eventsMaxAgeSeconds: Int? = nil
     public var plugins: [PluginSpec] = []
+    /// The node agent's settings (site key `agent`, AgentSite.swift).
+    public var agent = AgentSite()
     /// Directory the site file was read from (relative plugin paths resolve against it).
     public var baseDir: String = "."
 
@@ -43,7 +45,7 @@ public struct SiteConfig: Sendable {
     /// This berthd's node name: the site's `node`, else the host name.
     public var nodeName: String { node ?? ProcessInfo.processInfo.hostName }
 
-    public static let schemaText = #"""
+    public static let schemaText: String = #"""
     {
       "$schema": "https://json-schema.org/draft/2020-12/schema",
       "$id": "https://berth.dev/schemas/site.schema.json",
@@ -95,6 +97,7 @@ public struct SiteConfig: Sendable {
           }
         },
         "callTimeoutMs": {"type": "integer", "minimum": 1, "maximum": 86400000, "description": "Deadline of one plugin call (default 10000; at most 86400000, a day). Enforced for plugins with isolation \"process\": a call past it kills the runner, fails with a 503 and the runner restarts on the next call."},
+        \#(AgentSite.schemaProperty)
         "plugins": {
           "type": "array",
           "items": {
@@ -164,6 +167,7 @@ public struct SiteConfig: Sendable {
         if let t = json["callTimeoutMs"]?.int { c.callTimeoutMs = t }
         if let r = json["events"]?["retain"]?.int { c.eventsRetain = r }
         if let a = json["events"]?["maxAgeSeconds"]?.int { c.eventsMaxAgeSeconds = a }
+        c.agent = AgentSite.parse(json["agent"], baseDir: baseDir)
         var seen = Set<String>()
         for (i, p) in (json["plugins"]?.array ?? []).enumerated() {
             var spec = PluginSpec(name: p["name"]!.string!, path: p["path"]!.string!)
@@ -238,7 +242,7 @@ public struct SiteConfig: Sendable {
         var events: JSON = ["retain": .number(Double(eventsRetain))]
         if let a = eventsMaxAgeSeconds { events = events.setting("maxAgeSeconds", .number(Double(a))) }
         return ["site": .string(site), "node": .string(nodeName), "stateDir": .string(stateDir), "api": api, "store": store.json.setting("sync", .string(sync)),
-                "callTimeoutMs": .number(Double(callTimeoutMs)), "events": events, "plugins": .array(plugins.map { $0.json })]
+                "callTimeoutMs": .number(Double(callTimeoutMs)), "events": events, "agent": agent.json, "plugins": .array(plugins.map { $0.json })]
     }
 }
 

@@ -31,6 +31,8 @@ public final class WorkloadService: @unchecked Sendable {
     var looping = false
     var stopping = false
     var loopDone = false
+    /// The node agent's view of the instances it runs (set by the composition root).
+    public let runtimeView = RuntimeView()
 
     /// Requires the plugin host and the network, storage and scheduler-kind coordinators (a placement wires addresses
     /// and volumes, and asks a custom kind's plugin); registers the live-state probe of scheduler plugins. The
@@ -302,7 +304,7 @@ public final class WorkloadService: @unchecked Sendable {
                 for r in o.instances.values.sorted(by: { $0.key < $1.key }) {
                     if let node, r.node != node { continue }
                     if let want, r.state.rawValue != want { continue }
-                    out.append(r.json)
+                    out.append(self.withRuntime(r))
                 }
             }
             return ["instances": .array(out)]
@@ -311,7 +313,7 @@ public final class WorkloadService: @unchecked Sendable {
 
     public func getInstance(kind: String, app: String, ordinal: String) async throws -> JSON {
         let k = try Self.parseKey(kind, app, ordinal)
-        return try await tx { try self.requireInstance(k).json }
+        return try await tx { self.withRuntime(try self.requireInstance(k)) }
     }
 
     /// placed -> running (the instance's runtime reports it started). Running again: no change.

@@ -8,6 +8,8 @@
 //   GET    /v1/instances?kind=&app=&node=&state=
 //   GET/DELETE /v1/instances/{kind}/{app}/{ordinal}   (DELETE: it terminates and comes back while wanted)
 //   POST   /v1/instances/{kind}/{app}/{ordinal}/running
+//   GET    /v1/instances/{kind}/{app}/{ordinal}/logs?offset=&maxBytes=   (the node agent's runtime log)
+//   POST   /v1/instances/{kind}/{app}/{ordinal}/exec   {command, args, timeoutSeconds}: run a command inside it
 import BerthKinds
 import BerthPlugins
 import BerthScheduler
@@ -60,6 +62,35 @@ extension APIServer {
         }
         route(router, .delete, "/v1/instances/{kind}/{app}/{ordinal}") { _, ctx in
             Reply(try await w.deleteInstance(kind: try param(ctx, "kind"), app: try param(ctx, "app"), ordinal: try param(ctx, "ordinal")))
+        }
+        let agent = runtime.agent
+        route(router, .get, "/v1/instances/{kind}/{app}/{ordinal}/logs") { req, ctx in
+            let (kind, app, ord) = (try param(ctx, "kind"), try param(ctx, "app"), try param(ctx, "ordinal"))
+            let inst = try await w.getInstance(kind: kind, app: app, ordinal: ord)
+            func number(_ name: String) throws -> Int? {
+                guard let v = try query(req, name) else { return nil }
+                guard let n = Int(v), n >= 0 else { throw BerthError(.invalidArgument, "query parameter \(name) must be a non-negative integer, got \"\(v)\"") }
+                return n
+            }
+            guard let cid = inst["containerID"]?.string else { throw BerthError(.notFound, "instance \(kind)/\(app)/\(ord) is not placed: it has no log") }
+            return Reply(try agent.logs(containerID: cid, subject: "\(kind)/\(app)/\(ord)", offset: try number("offset").map { Int64($0) },
+                                        maxBytes: try number("maxBytes") ?? 65536))
+        }
+        route(router, .post, "/v1/instances/{kind}/{app}/{ordinal}/exec") { req, ctx in
+            let (kind, app, ord) = (try param(ctx, "kind"), try param(ctx, "app"), try param(ctx, "ordinal"))
+            let body = try await readObject(req, limit: limit, allowed: ["command", "args", "timeoutSeconds"])
+            guard let command = body["command"]?.string else { throw BerthError(.invalidArgument, "command is required: a string, the program to run inside the instance") }
+            var args: [String] = []
+            if let a = body["args"] {
+                guard let arr = a.array, arr.allSatisfy({ $0.string != nil }) else { throw BerthError(.invalidArgument, "args must be an array of strings, got \(a.serialized)") }
+                args = arr.compactMap { $0.string }
+            }
+            let timeout = body["timeoutSeconds"]
+            guard timeout == nil || timeout?.int != nil else { throw BerthError(.invalidArgument, "timeoutSeconds must be an integer, got \(timeout!.serialized)") }
+            let inst = try await w.getInstance(kind: kind, app: app, ordinal: ord)
+            guard let cid = inst["containerID"]?.string else { throw BerthError(.notFound, "instance \(kind)/\(app)/\(ord) is not placed: nothing to exec in") }
+            return Reply(try await agent.exec(containerID: cid, subject: "\(kind)/\(app)/\(ord)", command: command, args: args,
+                                              timeoutSeconds: timeout?.int ?? 30))
         }
         route(router, .post, "/v1/instances/{kind}/{app}/{ordinal}/running") { _, ctx in
             Reply(try await w.reportRunning(kind: try param(ctx, "kind"), app: try param(ctx, "app"), ordinal: try param(ctx, "ordinal")))

@@ -18,11 +18,12 @@ final class BenchDaemon {
     let process: Process
     var socket: String { dir + "/berthd.sock" }
 
-    init(plugins: JSON, sync: String = "full") throws {
+    init(plugins: JSON, sync: String = "full", extra: [(String, JSON)] = []) throws {
         dir = NSTemporaryDirectory() + "berth-bench-d-\(getpid())-\(monotonicNanos())"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let site: JSON = ["site": "bench", "stateDir": .string(dir + "/state"), "api": ["socket": .string(dir + "/berthd.sock")],
+        var site: JSON = ["site": "bench", "stateDir": .string(dir + "/state"), "api": ["socket": .string(dir + "/berthd.sock")],
                           "store": ["sync": .string(sync)], "plugins": plugins]
+        for (k, v) in extra { site = site.setting(k, v) }
         try site.serialized.write(toFile: dir + "/site.json", atomically: true, encoding: .utf8)
         process = Process()
         process.executableURL = URL(fileURLWithPath: binDir + "/berthd")

@@ -42,7 +42,7 @@ let jsonOut: String? = args.firstIndex(of: "--json").flatMap { $0 + 1 < args.cou
 let only: String? = args.firstIndex(of: "--only").flatMap { $0 + 1 < args.count ? args[$0 + 1] : nil }
 if args.contains("--help") || args.contains("-h") {
     print("""
-    usage: berth-bench [--quick] [--json FILE] [--only abi|network|api|ipam|storage|startup|scheduler|isolation|stalls|etcd]
+    usage: berth-bench [--quick] [--json FILE] [--only abi|network|api|ipam|storage|startup|scheduler|isolation|stalls|etcd|runtime]
       --quick        reduced iteration counts (CI runs this so the benchmarks never rot)
       --json FILE    also write the table as JSON
       --only SECTION run one section

@@ -38,7 +38,7 @@ struct Berth: ParsableCommand {
         """,
         version: BerthVersion.current,
         subcommands: [Status.self, Plugins.self, PluginCmd.self, Events.self, Networks.self, Pools.self, Attachments.self, Identities.self,
-                      Site.self, Storage.self, Volumes.self, Nodes.self, ApplyCmd.self, GetCmd.self, DeleteCmd.self, Instances.self, BackupCmd.self])
+                      Site.self, Storage.self, Volumes.self, Nodes.self, ApplyCmd.self, GetCmd.self, DeleteCmd.self, Instances.self, LogsCmd.self, ExecCmd.self, BackupCmd.self])
 }
 
 struct Status: ParsableCommand {

@@ -23,11 +23,14 @@ private func labelsText(_ j: JSON?) -> String {
 private func instanceRows(_ list: [JSON]) -> [[String]] {
     list.map { i in
         [str(i["kind"]), str(i["name"]), str(i["state"]), str(i["node"]).isEmpty ? "-" : str(i["node"]),
-         (i["ips"]?.array ?? []).isEmpty ? "-" : str(i["ips"]), str(i["incarnation"]), str(i["reason"])]
+         (i["ips"]?.array ?? []).isEmpty ? "-" : str(i["ips"]), str(i["incarnation"]),
+         // The node agent's view (docs/apps.md, Running instances): phase, restarts, last exit code.
+         i["runtime"].map { str($0["phase"]) } ?? "-", i["runtime"].map { str($0["restarts"]) } ?? "-",
+         str(i["runtime"]?["lastExitCode"]), (i["reason"]?.string ?? "").isEmpty ? str(i["runtime"]?["reason"]) : str(i["reason"])]
     }
 }
 
-private let instanceHeader = ["KIND", "NAME", "STATE", "NODE", "IPS", "INC", "REASON"]
+private let instanceHeader = ["KIND", "NAME", "STATE", "NODE", "IPS", "INC", "RUNTIME", "RESTARTS", "EXIT", "REASON"]
 
 // MARK: nodes
 
