@@ -98,7 +98,13 @@ final class NodeAgentTests: XCTestCase {
         let rfs = try rootfs()
         let ociDir = tempDir("agent-oci")
         defer { cleanUp(ociDir) }
-        let d = try daemon(ociDir)
+        // Names through the discovery plugin and a real dnsmasq (reloaded by SIGHUP when the hosts file changes).
+        let dnsDir = tempDir("agent-dns"), domain = "berth.test"
+        let dns = try DNSMasq(hostsFile: dnsDir + "/hosts", pidFile: dnsDir + "/dnsmasq.pid", domain: domain, dir: dnsDir)
+        defer { dns.stop() }
+        let d = try daemon(ociDir, extra: [["name": "dns", "path": .string(Paths.plugin("discovery-dns")),
+                                            "config": ["hostsFile": .string(dnsDir + "/hosts"), "fileSdFile": .string(dnsDir + "/file_sd.json"),
+                                                       "domain": .string(domain), "debounceMs": 50, "pidFile": .string(dnsDir + "/dnsmasq.pid")]]])
         let script = "echo hello-from-$BERTH_APP-$BERTH_ORDINAL; mkdir -p /dev/shm/www && echo \"$BERTH_APP/$BERTH_ORDINAL/$BERTH_IP/$BERTH_NODE\" > /dev/shm/www/id && exec httpd -f -p 8080 -h /dev/shm/www"
         let spec: JSON = ["replicas": 3, "network": ["name": "lan"],
                           "run": ["rootfs": .string(rfs), "command": "/bin/sh", "args": ["-c", .string(script)], "graceSeconds": 2]]
@@ -120,6 +126,14 @@ final class NodeAgentTests: XCTestCase {
             XCTAssertEqual(id.trimmingCharacters(in: .whitespacesAndNewlines), "web/\(ord)/\(ip)/\(node)")
         }
         XCTAssertEqual(Set(ips.values).count, 3, "three distinct addresses: \(ips)")
+        // Each instance's name resolves to its address, and the instance answers at what the name resolves to.
+        for (ord, ip) in ips {
+            let name = "web-\(ord).web.test.\(domain)"
+            XCTAssertTrue(eventually { dns.lookup(name) == [ip] }, "\(name): \(dns.lookup(name)), want \(ip)")
+            let at = dns.lookup(name).first ?? "none"
+            XCTAssertEqual(get(at, "id")?.trimmingCharacters(in: .whitespacesAndNewlines), "web/\(ord)/\(ip)/\(node)", "served at \(name) (\(at))")
+        }
+        XCTAssertEqual(dns.lookup("web.test.\(domain)"), ips.values.sorted(), "the app's name answers every instance")
         // The CNI chain's IPAM (berth-cni) answered from the placement's own attachment: no second address was taken,
         // and the address inside the instance is the recorded one.
         let (_, atts) = try d.request("GET", "/v1/networks/lan/attachments")
