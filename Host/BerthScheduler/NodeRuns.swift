@@ -19,6 +19,7 @@ extension WorkloadService {
                                          workingDir: run.workingDir, restartPolicy: run.restartPolicy.rawValue, graceSeconds: run.graceSeconds,
                                          cpuMillis: r.cpu > 0 ? Int(r.cpu) : nil, memoryBytes: r.memory > 0 ? Int(r.memory) : nil,
                                          state: r.state.rawValue)
+                    p.health = run.health
                     p.mounts = r.volumes.map { RuntimeMount(source: $0.target, target: "/volumes/\($0.template)") }
                     out.append(p)
                 }

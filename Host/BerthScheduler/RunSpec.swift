@@ -1,5 +1,6 @@
 // What an instance runs: `spec.run` of App and StatefulApp (issue 19), parsed with the rest of the spec and checked
 // against the node at apply, so a bad run spec is a 400 naming the field. Apps without `run` are placed as before.
+import BerthKinds
 import BerthWire
 
 #if canImport(Glibc)
@@ -17,9 +18,10 @@ struct RunSpec: Equatable {
     var workingDir: String?
     var restartPolicy: RestartPolicy = .always
     var graceSeconds = 10
+    var health: HealthCheck?
 
     /// The `run` property of the shared schema (WorkloadSpec.commonProperties).
-    static let schemaProperty = #"""
+    static let schemaProperty: String = #"""
     "run": {"type": "object", "additionalProperties": false, "required": ["rootfs", "command"], "description": "What each instance runs on its node (the runtime plugin starts it); without it instances are only placed.", "properties": {
         "rootfs": {"type": "string", "minLength": 1, "maxLength": 1024, "description": "absolute path on the node of a root filesystem directory or tarball (.tar, .tar.gz, .tgz)"},
         "command": {"type": "string", "minLength": 1, "maxLength": 1024, "description": "the program inside the rootfs"},
@@ -27,8 +29,8 @@ struct RunSpec: Equatable {
         "env": {"type": "object", "additionalProperties": {"type": "string"}, "description": "extra environment; BERTH_APP, BERTH_ORDINAL, BERTH_IP and BERTH_NODE are set by the host"},
         "workingDir": {"type": "string", "minLength": 1, "maxLength": 1024},
         "restartPolicy": {"enum": ["always", "on-failure", "never"], "description": "default always"},
-        "graceSeconds": {"type": "integer", "minimum": 0, "maximum": 86400, "description": "SIGTERM to SIGKILL on stop (default 10)"}}}
-    """#
+        "graceSeconds": {"type": "integer", "minimum": 0, "maximum": 86400, "description": "SIGTERM to SIGKILL on stop (default 10)"},
+    """# + HealthCheck.schemaProperty + "}}"
 
     /// The structural part (what the schema cannot say); nil without `run`. Does not look at the node: a spec read
     /// back from the store must load even if its rootfs has gone since (`checkOnNode` runs at apply).
@@ -59,6 +61,7 @@ struct RunSpec: Equatable {
             guard let s = g.int, s >= 0, s <= 86400 else { throw bad("graceSeconds", "\(g.serialized) must be an integer from 0 to 86400") }
             r.graceSeconds = s
         }
+        r.health = try HealthCheck.parse(v["health"])
         return r
     }
 

@@ -285,6 +285,57 @@ final class NodeAgentTests: XCTestCase {
         XCTAssertEqual(veths().trimmingCharacters(in: .whitespacesAndNewlines), "", "veths left on \(bridge)")
     }
 
+    /// An HTTP health check: healthy while the instance serves /ok; once /ok is gone, after failureThreshold failed
+    /// probes the instance is restarted (restart counted, a runtime.unhealthy event, the failure in its status), and
+    /// the new process serves /ok again. A spec with two probes, or a bad port, is refused at apply.
+    func testAFailingHealthCheckRestartsTheInstance() throws {
+        try requireParts()
+        let rfs = try rootfs()
+        let ociDir = tempDir("agent-oci")
+        defer { cleanUp(ociDir) }
+        let d = try daemon(ociDir)
+        let script = "mkdir -p /dev/shm/www && echo ok > /dev/shm/www/ok && exec httpd -f -p 8080 -h /dev/shm/www"
+        func spec(_ health: JSON) -> JSON {
+            ["replicas": 1, "network": ["name": "lan"],
+             "run": ["rootfs": .string(rfs), "command": "/bin/sh", "args": ["-c", .string(script)], "graceSeconds": 1, "health": health]]
+        }
+        for (bad, words) in [(["tcp": ["port": 8080], "http": ["port": 8080]] as JSON, "exactly one"), (["tcp": ["port": 0]], "port"),
+                             (["http": ["port": 8080, "path": "no-slash"]], "path")] {
+            let (st, body) = try d.request("PUT", "/v1/kinds/App/web", ["spec": spec(bad)])
+            XCTAssertEqual(st, 400, body.serialized)
+            XCTAssertTrue(body["error"]?.string?.contains(words) ?? false, "\(bad.serialized): \(body.serialized)")
+        }
+        let (st, body) = try d.request("PUT", "/v1/kinds/App/web", ["spec": spec(["http": ["port": 8080, "path": "/ok"], "periodSeconds": 0.3,
+                                                                                  "failureThreshold": 2, "timeoutSeconds": 1])])
+        XCTAssertEqual(st, 201, body.serialized)
+        let healthy = try waitFor("a healthy instance") { () -> JSON? in
+            let x = try instances(d, "web").first
+            return x?["runtime"]?["health"]?["status"] == "healthy" ? x : nil
+        }
+        let ip = healthy["ips"]![0]!.string!, pid = healthy["runtime"]!["pid"]!.int!
+        XCTAssertEqual(healthy["runtime"]?["restarts"], 0)
+        // Break it: the server stays up but /ok answers 404.
+        let (erc, eout, eerr) = try runTool(Paths.bin + "/berth", ["exec", "web/0", "--socket", d.socket, "--", "sh", "-c", "rm /dev/shm/www/ok"])
+        XCTAssertEqual(erc, 0, "\(eout) \(eerr)")
+        let restarted = try waitFor("a restart after the failed health checks") { () -> JSON? in
+            let x = try instances(d, "web").first
+            return (x?["runtime"]?["restarts"]?.int ?? 0) >= 1 && x?["runtime"]?["phase"] == "running" ? x : nil
+        }
+        XCTAssertNotEqual(restarted["runtime"]?["pid"]?.int, pid, "a new process")
+        XCTAssertTrue(restarted["runtime"]?["health"]?["lastFailure"]?.string?.contains("404") ?? false, restarted.serialized)
+        let unhealthy = try events(d, "runtime.unhealthy")
+        XCTAssertEqual(unhealthy.count, 1, "one restart for one run of failures")
+        XCTAssertTrue(unhealthy.first?["data"]?["reason"]?.string?.contains("/ok") ?? false, unhealthy.first?.serialized ?? "none")
+        // The new process serves /ok again and is healthy; no second restart.
+        try waitFor("healthy again") { try instances(d, "web").first?["runtime"]?["health"]?["status"] == "healthy" ? true : nil }
+        XCTAssertEqual(get(ip, "ok")?.trimmingCharacters(in: .whitespacesAndNewlines), "ok")
+        sleep(1)
+        XCTAssertEqual(try instances(d, "web").first?["runtime"]?["restarts"], 1)
+        let (dst, dbody) = try d.request("DELETE", "/v1/kinds/App/web")
+        XCTAssertEqual(dst, 200, dbody.serialized)
+        try waitFor("torn down") { netns().isEmpty && instancesGone(d) ? true : nil }
+    }
+
     func dbNetns() -> [String] { ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []).filter { $0.hasPrefix("berth-db-") } }
 
     func instancesGone(_ d: Daemon, _ app: String = "web") -> Bool { ((try? instances(d, app)) ?? [JSON.null]).isEmpty }

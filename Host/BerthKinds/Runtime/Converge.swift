@@ -45,6 +45,7 @@ extension NodeAgent {
             if r.state == "placed" {
                 do { try reportRunning(r) } catch { host.logger.warning("node agent: reporting \(r.subject) running: \(error)") }
             }
+            if let h = r.health, a.isRunning { probeHealth(r, h, &s, rt, now: now) }
         case .exited?, .unknown?:
             exited(r, a!, &s, rt, now: now)
         }

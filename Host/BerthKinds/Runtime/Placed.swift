@@ -29,6 +29,8 @@ public struct PlacedRun: Sendable, Equatable {
     /// The instance's published volumes: (where the storage coordinator published it on the node, the path inside
     /// the instance: /volumes/<template name>).
     public var mounts: [RuntimeMount] = []
+    /// `spec.run.health`, probed while the instance runs (nil: none).
+    public var health: HealthCheck?
 
     public init(kind: String, app: String, ordinal: Int, containerID: String, network: String?, ip: String?, rootfs: String, command: String,
                 args: [String], env: [String: String], workingDir: String?, restartPolicy: String, graceSeconds: Int,
@@ -66,12 +68,22 @@ public struct RunStatus: Sendable {
     var attached = false
     /// The runtime plugin's log file of the instance (its state object's logPath).
     var logPath: String?
+    /// The health check's view: healthy or unhealthy (nil: not probed since the start), failures in a row, the last failure.
+    var health: String?
+    var healthFailures = 0
+    var lastHealthFailure: String?
+    /// Not before (monotonic seconds) the next probe.
+    var nextProbe: Double = 0
 
     public var json: JSON {
         var j: JSON = ["phase": .string(phase), "restarts": .number(Double(restarts)), "pid": .number(Double(pid))]
         j = j.setting("lastExitCode", lastExitCode.map { .number(Double($0)) } ?? .null)
         j = j.setting("startedAt", startedAt.map { .string($0) } ?? .null)
         j = j.setting("reason", reason.map { .string($0) } ?? .null)
+        if health != nil || lastHealthFailure != nil {
+            j = j.setting("health", ["status": .string(health ?? "unknown"), "consecutiveFailures": .number(Double(healthFailures)),
+                                     "lastFailure": lastHealthFailure.map { .string($0) } ?? .null])
+        }
         return j
     }
 }
