@@ -16,4 +16,5 @@ let extraSections: [(String, () throws -> Void)] = [
     ("isolation", isolationSection),
     ("stalls", stallsSection),
     ("etcd", etcdSection),
+    ("cluster", clusterSection),
 ]
