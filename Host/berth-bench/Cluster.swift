@@ -1,6 +1,6 @@
 // `--only cluster`: ipam-pool allocations from 3 simulated hosts at once on one etcd (each its own etcd engine
 // connection, executor and plugin instance on the same key prefix and pool, each allocating for its own node), next to
-// one host alone on the same etcd in the same run (a ratio), with the conflict rate (conflicts per allocation).
+// one host alone on the same etcd in the same run (a ratio), with the conflict rate (conflicts per 1,000 allocations).
 import BerthCore
 import BerthPlugins
 import BerthStore
@@ -64,7 +64,7 @@ private func clusterRun(_ etcd: BenchEtcd, loader: Loader, hosts: Int, perHost: 
     let total = hosts * perHost
     let conflicts = nodes.reduce(UInt64(0)) { $0 + $1.executor.conflicts }
     let aborted = nodes.reduce(0) { $0 + $1.aborted }
-    return (Double(total) / secs, Double(conflicts) / Double(total), Double(aborted) / Double(total))
+    return (Double(total) / secs, 1000 * Double(conflicts) / Double(total), 1000 * Double(aborted) / Double(total))
 }
 
 func clusterSection() throws {
@@ -78,8 +78,8 @@ func clusterSection() throws {
     let three = try clusterRun(etcd, loader: loader, hosts: 3, perHost: per, site: "three")
     rows.append(BenchRow(section: "cluster", name: "ipam-pool ADDs/s, 3 hosts on one etcd, one pool (each its own node)", value: three.rate,
                          unit: "alloc/s", baseline: "one host alone, same etcd, same run", baselineValue: single.rate))
-    rows.append(BenchRow(section: "cluster", name: "store conflicts per ADD, 3 hosts on one etcd", value: three.conflictRate,
-                         unit: "conflicts/alloc", baseline: "one host alone (same run)", baselineValue: single.conflictRate))
-    rows.append(BenchRow(section: "cluster", name: "ADDs failed ABORTED (8 retries, sent again) per ADD, 3 hosts", value: three.abortRate,
-                         unit: "aborts/alloc", baseline: "one host alone (same run)", baselineValue: single.abortRate))
+    rows.append(BenchRow(section: "cluster", name: "store conflicts per 1,000 ADDs, 3 hosts on one etcd", value: three.conflictRate,
+                         unit: "per 1k alloc", baseline: "one host alone (same run)", baselineValue: single.conflictRate))
+    rows.append(BenchRow(section: "cluster", name: "ADDs failed ABORTED (after 8 retries; sent again) per 1,000 ADDs, 3 hosts", value: three.abortRate,
+                         unit: "per 1k alloc", baseline: "one host alone (same run)", baselineValue: single.abortRate))
 }
