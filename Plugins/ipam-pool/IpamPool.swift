@@ -826,6 +826,11 @@ final class IpamPool: NetworkPlugin {
             try op.forgetHwms()
             let resized = oldDef.block4 != p.block4 || oldDef.block6 != p.block6
             for prefix in resized ? ["hwmb", "blk", "nblk"] : ["hwmb"] { try op.each("\(prefix)/\(name)/") { key, _ in try op.delete(key) } }
+            op.forgetBlocks()
+            // No free/ entry may lie at or above a piece's mark (it would be found twice): those are found lazily now.
+            try op.each("free/\(name)/") { key, _ in
+                if let ip = IP(ref: String(key.dropFirst("free/\(name)/".count))), try op.isLazy(p, ip) { try op.delete(key) }
+            }
             for r in p.ranges where oldStarts.contains(r.start) {
                 guard let h = try op.hwm(p, r) ?? r.end.successor, h > r.start, let below = h.predecessor else { continue }
                 let window = Interval(lo: r.start, hi: below)

@@ -405,6 +405,8 @@ final class Op {
     var node: String? = nil
     /// cnt/<P>/<node> entries as this call changed them, by key; written by flush.
     private var deltas: [String: Counts] = [:]
+    /// nblk/ keys known to exist in this call (an add_batch asks for the same block again and again).
+    private var ownBlocks: Set<String> = []
     private var hwms: [String: IP?] = [:]
     /// Values of hwm/ and last/ keys not written yet (key -> text); `flush` writes them.
     private var pending: [String: String] = [:]
@@ -510,10 +512,14 @@ final class Op {
         }
     }
 
+    /// Forgets which blocks the call saw claimed (their keys were just removed).
+    func forgetBlocks() { ownBlocks = [] }
+
     func forgetDef(_ name: String) {
         defs[name] = .some(nil)
         counts[name] = nil
         deltas = deltas.filter { !$0.key.hasPrefix("cnt/\(name)/") }
+        ownBlocks = []
         dirty.remove(name)
         // The pool's keys are gone: forget its marks and cursors, and a pending one must not bring them back. Other
         // pools' cached and pending values stay (clearing their caches would let a read see the stale stored value).
@@ -695,8 +701,9 @@ final class Op {
     func takeAvailable(_ p: PoolDef, _ ip: IP, _ r: AddrRec) throws {
         if let piece = p.piece(containing: ip), let h = try hwm(p, piece), h == ip {
             try setHwm(p, piece, ip.successor)  // the frontier: addresses at or above the hwm have no free/ entry
+        } else {
+            try delete(Key.free(p.name, ip))
         }
-        try delete(Key.free(p.name, ip))  // also at the frontier: a mark reset lower (re-import) may see it twice
         try putRec(p.name, ip, r)
         try bump(p.name, ip.family, Counts.active, 1)
         let k = Key.last(p.name, ip.family, node: node)
@@ -831,7 +838,7 @@ final class Op {
         guard p.ranges.contains(where: { $0.family == fam }) else { return try roundRobin(p, fam, view: nil) }
         let me = node ?? ""
         // Most often the next address is in the block of the node's cursor: found without listing the node's blocks.
-        if let c = try cursor(p, fam), c.family == fam, p.range(containing: c) != nil, try exists(Key.nodeBlock(p.name, me, p.blockBase(c))),
+        if let c = try cursor(p, fam), c.family == fam, p.range(containing: c) != nil, try ownsBlock(p, me, p.blockBase(c)),
            let ip = try firstAvailable(p, fam, after: c, view: blockView(p, [p.blockBase(c)])) {
             return ip
         }
@@ -849,6 +856,14 @@ final class Op {
         // Borrowing: free/ entries anywhere (other blocks, explicit addresses), and other blocks' lazy addresses.
         if let c = try cursor(p, fam), c.family == fam, let ip = try firstAvailable(view, fam, after: c) { return ip }
         return try firstAvailable(view, fam, after: nil)
+    }
+
+    private func ownsBlock(_ p: PoolDef, _ me: String, _ base: IP) throws -> Bool {
+        let k = Key.nodeBlock(p.name, me, base)
+        if ownBlocks.contains(k) { return true }
+        guard try exists(k) else { return false }
+        ownBlocks.insert(k)
+        return true
     }
 
     /// `p` with its ranges replaced by the pieces of the blocks at `bases`.
@@ -874,6 +889,7 @@ final class Op {
             guard let ip = try firstAvailable(p, fam, after: after, view: blockView(p, [base])) else { return nil }
             try put(Key.block(p.name, base), text: me)
             try put(Key.nodeBlock(p.name, me, base), text: "")
+            ownBlocks.insert(Key.nodeBlock(p.name, me, base))
             return ip
         }
         if let c = try cursor(p, fam), c.family == fam, p.range(containing: c) != nil, let ip = try claim(p.blockBase(c), after: c) { return ip }
