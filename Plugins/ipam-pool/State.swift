@@ -806,13 +806,23 @@ final class Op {
 
     /// The smallest free/ entry after `after` that lies in one of `view`'s ranges (pieces of blocks).
     func nextFree(_ p: PoolDef, _ fam: Int, after: IP?, in view: PoolDef) throws -> IP? {
-        var a = after
-        while let ip = try nextFree(p, fam, after: a) {
-            if view.range(containing: ip) != nil { return ip }
-            guard let r = view.ranges.first(where: { $0.family == fam && $0.start > ip }) else { return nil }
-            a = r.start.predecessor
+        for r in view.ranges where r.family == fam {
+            if let a = after, r.end <= a { continue }
+            if let ip = try nextFree(p, in: r, after: after) { return ip }
         }
         return nil
+    }
+
+    /// The smallest free/ entry of range `r` after `after`. The scan covers only keys sharing the leading hex digits
+    /// of r's first and last address: it records no read of other blocks' entries, which other nodes write.
+    private func nextFree(_ p: PoolDef, in r: AddrRange, after: IP?) throws -> IP? {
+        let base = Key.freePrefix(p.name, r.family)
+        let common = String(zip(r.start.hex, r.end.hex).prefix { $0.0 == $0.1 }.map { $0.0 })
+        var from = r.start.predecessor
+        if let a = after, from.map({ a > $0 }) ?? true { from = a }
+        guard let e = try host.next(prefix: base + common, after: from.map { base + $0.hex } ?? ""),
+              let ip = IP(hex: e.key.dropFirst(base.count)), r.contains(ip) else { return nil }
+        return ip
     }
 
     /// The smallest available address of a family after `after` (or from the start when nil); with `view`, only
