@@ -81,6 +81,19 @@ extension IpamPoolTests {
         XCTAssertEqual(try n.capacity()["active"]?.int, 3)
     }
 
+    func testBadBlockSizeIsRefusedAndChangesNothing() throws {
+        let n = try net(pool: ["name": "p", "ranges": [["subnet": "10.20.0.0/24"]]])
+        for bad: JSON in [31, 8, "26", 26.5] {
+            expectError(IpamPoolTests.INVALID, "blockSize must be a prefix length from 16 to 30") {
+                _ = try n.admin("pool.import", ["name": "q", "ranges": [["subnet": "10.21.0.0/24"]], "blockSize": bad])
+            }
+        }
+        expectError(IpamPoolTests.INVALID, "blockSize6 must be a prefix length from 96 to 126") {
+            _ = try n.admin("pool.import", ["name": "q", "ranges": [["subnet": "fd00::/64"]], "blockSize6": 64])
+        }
+        XCTAssertEqual(try n.admin("pool.list")["pools"]?.array?.count, 1)
+    }
+
     /// Importing a pool again lowers its blocks' marks to its ranges' (kept right by the import); an address released
     /// before (a free/ entry) is then found lazily as well, and must still be handed out once only.
     func testReimportHandsOutReleasedAddressesOnce() throws {
