@@ -17,4 +17,5 @@ let extraSections: [(String, () throws -> Void)] = [
     ("stalls", stallsSection),
     ("etcd", etcdSection),
     ("runtime", runtimeSection),
+    ("cluster", clusterSection),
 ]

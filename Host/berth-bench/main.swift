@@ -6,7 +6,8 @@
 //
 // Sections: abi (plugin call cost), network (allocations through the API, berth-cni vs host-local),
 // storage (volume lifecycle cycles), startup (daemon start-up time and memory), stalls (ADD p99 during large admin
-// requests), etcd (the etcd engine of the store next to etcd's own Txn rate).
+// requests), etcd (the etcd engine of the store next to etcd's own Txn rate), cluster (ipam-pool ADDs from 3 hosts on one
+// etcd next to one host alone, and the conflict rate).
 import BerthCheck
 import BerthKinds
 import BerthPlugins
@@ -42,7 +43,7 @@ let jsonOut: String? = args.firstIndex(of: "--json").flatMap { $0 + 1 < args.cou
 let only: String? = args.firstIndex(of: "--only").flatMap { $0 + 1 < args.count ? args[$0 + 1] : nil }
 if args.contains("--help") || args.contains("-h") {
     print("""
-    usage: berth-bench [--quick] [--json FILE] [--only abi|network|api|ipam|storage|startup|scheduler|isolation|stalls|etcd|runtime]
+    usage: berth-bench [--quick] [--json FILE] [--only abi|network|api|ipam|storage|startup|scheduler|isolation|stalls|etcd|runtime|cluster]
       --quick        reduced iteration counts (CI runs this so the benchmarks never rot)
       --json FILE    also write the table as JSON
       --only SECTION run one section

@@ -220,6 +220,7 @@ final class IpamPool: NetworkPlugin {
             return existing.result  // idempotent
         }
         let node = try str(req, "node", max: 253)
+        op.node = node
         let ident = try parseIdentity(req)
         let requested = try parseRequested(req)
         let poolField = try str(req, "pool", max: 63)
@@ -420,6 +421,9 @@ final class IpamPool: NetworkPlugin {
         if candidates.isEmpty {
             throw PluginError(.failedPrecondition, "no pool of network \(networkLabel) is usable from node \(node ?? "?")")
         }
+        // One pool: allocation says when it is exhausted. Its counters are every node's summed, a read that any ADD
+        // on another host would invalidate.
+        if candidates.count == 1 { return candidates[0] }
         for p in candidates {
             let c = try op.counts(p.name)
             if p.families.allSatisfy({ c.free($0) > 0 || (ident?.prefersReserved == true && c.get($0, Counts.reserved) > 0) }) { return p }
@@ -817,6 +821,16 @@ final class IpamPool: NetworkPlugin {
                 try op.delete(Key.hwm(name, r))
             }
             try op.setDef(p)
+            // Blocks: the pieces' marks fall back to their ranges' hwm/ (kept right just below; a lower mark is always
+            // safe, allocation skips recorded addresses), and a new block size drops the claims (affinity only).
+            try op.forgetHwms()
+            let resized = oldDef.block4 != p.block4 || oldDef.block6 != p.block6
+            for prefix in resized ? ["hwmb", "blk", "nblk"] : ["hwmb"] { try op.each("\(prefix)/\(name)/") { key, _ in try op.delete(key) } }
+            op.forgetBlocks()
+            // No free/ entry may lie at or above a piece's mark (it would be found twice): those are found lazily now.
+            try op.each("free/\(name)/") { key, _ in
+                if let ip = IP(ref: String(key.dropFirst("free/\(name)/".count))), try op.isLazy(p, ip) { try op.delete(key) }
+            }
             for r in p.ranges where oldStarts.contains(r.start) {
                 guard let h = try op.hwm(p, r) ?? r.end.successor, h > r.start, let below = h.predecessor else { continue }
                 let window = Interval(lo: r.start, hi: below)
@@ -884,7 +898,7 @@ final class IpamPool: NetworkPlugin {
             case .held: c.add(ip.family, Counts.held, 1)
             }
         }
-        op.setCounts(p.name, c)
+        try op.setCounts(p.name, c)
     }
 }
 
@@ -921,7 +935,9 @@ let poolSchema = #"""
  "vlan":{"type":"integer","minimum":0,"maximum":4094},
  "nodes":{"type":"array","items":{"type":"string","minLength":1,"maxLength":253}},
  "parent":{"type":"string","minLength":1,"maxLength":15,"pattern":"^[^/: ]+$"},
- "delegate":{"enum":["macvlan","ipvlan","bridge","vlan"]}}}
+ "delegate":{"enum":["macvlan","ipvlan","bridge","vlan"]},
+ "blockSize":{"type":"integer","minimum":16,"maximum":30},
+ "blockSize6":{"type":"integer","minimum":96,"maximum":126}}}
 """#
 
 let configSchema = #"""

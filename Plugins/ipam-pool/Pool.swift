@@ -73,6 +73,9 @@ struct AddrRange {
     let start: IP
     let end: IP
     let gateway: IP?
+    /// For a piece of a block (see PoolDef.pieces): the start of the range it was cut from, whose high-water mark of
+    /// the layout before blocks is the piece's own until it has one (State.swift, hwmb/).
+    var legacyStart: IP? = nil
     var family: Int { start.family }
     var interval: Interval { Interval(lo: start, hi: end) }
     func contains(_ ip: IP) -> Bool { start <= ip && ip <= end && ip.v6 == start.v6 }
@@ -116,6 +119,70 @@ struct PoolDef {
     /// and the real CNI plugin it delegates to (macvlan, ipvlan, bridge or vlan). Both optional.
     var parent: String? = nil
     var delegate: String? = nil
+    /// Prefix lengths of the blocks a node claims (IPv4, IPv6): the POOL's "blockSize" and "blockSize6".
+    var block4 = PoolDef.defaultBlock4
+    var block6 = PoolDef.defaultBlock6
+    static let defaultBlock4 = 26, defaultBlock6 = 122
+
+    func blockPrefix(_ fam: Int) -> Int { fam == 6 ? block6 : block4 }
+
+    /// The block (aligned network of blockPrefix) holding `ip`, by its first address.
+    func blockBase(_ ip: IP) -> IP { ip.network(blockPrefix(ip.family)) }
+
+    /// The parts of the block at `base` that lie in ranges, one piece per range (a block is clipped to its ranges:
+    /// a range smaller than a block is one block).
+    func pieces(_ base: IP) -> [AddrRange] {
+        let blk = Interval(lo: base, hi: base.lastAddress(blockPrefix(base.family)))
+        var out: [AddrRange] = []
+        var lo = 0, hi = ranges.count
+        while lo < hi {  // first range ending at or after the block's start
+            let mid = (lo + hi) / 2
+            if ranges[mid].end < base { lo = mid + 1 } else { hi = mid }
+        }
+        var i = lo
+        while i < ranges.count, ranges[i].start <= blk.hi {
+            let r = ranges[i]
+            if r.interval.overlaps(blk) {
+                var p = AddrRange(subnet: r.subnet, start: max(r.start, blk.lo), end: min(r.end, blk.hi), gateway: r.gateway)
+                p.legacyStart = r.start
+                out.append(p)
+            }
+            i += 1
+        }
+        return out
+    }
+
+    /// The piece of its block that holds range address `ip`.
+    func piece(containing ip: IP) -> AddrRange? {
+        guard range(containing: ip) != nil else { return nil }
+        return pieces(blockBase(ip)).first { $0.contains(ip) }
+    }
+
+    /// Every block of family `fam` in address order, by first address (lazily: an IPv6 range has very many).
+    func blockBases(_ fam: Int) -> AnySequence<IP> {
+        let rs = ranges.filter { $0.family == fam }
+        let len = blockPrefix(fam)
+        return AnySequence { () -> AnyIterator<IP> in
+            var i = 0
+            var next: IP? = rs.first.map { $0.start.network(len) }
+            var lastBase: IP? = nil
+            return AnyIterator {
+                while i < rs.count {
+                    guard let b = next, b <= rs[i].end else {
+                        i += 1
+                        if i < rs.count { next = rs[i].start.network(len) }
+                        continue
+                    }
+                    next = b.lastAddress(len).successor
+                    if next == nil { i = rs.count }
+                    if let l = lastBase, b <= l { continue }  // two ranges in one block: once
+                    lastBase = b
+                    return b
+                }
+                return nil
+            }
+        }
+    }
 
     func usable(from node: String?) -> Bool {
         guard let node, !node.isEmpty, !nodes.isEmpty else { return true }
@@ -166,6 +233,8 @@ struct PoolDef {
         if let vlan { o["vlan"] = JV(vlan) }
         if let parent { o["parent"] = .string(parent) }
         if let delegate { o["delegate"] = .string(delegate) }
+        if block4 != PoolDef.defaultBlock4 { o["block4"] = JV(block4) }
+        if block6 != PoolDef.defaultBlock6 { o["block6"] = JV(block6) }
         return o
     }
 
@@ -197,6 +266,8 @@ extension PoolDef {
         nodes = (j["nodes"]?.array ?? []).compactMap { $0.string }
         parent = j["parent"]?.string
         delegate = j["delegate"]?.string
+        block4 = j["block4"]?.int ?? PoolDef.defaultBlock4
+        block6 = j["block6"]?.int ?? PoolDef.defaultBlock6
     }
 }
 
@@ -222,7 +293,7 @@ struct ExplicitAddr {
 /// A validated POOL document.
 struct PoolSpec {
     /// The fields of a POOL document, in the order messages list them; anything else is refused.
-    static let fieldOrder = ["name", "ranges", "ips", "exclude", "reserved", "macs", "routes", "dns", "vlan", "nodes", "parent", "delegate"]
+    static let fieldOrder = ["name", "ranges", "ips", "exclude", "reserved", "macs", "routes", "dns", "vlan", "nodes", "parent", "delegate", "blockSize", "blockSize6"]
     static let fields = Set(fieldOrder)
     /// The fields of the objects inside a POOL document (anything else is refused, as at the top level).
     static let rangeFields = ["subnet", "start", "end", "gateway"]
@@ -527,10 +598,20 @@ struct PoolSpec {
         }
 
         if ranges.isEmpty && explicit.isEmpty { throw bad("the pool has no addresses: give \"ranges\" or \"ips\"") }
+        func blockSize(_ key: String, _ lo: Int, _ hi: Int, _ def: Int) throws -> Int {
+            guard let v = doc[key], !v.isNull else { return def }
+            guard let n = v.int, n >= lo, n <= hi else {
+                throw bad("\(key) must be a prefix length from \(lo) to \(hi) (the size of the blocks each node claims; default /\(def)), got \(v.serialized)")
+            }
+            return n
+        }
+        let block4 = try blockSize("blockSize", 16, 30, PoolDef.defaultBlock4)
+        let block6 = try blockSize("blockSize6", 96, 126, PoolDef.defaultBlock6)
 
         let families = Array(Set(ranges.map { $0.family } + explicit.keys.map { $0.family })).sorted()
         let def = PoolDef(name: name, ranges: ranges.sorted { $0.start < $1.start }, holes: holes, families: families,
-                          routes: .array(routes), dns: dns, vlan: vlan, nodes: nodes, parent: parent, delegate: delegate)
+                          routes: .array(routes), dns: dns, vlan: vlan, nodes: nodes, parent: parent, delegate: delegate,
+                          block4: block4, block6: block6)
 
         // The canonical document: what pool.show returns and what a later import merges into.
         var canonical: JV = ["name": .string(name)]
@@ -546,6 +627,8 @@ struct PoolSpec {
         if !nodes.isEmpty { canonical["nodes"] = .array(nodes.map { .string($0) }) }
         if let parent { canonical["parent"] = .string(parent) }
         if let delegate { canonical["delegate"] = .string(delegate) }
+        if block4 != PoolDef.defaultBlock4 { canonical["blockSize"] = JV(block4) }
+        if block6 != PoolDef.defaultBlock6 { canonical["blockSize6"] = JV(block6) }
 
         return PoolSpec(def: def, explicit: explicit.values.sorted { $0.ip < $1.ip }, reserved: reserved.sorted(),
                         macs: macs, canonical: canonical)

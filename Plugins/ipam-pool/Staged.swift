@@ -87,7 +87,7 @@ extension IpamPool {
     /// Keys one step of a deletion removes at most (the commit that holds them, and the ADDs in it, write every page
     /// they touched).
     static let stepKeys = 1024
-    static let deletePrefixes = ["addr", "free", "rsv", "hwm", "last", "mac"]
+    static let deletePrefixes = ["addr", "free", "rsv", "hwm", "last", "mac", "cnt", "blk", "nblk", "hwmb"]
 
     /// The work a new pool's import writes per address.
     static func importWork(_ spec: PoolSpec) -> Int { spec.explicit.count + spec.reserved.count + spec.macs.count }
@@ -162,7 +162,7 @@ extension IpamPool {
         for r in p.ranges { c.add(r.family, Counts.size, p.memberCount(r)) }
         for e in spec.explicit { c.add(e.ip.family, Counts.size, 1) }
         for ip in spec.reserved { c.add(ip.family, Counts.reserved, 1) }  // a new pool: all of them became reserved here
-        op.setCounts(name, c)
+        try op.setCounts(name, c)
         try op.host.put(Key.spec(name), staged.canonicalBytes ?? spec.canonical.bytes)
         try op.delete(Key.importing(name))
         try op.delete(Key.importDoc(name))

@@ -14,6 +14,9 @@
 //   count/<P>             per-family counters {"4":[size,reserved,active,held],...}, updated incrementally;
 //                         free = size - reserved - active - held. capacity/status read only these. A count past
 //                         2^63 (several IPv6 /64s) is stored as a decimal string.
+//   cnt/<P>/<node>        the same shape: what operations on behalf of <node> changed (signed deltas). The pool's
+//                         counts are count/<P> plus every cnt/<P>/ entry, summed on read, so that an ADD on one
+//                         host never writes a key another host's ADD writes. A new import replaces them all.
 //   addr/<P>/<ref>        record of every address that is NOT available: {"s":"reserved"} or
 //                         {"s":"active"|"held","p":"available"|"reserved" (the state to return to), "cid","if",
 //                         "app","ord"}. Available addresses never have a record.
@@ -23,7 +26,22 @@
 //   hwm/<P>/<startref>    (text) per range: the hex of the lowest never-handed-out address, or "end". Every
 //                         range address at or above it that has no record is available, so a /64 needs no
 //                         enumeration; below it, available addresses are exactly the free/ entries.
-//   last/<P>/<family>     (text) hex of the last address handed out from available (round-robin cursor).
+//   last/<P>/<family>     (text) hex of the last address handed out from available (round-robin cursor), for
+//                         requests without a node; last/<P>/<family>/<node>: the cursor of one node.
+//
+// BLOCKS (cluster mode: several hosts allocating from one pool must not all write one cursor). A pool's ranges are
+// cut into blocks: aligned networks of the pool's blockSize (IPv4, default /26) or blockSize6 (IPv6, default /122),
+// each clipped to the ranges (a range smaller than a block is one block). A node allocates from the blocks it
+// claimed, round robin with its own cursor; when they are full it claims the lowest block nobody claimed that has an
+// available address (the only write two nodes may race on); when no such block is left it borrows an available
+// address from another node's block (or an explicit address). Claims are affinity only: an address is taken only
+// when it has no addr/ record, so a claim never decides who holds an address. Requested addresses, fixed addresses
+// of identities and reserved addresses ignore blocks.
+//   blk/<P>/<baseref>     (text) the node that claimed the block starting at <baseref>.
+//   nblk/<P>/<node>/<baseref> "" — the blocks of a node.
+//   hwmb/<P>/<startref>   (text) like hwm/, per piece of a block (a block's part in one range, by its first
+//                         address). A piece without one starts from its range's hwm/ (the layout before blocks,
+//                         never written since), so a pool created by an earlier version keeps its state as it is.
 //   mac/<P>/<ref>         (text) MAC bound to the address by the pool's "macs".
 //   owner/<ref>           explicit address -> {"pool","prefix","gateway"}: its addressing, and one owner per
 //                         network (overlap checks across pools).
@@ -67,6 +85,12 @@ enum Key {
     static func rsvPrefix(_ p: String, _ fam: Int) -> String { "rsv/\(p)/\(fam)/" }
     static func hwm(_ p: String, _ r: AddrRange) -> String { "hwm/\(p)/\(r.start.ref)" }
     static func last(_ p: String, _ fam: Int) -> String { "last/\(p)/\(fam)" }
+    static func last(_ p: String, _ fam: Int, node: String?) -> String { node.map { "last/\(p)/\(fam)/\(esc($0))" } ?? last(p, fam) }
+    static func hwmPiece(_ p: String, _ r: AddrRange) -> String { "hwmb/\(p)/\(r.start.ref)" }
+    static func block(_ p: String, _ base: IP) -> String { "blk/\(p)/\(base.ref)" }
+    static func nodeBlock(_ p: String, _ node: String, _ base: IP) -> String { "nblk/\(p)/\(esc(node))/\(base.ref)" }
+    static func nodeBlockPrefix(_ p: String, _ node: String, _ fam: Int) -> String { "nblk/\(p)/\(esc(node))/\(fam)/" }
+    static func nodeCount(_ p: String, _ node: String) -> String { "cnt/\(p)/\(esc(node))" }
     static func mac(_ p: String, _ ip: IP) -> String { "mac/\(p)/\(ip.ref)" }
     static func owner(_ ip: IP) -> String { "owner/\(ip.ref)" }
     static func att(_ cid: String, _ ifname: String) -> String { "att/\(esc(cid))/\(esc(ifname))" }
@@ -171,6 +195,11 @@ struct Counts {
     static func plus(_ a: Int128, _ b: Int128) -> Int128 {
         let (r, o) = a.addingReportingOverflow(b)
         return o ? (b > 0 ? .max : .min) : r
+    }
+
+    /// Adds every counter of `o` (a node's deltas) to these.
+    mutating func merge(_ o: Counts) {
+        for (f, a) in o.byFamily { for i in 0..<4 where a[i] != 0 { add(f, i, a[i]) } }
     }
 
     mutating func add(_ fam: Int, _ field: Int, _ delta: Int128) {
@@ -371,6 +400,13 @@ final class Op {
     private var defs: [String: PoolDef?] = [:]
     private var counts: [String: Counts] = [:]
     private var dirty: Set<String> = []
+    /// The node the operation acts for (the ADD's node, the released attachment's): its counter deltas (cnt/) and
+    /// cursor; nil: the pool's own counters and cursor.
+    var node: String? = nil
+    /// cnt/<P>/<node> entries as this call changed them, by key; written by flush.
+    private var deltas: [String: Counts] = [:]
+    /// nblk/ keys known to exist in this call (an add_batch asks for the same block again and again).
+    private var ownBlocks: Set<String> = []
     private var hwms: [String: IP?] = [:]
     /// Values of hwm/ and last/ keys not written yet (key -> text); `flush` writes them.
     private var pending: [String: String] = [:]
@@ -476,13 +512,18 @@ final class Op {
         }
     }
 
+    /// Forgets which blocks the call saw claimed (their keys were just removed).
+    func forgetBlocks() { ownBlocks = [] }
+
     func forgetDef(_ name: String) {
         defs[name] = .some(nil)
         counts[name] = nil
+        deltas = deltas.filter { !$0.key.hasPrefix("cnt/\(name)/") }
+        ownBlocks = []
         dirty.remove(name)
         // The pool's keys are gone: forget its marks and cursors, and a pending one must not bring them back. Other
         // pools' cached and pending values stay (clearing their caches would let a read see the stale stored value).
-        func mine(_ k: String) -> Bool { k.hasPrefix("hwm/\(name)/") || k.hasPrefix("last/\(name)/") }
+        func mine(_ k: String) -> Bool { k.hasPrefix("hwm/\(name)/") || k.hasPrefix("last/\(name)/") || k.hasPrefix("hwmb/\(name)/") }
         hwms = hwms.filter { !mine($0.key) }
         cursors = cursors.filter { !mine($0.key) }
         pending = pending.filter { !mine($0.key) }
@@ -509,29 +550,54 @@ final class Op {
         return out
     }
 
+    /// The pool's counters: count/<P> plus every node's deltas (cnt/<P>/), with this call's own changes.
     func counts(_ pool: String) throws -> Counts {
+        var c = try baseCounts(pool)
+        let prefix = "cnt/\(pool)/"
+        try each(prefix) { key, value in
+            if deltas[key] == nil, let j = try? JV.parse(value) { c.merge(Counts(j)) }
+        }
+        for (k, d) in deltas where k.hasPrefix(prefix) { c.merge(d) }
+        return c
+    }
+
+    private func baseCounts(_ pool: String) throws -> Counts {
         if let c = counts[pool] { return c }
         let c = try getJSON(Key.count(pool)).map { Counts($0) } ?? Counts()
         counts[pool] = c
         return c
     }
 
+    /// Changes one counter: the node's deltas when the operation acts for a node (no key another host writes),
+    /// else the pool's own counters.
     func bump(_ pool: String, _ fam: Int, _ field: Int, _ delta: Int128) throws {
-        var c = try counts(pool)
+        if let node {
+            let k = Key.nodeCount(pool, node)
+            var d = try deltas[k] ?? (getJSON(k).map { Counts($0) } ?? Counts())
+            d.add(fam, field, delta)
+            deltas[k] = d
+            return
+        }
+        var c = try baseCounts(pool)
         c.add(fam, field, delta)
         counts[pool] = c
         dirty.insert(pool)
     }
 
-    func setCounts(_ pool: String, _ c: Counts) {
+    /// Sets the pool's counters outright (an import counted them): every node's deltas go.
+    func setCounts(_ pool: String, _ c: Counts) throws {
         counts[pool] = c
         dirty.insert(pool)
+        deltas = deltas.filter { !$0.key.hasPrefix("cnt/\(pool)/") }
+        try each("cnt/\(pool)/") { key, _ in try delete(key) }
     }
 
     /// Writes what the call changed in the caches. Call last, before returning OK.
     func flush() throws {
         for p in dirty.sorted() { if let c = counts[p] { try put(Key.count(p), c.json) } }
         dirty = []
+        for k in deltas.keys.sorted() { try put(k, deltas[k]!.json) }
+        deltas = [:]
         try flushPending()
     }
 
@@ -561,10 +627,14 @@ final class Op {
     /// range has been handed out once. Stored unclamped (end+1 once the range is used up), so a range that later
     /// grows continues where it stopped.
     func hwm(_ p: PoolDef, _ r: AddrRange) throws -> IP? {
-        let k = Key.hwm(p.name, r)
+        let k = r.legacyStart == nil ? Key.hwm(p.name, r) : Key.hwmPiece(p.name, r)
         if let cached = hwms[k] { return cached }
         var v: IP? = r.start
-        if let t = try host.getString(k) { v = t == "end" ? nil : IP(hex: t) }
+        if let t = try host.getString(k) {
+            v = t == "end" ? nil : IP(hex: t)
+        } else if let ls = r.legacyStart, let t = try host.getString("hwm/\(p.name)/\(ls.ref)") {
+            v = t == "end" ? nil : IP(hex: t)  // the range's mark from before blocks: the piece's until it has its own
+        }
         if let x = v, x < r.start { v = r.start }
         if let x = v, x > r.end { v = nil }
         hwms[k] = v
@@ -573,7 +643,7 @@ final class Op {
 
     /// Moves a range's high-water mark to `next` (nil: past the end of the address space).
     func setHwm(_ p: PoolDef, _ r: AddrRange, _ next: IP?) throws {
-        let k = Key.hwm(p.name, r)
+        let k = r.legacyStart == nil ? Key.hwm(p.name, r) : Key.hwmPiece(p.name, r)
         var stored = next
         if let x = next, x > r.end { stored = r.end.successor }
         hwms[k] = stored.flatMap { $0 > r.end ? nil : $0 }
@@ -589,7 +659,7 @@ final class Op {
 
     /// The round-robin cursor of a family: the last address handed out from available.
     func cursor(_ p: PoolDef, _ fam: Int) throws -> IP? {
-        let k = Key.last(p.name, fam)
+        let k = Key.last(p.name, fam, node: node)
         if let c = cursors[k] { return c }
         let c = try host.getString(k).flatMap { IP(hex: $0) }
         cursors[k] = c
@@ -598,7 +668,7 @@ final class Op {
 
     /// True when `ip` (a member without a record) is found lazily, at or above its range's high-water mark.
     func isLazy(_ p: PoolDef, _ ip: IP) throws -> Bool {
-        guard let r = p.range(containing: ip), let h = try hwm(p, r) else { return false }
+        guard let r = p.piece(containing: ip), let h = try hwm(p, r) else { return false }
         return ip >= h
     }
 
@@ -629,14 +699,14 @@ final class Op {
 
     /// available -> active.
     func takeAvailable(_ p: PoolDef, _ ip: IP, _ r: AddrRec) throws {
-        if let range = p.range(containing: ip), let h = try hwm(p, range), h == ip {
-            try setHwm(p, range, ip.successor)  // the frontier: addresses at or above the hwm have no free/ entry
+        if let piece = p.piece(containing: ip), let h = try hwm(p, piece), h == ip {
+            try setHwm(p, piece, ip.successor)  // the frontier: addresses at or above the hwm have no free/ entry
         } else {
             try delete(Key.free(p.name, ip))
         }
         try putRec(p.name, ip, r)
         try bump(p.name, ip.family, Counts.active, 1)
-        let k = Key.last(p.name, ip.family)
+        let k = Key.last(p.name, ip.family, node: node)
         cursors[k] = ip
         pending[k] = ip.hex
     }
@@ -734,9 +804,33 @@ final class Op {
         return c
     }
 
-    /// The smallest available address of a family after `after` (or from the start when nil).
-    func firstAvailable(_ p: PoolDef, _ fam: Int, after: IP?) throws -> IP? {
-        var best = try nextFree(p, fam, after: after)
+    /// The smallest free/ entry after `after` that lies in one of `view`'s ranges (pieces of blocks).
+    func nextFree(_ p: PoolDef, _ fam: Int, after: IP?, in view: PoolDef) throws -> IP? {
+        for r in view.ranges where r.family == fam {
+            if let a = after, r.end <= a { continue }
+            if let ip = try nextFree(p, in: r, after: after) { return ip }
+        }
+        return nil
+    }
+
+    /// The smallest free/ entry of range `r` after `after`. The scan covers only keys sharing the leading hex digits
+    /// of r's first and last address: it records no read of other blocks' entries, which other nodes write.
+    private func nextFree(_ p: PoolDef, in r: AddrRange, after: IP?) throws -> IP? {
+        let base = Key.freePrefix(p.name, r.family)
+        let common = String(zip(r.start.hex, r.end.hex).prefix { $0.0 == $0.1 }.map { $0.0 })
+        var from = r.start.predecessor
+        if let a = after, from.map({ a > $0 }) ?? true { from = a }
+        guard let e = try host.next(prefix: base + common, after: from.map { base + $0.hex } ?? ""),
+              let ip = IP(hex: e.key.dropFirst(base.count)), r.contains(ip) else { return nil }
+        return ip
+    }
+
+    /// The smallest available address of a family after `after` (or from the start when nil); with `view`, only
+    /// in its ranges (the pieces of some blocks of `p`), free/ entries elsewhere (other blocks, explicit addresses)
+    /// are skipped.
+    func firstAvailable(_ p: PoolDef, _ fam: Int, after: IP?, view: PoolDef? = nil) throws -> IP? {
+        var best = try view.map { try nextFree(p, fam, after: after, in: $0) } ?? nextFree(p, fam, after: after)
+        let p = view ?? p
         for r in p.ranges where r.family == fam {
             if let a = after, r.end <= a { continue }
             if let b = best, r.start >= b { break }
@@ -748,13 +842,71 @@ final class Op {
         return best
     }
 
-    /// Round robin: the next available address after the last one handed out, wrapping around.
+    /// The next available address: round robin in the node's blocks (after its cursor, wrapping around); else in a
+    /// block it claims now; else, when no block is left to claim, borrowed from any block (or explicit address).
     func pickAvailable(_ p: PoolDef, _ fam: Int) throws -> IP? {
-        let cursor = try cursor(p, fam)
-        if let cursor, cursor.family == fam {
-            if let ip = try firstAvailable(p, fam, after: cursor) { return ip }
+        guard p.ranges.contains(where: { $0.family == fam }) else { return try roundRobin(p, fam, view: nil) }
+        let me = node ?? ""
+        // Most often the next address is in the block of the node's cursor: found without listing the node's blocks.
+        if let c = try cursor(p, fam), c.family == fam, p.range(containing: c) != nil, try ownsBlock(p, me, p.blockBase(c)),
+           let ip = try firstAvailable(p, fam, after: c, view: blockView(p, [p.blockBase(c)])) {
+            return ip
         }
-        return try firstAvailable(p, fam, after: nil)
+        var own: [IP] = []
+        try each(Key.nodeBlockPrefix(p.name, me, fam)) { key, _ in
+            if let b = IP(ref: String(key.dropFirst(Key.nodeBlockPrefix(p.name, me, fam).count - 2))) { own.append(b) }
+        }
+        if !own.isEmpty, let ip = try roundRobin(p, fam, view: blockView(p, own)) { return ip }
+        if let ip = try claimBlock(p, fam, me) { return ip }
+        var all: [IP] = []
+        try each("blk/\(p.name)/\(fam)/") { key, _ in
+            if let b = IP(ref: String(key.dropFirst("blk/\(p.name)/".count))) { all.append(b) }
+        }
+        let view = blockView(p, all)
+        // Borrowing: free/ entries anywhere (other blocks, explicit addresses), and other blocks' lazy addresses.
+        if let c = try cursor(p, fam), c.family == fam, let ip = try firstAvailable(view, fam, after: c) { return ip }
+        return try firstAvailable(view, fam, after: nil)
+    }
+
+    private func ownsBlock(_ p: PoolDef, _ me: String, _ base: IP) throws -> Bool {
+        let k = Key.nodeBlock(p.name, me, base)
+        if ownBlocks.contains(k) { return true }
+        guard try exists(k) else { return false }
+        ownBlocks.insert(k)
+        return true
+    }
+
+    /// `p` with its ranges replaced by the pieces of the blocks at `bases`.
+    func blockView(_ p: PoolDef, _ bases: [IP]) -> PoolDef {
+        var v = p
+        v.ranges = bases.sorted().flatMap { p.pieces($0) }
+        return v
+    }
+
+    /// Round robin after the operation's cursor, wrapping around; in `view` only when given.
+    private func roundRobin(_ p: PoolDef, _ fam: Int, view: PoolDef?) throws -> IP? {
+        if let c = try cursor(p, fam), c.family == fam, let ip = try firstAvailable(p, fam, after: c, view: view) { return ip }
+        return try firstAvailable(p, fam, after: nil, view: view)
+    }
+
+    /// Claims for node `me` the lowest block of family `fam` that no node claimed and that has an available address,
+    /// and returns that address. Nil when no such block is left.
+    /// First the block of the node's cursor, after the cursor (a requested address moved it there: round robin
+    /// continues after the last address handed out, as it did before blocks).
+    private func claimBlock(_ p: PoolDef, _ fam: Int, _ me: String) throws -> IP? {
+        func claim(_ base: IP, after: IP?) throws -> IP? {
+            if try exists(Key.block(p.name, base)) { return nil }
+            guard let ip = try firstAvailable(p, fam, after: after, view: blockView(p, [base])) else { return nil }
+            try put(Key.block(p.name, base), text: me)
+            try put(Key.nodeBlock(p.name, me, base), text: "")
+            ownBlocks.insert(Key.nodeBlock(p.name, me, base))
+            return ip
+        }
+        if let c = try cursor(p, fam), c.family == fam, p.range(containing: c) != nil, let ip = try claim(p.blockBase(c), after: c) { return ip }
+        for base in p.blockBases(fam) {
+            if let ip = try claim(base, after: nil) { return ip }
+        }
+        return nil
     }
 
     // MARK: expiry
@@ -793,6 +945,9 @@ final class Op {
 
     /// Releases an attachment by its release policy. `final` marks scale-down or deletion of the app.
     func releaseAttachment(_ a: Attachment, final: Bool) throws {
+        let acting = node
+        node = a.node ?? node  // its node's counters: a release on any host writes no key the others' ADDs write
+        defer { node = acting }
         var id: Identity? = nil
         if let app = a.app, let ord = a.ord, let j = try getJSON(Key.ident(app, ord)), let i = Identity(j),
            i.cid == a.cid, i.ifname == a.ifname {

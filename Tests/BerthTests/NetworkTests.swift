@@ -158,7 +158,15 @@ final class NetworkTests: XCTestCase {
             XCTAssertEqual(st, 200, r.serialized)
             XCTAssertEqual(r["succeeded"], 101, isolation)
             let res = try XCTUnwrap(r["results"]?.array)
-            for i in 0..<100 { XCTAssertEqual(res[i]["result"]?["ips"]?[0]?["address"]?.string, "10.96.0.\(i + 3)/24", "\(isolation) item \(i)") }
+            let got = (0..<100).map { res[$0]["result"]?["ips"]?[0]?["address"]?.string ?? "" }
+            XCTAssertEqual(Set(got).count, 100, "\(isolation): every item its own address: \(got)")
+            // ipam-pool's per-node blocks (/26): each node allocates in the block it claimed, no block serves two nodes.
+            var nodeOfBlock: [Int: Int] = [:]
+            for (i, a) in got.enumerated() {
+                guard a.hasPrefix("10.96.0."), let last = Int(a.dropFirst(8).split(separator: "/")[0]) else { XCTFail("\(isolation) item \(i): \(a)"); continue }
+                if let n = nodeOfBlock[last / 64] { XCTAssertEqual(n, i % 3, "\(isolation) item \(i): \(a) is in node n\(n)'s block") }
+                nodeOfBlock[last / 64] = i % 3
+            }
             XCTAssertEqual(res[100]["result"]?["ips"]?[0]?["address"], "10.96.0.2/24", "the recorded attachment answers from its record")
             XCTAssertEqual(try batches().0, 1, "\(isolation): one add_batch call")
             // Ordinary attachments afterwards: listed, with their events, idempotent one at a time, and DEL works.
@@ -168,7 +176,7 @@ final class NetworkTests: XCTestCase {
             XCTAssertEqual(evs.count, 101, isolation)
             XCTAssertEqual(evs.last?["subject"], "net1/c99/eth0")
             (st, r) = try d.request("POST", "/v1/networks/net1/attachments", ["containerID": "c42", "node": "n0"])
-            XCTAssertEqual(r["ips"]?[0]?["address"], "10.96.0.45/24")
+            XCTAssertEqual(r["ips"]?[0]?["address"]?.string, got[42])
             (st, r) = try d.request("GET", "/v1/networks/net1/capacity?node=n1")
             XCTAssertEqual(st, 200, r.serialized)
             (st, _) = try d.request("DELETE", "/v1/networks/net1/attachments/c42/eth0")
