@@ -18,8 +18,8 @@ final class BenchEtcd {
         }
         dir = NSTemporaryDirectory() + "berth-bench-etcd-\(getpid())-\(monotonicNanos())"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        port = BenchEtcd.freePort()
-        let peer = "http://127.0.0.1:\(BenchEtcd.freePort())"
+        port = freeLoopbackPort()
+        let peer = "http://127.0.0.1:\(freeLoopbackPort())"
         process.executableURL = URL(fileURLWithPath: bin)
         process.arguments = ["--name", "b", "--data-dir", dir + "/data", "--listen-client-urls", "http://127.0.0.1:\(port)",
                              "--advertise-client-urls", "http://127.0.0.1:\(port)", "--listen-peer-urls", peer,
@@ -42,18 +42,6 @@ final class BenchEtcd {
     func stop() {
         if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
         try? FileManager.default.removeItem(atPath: dir)
-    }
-
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        return Int(UInt16(bigEndian: addr.sin_port))
     }
 }
 

@@ -6,16 +6,7 @@ import BerthWire
 import Foundation
 import XCTest
 
-final class EtcdLeaseTests: XCTestCase {
-    nonisolated(unsafe) static var etcd: EtcdProcess?
-    nonisolated(unsafe) static var startError: Error?
-    override class func setUp() {
-        do { etcd = try EtcdProcess() } catch { startError = error }
-    }
-    override class func tearDown() { etcd?.stop() }
-    override func setUpWithError() throws {
-        if let e = Self.startError { throw e }
-    }
+final class EtcdLeaseTests: EtcdTestCase {
 
     func settings(_ site: String) -> EtcdSettings { EtcdSettings(endpoints: [Self.etcd!.endpoint], site: site) }
 

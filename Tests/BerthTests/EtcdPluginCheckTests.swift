@@ -6,16 +6,7 @@ import BerthWire
 import Foundation
 import XCTest
 
-final class EtcdPluginCheckTests: XCTestCase {
-    nonisolated(unsafe) static var etcd: EtcdProcess?
-    nonisolated(unsafe) static var startError: Error?
-    override class func setUp() {
-        do { etcd = try EtcdProcess() } catch { startError = error }
-    }
-    override class func tearDown() { etcd?.stop() }
-    override func setUpWithError() throws {
-        if let e = Self.startError { throw e }
-    }
+final class EtcdPluginCheckTests: EtcdTestCase {
 
     var endpoint: String { Self.etcd!.endpoint }
     var storeURL: String { "etcd://127.0.0.1:\(Self.etcd!.clientPort)" }
@@ -82,7 +73,7 @@ final class EtcdPluginCheckTests: XCTestCase {
             XCTAssertNotEqual(rc, 0, bad)
             XCTAssertTrue(err.contains("--store") && err.contains("etcd://HOST:PORT"), "\(bad): \(out)\(err)")
         }
-        let dead = "etcd://127.0.0.1:\(EtcdProcess.freePort())"
+        let dead = "etcd://127.0.0.1:\(freeLoopbackPort())"
         let (rc, out, _) = try runTool(Paths.bin + "/berth", ["plugin", "check", Paths.plugin("ipam-pool"), "--store", dead, "-o", "json"])
         XCTAssertEqual(rc, 1, out)
         let j = try JSON.parse(out)

@@ -20,18 +20,6 @@ final class ListenerTests: XCTestCase {
     let token = "listener-token-0123456789"
     var hello: JSON { [["name": "hello", "path": .string(Paths.plugin("hello"))]] }
 
-    func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        return Int(UInt16(bigEndian: addr.sin_port))
-    }
-
     /// A TCP connection to 127.0.0.1:port (blocking, receive timeout `timeout` seconds), or -1.
     func connectTCP(_ port: Int, timeout: Int = 5) -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -82,7 +70,7 @@ final class ListenerTests: XCTestCase {
     func testTLSListenerWithCurl() throws {
         let dir = tempDir("tls-certs")
         try makeServerCertificate(dir)
-        let port = freePort()
+        let port = freeLoopbackPort()
         // Not loopback: allowed because it is TLS.
         let d = try Daemon(plugins: hello, tag: "tls",
                            extra: [("api", ["listen": .string("0.0.0.0:\(port)"), "token": .string(token),
@@ -119,7 +107,7 @@ final class ListenerTests: XCTestCase {
                      "-keyout", dir + "/client.key", "-out", dir + "/client.csr", "-subj", "/CN=client"])
         try openssl(["x509", "-req", "-in", dir + "/client.csr", "-CA", dir + "/ca.pem", "-CAkey", dir + "/ca.key",
                      "-CAcreateserial", "-out", dir + "/client.pem", "-days", "1"])
-        let port = freePort()
+        let port = freeLoopbackPort()
         let d = try Daemon(plugins: hello, tag: "mtls",
                        extra: [("api", ["listen": .string("127.0.0.1:\(port)"), "token": .string(token),
                                         "tls": ["certificate": .string(dir + "/cert.pem"), "key": .string(dir + "/key.pem"),
@@ -182,7 +170,7 @@ final class ListenerTests: XCTestCase {
             rl.rlim_cur = min(rl.rlim_max, 4096)
             setrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl)
         }
-        let port = freePort()
+        let port = freeLoopbackPort()
         let d = try Daemon(plugins: hello, tag: "flood",
                            extra: [("api", ["listen": .string("127.0.0.1:\(port)"), "token": .string(token)])],
                            start: false)
@@ -231,7 +219,7 @@ final class ListenerTests: XCTestCase {
     /// A client that sends its header one byte at a time, never finishing, is cut at api.headerTimeoutMs; one that
     /// sends nothing at all too; a complete request on a fresh connection is still served.
     func testSlowHeadersAreCutAtTheHeaderTimeout() throws {
-        let port = freePort()
+        let port = freeLoopbackPort()
         let d = try Daemon(plugins: hello, tag: "slowloris",
                        extra: [("api", ["listen": .string("127.0.0.1:\(port)"), "token": .string(token), "headerTimeoutMs": 1000])])
         waitForTCP(port)

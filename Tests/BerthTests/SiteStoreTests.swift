@@ -79,7 +79,7 @@ final class SiteStoreTests: XCTestCase {
         XCTAssertTrue(err.contains("berthd cannot keep its own records in etcd yet"), err)
         XCTAssertFalse(err.contains("unreachable"), err)
         XCTAssertEqual(out, "")
-        let dead = "http://127.0.0.1:\(EtcdProcess.freePort())"
+        let dead = "http://127.0.0.1:\(freeLoopbackPort())"
         (rc, _, err) = try runTool(Paths.bin + "/berthd", ["--site", try site(dir, #"{"engine": "etcd", "endpoints": ["\#(etcd.endpoint)", "\#(dead)"]}"#), "--check"])
         XCTAssertEqual(rc, 2, err)
         XCTAssertTrue(err.contains("store.endpoints: ") && err.contains("etcd is unreachable") && err.contains(dead.dropFirst(7)), err)

@@ -226,13 +226,7 @@ final class SQLiteStoreInterfaceTests: XCTestCase {
 
 /// The contract against the etcd engine, on a real etcd started for this class (Support/Etcd.swift), each case on a
 /// site of its own; then what only an optimistic engine shared by several berthd has: conflicts, phantoms, limits.
-final class EtcdStoreInterfaceTests: XCTestCase {
-    nonisolated(unsafe) static var etcd: EtcdProcess?
-    nonisolated(unsafe) static var startError: Error?
-    override class func setUp() {
-        do { etcd = try EtcdProcess() } catch { startError = error }
-    }
-    override class func tearDown() { etcd?.stop() }
+final class EtcdStoreInterfaceTests: EtcdTestCase {
 
     var dir = ""
     var endpoint: String { Self.etcd?.endpoint ?? "" }
@@ -242,7 +236,7 @@ final class EtcdStoreInterfaceTests: XCTestCase {
         return { dir in try EtcdStore(EtcdSettings(endpoints: [e], site: String(dir.split(separator: "/").last!))) }
     }
     override func setUpWithError() throws {
-        if let e = Self.startError { throw e }
+        try super.setUpWithError()
         dir = "/etcd-contract-\(UUID().uuidString)"
     }
 
@@ -399,7 +393,7 @@ final class EtcdStoreInterfaceTests: XCTestCase {
     /// Endpoints are tried in order (a refused one is skipped, reads and writes alike); bad settings and an
     /// unreachable etcd are clear errors.
     func testEndpointsAndSettings() throws {
-        let dead = "http://127.0.0.1:\(EtcdProcess.freePort())"
+        let dead = "http://127.0.0.1:\(freeLoopbackPort())"
         let st = try EtcdStore(EtcdSettings(endpoints: [dead, endpoint], site: "failover"))
         try C.inTransaction(st) { try C.put(st, "ns", C.bytes("k"), [1]) }
         XCTAssertEqual(try C.get(st, "ns", C.bytes("k")), [1])

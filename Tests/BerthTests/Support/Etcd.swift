@@ -16,8 +16,8 @@ final class EtcdProcess {
             throw BerthError(.failedPrecondition, "etcd is not installed (looked for /usr/bin/etcd and /usr/local/bin/etcd): install Debian's etcd-server (it is in .ci/apt-packages)")
         }
         dir = tempDir("etcd")
-        clientPort = EtcdProcess.freePort()
-        let peerPort = EtcdProcess.freePort()
+        clientPort = freeLoopbackPort()
+        let peerPort = freeLoopbackPort()
         let peer = "http://127.0.0.1:\(peerPort)"
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = ["--name", "t", "--data-dir", dir + "/data",
@@ -45,18 +45,6 @@ final class EtcdProcess {
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
     }
-
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        return Int(UInt16(bigEndian: addr.sin_port))
-    }
 }
 
 /// A 3-member etcd cluster on loopback (members m0, m1, m2), each with its own data directory; `kill(i)` SIGKILLs one.
@@ -72,8 +60,8 @@ final class EtcdCluster {
             throw BerthError(.failedPrecondition, "etcd is not installed: install Debian's etcd-server (it is in .ci/apt-packages)")
         }
         dir = tempDir("etcd-cluster")
-        clientPorts = (0..<n).map { _ in EtcdProcess.freePort() }
-        let peers = (0..<n).map { _ in "http://127.0.0.1:\(EtcdProcess.freePort())" }
+        clientPorts = (0..<n).map { _ in freeLoopbackPort() }
+        let peers = (0..<n).map { _ in "http://127.0.0.1:\(freeLoopbackPort())" }
         let initial = (0..<n).map { "m\($0)=\(peers[$0])" }.joined(separator: ",")
         var ps: [Process] = []
         for i in 0..<n {
@@ -113,4 +101,24 @@ final class EtcdCluster {
     }
 
     func stop() { for i in processes.indices { kill(i) } }
+}
+
+/// A test class with one real etcd for all its cases: started before the first case, killed after the last; each case
+/// fails with etcd's start error when it could not start.
+class EtcdTestCase: XCTestCase {
+    nonisolated(unsafe) static var etcd: EtcdProcess?
+    nonisolated(unsafe) static var startError: Error?
+    override class func setUp() {
+        super.setUp()
+        do { etcd = try EtcdProcess(); startError = nil } catch { etcd = nil; startError = error }
+    }
+    override class func tearDown() {
+        etcd?.stop()
+        etcd = nil
+        super.tearDown()
+    }
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        if let e = Self.startError { throw e }
+    }
 }
