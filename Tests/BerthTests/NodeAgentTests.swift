@@ -240,6 +240,12 @@ final class NodeAgentTests: XCTestCase {
         }
         let first = try running()
         let ip = first["ips"]![0]!.string!
+        /// The MAC of eth0 inside an incarnation's namespace.
+        func mac(_ x: JSON) throws -> String {
+            let (_, out, _) = try runTool("/usr/sbin/ip", ["-n", "berth-\(x["containerID"]!.string!)", "-o", "link", "show", "eth0"])
+            return out.components(separatedBy: "link/ether ").dropFirst().first?.split(separator: " ").first.map(String.init) ?? "none: \(out)"
+        }
+        let firstMAC = try mac(first)
         XCTAssertEqual(try waitFor("db-0 serving") { get(ip, "id") }.trimmingCharacters(in: .whitespacesAndNewlines), "db/0/\(ip)")
         XCTAssertFalse(FileManager.default.fileExists(atPath: rfs + "/volumes/data/first"), "the file is on the volume mounted in the instance, not in the rootfs")
         let (dst, dbody) = try d.request("DELETE", "/v1/instances/StatefulApp/db/0")
@@ -249,6 +255,9 @@ final class NodeAgentTests: XCTestCase {
             return x["incarnation"] != first["incarnation"] ? x : nil
         }
         XCTAssertEqual(second["ips"]?[0]?.string, ip, "the same address after re-placement")
+        XCTAssertEqual(try mac(second), firstMAC, "the same MAC after re-placement")
+        let octets = ip.split(separator: ".").map { String(format: "%02x", Int($0)!) }
+        XCTAssertEqual(firstMAC, "0a:58:" + octets.joined(separator: ":"), "the MAC follows the address")
         XCTAssertEqual(try waitFor("db-0 serving again") { get(ip, "first") }.trimmingCharacters(in: .whitespacesAndNewlines), ip,
                        "the volume's data outlived the first incarnation")
         try waitFor("only the new namespace") { netns().isEmpty && dbNetns() == ["berth-\(second["containerID"]!.string!)"] ? true : nil }

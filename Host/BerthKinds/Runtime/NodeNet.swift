@@ -80,6 +80,25 @@ struct NodeNet {
         // Already attached (a restart in the same namespace): the bridge plugin refuses a second eth0.
         if runProgram("/usr/sbin/ip", ["-n", ns, "link", "show", "eth0"]).0 == 0 { return }
         _ = try cni("ADD", network: network, containerID: r.containerID)
+        // A MAC that follows the address (the bridge plugin's is random): a stateful ordinal re-placed with its fixed
+        // address comes back with the same MAC too, so neighbours' ARP caches stay right.
+        if let mac = Self.mac(for: r.ip) { try ip(["-n", ns, "link", "set", "eth0", "address", mac]) }
+    }
+
+    /// 0a:58 (locally administered, unicast) and the address's last four bytes, for an instance's eth0; nil without
+    /// an address.
+    static func mac(for ip: String?) -> String? {
+        guard let ip else { return nil }
+        var bytes: [UInt8]
+        var v4 = in_addr(), v6 = in6_addr()
+        if inet_pton(AF_INET, ip, &v4) == 1 {
+            bytes = withUnsafeBytes(of: &v4) { Array($0) }
+        } else if inet_pton(AF_INET6, ip, &v6) == 1 {
+            bytes = withUnsafeBytes(of: &v6) { Array($0.suffix(4)) }
+        } else {
+            return nil
+        }
+        return ([0x0a, 0x58] + bytes).map { String(format: "%02x", $0) }.joined(separator: ":")
     }
 
     /// CNI DEL (when the namespace was attached to a network), then the namespace. Idempotent; the veth pair goes
