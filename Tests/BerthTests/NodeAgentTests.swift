@@ -2,6 +2,7 @@
 // runtime-oci (runc), the CNI bridge plugin with berth-cni as IPAM. Three instances serve HTTP at the address Berth
 // recorded; a killed process is restarted; a kill -9 of berthd leaves them serving and they are reattached, not
 // restarted; scale-down and delete leave no namespace, veth, container or cgroup.
+import BerthCheck
 import BerthWire
 import Foundation
 import XCTest
@@ -102,11 +103,15 @@ final class NodeAgentTests: XCTestCase {
         let dnsDir = tempDir("agent-dns"), domain = "berth.test"
         let dns = try DNSMasq(hostsFile: dnsDir + "/hosts", pidFile: dnsDir + "/dnsmasq.pid", domain: domain, dir: dnsDir)
         defer { dns.stop() }
+        // Each instance has a volume (storage-local), mounted at /volumes/www, which its HTTP server serves.
+        let vols = tempDir("agent-web-vols")
         let d = try daemon(ociDir, extra: [["name": "dns", "path": .string(Paths.plugin("discovery-dns")),
                                             "config": ["hostsFile": .string(dnsDir + "/hosts"), "fileSdFile": .string(dnsDir + "/file_sd.json"),
-                                                       "domain": .string(domain), "debounceMs": 50, "pidFile": .string(dnsDir + "/dnsmasq.pid")]]])
-        let script = "echo hello-from-$BERTH_APP-$BERTH_ORDINAL; mkdir -p /dev/shm/www && echo \"$BERTH_APP/$BERTH_ORDINAL/$BERTH_IP/$BERTH_NODE\" > /dev/shm/www/id && exec httpd -f -p 8080 -h /dev/shm/www"
-        let spec: JSON = ["replicas": 3, "network": ["name": "lan"],
+                                                       "domain": .string(domain), "debounceMs": 50, "pidFile": .string(dnsDir + "/dnsmasq.pid")]],
+                                           ["name": "local", "path": .string(Paths.plugin("storage-local")),
+                                            "config": ["root": .string(vols), "capacityBytes": 268_435_456, "nodes": [.string(node)]]]])
+        let script = "echo hello-from-$BERTH_APP-$BERTH_ORDINAL; echo \"$BERTH_APP/$BERTH_ORDINAL/$BERTH_IP/$BERTH_NODE\" > /volumes/www/id && mkdir -p /dev/shm/www && echo \"$BERTH_APP/$BERTH_ORDINAL/$BERTH_IP/$BERTH_NODE\" > /dev/shm/www/id && exec httpd -f -p 8080 -h /volumes/www"
+        let spec: JSON = ["replicas": 3, "network": ["name": "lan"], "volumes": [["name": "www", "size": "4Mi", "local": true]],
                           "run": ["rootfs": .string(rfs), "command": "/bin/sh", "args": ["-c", .string(script)], "graceSeconds": 2]]
         let (st, body) = try d.request("PUT", "/v1/kinds/App/web", ["spec": spec])
         XCTAssertEqual(st, 201, body.serialized)
@@ -126,6 +131,10 @@ final class NodeAgentTests: XCTestCase {
             XCTAssertEqual(id.trimmingCharacters(in: .whitespacesAndNewlines), "web/\(ord)/\(ip)/\(node)")
         }
         XCTAssertEqual(Set(ips.values).count, 3, "three distinct addresses: \(ips)")
+        // What each serves is its volume's file: it is in the volume's directory on the node.
+        let served = (try? FileManager.default.contentsOfDirectory(atPath: vols + "/volumes")) ?? []
+        let files = served.compactMap { try? String(contentsOfFile: "\(vols)/volumes/\($0)/id", encoding: .utf8) }.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        XCTAssertEqual(Set(files), Set(ips.map { "web/\($0.key)/\($0.value)/\(node)" }), "the served files are the volumes' files: \(served)")
         // Each instance's name resolves to its address, and the instance answers at what the name resolves to.
         for (ord, ip) in ips {
             let name = "web-\(ord).web.test.\(domain)"
@@ -211,6 +220,7 @@ final class NodeAgentTests: XCTestCase {
         let (_, left, _) = try runTool("/usr/sbin/runc", ["--root", ociDir + "/oci/runtime", "list", "-q"])
         XCTAssertEqual(left.trimmingCharacters(in: .whitespacesAndNewlines), "", "containers left")
         XCTAssertEqual(cgroups(), [], "cgroups left")
+        XCTAssertEqual(MountTable.mountPoints(under: d.dir), [], "volume stages or targets left mounted")
         XCTAssertEqual(try events(d, "runtime.stopped").count, 3, "two by the scale-down, one by the drain")
     }
 
