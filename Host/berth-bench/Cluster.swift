@@ -66,7 +66,7 @@ private final class ClusterHost {
 
 /// Allocations per second and conflicts per allocation of `hosts` hosts allocating `perHost` each, concurrently.
 private func clusterRun(_ etcd: BenchEtcd, loader: Loader, hosts: Int, perHost: Int, site: String, churn: Bool = false) throws -> (rate: Double, conflictRate: Double, abortRate: Double) {
-    let config: JSON = ["pools": [["name": "bench", "ranges": [["subnet": "10.192.0.0/16"]]]]]
+    let config: JSON = ["pools": [["name": "bench", "ranges": [["subnet": "10.192.0.0/16"]], "nodeCounters": true]]]
     let nodes = try (0..<hosts).map { try ClusterHost(endpoint: etcd.endpoint, site: site, node: "node-\($0)", loader: loader, config: config) }
     defer { for h in nodes { h.stop() } }
     let errors = NSLock()

@@ -937,7 +937,8 @@ let poolSchema = #"""
  "parent":{"type":"string","minLength":1,"maxLength":15,"pattern":"^[^/: ]+$"},
  "delegate":{"enum":["macvlan","ipvlan","bridge","vlan"]},
  "blockSize":{"type":"integer","minimum":16,"maximum":30},
- "blockSize6":{"type":"integer","minimum":96,"maximum":126}}}
+ "blockSize6":{"type":"integer","minimum":96,"maximum":126},
+ "nodeCounters":{"type":"boolean"}}}
 """#
 
 let configSchema = #"""

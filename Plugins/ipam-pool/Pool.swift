@@ -123,6 +123,10 @@ struct PoolDef {
     var block4 = PoolDef.defaultBlock4
     var block6 = PoolDef.defaultBlock6
     static let defaultBlock4 = 26, defaultBlock6 = 122
+    /// The POOL's "nodeCounters": an ADD or DEL for a node changes that node's counter delta (cnt/<P>/<node>) instead
+    /// of the pool's counters, so hosts sharing the pool in cluster mode do not all write one key. Reading the counts
+    /// then sums every node's delta (capacity costs one read per node), so it is off by default (one host).
+    var nodeCounters = false
 
     func blockPrefix(_ fam: Int) -> Int { fam == 6 ? block6 : block4 }
 
@@ -293,7 +297,7 @@ struct ExplicitAddr {
 /// A validated POOL document.
 struct PoolSpec {
     /// The fields of a POOL document, in the order messages list them; anything else is refused.
-    static let fieldOrder = ["name", "ranges", "ips", "exclude", "reserved", "macs", "routes", "dns", "vlan", "nodes", "parent", "delegate", "blockSize", "blockSize6"]
+    static let fieldOrder = ["name", "ranges", "ips", "exclude", "reserved", "macs", "routes", "dns", "vlan", "nodes", "parent", "delegate", "blockSize", "blockSize6", "nodeCounters"]
     static let fields = Set(fieldOrder)
     /// The fields of the objects inside a POOL document (anything else is refused, as at the top level).
     static let rangeFields = ["subnet", "start", "end", "gateway"]
@@ -607,11 +611,16 @@ struct PoolSpec {
         }
         let block4 = try blockSize("blockSize", 16, 30, PoolDef.defaultBlock4)
         let block6 = try blockSize("blockSize6", 96, 126, PoolDef.defaultBlock6)
+        var nodeCounters = false
+        if let v = doc["nodeCounters"], !v.isNull {
+            guard let b = v.bool else { throw bad("nodeCounters must be true or false (per-node counters for cluster mode; default false), got \(v.serialized)") }
+            nodeCounters = b
+        }
 
         let families = Array(Set(ranges.map { $0.family } + explicit.keys.map { $0.family })).sorted()
         let def = PoolDef(name: name, ranges: ranges.sorted { $0.start < $1.start }, holes: holes, families: families,
                           routes: .array(routes), dns: dns, vlan: vlan, nodes: nodes, parent: parent, delegate: delegate,
-                          block4: block4, block6: block6)
+                          block4: block4, block6: block6, nodeCounters: nodeCounters)
 
         // The canonical document: what pool.show returns and what a later import merges into.
         var canonical: JV = ["name": .string(name)]
@@ -629,6 +638,7 @@ struct PoolSpec {
         if let delegate { canonical["delegate"] = .string(delegate) }
         if block4 != PoolDef.defaultBlock4 { canonical["blockSize"] = JV(block4) }
         if block6 != PoolDef.defaultBlock6 { canonical["blockSize6"] = JV(block6) }
+        if nodeCounters { canonical["nodeCounters"] = .bool(true) }
 
         return PoolSpec(def: def, explicit: explicit.values.sorted { $0.ip < $1.ip }, reserved: reserved.sorted(),
                         macs: macs, canonical: canonical)

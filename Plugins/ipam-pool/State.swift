@@ -568,10 +568,10 @@ final class Op {
         return c
     }
 
-    /// Changes one counter: the node's deltas when the operation acts for a node (no key another host writes),
-    /// else the pool's own counters.
+    /// Changes one counter: the node's deltas when the operation acts for a node and the pool keeps per-node counters
+    /// (no key another host writes), else the pool's own counters.
     func bump(_ pool: String, _ fam: Int, _ field: Int, _ delta: Int128) throws {
-        if let node {
+        if let node, try def(pool)?.nodeCounters == true {
             let k = Key.nodeCount(pool, node)
             var d = try deltas[k] ?? (getJSON(k).map { Counts($0) } ?? Counts())
             d.add(fam, field, delta)

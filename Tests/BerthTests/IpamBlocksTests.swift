@@ -16,7 +16,14 @@ extension IpamPoolTests {
     }
 
     func testNodesAllocateInDistinctBlocks() throws {
-        let n = try net(pool: ["name": "p", "ranges": [["subnet": "10.20.0.0/24"]], "blockSize": 28])
+        try nodesAllocateInDistinctBlocks(nodeCounters: false)
+        try nodesAllocateInDistinctBlocks(nodeCounters: true)
+    }
+
+    /// With and without per-node counters: the blocks are the same and the counts stay right; per-node counters
+    /// write cnt/<P>/<node> instead of the pool's count/<P>.
+    func nodesAllocateInDistinctBlocks(nodeCounters: Bool) throws {
+        let n = try net(pool: ["name": "p", "ranges": [["subnet": "10.20.0.0/24"]], "blockSize": 28, "nodeCounters": .bool(nodeCounters)])
         var byNode: [String: [String]] = [:]
         for i in 0..<4 {
             for node in ["a", "b", "c"] { byNode[node, default: []].append(try n.addIP("\(node)-\(i)", "eth0", ["node": .string(node)])) }
@@ -33,6 +40,7 @@ extension IpamPoolTests {
         try n.del("b-1")
         XCTAssertEqual(try n.capacity()["active"]?.int, 10)
         XCTAssertEqual(try n.capacity()["free"]?.int, 253 - 10)
+        XCTAssertEqual(try n.kv("cnt/p/b") != nil, nodeCounters, "node b's counter delta exists only with nodeCounters")
     }
 
     func testNodeWithFullBlocksClaimsAnother() throws {
@@ -140,7 +148,7 @@ final class IpamBlocksEtcdTests: XCTestCase {
         guard FileManager.default.fileExists(atPath: so) else { throw XCTSkip("build the plugin first (swift build): \(so) is missing") }
         let etcd = try EtcdProcess()
         defer { etcd.stop() }
-        let config: JSON = ["pools": [["name": "p", "ranges": [["subnet": "10.30.0.0/22"]]]]]
+        let config: JSON = ["pools": [["name": "p", "ranges": [["subnet": "10.30.0.0/22"]], "nodeCounters": true]]]
         let loader = Loader(copyDir: IpamPoolTests.copyDir)
         var hosts: [(Executor, PluginInstance)] = []
         for _ in 0..<3 {
