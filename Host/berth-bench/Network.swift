@@ -21,7 +21,7 @@ final class BenchDaemon {
     init(plugins: JSON, sync: String = "full", extra: [(String, JSON)] = []) throws {
         dir = NSTemporaryDirectory() + "berth-bench-d-\(getpid())-\(monotonicNanos())"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        var site: JSON = ["site": "bench", "stateDir": .string(dir + "/state"), "api": ["socket": .string(dir + "/berthd.sock")],
+        var site: JSON = ["site": "bench", "stateDir": .string(dir + "/state"), "api": ["socket": .string(dir + "/berthd.sock"), "link": ""],
                           "store": ["sync": .string(sync)], "plugins": plugins]
         for (k, v) in extra { site = site.setting(k, v) }
         try site.serialized.write(toFile: dir + "/site.json", atomically: true, encoding: .utf8)

@@ -16,7 +16,7 @@ import Foundation
 import Logging
 
 func benchRuntime(_ dir: String, plugins: JSON, settings: CoordinatorSettings = CoordinatorSettings()) throws -> BerthRuntime {
-    let site: JSON = ["site": "bench", "stateDir": .string(dir + "/state"), "api": ["socket": .string(dir + "/berthd.sock")],
+    let site: JSON = ["site": "bench", "stateDir": .string(dir + "/state"), "api": ["socket": .string(dir + "/berthd.sock"), "link": ""],
                       "store": ["sync": "normal"], "plugins": plugins]
     var quiet = Logger(label: "bench")
     quiet.logLevel = .error
