@@ -113,9 +113,11 @@ let package = Package(
         .target(name: "BerthHelloSwiftPlugin", dependencies: ["BerthPluginKit"], path: "Plugins/hello-swift"),
         .target(name: "BerthIpamPoolPlugin", dependencies: ["BerthPluginKit"], path: "Plugins/ipam-pool"),
         .target(name: "BerthStorageLocalPlugin", dependencies: ["BerthPluginKit"], path: "Plugins/storage-local"),
-        .target(name: "BerthSchedStatefulPlugin", dependencies: ["BerthPluginABI"], path: "Plugins/sched-stateful", publicHeadersPath: "."),
+        // The small JSON reader the C reference plugins share (linked into each, its symbols hidden).
+        .target(name: "BerthSpanJSON", path: "Plugins/span-json"),
+        .target(name: "BerthSchedStatefulPlugin", dependencies: ["BerthPluginABI", "BerthSpanJSON"], path: "Plugins/sched-stateful", publicHeadersPath: "."),
         .target(name: "BerthDiscoveryDNSPlugin", dependencies: ["BerthPluginKit"], path: "Plugins/discovery-dns"),
-        .target(name: "BerthRuntimeOCIPlugin", dependencies: ["BerthPluginABI"], path: "Plugins/runtime-oci",
+        .target(name: "BerthRuntimeOCIPlugin", dependencies: ["BerthPluginABI", "BerthSpanJSON"], path: "Plugins/runtime-oci",
                 exclude: ["monitor", "README.md"], publicHeadersPath: "."),
         .executableTarget(name: "BerthRuntimeMonitor", path: "Plugins/runtime-oci/monitor"),
         .target(name: "BerthKitRuntimeEcho", dependencies: ["BerthPluginKit"], path: "Tests/Fixtures/kit-runtime"),

@@ -57,8 +57,8 @@ static int mkdir_p(const char *path) {
 
 static int get_str(span obj, const char *key, char *buf, size_t cap) {
     span v;
-    if (!rj_get(obj, key, &v)) return 0;
-    return rj_str(v, buf, cap) ? 1 : -1;
+    if (!js_get(obj, key, &v)) return 0;
+    return js_str(v, buf, cap) ? 1 : -1;
 }
 
 /* The monitor shipped beside this shared object (SwiftPM and packages put both in one directory). */
@@ -91,7 +91,7 @@ berth_status rt_configure(rt_plugin *pl, span config, char *err, size_t cap) {
         return BERTH_INVALID_ARGUMENT;
     }
     if (r == 1) snprintf(pl->cgroup_parent, sizeof pl->cgroup_parent, "%s", name);
-    if (rj_get(config, "logMaxBytes", &v) && (!rj_int(v, &pl->log_max_bytes) || pl->log_max_bytes < 4096)) {
+    if (js_get(config, "logMaxBytes", &v) && (!js_int(v, &pl->log_max_bytes) || pl->log_max_bytes < 4096)) {
         BERTH_SET_ERR(err, cap, "logMaxBytes must be an integer of at least 4096");
         return BERTH_INVALID_ARGUMENT;
     }

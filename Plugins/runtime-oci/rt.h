@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "berth_plugin.h"
-#include "rt_json.h"
+#include "span_json.h"
 
 #define RT_PATH_CAP 4096
 #define RT_ID_MAX 128

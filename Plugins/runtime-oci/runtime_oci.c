@@ -46,7 +46,7 @@ static int runtime3(const rt_plugin *pl, const char *a1, const char *a2, const c
 }
 
 static int valid_id(span v, char *id) {
-    if (!rj_str(v, id, RT_ID_MAX + 1) || !id[0] || id[0] == '.' || id[0] == '-') return 0;
+    if (!js_str(v, id, RT_ID_MAX + 1) || !id[0] || id[0] == '.' || id[0] == '-') return 0;
     for (const char *c = id; *c; c++)
         if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_' ||
               *c == '.' || *c == '-'))
@@ -56,7 +56,7 @@ static int valid_id(span v, char *id) {
 
 static berth_status get_id(span req, char *id, char *err, size_t cap) {
     span v;
-    if (req.n == 0 || req.p[0] != '{' || !rj_get(req, "id", &v) || !valid_id(v, id)) {
+    if (req.n == 0 || req.p[0] != '{' || !js_get(req, "id", &v) || !valid_id(v, id)) {
         BERTH_SET_ERR(err, cap, "id is required: 1-128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'");
         return BERTH_INVALID_ARGUMENT;
     }
@@ -101,7 +101,7 @@ static int write_state(const rt_plugin *pl, const char *id, sb *o) {
             int rc = runtime3(pl, "state", id, NULL, &out);
             span s = {out.p ? out.p : "", out.n}, v;
             status[0] = 0;
-            if (rc == 0 && rj_get(s, "status", &v)) rj_str(v, status, sizeof status);
+            if (rc == 0 && js_get(s, "status", &v)) js_str(v, status, sizeof status);
             sb_free(&out);
             if (strcmp(status, "stopped") != 0) break;
             if ((n = rt_read_file(p, buf, sizeof buf)) >= 0) break;
@@ -317,7 +317,7 @@ static berth_status op_stop(void *inst, const char *req, size_t len, const berth
     berth_status st = get_id(r, id, err, cap);
     if (st != BERTH_OK) return st;
     double grace = 10;
-    if (rj_get(r, "graceSeconds", &v)) {
+    if (js_get(r, "graceSeconds", &v)) {
         char num[64];
         char *end = NULL;
         snprintf(num, sizeof num, "%.*s", (int)(v.n < 63 ? v.n : 63), v.p);
@@ -403,7 +403,7 @@ static berth_status op_remove(void *inst, const char *req, size_t len, const ber
     span r = {req, len}, v;
     berth_status st = get_id(r, id, err, cap);
     if (st != BERTH_OK) return st;
-    int force = rj_get(r, "force", &v) ? rj_bool(v) : 0;
+    int force = js_get(r, "force", &v) ? js_bool(v) : 0;
     if (force < 0) {
         BERTH_SET_ERR(err, cap, "force must be true or false");
         return BERTH_INVALID_ARGUMENT;
@@ -447,25 +447,25 @@ static berth_status exec_argv(const rt_plugin *pl, const char *id, span r, char 
     PUSH("--root");
     PUSH(root);
     PUSH("exec");
-    if (rj_get(r, "env", &v)) {
+    if (js_get(r, "env", &v)) {
         if (v.n == 0 || v.p[0] != '{') goto bad_env;
-        while (rj_object_next(v, &pos, &k, &e)) {
+        while (js_object_next(v, &pos, &k, &e)) {
             int len = snprintf(val, sizeof val, "%.*s=", (int)k.n, k.p);
-            if (len <= 1 || len >= (int)sizeof val || !rj_str(e, val + len, sizeof val - (size_t)len)) goto bad_env;
+            if (len <= 1 || len >= (int)sizeof val || !js_str(e, val + len, sizeof val - (size_t)len)) goto bad_env;
             PUSH("--env");
             PUSH(val);
         }
     }
     PUSH(id);
-    if (!rj_get(r, "command", &v) || !rj_str(v, val, sizeof val) || !val[0]) {
+    if (!js_get(r, "command", &v) || !js_str(v, val, sizeof val) || !val[0]) {
         BERTH_SET_ERR(err, cap, "command is required: the program to run inside the instance");
         goto fail;
     }
     PUSH(val);
-    if (rj_get(r, "args", &v)) {
+    if (js_get(r, "args", &v)) {
         pos = 0;
-        while (rj_array_next(v, &pos, &e)) {
-            if (!rj_str(e, val, sizeof val)) {
+        while (js_array_next(v, &pos, &e)) {
+            if (!js_str(e, val, sizeof val)) {
                 BERTH_SET_ERR(err, cap, "args must be an array of strings");
                 goto fail;
             }
@@ -493,7 +493,7 @@ static berth_status op_exec(void *inst, const char *req, size_t len, const berth
     berth_status st = get_id(r, id, err, cap);
     if (st != BERTH_OK) return st;
     int64_t timeout = 30;
-    if (rj_get(r, "timeoutSeconds", &v) && (!rj_int(v, &timeout) || timeout < 1 || timeout > 3600)) {
+    if (js_get(r, "timeoutSeconds", &v) && (!js_int(v, &timeout) || timeout < 1 || timeout > 3600)) {
         BERTH_SET_ERR(err, cap, "timeoutSeconds must be an integer from 1 to 3600, got %.*s", (int)v.n, v.p);
         return BERTH_INVALID_ARGUMENT;
     }

@@ -49,8 +49,8 @@ static const char *const CAPS[] = {"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID"
 /* A string member: 1 found (copied), 0 absent, -1 present but not a string (or too long). */
 static int get_str(span obj, const char *key, char *buf, size_t cap) {
     span v;
-    if (!rj_get(obj, key, &v)) return 0;
-    return rj_str(v, buf, cap) ? 1 : -1;
+    if (!js_get(obj, key, &v)) return 0;
+    return js_str(v, buf, cap) ? 1 : -1;
 }
 
 static int ends_with(const char *s, const char *suffix) {
@@ -61,14 +61,14 @@ static int ends_with(const char *s, const char *suffix) {
 static berth_status add_resources(span req, const char *cgpath, sb *o, char *err, size_t err_cap) {
     span res, v;
     int64_t cpu = 0, mem = 0, pids = 0;
-    if (rj_get(req, "resources", &res)) {
+    if (js_get(req, "resources", &res)) {
         if (res.n == 0 || res.p[0] != '{') BAD("resources must be an object {cpuMillis, memoryBytes, pids}");
-        if (rj_get(res, "cpuMillis", &v) && (!rj_int(v, &cpu) || cpu < 10 || cpu > 1024000))
+        if (js_get(res, "cpuMillis", &v) && (!js_int(v, &cpu) || cpu < 10 || cpu > 1024000))
             BAD("resources.cpuMillis must be an integer from 10 to 1024000 (thousandths of a CPU), got %.*s",
                 (int)v.n, v.p);
-        if (rj_get(res, "memoryBytes", &v) && (!rj_int(v, &mem) || mem < 4096))
+        if (js_get(res, "memoryBytes", &v) && (!js_int(v, &mem) || mem < 4096))
             BAD("resources.memoryBytes must be a positive number of bytes (at least 4096), got %.*s", (int)v.n, v.p);
-        if (rj_get(res, "pids", &v) && (!rj_int(v, &pids) || pids < 1))
+        if (js_get(res, "pids", &v) && (!js_int(v, &pids) || pids < 1))
             BAD("resources.pids must be a positive integer (the most processes the instance may have), got %.*s",
                 (int)v.n, v.p);
     }
@@ -85,10 +85,10 @@ static berth_status add_resources(span req, const char *cgpath, sb *o, char *err
 static berth_status add_args(span req, char *val, sb *o, char *err, size_t err_cap) {
     span v, e;
     size_t pos = 0;
-    if (!rj_get(req, "args", &v)) return BERTH_OK;
+    if (!js_get(req, "args", &v)) return BERTH_OK;
     if (v.n == 0 || v.p[0] != '[') BAD("args must be an array of strings");
-    while (rj_array_next(v, &pos, &e)) {
-        if (!rj_str(e, val, VAL_CAP)) BAD("args: every element must be a string (no \\u escapes, under 8 KiB), got %.*s", (int)e.n, e.p);
+    while (js_array_next(v, &pos, &e)) {
+        if (!js_str(e, val, VAL_CAP)) BAD("args: every element must be a string (no \\u escapes, under 8 KiB), got %.*s", (int)e.n, e.p);
         sb_add(o, ",");
         sb_quote(o, val);
     }
@@ -100,9 +100,9 @@ static berth_status add_env(span req, char *val, sb *o, char *err, size_t err_ca
     span v, k, e;
     size_t pos = 0;
     int has_path = 0;
-    if (rj_get(req, "env", &v)) {
+    if (js_get(req, "env", &v)) {
         if (v.n == 0 || v.p[0] != '{') BAD("env must be an object {\"NAME\": \"value\"}");
-        while (rj_object_next(v, &pos, &k, &e)) {
+        while (js_object_next(v, &pos, &k, &e)) {
             int ok = k.n > 0 && k.n < 256 && !(k.p[0] >= '0' && k.p[0] <= '9');
             for (size_t i = 0; ok && i < k.n; i++) {
                 char c = k.p[i];
@@ -111,7 +111,7 @@ static berth_status add_env(span req, char *val, sb *o, char *err, size_t err_ca
             if (!ok) BAD("env: \"%.*s\" is not a variable name (letters, digits and _, not starting with a digit)", (int)k.n, k.p);
             memcpy(val, k.p, k.n);
             val[k.n] = '=';
-            if (!rj_str(e, val + k.n + 1, VAL_CAP - k.n - 1)) BAD("env.%.*s must be a string (no \\u escapes, under 8 KiB)", (int)k.n, k.p);
+            if (!js_str(e, val + k.n + 1, VAL_CAP - k.n - 1)) BAD("env.%.*s must be a string (no \\u escapes, under 8 KiB)", (int)k.n, k.p);
             if (k.n == 4 && memcmp(k.p, "PATH", 4) == 0) has_path = 1;
             sb_add(o, ",");
             sb_quote(o, val);
@@ -162,15 +162,15 @@ static berth_status add_mounts(span req, sb *o, char *err, size_t err_cap) {
     size_t pos = 0;
     int idx = 0;
     sb_add(o, "\"mounts\":[" BASE_MOUNTS);
-    if (!rj_get(req, "mounts", &v)) return sb_add(o, "]"), BERTH_OK;
+    if (!js_get(req, "mounts", &v)) return sb_add(o, "]"), BERTH_OK;
     if (v.n == 0 || v.p[0] != '[') BAD("mounts must be an array of {source, target, readonly}");
     char src[RT_PATH_CAP], dst[RT_PATH_CAP];
-    while (rj_array_next(v, &pos, &e)) {
+    while (js_array_next(v, &pos, &e)) {
         if (get_str(e, "source", src, sizeof src) != 1 || src[0] != '/')
             BAD("mounts[%d].source must be an absolute path on the node", idx);
         if (get_str(e, "target", dst, sizeof dst) != 1 || dst[0] != '/' || strstr(dst, "/../") || ends_with(dst, "/.."))
             BAD("mounts[%d].target must be an absolute path inside the instance, without \"..\"", idx);
-        int readonly = rj_get(e, "readonly", &ro) ? rj_bool(ro) : 0;
+        int readonly = js_get(e, "readonly", &ro) ? js_bool(ro) : 0;
         if (readonly < 0) BAD("mounts[%d].readonly must be true or false", idx);
         struct stat st;
         if (stat(src, &st) != 0)
@@ -215,7 +215,7 @@ berth_status rt_build_config(const rt_plugin *pl, const char *id, span req, cons
     berth_status st;
     if (req.n == 0 || req.p[0] != '{') BAD("the start request must be a JSON object");
     if ((st = check_rootfs(req, dir, rootfs, rootfs_cap, tarball, root, err, err_cap)) != BERTH_OK) return st;
-    int ro = rj_get(req, "rootfsReadonly", &v) ? rj_bool(v) : 0;
+    int ro = js_get(req, "rootfsReadonly", &v) ? js_bool(v) : 0;
     if (ro < 0) BAD("rootfsReadonly must be true or false");
     sb_add(o, "{\"ociVersion\":\"1.0.2\",");
     if ((st = add_process(req, o, err, err_cap)) != BERTH_OK) return st;
@@ -304,7 +304,7 @@ berth_status rt_check_command(span req, const char *rootfs, char *err, size_t er
         if (!executable_in_root(rootfs, cmd)) BAD("command %s is not an executable file in the rootfs %s", cmd, rootfs);
         return BERTH_OK;
     }
-    if (rj_get(req, "env", &env) && rj_get(env, "PATH", &v)) rj_str(v, path, sizeof path);
+    if (js_get(req, "env", &env) && js_get(env, "PATH", &v)) js_str(v, path, sizeof path);
     for (char *save = NULL, *d = strtok_r(path, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
         snprintf(cand, sizeof cand, "%s/%s", d, cmd);
         if (d[0] == '/' && executable_in_root(rootfs, cand)) return BERTH_OK;

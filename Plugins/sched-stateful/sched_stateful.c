@@ -21,7 +21,7 @@
 #include <string.h>
 
 #include "berth_plugin.h"
-#include "sched_json.h"
+#include "span_json.h"
 
 #define NAME_MAX_LEN 256
 #define MAX_ZONES 256

@@ -1,5 +1,5 @@
-/* The tiny JSON reader of runtime-oci (see rt_json.h; a copy of sched-stateful's, prefixed rj_). */
-#include "rt_json.h"
+/* The tiny JSON reader of the C reference plugins (see include/span_json.h). */
+#include "span_json.h"
 
 #include <string.h>
 
@@ -7,7 +7,7 @@ static void ws(span s, size_t *i) {
     while (*i < s.n && (s.p[*i] == ' ' || s.p[*i] == '\t' || s.p[*i] == '\n' || s.p[*i] == '\r')) (*i)++;
 }
 
-span rj_cstr(const char *s) {
+span js_cstr(const char *s) {
     span r = {s, s ? strlen(s) : 0};
     return r;
 }
@@ -27,7 +27,7 @@ static int skip_string(span s, size_t *i) {
     return -1;
 }
 
-int rj_skip(span s, size_t *i) {
+int js_skip(span s, size_t *i) {
     ws(s, i);
     if (*i >= s.n) return -1;
     char c = s.p[*i];
@@ -61,7 +61,7 @@ int rj_skip(span s, size_t *i) {
     return *i > start ? 0 : -1;
 }
 
-int rj_object_next(span obj, size_t *pos, span *key, span *val) {
+int js_object_next(span obj, size_t *pos, span *key, span *val) {
     size_t i = *pos;
     if (i == 0) {
         ws(obj, &i);
@@ -81,17 +81,17 @@ int rj_object_next(span obj, size_t *pos, span *key, span *val) {
     i++;
     ws(obj, &i);
     size_t vs = i;
-    if (rj_skip(obj, &i) != 0) return 0;
+    if (js_skip(obj, &i) != 0) return 0;
     val->p = obj.p + vs;
     val->n = i - vs;
     *pos = i;
     return 1;
 }
 
-int rj_get(span obj, const char *key, span *out) {
+int js_get(span obj, const char *key, span *out) {
     size_t pos = 0, kl = strlen(key);
     span k, v;
-    while (rj_object_next(obj, &pos, &k, &v)) {
+    while (js_object_next(obj, &pos, &k, &v)) {
         if (k.n == kl && memcmp(k.p, key, kl) == 0) {
             *out = v;
             return 1;
@@ -100,7 +100,7 @@ int rj_get(span obj, const char *key, span *out) {
     return 0;
 }
 
-int rj_array_next(span arr, size_t *pos, span *elem) {
+int js_array_next(span arr, size_t *pos, span *elem) {
     size_t i = *pos;
     if (i == 0) {
         ws(arr, &i);
@@ -112,14 +112,14 @@ int rj_array_next(span arr, size_t *pos, span *elem) {
     ws(arr, &i);
     if (i >= arr.n || arr.p[i] == ']') return 0;
     size_t vs = i;
-    if (rj_skip(arr, &i) != 0) return 0;
+    if (js_skip(arr, &i) != 0) return 0;
     elem->p = arr.p + vs;
     elem->n = i - vs;
     *pos = i;
     return 1;
 }
 
-int rj_int(span v, int64_t *out) {
+int js_int(span v, int64_t *out) {
     size_t i = 0;
     int neg = 0;
     int64_t x = 0;
@@ -141,13 +141,13 @@ int rj_int(span v, int64_t *out) {
     return 1;
 }
 
-int rj_bool(span v) {
+int js_bool(span v) {
     if (v.n == 4 && memcmp(v.p, "true", 4) == 0) return 1;
     if (v.n == 5 && memcmp(v.p, "false", 5) == 0) return 0;
     return -1;
 }
 
-int rj_str(span v, char *buf, size_t cap) {
+int js_str(span v, char *buf, size_t cap) {
     if (v.n < 2 || v.p[0] != '"' || v.p[v.n - 1] != '"' || cap == 0) return 0;
     size_t o = 0;
     for (size_t i = 1; i + 1 < v.n; i++) {
@@ -169,12 +169,12 @@ int rj_str(span v, char *buf, size_t cap) {
     return 1;
 }
 
-int rj_str_eq(span v, const char *lit) {
+int js_str_eq(span v, const char *lit) {
     size_t n = strlen(lit);
     return v.n == n + 2 && v.p[0] == '"' && memcmp(v.p + 1, lit, n) == 0 && v.p[n + 1] == '"';
 }
 
-int rj_quote(const char *s, char *buf, size_t cap) {
+int js_quote(const char *s, char *buf, size_t cap) {
     size_t o = 0;
     if (cap < 3) return -1;
     buf[o++] = '"';

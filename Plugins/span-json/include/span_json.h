@@ -1,13 +1,16 @@
 /*
- * A tiny read-only JSON reader for sched-stateful: finds members and walks arrays/objects in place, without
+ * A tiny read-only JSON reader shared by the C reference plugins (sched-stateful, runtime-oci): finds members and walks arrays/objects in place, without
  * allocating. Inputs come from the host (already valid JSON), but every function stays bounded by the span's
  * length and fails cleanly on malformed text.
  */
-#ifndef SCHED_STATEFUL_JSON_H
-#define SCHED_STATEFUL_JSON_H
+#ifndef BERTH_SPAN_JSON_H
+#define BERTH_SPAN_JSON_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* Linked into each plugin .so; hidden so that two plugins loaded in one process never bind to each other's copy. */
+#pragma GCC visibility push(hidden)
 
 typedef struct span {
     const char *p;
@@ -43,5 +46,7 @@ int js_str_eq(span v, const char *lit);
 
 /** Writes `s` as a JSON string literal (with quotes) into buf; returns the length written or -1 if it does not fit. */
 int js_quote(const char *s, char *buf, size_t cap);
+
+#pragma GCC visibility pop
 
 #endif
