@@ -59,6 +59,8 @@ public final class BerthRuntime: @unchecked Sendable {
     /// The node agent: runs what is placed on this node (BerthKinds/Runtime).
     public let agent: NodeAgent
     let compactor: EventCompactor
+    /// This berthd as a member of its site in cluster mode (nil on one host).
+    public let cluster: ClusterMember?
 
     /// Every part, with what it requires. The plugin host ("plugins") is given.
     static let registrations: [Registration] = [
@@ -83,6 +85,9 @@ public final class BerthRuntime: @unchecked Sendable {
             w.runtimeView.set { [unowned agent] id in agent.status(containerID: id) }
             return agent
         },
+        Registration(id: "cluster", requires: ["plugins", "workloads"]) { p in
+            Box(ClusterMember(host: p.get("plugins"), workloads: p.get("workloads")))
+        },
         Registration(id: "events.retention", requires: ["plugins"]) { p in
             let h: PluginHost = p.get("plugins")
             let log = h.logger
@@ -103,6 +108,7 @@ public final class BerthRuntime: @unchecked Sendable {
         discovery = parts.get("discovery")
         agent = parts.get("agent")
         compactor = parts.get("events.retention")
+        cluster = parts.get("cluster", Box<ClusterMember?>.self).value
     }
 
     /// Loads every enabled plugin (a plugin that fails is recorded as failed with its reason; the rest go on).
@@ -113,6 +119,7 @@ public final class BerthRuntime: @unchecked Sendable {
         workloads.start()
         discovery.start()
         agent.start()
+        cluster?.start()
     }
 
     // The host's state, for the API layer and the CLI.
@@ -121,7 +128,22 @@ public final class BerthRuntime: @unchecked Sendable {
         get { host.siteFile }
         set { host.siteFile = newValue }
     }
-    public var store: Store { host.store }
+    public var store: any HostStore { host.store }
+    /// The engine and where it keeps the state (SQLite: the file; etcd: the endpoints and the key prefix), for /healthz
+    /// and `berth status`.
+    public var storeStatus: JSON {
+        if let sqlite = store as? Store { return ["engine": "sqlite", "path": .string(sqlite.path)] }
+        if let etcd = store as? EtcdStore {
+            return ["engine": "etcd", "endpoints": .array(etcd.settings.endpoints.map { .string($0) }), "prefix": .string(etcd.prefix)]
+        }
+        return ["engine": .string(store.engineName)]
+    }
+
+    /// /healthz's store section with, in cluster mode, this node, the scheduling leader and the members.
+    public func storeStatusWithCluster() -> JSON {
+        guard let cluster else { return storeStatus }
+        return storeStatus.setting("cluster", cluster.status())
+    }
     public var executor: Executor { host.executor }
     public var loader: Loader { host.loader }
     public var logger: Logger {
@@ -153,6 +175,7 @@ public final class BerthRuntime: @unchecked Sendable {
 
     /// Stops the coordinators whose work runs on the executor, then the host (executor, plugin instances).
     public func shutdown() {
+        cluster?.stop()  // first: another berthd takes the scheduling over now, not after the lease's TTL
         agent.stop()
         workloads.stop()
         compactor.stop()  // before the executor: its steps run there

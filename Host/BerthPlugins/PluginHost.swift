@@ -88,7 +88,7 @@ public final class PluginHost: @unchecked Sendable {
     public var siteFile: String?
     /// Probes that count the live state a plugin holds (refuse disabling it unless forced).
     public var liveStateProbes: [(String) throws -> (count: Int, what: String)] = []
-    public let store: Store
+    public let store: any HostStore
     public let executor: Executor
     public let loader: Loader
     public var logger: Logger
@@ -99,11 +99,10 @@ public final class PluginHost: @unchecked Sendable {
     /// Reports an executor stuck in one batch (an in-process plugin call that does not return).
     var watchdog: StallWatchdog?
     public init(site: SiteConfig, logger: Logger = Logger(label: "berthd")) throws {
-        guard site.store.engine == "sqlite" else { throw BerthError(.failedPrecondition, SiteConfig.etcdNotYet) }
         self.currentSite = site
         self.logger = logger
         try makeDirectories(site.stateDir, mode: 0o700)
-        store = try Store(path: "\(site.stateDir)/state.db", synchronous: site.sync)
+        store = try Self.openStore(site)
         executor = Executor(store: store)
         let log = logger
         loader = Loader(copyDir: "\(site.stateDir)/plugins", warn: { log.warning("\($0)") })
@@ -111,6 +110,14 @@ public final class PluginHost: @unchecked Sendable {
         executor.onCommit = { _ in w.notifyAll() }
         executor.start()
         watchdog = StallWatchdog(executor: executor, logger: logger, after: Double(site.callTimeoutMs) / 1000)
+    }
+
+    /// The engine the site names: SQLite in the state directory (one host), or etcd shared by every berthd of the site
+    /// (cluster mode, docs/cluster.md).
+    static func openStore(_ site: SiteConfig) throws -> any HostStore {
+        guard site.store.engine == "etcd" else { return try Store(path: "\(site.stateDir)/state.db", synchronous: site.sync) }
+        if let why = site.store.unsupported.first { throw BerthError(.failedPrecondition, why) }
+        return try EtcdStore(site.store.etcdSettings(site: site.site))
     }
 
     /// Replaces (or appends) the entry of a plugin name; returns the old one.

@@ -64,8 +64,7 @@ extension SiteConfig {
         return r
     }
 
-    /// store.engine "etcd": every endpoint must answer (its version and the members are reported); and berthd does not
-    /// run on etcd yet, which is said as a problem so that --check exits 2 exactly when start-up would refuse.
+    /// store.engine "etcd": every endpoint must answer (its version and the members are reported).
     func checkStore(_ r: inout SiteCheckReport) {
         guard store.engine == "etcd" else { return }
         let unsupported = store.unsupported
@@ -75,11 +74,7 @@ extension SiteConfig {
                 r.problems.append("store.endpoints: \(error)")
             }
         }
-        r.problems.append(SiteConfig.etcdNotYet)
     }
-
-    /// Why berthd refuses to start with store.engine "etcd" today.
-    public static let etcdNotYet = "store.engine \"etcd\": berthd cannot keep its own records in etcd yet (cluster mode is a preview: `berth plugin check --store etcd://HOST:PORT` runs a plugin's state on etcd, and `berthd --check` checks the etcd settings); run berthd with store.engine \"sqlite\" (docs/cluster.md)"
 
     /// Loads and creates every enabled plugin on a scratch store, then destroys it all.
     func checkPlugins(logger: Logger) -> [String] {

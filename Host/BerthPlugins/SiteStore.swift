@@ -1,6 +1,5 @@
-// The site's `store` keys beyond `sync`: which engine keeps the state (sqlite, the default; etcd, cluster mode preview)
-// and how to reach etcd. Parsed and checked here; `berthd --check` connects (SiteCheck.swift); berthd itself refuses
-// to start on etcd until the host's own tables live there too (docs/cluster.md).
+// The site's `store` keys beyond `sync`: which engine keeps the state (sqlite, the default; etcd, cluster mode) and how
+// to reach etcd. Parsed and checked here; `berthd --check` connects (SiteCheck.swift); docs/cluster.md.
 import BerthStore
 import BerthWire
 import Foundation
@@ -19,11 +18,14 @@ public struct StoreSettings: Sendable, Equatable {
     public var passwordFile: String? = nil
     /// The key prefix of this site in etcd; nil: /berth/<site>/.
     public var prefix: String? = nil
+    /// The TTL of this berthd's lease in etcd: a berthd silent this long is down, and the scheduling leader's term ends.
+    public var leaseSeconds: Int = 10
 
     public init() {}
 
     static let schemaProperties = #"""
-    "engine": {"enum": ["sqlite", "etcd"], "description": "Where the state lives: sqlite (default, one host, in stateDir) or etcd (cluster mode, preview: berth plugin check --store and berthd --check use it; berthd itself does not start on it yet)."},
+    "engine": {"enum": ["sqlite", "etcd"], "description": "Where the state lives: sqlite (default, one host, in stateDir) or etcd (cluster mode: every berthd of the site shares it, docs/cluster.md)."},
+    "leaseSeconds": {"type": "integer", "minimum": 2, "maximum": 300, "description": "Cluster mode: the TTL of this berthd's lease in etcd (default 10). A berthd not heard from for this long is down (its node too), and a new scheduling leader takes over."},
     "endpoints": {"type": "array", "minItems": 1, "maxItems": 16, "items": {"type": "string", "pattern": "^https?://[^/]+:[0-9]+/?$"},
                   "description": "etcd client URLs, http(s)://HOST:PORT; tried in order. Required with engine etcd."},
     "tls": {"type": "object", "additionalProperties": false,
@@ -50,6 +52,7 @@ public struct StoreSettings: Sendable, Equatable {
         s.password = j["password"]?.string
         s.passwordFile = j["passwordFile"]?.string.map { SiteConfig.resolve($0, baseDir) }
         s.prefix = j["prefix"]?.string
+        if let l = j["leaseSeconds"]?.int { s.leaseSeconds = l }
         if let p = s.prefix, p.utf8.contains(0) { problems.append("store.prefix: contains a NUL character") }
         problems += s.problems(given: Set((j.object ?? []).map(\.0)))
         return s
@@ -59,7 +62,7 @@ public struct StoreSettings: Sendable, Equatable {
     func problems(given: Set<String>) -> [String] {
         var out: [String] = []
         if engine == "sqlite" {
-            for k in ["endpoints", "tls", "username", "password", "passwordFile", "prefix"] where given.contains(k) {
+            for k in ["endpoints", "tls", "username", "password", "passwordFile", "prefix", "leaseSeconds"] where given.contains(k) {
                 out.append("store.\(k): applies only to store.engine \"etcd\" (the engine is \"sqlite\"); remove it or set store.engine to \"etcd\"")
             }
             return out
@@ -112,6 +115,6 @@ public struct StoreSettings: Sendable, Equatable {
         if password != nil { j = j.setting("password", "(set)") }
         if let passwordFile { j = j.setting("passwordFile", .string(passwordFile)) }
         if let prefix { j = j.setting("prefix", .string(prefix)) }
-        return j
+        return j.setting("leaseSeconds", .int(Int64(leaseSeconds)))
     }
 }

@@ -32,6 +32,20 @@ extension WorkloadService {
         pthread_mutex_unlock(&mutex)
     }
 
+    /// Whether this berthd runs scheduling passes: always on one host; in cluster mode while it holds the scheduling
+    /// leadership (set by the cluster member, which marks the model for a reload when it takes over).
+    public func setLeading(_ on: Bool) {
+        pthread_mutex_lock(&mutex)
+        if on && !leading { state.dirty = true }  // read on the executor, which reloads before the next pass anyway
+        leading = on
+        kicked = true
+        pthread_cond_signal(&cond)
+        pthread_mutex_unlock(&mutex)
+    }
+
+    /// Wakes the loop from outside (cluster mode: another berthd changed workloads).
+    public func wake() { kick() }
+
     /// Wakes the loop: something changed that may let instances be placed or torn down.
     func kick() {
         pthread_mutex_lock(&mutex)
@@ -56,7 +70,10 @@ extension WorkloadService {
                 pthread_mutex_unlock(&mutex)
                 return
             }
+            let leads = leading
             pthread_mutex_unlock(&mutex)
+            // In cluster mode only the scheduling leader runs passes (ClusterMember); the others serve the API.
+            guard leads else { continue }
             // Passes until there is nothing left to do right now.
             while true {
                 let r = try? txSync { self.scheduler.pass(budget: 256) }

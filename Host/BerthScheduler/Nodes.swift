@@ -123,7 +123,7 @@ extension WorkloadService {
         return (nodeJSON(st.nodeIndex[name]!), created)
     }
 
-    var store: Store { host.store }
+    var store: any HostStore { host.store }
 
     /// up, down (lost: its instances are rescheduled) or draining (no new instances; its instances are moved).
     public func setNodeState(_ name: String, _ s: NodeState) async throws -> JSON {

@@ -14,6 +14,7 @@ extension Scheduler {
     /// and no longer than `seconds` (the pass holds the executor; the rest is left for the next pass).
     func pass(budget: Int, seconds: Double = 0.05) -> PassResult {
         var res = PassResult()
+        store.fenceTransaction()  // cluster mode: only the scheduling leader's pass commits (EtcdStore.fence)
         let now = wallClock()
         unfit = unfit.filter { $0.value.gen == state.generation }
         let deadline = monotonicNanos() + UInt64(seconds * 1e9)

@@ -12,7 +12,7 @@ import Foundation
 /// fails after the cache changed, the model is marked dirty and rebuilt from the store before its next use.
 final class WorkloadState {
     let host: PluginHost
-    var store: Store { host.store }
+    var store: any HostStore { host.store }
     var loaded = false
     var dirty = false
     /// Set by every cache mutation; lets a failed operation know whether the cache may have diverged.
@@ -47,9 +47,22 @@ final class WorkloadState {
 
     // MARK: loading
 
+    /// The workload tables' version the cache holds (HostStore.workloadsVersion: nil on one host).
+    var version: [UInt8]?
+
+    /// Loads the model unless the cache is current. On a store shared by many berthd, the version read here (in the
+    /// transaction, so a concurrent change is a conflict at commit) says whether another berthd changed the tables.
     func ensureLoaded() throws {
-        if loaded && !dirty { return }
+        let v = try store.workloadsVersion()
+        if loaded && !dirty && v == version { return }
         try load()
+        version = v
+    }
+
+    /// After an operation wrote its rows: the version its own writes left (the cache is that state, once committed;
+    /// if the commit fails, the stored version differs and the next use reloads).
+    func noteOwnWrites() throws {
+        if version != nil { version = try store.workloadsVersion() }
     }
 
     func load() throws {

@@ -17,7 +17,7 @@ import BerthWire
 final class Scheduler {
     let state: WorkloadState
     var host: PluginHost { state.host }
-    var store: Store { state.store }
+    var store: any HostStore { state.store }
     /// The kinds a placement uses: addresses, volumes, and the custom kinds' plugins.
     let network: NetworkService
     let storage: StorageService

@@ -31,6 +31,8 @@ public final class WorkloadService: @unchecked Sendable {
     var looping = false
     var stopping = false
     var loopDone = false
+    /// Runs scheduling passes (Loop.swift, setLeading).
+    var leading = true
     /// The node agent's view of the instances it runs (set by the composition root).
     public let runtimeView = RuntimeView()
 
@@ -75,7 +77,11 @@ public final class WorkloadService: @unchecked Sendable {
         return {
             try st.ensureLoaded()
             st.mutated = false
-            do { return try body() } catch {
+            do {
+                let r = try body()
+                try st.noteOwnWrites()
+                return r
+            } catch {
                 if st.mutated { st.dirty = true }
                 throw error
             }

@@ -20,6 +20,9 @@ extension APIServer {
         let rt = runtime
         routes.add(.get, "/v1/backup")  // for the 405 of another method (Routes.swift)
         router.get("/v1/backup") { _, _ -> Response in
+            guard let sqlite = rt.store as? Store else {
+                return errorResponse(BerthError(.failedPrecondition, "berth backup copies the SQLite store of one host; this site keeps its state in etcd (store.engine \"etcd\"): back it up with `etcdctl snapshot save FILE` (docs/cluster.md)"))
+            }
             let tmp = "\(rt.site.stateDir)/backup-\(getpid())-\(monotonicNanos()).db"
             defer { unlink(tmp) }
             do {
@@ -27,7 +30,7 @@ extension APIServer {
                 let (summary, bytes) = try await withCheckedThrowingContinuation { (c: CheckedContinuation<(BackupSummary, [UInt8]), Error>) in
                     DispatchQueue.global().async {
                         c.resume(with: Result {
-                            try Store.backup(databaseAt: rt.store.path, to: tmp)
+                            try Store.backup(databaseAt: sqlite.path, to: tmp)
                             return (try Store.inspectBackup(tmp), try readFile(tmp))
                         })
                     }

@@ -20,7 +20,7 @@ extension APIServer {
             var body: JSON = ["status": "ok", "site": .string(rt.site.site), "node": .string(rt.site.nodeName),
                               "plugins": ["loaded": .number(Double(ps.filter { $0.stateName == "loaded" }.count)),
                                           "failed": .number(Double(ps.filter { $0.stateName == "failed" }.count))],
-                              "store": ["engine": "sqlite", "path": .string(rt.store.path)]]
+                              "store": rt.storeStatusWithCluster()]
             // A store that takes no more changes (a failed fsync of its log) needs a restart: say so with 503, so
             // that a supervisor's health check restarts berthd.
             if let why = rt.executor.stoppedReason {

@@ -266,7 +266,8 @@ public final class Executor: @unchecked Sendable {
                     return Array(full[batch.count...])
                 }
                 // A transaction over the engine's limits names the limit: the caller can split the work.
-                let e = (error as? BerthError).flatMap { $0.status == .resourceExhausted ? $0 : nil }
+                // So does a commit refused because this berthd no longer leads (a fenced transaction, cluster mode).
+                let e = (error as? BerthError).flatMap { $0.status == .resourceExhausted || $0.status == .failedPrecondition ? $0 : nil }
                     ?? BerthError(.internal, "commit failed, nothing was saved: \(error)")
                 for j in batch { j.complete(e) }
                 return Array(full[batch.count...])

@@ -37,6 +37,10 @@ public protocol StateStore: AnyObject {
     /// itself when `after` is empty or before it), and its value; nil when there is none.
     func kvScanNext<R>(_ ns: String, prefix: UnsafeRawBufferPointer, after: UnsafeRawBufferPointer,
                        _ body: ((key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer)?) throws -> R) throws -> R
+    /// Every key under `prefix` and its value, in key order, as the transaction sees them (its own writes included),
+    /// WITHOUT recording the range in an optimistic engine's read set: for tables guarded another way (the workload
+    /// tables' version key, Tables/Keyed.swift), so that reading thousands of rows costs no compare each.
+    func kvScanUnrecorded(_ ns: String, prefix: [UInt8]) throws -> [(key: [UInt8], value: [UInt8])]
     func kvCountPrefix(_ ns: String, _ prefix: UnsafeRawBufferPointer) throws -> Int64
     /// Deletes every key with the prefix; returns how many.
     func kvDeletePrefix(_ ns: String, _ prefix: UnsafeRawBufferPointer) throws -> Int64
@@ -76,6 +80,29 @@ extension StateStore {
     public func doIdleWork() {}
     public var fitsOneCommit: Bool { true }
     public var committedEventRevision: Int64? { nil }
+
+    public func kvScanUnrecorded(_ ns: String, prefix: [UInt8]) throws -> [(key: [UInt8], value: [UInt8])] {
+        var out: [(key: [UInt8], value: [UInt8])] = []
+        var after = prefix
+        while let kv = try prefix.withUnsafeBytes({ p in
+            try after.withUnsafeBytes { a in try kvScanNext(ns, prefix: p, after: a) { $0.map { (key: Array($0.key), value: Array($0.value)) } } }
+        }) {
+            out.append(kv)
+            after = kv.key
+        }
+        return out
+    }
+
+    /// Appends an event by berthd itself (or `actor`), with the usual defaults.
+    @discardableResult
+    public func appendEvent(type: String, subject: String, actor: String = "berthd", data: JSON = .object([])) throws -> Int64 {
+        try appendEvent(type: type, subject: subject, actor: actor, data: data)
+    }
+
+    /// Events after `since`, every type and subject, at most `limit`.
+    public func events(since: Int64, limit: Int = 1000) throws -> [Event] {
+        try events(since: since, limit: limit, type: nil, subject: nil)
+    }
 
     /// The length of a value (nil when there is none).
     public func kvLen(_ ns: String, _ key: UnsafeRawBufferPointer) throws -> Int64? {

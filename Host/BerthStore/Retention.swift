@@ -37,7 +37,7 @@ extension Store {
     /// One bounded compaction step: deletes the oldest events beyond `retain` or older than `maxAge` seconds, at most
     /// `limit` of them. Returns how many it deleted, whether more are due and whether the log is now empty. On the
     /// executor, in a transaction.
-    func compactEvents(retain: Int, maxAge: Double?, limit: Int) throws -> (deleted: Int, more: Bool, empty: Bool) {
+    public func compactEvents(retain: Int, maxAge: Double?, limit: Int) throws -> (deleted: Int, more: Bool, empty: Bool) {
         let r = try prepare("SELECT coalesce(min(rev), 0), coalesce(max(rev), 0) FROM events")
         _ = try r.step()
         let oldest = r.int(0), newest = r.int(1)
@@ -77,7 +77,7 @@ extension Store {
 public final class EventCompactor: @unchecked Sendable {
     /// Rows deleted per step: one step is one executor job of a few milliseconds.
     static let step = 1000
-    private let store: Store
+    private let store: any HostStore
     private let executor: Executor
     /// The retention in force (events.retain, events.maxAgeSeconds), read before each step: a reload may change it.
     private let retention: () -> (retain: Int, maxAgeSeconds: Int?)
@@ -90,7 +90,7 @@ public final class EventCompactor: @unchecked Sendable {
     let compacted = Atomic<UInt64>(0)
 
     /// Starts compacting in the background; `retention` is read before each step.
-    public init(store: Store, executor: Executor, retention: @escaping () -> (retain: Int, maxAgeSeconds: Int?), warn: @escaping (String) -> Void) {
+    public init(store: any HostStore, executor: Executor, retention: @escaping () -> (retain: Int, maxAgeSeconds: Int?), warn: @escaping (String) -> Void) {
         self.store = store
         self.executor = executor
         self.retention = retention
@@ -141,6 +141,6 @@ public final class EventCompactor: @unchecked Sendable {
 
     public var metricsText: String {
         "# HELP berth_events_compacted_total Events deleted from the event log by retention (events.retain, events.maxAgeSeconds) since berthd started.\n# TYPE berth_events_compacted_total counter\nberth_events_compacted_total \(compacted.load(ordering: .relaxed))\n"
-            + "# HELP berth_events_oldest_revision The oldest revision the event log can still answer with; older cursors get 410.\n# TYPE berth_events_oldest_revision gauge\nberth_events_oldest_revision \(store.eventsCompactedThrough.load(ordering: .relaxed) + 1)\n"
+            + "# HELP berth_events_oldest_revision The oldest revision the event log can still answer with; older cursors get 410.\n# TYPE berth_events_oldest_revision gauge\nberth_events_oldest_revision \(store.compactedThrough + 1)\n"
     }
 }

@@ -85,11 +85,6 @@ struct Berthd: AsyncParsableCommand {
             print(config.json.pretty)
             return
         }
-        // Cluster mode is a preview: refuse before anything is created or locked.
-        guard config.store.engine == "sqlite" else {
-            FileHandle.standardError.write(Data("berthd: cannot start: \(SiteConfig.etcdNotYet)\n".utf8))
-            throw ExitCode(2)
-        }
         // One berthd per state directory and per socket; the lock is held until this process exits.
         do {
             _ = try StateLock.acquire(stateDir: config.stateDir)

@@ -63,8 +63,9 @@ final class EtcdLeaseTests: EtcdTestCase {
         let storeA = try EtcdStore(settings(site)), storeB = try EtcdStore(settings(site))
         defer { try? storeA.removeSite() }
         storeA.fence = try XCTUnwrap(try a.campaign("scheduler", value: "a"))
-        func write(_ st: EtcdStore, _ k: String, _ v: String) throws {
+        func write(_ st: EtcdStore, _ k: String, _ v: String, fenced: Bool = true) throws {
             try st.begin()
+            if fenced { st.fenceTransaction() }
             do { try StoreContract.put(st, "sched", Array(k.utf8), Array(v.utf8)); try st.commit() } catch { st.rollback(); throw error }
         }
         try write(storeA, "placement/app-0", "n1")
@@ -77,6 +78,14 @@ final class EtcdLeaseTests: EtcdTestCase {
             XCTAssertTrue("\($0)".contains("no longer the leader"), "\($0)")
         }
         XCTAssertNil(try StoreContract.get(storeB, "sched", Array("placement/app-1".utf8)), "the fenced commit applied nothing")
+        // What is not the scheduler's (an address allocation) still commits on a berthd that lost leadership.
+        try write(storeA, "other/alloc", "x", fenced: false)
+        // A fenced transaction on a store that holds no term is refused too.
+        storeA.fence = nil
+        XCTAssertThrowsError(try write(storeA, "placement/app-2", "n4")) {
+            XCTAssertEqual(($0 as? BerthError)?.status, .failedPrecondition, "\($0)")
+            XCTAssertTrue("\($0)".contains("not the scheduling leader"), "\($0)")
+        }
         try write(storeB, "placement/app-1", "n3")
         XCTAssertEqual(try StoreContract.get(storeA, "sched", Array("placement/app-1".utf8)).map { String(decoding: $0, as: UTF8.self) }, "n3")
     }

@@ -22,10 +22,10 @@ import Logging
 
 /// The platform's instances as the event log tells them: the last `instance.*` event of each instance, without
 /// those that are gone. The fallback resync snapshot when no workload coordinator provides one.
-func instancesFromEventLog(_ store: Store) throws -> JSON {
+func instancesFromEventLog(_ store: any HostStore) throws -> JSON {
     var latest: [String: JSON] = [:]
     var order: [String] = []
-    for e in try store.events(since: 0, limit: Int(Int32.max), type: "instance") where e.type.hasPrefix("instance.") {
+    for e in try store.events(since: 0, limit: Int(Int32.max), type: "instance", subject: nil) where e.type.hasPrefix("instance.") {
         guard case .object = e.data else { continue }
         let key = DiscoveryEventKey.of(subject: e.subject, data: e.data)
         if latest[key] == nil { order.append(key) }

@@ -50,6 +50,18 @@ public final class EtcdLease {
         _ = try client.txn(compares: [], operations: [put(nodeKey(node), info.bytes)])
     }
 
+    /// Records `node` as a member of the site for good (no lease): a member without a live registration is down.
+    public func recordMember(node: String) throws {
+        try Names.check(node, "node")
+        _ = try client.txn(compares: [], operations: [EtcdClient.put(root + Array("members/".utf8) + Array(node.utf8), Array("{}".utf8))])
+    }
+
+    /// Every node that ever joined the site (`recordMember`), live or not.
+    public func members() throws -> [String] {
+        let p = root + Array("members/".utf8)
+        return try client.range(p, Keys.prefixEnd(p), revision: 0, keysOnly: true).kvs.map { String(decoding: $0.key.dropFirst(p.count), as: UTF8.self) }
+    }
+
     /// The nodes registered under live leases, with their info.
     public func liveNodes() throws -> [(node: String, info: JSON)] {
         let p = root + Array("nodes/".utf8)

@@ -13,6 +13,7 @@
 //                                  increase with commit order, but are not dense, and not known before the commit:
 //                                  appendEvent answers 0 and `committedEventRevision` has the last one after it.
 import BerthWire
+import Foundation
 
 public final class EtcdStore: StateStore {
     public let settings: EtcdSettings
@@ -28,9 +29,15 @@ public final class EtcdStore: StateStore {
     /// The open transaction (nil outside one).
     var txn: EtcdTxn?
     public let completions = CompletionStack()
-    /// The leadership this store's writes belong to (nil: not fenced). When set, every commit also compares the
-    /// election key, and a commit after that term ended fails with FAILED_PRECONDITION, nothing applied.
-    public var fence: Leadership?
+    /// The leadership term this berthd holds (nil: none). A transaction marked by `fenceTransaction()` (the
+    /// scheduler's) also compares the election key at commit: after that term ended, or with no term, its commit
+    /// fails with FAILED_PRECONDITION, nothing applied. Set by the leadership loop's thread, read by the executor's.
+    public var fence: Leadership? {
+        get { fenceLock.withLock { heldTerm } }
+        set { fenceLock.withLock { heldTerm = newValue } }
+    }
+    private var heldTerm: Leadership?
+    private let fenceLock = NSLock()
 
     /// Connects to etcd (and checks it answers). Nothing is created: an empty site reads as an empty store.
     public init(_ settings: EtcdSettings) throws {
@@ -90,18 +97,25 @@ public final class EtcdStore: StateStore {
     /// the cost of building it here is bounded).
     public var fitsOneCommit: Bool {
         guard let t = txn, t.touched else { return true }
-        return overLimit(t, compares: t.compares().count + (fence == nil ? 0 : 1), operations: t.operations().count) == nil
+        return overLimit(t, compares: t.compares().count + (t.fenced ? 1 : 0), operations: t.operations().count) == nil
     }
+
+    /// Marks the open transaction as the scheduling leader's (HostStore): its commit holds only within this term.
+    public func fenceTransaction() { txn?.fenced = true }
 
     /// Sends the transaction as one Txn. A read-only transaction sends nothing: its reads were one snapshot.
     func send(_ t: EtcdTxn) throws {
         guard t.touched else { return }
-        let compares = t.compares() + (fence.map { [$0.compare] } ?? []), ops = t.operations()
+        let term = t.fenced ? fence : nil
+        if t.fenced && term == nil {
+            throw BerthError(.failedPrecondition, "this berthd is not the scheduling leader (no term held): the scheduler's commit was refused and nothing was applied")
+        }
+        let compares = t.compares() + (term.map { [$0.compare] } ?? []), ops = t.operations()
         if let why = overLimit(t, compares: compares.count, operations: ops.count) { throw BerthError(.resourceExhausted, why) }
         let r = try client.txn(compares: compares, operations: ops)
         if r.succeeded, let last = lastEventIndex(t) { committedEventRevision = r.revision * Self.eventsPerTxn + last }
         if !r.succeeded {
-            if let f = fence, try !termLasts(f) {
+            if let f = term, try !termLasts(f) {
                 throw BerthError(.failedPrecondition, "this berthd is no longer the leader (its term of \(String(decoding: f.key, as: UTF8.self)), created at revision \(f.createRevision), has ended); the commit was refused and nothing was applied")
             }
             throw BerthError(.aborted, "etcd transaction conflict: a key or range it read (at revision \(t.snapshot)) was changed by another writer; nothing was applied, run it again")
@@ -216,6 +230,24 @@ public final class EtcdStore: StateStore {
         let lo = after.count > 0 && compareBytes(after, prefix) >= 0 ? try nsKey(ns, after) + [0] : p
         guard let (k, v) = try first(lo, hi) else { return try body(nil) }
         return try k[base...].withUnsafeBytes { kb in try v.withUnsafeBytes { try body((kb, $0)) } }
+    }
+
+    public func kvScanUnrecorded(_ ns: String, prefix: [UInt8]) throws -> [(key: [UInt8], value: [UInt8])] {
+        let p = try prefix.withUnsafeBytes { try nsKey(ns, $0) }
+        let base = p.count - prefix.count, hi = Keys.prefixEnd(p)
+        var rows: [[UInt8]: [UInt8]] = [:]
+        var from = p
+        while true {
+            let r = try range(txn, from, hi.isEmpty ? [0] : hi, limit: 1000)
+            for kv in r.kvs { rows[kv.key] = kv.value }
+            guard r.more, let last = r.kvs.last else { break }
+            from = last.key + [0]
+        }
+        if let t = txn {
+            for k in Array(rows.keys) where t.buffered(k) != nil { rows[k] = t.buffered(k)! }
+            for (k, v) in t.writes where Keys.within(k, p, hi) { rows[k] = v }
+        }
+        return rows.sorted { Keys.less($0.key, $1.key) }.map { (key: Array($0.key[base...]), value: $0.value) }
     }
 
     public func kvCountPrefix(_ ns: String, _ prefix: UnsafeRawBufferPointer) throws -> Int64 {

@@ -74,6 +74,9 @@ final class EtcdTxn {
         return best
     }
 
+    /// The scheduling leader's transaction: its commit compares the leadership term (EtcdStore.fence).
+    var fenced = false
+
     var touched: Bool { !writes.isEmpty || !tombstones.isEmpty }
     func touches(_ lo: [UInt8], _ hi: [UInt8]) -> Bool {
         writes.keys.contains { Keys.within($0, lo, hi) }

@@ -1,0 +1,190 @@
+// Cluster mode (store.engine "etcd"): this berthd as a member of its site. It keeps a lease, registers its node
+// under it and joins the node to the workload tables; it campaigns for the scheduling leadership (the leader runs the
+// scheduler, its passes fenced on its term) and, while it leads, marks down the members whose lease expired.
+import BerthPlugins
+import BerthScheduler
+import BerthStore
+import BerthWire
+import Foundation
+import Logging
+
+public final class ClusterMember: @unchecked Sendable {
+    let store: EtcdStore
+    let workloads: WorkloadService
+    let node: String
+    let ttl: Int
+    let info: JSON
+    let logger: Logger
+    /// Waked by the watch of other berthds' changes (the agent, event waiters).
+    private let lock = NSCondition()
+    private var stopping = false
+    private let done = DispatchSemaphore(value: 0)
+    private var started = false
+    // Loop state (the loop's thread only, read for status under `lock`).
+    private var lease: EtcdLease?
+    private var term: Leadership?
+    private var leaderNode: String?
+    private var lastKeepAlive = 0.0
+    private var lastError: String?
+
+    /// nil on one host (SQLite).
+    public init?(host: PluginHost, workloads: WorkloadService) {
+        guard let etcd = host.store as? EtcdStore else { return nil }
+        store = etcd
+        self.workloads = workloads
+        node = host.site.nodeName
+        ttl = host.site.store.leaseSeconds
+        logger = host.logger
+        info = ["node": .string(node), "version": .string(BerthVersion.current), "pid": .int(Int64(getpid())), "started": .number(wallClock()),
+                "socket": .string(host.site.socketPath), "listen": host.site.listen.map { .string($0) } ?? .null]
+        workloads.setLeading(false)
+    }
+
+    /// Joins the site and starts the member's loop (after the plugins are loaded).
+    public func start() {
+        started = true
+        let t = Thread { [self] in loop(); done.signal() }
+        t.name = "berth-cluster"
+        t.start()
+    }
+
+    /// Steps down and leaves: resigns the leadership and revokes the lease (this node is down at once, and another
+    /// berthd takes over the scheduling without waiting for the TTL).
+    public func stop() {
+        lock.lock()
+        stopping = true
+        lock.signal()
+        lock.unlock()
+        if started { done.wait() }
+        workloads.setLeading(false)
+        store.fence = nil
+        if let lease {
+            if let term { try? lease.resign(term) }
+            try? lease.revoke()
+        }
+    }
+
+    /// What `berth status` shows of the cluster: this node, the leader, the live and known members, the etcd members.
+    public func status() -> JSON {
+        lock.lock()
+        let leader = leaderNode, leads = term != nil, err = lastError, leaseID = lease?.id
+        lock.unlock()
+        var live: [(node: String, info: JSON)] = []
+        var members: [String] = []
+        var etcd: JSON = .null
+        if let probe = try? EtcdLease(store.settings, ttlSeconds: 5) {
+            live = (try? probe.liveNodes()) ?? []
+            members = (try? probe.members()) ?? []
+            try? probe.revoke()
+        }
+        if let c = try? EtcdStore.clusterInfo(store.settings).first {
+            etcd = ["endpoint": .string(c.endpoint), "version": .string(c.version),
+                    "members": .array(c.members.map { ["name": .string($0.name), "clientURLs": .array($0.clientURLs.map { .string($0) })] })]
+        }
+        let liveNames = Set(live.map(\.node))
+        var j: JSON = ["node": .string(node), "leader": leader.map { .string($0) } ?? .null, "leading": .bool(leads),
+                       "leaseSeconds": .int(Int64(ttl)), "lease": leaseID.map { .string(String($0)) } ?? .null,
+                       "members": .array(members.map { m in ["node": .string(m), "live": .bool(liveNames.contains(m))] }),
+                       "etcd": etcd]
+        if let err { j = j.setting("lastError", .string(err)) }
+        return j
+    }
+
+    // MARK: the loop
+
+    private func loop() {
+        while true {
+            step()
+            lock.lock()
+            if !stopping { _ = lock.wait(until: Date().addingTimeInterval(min(0.5, Double(ttl) / 4))) }
+            let stop = stopping
+            lock.unlock()
+            if stop { return }
+        }
+    }
+
+    private func note(_ error: String?) { lock.withLock { lastError = error } }
+
+    private func step() {
+        do {
+            try keepLease()
+            try campaign()
+            if term != nil { try markLostMembers() }
+            note(nil)
+        } catch {
+            note("\(error)")
+            logger.warning("cluster: \(error)")
+        }
+    }
+
+    /// Grants and registers a lease when there is none; renews it every TTL/3. A lease found expired (etcd was out of
+    /// reach for longer than the TTL) ends the term at once: another berthd may lead by now.
+    private func keepLease() throws {
+        let now = wallClock()
+        if let l = lease {
+            guard now - lastKeepAlive >= Double(ttl) / 3 else { return }
+            do {
+                try l.keepAlive()
+                lastKeepAlive = now
+            } catch let e as BerthError where e.status == .notFound {
+                logger.warning("cluster: lease \(l.id) of node \(node) expired; joining again")
+                stepDown()
+                lock.withLock { lease = nil }
+            } catch {
+                if now - lastKeepAlive > Double(ttl) { stepDown() }  // the lease has lapsed by now: lead no more
+                throw error
+            }
+            return
+        }
+        let l = try EtcdLease(store.settings, ttlSeconds: ttl)
+        try l.register(node: node, info: info)
+        try l.recordMember(node: node)
+        lock.withLock { lease = l }
+        lastKeepAlive = now
+        let what = try workloads.joinNode(node, capacity: Self.hostCapacity())
+        logger.info("cluster: joined site as node \(node) (lease \(l.id), TTL \(l.ttlSeconds) s): \(what)")
+    }
+
+    private func campaign() throws {
+        guard let l = lease else { return }
+        if let t = try l.campaign("scheduler", value: node) {
+            if term != t {
+                store.fence = t
+                lock.withLock { term = t; leaderNode = node }
+                workloads.setLeading(true)
+                logger.info("cluster: node \(node) is the scheduling leader (term created at etcd revision \(t.createRevision))")
+            }
+            return
+        }
+        if term != nil { stepDown() }
+        let leader = try l.leader("scheduler")?.value
+        lock.withLock { leaderNode = leader }
+    }
+
+    private func stepDown() {
+        guard term != nil else { return }
+        workloads.setLeading(false)
+        store.fence = nil
+        lock.withLock { term = nil; leaderNode = nil }
+        logger.warning("cluster: node \(node) is no longer the scheduling leader")
+    }
+
+    /// The leader's duty: members whose registration went with their lease are down.
+    private func markLostMembers() throws {
+        guard let l = lease else { return }
+        let live = Set(try l.liveNodes().map(\.node))
+        let lost = try l.members().filter { !live.contains($0) }
+        guard !lost.isEmpty else { return }
+        let down = try workloads.markLost(lost)
+        if !down.isEmpty { logger.warning("cluster: node(s) \(down.joined(separator: ", ")) lost (lease expired): set down, their instances rescheduled") }
+    }
+
+    /// This host's capacity for its node: its processors, memory, and the disk of the state directory.
+    static func hostCapacity() -> JSON {
+        var disk: Int64 = 0
+        var fs = statvfs()
+        if statvfs(".", &fs) == 0 { disk = Int64(fs.f_blocks) * Int64(fs.f_frsize) }
+        return ["cpu": .int(Int64(ProcessInfo.processInfo.activeProcessorCount) * 1000),
+                "memory": .int(Int64(ProcessInfo.processInfo.physicalMemory)), "disk": .int(disk)]
+    }
+}
