@@ -52,7 +52,18 @@ struct Status: ParsableCommand {
         if !failed.isEmpty { j = j.setting("status", "degraded").setting("failedPlugins", .array(failed)) }
         emit(j, conn.output) {
             print("berthd \(str(j["status"])) — site \(str(j["site"])), plugins loaded \(str(j["plugins"]?["loaded"])), failed \(str(j["plugins"]?["failed"]))")
-            if let st = j["store"] { print("store \(str(st["engine"]))\(st["path"]?.string.map { " \($0)" } ?? "")") }
+            if let st = j["store"] {
+                let endpoints = st["endpoints"]?.array?.compactMap(\.string).joined(separator: ",")
+                print("store \(str(st["engine"]))\(st["path"]?.string.map { " \($0)" } ?? "")\(endpoints.map { " \($0)" } ?? "")")
+                if let c = st["cluster"] {
+                    let members = (c["members"]?.array ?? []).map { "\(str($0["node"]))\($0["live"]?.bool == true ? "" : " (down)")" }
+                    print("node \(str(c["node"])), scheduling leader \(c["leader"]?.string ?? "none (election in progress)")")
+                    print("members \(members.joined(separator: ", "))")
+                    if let e = c["etcd"], !e.isNull {
+                        print("etcd \(str(e["version"])), members \((e["members"]?.array ?? []).map { str($0["name"]) }.joined(separator: ", "))")
+                    }
+                }
+            }
             for p in failed { print("plugin \(str(p["name"])) failed: \(str(p["reason"]))") }
         }
         if !failed.isEmpty { throw ExitCode(1) }

@@ -1,6 +1,5 @@
 // The site's store keys (store.engine, endpoints, tls, credentials, prefix): parsed and checked with clear errors;
-// `berthd --check` reports a real etcd's version and members and fails on an unreachable one; berthd refuses to start
-// on etcd (cluster mode is a preview) without creating anything.
+// `berthd --check` reports a real etcd's version and members and fails on an unreachable one; berthd runs on etcd.
 import BerthPlugins
 import BerthWire
 import Foundation
@@ -56,29 +55,55 @@ final class SiteStoreTests: XCTestCase {
         return f
     }
 
-    /// berthd on store.engine "etcd" exits 2 saying what works today, and creates nothing (not even its state directory).
-    func testBerthdRefusesToStartOnEtcd() throws {
+    /// berthd on store.engine "etcd" with no etcd answering does not start: it exits 1 naming the endpoint.
+    func testBerthdOnUnreachableEtcdExitsNamingIt() throws {
         let dir = tempDir("site-etcd-start")
-        let f = try site(dir, #"{"engine": "etcd", "endpoints": ["http://127.0.0.1:2379"]}"#)
+        let dead = "127.0.0.1:\(freeLoopbackPort())"
+        let f = try site(dir, #"{"engine": "etcd", "endpoints": ["http://\#(dead)"]}"#)
         let (rc, _, err) = try runTool(Paths.bin + "/berthd", ["--site", f])
-        XCTAssertEqual(rc, 2, err)
-        XCTAssertTrue(err.contains("cannot start") && err.contains("berth plugin check --store etcd://") && err.contains("store.engine \"sqlite\""), err)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/state"), "nothing created")
+        XCTAssertEqual(rc, 1, err)
+        XCTAssertTrue(err.contains("cannot start") && err.contains("etcd is unreachable") && err.contains(dead), err)
+    }
+
+    /// berthd starts on a real etcd: /healthz names the engine, this node as the scheduling leader (it is alone) and
+    /// itself as the one live member; the store's keys are under /berth/<site>/.
+    func testBerthdRunsOnEtcdAndLeadsAlone() throws {
+        let etcd = try EtcdProcess()
+        defer { etcd.stop() }
+        let d = try Daemon(plugins: [], tag: "site-etcd-run",
+                           extra: [("site", "solo"), ("node", "solo-1"),
+                                   ("store", ["engine": "etcd", "endpoints": [.string(etcd.endpoint)], "leaseSeconds": 2])])
+        var cluster: JSON = .null
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            let (code, h) = try d.request("GET", "/healthz")
+            XCTAssertEqual(code, 200)
+            XCTAssertEqual(h["store"]?["engine"]?.string, "etcd", h.serialized)
+            XCTAssertEqual(h["store"]?["prefix"]?.string, "/berth/solo/", h.serialized)
+            cluster = h["store"]?["cluster"] ?? .null
+            if cluster["leader"]?.string == "solo-1" { break }
+            usleep(100_000)
+        }
+        XCTAssertEqual(cluster["leader"]?.string, "solo-1", cluster.serialized)
+        XCTAssertEqual(cluster["leading"]?.bool, true, cluster.serialized)
+        XCTAssertEqual(cluster["members"]?.array?.count, 1, cluster.serialized)
+        XCTAssertEqual(cluster["members"]?[0]?["live"]?.bool, true, cluster.serialized)
+        let (_, nodes) = try d.request("GET", "/v1/nodes")
+        XCTAssertEqual(nodes["nodes"]?.array?.map { $0["name"]?.string ?? "" }, ["solo-1"], "the berthd joined its node: \(nodes.serialized)")
     }
 
     /// `berthd --check` on a real etcd: reports the version and the members of every endpoint; an unreachable
-    /// endpoint is a problem naming it. Both exit 2, because berthd does not start on etcd yet (and says so).
+    /// endpoint is a problem naming it (exit 2); with every endpoint answering the check passes (exit 0).
     func testCheckConnectsToEveryEndpoint() throws {
         let etcd = try EtcdProcess()
         defer { etcd.stop() }
         let dir = tempDir("site-etcd-check")
         var (rc, out, err) = try runTool(Paths.bin + "/berthd", ["--site", try site(dir, #"{"engine": "etcd", "endpoints": ["\#(etcd.endpoint)"]}"#), "--check"])
-        XCTAssertEqual(rc, 2, err)
+        XCTAssertEqual(rc, 0, err)
         XCTAssertTrue(err.contains("store: etcd \(etcd.endpoint) answers, version 3."), err)
         XCTAssertTrue(err.contains("1 member(s): t \(etcd.endpoint)"), err)
-        XCTAssertTrue(err.contains("berthd cannot keep its own records in etcd yet"), err)
         XCTAssertFalse(err.contains("unreachable"), err)
-        XCTAssertEqual(out, "")
+        XCTAssertEqual((try JSON.parse(Array(out.utf8)))["store"]?["engine"]?.string, "etcd", out)
         let dead = "http://127.0.0.1:\(freeLoopbackPort())"
         (rc, _, err) = try runTool(Paths.bin + "/berthd", ["--site", try site(dir, #"{"engine": "etcd", "endpoints": ["\#(etcd.endpoint)", "\#(dead)"]}"#), "--check"])
         XCTAssertEqual(rc, 2, err)
