@@ -25,6 +25,8 @@ public final class ClusterMember: @unchecked Sendable {
     private var term: Leadership?
     private var leaderNode: String?
     private var lastKeepAlive = 0.0
+    /// Whether this lease's node is in the workload tables (joined, up); retried each round until it is.
+    private var joined = false
     private var lastError: String?
 
     /// nil on one host (SQLite).
@@ -108,6 +110,7 @@ public final class ClusterMember: @unchecked Sendable {
     private func step() {
         do {
             try keepLease()
+            try join()
             try campaign()
             if term != nil { try markLostMembers() }
             note(nil)
@@ -141,7 +144,14 @@ public final class ClusterMember: @unchecked Sendable {
         try l.recordMember(node: node)
         lock.withLock { lease = l }
         lastKeepAlive = now
+        joined = false
+    }
+
+    /// Puts this node in the workload tables (or up again), once per lease; a failure is retried next round.
+    private func join() throws {
+        guard !joined, let l = lease else { return }
         let what = try workloads.joinNode(node, capacity: Self.hostCapacity())
+        joined = true
         logger.info("cluster: joined site as node \(node) (lease \(l.id), TTL \(l.ttlSeconds) s): \(what)")
     }
 

@@ -313,6 +313,7 @@ extension KeyedHostTables {
         try putRow(HostNS.nodes, HostNS.key(n.name), ["name": .string(n.name), "state": .string(n.state), "cpu": .int(n.cpu), "memory": .int(n.memory),
                                                       "disk": .int(n.disk), "ports": .int(n.ports), "labels": .string(n.labels),
                                                       "created": .number(n.created), "updated": .number(n.updated)])
+        try bumpWorkloads()
     }
 
     public func deleteNode(name: String) throws {

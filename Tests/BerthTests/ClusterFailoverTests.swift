@@ -1,0 +1,178 @@
+// Cluster mode's scheduling failover (issue 18): 3 real berthd on a real etcd; the scheduling leader is kill -9'd in
+// the middle of a StatefulApp's ordered rollout. Another berthd takes over within the lease TTL and finishes it; no
+// ordinal is ever placed twice; each ordinal keeps its fixed address, MAC and volume (the one on the dead node waits
+// for it, and returns there when its berthd comes back).
+import BerthWire
+import Foundation
+import XCTest
+
+final class ClusterFailoverTests: XCTestCase {
+    static let lease = 3
+    static let pool: JSON = [
+        "defaultPool": "fixed",
+        "pools": [[
+            "name": "fixed",
+            "ranges": [["subnet": "10.61.0.0/24", "start": "10.61.0.10", "end": "10.61.0.99", "gateway": "10.61.0.1"]],
+            "reserved": ["10.61.0.10", "10.61.0.11", "10.61.0.12", "10.61.0.13"],
+            "macs": ["10.61.0.10": "52:54:00:61:00:10", "10.61.0.11": "52:54:00:61:00:11", "10.61.0.12": "52:54:00:61:00:12",
+                     "10.61.0.13": "52:54:00:61:00:13"],
+        ]],
+    ]
+
+    var volumes = ""
+
+    override func tearDown() {
+        if !volumes.isEmpty { removeTree(volumes) }
+        super.tearDown()
+    }
+
+    /// One berthd of the site: node `node`, the stateful scheduler, the pool and storage-local on one data root shared by
+    /// the three (they run on one machine: the root stands for storage every node reaches).
+    func berthd(_ node: String, _ etcd: EtcdProcess) throws -> Daemon {
+        let plugins: JSON = [
+            ["name": "stateful", "path": .string(Paths.plugin("sched-stateful"))],
+            ["name": "vlan", "path": .string(Paths.plugin("ipam-pool")), "config": Self.pool],
+            ["name": "local", "path": .string(Paths.plugin("storage-local")),
+             "config": ["root": .string(volumes), "capacityBytes": 1_073_741_824, "nodes": ["n1", "n2", "n3"]]],
+        ]
+        return try Daemon(plugins: plugins, tag: "cluster-\(node)",
+                          extra: [("site", "failover"), ("node", .string(node)),
+                                  ("store", ["engine": "etcd", "endpoints": [.string(etcd.endpoint)], "leaseSeconds": .number(Double(Self.lease))])])
+    }
+
+    func cluster(_ d: Daemon) throws -> JSON { try d.request("GET", "/healthz").1["store"]?["cluster"] ?? .null }
+
+    func instance(_ d: Daemon, _ ord: Int) throws -> JSON { try d.request("GET", "/v1/instances/StatefulApp/db/\(ord)").1 }
+
+    @discardableResult
+    func waitFor(_ what: String, timeout: Double = 30, file: StaticString = #filePath, line: UInt = #line,
+                 _ probe: () throws -> JSON, _ cond: (JSON) -> Bool) throws -> JSON {
+        let deadline = Date().addingTimeInterval(timeout)
+        var last: JSON = .null
+        while Date() < deadline {
+            last = (try? probe()) ?? .null
+            if cond(last) { return last }
+            usleep(50_000)
+        }
+        XCTFail("timed out waiting for \(what); last: \(last.serialized)", file: file, line: line)
+        throw NSError(domain: "wait", code: 1)
+    }
+
+    func placed(_ d: Daemon, _ ord: Int) throws -> JSON {
+        try waitFor("db-\(ord) placed", { try instance(d, ord) }) { $0["state"]?.string == "placed" }
+    }
+
+    func running(_ d: Daemon, _ ord: Int) throws {
+        let (st, body) = try d.request("POST", "/v1/instances/StatefulApp/db/\(ord)/running")
+        XCTAssertEqual(st, 200, body.serialized)
+    }
+
+    /// What identifies an ordinal's placement: node, address, MAC and volume.
+    func identity(_ i: JSON) -> [String] {
+        [i["ips"]?[0]?.string ?? "", i["addresses"]?[0]?["mac"]?.string ?? "", i["volumes"]?[0]?["volumeId"]?.string ?? ""]
+    }
+
+    func testLeaderKilledMidRolloutAnotherFinishesItPlacingNothingTwice() throws {
+        let etcd = try EtcdProcess()
+        defer { etcd.stop() }
+        volumes = tempDir("cluster-volumes")
+        let ds = try ["n1", "n2", "n3"].map { try berthd($0, etcd) }
+        // One leader, seen alike by all three.
+        let agreed = try waitFor("a leader all three agree on", { .array(try ds.map { try cluster($0)["leader"] ?? .null }) }) {
+            guard let a = $0.array, let first = a.first?.string else { return false }
+            return a.allSatisfy { $0.string == first }
+        }
+        let leader = agreed[0]!.string!
+        let li = ["n1", "n2", "n3"].firstIndex(of: leader)!
+        let survivor = ds[(li + 1) % 3]
+        _ = try waitFor("3 nodes up", { try survivor.request("GET", "/v1/nodes").1 }) {
+            ($0["nodes"]?.array ?? []).filter { $0["state"]?.string == "up" }.count == 3
+        }
+        // One zone per node (the nodes joined without labels), so that the ordinals spread over the three.
+        for (i, n) in ["n1", "n2", "n3"].enumerated() {
+            let (st, b) = try ds[i].request("PUT", "/v1/nodes/\(n)", ["capacity": ["cpu": "2", "memory": "4Gi", "disk": "10Gi"], "labels": ["zone": .string("z\(i)")]])
+            XCTAssertEqual(st, 200, b.serialized)
+        }
+
+        // An ordered rollout, applied through a berthd that does not lead: 0 running, 1 placed when the leader dies.
+        let spec: JSON = ["replicas": 4, "podManagementPolicy": "OrderedReady", "resources": ["cpu": "200m", "memory": "64Mi"],
+                          "network": ["name": "vlan", "releasePolicy": "immutable"], "volumes": [["name": "data", "size": "8Mi", "local": true]]]
+        let (st, body) = try survivor.request("PUT", "/v1/kinds/StatefulApp/db", ["spec": spec])
+        XCTAssertEqual(st, 201, body.serialized)
+        let db0 = try placed(survivor, 0)
+        try running(survivor, 0)
+        let db1 = try placed(survivor, 1)
+        XCTAssertEqual(try instance(survivor, 2)["state"]?.string, "pending", "2 waits for 1 to run")
+
+        let killedAt = Date()
+        ds[li].kill9()
+        let next = try waitFor("a new leader", timeout: Double(Self.lease) + 10, { try cluster(survivor) }) {
+            guard let l = $0["leader"]?.string else { return false }
+            return l != leader
+        }
+        let takeover = Date().timeIntervalSince(killedAt)
+        print("leader \(leader) killed; \(next["leader"]!.string!) leads after \(String(format: "%.2f", takeover)) s (lease TTL \(Self.lease) s)")
+        XCTAssertLessThan(takeover, Double(Self.lease) + 2, "takeover within the TTL and one campaign round")
+        let dead = try waitFor("node \(leader) down", { try survivor.request("GET", "/v1/nodes/\(leader)").1 }) { $0["state"]?.string == "down" }
+        XCTAssertEqual(dead["state"]?.string, "down")
+
+        // The new leader finishes the rollout: 1 runs, then 2 and 3 are placed. An ordinal on the dead node keeps its
+        // node-local volume: it waits, pending, for that node.
+        let onDead = [db0, db1].filter { $0["node"]?.string == leader }.compactMap { $0["ordinal"]?.int }
+        for o in 0..<2 where !onDead.contains(o) { XCTAssertEqual(try instance(survivor, o)["state"]?.string, "placed") }
+        if !onDead.contains(1) { try running(survivor, 1) }
+        // (An OrderedReady rollout does not go past an ordinal that waits for its node: bring the node back first then.)
+        if !onDead.isEmpty {
+            for o in onDead {
+                let w = try waitFor("db-\(o) waits for \(leader)", { try instance(survivor, o) }) {
+                    $0["state"]?.string == "pending" && $0["volumeNode"]?.string == leader
+                }
+                XCTAssertEqual(w["previousNode"]?.string, leader, "its volume and its previous node are remembered: \(w.serialized)")
+            }
+        }
+        try ds[li].start()  // the killed berthd comes back: its node rejoins, up
+        _ = try waitFor("node \(leader) up again", { try survivor.request("GET", "/v1/nodes/\(leader)").1 }) { $0["state"]?.string == "up" }
+        for o in onDead {
+            let back = try placed(survivor, o)
+            XCTAssertEqual(back["node"]?.string, leader, "back on its volume's node")
+            XCTAssertEqual(identity(back), identity(o == 0 ? db0 : db1), "same address, MAC and volume")
+        }
+        if onDead.contains(1) { try running(survivor, 1) }
+        for o in 2..<4 {
+            _ = try placed(survivor, o)
+            try running(survivor, o)
+        }
+
+        // Every berthd sees the same four placements, each with its own fixed address, MAC and volume.
+        let final = try (0..<4).map { try instance(ds[li], $0) }
+        XCTAssertEqual(final.map { $0["ips"]?[0]?.string ?? "" }, ["10.61.0.10", "10.61.0.11", "10.61.0.12", "10.61.0.13"])
+        XCTAssertEqual(final.map { $0["addresses"]?[0]?["mac"]?.string ?? "" },
+                       ["52:54:00:61:00:10", "52:54:00:61:00:11", "52:54:00:61:00:12", "52:54:00:61:00:13"])
+        XCTAssertEqual(Set(final.map { $0["volumes"]?[0]?["volumeId"]?.string ?? "" }).count, 4, "a volume each")
+        XCTAssertEqual(identity(final[0]), identity(db0))
+        XCTAssertEqual(identity(final[1]), identity(db1))
+        for d in ds { XCTAssertEqual(try (0..<4).map { try instance(d, $0)["node"] ?? .null }, final.map { $0["node"] ?? .null }) }
+
+        // No ordinal placed twice: between two placements of an ordinal it was torn down (gone), and the network holds
+        // each fixed address for one attachment only.
+        let events = try survivor.request("GET", "/v1/events?since=0&limit=10000").1["events"]?.array ?? []
+        var live: [Int: Bool] = [:]
+        for e in events where e["subject"]?.string?.hasPrefix("StatefulApp/db/") ?? false {
+            guard let o = e["data"]?["ordinal"]?.int else { continue }
+            switch e["type"]?.string {
+            case "instance.placed":
+                XCTAssertFalse(live[o] ?? false, "db-\(o) placed again while placed: \(e.serialized)")
+                live[o] = true
+            case "instance.gone": live[o] = false
+            default: break
+            }
+        }
+        XCTAssertEqual(live.keys.sorted(), [0, 1, 2, 3])
+        let attachments = try survivor.request("GET", "/v1/networks/vlan/attachments").1["attachments"]?.array ?? []
+        let addresses = attachments.flatMap { ($0["result"]?["ips"]?.array ?? []).compactMap { $0["address"]?.string } }
+        XCTAssertEqual(addresses.count, Set(addresses).count, "no address held twice: \(addresses)")
+        XCTAssertEqual(attachments.count, 4, attachments.map(\.serialized).joined(separator: "\n"))
+        for d in ds { _ = try d.request("DELETE", "/v1/kinds/StatefulApp/db") }
+        _ = try waitFor("db gone", { try survivor.request("GET", "/v1/instances").1 }) { ($0["instances"]?.array ?? [1]).isEmpty }
+    }
+}
