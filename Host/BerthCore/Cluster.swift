@@ -98,7 +98,7 @@ public final class ClusterMember: @unchecked Sendable {
         while true {
             step()
             lock.lock()
-            if !stopping { _ = lock.wait(until: Date().addingTimeInterval(min(0.5, Double(ttl) / 4))) }
+            if !stopping { _ = lock.wait(until: Date().addingTimeInterval(min(0.25, Double(ttl) / 8))) }
             let stop = stopping
             lock.unlock()
             if stop { return }

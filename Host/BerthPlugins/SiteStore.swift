@@ -87,19 +87,28 @@ public struct StoreSettings: Sendable, Equatable {
     }
 
     /// What this berthd cannot do yet with these settings (the etcd engine speaks plain HTTP to numeric addresses,
-    /// without authentication): reported by `berthd --check` and `berth plugin check`, never silently ignored.
+    /// without TLS): reported by `berthd --check` and `berth plugin check`, never silently ignored.
     public var unsupported: [String] {
         var out: [String] = []
         for e in endpoints where (try? EtcdSettings(endpoints: [e], site: "x").validated()) == nil {
             out.append("store.endpoints: \(e): this berthd's etcd engine connects to http://HOST:PORT with a numeric address only (no TLS, no host names yet)")
         }
-        if username != nil { out.append("store.username: etcd authentication is not supported by this berthd's etcd engine yet") }
+        for (k, v) in [("tls.ca", tlsCA), ("tls.certificate", tlsCertificate), ("tls.key", tlsKey)] where v != nil {
+            out.append("store.\(k): TLS to etcd is not supported by this berthd's etcd engine yet (it speaks plain HTTP to http:// endpoints)")
+        }
         return out
     }
 
     /// The engine's settings for site `site`.
     public func etcdSettings(site: String) -> EtcdSettings {
-        EtcdSettings(endpoints: endpoints, site: site, prefix: prefix)
+        EtcdSettings(endpoints: endpoints, site: site, prefix: prefix, username: username, password: resolvedPassword)
+    }
+
+    /// The password, from store.password or the first line of store.passwordFile (nil when unreadable: checked apart).
+    var resolvedPassword: String? {
+        if let password { return password }
+        guard let passwordFile, let text = try? String(contentsOfFile: passwordFile, encoding: .utf8) else { return nil }
+        return text.split(separator: "\n", omittingEmptySubsequences: false).first.map(String.init)
     }
 
     var json: JSON {

@@ -407,6 +407,12 @@ public final class DiscoveryDelivery: @unchecked Sendable {
 
     /// One delivery step, on the executor thread inside its own transaction: a resync or one batch of events,
     /// and the cursor that acknowledges it. Throws (rolling back the plugin's writes and the cursor) on failure.
+    /// Where this plugin's cursor is kept: by its name; in cluster mode by node and name, since every berthd runs its
+    /// own instance of a discovery plugin (its sidecar on that host), which must see every event itself.
+    private func cursorKey(_ host: PluginHost) -> String {
+        host.store.engineName == "sqlite" ? name : "\(host.site.nodeName)/\(name)"
+    }
+
     private func step() throws -> StepResult {
         if isStopped || service.isStopped { return .gone }
         let ready = prepared  // a snapshot gathered for this step; never kept for a later one
@@ -420,7 +426,7 @@ public final class DiscoveryDelivery: @unchecked Sendable {
         // wake the event watchers too.
         if service.setHead(head) { rt.waiters.notifyAll() }
         idleSeq = service.commits
-        let saved = try store.discoveryCursor(name)
+        let saved = try store.discoveryCursor(cursorKey(rt))
         let cursor = saved?.rev ?? 0
         update { $0.cursor = cursor }
         let id = ObjectIdentifier(inst)
@@ -455,7 +461,7 @@ public final class DiscoveryDelivery: @unchecked Sendable {
             let t0 = monotonicNanos()
             do { try ops.resync(req) } catch { throw StepError(error: error, wasResync: true) }
             let dt = monotonicNanos() - t0
-            try store.setDiscoveryCursor(name, rev: at, resyncRev: at)
+            try store.setDiscoveryCursor(cursorKey(rt), rev: at, resyncRev: at)
             return .resynced(at: at, instances: req["instances"]?.array?.count ?? 0, nanos: dt, instance: id)
         }
 
@@ -469,7 +475,7 @@ public final class DiscoveryDelivery: @unchecked Sendable {
         let t0 = monotonicNanos()
         do { try ops.events(req) } catch { throw StepError(error: error, wasResync: false) }
         let dt = monotonicNanos() - t0
-        try store.setDiscoveryCursor(name, rev: last.rev, resyncRev: saved?.resyncRev ?? 0)
+        try store.setDiscoveryCursor(cursorKey(rt), rev: last.rev, resyncRev: saved?.resyncRev ?? 0)
         return .delivered(count: evs.count, to: last.rev, nanos: dt)
     }
 }

@@ -18,9 +18,15 @@ public struct EtcdSettings: Sendable {
     public var maxTxnOps: Int
     public var maxRequestBytes: Int
     public var timeoutSeconds: Int
+    /// etcd authentication (an etcd user and its password): the client asks /v3/auth/authenticate for a token and sends
+    /// it with every request, again when etcd says it expired. nil: no authentication.
+    public var username: String?
+    public var password: String?
 
     public init(endpoints: [String], site: String, prefix: String? = nil, maxTxnOps: Int = 128, maxRequestBytes: Int = 1_572_864,
-                timeoutSeconds: Int = 10) {
+                timeoutSeconds: Int = 10, username: String? = nil, password: String? = nil) {
+        self.username = username
+        self.password = password
         self.endpoints = endpoints
         self.site = site
         self.prefix = prefix
@@ -68,6 +74,32 @@ final class EtcdClient {
         self.settings = settings
         endpoints = try settings.endpoints.map(EtcdClient.parse)
         conn = UnixHTTPConnection(endpoint: endpoints[0], timeoutSeconds: settings.timeoutSeconds)
+        if settings.username != nil { try authenticate() }
+    }
+
+    /// The token of etcd authentication (nil without it).
+    private var token: String?
+
+    /// Asks etcd for a token for the site's user. Wrong credentials are an error that says so (not retried).
+    private func authenticate() throws {
+        guard let user = settings.username else { return }
+        token = nil
+        let j: JSON
+        do {
+            j = try callOnce("/v3/auth/authenticate", .object([("name", .string(user)), ("password", .string(settings.password ?? ""))]),
+                             idempotent: true, method: "POST")
+        } catch let e as BerthError where e.message.contains("authentication failed") {
+            throw BerthError(.failedPrecondition, "etcd refused user \"\(user)\": authentication failed, invalid user name or password (store.username, store.password or store.passwordFile)")
+        }
+        guard let t = j["token"]?.string, !t.isEmpty else {
+            throw BerthError(.failedPrecondition, "etcd gave no token to user \"\(user)\" (is authentication enabled on the cluster? `etcdctl auth enable`): \(j.serialized)")
+        }
+        token = t
+    }
+
+    /// True when etcd's answer says the token is missing or no longer valid (it expires; a member restarted).
+    static func tokenRefused(_ message: String) -> Bool {
+        message.contains("invalid auth token") || message.contains("user name is empty") || message.contains("auth: revision in header is old")
     }
 
     /// "http://HOST:PORT" (HOST numeric, IPv6 in brackets) as an endpoint.
@@ -94,9 +126,14 @@ final class EtcdClient {
     /// others may come after the write was applied, and are returned as unavailable).
     func call(_ path: String, _ body: JSON, idempotent: Bool, method: String = "POST") throws -> JSON {
         var pause: UInt32 = 25_000, waited: UInt64 = 0
+        var reauthenticated = false
         while true {
             do {
                 return try callOnce(path, body, idempotent: idempotent, method: method)
+            } catch let e as BerthError where token != nil && !reauthenticated && Self.tokenRefused(e.message) {
+                // Refused before it was applied: a new token, and the request once more.
+                reauthenticated = true
+                try authenticate()
             } catch let e as BerthError where e.status == .unavailable && Self.electing(e.message, idempotent: idempotent)
                         && waited + UInt64(pause) <= UInt64(settings.timeoutSeconds) * 1_000_000 {
                 usleep(pause)
@@ -117,7 +154,7 @@ final class EtcdClient {
         var lastError = ""
         for attempt in 0..<endpoints.count {
             do {
-                let r = try conn.request(method, path, body: bytes)
+                let r = try conn.request(method, path, body: bytes, headers: token.map { [("Authorization", $0)] } ?? [])
                 let j = try r.json()
                 if r.status != 200 { throw EtcdClient.serverError(path, r.status, j) }
                 return j
@@ -146,6 +183,9 @@ final class EtcdClient {
         }
         if msg.contains("request is too large") || msg.contains("larger than max") {
             return BerthError(.resourceExhausted, "etcd refused the transaction: \(msg) (the member's --max-request-bytes); split the work into smaller transactions")
+        }
+        if msg.contains("user name is empty") || msg.contains("permission denied") {
+            return BerthError(.failedPrecondition, "etcd refused \(path): \(msg) (the cluster has authentication on: set store.username and store.password or store.passwordFile to a user with read and write access to the site's prefix)")
         }
         if msg.contains("mvcc: required revision has been compacted") {
             return BerthError(.aborted, "etcd: \(msg); the transaction's snapshot is gone, run it again")
