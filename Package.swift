@@ -32,6 +32,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         // The whole ABI in one header (PluginABI/include/berth_plugin.h).
@@ -52,7 +53,9 @@ let package = Package(
         .target(name: "BerthWire", dependencies: ["BerthJSONText"], path: "Host/BerthWire"),
         // The daemon, as modules whose dependencies point one way: store -> plugins -> kinds -> scheduler -> core
         // (the composition root) -> server. The store is the only module that speaks SQL.
-        .target(name: "BerthStore", dependencies: ["CSQLite", "BerthWire"], path: "Host/BerthStore"),
+        .target(name: "BerthStore", dependencies: ["CSQLite", "BerthWire", .product(name: "NIOCore", package: "swift-nio"),
+                                                   .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl")],
+                path: "Host/BerthStore"),
         // Loader, plugin instances, host services, the registry, site configuration and reload, process isolation.
         .target(
             name: "BerthPlugins",

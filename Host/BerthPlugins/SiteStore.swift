@@ -86,22 +86,19 @@ public struct StoreSettings: Sendable, Equatable {
         return out
     }
 
-    /// What this berthd cannot do yet with these settings (the etcd engine speaks plain HTTP to numeric addresses,
-    /// without TLS): reported by `berthd --check` and `berth plugin check`, never silently ignored.
+    /// What this berthd cannot do with these settings (plain HTTP needs a numeric address): reported by `berthd --check` and `berth plugin check`, never silently ignored.
     public var unsupported: [String] {
         var out: [String] = []
         for e in endpoints where (try? EtcdSettings(endpoints: [e], site: "x").validated()) == nil {
-            out.append("store.endpoints: \(e): this berthd's etcd engine connects to http://HOST:PORT with a numeric address only (no TLS, no host names yet)")
-        }
-        for (k, v) in [("tls.ca", tlsCA), ("tls.certificate", tlsCertificate), ("tls.key", tlsKey)] where v != nil {
-            out.append("store.\(k): TLS to etcd is not supported by this berthd's etcd engine yet (it speaks plain HTTP to http:// endpoints)")
+            out.append("store.endpoints: \(e): this berthd's etcd engine connects to http://HOST:PORT with a numeric address, or https://HOST:PORT with an address or a name")
         }
         return out
     }
 
     /// The engine's settings for site `site`.
     public func etcdSettings(site: String) -> EtcdSettings {
-        EtcdSettings(endpoints: endpoints, site: site, prefix: prefix, username: username, password: resolvedPassword)
+        EtcdSettings(endpoints: endpoints, site: site, prefix: prefix, username: username, password: resolvedPassword,
+                     tls: endpoints.contains { $0.hasPrefix("https://") } ? EtcdTLSFiles(ca: tlsCA, certificate: tlsCertificate, key: tlsKey) : nil)
     }
 
     /// The password, from store.password or the first line of store.passwordFile (nil when unreadable: checked apart).

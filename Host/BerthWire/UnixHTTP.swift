@@ -44,8 +44,19 @@ public enum HTTPEndpoint: Sendable, Equatable {
     }
 }
 
+/// A connected byte stream that is not a plain socket (etcd's TLS connections, BerthStore/Etcd/EtcdTLS.swift):
+/// `read` blocks for at most `timeoutSeconds` and answers [] at the end of the stream.
+public protocol ByteStream: AnyObject {
+    func write(_ bytes: [UInt8]) throws
+    func read(timeoutSeconds: Int) throws -> [UInt8]
+    func close()
+}
+
 public final class UnixHTTPConnection {
     public let endpoint: HTTPEndpoint
+    /// Makes the connection's stream when it is not a plain socket (TLS); nil: a socket to `endpoint`.
+    private let streamFactory: (() throws -> ByteStream)?
+    private var stream: ByteStream?
     /// The socket path (empty for a TCP endpoint).
     public var path: String { if case .unix(let p) = endpoint { return p }; return "" }
     private var fd: Int32 = -1
@@ -57,22 +68,39 @@ public final class UnixHTTPConnection {
     public init(path: String, timeoutSeconds: Int = 30) {
         self.endpoint = .unix(path)
         self.timeoutSeconds = timeoutSeconds
+        streamFactory = nil
     }
 
     public init(endpoint: HTTPEndpoint, timeoutSeconds: Int = 30) {
         self.endpoint = endpoint
         self.timeoutSeconds = timeoutSeconds
+        streamFactory = nil
     }
+
+    /// A connection over streams that `factory` makes (one per connection); `endpoint` names the peer in messages.
+    public init(endpoint: HTTPEndpoint, timeoutSeconds: Int = 30, streams factory: @escaping () throws -> ByteStream) {
+        self.endpoint = endpoint
+        self.timeoutSeconds = timeoutSeconds
+        streamFactory = factory
+    }
+
+    private var connected: Bool { fd >= 0 || stream != nil }
 
     deinit { close() }
 
     public func close() {
         if fd >= 0 { _ = Glibc.close(fd); fd = -1 }
+        stream?.close()
+        stream = nil
         buffer = []
         bufferStart = 0
     }
 
     private func connect() throws {
+        if let streamFactory {
+            stream = try streamFactory()
+            return
+        }
         let s: Int32
         switch endpoint {
         case .unix(let path): s = try connectUnix(path)
@@ -156,7 +184,7 @@ public final class UnixHTTPConnection {
         head += "\r\n"
         var msg = Array(head.utf8)
         if let body { msg += body }
-        let reused = fd >= 0
+        let reused = connected
         if !reused { try connect() }
         do {
             try writeAll(msg)
@@ -170,6 +198,10 @@ public final class UnixHTTPConnection {
     }
 
     private func writeAll(_ data: [UInt8]) throws {
+        if let stream {
+            try stream.write(data)
+            return
+        }
         var off = 0
         while off < data.count {
             let n = data.withUnsafeBytes { send(fd, $0.baseAddress! + off, data.count - off, Int32(MSG_NOSIGNAL)) }
@@ -183,6 +215,12 @@ public final class UnixHTTPConnection {
 
     private func fill() throws {
         if bufferStart > 0 && bufferStart == buffer.count { buffer.removeAll(keepingCapacity: true); bufferStart = 0 }
+        if let stream {
+            let bytes = try stream.read(timeoutSeconds: timeoutSeconds)
+            if bytes.isEmpty { throw WireError(.io, "\(endpoint.description) closed the connection") }
+            buffer.append(contentsOf: bytes)
+            return
+        }
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
             let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, 65536, 0) }
@@ -262,7 +300,7 @@ public final class UnixHTTPConnection {
 
     /// Streams a chunked response, calling `onChunk` for each chunk until it returns false or the stream ends.
     public func stream(_ target: String, headers: [(String, String)] = [], onChunk: ([UInt8]) -> Bool) throws {
-        if fd < 0 { try connect() }
+        if !connected { try connect() }
         var head = "GET \(target) HTTP/1.1\r\nHost: \(hostHeader)\r\n"
         for (k, v) in headers { head += "\(k): \(v)\r\n" }
         try writeAll(Array((head + "\r\n").utf8))

@@ -1,6 +1,7 @@
 // The etcd engine's transport: etcd v3's JSON gateway (HTTP/1.1 POST of JSON to /v3/kv/range and /v3/kv/txn on the
 // client port, keys and values base64, int64 as strings) over BerthWire's small keep-alive HTTP client.
 import BerthWire
+import NIOSSL
 
 #if canImport(Glibc)
 import Glibc
@@ -22,9 +23,12 @@ public struct EtcdSettings: Sendable {
     /// it with every request, again when etcd says it expired. nil: no authentication.
     public var username: String?
     public var password: String?
+    /// The PEM files for https:// endpoints (nil: the system's trust roots, no client certificate).
+    public var tls: EtcdTLSFiles?
 
     public init(endpoints: [String], site: String, prefix: String? = nil, maxTxnOps: Int = 128, maxRequestBytes: Int = 1_572_864,
-                timeoutSeconds: Int = 10, username: String? = nil, password: String? = nil) {
+                timeoutSeconds: Int = 10, username: String? = nil, password: String? = nil, tls: EtcdTLSFiles? = nil) {
+        self.tls = tls
         self.username = username
         self.password = password
         self.endpoints = endpoints
@@ -66,6 +70,20 @@ final class EtcdClient {
     private let endpoints: [HTTPEndpoint]
     private var current = 0
     private var conn: UnixHTTPConnection
+    /// Which endpoints are https://, and the TLS context they share.
+    private let secure: [Bool]
+    private let tlsContext: NIOSSLContext?
+
+    /// A connection to endpoint `i`: a socket, or a TLS stream for an https:// endpoint.
+    private func connection(_ i: Int) -> UnixHTTPConnection {
+        guard secure[i], let ctx = tlsContext, case .tcp(let host, let port) = endpoints[i] else {
+            return UnixHTTPConnection(endpoint: endpoints[i], timeoutSeconds: settings.timeoutSeconds)
+        }
+        let timeout = settings.timeoutSeconds
+        return UnixHTTPConnection(endpoint: endpoints[i], timeoutSeconds: timeout) {
+            try TLSByteStream(host: host, port: port, context: ctx, timeoutSeconds: timeout)
+        }
+    }
 
     init(_ settings: EtcdSettings) throws {
         guard !settings.endpoints.isEmpty else {
@@ -73,7 +91,10 @@ final class EtcdClient {
         }
         self.settings = settings
         endpoints = try settings.endpoints.map(EtcdClient.parse)
-        conn = UnixHTTPConnection(endpoint: endpoints[0], timeoutSeconds: settings.timeoutSeconds)
+        secure = settings.endpoints.map { $0.hasPrefix("https://") }
+        tlsContext = secure.contains(true) ? try NIOSSLContext(configuration: (settings.tls ?? EtcdTLSFiles()).configuration()) : nil
+        conn = UnixHTTPConnection(endpoint: endpoints[0])
+        conn = connection(0)
         if settings.username != nil { try authenticate() }
     }
 
@@ -104,16 +125,26 @@ final class EtcdClient {
 
     /// "http://HOST:PORT" (HOST numeric, IPv6 in brackets) as an endpoint.
     static func parse(_ url: String) throws -> HTTPEndpoint {
-        let bad = BerthError(.invalidArgument, "etcd endpoint \"\(url)\" is not http://HOST:PORT with a numeric address (TLS and names are not supported yet)")
-        guard url.hasPrefix("http://") else { throw bad }
-        var rest = Substring(url.dropFirst(7))
+        let bad = BerthError(.invalidArgument, "etcd endpoint \"\(url)\" is not http://HOST:PORT with a numeric address, or https://HOST:PORT (TLS, store.tls) with an address or a name")
+        let tls = url.hasPrefix("https://")
+        guard tls || url.hasPrefix("http://") else { throw bad }
+        var rest = Substring(url.dropFirst(tls ? 8 : 7))
         if rest.hasSuffix("/") { rest = rest.dropLast() }
         guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]), port > 0, port < 65536 else { throw bad }
         var host = rest[..<colon]
         if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
         var v4 = in_addr(), v6 = in6_addr()
-        guard inet_pton(AF_INET, String(host), &v4) == 1 || inet_pton(AF_INET6, String(host), &v6) == 1 else { throw bad }
+        let numeric = inet_pton(AF_INET, String(host), &v4) == 1 || inet_pton(AF_INET6, String(host), &v6) == 1
+        // Plain HTTP connects with BerthWire's socket client, which resolves no names; TLS goes through SwiftNIO, which does.
+        guard numeric || (tls && Self.isHostName(host)) else { throw bad }
         return .tcp(host: String(host), port: port)
+    }
+
+    /// A DNS name: labels of letters, digits and '-', separated by dots.
+    static func isHostName(_ h: Substring) -> Bool {
+        !h.isEmpty && h.utf8.count <= 253 && h.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { l in
+            !l.isEmpty && l.count <= 63 && l.first != "-" && l.last != "-" && l.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
+        }
     }
 
     /// POSTs `body` to `path` and returns the parsed answer. A member that refuses the connection is skipped for the
@@ -162,7 +193,7 @@ final class EtcdClient {
                 lastError = "\(endpoints[current].description): \(e.message)"
                 conn.close()
                 current = (current + 1) % endpoints.count
-                conn = UnixHTTPConnection(endpoint: endpoints[current], timeoutSeconds: settings.timeoutSeconds)
+                conn = connection(current)
                 // A write is sent again elsewhere only when it never left (the connection was refused).
                 if (!idempotent && e.kind != .unreachable) || attempt == endpoints.count - 1 {
                     let what = idempotent ? "" : " (the outcome of this write is unknown)"
