@@ -262,10 +262,23 @@ public final class UnixHTTPConnection {
 
     /// Streams a chunked response, calling `onChunk` for each chunk until it returns false or the stream ends.
     public func stream(_ target: String, headers: [(String, String)] = [], onChunk: ([UInt8]) -> Bool) throws {
+        try stream("GET", target, body: nil, headers: headers, onChunk: onChunk)
+    }
+
+    /// Connects now unless connected (a caller that must be able to interrupt a blocking read takes `descriptor`).
+    public func open() throws { if fd < 0 { try connect() } }
+
+    /// The socket (-1 when not connected). Another thread may `shutdown(2)` it to end a blocked read; only the owner
+    /// closes it.
+    public var descriptor: Int32 { fd }
+
+    /// Streams the chunked response to `method` with `body` (etcd's watch: a POST), as `stream(_:headers:onChunk:)`.
+    public func stream(_ method: String, _ target: String, body: [UInt8]?, headers: [(String, String)] = [], onChunk: ([UInt8]) -> Bool) throws {
         if fd < 0 { try connect() }
-        var head = "GET \(target) HTTP/1.1\r\nHost: \(hostHeader)\r\n"
+        var head = "\(method) \(target) HTTP/1.1\r\nHost: \(hostHeader)\r\n"
         for (k, v) in headers { head += "\(k): \(v)\r\n" }
-        try writeAll(Array((head + "\r\n").utf8))
+        if let body { head += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n" }
+        try writeAll(Array((head + "\r\n").utf8) + (body ?? []))
         let statusLine = try readLine()
         var chunked = false
         while true {

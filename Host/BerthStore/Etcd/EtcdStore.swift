@@ -31,6 +31,8 @@ public final class EtcdStore: StateStore {
     /// The leadership this store's writes belong to (nil: not fenced). When set, every commit also compares the
     /// election key, and a commit after that term ended fails with FAILED_PRECONDITION, nothing applied.
     public var fence: Leadership?
+    /// The site's event compaction mark as this store knows it (EtcdRetention.swift).
+    let retention = EtcdRetentionState()
 
     /// Connects to etcd (and checks it answers). Nothing is created: an empty site reads as an empty store.
     public init(_ settings: EtcdSettings) throws {
