@@ -36,6 +36,7 @@ final class EtcdRetentionTests: EtcdTestCase {
                 return r
             } catch let e as BerthError where e.status == .aborted {
                 st.rollback()
+                abortLock.lock(); aborts += 1; abortLock.unlock()
             } catch {
                 st.rollback()
                 throw error
@@ -44,7 +45,13 @@ final class EtcdRetentionTests: EtcdTestCase {
         throw BerthError(.aborted, "compaction conflicted 20 times in a row")
     }
 
+    let abortLock = NSLock()
+    nonisolated(unsafe) var aborts = 0
+
     func all(_ st: EtcdStore) throws -> [Int64] { try st.events(since: 0, limit: 100_000, type: nil, subject: nil).map(\.rev) }
+
+    /// Longer than the grace between raising the mark and deleting what it covers.
+    let grace: useconds_t = 2_100_000
 
     func testRetainKeepsTheNewestAndTheMarkIsShared() throws {
         let site = "ret-keep-\(getpid())"
@@ -54,32 +61,40 @@ final class EtcdRetentionTests: EtcdTestCase {
         var revs = try append(a, 20) + append(b, 21, perTxn: 7) + append(a, 14, perTxn: 7)
         revs.sort()
         XCTAssertEqual(try all(a), revs)
-        let r = try compact(a, retain: 25)
-        XCTAssertEqual(r.deleted, revs.count - 25)
+        let c = try store(site)
+        XCTAssertEqual(c.compactedThrough, 0)
+        // First the mark: every store refuses a cursor below it at once; the events stay for the grace.
+        var r = try compact(a, retain: 25)
+        XCTAssertEqual(r.deleted, 0)
         XCTAssertFalse(r.more)
-        XCTAssertFalse(r.empty)
-        XCTAssertEqual(try all(b), Array(revs.suffix(25)), "the newest 25 are kept, the oldest gone")
         let through = revs[revs.count - 26]
         XCTAssertEqual(a.compactedThrough, through)
-        // Another store (another berthd) knows the mark from etcd and refuses a cursor below it.
-        let c = try store(site)
-        XCTAssertEqual(c.compactedThrough, through)
-        XCTAssertThrowsError(try c.checkRetained(since: revs[0])) { e in
-            let ec = e as? EventsCompacted
-            XCTAssertEqual(ec?.oldestRevision, through + 1, "\(e)")
+        XCTAssertEqual(try store(site).compactedThrough, through, "another store (another berthd) reads the shared mark")
+        XCTAssertEqual(try all(b), revs, "nothing deleted before the grace")
+        XCTAssertEqual(try compact(b, retain: 25).deleted, 0, "nothing deleted before the grace, by any store")
+        usleep(grace)
+        XCTAssertThrowsError(try c.checkRetained(since: revs[0]), "c read the mark before it was raised: it reads it again after a second") { e in
+            XCTAssertEqual((e as? EventsCompacted)?.oldestRevision, through + 1, "\(e)")
         }
         XCTAssertNoThrow(try c.checkRetained(since: through), "a cursor at the mark misses nothing")
         XCTAssertNoThrow(try c.checkRetained(since: 0))
-        // Nothing more is due.
-        XCTAssertEqual(try compact(b, retain: 25).deleted, 0)
-        // Compacting everything: the log is empty, the mark is the newest revision.
-        let r2 = try compact(b, retain: 0)
-        XCTAssertEqual(r2.deleted, 25)
-        XCTAssertTrue(r2.empty)
+        // Then the events the mark covers go, the newest 25 stay.
+        r = try compact(b, retain: 25)
+        XCTAssertEqual(r.deleted, revs.count - 25)
+        XCTAssertFalse(r.more)
+        XCTAssertFalse(r.empty)
+        XCTAssertEqual(try all(c), Array(revs.suffix(25)))
+        XCTAssertEqual(try compact(b, retain: 25).deleted, 0, "nothing more is due")
+        // Compacting everything: the mark at the newest revision, then an empty log.
+        XCTAssertEqual(try compact(b, retain: 0).deleted, 0)
+        XCTAssertEqual(b.compactedThrough, revs.last!)
+        usleep(grace)
+        XCTAssertThrowsError(try c.checkRetained(since: revs.last! - 1))
+        r = try compact(a, retain: 0)
+        XCTAssertEqual(r.deleted, 25)
+        XCTAssertTrue(r.empty)
         XCTAssertEqual(try all(a), [])
         XCTAssertEqual(try compact(a, retain: 0).empty, true)
-        usleep(1_100_000)
-        XCTAssertThrowsError(try c.checkRetained(since: revs.last! - 1), "the mark is re-read once its TTL has passed") { _ in }
     }
 
     func testStepLimitAndMaxAge() throws {
@@ -87,24 +102,36 @@ final class EtcdRetentionTests: EtcdTestCase {
         let st = try store(site)
         defer { try? st.removeSite() }
         let old = try append(st, 30)
-        // The step limit: 30 due, 12 per step.
-        var r = try compact(st, retain: 0, maxAge: nil, limit: 12)
+        // The step limit, 12: each step raises the mark over at most 12 more events and deletes at most 12.
+        XCTAssertEqual(try compact(st, retain: 0, limit: 12).deleted, 0)
+        XCTAssertEqual(st.compactedThrough, old[11])
+        XCTAssertEqual(try compact(st, retain: 0, limit: 12).deleted, 0)
+        XCTAssertEqual(st.compactedThrough, old[23], "the mark runs ahead of the deletion")
+        usleep(grace)
+        var r = try compact(st, retain: 0, limit: 12)
         XCTAssertEqual(r.deleted, 12)
         XCTAssertTrue(r.more)
-        XCTAssertEqual(try all(st), Array(old.dropFirst(12)))
-        // By age: the remaining 18 are 1.2 s old, then 5 fresh ones; retain 1000 keeps them all by count.
+        XCTAssertEqual(st.compactedThrough, old[29])
+        r = try compact(st, retain: 0, limit: 12)
+        XCTAssertEqual(r.deleted, 12)
+        XCTAssertEqual(try all(st), Array(old.suffix(6)))
+        r = try compact(st, retain: 0, limit: 12)
+        XCTAssertEqual(r.deleted, 0, "the last raise is still in its grace")
+        XCTAssertFalse(r.more)
+        usleep(grace)
+        r = try compact(st, retain: 0, limit: 12)
+        XCTAssertEqual(r.deleted, 6)
+        XCTAssertTrue(r.empty)
+
+        // By age: 10 events 1.2 s old and 5 fresh ones; retain 1000 keeps them all by count.
+        let aged = try append(st, 10)
         usleep(1_200_000)
         let fresh = try append(st, 5)
-        r = try compact(st, retain: 1000, maxAge: 1, limit: 10)
-        XCTAssertEqual(r.deleted, 10)
-        XCTAssertTrue(r.more, "the whole step was too old: more may be")
-        r = try compact(st, retain: 1000, maxAge: 1, limit: 10)
-        XCTAssertEqual(r.deleted, 8)
-        XCTAssertFalse(r.empty)
-        XCTAssertEqual(try all(st), fresh, "only the events younger than maxAge are left")
-        r = try compact(st, retain: 1000, maxAge: 1, limit: 10)
-        XCTAssertEqual(r.deleted, 0)
-        XCTAssertFalse(r.more)
+        XCTAssertEqual(try compact(st, retain: 1000, maxAge: 1).deleted, 0)
+        XCTAssertEqual(st.compactedThrough, aged.last!, "the mark covers the events older than maxAge only")
+        usleep(grace)
+        XCTAssertEqual(try compact(st, retain: 1000, maxAge: 1).deleted, 10)
+        XCTAssertEqual(try all(st), fresh)
         XCTAssertThrowsError(try st.compactEvents(retain: 1, maxAge: nil, limit: 10), "outside a transaction") {
             XCTAssertEqual(($0 as? BerthError)?.status, .failedPrecondition)
         }
@@ -118,10 +145,12 @@ final class EtcdRetentionTests: EtcdTestCase {
         for _ in 0..<140 { stores.append(try store(site)) }
         defer { try? stores[0].removeSite() }
         for s in stores { try append(s, 1) }
+        XCTAssertEqual(try compact(stores[0], retain: 0).deleted, 0)
+        usleep(grace)
         let r = try compact(stores[0], retain: 0)
-        XCTAssertEqual(r.deleted, 127, "128 operations: 127 writers' ranges and the mark")
+        XCTAssertEqual(r.deleted, 126, "128 operations: 126 writers' ranges, the mark and its raises")
         XCTAssertTrue(r.more)
-        XCTAssertEqual(try compact(stores[1], retain: 0).deleted, 13)
+        XCTAssertEqual(try compact(stores[1], retain: 0).deleted, 14)
         XCTAssertEqual(try all(stores[2]).count, 0)
     }
 
@@ -134,19 +163,25 @@ final class EtcdRetentionTests: EtcdTestCase {
         var revs = try append(a, 300, perTxn: 50) + append(b, 300, perTxn: 60)
         revs.sort()
         let lock = NSLock()
-        nonisolated(unsafe) var errors: [String] = []
+        nonisolated(unsafe) var errors: [String] = [], steps = 0
         DispatchQueue.concurrentPerform(iterations: 2) { i in
             let st = i == 0 ? a : b
+            let deadline = Date().addingTimeInterval(20)
             do {
-                while try compact(st, retain: 100, limit: 50).more {}
+                while Date() < deadline {
+                    let r = try compact(st, retain: 100, limit: 50)
+                    lock.lock(); steps += 1; lock.unlock()
+                    if try all(st).count == 100 { break }
+                    if !r.more { usleep(200_000) }
+                }
             } catch {
                 lock.lock(); errors.append("\(error)"); lock.unlock()
             }
         }
         XCTAssertEqual(errors, [])
-        XCTAssertEqual(try all(a), Array(revs.suffix(100)))
-        let c = try store(site)
-        XCTAssertEqual(c.compactedThrough, revs[revs.count - 101])
+        XCTAssertEqual(try all(a), Array(revs.suffix(100)), "after \(steps) steps")
+        print("EtcdRetention: two stores compacting at once: \(steps) steps, \(aborts) conflicts (ABORTED, run again)")
+        XCTAssertEqual(try store(site).compactedThrough, revs[revs.count - 101])
     }
 
     func testCompactHistory() throws {

@@ -77,64 +77,118 @@ extension EtcdStore {
         if since < through { throw EventsCompacted(since: since, oldestRevision: through + 1) }
     }
 
-    /// One bounded compaction step, in the open transaction: deletes the oldest events beyond `retain` or older than
-    /// `maxAge` seconds, at most `limit` of them, and raises the shared mark. Returns how many it deleted, whether more
-    /// are due and whether the log is now empty.
+    /// The key of the mark's raises whose events are not all deleted yet, oldest first:
+    /// {"raises": [[through, wall-clock seconds, events left], …]}.
+    var compactionStepKey: [UInt8] { root + Array("meta/events.compaction".utf8) }
+
+    /// How long events stay after the raise of the mark that covers them: longer than a reader trusts the mark it read
+    /// (`EtcdRetentionState.ttlSeconds`), plus a second of clock difference between hosts and commit latency.
+    static let compactionGraceSeconds = 2.0
+    /// Raises of the mark awaiting their deletion at most (more: deletion is stuck; the mark waits).
+    static let pendingRaises = 16
+
+    /// One raise of the mark: the events up to `through`, `left` of them not deleted yet, covered since `at`.
+    struct MarkRaise { var through: Int64; var at: Double; var left: Int }
+
+    /// One bounded compaction step, in the open transaction. Returns how many events it deleted, whether more can be
+    /// deleted right away, and whether the log is now empty.
     ///
-    /// A writer's events are deleted as one key range (its keys sort by sequence number, in revision order), so a step
-    /// costs one etcd operation per writer it touches; it stops early rather than exceed --max-txn-ops. The step reads
-    /// the mark in the transaction's read set: two berthds compacting at once conflict on it, one commit is ABORTED
-    /// and run again (it then finds the events gone), and the mark only increases.
+    /// The mark goes first, so that no reader on any berthd sees a gap without it (a reader trusts the mark it read
+    /// for up to a second): a step deletes, at most `limit`, the oldest events covered by raises of the mark at least
+    /// `compactionGraceSeconds` old, then raises the mark over at most `limit` more of the oldest events beyond
+    /// `retain` or older than `maxAge` seconds, for a later step to delete. A writer's events are deleted as one key
+    /// range (its keys sort by sequence number, in revision order), one etcd operation per writer; a step stops early
+    /// rather than exceed --max-txn-ops. The mark and its raises are in the read set: two berthds compacting at once
+    /// conflict, one commit is ABORTED and run again, and the mark only increases.
     public func compactEvents(retain: Int, maxAge: Double?, limit: Int) throws -> (deleted: Int, more: Bool, empty: Bool) {
         guard let t = txn else { throw BerthError(.failedPrecondition, "compactEvents: no transaction is open on this etcd store") }
         guard retain >= 0, limit > 0 else {
             throw BerthError(.invalidArgument, "compactEvents: retain (\(retain)) must be >= 0 and limit (\(limit)) > 0")
         }
-        let hi = Keys.prefixEnd(evPrefix)
-        let total = Int(try range(t, evPrefix, hi, countOnly: true).count)
+        let total = Int(try range(t, evPrefix, Keys.prefixEnd(evPrefix), countOnly: true).count)
         guard total > 0 else { return (0, false, true) }
-        let page = try oldestEvents(t, limit: min(limit, total))
-        let byRetain = max(0, total - retain)
-        var byAge = 0
-        if let maxAge {
-            let cutoff = wallClock() - maxAge
-            byAge = (page.lastIndex { $0.time < cutoff } ?? -1) + 1  // times grow with revisions: the newest too-old one
-        }
-        let due = max(byRetain, byAge)
-        guard due > 0 else { return (0, false, false) }
-        // The oldest `due` events of the page, as far as the Txn's operation budget goes (one delete per writer).
-        let budget = settings.maxTxnOps - t.operations().count - 1  // the mark's put
-        var upTo: [[UInt8]: Int64] = [:], victims = 0, through: Int64 = 0
-        for e in page.prefix(min(due, limit)) {
-            if upTo[e.writer] == nil && upTo.count >= budget { break }
-            upTo[e.writer] = max(upTo[e.writer] ?? 0, e.seq)
-            victims += 1
-            through = e.rev
-        }
-        guard victims > 0 else { return (0, false, false) }
-        for (w, seq) in upTo { t.deleteRange(w, w + Self.hex16(seq + 1)) }
-        let old = try get(compactionMarkKey).map(EtcdRetentionState.parse) ?? 0
-        let mark = max(old, through)
-        t.write(compactionMarkKey, Array(String(mark).utf8))
-        // Known here at once (as the SQLite engine does): should the commit fail, this store's readers are told a
-        // little early that those events are gone.
+        let mark = try get(compactionMarkKey).map(EtcdRetentionState.parse) ?? 0
+        let stored = try get(compactionStepKey)
+        var raises = Self.raises(stored)
         retention.raise(mark)
-        let more = victims < due || (byAge == page.count && page.count < total)
-        return (victims, more, victims == total)
+        let now = wallClock()
+        // Deletion: the oldest events, as far as raises past their grace cover them (a mark without raises: all of it).
+        let graced = raises.isEmpty ? mark : raises.filter { now - $0.at >= Self.compactionGraceSeconds }.map(\.through).max() ?? 0
+        let oldest = try oldestEvents(t, after: 0, limit: limit)
+        let covered = oldest.prefix { $0.rev <= mark }
+        let due = covered.prefix { $0.rev <= graced }
+        let deleted = deleteOldest(t, due.prefix(limit))
+        var left = deleted
+        while left > 0, !raises.isEmpty {
+            let n = min(left, raises[0].left)
+            raises[0].left -= n
+            left -= n
+            if raises[0].left <= 0 { raises.removeFirst() }
+        }
+        // A raise whose events are all gone is done (also when its count was off: the log itself says so).
+        if deleted < oldest.count { let first = oldest[deleted].rev; raises.removeAll { $0.through < first } }
+        // Raising: the events after the mark. How many are covered still is known from the page when it holds every
+        // covered event, else from the raises' counts.
+        let stillCovered = covered.count < oldest.count ? covered.count - deleted : raises.isEmpty ? -1 : raises.reduce(0) { $0 + $1.left }
+        if stillCovered >= 0 && raises.count < Self.pendingRaises {
+            let next = covered.count < oldest.count ? Array(oldest.dropFirst(covered.count)) : try oldestEvents(t, after: mark, limit: limit)
+            var byAge = 0
+            if let maxAge {
+                let cutoff = now - maxAge
+                byAge = (next.lastIndex { $0.time < cutoff } ?? -1) + 1  // times grow with revisions: the newest too-old one
+            }
+            let n = min(max(total - deleted - stillCovered - retain, byAge), next.count, limit)
+            if n > 0 {
+                let through = next[n - 1].rev
+                raises.append(MarkRaise(through: through, at: now, left: n))
+                t.write(compactionMarkKey, Array(String(through).utf8))
+                // Known here at once: should the commit fail, this store's readers are told a little early.
+                retention.raise(through)
+            }
+        }
+        let list: [JSON] = raises.map { [.number(Double($0.through)), .number($0.at), .number(Double($0.left))] }
+        let value = (["raises": .array(list)] as JSON).bytes
+        if value != stored ?? [] && !(stored == nil && raises.isEmpty) { t.write(compactionStepKey, value) }
+        let more = deleted < due.count || (deleted > 0 && due.count == oldest.count && oldest.count < total)
+        return (deleted, more, deleted == total)
     }
 
-    /// The oldest `limit` events or more, in revision order, ending on a whole Txn's events: etcd orders the events of
-    /// one Txn (one create revision) arbitrarily, so when the page may end inside its last Txn, that Txn is read whole.
-    func oldestEvents(_ t: EtcdTxn, limit: Int) throws -> [EtcdStoredEvent] {
-        let hi = Keys.prefixEnd(evPrefix)
-        let r = try client.rangeByCreation(evPrefix, hi, revision: t.snapshot, minCreate: 0, limit: limit)
+    static func raises(_ value: [UInt8]?) -> [MarkRaise] {
+        guard let v = value, let j = try? JSON.parse(v) else { return [] }
+        return (j["raises"]?.array ?? []).compactMap { e in
+            guard let th = e[0]?.double, let at = e[1]?.double, let n = e[2]?.double else { return nil }
+            return MarkRaise(through: Int64(th), at: at, left: Int(n))
+        }
+    }
+
+    /// Deletes `events` (the oldest of the log, in order) as one key range per writer, as many as the Txn's operation
+    /// budget allows; returns how many.
+    func deleteOldest(_ t: EtcdTxn, _ events: ArraySlice<EtcdStoredEvent>) -> Int {
+        let budget = settings.maxTxnOps - t.operations().count - 2  // room for the mark and its raises
+        var upTo: [[UInt8]: Int64] = [:], n = 0
+        for e in events {
+            if upTo[e.writer] == nil && upTo.count >= budget { break }
+            upTo[e.writer] = max(upTo[e.writer] ?? 0, e.seq)
+            n += 1
+        }
+        for (w, seq) in upTo { t.deleteRange(w, w + Self.hex16(seq + 1)) }
+        return n
+    }
+
+    /// The oldest `limit` events or more after revision `after`, in revision order, ending on a whole Txn's events:
+    /// etcd orders the events of one Txn (one create revision) arbitrarily, so when the page may end inside its last
+    /// Txn, that Txn is read whole.
+    func oldestEvents(_ t: EtcdTxn, after: Int64, limit: Int) throws -> [EtcdStoredEvent] {
+        // From the Txn of `after`: up to its index + 1 of that Txn's events are at or before it.
+        let hi = Keys.prefixEnd(evPrefix), from = after / Self.eventsPerTxn, skip = after > 0 ? Int(after % Self.eventsPerTxn) + 1 : 0
+        let r = try client.rangeByCreation(evPrefix, hi, revision: t.snapshot, minCreate: from, limit: limit + skip)
         var kvs = r.kvs
         if r.more, let cut = kvs.last?.createRevision {
             kvs.removeAll { $0.createRevision == cut }
             let group = try client.rangeByCreation(evPrefix, hi, revision: t.snapshot, minCreate: cut, limit: Int(Self.eventsPerTxn) + 1)
             kvs += group.kvs.filter { $0.createRevision == cut }
         }
-        return kvs.compactMap(storedEvent).sorted { $0.rev < $1.rev }
+        return kvs.compactMap(storedEvent).filter { $0.rev > after }.sorted { $0.rev < $1.rev }
     }
 
     /// An event key and value as compaction needs them (nil: not an event key of this layout).
