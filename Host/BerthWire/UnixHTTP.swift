@@ -281,12 +281,25 @@ public final class UnixHTTPConnection {
         try writeAll(Array((head + "\r\n").utf8) + (body ?? []))
         let statusLine = try readLine()
         var chunked = false
+        var length = 0
         while true {
             let line = try readLine()
             if line.isEmpty { break }
             if line.lowercased().hasPrefix("transfer-encoding:"), line.lowercased().contains("chunked") { chunked = true }
+            if line.lowercased().hasPrefix("content-length:") { length = Int(String(line.dropFirst(15)).trimmingSpaces) ?? 0 }
         }
-        guard statusLine.contains(" 200") else { throw WireError(.protocolError, "berthd answered \(statusLine)") }
+        guard statusLine.contains(" 200") else {
+            // The answer's text says why (etcd: its error as JSON), its first chunk or up to 4 KiB of it.
+            var text: [UInt8] = []
+            if chunked, let size = Int(try readLine().split(separator: ";").first.map(String.init)?.trimmingSpaces ?? "", radix: 16) {
+                text = (try? readBytes(min(size, 4096))) ?? []
+            } else if length > 0 {
+                text = (try? readBytes(min(length, 4096))) ?? []
+            }
+            let why = text.isEmpty ? "" : ": " + String(decoding: text, as: UTF8.self).trimmingSpaces
+            close()
+            throw WireError(.protocolError, "berthd answered \(statusLine)\(why)")
+        }
         guard chunked else { throw WireError(.protocolError, "expected a chunked stream") }
         while true {
             let sizeLine = try readLine()

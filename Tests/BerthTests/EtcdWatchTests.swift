@@ -36,7 +36,7 @@ final class EtcdWatchTests: EtcdTestCase {
         let a = try EtcdStore(settings(site)), b = try EtcdStore(settings(site))
         defer { try? a.removeSite() }
         let changes = ChangeCounter()
-        let watch = try EtcdWatch(settings(site)) { changes.bump() }
+        let watch = EtcdWatch(settings(site)) { changes.bump() }
         defer { watch.stop() }
         watch.start()
         XCTAssertNotNil(waitFor(5) { watch.isWatching }, "the watch was never established: \(watch.lastFailure ?? "")")
@@ -66,7 +66,7 @@ final class EtcdWatchTests: EtcdTestCase {
 
     func testStopReturnsPromptlyWhileIdleAndWhileRetrying() throws {
         let site = "watch-stop-\(getpid())"
-        let watch = try EtcdWatch(settings(site)) {}
+        let watch = EtcdWatch(settings(site)) {}
         watch.start()
         XCTAssertNotNil(waitFor(5) { watch.isWatching })
         usleep(200_000)  // blocked on its read
@@ -76,7 +76,7 @@ final class EtcdWatchTests: EtcdTestCase {
         XCTAssertLessThan(idle, 1, "stop() took \(idle) s while the watch was idle")
         // A watch retrying a dead endpoint stops as quickly.
         let dead = "http://127.0.0.1:\(freeLoopbackPort())"
-        let retrying = try EtcdWatch(settings(site, endpoints: [dead])) {}
+        let retrying = EtcdWatch(settings(site, endpoints: [dead])) {}
         retrying.start()
         usleep(500_000)
         XCTAssertFalse(retrying.isWatching)
@@ -84,6 +84,12 @@ final class EtcdWatchTests: EtcdTestCase {
         start = Date()
         retrying.stop()
         XCTAssertLessThan(Date().timeIntervalSince(start), 1)
+        // A malformed endpoint is reported, and the next one used.
+        let mixed = EtcdWatch(settings(site, endpoints: ["127.0.0.1:1", Self.etcd!.endpoint])) {}
+        mixed.start()
+        XCTAssertNotNil(waitFor(5) { mixed.isWatching })
+        XCTAssertTrue(mixed.lastFailure?.contains("is not http://HOST:PORT") ?? false, mixed.lastFailure ?? "no failure recorded")
+        mixed.stop()
         print("EtcdWatch: stop() while idle took \(Int(idle * 1e6)) us")
     }
 
@@ -94,7 +100,7 @@ final class EtcdWatchTests: EtcdTestCase {
         let b = try EtcdStore(settings(site))
         defer { try? b.removeSite() }
         let changes = ChangeCounter()
-        let watch = try EtcdWatch(settings(site, timeout: 1)) { changes.bump() }
+        let watch = EtcdWatch(settings(site, timeout: 1)) { changes.bump() }
         defer { watch.stop() }
         watch.start()
         XCTAssertNotNil(waitFor(5) { watch.isWatching })
@@ -126,7 +132,7 @@ final class EtcdWatchTests: EtcdTestCase {
         defer { cluster.stop() }
         let site = "watch-kill-\(getpid())"
         let changes = ChangeCounter()
-        let watch = try EtcdWatch(settings(site, timeout: 3, endpoints: cluster.endpoints)) { changes.bump() }
+        let watch = EtcdWatch(settings(site, timeout: 3, endpoints: cluster.endpoints)) { changes.bump() }
         defer { watch.stop() }
         watch.start()
         XCTAssertNotNil(waitFor(5) { watch.isWatching })
@@ -157,5 +163,24 @@ final class EtcdWatchTests: EtcdTestCase {
         XCTAssertNotNil(waitFor(5) { changes.count > again }, "no onChange for an event after the member died")
         print("EtcdWatch: event after the kill -> onChange in \(Int(Date().timeIntervalSince(start) * 1000)) ms")
         try? b.removeSite()
+    }
+
+    /// The member the watch is on is cut off (both others killed): when the idle watch is created again it refuses it
+    /// ("hasleader"), so the watch is not taken for established while no event can come (without the header it is).
+    func testAMemberWithoutLeaderEndsTheWatch() throws {
+        let cluster = try EtcdCluster()
+        defer { cluster.stop() }
+        let watch = EtcdWatch(settings("watch-noleader-\(getpid())", timeout: 3, endpoints: [cluster.endpoints[0]])) {}
+        defer { watch.stop() }
+        watch.start()
+        XCTAssertNotNil(waitFor(5) { watch.isWatching })
+        cluster.kill(1)
+        cluster.kill(2)
+        let lost = waitFor(10) { !watch.isWatching && watch.lastFailure != nil }
+        XCTAssertNotNil(lost, "the watch stayed on a member without leader")
+        print("EtcdWatch: member without leader: watch ended after \(lost.map { Int($0 * 1000) } ?? -1) ms: \(watch.lastFailure ?? "")")
+        usleep(1_000_000)
+        XCTAssertFalse(watch.isWatching, "re-established on a member without leader: \(watch.lastFailure ?? "")")
+        XCTAssertTrue(watch.lastFailure?.contains("no leader") ?? false, "the member says why it refused: \(watch.lastFailure ?? "")")
     }
 }

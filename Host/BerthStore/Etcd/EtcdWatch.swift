@@ -19,7 +19,8 @@ import Glibc
 /// is called. Deletes (event retention) are filtered out by etcd.
 public final class EtcdWatch: @unchecked Sendable {
     private let settings: EtcdSettings
-    private let endpoints: [HTTPEndpoint]
+    /// The endpoints, each parsed or the clear error of a malformed one (reported as the watch's failure).
+    private let endpoints: [Result<HTTPEndpoint, BerthError>]
     private let key: [UInt8]
     private let onChange: @Sendable () -> Void
     private let lock = NSCondition()
@@ -33,13 +34,14 @@ public final class EtcdWatch: @unchecked Sendable {
     private var lastError: String?
     private let done = DispatchSemaphore(value: 0)
 
-    /// Watches the event prefix of `settings`' site; nothing happens before `start()`.
-    public init(_ settings: EtcdSettings, onChange: @escaping @Sendable () -> Void) throws {
-        guard !settings.endpoints.isEmpty else {
-            throw BerthError(.invalidArgument, "store.endpoints is empty: list at least one etcd client URL, e.g. http://127.0.0.1:2379")
-        }
+    /// Watches the event prefix of `settings`' site; nothing happens before `start()`. Endpoints are checked by
+    /// `EtcdSettings.validated()` (as EtcdStore does); one that is malformed anyway is skipped with its error as
+    /// `lastFailure`.
+    public init(_ settings: EtcdSettings, onChange: @escaping @Sendable () -> Void) {
         self.settings = settings
-        endpoints = try settings.endpoints.map(EtcdClient.parse)
+        endpoints = settings.endpoints.map { e in
+            Result { try EtcdClient.parse(e) }.mapError { $0 as? BerthError ?? BerthError(.invalidArgument, "\($0)") }
+        }
         key = Array((settings.prefix ?? "/berth/\(settings.site)/").utf8) + Array("ev/".utf8)
         self.onChange = onChange
     }
@@ -86,8 +88,15 @@ public final class EtcdWatch: @unchecked Sendable {
         var pause = 0.05
         var missed = true  // the consumer must look once the watch is (re)created
         while true {
-            let e = endpoints[index]
-            let end = watchOnce(e, from: &next, missed: &missed, established: { pause = 0.05 })
+            let end: End, e: String
+            switch endpoints.isEmpty ? .failure(BerthError(.invalidArgument, "store.endpoints is empty")) : endpoints[index] {
+            case .success(let ep):
+                e = ep.description
+                end = watchOnce(ep, from: &next, missed: &missed, established: { pause = 0.05 })
+            case .failure(let error):
+                e = endpoints.isEmpty ? "etcd" : settings.endpoints[index]
+                end = .failed(error.message)
+            }
             lock.lock()
             watching = false
             connectedTo = nil
@@ -96,7 +105,7 @@ public final class EtcdWatch: @unchecked Sendable {
             reconnectCount += 1
             switch end {
             case .idle:
-                lastError = "no event within \(settings.timeoutSeconds) s on \(e.description): reconnected"
+                lastError = "no event within \(settings.timeoutSeconds) s on \(e): reconnected"
                 lock.unlock()
                 continue  // the same member, resuming after the last event seen
             case .compacted:
@@ -106,9 +115,9 @@ public final class EtcdWatch: @unchecked Sendable {
                 lock.unlock()
                 continue
             case .failed(let why):
-                lastError = "\(e.description): \(why)"
+                lastError = "\(e): \(why)"
                 missed = true
-                index = (index + 1) % endpoints.count
+                index = (index + 1) % max(endpoints.count, 1)
                 _ = lock.wait(until: Date().addingTimeInterval(pause))  // stop() wakes it
                 pause = min(pause * 2, 2)
                 let stop = stopping
@@ -141,14 +150,19 @@ public final class EtcdWatch: @unchecked Sendable {
         var pending: [UInt8] = []
         var outcome: End?
         var startedFromNow = next == 0
+        var created = false
         do {
-            try conn.stream("POST", "/v3/watch", body: JSON.object([("create_request", .object(create))]).bytes) { chunk in
+            // "hasleader": a member that lost its leader (cut off from the others) refuses to create the watch (503,
+            // "no leader") instead of serving a silent one, so the watch moves on to another member when it is
+            // created again after the idle timeout.
+            try conn.stream("POST", "/v3/watch", body: JSON.object([("create_request", .object(create))]).bytes,
+                            headers: [("Grpc-Metadata-hasleader", "true")]) { chunk in
                 pending += chunk
                 while let nl = pending.firstIndex(of: 0x0A) {
                     let line = Array(pending[..<nl])
                     pending.removeSubrange(...nl)
                     guard line.contains(where: { $0 != 0x20 && $0 != 0x0D }) else { continue }
-                    if let end = handle(line, e, &next, &missed, &startedFromNow, established) { outcome = end; return false }
+                    if let end = handle(line, e, &next, &missed, &startedFromNow, { created = true; established() }) { outcome = end; return false }
                 }
                 return true
             }
@@ -157,7 +171,8 @@ public final class EtcdWatch: @unchecked Sendable {
             let stop = stopping
             lock.unlock()
             if stop { return .stopped }
-            if outcome == nil && w.message.hasPrefix("timed out") { return .idle }
+            // Idle after the watch was created: the same member again. Before: it does not answer; the next one.
+            if outcome == nil && w.message.hasPrefix("timed out") { return created ? .idle : .failed("no answer within \(settings.timeoutSeconds) s") }
             return outcome ?? .failed(w.message)
         } catch {
             return outcome ?? .failed("\(error)")
