@@ -61,8 +61,9 @@ extension EtcdStore {
     /// The key of the site's compaction mark: the highest event revision compacted away, shared by every berthd.
     var compactionMarkKey: [UInt8] { root + Array("meta/events.compactedThrough".utf8) }
 
-    /// The highest event revision compacted away by any berthd of the site (0 when none); read at most about once a
-    /// second (`EtcdRetentionState.ttlSeconds`), the last value known when etcd cannot be reached.
+    /// The highest event revision compacted away by any berthd of the site (0 when none): events up to it are gone or
+    /// go within seconds (`compactEvents`). Read at most about once a second (`EtcdRetentionState.ttlSeconds`); the
+    /// last value known when etcd cannot be reached.
     public var compactedThrough: Int64 {
         (try? retention.current(settings, compactionMarkKey)) ?? retention.known
     }
@@ -82,7 +83,8 @@ extension EtcdStore {
     var compactionStepKey: [UInt8] { root + Array("meta/events.compaction".utf8) }
 
     /// How long events stay after the raise of the mark that covers them: longer than a reader trusts the mark it read
-    /// (`EtcdRetentionState.ttlSeconds`), plus a second of clock difference between hosts and commit latency.
+    /// (`EtcdRetentionState.ttlSeconds`), plus up to half a second of clock difference between hosts and the time
+    /// from a reader's check to its read of the events, and commit latency.
     static let compactionGraceSeconds = 2.0
     /// Raises of the mark awaiting their deletion at most (more: deletion is stuck; the mark waits).
     static let pendingRaises = 16
