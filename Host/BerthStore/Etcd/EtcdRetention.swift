@@ -116,7 +116,9 @@ extension EtcdStore {
         let now = wallClock()
         // Deletion: the oldest events, as far as raises past their grace cover them (a mark without raises: all of it).
         let graced = raises.isEmpty ? mark : raises.filter { now - $0.at >= Self.compactionGraceSeconds }.map(\.through).max() ?? 0
-        let oldest = try oldestEvents(t, after: 0, limit: limit)
+        let cutoff = maxAge.map { now - $0 }
+        let oldest = try duePage(t, after: 0, want: max(total - retain, raises.reduce(0) { $0 + $1.left }), limit: limit, cutoff: cutoff)
+        guard !oldest.isEmpty else { return (0, false, false) }
         let covered = oldest.prefix { $0.rev <= mark }
         let due = covered.prefix { $0.rev <= graced }
         let deleted = deleteOldest(t, due.prefix(limit))
@@ -133,13 +135,12 @@ extension EtcdStore {
         // covered event, else from the raises' counts.
         let stillCovered = covered.count < oldest.count ? covered.count - deleted : raises.isEmpty ? -1 : raises.reduce(0) { $0 + $1.left }
         if stillCovered >= 0 && raises.count < Self.pendingRaises {
-            let next = covered.count < oldest.count ? Array(oldest.dropFirst(covered.count)) : try oldestEvents(t, after: mark, limit: limit)
+            let byCount = total - deleted - stillCovered - retain
+            let next = covered.count < oldest.count ? Array(oldest.dropFirst(covered.count))
+                : try duePage(t, after: mark, want: byCount, limit: limit, cutoff: cutoff)
             var byAge = 0
-            if let maxAge {
-                let cutoff = now - maxAge
-                byAge = (next.lastIndex { $0.time < cutoff } ?? -1) + 1  // times grow with revisions: the newest too-old one
-            }
-            let n = min(max(total - deleted - stillCovered - retain, byAge), next.count, limit)
+            if let cutoff { byAge = (next.lastIndex { $0.time < cutoff } ?? -1) + 1 }  // times grow with revisions
+            let n = min(max(byCount, byAge), next.count, limit)
             if n > 0 {
                 let through = next[n - 1].rev
                 raises.append(MarkRaise(through: through, at: now, left: n))
@@ -153,6 +154,19 @@ extension EtcdStore {
         if value != stored ?? [] && !(stored == nil && raises.isEmpty) { t.write(compactionStepKey, value) }
         let more = deleted < due.count || (deleted > 0 && due.count == oldest.count && oldest.count < total)
         return (deleted, more, deleted == total)
+    }
+
+    /// The oldest events after `after` that may be due: `want` of them (a step after each commit reads a few, not
+    /// `limit`), or with an age limit (`cutoff`, a wall-clock time) at least 16 and all `limit` when those are all
+    /// older than it.
+    func duePage(_ t: EtcdTxn, after: Int64, want: Int, limit: Int, cutoff: Double?) throws -> [EtcdStoredEvent] {
+        let size = min(limit, max(want, cutoff == nil ? 0 : 16))
+        guard size > 0 else { return [] }
+        let page = try oldestEvents(t, after: after, limit: size)
+        if let cutoff, size < limit, page.count >= size, let last = page.last, last.time < cutoff {
+            return try oldestEvents(t, after: after, limit: limit)
+        }
+        return page
     }
 
     static func raises(_ value: [UInt8]?) -> [MarkRaise] {
