@@ -11,7 +11,13 @@ import Logging
 public final class ClusterMember: @unchecked Sendable {
     let store: EtcdStore
     let workloads: WorkloadService
+    let executor: Executor
+    /// etcd's watch of the site's events: what other berthds commit wakes this one's event readers, node agent,
+    /// discovery delivery and scheduler as its own commits do.
+    private var watch: EtcdWatch?
+    private var notifyQueued = false
     let node: String
+    let stateDir: String
     let ttl: Int
     let info: JSON
     let logger: Logger
@@ -34,7 +40,9 @@ public final class ClusterMember: @unchecked Sendable {
         guard let etcd = host.store as? EtcdStore else { return nil }
         store = etcd
         self.workloads = workloads
+        executor = host.executor
         node = host.site.nodeName
+        stateDir = host.site.stateDir
         ttl = host.site.store.leaseSeconds
         logger = host.logger
         info = ["node": .string(node), "version": .string(BerthVersion.current), "pid": .int(Int64(getpid())), "started": .number(wallClock()),
@@ -44,6 +52,9 @@ public final class ClusterMember: @unchecked Sendable {
 
     /// Joins the site and starts the member's loop (after the plugins are loaded).
     public func start() {
+        let w = EtcdWatch(store.settings) { [weak self] in self?.changed() }
+        watch = w
+        w.start()
         started = true
         let t = Thread { [self] in loop(); done.signal() }
         t.name = "berth-cluster"
@@ -58,6 +69,7 @@ public final class ClusterMember: @unchecked Sendable {
         lock.signal()
         lock.unlock()
         if started { done.wait() }
+        watch?.stop()
         workloads.setLeading(false)
         store.fence = nil
         if let lease {
@@ -85,11 +97,33 @@ public final class ClusterMember: @unchecked Sendable {
         }
         let liveNames = Set(live.map(\.node))
         var j: JSON = ["node": .string(node), "leader": leader.map { .string($0) } ?? .null, "leading": .bool(leads),
+                       "watch": ["on": watch.flatMap { $0.endpoint }.map { .string($0) } ?? .null, "reconnects": .int(Int64(watch?.reconnects ?? 0)),
+                                 "lastFailure": watch.flatMap { $0.lastFailure }.map { .string($0) } ?? .null],
                        "leaseSeconds": .int(Int64(ttl)), "lease": leaseID.map { .string(String($0)) } ?? .null,
                        "members": .array(members.map { m in ["node": .string(m), "live": .bool(liveNames.contains(m))] }),
                        "etcd": etcd]
         if let err { j = j.setting("lastError", .string(err)) }
         return j
+    }
+
+    /// Events were committed (by any berthd): one job on the executor announces the newest revision to everything that
+    /// follows commits (Executor.onCommit), and the scheduler looks again. Changes that come while it is queued ride
+    /// along with it.
+    private func changed() {
+        guard lock.withLock({ () -> Bool in
+            if notifyQueued { return false }
+            notifyQueued = true
+            return true
+        }) else { return }
+        let (ex, st, w) = (executor, store, workloads)
+        Task.detached { [weak self] in
+            try? await ex.run {
+                self?.lock.withLock { self?.notifyQueued = false }
+                let rev = try st.lastRevision()
+                ex.onCommit?(rev)
+            }
+            w.wake()
+        }
     }
 
     // MARK: the loop
@@ -150,7 +184,7 @@ public final class ClusterMember: @unchecked Sendable {
     /// Puts this node in the workload tables (or up again), once per lease; a failure is retried next round.
     private func join() throws {
         guard !joined, let l = lease else { return }
-        let what = try workloads.joinNode(node, capacity: Self.hostCapacity())
+        let what = try workloads.joinNode(node, capacity: Self.hostCapacity(stateDir: stateDir))
         joined = true
         logger.info("cluster: joined site as node \(node) (lease \(l.id), TTL \(l.ttlSeconds) s): \(what)")
     }
@@ -190,10 +224,10 @@ public final class ClusterMember: @unchecked Sendable {
     }
 
     /// This host's capacity for its node: its processors, memory, and the disk of the state directory.
-    static func hostCapacity() -> JSON {
+    static func hostCapacity(stateDir: String) -> JSON {
         var disk: Int64 = 0
         var fs = statvfs()
-        if statvfs(".", &fs) == 0 { disk = Int64(fs.f_blocks) * Int64(fs.f_frsize) }
+        if statvfs(stateDir, &fs) == 0 { disk = Int64(fs.f_blocks) * Int64(fs.f_frsize) }
         return ["cpu": .int(Int64(ProcessInfo.processInfo.activeProcessorCount) * 1000),
                 "memory": .int(Int64(ProcessInfo.processInfo.physicalMemory)), "disk": .int(disk)]
     }

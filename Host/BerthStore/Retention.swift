@@ -112,7 +112,7 @@ public final class EventCompactor: @unchecked Sendable {
 
     private func loop() {
         var more = false, empty = false
-        var seenCommits: UInt64 = .max, lastAgeCheck = 0.0
+        var seenCommits: UInt64 = .max, lastAgeCheck = 0.0, lastStep = 0.0
         while true {
             cond.lock()
             if !more && !stopping { _ = cond.wait(until: Date().addingTimeInterval(1)) }
@@ -122,8 +122,12 @@ public final class EventCompactor: @unchecked Sendable {
             let (retain, maxAgeSeconds) = retention()
             let maxAge = maxAgeSeconds.map { Double($0) }
             let ageDue = maxAge.map { !empty && wallClock() - lastAgeCheck >= min(max($0 / 2, 1), 30) } ?? false
-            guard more || ageDue || executor.commits != seenCommits else { continue }
+            // On a shared engine a step marks events first and deletes them in a later step, after a grace that lets
+            // readers on other berthd see the mark (Etcd/EtcdRetention.swift): look again every few seconds.
+            let graceDue = store.engineName != "sqlite" && !empty && wallClock() - lastStep >= 2.5
+            guard more || ageDue || graceDue || executor.commits != seenCommits else { continue }
             lastAgeCheck = wallClock()
+            lastStep = lastAgeCheck
             do {
                 let r = try executor.runSync {
                     try self.store.compactEvents(retain: retain, maxAge: maxAge, limit: EventCompactor.step)

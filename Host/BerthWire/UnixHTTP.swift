@@ -300,18 +300,49 @@ public final class UnixHTTPConnection {
 
     /// Streams a chunked response, calling `onChunk` for each chunk until it returns false or the stream ends.
     public func stream(_ target: String, headers: [(String, String)] = [], onChunk: ([UInt8]) -> Bool) throws {
+        try stream("GET", target, body: nil, headers: headers, onChunk: onChunk)
+    }
+
+    /// Connects now unless connected (a caller that must be able to interrupt a blocking read takes `descriptor`).
+    public func open() throws { if !connected { try connect() } }
+
+    /// The socket (-1 when not connected, or a stream that is not a socket). Another thread may `shutdown(2)` it to
+    /// end a blocked read; only the owner closes it.
+    public var descriptor: Int32 { fd }
+
+    /// Ends a read blocked in another thread (the socket shut down, or the stream closed); the owner still closes.
+    public func interrupt() {
+        if fd >= 0 { _ = shutdown(fd, Int32(SHUT_RDWR)) } else { stream?.close() }
+    }
+
+    /// Streams the chunked response to `method` with `body` (etcd's watch: a POST), as `stream(_:headers:onChunk:)`.
+    public func stream(_ method: String, _ target: String, body: [UInt8]?, headers: [(String, String)] = [], onChunk: ([UInt8]) -> Bool) throws {
         if !connected { try connect() }
-        var head = "GET \(target) HTTP/1.1\r\nHost: \(hostHeader)\r\n"
+        var head = "\(method) \(target) HTTP/1.1\r\nHost: \(hostHeader)\r\n"
         for (k, v) in headers { head += "\(k): \(v)\r\n" }
-        try writeAll(Array((head + "\r\n").utf8))
+        if let body { head += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n" }
+        try writeAll(Array((head + "\r\n").utf8) + (body ?? []))
         let statusLine = try readLine()
         var chunked = false
+        var length = 0
         while true {
             let line = try readLine()
             if line.isEmpty { break }
             if line.lowercased().hasPrefix("transfer-encoding:"), line.lowercased().contains("chunked") { chunked = true }
+            if line.lowercased().hasPrefix("content-length:") { length = Int(String(line.dropFirst(15)).trimmingSpaces) ?? 0 }
         }
-        guard statusLine.contains(" 200") else { throw WireError(.protocolError, "berthd answered \(statusLine)") }
+        guard statusLine.contains(" 200") else {
+            // The answer's text says why (etcd: its error as JSON), its first chunk or up to 4 KiB of it.
+            var text: [UInt8] = []
+            if chunked, let size = Int(try readLine().split(separator: ";").first.map(String.init)?.trimmingSpaces ?? "", radix: 16) {
+                text = (try? readBytes(min(size, 4096))) ?? []
+            } else if length > 0 {
+                text = (try? readBytes(min(length, 4096))) ?? []
+            }
+            let why = text.isEmpty ? "" : ": " + String(decoding: text, as: UTF8.self).trimmingSpaces
+            close()
+            throw WireError(.protocolError, "berthd answered \(statusLine)\(why)")
+        }
         guard chunked else { throw WireError(.protocolError, "expected a chunked stream") }
         while true {
             let sizeLine = try readLine()

@@ -175,4 +175,36 @@ final class ClusterFailoverTests: XCTestCase {
         for d in ds { _ = try d.request("DELETE", "/v1/kinds/StatefulApp/db") }
         _ = try waitFor("db gone", { try survivor.request("GET", "/v1/instances").1 }) { ($0["instances"]?.array ?? [1]).isEmpty }
     }
+
+    /// A reader waiting for events on one berthd is woken by an event another berthd commits (etcd's watch), at once,
+    /// not at the end of its wait; every berthd lists the same events with the same revisions.
+    func testAnEventOnOneBerthdWakesAReaderWaitingOnAnother() throws {
+        let etcd = try EtcdProcess()
+        defer { etcd.stop() }
+        let store: JSON = ["engine": "etcd", "endpoints": [.string(etcd.endpoint)], "leaseSeconds": 2]
+        let a = try Daemon(plugins: [], tag: "cluster-wa", extra: [("site", "watch"), ("node", "wa"), ("store", store)])
+        let b = try Daemon(plugins: [], tag: "cluster-wb", extra: [("site", "watch"), ("node", "wb"), ("store", store)])
+        _ = try waitFor("both members live", { try cluster(b) }) { ($0["members"]?.array ?? []).filter { $0["live"]?.bool == true }.count == 2 }
+        usleep(500_000)  // the joins' own events are in
+        let head = try b.request("GET", "/v1/events?since=0&limit=10000").1["events"]?.array?.last?["rev"]?.int ?? 0
+        let woke = Shared<(Double, JSON)?>(nil)
+        let reader = Thread {
+            let t0 = Date()
+            let r = try? b.request("GET", "/v1/events?since=\(head)&wait=20")
+            woke.with { $0 = (Date().timeIntervalSince(t0), r?.1 ?? .null) }
+        }
+        reader.start()
+        usleep(300_000)  // the reader is waiting
+        let sent = Date()
+        let (st, _) = try a.request("PUT", "/v1/nodes/extra-1", ["capacity": ["cpu": "1"]])
+        XCTAssertEqual(st, 201)
+        _ = try waitFor("the reader on b woke", timeout: 10, { woke.with { $0 }?.1 ?? .null }) { !$0.isNull }
+        let (waited, body) = woke.with { $0 }!
+        let latency = Date().timeIntervalSince(sent)
+        print("an event committed on berthd a woke a reader waiting on berthd b after \(String(format: "%.0f", latency * 1000)) ms (it waited \(String(format: "%.2f", waited)) s of its 20)")
+        XCTAssertLessThan(waited, 5, "woken by the event, not by the end of its wait")
+        XCTAssertTrue((body["events"]?.array ?? []).contains { $0["type"]?.string == "node.added" && $0["subject"]?.string == "extra-1" }, body.serialized)
+        let all = { (d: Daemon) in try d.request("GET", "/v1/events?since=0&limit=10000").1["events"]?.array?.map { "\($0["rev"]?.int ?? 0) \($0["type"]?.string ?? "")" } ?? [] }
+        XCTAssertEqual(try all(a), try all(b), "the same log on every berthd")
+    }
 }

@@ -74,8 +74,8 @@ final class EtcdClient {
     private let secure: [Bool]
     private let tlsContext: NIOSSLContext?
 
-    /// A connection to endpoint `i`: a socket, or a TLS stream for an https:// endpoint.
-    private func connection(_ i: Int) -> UnixHTTPConnection {
+    /// A connection to endpoint `i`: a socket, or a TLS stream for an https:// endpoint (the watch makes its own).
+    func connection(_ i: Int) -> UnixHTTPConnection {
         guard secure[i], let ctx = tlsContext, case .tcp(let host, let port) = endpoints[i] else {
             return UnixHTTPConnection(endpoint: endpoints[i], timeoutSeconds: settings.timeoutSeconds)
         }
@@ -100,6 +100,13 @@ final class EtcdClient {
 
     /// The token of etcd authentication (nil without it).
     private var token: String?
+
+    /// The headers that authenticate a request made on a connection of `connection(_:)` (a new token first when
+    /// `renew`: the last one was refused).
+    func authHeaders(renew: Bool = false) throws -> [(String, String)] {
+        if renew { try authenticate() }
+        return token.map { [("Authorization", $0)] } ?? []
+    }
 
     /// Asks etcd for a token for the site's user. Wrong credentials are an error that says so (not retried).
     private func authenticate() throws {

@@ -52,7 +52,8 @@ extension EtcdStore {
         let hi = Keys.prefixEnd(evPrefix)
         let top = try client.rangeByCreation(evPrefix, hi, revision: txn?.snapshot ?? 0, minCreate: 0, limit: 1, descending: true)
         if let t = txn, t.snapshot == 0 { t.snapshot = top.revision }
-        guard let newest = top.kvs.first else { return 0 }
+        // An empty log after compaction still answers with the mark: revisions never go back.
+        guard let newest = top.kvs.first else { return compactedThrough }
         // The other events of that Txn were created at the same revision: the last is the one with the highest index.
         let group = try client.rangeByCreation(evPrefix, hi, revision: txn?.snapshot ?? top.revision, minCreate: newest.createRevision, limit: 0)
         return try group.kvs.compactMap { try decode($0) }.map(\.rev).max() ?? 0

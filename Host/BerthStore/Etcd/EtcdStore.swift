@@ -38,6 +38,8 @@ public final class EtcdStore: StateStore {
     }
     private var heldTerm: Leadership?
     private let fenceLock = NSLock()
+    /// The site's event compaction mark as this store knows it (EtcdRetention.swift).
+    let retention = EtcdRetentionState()
 
     /// Connects to etcd (and checks it answers). Nothing is created: an empty site reads as an empty store.
     public init(_ settings: EtcdSettings) throws {
