@@ -91,7 +91,13 @@ public final class ClusterMember: @unchecked Sendable {
             members = (try? probe.members()) ?? []
             try? probe.revoke()
         }
-        if let c = try? EtcdStore.clusterInfo(store.settings).first {
+        // The first endpoint that answers (clusterInfo alone fails when any endpoint listed does not).
+        let answer = store.settings.endpoints.lazy.compactMap { e -> EtcdClusterInfo? in
+            var one = self.store.settings
+            one.endpoints = [e]
+            return try? EtcdStore.clusterInfo(one).first
+        }.first
+        if let c = answer {
             etcd = ["endpoint": .string(c.endpoint), "version": .string(c.version),
                     "members": .array(c.members.map { ["name": .string($0.name), "clientURLs": .array($0.clientURLs.map { .string($0) })] })]
         }
