@@ -267,7 +267,9 @@ public final class Executor: @unchecked Sendable {
                 }
                 // A transaction over the engine's limits names the limit: the caller can split the work.
                 // So does a commit refused because this berthd no longer leads (a fenced transaction, cluster mode).
-                let e = (error as? BerthError).flatMap { $0.status == .resourceExhausted || $0.status == .failedPrecondition ? $0 : nil }
+                // And an engine out of reach (etcd without quorum): UNAVAILABLE, with its word on whether it applied.
+                let passed: [BerthStatus] = [.resourceExhausted, .failedPrecondition, .unavailable]
+                let e = (error as? BerthError).flatMap { passed.contains($0.status) ? $0 : nil }
                     ?? BerthError(.internal, "commit failed, nothing was saved: \(error)")
                 for j in batch { j.complete(e) }
                 return Array(full[batch.count...])

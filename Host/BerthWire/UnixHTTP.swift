@@ -137,7 +137,7 @@ public final class UnixHTTPConnection {
         if rc != 0 {
             let e = errno
             _ = Glibc.close(s)
-            throw WireError(.unreachable, "cannot connect to berthd at \(endpoint.description): \(String(cString: strerror(e)))")
+            throw WireError(.unreachable, "cannot connect to \(endpoint.description): \(String(cString: strerror(e)))")
         }
         var one: Int32 = 1
         setsockopt(s, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))

@@ -163,8 +163,11 @@ final class EtcdClient {
     /// is asked again on any of them; a write only on "no leader", which a member gives before proposing anything (the
     /// others may come after the write was applied, and are returned as unavailable).
     func call(_ path: String, _ body: JSON, idempotent: Bool, method: String = "POST") throws -> JSON {
-        var pause: UInt32 = 25_000, waited: UInt64 = 0
+        var pause: UInt32 = 25_000
         var reauthenticated = false
+        // The budget is the time since the first attempt, not the pauses alone: with the quorum lost each attempt
+        // itself waits for etcd's own timeout, and a change must fail within about the request timeout, not minutes.
+        let deadline = monotonicNanos() + UInt64(settings.timeoutSeconds) * 1_000_000_000
         while true {
             do {
                 return try callOnce(path, body, idempotent: idempotent, method: method)
@@ -173,9 +176,8 @@ final class EtcdClient {
                 reauthenticated = true
                 try authenticate()
             } catch let e as BerthError where e.status == .unavailable && Self.electing(e.message, idempotent: idempotent)
-                        && waited + UInt64(pause) <= UInt64(settings.timeoutSeconds) * 1_000_000 {
+                        && monotonicNanos() + UInt64(pause) * 1000 <= deadline {
                 usleep(pause)
-                waited += UInt64(pause)
                 pause = min(pause * 2, 400_000)
             }
         }
