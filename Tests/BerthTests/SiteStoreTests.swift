@@ -31,7 +31,11 @@ final class SiteStoreTests: XCTestCase {
         XCTAssertEqual(ok.store.prefix, "/berth/prod/")
         XCTAssertEqual(ok.json["store"]?["engine"], "etcd")
         XCTAssertEqual(ok.json["store"]?["sync"], "full")
-        XCTAssertEqual(ok.store.unsupported.count, 3, "https endpoints and authentication are named as not supported yet: \(ok.store.unsupported)")
+        XCTAssertEqual(ok.store.unsupported, [], "https endpoints, TLS files and authentication are supported")
+        XCTAssertEqual(ok.store.etcdSettings(site: "prod").password, "secret", "the password file's first line")
+        XCTAssertEqual(ok.store.etcdSettings(site: "prod").tls?.ca, dir + "/ca.pem")
+        let named = try SiteConfig.parse(Array(#"{"store": {"engine": "etcd", "endpoints": ["http://etcd-1.example:2379"]}}"#.utf8), baseDir: dir)
+        XCTAssertEqual(named.store.unsupported.count, 1, "plain HTTP needs a numeric address: \(named.store.unsupported)")
 
         expectProblem(#"{"engine": "cassandra"}"#, ["store.engine"])
         expectProblem(#"{"engine": "etcd"}"#, ["store.endpoints", "at least one etcd client URL"])
@@ -110,6 +114,6 @@ final class SiteStoreTests: XCTestCase {
         XCTAssertTrue(err.contains("store.endpoints: ") && err.contains("etcd is unreachable") && err.contains(dead.dropFirst(7)), err)
         (rc, _, err) = try runTool(Paths.bin + "/berthd", ["--site", try site(dir, #"{"engine": "etcd", "endpoints": ["http://etcd-1.example:2379"]}"#), "--check"])
         XCTAssertEqual(rc, 2, err)
-        XCTAssertTrue(err.contains("numeric address only"), err)
+        XCTAssertTrue(err.contains("with a numeric address"), err)
     }
 }

@@ -405,7 +405,8 @@ final class EtcdStoreInterfaceTests: EtcdTestCase {
         }
         expect(.unavailable, "etcd is unreachable", EtcdSettings(endpoints: [dead], site: "x"))
         expect(.invalidArgument, "store.endpoints is empty", EtcdSettings(endpoints: [], site: "x"))
-        expect(.invalidArgument, "https://etcd:2379", EtcdSettings(endpoints: ["https://etcd:2379"], site: "x"))
+        expect(.invalidArgument, "http://etcd:2379", EtcdSettings(endpoints: ["http://etcd:2379"], site: "x"))  // plain HTTP needs an address
+        expect(.invalidArgument, "https://-bad-:2379", EtcdSettings(endpoints: ["https://-bad-:2379"], site: "x"))
         expect(.invalidArgument, "site name \"a/b\"", EtcdSettings(endpoints: [endpoint], site: "a/b"))
     }
 
