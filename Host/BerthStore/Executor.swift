@@ -255,6 +255,14 @@ public final class Executor: @unchecked Sendable {
                 break
             } catch {
                 store.rollback()
+                // An engine that cannot tell whether its commit was applied (etcd out of reach after the Txn left, or a
+                // "request timed out" answer): the caller hears UNAVAILABLE with the outcome unknown, not "nothing was
+                // saved", and neither completion runs (as for a commit whose fsync failed).
+                if let b = error as? BerthError, b.status == .unavailable {
+                    let e = BerthError(.unavailable, "the commit's outcome is unknown (\(b.message)): it may have been applied; read the state, or ask again (an attachment ADD is idempotent)")
+                    for j in batch { j.complete(e) }
+                    return Array(full[batch.count...])
+                }
                 completions.rollBack()
                 // An optimistic engine found that something this batch read changed meanwhile: nothing was applied, and
                 // the operations run again from the start, on what is there now (DESIGN.md, "The store").
