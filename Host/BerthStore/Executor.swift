@@ -240,13 +240,20 @@ public final class Executor: @unchecked Sendable {
                 do {
                     try store.savepoint("op") {
                         try job.work()
-                        if i > 0 && !store.fitsOneCommit { throw DoesNotFit() }
+                        // The scheduling leader's operation (fenced) commits alone, so that no other operation fails
+                        // with it when this berthd's term has ended: here it goes to the next commit, where it is first.
+                        if i > 0 && (!store.fitsOneCommit || store.transactionFenced) { throw DoesNotFit() }
                     }
                 } catch is DoesNotFit {
                     batch = Array(batch[..<i])
                     errors = Array(errors[..<i])
                     break
                 } catch { errors[i] = error }
+                if i == 0 && batch.count > 1 && store.transactionFenced {  // fenced and first: the commit ends after it
+                    batch = [batch[0]]
+                    errors = [errors[0]]
+                    break
+                }
             }
             completions = store.completions.take()
             do {
