@@ -26,7 +26,7 @@ final class EtcdCommitOutcomeTests: XCTestCase {
         XCTAssertThrowsError(try ex.runSync { try StoreContract.put(store, "t", key, Array("after".utf8)) }) {
             let e = $0 as? BerthError
             XCTAssertEqual(e?.status, .unavailable, "\($0)")
-            XCTAssertTrue("\($0)".contains("outcome is unknown") && !"\($0)".contains("nothing was saved"), "\($0)")
+            XCTAssertTrue("\($0)".contains("unknown") && !"\($0)".contains("nothing was saved"), "\($0)")
         }
         kill(etcd.process.processIdentifier, SIGCONT)
         stopped = false
