@@ -43,6 +43,10 @@ final class ClusterChaosTests: XCTestCase {
         print("cluster up in \(secs(t0)) s: etcd \(cluster.endpoints), berthd n0 n1 n2")
 
         let workers = startWorkers(daemons)
+        defer {  // on any way out, the workers stop (at once: their next failure abandons the container in hand)
+            stopping.with { if $0 == nil { $0 = Date() } }
+            workers.wait()
+        }
         let run0 = Date()
         try waitForAcks(500, seconds: 60)
 
