@@ -240,13 +240,20 @@ public final class Executor: @unchecked Sendable {
                 do {
                     try store.savepoint("op") {
                         try job.work()
-                        if i > 0 && !store.fitsOneCommit { throw DoesNotFit() }
+                        // The scheduling leader's operation (fenced) commits alone, so that no other operation fails
+                        // with it when this berthd's term has ended: here it goes to the next commit, where it is first.
+                        if i > 0 && (!store.fitsOneCommit || store.transactionFenced) { throw DoesNotFit() }
                     }
                 } catch is DoesNotFit {
                     batch = Array(batch[..<i])
                     errors = Array(errors[..<i])
                     break
                 } catch { errors[i] = error }
+                if i == 0 && batch.count > 1 && store.transactionFenced {  // fenced and first: the commit ends after it
+                    batch = [batch[0]]
+                    errors = [errors[0]]
+                    break
+                }
             }
             completions = store.completions.take()
             do {
@@ -255,6 +262,14 @@ public final class Executor: @unchecked Sendable {
                 break
             } catch {
                 store.rollback()
+                // An engine that cannot tell whether its commit was applied (etcd out of reach after the Txn left, or a
+                // "request timed out" answer): the caller hears UNAVAILABLE with the outcome unknown, not "nothing was
+                // saved", and neither completion runs (as for a commit whose fsync failed).
+                if let b = error as? BerthError, b.status == .unavailable {
+                    let e = BerthError(.unavailable, "the commit's outcome is unknown (\(b.message)): it may have been applied; read the state, or ask again (an attachment ADD is idempotent)")
+                    for j in batch { j.complete(e) }
+                    return Array(full[batch.count...])
+                }
                 completions.rollBack()
                 // An optimistic engine found that something this batch read changed meanwhile: nothing was applied, and
                 // the operations run again from the start, on what is there now (DESIGN.md, "The store").

@@ -71,6 +71,9 @@ public protocol StateStore: AnyObject {
     /// Inside a transaction: false once it no longer fits in one commit (etcd: --max-txn-ops, --max-request-bytes). The
     /// executor then commits the operations before the last one and runs that one in the next commit.
     var fitsOneCommit: Bool { get }
+    /// Inside a transaction: true once an operation marked it as the scheduling leader's (HostStore.fenceTransaction;
+    /// undone with that operation's savepoint). The executor commits such an operation alone.
+    var transactionFenced: Bool { get }
 }
 
 extension StateStore {
@@ -79,6 +82,7 @@ extension StateStore {
     public var idleWorkDue: Bool { false }
     public func doIdleWork() {}
     public var fitsOneCommit: Bool { true }
+    public var transactionFenced: Bool { false }
     public var committedEventRevision: Int64? { nil }
 
     public func kvScanUnrecorded(_ ns: String, prefix: [UInt8]) throws -> [(key: [UInt8], value: [UInt8])] {

@@ -197,4 +197,34 @@ final class IpamBlocksEtcdTests: XCTestCase {
         XCTAssertEqual(cap["active"]?.int, 3 * per)
         print("3 hosts on etcd: \(3 * per) ADDs, \(conflicts) conflicts")
     }
+
+    /// A host that finds the pool already stored by another (a second berthd, or the same one restarted) keeps the
+    /// pool's per-node counters: its ADD writes its node's delta, not the pool's count/<P> every host would write.
+    /// (The stored definition once dropped nodeCounters, so every host but the importing one contended on count/p.)
+    func testAHostThatFindsThePoolStoredKeepsPerNodeCounters() throws {
+        let so = IpamPoolTests.soPath
+        guard FileManager.default.fileExists(atPath: so) else { throw XCTSkip("build the plugin first (swift build): \(so) is missing") }
+        let etcd = try EtcdProcess()
+        defer { etcd.stop() }
+        let config: JSON = ["pools": [["name": "p", "ranges": [["subnet": "10.31.0.0/24"]], "nodeCounters": true]]]
+        let settings = EtcdSettings(endpoints: [etcd.endpoint], site: "stored-def")
+        let loader = Loader(copyDir: IpamPoolTests.copyDir)
+        for (h, node) in ["node-a", "node-b"].enumerated() {  // node-a's host imports the pool; node-b's host finds it
+            let ex = Executor(store: try EtcdStore(settings))
+            ex.start()
+            let spec = PluginSpec(name: "net", path: so, config: config)
+            let inst = try loader.instantiate(try loader.load(spec), spec: spec, executor: ex, log: { _, _ in })
+            defer { inst.destroy(); ex.stop() }
+            let ops = inst.networkOps!
+            for i in 0..<3 {
+                _ = try ex.runSync { try ops.call(.add, ["network": "net", "containerID": .string("c\(h)-\(i)"), "ifname": "eth0", "node": .string(node)]) }
+            }
+            XCTAssertEqual(try ex.runSync { try ops.call(.capacity, ["network": "net"]) }["active"]?.int, 3 * (h + 1))
+        }
+        let probe = try EtcdStore(settings)
+        func counts(_ key: String) throws -> JSON? { try StoreContract.get(probe, "net", Array(key.utf8)).flatMap { try JSON.parse($0) } }
+        XCTAssertEqual(try counts("cnt/p/node-a")?["4"]?[2]?.int, 3, "node-a's delta")
+        XCTAssertEqual(try counts("cnt/p/node-b")?["4"]?[2]?.int, 3, "node-b's delta, written by the host that found the pool stored")
+        XCTAssertEqual(try counts("count/p")?["4"]?[2]?.int, 0, "no ADD wrote the pool's own counters")
+    }
 }

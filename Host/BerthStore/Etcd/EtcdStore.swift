@@ -103,7 +103,9 @@ public final class EtcdStore: StateStore {
     }
 
     /// Marks the open transaction as the scheduling leader's (HostStore): its commit holds only within this term.
-    public func fenceTransaction() { txn?.fenced = true }
+    public func fenceTransaction() { txn?.fence() }
+
+    public var transactionFenced: Bool { txn?.fenced ?? false }
 
     /// Sends the transaction as one Txn. A read-only transaction sends nothing: its reads were one snapshot.
     func send(_ t: EtcdTxn) throws {

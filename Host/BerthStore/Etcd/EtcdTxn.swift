@@ -40,6 +40,7 @@ final class EtcdTxn {
     private enum Undo {
         case write(key: [UInt8], old: [UInt8]??)
         case tombstone(removed: [([UInt8], [UInt8]?)])
+        case fence
     }
     private var undo: [Undo] = []
 
@@ -75,7 +76,14 @@ final class EtcdTxn {
     }
 
     /// The scheduling leader's transaction: its commit compares the leadership term (EtcdStore.fence).
-    var fenced = false
+    private(set) var fenced = false
+
+    /// Marks the transaction as the leader's; a savepoint rolled back past this mark unmarks it.
+    func fence() {
+        guard !fenced else { return }
+        fenced = true
+        undo.append(.fence)
+    }
 
     var touched: Bool { !writes.isEmpty || !tombstones.isEmpty }
     func touches(_ lo: [UInt8], _ hi: [UInt8]) -> Bool {
@@ -96,6 +104,8 @@ final class EtcdTxn {
             case .tombstone(let removed):
                 tombstones.removeLast()
                 for (k, v) in removed { writes[k] = .some(v) }
+            case .fence:
+                fenced = false
             }
         }
     }

@@ -47,11 +47,14 @@ final class EtcdProcess {
     }
 }
 
-/// A 3-member etcd cluster on loopback (members m0, m1, m2), each with its own data directory; `kill(i)` SIGKILLs one.
+/// A 3-member etcd cluster on loopback (members m0, m1, m2), each with its own data directory; `kill(i)` SIGKILLs one,
+/// `restart(i)` starts it again on its data directory, `leader()` names the member that leads.
 final class EtcdCluster {
     let dir: String
     let clientPorts: [Int]
-    let processes: [Process]
+    private(set) var processes: [Process]
+    private let binary: String
+    private var arguments: [[String]] = []
     var endpoints: [String] { clientPorts.map { "http://127.0.0.1:\($0)" } }
     var storeURL: String { "etcd://" + clientPorts.map { "127.0.0.1:\($0)" }.joined(separator: ",") }
 
@@ -59,39 +62,77 @@ final class EtcdCluster {
         guard let binary = ["/usr/bin/etcd", "/usr/local/bin/etcd"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
             throw BerthError(.failedPrecondition, "etcd is not installed: install Debian's etcd-server (it is in .ci/apt-packages)")
         }
+        self.binary = binary
         dir = tempDir("etcd-cluster")
         clientPorts = (0..<n).map { _ in freeLoopbackPort() }
         let peers = (0..<n).map { _ in "http://127.0.0.1:\(freeLoopbackPort())" }
         let initial = (0..<n).map { "m\($0)=\(peers[$0])" }.joined(separator: ",")
-        var ps: [Process] = []
+        processes = []
         for i in 0..<n {
-            let p = Process()
             let client = "http://127.0.0.1:\(clientPorts[i])"
-            p.executableURL = URL(fileURLWithPath: binary)
-            p.arguments = ["--name", "m\(i)", "--data-dir", "\(dir)/m\(i)", "--listen-client-urls", client, "--advertise-client-urls", client,
-                           "--listen-peer-urls", peers[i], "--initial-advertise-peer-urls", peers[i], "--initial-cluster", initial,
-                           "--initial-cluster-state", "new", "--initial-cluster-token", "berth-test",
-                           "--log-outputs", "\(dir)/m\(i).log", "--logger", "zap"]
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()
-            ps.append(p)
+            arguments.append(["--name", "m\(i)", "--data-dir", "\(dir)/m\(i)", "--listen-client-urls", client, "--advertise-client-urls", client,
+                              "--listen-peer-urls", peers[i], "--initial-advertise-peer-urls", peers[i], "--initial-cluster", initial,
+                              "--initial-cluster-state", "new", "--initial-cluster-token", "berth-test",
+                              "--log-outputs", "\(dir)/m\(i).log", "--logger", "zap"])
+            processes.append(try launch(arguments[i]))
         }
-        processes = ps
-        let deadline = Date().addingTimeInterval(30)
-        var healthy = Set<Int>()
-        while Date() < deadline && healthy.count < n {
-            for i in 0..<n where !healthy.contains(i) {
-                let conn = UnixHTTPConnection(endpoint: .tcp(host: "127.0.0.1", port: clientPorts[i]), timeoutSeconds: 2)
-                if let r = try? conn.request("GET", "/health"), r.status == 200, r.text.contains("true") { healthy.insert(i) }
-                conn.close()
-            }
-            if healthy.count < n { usleep(100_000) }
-        }
+        let healthy = waitHealthy(Array(0..<n), seconds: 30)
         guard healthy.count == n else {
             stop()
             throw BerthError(.unavailable, "the \(n)-member etcd cluster did not become healthy within 30 s (members healthy: \(healthy.sorted()))")
         }
+    }
+
+    private func launch(_ args: [String]) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary)
+        p.arguments = args
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        return p
+    }
+
+    /// The members of `members` that answer /health within `seconds`.
+    private func waitHealthy(_ members: [Int], seconds: Double) -> Set<Int> {
+        let deadline = Date().addingTimeInterval(seconds)
+        var healthy = Set<Int>()
+        while Date() < deadline && healthy.count < members.count {
+            for i in members where !healthy.contains(i) {
+                let conn = UnixHTTPConnection(endpoint: .tcp(host: "127.0.0.1", port: clientPorts[i]), timeoutSeconds: 2)
+                if let r = try? conn.request("GET", "/health"), r.status == 200, r.text.contains("true") { healthy.insert(i) }
+                conn.close()
+            }
+            if healthy.count < members.count { usleep(100_000) }
+        }
+        return healthy
+    }
+
+    /// Starts member `i` again (after `kill(i)`) on its data directory, rejoining as an existing member; throws when it
+    /// is not healthy within 20 s.
+    func restart(_ i: Int) throws {
+        guard !processes[i].isRunning else { return }
+        var args = arguments[i]
+        if let k = args.firstIndex(of: "--initial-cluster-state") { args[k + 1] = "existing" }
+        processes[i] = try launch(args)
+        guard waitHealthy([i], seconds: 20).count == 1 else {
+            let log = (try? String(contentsOfFile: "\(dir)/m\(i).log", encoding: .utf8)) ?? ""
+            throw BerthError(.unavailable, "etcd member m\(i) did not become healthy within 20 s of its restart; its log ends:\n\(log.suffix(1500))")
+        }
+    }
+
+    /// The index of the member that leads the cluster now (asked of the members that run), nil when none answers.
+    func leader() -> Int? {
+        var ids: [String: Int] = [:]
+        var leaderID: String?
+        for i in processes.indices where processes[i].isRunning {
+            let conn = UnixHTTPConnection(endpoint: .tcp(host: "127.0.0.1", port: clientPorts[i]), timeoutSeconds: 2)
+            defer { conn.close() }
+            guard let r = try? conn.request("POST", "/v3/maintenance/status", body: Array("{}".utf8)), r.status == 200, let j = try? r.json() else { continue }
+            if let id = j["header"]?["member_id"]?.string { ids[id] = i }
+            if let l = j["leader"]?.string { leaderID = l }
+        }
+        return leaderID.flatMap { ids[$0] }
     }
 
     func kill(_ i: Int) {
