@@ -282,8 +282,7 @@ public final class Executor: @unchecked Sendable {
                 }
                 // A transaction over the engine's limits names the limit: the caller can split the work.
                 // So does a commit refused because this berthd no longer leads (a fenced transaction, cluster mode).
-                // And an engine out of reach (etcd without quorum): UNAVAILABLE, with its word on whether it applied.
-                let passed: [BerthStatus] = [.resourceExhausted, .failedPrecondition, .unavailable]
+                let passed: [BerthStatus] = [.resourceExhausted, .failedPrecondition]
                 let e = (error as? BerthError).flatMap { passed.contains($0.status) ? $0 : nil }
                     ?? BerthError(.internal, "commit failed, nothing was saved: \(error)")
                 for j in batch { j.complete(e) }
