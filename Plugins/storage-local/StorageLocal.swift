@@ -417,6 +417,10 @@ final class StorageLocal: StoragePlugin {
             if limited { try? SizeLimit.remove(dir: path) } else { try? FS.removeTree(path) }
             throw error
         }
+        // A creation rolled back with the host's transaction (a conflict on a shared store runs it again) leaves no data.
+        if host.hasV12 {
+            try host.onComplete(afterRollback: { if limited { try? SizeLimit.remove(dir: path) } else { try? FS.removeTree(path) } })
+        }
         let v = JV.object([
             ("volumeId", .string(id)), ("name", .string(name)), ("capacityBytes", .int(size)), ("accessMode", .string(accessMode)),
             ("volumeMode", .string(volumeMode)), ("parameters", parameters),
@@ -532,6 +536,8 @@ final class StorageLocal: StoragePlugin {
         }
         if !(FS.isMountPoint(item) && FS.sameFile(item, data)) {
             try FS.bindMount(data, item, readonly: false)
+            // Rolled back with the host's transaction: the mount goes too, or running it again finds it in the way.
+            if host.hasV12 { try host.onComplete(afterRollback: { try? FS.unmount(item) }) }
         }
         try put("stage/\(id)/\(node)", .object([("stagingPath", .string(staging))]))
         return []
@@ -613,6 +619,7 @@ final class StorageLocal: StoragePlugin {
             }
         } else {
             try FS.bindMount(source, target, readonly: readonly)
+            if host.hasV12 { try host.onComplete(afterRollback: { try? FS.unmount(target) }) }
         }
         try put("pub/\(id)/\(key)", .object([("node", .string(node)), ("targetPath", .string(target)), ("readonly", .bool(readonly))]))
         try host.put("tgt/\(key)", id)
