@@ -61,8 +61,9 @@ public final class ClusterMember: @unchecked Sendable {
         t.start()
     }
 
-    /// Steps down and leaves: resigns the leadership and revokes the lease (this node is down at once, and another
-    /// berthd takes over the scheduling without waiting for the TTL).
+    /// Steps down: resigns the leadership (another berthd takes the scheduling over now, not after the TTL). The lease
+    /// is left to expire: a berthd restarted within the TTL (an upgrade) registers again before its node is missed,
+    /// and its instances stay where they are; one that does not come back is down after the TTL.
     public func stop() {
         lock.lock()
         stopping = true
@@ -72,10 +73,7 @@ public final class ClusterMember: @unchecked Sendable {
         watch?.stop()
         workloads.setLeading(false)
         store.fence = nil
-        if let lease {
-            if let term { try? lease.resign(term) }
-            try? lease.revoke()
-        }
+        if let lease, let term { try? lease.resign(term) }
     }
 
     /// What `berth status` shows of the cluster: this node, the leader, the live and known members, the etcd members.

@@ -175,7 +175,7 @@ public final class BerthRuntime: @unchecked Sendable {
 
     /// Stops the coordinators whose work runs on the executor, then the host (executor, plugin instances).
     public func shutdown() {
-        cluster?.stop()  // first: another berthd takes the scheduling over now, not after the lease's TTL
+        cluster?.stop()  // first: another berthd takes the scheduling over now (resigned), not after the lease's TTL
         agent.stop()
         workloads.stop()
         compactor.stop()  // before the executor: its steps run there
