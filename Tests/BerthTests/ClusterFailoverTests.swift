@@ -207,4 +207,37 @@ final class ClusterFailoverTests: XCTestCase {
         let all = { (d: Daemon) in try d.request("GET", "/v1/events?since=0&limit=10000").1["events"]?.array?.map { "\($0["rev"]?.int ?? 0) \($0["type"]?.string ?? "")" } ?? [] }
         XCTAssertEqual(try all(a), try all(b), "the same log on every berthd")
     }
+
+    /// A berthd stopped gracefully and started again within its lease's TTL (an upgrade): its node never goes down and
+    /// what is placed on it stays there; the leadership moved at once when it stepped down.
+    func testARestartWithinTheLeaseMovesNothing() throws {
+        let etcd = try EtcdProcess()
+        defer { etcd.stop() }
+        let store: JSON = ["engine": "etcd", "endpoints": [.string(etcd.endpoint)], "leaseSeconds": .number(Double(Self.lease))]
+        let plugins: JSON = [["name": "vlan", "path": .string(Paths.plugin("ipam-pool")), "config": Self.pool]]
+        let a = try Daemon(plugins: plugins, tag: "cluster-ra", extra: [("site", "restart"), ("node", "ra"), ("store", store)])
+        let b = try Daemon(plugins: plugins, tag: "cluster-rb", extra: [("site", "restart"), ("node", "rb"), ("store", store)])
+        _ = try waitFor("a leads", { try cluster(b) }) { $0["leader"]?.string == "ra" && ($0["members"]?.array ?? []).count == 2 }
+        _ = try waitFor("both nodes up", { try b.request("GET", "/v1/nodes").1 }) {
+            ($0["nodes"]?.array ?? []).filter { $0["state"]?.string == "up" }.count == 2
+        }
+        let (st, body) = try b.request("PUT", "/v1/kinds/App/web", ["spec": ["replicas": 4, "resources": ["cpu": "100m"], "network": ["name": "vlan"]]])
+        XCTAssertEqual(st, 201, body.serialized)
+        let before = try waitFor("4 placed", { try b.request("GET", "/v1/instances").1 }) {
+            ($0["instances"]?.array ?? []).filter { $0["state"]?.string == "placed" }.count == 4
+        }
+        let placed = (before["instances"]?.array ?? []).map { "\($0["name"]?.string ?? "") \($0["node"]?.string ?? "") \($0["incarnation"]?.int ?? 0)" }
+        XCTAssertTrue(placed.contains { $0.contains(" ra ") }, "some on ra: \(placed)")
+        a.stop()  // SIGTERM: a graceful stop
+        let moved = try waitFor("b leads at once", timeout: 2, { try cluster(b) }) { $0["leader"]?.string == "rb" }
+        XCTAssertEqual(moved["leader"]?.string, "rb")
+        try a.start()
+        sleep(UInt32(Self.lease + 2))  // past the old lease's TTL
+        XCTAssertEqual(try b.request("GET", "/v1/nodes/ra").1["state"]?.string, "up", "the node was never missed")
+        let after = try b.request("GET", "/v1/instances").1
+        XCTAssertEqual((after["instances"]?.array ?? []).map { "\($0["name"]?.string ?? "") \($0["node"]?.string ?? "") \($0["incarnation"]?.int ?? 0)" },
+                       placed, "nothing moved or was placed again")
+        let events = try b.request("GET", "/v1/events?since=0&limit=10000&type=node").1["events"]?.array ?? []
+        XCTAssertFalse(events.contains { $0["type"]?.string == "node.down" }, events.map(\.serialized).joined(separator: "\n"))
+    }
 }
