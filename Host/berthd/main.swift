@@ -22,6 +22,9 @@ struct Berthd: AsyncParsableCommand {
 
         A plugin that fails to load is listed as failed with its reason (`berth plugins list`); the daemon \
         keeps serving with the others.
+
+        With store.engine "etcd" in the site, berthd is one host of a cluster: every berthd of the site shares \
+        its state in etcd, registers its node, and one of them, elected, runs the scheduler (docs/cluster.md).
         """,
         version: BerthVersion.current)
 
