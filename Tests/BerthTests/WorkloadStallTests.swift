@@ -31,9 +31,9 @@ final class WorkloadStallTests: XCTestCase {
 
     func instanceCount(_ rt: BerthRuntime) throws -> Int {
         try rt.executor.runSync {
-            let s = try rt.store.prepare("SELECT count(*) FROM instances")
-            _ = try s.step()
-            return Int(s.int(0))
+            var n = 0
+            try rt.store.forEachInstance { _ in n += 1 }
+            return n
         }
     }
 
