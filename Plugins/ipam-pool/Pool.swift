@@ -239,6 +239,7 @@ struct PoolDef {
         if let delegate { o["delegate"] = .string(delegate) }
         if block4 != PoolDef.defaultBlock4 { o["block4"] = JV(block4) }
         if block6 != PoolDef.defaultBlock6 { o["block6"] = JV(block6) }
+        if nodeCounters { o["nodeCounters"] = .bool(true) }
         return o
     }
 
@@ -272,6 +273,7 @@ extension PoolDef {
         delegate = j["delegate"]?.string
         block4 = j["block4"]?.int ?? PoolDef.defaultBlock4
         block6 = j["block6"]?.int ?? PoolDef.defaultBlock6
+        nodeCounters = j["nodeCounters"]?.bool ?? false
     }
 }
 
