@@ -146,9 +146,13 @@ public final class EtcdStore: StateStore {
     // MARK: reads through the buffer, at the snapshot
 
     /// A range at the transaction's snapshot (fixed by its first read), or at the newest revision outside one.
+    /// A scan of pairs (not a count, not keys alone) inside one already made in the transaction is answered from it.
     func range(_ t: EtcdTxn?, _ lo: [UInt8], _ hi: [UInt8], limit: Int = 0, countOnly: Bool = false, keysOnly: Bool = false) throws -> EtcdRange {
+        let memo = t != nil && !hi.isEmpty && !countOnly && !keysOnly
+        if memo, let t, t.snapshot != 0, let r = t.scanned(lo, hi, limit: limit) { return r }
         let r = try client.range(lo, hi, revision: t?.snapshot ?? 0, limit: limit, countOnly: countOnly, keysOnly: keysOnly)
         if let t, t.snapshot == 0 { t.snapshot = r.revision }
+        if memo, let t { t.noteScan(lo, hi, r) }
         return r
     }
 
