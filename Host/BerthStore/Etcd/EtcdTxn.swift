@@ -69,6 +69,30 @@ final class EtcdTxn {
     /// True when `k` is below the range end `hi` ([0]: no end).
     private static func below(_ k: [UInt8], _ hi: [UInt8]) -> Bool { hi == [0] || Keys.less(k, hi) }
 
+    /// Keys in `reads` (or, counted, in `versions`) in the order first read, so that what an operation deferred to
+    /// the next commit read can be forgotten (EtcdStore.savepoint).
+    private var readLog: [(key: [UInt8], counted: Bool)] = []
+    var readMark: (log: Int, ranges: Int) { (readLog.count, ranges.count) }
+
+    func noteRead(_ key: [UInt8], _ mod: Int64, _ value: [UInt8]?) {
+        if reads[key] == nil { readLog.append((key, false)) }
+        reads[key] = (mod, value)
+    }
+
+    func noteVersion(_ key: [UInt8], _ mod: Int64) {
+        if versions[key] == nil { readLog.append((key, true)) }
+        versions[key] = mod
+    }
+
+    /// Drops the point reads, counted keys and scanned ranges recorded after `m`.
+    func forgetReads(since m: (log: Int, ranges: Int)) {
+        while readLog.count > m.log {
+            let e = readLog.removeLast()
+            if e.counted { versions.removeValue(forKey: e.key) } else { reads.removeValue(forKey: e.key) }
+        }
+        if ranges.count > m.ranges { ranges.removeSubrange(m.ranges...) }
+    }
+
     private enum Undo {
         case write(key: [UInt8], old: [UInt8]??)
         case tombstone(removed: [([UInt8], [UInt8]?)])
