@@ -210,8 +210,9 @@ public final class Executor: @unchecked Sendable {
     }
 
     /// Thrown inside an operation's savepoint when the transaction no longer fits in one commit of the engine: the
-    /// operation's writes are rolled back with the savepoint and it runs again in the next commit.
-    private struct DoesNotFit: Error {}
+    /// operation's writes are rolled back with the savepoint and it runs again in the next commit (an optimistic
+    /// engine also forgets what it read there: EtcdStore.savepoint).
+    struct DoesNotFit: Error {}
 
     /// Runs a batch in one transaction; returns the jobs left for the next one (the engine's commit could not hold
     /// them: etcd's --max-txn-ops and --max-request-bytes), in order. A job that alone does not fit fails at commit.

@@ -45,6 +45,37 @@ final class BenchEtcd {
     }
 }
 
+/// etcd's own single-key Txn over the JSON gateway the engine uses: one put of `value` at `key`, no compare.
+func rawTxn(_ conn: UnixHTTPConnection, key: String, value: Int) throws {
+    let body = #"{"compare":[],"success":[{"request_put":{"key":"\#(Data(key.utf8).base64EncodedString())","value":"\#(Data(String(value).utf8).base64EncodedString())"}}]}"#
+    let resp = try conn.request("POST", "/v3/kv/txn", body: Array(body.utf8))
+    guard resp.status == 200 else { throw BenchFailure(description: "etcd raw Txn: HTTP \(resp.status)") }
+}
+
+/// etcd's own single-key Txns per second from `clients` concurrent keep-alive connections (each its own key), `total` in all.
+func etcdRawTxnRate(_ etcd: BenchEtcd, clients: Int, total: Int) throws -> Double {
+    let per = max(1, total / clients)
+    final class First: @unchecked Sendable { let lock = NSLock(); var error: Error? }
+    let failure = First()
+    let group = DispatchGroup()
+    let t0 = monotonicNanos()
+    for c in 0..<clients {
+        group.enter()
+        Thread.detachNewThread {
+            let conn = UnixHTTPConnection(endpoint: .tcp(host: "127.0.0.1", port: etcd.port), timeoutSeconds: 10)
+            do { for i in 0..<per { try rawTxn(conn, key: "/raw/\(c)", value: i) } } catch {
+                failure.lock.withLock { failure.error = failure.error ?? error }
+            }
+            conn.close()
+            group.leave()
+        }
+    }
+    group.wait()
+    let secs = Double(monotonicNanos() - t0) / 1e9
+    if let e = failure.error { throw e }
+    return Double(per * clients) / secs
+}
+
 func etcdSection() throws {
     let etcd = try BenchEtcd()
     defer { etcd.stop() }
@@ -72,12 +103,7 @@ func etcdSection() throws {
         for _ in 0..<block { try ex.runSync { try increment() } }
         executorNs += monotonicNanos() - t0
         t0 = monotonicNanos()
-        for i in 0..<block {
-            // etcd's own single-key Txn over the same gateway: one put, no compare (base64 of "/raw" and the value).
-            let body = #"{"compare":[],"success":[{"request_put":{"key":"L3Jhdw==","value":"\#(Data(String(r * block + i).utf8).base64EncodedString())"}}]}"#
-            let resp = try raw.request("POST", "/v3/kv/txn", body: Array(body.utf8))
-            guard resp.status == 200 else { throw BenchFailure(description: "etcd raw Txn: HTTP \(resp.status)") }
-        }
+        for i in 0..<block { try rawTxn(raw, key: "/raw", value: r * block + i) }
         rawNs += monotonicNanos() - t0
     }
     let n = Double(block * rounds)

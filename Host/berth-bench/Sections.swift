@@ -18,4 +18,5 @@ let extraSections: [(String, () throws -> Void)] = [
     ("etcd", etcdSection),
     ("runtime", runtimeSection),
     ("cluster", clusterSection),
+    ("cluster-api", clusterAPISection),
 ]

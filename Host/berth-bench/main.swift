@@ -7,7 +7,8 @@
 // Sections: abi (plugin call cost), network (allocations through the API, berth-cni vs host-local),
 // storage (volume lifecycle cycles), startup (daemon start-up time and memory), stalls (ADD p99 during large admin
 // requests), etcd (the etcd engine of the store next to etcd's own Txn rate), cluster (ipam-pool ADDs from 3 hosts on one
-// etcd next to one host alone, and the conflict rate).
+// etcd next to one host alone, and the conflict rate), cluster-api (allocations through the API of 3 berthd on one etcd
+// and of one berthd on SQLite, next to etcd's own single-key Txn rate, and the conflicts per commit).
 import BerthCheck
 import BerthKinds
 import BerthPlugins
@@ -43,7 +44,7 @@ let jsonOut: String? = args.firstIndex(of: "--json").flatMap { $0 + 1 < args.cou
 let only: String? = args.firstIndex(of: "--only").flatMap { $0 + 1 < args.count ? args[$0 + 1] : nil }
 if args.contains("--help") || args.contains("-h") {
     print("""
-    usage: berth-bench [--quick] [--json FILE] [--only abi|network|api|ipam|storage|startup|scheduler|isolation|stalls|etcd|runtime|cluster]
+    usage: berth-bench [--quick] [--json FILE] [--only abi|network|api|ipam|storage|startup|scheduler|isolation|stalls|etcd|runtime|cluster|cluster-api]
       --quick        reduced iteration counts (CI runs this so the benchmarks never rot)
       --json FILE    also write the table as JSON
       --only SECTION run one section
@@ -164,6 +165,7 @@ for extra in extraSections { section(extra.0, extra.1) }
 func fmt(_ v: Double) -> String {
     if v >= 100 { return String(format: "%.0f", v) }
     if v >= 10 { return String(format: "%.1f", v) }
+    if v > 0 && v < 0.1 { return String(format: "%.2g", v) }  // small ratios (conflicts per commit) keep two digits
     return String(format: "%.2f", v)
 }
 let header = ["section", "benchmark", "value", "unit", "baseline (same run)", "baseline value", "ratio"]

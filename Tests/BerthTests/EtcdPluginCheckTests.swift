@@ -127,6 +127,23 @@ final class EtcdPluginCheckTests: EtcdTestCase {
         print("300 grouped operations: \(commits) etcd Txns")
     }
 
+    /// 300 operations that each read two keys and write one, queued together: etcd's 128 compares are reached first.
+    /// The operation the commit is cut at runs again in the next one, and what it read is not compared in this one
+    /// (it took the Txn to 130 compares: RESOURCE_EXHAUSTED for the whole batch).
+    func testGroupCommitSplitsAtTheComparesLimit() throws {
+        let st = try EtcdStore(EtcdSettings(endpoints: [endpoint], site: "split-reads-\(UUID().uuidString)"))
+        defer { try? st.removeSite() }
+        func get(_ k: String) throws -> [UInt8]? { try Array(k.utf8).withUnsafeBytes { kb in try st.kvRead("ns", kb) { $0.map { Array($0) } } } }
+        let jobs: [() throws -> Void] = (0..<300).map { i in {
+            let a = try get("a/\(i)"), b = try get("b/\(i)")
+            try self.put(st, "k/\(i)", [UInt8((a?.count ?? 0) + (b?.count ?? 0))])
+        } }
+        let (errors, commits) = runGrouped(st, jobs)
+        XCTAssertEqual(errors.compactMap { $0 }.map { "\($0)" }.prefix(1), [], "every operation committed")
+        XCTAssertGreaterThanOrEqual(commits, 3, "split into several Txns")
+        XCTAssertEqual(try count(st, "k/"), 300)
+    }
+
     /// One operation that alone exceeds a limit fails with RESOURCE_EXHAUSTED naming it, and nothing of it is written;
     /// the operations grouped with it commit.
     func testAnOperationOverTheLimitsFailsAloneNamingTheLimit() throws {

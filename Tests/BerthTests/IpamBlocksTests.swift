@@ -43,6 +43,19 @@ extension IpamPoolTests {
         XCTAssertEqual(try n.kv("cnt/p/b") != nil, nodeCounters, "node b's counter delta exists only with nodeCounters")
     }
 
+    /// nodeCounters is part of the stored pool: after a restart (or on another berthd of the site, which reads the
+    /// pool from the store) an ADD for a node still writes that node's delta, not the pool's count/<P>.
+    func testNodeCountersSurviveARestart() throws {
+        let n = try net(pool: ["name": "p", "ranges": [["subnet": "10.20.0.0/24"]], "nodeCounters": true])
+        _ = try n.addIP("a-0", "eth0", ["node": "a"])
+        let pooled = try n.kv("count/p")
+        try n.restart()
+        _ = try n.addIP("b-0", "eth0", ["node": "b"])
+        XCTAssertNotNil(try n.kv("cnt/p/b"), "node b's counter delta")
+        XCTAssertEqual(try n.kv("count/p"), pooled, "the pool's own counters are not written by a node's ADD")
+        XCTAssertEqual(try n.capacity()["active"]?.int, 2)
+    }
+
     func testNodeWithFullBlocksClaimsAnother() throws {
         // /29 blocks: 10.20.0.0/29 holds .2-.7 (.1 is the gateway), the next .8-.15.
         let n = try net(pool: ["name": "p", "ranges": [["subnet": "10.20.0.0/24"]], "blockSize": 29])

@@ -327,6 +327,35 @@ final class EtcdStoreInterfaceTests: EtcdTestCase {
         XCTAssertNil(try C.get(a, "ns", C.bytes("q/z")))
     }
 
+    /// Scans repeated in one transaction (answered from the ranges it already read, at its snapshot) see what the
+    /// first scan saw merged with the transaction's own writes, never another writer's commit made meanwhile, page
+    /// past etcd's answer size the same way, and the commit still conflicts on that other writer's phantom.
+    func testRepeatedScansInOneTransaction() throws {
+        let a = try open(dir), b = try open(dir)
+        let keys = (0..<40).map { C.bytes("p/" + String(format: "%02d", $0)) }
+        try C.inTransaction(a) { for k in keys { try C.put(a, "ns", k, [1]) } }
+        try a.begin()
+        XCTAssertEqual(try C.scan(a, "ns", prefix: C.bytes("p/")), keys)
+        try C.inTransaction(b) {
+            try C.put(b, "ns", C.bytes("p/15x"), [1])
+            try C.bytes("p/20").withUnsafeBytes { try b.kvDelete("ns", $0) }
+        }
+        XCTAssertEqual(try C.scan(a, "ns", prefix: C.bytes("p/")), keys, "the snapshot, not b's commit")
+        XCTAssertEqual(try C.next(a, "ns", prefix: C.bytes("p/"), after: C.bytes("p/15")), C.bytes("p/16"))
+        XCTAssertEqual(try C.next(a, "ns", prefix: C.bytes("p/"), after: C.bytes("p/39")), nil)
+        try C.put(a, "ns", C.bytes("p/05a"), [1])
+        try C.bytes("p/30").withUnsafeBytes { try a.kvDelete("ns", $0) }
+        var mine = keys.filter { $0 != C.bytes("p/30") } + [C.bytes("p/05a")]
+        mine.sort { $0.lexicographicallyPrecedes($1) }
+        XCTAssertEqual(try C.scan(a, "ns", prefix: C.bytes("p/")), mine, "with a's own put and delete")
+        XCTAssertEqual(try C.next(a, "ns", prefix: C.bytes("p/"), after: C.bytes("p/05")), C.bytes("p/05a"))
+        XCTAssertEqual(try C.next(a, "ns", prefix: C.bytes("p/"), after: C.bytes("p/29")), C.bytes("p/31"))
+        assertAborted(try a.commit(), "p/15x appeared in the range a scanned")
+        var now = keys.filter { $0 != C.bytes("p/20") } + [C.bytes("p/15x")]
+        now.sort { $0.lexicographicallyPrecedes($1) }
+        try C.inTransaction(a) { XCTAssertEqual(try C.scan(a, "ns", prefix: C.bytes("p/")), now, "a new transaction sees b's commit") }
+    }
+
     /// etcd's limits (128 operations, 1.5 MiB per Txn): over them, a clear RESOURCE_EXHAUSTED naming the limit and
     /// nothing applied; at them, the commit goes through. With the engine's limits set above the member's, etcd's own
     /// refusal is reported as clearly.

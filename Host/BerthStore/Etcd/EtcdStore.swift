@@ -134,8 +134,15 @@ public final class EtcdStore: StateStore {
 
     public func savepoint<T>(_ name: StaticString, _ body: () throws -> T) throws -> T {
         guard let t = txn else { throw BerthError(.failedPrecondition, "savepoint \(name): no transaction is open on this etcd store") }
-        let mark = t.mark
-        return try completions.frame(body) { t.rollback(to: mark) }
+        let mark = t.mark, readMark = t.readMark
+        do {
+            return try completions.frame(body) { t.rollback(to: mark) }
+        } catch let e as Executor.DoesNotFit {
+            // The operation runs again in the next commit: what it read is not this commit's to compare (its reads
+            // would take this commit over the limit it was just cut at).
+            t.forgetReads(since: readMark)
+            throw e
+        }
     }
 
     /// Runs `body` in the open transaction, or in one of its own committed at once (a write outside a transaction).
@@ -150,9 +157,13 @@ public final class EtcdStore: StateStore {
     // MARK: reads through the buffer, at the snapshot
 
     /// A range at the transaction's snapshot (fixed by its first read), or at the newest revision outside one.
+    /// A scan of pairs (not a count, not keys alone) inside one already made in the transaction is answered from it.
     func range(_ t: EtcdTxn?, _ lo: [UInt8], _ hi: [UInt8], limit: Int = 0, countOnly: Bool = false, keysOnly: Bool = false) throws -> EtcdRange {
+        let memo = t != nil && !hi.isEmpty && !countOnly && !keysOnly
+        if memo, let t, t.snapshot != 0, let r = t.scanned(lo, hi, limit: limit) { return r }
         let r = try client.range(lo, hi, revision: t?.snapshot ?? 0, limit: limit, countOnly: countOnly, keysOnly: keysOnly)
         if let t, t.snapshot == 0 { t.snapshot = r.revision }
+        if memo, let t { t.noteScan(lo, hi, r) }
         return r
     }
 
@@ -162,7 +173,7 @@ public final class EtcdStore: StateStore {
         if let b = t.buffered(key) { return b }
         if let seen = t.reads[key] { return seen.value }
         let kv = try range(t, key, []).kvs.first
-        t.reads[key] = (kv?.modRevision ?? 0, kv?.value)
+        t.noteRead(key, kv?.modRevision ?? 0, kv?.value)
         return kv?.value
     }
 
@@ -187,7 +198,7 @@ public final class EtcdStore: StateStore {
         var result = found.map { ($0.key, $0.value) }
         if let t {
             if let w = t.firstWrite(lo, found.map { $0.key } ?? hi), result == nil || Keys.less(w.0, result!.0) { result = w }
-            if let found, result?.0 == found.key { t.reads[found.key] = (found.modRevision, found.value) }
+            if let found, result?.0 == found.key { t.noteRead(found.key, found.modRevision, found.value) }
             t.ranges.append((lo, result.map { $0.0 + [0] } ?? hi))
         }
         return result
@@ -202,7 +213,7 @@ public final class EtcdStore: StateStore {
         if !exact && !t.touches(lo, hi) { return try range(t, lo, hi, countOnly: true).count }
         var n: Int64 = 0
         for kv in try range(t, lo, hi, keysOnly: true).kvs where t.buffered(kv.key) == nil {
-            if exact { t.versions[kv.key] = kv.modRevision }
+            if exact { t.noteVersion(kv.key, kv.modRevision) }
             n += 1
         }
         for (k, v) in t.writes where v != nil && Keys.within(k, lo, hi) { n += 1 }

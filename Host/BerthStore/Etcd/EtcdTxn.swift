@@ -37,6 +37,62 @@ final class EtcdTxn {
     /// event's index in the Txn is its sequence number minus this.
     var eventBase: Int64 = -1
 
+    /// What range reads at `snapshot` answered (etcd's keys, before this transaction's writes): at a fixed revision
+    /// etcd answers a range the same every time, so a range inside one already read is answered from here. An
+    /// operation that scans the same range as the one before it in a group commit (a plugin's configuration, an
+    /// empty index) costs no round trip.
+    private var scans: [(lo: [UInt8], covered: [UInt8], kvs: [EtcdKV])] = []
+
+    /// The answer to a range read of [lo, hi) (hi [0]: no upper bound) with `limit` (0: all), when a range read
+    /// earlier in this transaction covers it.
+    func scanned(_ lo: [UInt8], _ hi: [UInt8], limit: Int) -> EtcdRange? {
+        for s in scans where !Keys.less(lo, s.lo) && (s.covered.isEmpty || Keys.less(lo, s.covered)) {
+            var kvs: [EtcdKV] = []
+            for kv in s.kvs where !Keys.less(kv.key, lo) && Self.below(kv.key, hi) {
+                if limit > 0 && kvs.count == limit { return EtcdRange(kvs: kvs, count: 0, revision: snapshot, more: true) }
+                kvs.append(kv)
+            }
+            // Complete only when the earlier read covered [lo, hi) to its end.
+            guard s.covered.isEmpty || (hi != [0] && !Keys.less(s.covered, hi)) else { continue }
+            return EtcdRange(kvs: kvs, count: Int64(kvs.count), revision: snapshot, more: false)
+        }
+        return nil
+    }
+
+    /// Notes what a range read of [lo, hi) made at `snapshot` answered (small answers only).
+    func noteScan(_ lo: [UInt8], _ hi: [UInt8], _ r: EtcdRange) {
+        guard r.kvs.count <= 64, !r.more || !r.kvs.isEmpty else { return }
+        let covered = r.more ? r.kvs.last!.key + [0] : (hi == [0] ? [] : hi)  // []: to the end of the key space
+        scans.append((lo, covered, r.kvs))
+    }
+
+    /// True when `k` is below the range end `hi` ([0]: no end).
+    private static func below(_ k: [UInt8], _ hi: [UInt8]) -> Bool { hi == [0] || Keys.less(k, hi) }
+
+    /// Keys in `reads` (or, counted, in `versions`) in the order first read, so that what an operation deferred to
+    /// the next commit read can be forgotten (EtcdStore.savepoint).
+    private var readLog: [(key: [UInt8], counted: Bool)] = []
+    var readMark: (log: Int, ranges: Int) { (readLog.count, ranges.count) }
+
+    func noteRead(_ key: [UInt8], _ mod: Int64, _ value: [UInt8]?) {
+        if reads[key] == nil { readLog.append((key, false)) }
+        reads[key] = (mod, value)
+    }
+
+    func noteVersion(_ key: [UInt8], _ mod: Int64) {
+        if versions[key] == nil { readLog.append((key, true)) }
+        versions[key] = mod
+    }
+
+    /// Drops the point reads, counted keys and scanned ranges recorded after `m`.
+    func forgetReads(since m: (log: Int, ranges: Int)) {
+        while readLog.count > m.log {
+            let e = readLog.removeLast()
+            if e.counted { versions.removeValue(forKey: e.key) } else { reads.removeValue(forKey: e.key) }
+        }
+        if ranges.count > m.ranges { ranges.removeSubrange(m.ranges...) }
+    }
+
     private enum Undo {
         case write(key: [UInt8], old: [UInt8]??)
         case tombstone(removed: [([UInt8], [UInt8]?)])

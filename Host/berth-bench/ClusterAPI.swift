@@ -1,0 +1,129 @@
+// `--only cluster-api`: allocations per second through the API of 3 real berthd sharing one real etcd (ipam-pool with
+// per-node blocks, N keep-alive clients per berthd), next to etcd's own single-key Txn rate with as many clients in the
+// same run (a ratio), the conflicts per commit from the berthds' /metrics; then one berthd on SQLite, same clients.
+import BerthStore
+import BerthWire
+import Foundation
+
+/// The counters of a berthd's /metrics that the conflict rate is made of.
+private struct StoreCounters {
+    var commits: Double = 0
+    var conflicts: Double = 0
+    var operations: Double = 0
+
+    static func read(_ d: BenchDaemon) throws -> StoreCounters {
+        let r = try UnixHTTPConnection(path: d.socket).request("GET", "/metrics")
+        guard r.status == 200 else { throw BenchFailure(description: "GET /metrics: HTTP \(r.status)") }
+        var c = StoreCounters()
+        for line in r.text.split(separator: "\n") where !line.hasPrefix("#") {
+            let f = line.split(separator: " ")
+            guard f.count == 2, let v = Double(f[1]) else { continue }
+            switch f[0] {
+            case "berth_store_commits_total": c.commits = v
+            case "berth_store_conflicts_total": c.conflicts = v
+            case "berth_store_operations_total": c.operations = v
+            default: break
+            }
+        }
+        return c
+    }
+
+    static func - (a: StoreCounters, b: StoreCounters) -> StoreCounters {
+        StoreCounters(commits: a.commits - b.commits, conflicts: a.conflicts - b.conflicts, operations: a.operations - b.operations)
+    }
+    static func + (a: StoreCounters, b: StoreCounters) -> StoreCounters {
+        StoreCounters(commits: a.commits + b.commits, conflicts: a.conflicts + b.conflicts, operations: a.operations + b.operations)
+    }
+}
+
+/// Allocations through the API of several berthd at once: `clients` keep-alive connections to each, every client
+/// allocating `perClient` attachments for its berthd's node, one ADD per request. An ADD answered ABORTED (it
+/// conflicted on every retry of the executor) is sent again, as a client would, and counted.
+private func apiAllocations(_ targets: [(daemon: BenchDaemon, node: String)], clients: Int, perClient: Int,
+                            prefix: String) throws -> (rate: Double, aborted: Int) {
+    final class Tally: @unchecked Sendable {
+        let lock = NSLock()
+        var failed = 0, aborted = 0
+        var first: String?
+    }
+    let tally = Tally()
+    let group = DispatchGroup()
+    let t0 = monotonicNanos()
+    for (t, target) in targets.enumerated() {
+        for c in 0..<clients {
+            let socket = target.daemon.socket, node = target.node
+            group.enter()
+            Thread.detachNewThread {
+                let conn = UnixHTTPConnection(path: socket)
+                var i = 0, resent = 0
+                while i < perClient {
+                    let req: JSON = ["containerID": .string("\(prefix)-\(t)-\(c)-\(i)"), "ifname": "eth0", "node": .string(node)]
+                    let r = try? conn.request("POST", "/v1/networks/net/attachments", body: req.bytes)
+                    if r?.status == 200 {
+                        i += 1
+                    } else if r?.status == 409, r!.text.contains("conflicted"), resent < 10 * perClient {
+                        resent += 1
+                    } else {
+                        tally.lock.withLock {
+                            tally.failed += 1
+                            if tally.first == nil { tally.first = r.map { "\($0.status) \($0.text.prefix(300))" } ?? "no response" }
+                        }
+                        i += 1
+                    }
+                }
+                tally.lock.withLock { tally.aborted += resent }
+                group.leave()
+            }
+        }
+    }
+    group.wait()
+    let secs = Double(monotonicNanos() - t0) / 1e9
+    if tally.failed > 0 { throw BenchFailure(description: "\(tally.failed) API allocations failed; first: \(tally.first ?? "")") }
+    return (Double(targets.count * clients * perClient) / secs, tally.aborted)
+}
+
+func clusterAPISection() throws {
+    let clients = Int(ProcessInfo.processInfo.environment["BERTH_BENCH_CLIENTS"] ?? "") ?? 16  // per berthd
+    let perClient = quick ? 20 : 200
+    let hosts = 3
+    let etcd = try BenchEtcd()
+    defer { etcd.stop() }
+    // Per-node blocks of 256 addresses (a node claims a new block, the only write nodes may race on, every 256 ADDs),
+    // counters per node: hosts share no key on the allocation path.
+    let plugins: JSON = [["name": "net", "path": .string(binDir + "/libberth-ipam-pool.so"),
+                          "config": ["pools": [["name": "bench", "ranges": [["subnet": "10.192.0.0/12"]], "blockSize": 24, "nodeCounters": true]]]]]
+    let daemons = try (0..<hosts).map { i in
+        try BenchDaemon(plugins: plugins, extra: [("store", ["engine": "etcd", "endpoints": [.string(etcd.endpoint)]]),
+                                                  ("node", .string("bench-\(i)")), ("site", "bench-cluster")])
+    }
+    defer { for d in daemons { d.stop() } }
+    let targets = daemons.enumerated().map { (daemon: $1, node: "bench-\($0)") }
+
+    // etcd's own rate with every client of the run at once, half before and half after the berthds' allocations.
+    let rawTotal = hosts * clients * perClient
+    let rawBefore = try etcdRawTxnRate(etcd, clients: hosts * clients, total: rawTotal / 2)
+    let before = try daemons.map(StoreCounters.read)
+    let cluster = try apiAllocations(targets, clients: clients, perClient: perClient, prefix: "capi")
+    let after = try daemons.map(StoreCounters.read)
+    let rawAfter = try etcdRawTxnRate(etcd, clients: hosts * clients, total: rawTotal / 2)
+    let raw = 2 / (1 / rawBefore + 1 / rawAfter)  // the rate of both halves together (equal counts)
+    let delta = zip(after, before).map { $0 - $1 }.reduce(StoreCounters(), +)
+
+    // One berthd on SQLite (store.sync full, the default), as many clients in all, the same plugin and pool.
+    let single = try BenchDaemon(plugins: plugins)
+    defer { single.stop() }
+    let sqlite = try apiAllocations([(single, "bench-0")], clients: hosts * clients, perClient: perClient, prefix: "sapi")
+
+    let total = hosts * clients
+    rows.append(BenchRow(section: "cluster-api", name: "allocations/s through the API, 3 berthd on one etcd (\(hosts) x \(clients) clients)",
+                         value: cluster.rate, unit: "alloc/s", baseline: "etcd's own single-key Txn/s (\(total) clients, same run)", baselineValue: raw))
+    rows.append(BenchRow(section: "cluster-api", name: "store conflicts, 3 berthd on one etcd (ratio: per commit; target < 0.01)",
+                         value: delta.conflicts, unit: "conflicts", baseline: "store commits of the 3 berthd (same run)", baselineValue: delta.commits))
+    rows.append(BenchRow(section: "cluster-api", name: "ADDs per store commit (group commit), 3 berthd on one etcd",
+                         value: delta.commits > 0 ? delta.operations / delta.commits : 0, unit: "ops/commit",
+                         baseline: "clients per berthd", baselineValue: Double(clients)))
+    rows.append(BenchRow(section: "cluster-api", name: "ADDs answered ABORTED (sent again), 3 berthd on one etcd", value: Double(cluster.aborted),
+                         unit: "ADDs", baseline: "ADDs made (same run)", baselineValue: Double(hosts * clients * perClient)))
+    rows.append(BenchRow(section: "cluster-api", name: "allocations/s through the API, one berthd on SQLite (\(total) clients, sync=full)",
+                         value: sqlite.rate, unit: "alloc/s", baseline: "etcd's own single-key Txn/s (\(total) clients, same run)", baselineValue: raw))
+}
