@@ -36,6 +36,7 @@ module() {
   local srcs=() extra=()
   while [ $# -gt 0 ] && [ "$1" != "--" ]; do srcs+=($(find "$1" -name '*.swift' | sort)); shift; done
   [ "${1:-}" = "--" ] && { shift; extra=("$@"); }
+  rm -f "$B/lib$name.a"  # swiftc adds to an archive that exists: a stale one would define everything twice
   swiftc "${SAN[@]}" -module-name "$name" -emit-module -emit-module-path "$B/$name.swiftmodule" \
     -emit-library -static -o "$B/lib$name.a" "${srcs[@]}" "${extra[@]}" >"$out/build-$name.log" 2>&1 \
     || { echo "building $name failed:"; grep -E "error:" "$out/build-$name.log" | head -10; return 1; }
@@ -61,10 +62,18 @@ build_all() {
   module BerthIpamPoolPlugin Plugins/ipam-pool -- "${ABI[@]}" || return 1
   archive DepLogging "$debug/Logging.build"
   archive DepCrypto "$debug/Crypto.build" "$debug/CCryptoBoringSSL.build" "$debug/CCryptoBoringSSLShims.build" "$debug/CryptoBoringWrapper.build"
+  # SwiftNIO and NIOSSL (the etcd engine's TLS, in BerthStore): their objects, and their C modules' maps as SwiftPM
+  # passes them (generated in the build, or shipped in the packages' sources).
+  archive DepNIO $(ls -d "$debug"/{NIO,NIOCore,NIOPosix,NIOSSL,NIOTLS,NIOConcurrencyHelpers,_NIODataStructures,_NIOBase64,Atomics,_AtomicsShims,DequeModule,InternalCollectionsUtilities}.build "$debug"/CNIO*.build 2>/dev/null)
+  CMAPS=()
+  local map
+  for map in "$debug"/CNIO*.build/module.modulemap "$root"/.build/checkouts/{swift-nio,swift-nio-ssl,swift-atomics}/Sources/*/include/module.modulemap; do
+    [ -f "$map" ] && CMAPS+=(-Xcc "-fmodule-map-file=$map")
+  done
   # The host's modules, in the order their dependencies point: store -> plugins -> kinds -> scheduler -> core.
   local m
   for m in BerthStore BerthPlugins BerthKinds BerthScheduler BerthCore; do
-    module "$m" "Host/$m" -- "${ABI[@]}" -I Host/CSQLite -I "$debug/Modules" || return 1
+    module "$m" "Host/$m" -- "${ABI[@]}" "${CMAPS[@]}" -I Host/CSQLite -I "$debug/Modules" || return 1
   done
 }
 
@@ -72,7 +81,7 @@ build_all() {
 fuzzer() {
   local name=$1; shift
   swiftc "${SAN[@]}" -module-name "Fuzz_$name" $(find "Tests/Fuzz/$name" -name '*.swift' | sort) -o "$B/fuzz-$name" \
-    "${ABI[@]}" -I Host/CSQLite -I "$debug/Modules" "$@" >"$out/build-fuzz-$name.log" 2>&1 \
+    "${ABI[@]}" "${CMAPS[@]}" -I Host/CSQLite -I "$debug/Modules" "$@" >"$out/build-fuzz-$name.log" 2>&1 \
     || { echo "linking fuzz-$name failed:"; grep -E "error" "$out/build-fuzz-$name.log" | head -10; return 1; }
 }
 
@@ -81,7 +90,7 @@ t0=$(date +%s)
 if ! build_all; then
   for n in "${names[@]}"; do fail "$n" "the instrumented modules did not build (see $out/build-*.log)"; done; finish
 fi
-CORE=(-lBerthCore -lBerthScheduler -lBerthKinds -lBerthPlugins -lBerthStore -lBerthWire -lBerthJSONText -lBerthPluginABI -lDepLogging -lDepCrypto -lsqlite3 -lstdc++)
+CORE=(-lBerthCore -lBerthScheduler -lBerthKinds -lBerthPlugins -lBerthStore -lBerthWire -lBerthJSONText -lBerthPluginABI -lDepLogging -lDepCrypto -lDepNIO -lsqlite3 -lstdc++)
 KIT=(-lBerthPluginKit -lBerthJSONText -lBerthPluginABI)
 echo "modules built in $(( $(date +%s) - t0 )) s"
 

@@ -46,15 +46,18 @@ final class EtcdTxn {
     /// The answer to a range read of [lo, hi) (hi [0]: no upper bound) with `limit` (0: all), when a range read
     /// earlier in this transaction covers it.
     func scanned(_ lo: [UInt8], _ hi: [UInt8], limit: Int) -> EtcdRange? {
-        for s in scans where !Keys.less(lo, s.lo) && (s.covered.isEmpty || Keys.less(lo, s.covered)) {
+        for s in scans.reversed() where !Keys.less(lo, s.lo) && (s.covered.isEmpty || Keys.less(lo, s.covered)) {
             var kvs: [EtcdKV] = []
             for kv in s.kvs where !Keys.less(kv.key, lo) && Self.below(kv.key, hi) {
                 if limit > 0 && kvs.count == limit { return EtcdRange(kvs: kvs, count: 0, revision: snapshot, more: true) }
                 kvs.append(kv)
             }
-            // Complete only when the earlier read covered [lo, hi) to its end.
-            guard s.covered.isEmpty || (hi != [0] && !Keys.less(s.covered, hi)) else { continue }
-            return EtcdRange(kvs: kvs, count: Int64(kvs.count), revision: snapshot, more: false)
+            // Complete when the earlier read covered [lo, hi) to its end; else what it holds, with more after the last
+            // key (the caller reads on from there). Nothing it holds: ask etcd.
+            if s.covered.isEmpty || (hi != [0] && !Keys.less(s.covered, hi)) {
+                return EtcdRange(kvs: kvs, count: Int64(kvs.count), revision: snapshot, more: false)
+            }
+            if !kvs.isEmpty { return EtcdRange(kvs: kvs, count: 0, revision: snapshot, more: true) }
         }
         return nil
     }
@@ -64,6 +67,8 @@ final class EtcdTxn {
         guard r.kvs.count <= 64, !r.more || !r.kvs.isEmpty else { return }
         let covered = r.more ? r.kvs.last!.key + [0] : (hi == [0] ? [] : hi)  // []: to the end of the key space
         scans.append((lo, covered, r.kvs))
+        // The recent ones only: a long scan of a table (a list of thousands of rows) must not cost the square of it.
+        if scans.count > 32 { scans.removeFirst(scans.count - 32) }
     }
 
     /// True when `k` is below the range end `hi` ([0]: no end).
