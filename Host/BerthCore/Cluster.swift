@@ -84,11 +84,7 @@ public final class ClusterMember: @unchecked Sendable {
         var live: [(node: String, info: JSON)] = []
         var members: [String] = []
         var etcd: JSON = .null
-        if let probe = try? EtcdLease(store.settings, ttlSeconds: 5) {
-            live = (try? probe.liveNodes()) ?? []
-            members = (try? probe.members()) ?? []
-            try? probe.revoke()
-        }
+        if let m = try? EtcdLease.membership(store.settings) { (members, live) = m }
         // The first endpoint that answers (clusterInfo alone fails when any endpoint listed does not).
         let answer = store.settings.endpoints.lazy.compactMap { e -> EtcdClusterInfo? in
             var one = self.store.settings

@@ -44,20 +44,6 @@ final class ClusterFailoverTests: XCTestCase {
 
     func instance(_ d: Daemon, _ ord: Int) throws -> JSON { try d.request("GET", "/v1/instances/StatefulApp/db/\(ord)").1 }
 
-    @discardableResult
-    func waitFor(_ what: String, timeout: Double = 30, file: StaticString = #filePath, line: UInt = #line,
-                 _ probe: () throws -> JSON, _ cond: (JSON) -> Bool) throws -> JSON {
-        let deadline = Date().addingTimeInterval(timeout)
-        var last: JSON = .null
-        while Date() < deadline {
-            last = (try? probe()) ?? .null
-            if cond(last) { return last }
-            usleep(50_000)
-        }
-        XCTFail("timed out waiting for \(what); last: \(last.serialized)", file: file, line: line)
-        throw NSError(domain: "wait", code: 1)
-    }
-
     func placed(_ d: Daemon, _ ord: Int) throws -> JSON {
         try waitFor("db-\(ord) placed", { try instance(d, ord) }) { $0["state"]?.string == "placed" }
     }

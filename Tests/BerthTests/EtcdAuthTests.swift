@@ -38,17 +38,7 @@ final class EtcdAuthTests: XCTestCase {
         try store.commit()
         XCTAssertEqual(try StoreContract.get(store, "ns", Array("k".utf8)), Array("v2".utf8))
         // The watch authenticates too (and renews its token when it reconnects).
-        let woke = Shared(0)
-        let watch = EtcdWatch(settings(etcd, user: "root", password: "s3cret-pw")) { woke.with { $0 += 1 } }
-        watch.start()
-        let deadline = Date().addingTimeInterval(8)
-        while !watch.isWatching && Date() < deadline { usleep(20_000) }
-        XCTAssertTrue(watch.isWatching, watch.lastFailure ?? "")
-        let before = woke.with { $0 }
-        _ = try store.appendEvent(type: "test.auth", subject: "x")
-        while woke.with({ $0 }) == before && Date() < deadline { usleep(20_000) }
-        XCTAssertGreaterThan(woke.with { $0 }, before, "an event woke the authenticated watch")
-        watch.stop()
+        try assertAWatchWakes(settings(etcd, user: "root", password: "s3cret-pw"), onEventFrom: store)
         try store.removeSite()
     }
 

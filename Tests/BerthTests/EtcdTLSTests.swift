@@ -71,19 +71,7 @@ final class EtcdTLSTests: XCTestCase {
         XCTAssertEqual(try StoreContract.get(again, "ns", Array("k".utf8)), Array("over TLS".utf8))
 
         // The watch runs over TLS too: another store's event wakes it; stop() ends its blocked TLS read at once.
-        let woke = Shared(0)
-        let watch = EtcdWatch(settings()) { woke.with { $0 += 1 } }
-        watch.start()
-        let deadline = Date().addingTimeInterval(5)
-        while !watch.isWatching && Date() < deadline { usleep(20_000) }
-        XCTAssertTrue(watch.isWatching, watch.lastFailure ?? "")
-        let before = woke.with { $0 }
-        _ = try again.appendEvent(type: "test.tls", subject: "x")
-        while woke.with({ $0 }) == before && Date() < deadline { usleep(20_000) }
-        XCTAssertGreaterThan(woke.with { $0 }, before, "an event woke the watch over TLS")
-        let t0 = Date()
-        watch.stop()
-        XCTAssertLessThan(Date().timeIntervalSince(t0), 1, "stop() ends a blocked TLS read")
+        try assertAWatchWakes(settings(), onEventFrom: again)
         try store.removeSite()
 
         // berthd --check connects with the site's store.tls files.

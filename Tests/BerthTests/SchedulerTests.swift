@@ -74,21 +74,6 @@ final class SchedulerTests: XCTestCase {
         return body
     }
 
-    /// Polls until `cond` holds (up to `timeout` seconds); fails with the last value otherwise.
-    @discardableResult
-    func waitFor(_ what: String, timeout: Double = 20, file: StaticString = #filePath, line: UInt = #line,
-                 _ probe: () throws -> JSON, _ cond: (JSON) -> Bool) throws -> JSON {
-        let deadline = Date().addingTimeInterval(timeout)
-        var last: JSON = .null
-        while Date() < deadline {
-            last = try probe()
-            if cond(last) { return last }
-            usleep(20_000)
-        }
-        XCTFail("timed out waiting for \(what); last: \(last.serialized)", file: file, line: line)
-        throw NSError(domain: "wait", code: 1)
-    }
-
     func waitState(_ d: Daemon, _ kind: String, _ app: String, _ ord: Int, _ state: String, timeout: Double = 20,
                    file: StaticString = #filePath, line: UInt = #line) throws -> JSON {
         try waitFor("\(kind)/\(app)/\(ord) \(state)", timeout: timeout, file: file, line: line, { try instance(d, kind, app, ord) }) {

@@ -92,6 +92,13 @@ final class SiteStoreTests: XCTestCase {
         XCTAssertEqual(cluster["leading"]?.bool, true, cluster.serialized)
         XCTAssertEqual(cluster["members"]?.array?.count, 1, cluster.serialized)
         XCTAssertEqual(cluster["members"]?[0]?["live"]?.bool, true, cluster.serialized)
+        // `berth status` prints the same as lines.
+        let (rc, out, err) = try runTool(Paths.bin + "/berth", ["status", "--socket", d.socket])
+        XCTAssertEqual(rc, 0, err)
+        XCTAssertTrue(out.contains("store etcd \(etcd.endpoint)"), out)
+        XCTAssertTrue(out.contains("node solo-1, scheduling leader solo-1"), out)
+        XCTAssertTrue(out.contains("members solo-1\n"), out)
+        XCTAssertTrue(out.contains("etcd 3."), out)
         let (_, nodes) = try d.request("GET", "/v1/nodes")
         XCTAssertEqual(nodes["nodes"]?.array?.map { $0["name"]?.string ?? "" }, ["solo-1"], "the berthd joined its node: \(nodes.serialized)")
     }

@@ -57,13 +57,25 @@ public final class EtcdLease {
     }
 
     /// Every node that ever joined the site (`recordMember`), live or not.
-    public func members() throws -> [String] {
+    public func members() throws -> [String] { try Self.members(client, root) }
+
+    /// The nodes registered under live leases, with their info.
+    public func liveNodes() throws -> [(node: String, info: JSON)] { try Self.liveNodes(client, root) }
+
+    /// What a reader without a lease of its own sees of a site (`berth status`): its members and its live nodes, read
+    /// through a connection of its own. Granting a lease only to read them would cost etcd a write per status.
+    public static func membership(_ settings: EtcdSettings) throws -> (members: [String], live: [(node: String, info: JSON)]) {
+        let client = try EtcdClient(settings.validated())
+        let root = Array((settings.prefix ?? "/berth/\(settings.site)/").utf8)
+        return (try members(client, root), try liveNodes(client, root))
+    }
+
+    static func members(_ client: EtcdClient, _ root: [UInt8]) throws -> [String] {
         let p = root + Array("members/".utf8)
         return try client.range(p, Keys.prefixEnd(p), revision: 0, keysOnly: true).kvs.map { String(decoding: $0.key.dropFirst(p.count), as: UTF8.self) }
     }
 
-    /// The nodes registered under live leases, with their info.
-    public func liveNodes() throws -> [(node: String, info: JSON)] {
+    static func liveNodes(_ client: EtcdClient, _ root: [UInt8]) throws -> [(node: String, info: JSON)] {
         let p = root + Array("nodes/".utf8)
         return try client.range(p, Keys.prefixEnd(p), revision: 0).kvs.map { kv in
             (String(decoding: kv.key.dropFirst(p.count), as: UTF8.self), (try? JSON.parse(kv.value)) ?? .null)

@@ -131,6 +131,26 @@ final class Daemon {
     }
 }
 
+/// Polls `probe` until `cond` holds of its answer (up to `timeout` seconds); fails the test with the last answer (or
+/// the last error of the probe: a daemon being restarted does not answer for a moment) otherwise.
+@discardableResult
+func waitFor(_ what: String, timeout: Double = 20, file: StaticString = #filePath, line: UInt = #line,
+             _ probe: () throws -> JSON, _ cond: (JSON) -> Bool) throws -> JSON {
+    let deadline = Date().addingTimeInterval(timeout)
+    var last: JSON = .null
+    var lastError: Error?
+    while Date() < deadline {
+        do {
+            last = try probe()
+            lastError = nil
+            if cond(last) { return last }
+        } catch { lastError = error }
+        usleep(20_000)
+    }
+    XCTFail("timed out waiting for \(what); last: \(lastError.map { "error \($0)" } ?? last.serialized)", file: file, line: line)
+    throw NSError(domain: "wait", code: 1)
+}
+
 /// Runs a command and returns (exit status, stdout, stderr).
 @discardableResult
 func runTool(_ exe: String, _ args: [String], env: [String: String]? = nil, stdin: String? = nil) throws -> (Int32, String, String) {

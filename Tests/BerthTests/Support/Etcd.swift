@@ -1,5 +1,6 @@
 // Test support: a real etcd (Debian's etcd-server, binary `etcd`) started on free loopback ports with a temporary data
 // directory, waited for until healthy, and killed by `stop()`.
+import BerthStore
 import BerthWire
 import Foundation
 import XCTest
@@ -162,4 +163,22 @@ class EtcdTestCase: XCTestCase {
         try super.setUpWithError()
         if let e = Self.startError { throw e }
     }
+}
+
+/// Starts an EtcdWatch with `settings` and checks that an event appended through `store` wakes it (TLS, auth: the
+/// watch makes its connections like the store's), then that `stop()` returns promptly; fails the test otherwise.
+func assertAWatchWakes(_ settings: EtcdSettings, onEventFrom store: EtcdStore, file: StaticString = #filePath, line: UInt = #line) throws {
+    let woke = Shared(0)
+    let watch = EtcdWatch(settings) { woke.with { $0 += 1 } }
+    watch.start()
+    let deadline = Date().addingTimeInterval(8)
+    while !watch.isWatching && Date() < deadline { usleep(20_000) }
+    XCTAssertTrue(watch.isWatching, watch.lastFailure ?? "not watching", file: file, line: line)
+    let before = woke.with { $0 }
+    _ = try store.appendEvent(type: "test.watch", subject: "x")
+    while woke.with({ $0 }) == before && Date() < deadline { usleep(20_000) }
+    XCTAssertGreaterThan(woke.with { $0 }, before, "an event woke the watch", file: file, line: line)
+    let t0 = Date()
+    watch.stop()
+    XCTAssertLessThan(Date().timeIntervalSince(t0), 1, "stop() ends a blocked read", file: file, line: line)
 }
