@@ -52,7 +52,7 @@ public final class ClusterMember: @unchecked Sendable {
 
     /// Joins the site and starts the member's loop (after the plugins are loaded).
     public func start() {
-        let w = EtcdWatch(store.settings) { [weak self] in self?.changed() }
+        let w = EtcdWatch(store.settings, onEvents: { [weak self] in self?.changed($0) })
         watch = w
         w.start()
         started = true
@@ -106,10 +106,18 @@ public final class ClusterMember: @unchecked Sendable {
         return j
     }
 
-    /// Events were committed (by any berthd): one job on the executor announces the newest revision to everything that
-    /// follows commits (Executor.onCommit), and the scheduler looks again. Changes that come while it is queued ride
-    /// along with it.
-    private func changed() {
+    /// Events were committed (by any berthd): the newest revision is announced to everything that follows commits
+    /// (Executor.onCommit), and the scheduler looks again unless every event was an address taken (which can make no
+    /// instance placeable; the scheduler's tick covers the rest). When the watch cannot say which events (it was
+    /// created or reconnected), one job on the executor reads the newest revision; changes that come while it is
+    /// queued ride along with it.
+    private func changed(_ events: [EtcdWatchedEvent]?) {
+        if let events {
+            guard let rev = events.map(\.revision).max() else { return }
+            executor.onCommit?(rev)
+            if events.contains(where: { $0.type != "network.attached" }) { workloads.wake() }
+            return
+        }
         guard lock.withLock({ () -> Bool in
             if notifyQueued { return false }
             notifyQueued = true

@@ -20,12 +20,15 @@ public struct StoreSettings: Sendable, Equatable {
     public var prefix: String? = nil
     /// The TTL of this berthd's lease in etcd: a berthd silent this long is down, and the scheduling leader's term ends.
     public var leaseSeconds: Int = 10
+    /// Transactions read the key-value state from a local copy kept current by an etcd watch (EtcdMirror).
+    public var mirror: Bool = true
 
     public init() {}
 
     static let schemaProperties = #"""
     "engine": {"enum": ["sqlite", "etcd"], "description": "Where the state lives: sqlite (default, one host, in stateDir) or etcd (cluster mode: every berthd of the site shares it, docs/cluster.md)."},
     "leaseSeconds": {"type": "integer", "minimum": 2, "maximum": 300, "description": "Cluster mode: the TTL of this berthd's lease in etcd (default 10). A berthd not heard from for this long is down (its node too), and a new scheduling leader takes over."},
+    "mirror": {"type": "boolean", "description": "Cluster mode: keep a local copy of the site's key-value state, loaded at start and kept current by an etcd watch, and read it in transactions (default true). Every read is still checked at commit, so a copy that is behind costs a retry, never a wrong answer. false: every read is a request to etcd (less memory, lower throughput)."},
     "endpoints": {"type": "array", "minItems": 1, "maxItems": 16, "items": {"type": "string", "pattern": "^https?://[^/]+:[0-9]+/?$"},
                   "description": "etcd client URLs, http(s)://HOST:PORT; tried in order. Required with engine etcd."},
     "tls": {"type": "object", "additionalProperties": false,
@@ -53,6 +56,7 @@ public struct StoreSettings: Sendable, Equatable {
         s.passwordFile = j["passwordFile"]?.string.map { SiteConfig.resolve($0, baseDir) }
         s.prefix = j["prefix"]?.string
         if let l = j["leaseSeconds"]?.int { s.leaseSeconds = l }
+        if let m = j["mirror"]?.bool { s.mirror = m }
         if let p = s.prefix, p.utf8.contains(0) { problems.append("store.prefix: contains a NUL character") }
         problems += s.problems(given: Set((j.object ?? []).map(\.0)))
         return s
@@ -62,7 +66,7 @@ public struct StoreSettings: Sendable, Equatable {
     func problems(given: Set<String>) -> [String] {
         var out: [String] = []
         if engine == "sqlite" {
-            for k in ["endpoints", "tls", "username", "password", "passwordFile", "prefix", "leaseSeconds"] where given.contains(k) {
+            for k in ["endpoints", "tls", "username", "password", "passwordFile", "prefix", "leaseSeconds", "mirror"] where given.contains(k) {
                 out.append("store.\(k): applies only to store.engine \"etcd\" (the engine is \"sqlite\"); remove it or set store.engine to \"etcd\"")
             }
             return out
@@ -98,7 +102,8 @@ public struct StoreSettings: Sendable, Equatable {
     /// The engine's settings for site `site`.
     public func etcdSettings(site: String) -> EtcdSettings {
         EtcdSettings(endpoints: endpoints, site: site, prefix: prefix, username: username, password: resolvedPassword,
-                     tls: endpoints.contains { $0.hasPrefix("https://") } ? EtcdTLSFiles(ca: tlsCA, certificate: tlsCertificate, key: tlsKey) : nil)
+                     tls: endpoints.contains { $0.hasPrefix("https://") } ? EtcdTLSFiles(ca: tlsCA, certificate: tlsCertificate, key: tlsKey) : nil,
+                     mirror: mirror)
     }
 
     /// The password, from store.password or the first line of store.passwordFile (nil when unreadable: checked apart).
@@ -121,6 +126,6 @@ public struct StoreSettings: Sendable, Equatable {
         if password != nil { j = j.setting("password", "(set)") }
         if let passwordFile { j = j.setting("passwordFile", .string(passwordFile)) }
         if let prefix { j = j.setting("prefix", .string(prefix)) }
-        return j.setting("leaseSeconds", .int(Int64(leaseSeconds)))
+        return j.setting("leaseSeconds", .int(Int64(leaseSeconds))).setting("mirror", .bool(mirror))
     }
 }

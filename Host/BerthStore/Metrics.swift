@@ -14,6 +14,20 @@ extension Executor {
             "# HELP berth_store_accepting_changes 1 while the state store takes changes; 0 after an fsync of its log failed (restart berthd).\n# TYPE berth_store_accepting_changes gauge\nberth_store_accepting_changes \(stoppedReason == nil ? 1 : 0)\n",
             "# HELP berth_store_syncs_total fsyncs of the store's log that made commits durable (store.sync full; one covers every batch committed before it).\n# TYPE berth_store_syncs_total counter\nberth_store_syncs_total \(syncs)\n",
             "# HELP berth_store_conflicts_total Commits an optimistic store engine refused because something the batch read changed meanwhile (the batch ran again).\n# TYPE berth_store_conflicts_total counter\nberth_store_conflicts_total \(conflicts)\n",
+        ].joined() + ((store as? EtcdStore)?.metricsText ?? "")
+    }
+}
+
+extension EtcdStore {
+    /// The etcd engine's series: requests by kind, and its local copy (EtcdMirror).
+    var metricsText: String {
+        let m = mirror
+        return [
+            "# HELP berth_store_etcd_requests_total Requests this berthd's store sent to etcd (each attempt), by kind: range reads, Txns (commits, and the compares of read-only transactions that read the local copy), other (leases, authentication, compaction).\n# TYPE berth_store_etcd_requests_total counter\n",
+            "berth_store_etcd_requests_total{kind=\"range\"} \(client.ranges.load(ordering: .relaxed))\nberth_store_etcd_requests_total{kind=\"txn\"} \(client.txns.load(ordering: .relaxed))\nberth_store_etcd_requests_total{kind=\"other\"} \(client.others.load(ordering: .relaxed))\n",
+            "# HELP berth_store_mirror_loads_total Times the local copy of the key-value state was loaded from etcd (at start, and again after its watch lost changes).\n# TYPE berth_store_mirror_loads_total counter\nberth_store_mirror_loads_total \(m?.loads.load(ordering: .relaxed) ?? 0)\n",
+            "# HELP berth_store_mirror_fallbacks_total Transactions that read etcd instead of the local copy because it was not current in time (or could not be loaded).\n# TYPE berth_store_mirror_fallbacks_total counter\nberth_store_mirror_fallbacks_total \(m?.fallbacks.load(ordering: .relaxed) ?? 0)\n",
+            "# HELP berth_store_mirror_wait_seconds_total Time transactions waited for the local copy to have this berthd's own last commit.\n# TYPE berth_store_mirror_wait_seconds_total counter\nberth_store_mirror_wait_seconds_total \(Double(m?.waited.load(ordering: .relaxed) ?? 0) / 1e9)\n",
         ].joined()
     }
 }

@@ -10,6 +10,8 @@ private struct StoreCounters {
     var commits: Double = 0
     var conflicts: Double = 0
     var operations: Double = 0
+    var ranges: Double = 0
+    var txns: Double = 0
 
     static func read(_ d: BenchDaemon) throws -> StoreCounters {
         let r = try UnixHTTPConnection(path: d.socket).request("GET", "/metrics")
@@ -22,6 +24,8 @@ private struct StoreCounters {
             case "berth_store_commits_total": c.commits = v
             case "berth_store_conflicts_total": c.conflicts = v
             case "berth_store_operations_total": c.operations = v
+            case "berth_store_etcd_requests_total{kind=\"range\"}": c.ranges = v
+            case "berth_store_etcd_requests_total{kind=\"txn\"}": c.txns = v
             default: break
             }
         }
@@ -29,10 +33,12 @@ private struct StoreCounters {
     }
 
     static func - (a: StoreCounters, b: StoreCounters) -> StoreCounters {
-        StoreCounters(commits: a.commits - b.commits, conflicts: a.conflicts - b.conflicts, operations: a.operations - b.operations)
+        StoreCounters(commits: a.commits - b.commits, conflicts: a.conflicts - b.conflicts, operations: a.operations - b.operations,
+                      ranges: a.ranges - b.ranges, txns: a.txns - b.txns)
     }
     static func + (a: StoreCounters, b: StoreCounters) -> StoreCounters {
-        StoreCounters(commits: a.commits + b.commits, conflicts: a.conflicts + b.conflicts, operations: a.operations + b.operations)
+        StoreCounters(commits: a.commits + b.commits, conflicts: a.conflicts + b.conflicts, operations: a.operations + b.operations,
+                      ranges: a.ranges + b.ranges, txns: a.txns + b.txns)
     }
 }
 
@@ -82,6 +88,23 @@ private func apiAllocations(_ targets: [(daemon: BenchDaemon, node: String)], cl
     return (Double(targets.count * clients * perClient) / secs, tally.aborted)
 }
 
+/// 3 berthd of a fresh site on `etcd` (their own prefix), allocating through the API at once: the rate and the sum of
+/// their store counters over the allocations.
+private func clusterAllocations(_ etcd: BenchEtcd, plugins: JSON, hosts: Int, clients: Int, perClient: Int,
+                                mirror: Bool) throws -> (rate: Double, aborted: Int, counters: StoreCounters) {
+    let site = mirror ? "bench-cluster" : "bench-direct"
+    let daemons = try (0..<hosts).map { i in
+        try BenchDaemon(plugins: plugins, extra: [("store", ["engine": "etcd", "endpoints": [.string(etcd.endpoint)], "mirror": .bool(mirror)]),
+                                                  ("node", .string("bench-\(i)")), ("site", .string(site))])
+    }
+    defer { for d in daemons { d.stop() } }
+    let targets = daemons.enumerated().map { (daemon: $1, node: "bench-\($0)") }
+    let before = try daemons.map(StoreCounters.read)
+    let r = try apiAllocations(targets, clients: clients, perClient: perClient, prefix: site)
+    let after = try daemons.map(StoreCounters.read)
+    return (r.rate, r.aborted, zip(after, before).map { $0 - $1 }.reduce(StoreCounters(), +))
+}
+
 func clusterAPISection() throws {
     let clients = Int(ProcessInfo.processInfo.environment["BERTH_BENCH_CLIENTS"] ?? "") ?? 16  // per berthd
     let perClient = quick ? 20 : 200
@@ -92,22 +115,15 @@ func clusterAPISection() throws {
     // counters per node: hosts share no key on the allocation path.
     let plugins: JSON = [["name": "net", "path": .string(binDir + "/libberth-ipam-pool.so"),
                           "config": ["pools": [["name": "bench", "ranges": [["subnet": "10.192.0.0/12"]], "blockSize": 24, "nodeCounters": true]]]]]
-    let daemons = try (0..<hosts).map { i in
-        try BenchDaemon(plugins: plugins, extra: [("store", ["engine": "etcd", "endpoints": [.string(etcd.endpoint)]]),
-                                                  ("node", .string("bench-\(i)")), ("site", "bench-cluster")])
-    }
-    defer { for d in daemons { d.stop() } }
-    let targets = daemons.enumerated().map { (daemon: $1, node: "bench-\($0)") }
 
     // etcd's own rate with every client of the run at once, half before and half after the berthds' allocations.
     let rawTotal = hosts * clients * perClient
     let rawBefore = try etcdRawTxnRate(etcd, clients: hosts * clients, total: rawTotal / 2)
-    let before = try daemons.map(StoreCounters.read)
-    let cluster = try apiAllocations(targets, clients: clients, perClient: perClient, prefix: "capi")
-    let after = try daemons.map(StoreCounters.read)
+    let cluster = try clusterAllocations(etcd, plugins: plugins, hosts: hosts, clients: clients, perClient: perClient, mirror: true)
+    let direct = try clusterAllocations(etcd, plugins: plugins, hosts: hosts, clients: clients, perClient: perClient, mirror: false)
     let rawAfter = try etcdRawTxnRate(etcd, clients: hosts * clients, total: rawTotal / 2)
     let raw = 2 / (1 / rawBefore + 1 / rawAfter)  // the rate of both halves together (equal counts)
-    let delta = zip(after, before).map { $0 - $1 }.reduce(StoreCounters(), +)
+    let delta = cluster.counters
 
     // One berthd on SQLite (store.sync full, the default), as many clients in all, the same plugin and pool.
     let single = try BenchDaemon(plugins: plugins)
@@ -117,6 +133,11 @@ func clusterAPISection() throws {
     let total = hosts * clients
     rows.append(BenchRow(section: "cluster-api", name: "allocations/s through the API, 3 berthd on one etcd (\(hosts) x \(clients) clients)",
                          value: cluster.rate, unit: "alloc/s", baseline: "etcd's own single-key Txn/s (\(total) clients, same run)", baselineValue: raw))
+    rows.append(BenchRow(section: "cluster-api", name: "allocations/s through the API, 3 berthd on one etcd, store.mirror false",
+                         value: direct.rate, unit: "alloc/s", baseline: "etcd's own single-key Txn/s (\(total) clients, same run)", baselineValue: raw))
+    rows.append(BenchRow(section: "cluster-api", name: "etcd requests (ranges + Txns) per ADD, 3 berthd on one etcd",
+                         value: (delta.ranges + delta.txns) / max(delta.operations, 1), unit: "requests",
+                         baseline: "the same with store.mirror false", baselineValue: (direct.counters.ranges + direct.counters.txns) / max(direct.counters.operations, 1)))
     rows.append(BenchRow(section: "cluster-api", name: "store conflicts, 3 berthd on one etcd (ratio: per commit; target < 0.01)",
                          value: delta.conflicts, unit: "conflicts", baseline: "store commits of the 3 berthd (same run)", baselineValue: delta.commits))
     rows.append(BenchRow(section: "cluster-api", name: "ADDs per store commit (group commit), 3 berthd on one etcd",

@@ -2,6 +2,7 @@
 // client port, keys and values base64, int64 as strings) over BerthWire's small keep-alive HTTP client.
 import BerthWire
 import NIOSSL
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -25,10 +26,14 @@ public struct EtcdSettings: Sendable {
     public var password: String?
     /// The PEM files for https:// endpoints (nil: the system's trust roots, no client certificate).
     public var tls: EtcdTLSFiles?
+    /// Transactions read the site's key-value state from a local copy kept current by a watch (EtcdMirror), every
+    /// read checked at commit as a read from etcd is; false: every read is a request to etcd.
+    public var mirror: Bool
 
     public init(endpoints: [String], site: String, prefix: String? = nil, maxTxnOps: Int = 128, maxRequestBytes: Int = 1_572_864,
-                timeoutSeconds: Int = 10, username: String? = nil, password: String? = nil, tls: EtcdTLSFiles? = nil) {
+                timeoutSeconds: Int = 10, username: String? = nil, password: String? = nil, tls: EtcdTLSFiles? = nil, mirror: Bool = true) {
         self.tls = tls
+        self.mirror = mirror
         self.username = username
         self.password = password
         self.endpoints = endpoints
@@ -97,6 +102,9 @@ final class EtcdClient {
         conn = connection(0)
         if settings.username != nil { try authenticate() }
     }
+
+    /// Requests sent (each attempt counts), by kind: range reads, Txns, and the rest (leases, auth, compaction).
+    let ranges = Atomic<Int>(0), txns = Atomic<Int>(0), others = Atomic<Int>(0)
 
     /// The token of etcd authentication (nil without it).
     private var token: String?
@@ -193,6 +201,11 @@ final class EtcdClient {
         let bytes: [UInt8]? = method == "GET" ? nil : body.bytes
         var lastError = ""
         for attempt in 0..<endpoints.count {
+            switch path {
+            case "/v3/kv/range": ranges.add(1, ordering: .relaxed)
+            case "/v3/kv/txn": txns.add(1, ordering: .relaxed)
+            default: others.add(1, ordering: .relaxed)
+            }
             do {
                 let r = try conn.request(method, path, body: bytes, headers: token.map { [("Authorization", $0)] } ?? [])
                 let j = try r.json()

@@ -40,6 +40,13 @@ public final class EtcdStore: StateStore {
     private let fenceLock = NSLock()
     /// The site's event compaction mark as this store knows it (EtcdRetention.swift).
     let retention = EtcdRetentionState()
+    /// The local copy of the key-value state transactions read from (nil: `EtcdSettings.mirror` off), the newest
+    /// revision this store committed to it (a transaction waits for the copy to have it), and whether the next
+    /// transaction reads etcd instead (after a conflict: the copy may not have the change that caused it yet).
+    let mirror: EtcdMirror?
+    private var mirrorAtLeast: Int64 = 0
+    private var directNext = false
+    let kvPrefix: [UInt8]
 
     /// Connects to etcd (and checks it answers). Nothing is created: an empty site reads as an empty store.
     public init(_ settings: EtcdSettings) throws {
@@ -54,6 +61,8 @@ public final class EtcdStore: StateStore {
         client = try EtcdClient(settings)
         root = Array((settings.prefix ?? "/berth/\(site)/").utf8)
         evPrefix = root + Array("ev/".utf8)
+        kvPrefix = root + Array("kv/".utf8)
+        mirror = settings.mirror ? EtcdMirror(settings: settings, prefix: kvPrefix) : nil
         eventWriter = evPrefix + Array(String(UInt64.random(in: 1...UInt64.max), radix: 16).utf8) + [UInt8(ascii: "/")]
         _ = try client.range(root, [], revision: 0, countOnly: true)
     }
@@ -67,7 +76,13 @@ public final class EtcdStore: StateStore {
 
     public func begin() throws {
         guard txn == nil else { throw BerthError(.failedPrecondition, "begin: a transaction is already open on this etcd store") }
-        txn = EtcdTxn()
+        let t = EtcdTxn()
+        if let m = mirror, !directNext, let rev = m.ready(atLeast: mirrorAtLeast, client: client) {
+            t.mirror = m
+            t.mirrorRevision = rev
+        }
+        directNext = false
+        txn = t
         committedEventRevision = nil
     }
 
@@ -107,9 +122,11 @@ public final class EtcdStore: StateStore {
 
     public var transactionFenced: Bool { txn?.fenced ?? false }
 
-    /// Sends the transaction as one Txn. A read-only transaction sends nothing: its reads were one snapshot.
+    /// Sends the transaction as one Txn. A read-only transaction sends nothing when its reads were one snapshot of
+    /// etcd; when they came from the local copy, its compares are sent alone (the copy may be behind: a reader must not
+    /// be answered with what another berthd already changed).
     func send(_ t: EtcdTxn) throws {
-        guard t.touched else { return }
+        guard t.touched else { return try validate(t) }
         let term = t.fenced ? fence : nil
         if t.fenced && term == nil {
             throw BerthError(.failedPrecondition, "this berthd is not the scheduling leader (no term held): the scheduler's commit was refused and nothing was applied")
@@ -118,11 +135,30 @@ public final class EtcdStore: StateStore {
         if let why = overLimit(t, compares: compares.count, operations: ops.count) { throw BerthError(.resourceExhausted, why) }
         let r = try client.txn(compares: compares, operations: ops)
         if r.succeeded, let last = lastEventIndex(t) { committedEventRevision = r.revision * Self.eventsPerTxn + last }
+        if r.succeeded && mirror != nil && t.writes(under: kvPrefix) { mirrorAtLeast = max(mirrorAtLeast, r.revision) }
         if !r.succeeded {
+            directNext = true
             if let f = term, try !termLasts(f) {
                 throw BerthError(.failedPrecondition, "this berthd is no longer the leader (its term of \(String(decoding: f.key, as: UTF8.self)), created at revision \(f.createRevision), has ended); the commit was refused and nothing was applied")
             }
             throw BerthError(.aborted, "etcd transaction conflict: a key or range it read (at revision \(t.snapshot)) was changed by another writer; nothing was applied, run it again")
+        }
+    }
+
+    /// A read-only transaction that read the local copy: its compares, in Txns of at most --max-txn-ops each, all
+    /// hold now (each Txn proves its keys unchanged since the copy's revision until it ran, so all of them held when
+    /// the first ran). One that fails is a conflict; the transaction runs again on etcd itself.
+    private func validate(_ t: EtcdTxn) throws {
+        guard t.mirror != nil else { return }
+        let all = t.compares()
+        var i = 0
+        while i < all.count {
+            let chunk = Array(all[i..<min(i + settings.maxTxnOps, all.count)])
+            if try !client.txn(compares: chunk, operations: []).succeeded {
+                directNext = true
+                throw BerthError(.aborted, "etcd transaction conflict: a key or range it read in the local copy (at revision \(t.mirrorRevision)) has changed since; run it again")
+            }
+            i += chunk.count
         }
     }
 
@@ -172,6 +208,11 @@ public final class EtcdStore: StateStore {
         guard let t = txn else { return try range(nil, key, []).kvs.first?.value }
         if let b = t.buffered(key) { return b }
         if let seen = t.reads[key] { return seen.value }
+        if let m = t.mirror {
+            let row = m.rows[key]
+            t.noteRead(key, row?.mod ?? 0, row?.value)
+            return row?.value
+        }
         let kv = try range(t, key, []).kvs.first
         t.noteRead(key, kv?.modRevision ?? 0, kv?.value)
         return kv?.value
@@ -184,7 +225,14 @@ public final class EtcdStore: StateStore {
         let t = txn
         var from = lo
         var found: EtcdKV?
-        scan: while true {
+        if let t, let m = t.mirror {
+            m.rows.forEach(from: lo, below: hi) { k in
+                guard t.buffered(k) == nil, let row = m.rows[k] else { return true }
+                found = EtcdKV(key: k, value: row.value, modRevision: row.mod)
+                return false
+            }
+        }
+        scan: while t?.mirror == nil {
             // What this transaction deleted by prefix is skipped in one step, not key by key.
             while let t, let tomb = t.tombstones.first(where: { Keys.within(from, $0.lo, $0.hi) }) { from = tomb.hi }
             guard hi.isEmpty || Keys.less(from, hi) else { break }
@@ -210,6 +258,17 @@ public final class EtcdStore: StateStore {
     func count(_ lo: [UInt8], _ hi: [UInt8], exact: Bool) throws -> Int64 {
         guard let t = txn else { return try range(nil, lo, hi, countOnly: true).count }
         t.ranges.append((lo, hi))
+        if let m = t.mirror {
+            var n: Int64 = 0
+            m.rows.forEach(from: lo, below: hi) { k in
+                guard t.buffered(k) == nil, let row = m.rows[k] else { return true }
+                if exact { t.noteVersion(k, row.mod) }
+                n += 1
+                return true
+            }
+            for (k, v) in t.writes where v != nil && Keys.within(k, lo, hi) { n += 1 }
+            return n
+        }
         if !exact && !t.touches(lo, hi) { return try range(t, lo, hi, countOnly: true).count }
         var n: Int64 = 0
         for kv in try range(t, lo, hi, keysOnly: true).kvs where t.buffered(kv.key) == nil {
@@ -252,7 +311,13 @@ public final class EtcdStore: StateStore {
         let base = p.count - prefix.count, hi = Keys.prefixEnd(p)
         var rows: [[UInt8]: [UInt8]] = [:]
         var from = p
-        while true {
+        if let m = txn?.mirror {
+            m.rows.forEach(from: p, below: hi) { k in
+                rows[k] = m.rows[k]?.value
+                return true
+            }
+        }
+        while txn?.mirror == nil {
             let r = try range(txn, from, hi.isEmpty ? [0] : hi, limit: 1000)
             for kv in r.kvs { rows[kv.key] = kv.value }
             guard r.more, let last = r.kvs.last else { break }

@@ -23,6 +23,10 @@ enum Keys {
 final class EtcdTxn {
     /// The store revision every read of this transaction is made at (0 until the first read fixes it).
     var snapshot: Int64 = 0
+    /// The local copy the key-value reads of this transaction come from (nil: they go to etcd at `snapshot`), and the
+    /// revision it is at: the scanned ranges are compared against it instead of `snapshot`.
+    var mirror: EtcdMirror?
+    var mirrorRevision: Int64 = 0
     /// Point reads: key -> (mod revision seen, 0 when absent; the value seen, nil when absent).
     var reads: [[UInt8]: (mod: Int64, value: [UInt8]?)] = [:]
     /// Keys counted: key -> mod revision seen (their values were not read).
@@ -147,6 +151,10 @@ final class EtcdTxn {
     }
 
     var touched: Bool { !writes.isEmpty || !tombstones.isEmpty }
+    /// True when a write or prefix delete of this transaction is under `p`.
+    func writes(under p: [UInt8]) -> Bool {
+        writes.keys.contains { $0.starts(with: p) } || tombstones.contains { $0.lo.starts(with: p) }
+    }
     func touches(_ lo: [UInt8], _ hi: [UInt8]) -> Bool {
         writes.keys.contains { Keys.within($0, lo, hi) }
             || tombstones.contains { ($0.hi.isEmpty || Keys.less(lo, $0.hi)) && (hi.isEmpty || Keys.less($0.lo, hi)) }
@@ -179,7 +187,8 @@ final class EtcdTxn {
     func compares() -> [JSON] {
         var out: [JSON] = reads.map { EtcdClient.compareMod($0.key, [], "EQUAL", $0.value.mod) }
         for (k, mod) in versions where reads[k] == nil { out.append(EtcdClient.compareMod(k, [], "EQUAL", mod)) }
-        for r in Self.merged(ranges) { out.append(EtcdClient.compareMod(r.lo, r.hi, "LESS", snapshot + 1)) }
+        let seen = mirror != nil ? mirrorRevision : snapshot
+        for r in Self.merged(ranges) { out.append(EtcdClient.compareMod(r.lo, r.hi, "LESS", seen + 1)) }
         return out
     }
 

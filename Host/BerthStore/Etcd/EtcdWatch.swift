@@ -1,5 +1,6 @@
 // Tells a berthd when any berthd of the site appended events: a background thread holding one etcd v3 Watch on the
 // site's event prefix (R + "ev/") through the JSON gateway (POST /v3/watch, answered as a chunked stream of JSON lines).
+// The same watch, on the key-value prefix and with its changes, keeps the engine's local copy current (EtcdMirror).
 import BerthWire
 import Foundation
 
@@ -17,12 +18,29 @@ import Glibc
 /// the current revision). After an idle read timeout (no event within the settings' timeout; a silent member is
 /// noticed that way) it resumes from the revision after the last event seen, so nothing is missed and nothing extra
 /// is called. Deletes (event retention) are filtered out by etcd.
+/// An event a watch of the event log saw: its revision (as `events(since:)` gives it) and type.
+public struct EtcdWatchedEvent: Sendable {
+    public var revision: Int64
+    public var type: String
+}
+
+/// One change a watch saw: a key put (its value) or deleted (nil), at mod revision `mod`.
+struct WatchedChange {
+    var key: [UInt8]
+    var value: [UInt8]?
+    var mod: Int64
+}
+
 public final class EtcdWatch: @unchecked Sendable {
     private let settings: EtcdSettings
     /// The endpoints, each parsed or the clear error of a malformed one (reported as the watch's failure).
     private let endpoints: [Result<HTTPEndpoint, BerthError>]
     private let key: [UInt8]
-    private let onChange: @Sendable () -> Void
+    private let onChange: @Sendable ([EtcdWatchedEvent]?) -> Void
+    /// Given the changes of each message (the copy's watch): deletes too, and the revision to start from.
+    private let onChanges: (([WatchedChange]) -> Void)?
+    private let onCompacted: (() -> Void)?
+    private let startRevision: Int64
     private let lock = NSCondition()
     // Guarded by `lock`:
     private var stopping = false
@@ -42,13 +60,37 @@ public final class EtcdWatch: @unchecked Sendable {
     /// Watches the event prefix of `settings`' site; nothing happens before `start()`. Endpoints are checked by
     /// `EtcdSettings.validated()` (as EtcdStore does); one that is malformed anyway is skipped with its error as
     /// `lastFailure`.
-    public init(_ settings: EtcdSettings, onChange: @escaping @Sendable () -> Void) {
+    public convenience init(_ settings: EtcdSettings, onChange: @escaping @Sendable () -> Void) {
+        self.init(settings, onEvents: { _ in onChange() })
+    }
+
+    /// As `init(_:onChange:)`, and `onEvents` is given the events seen (revision and type), or nil when events may
+    /// have been missed (the consumer then reads from its cursor).
+    public init(_ settings: EtcdSettings, onEvents: @escaping @Sendable ([EtcdWatchedEvent]?) -> Void) {
         self.settings = settings
         endpoints = settings.endpoints.map { e in
             Result { try EtcdClient.parse(e) }.mapError { $0 as? BerthError ?? BerthError(.invalidArgument, "\($0)") }
         }
         key = Array((settings.prefix ?? "/berth/\(settings.site)/").utf8) + Array("ev/".utf8)
-        self.onChange = onChange
+        onChange = onEvents
+        onChanges = nil
+        onCompacted = nil
+        startRevision = 0
+    }
+
+    /// Watches the keys under `key` from revision `from`, deletes included: `onChanges` gets each message's changes
+    /// in revision order (one revision's changes always in one call), `onCompacted` is called when etcd no longer
+    /// has the revision the watch resumes from (changes were missed; the watch then goes on from the current one).
+    init(_ settings: EtcdSettings, key: [UInt8], from: Int64, onChanges: @escaping ([WatchedChange]) -> Void, onCompacted: @escaping () -> Void) {
+        self.settings = settings
+        endpoints = settings.endpoints.map { e in
+            Result { try EtcdClient.parse(e) }.mapError { $0 as? BerthError ?? BerthError(.invalidArgument, "\($0)") }
+        }
+        self.key = key
+        onChange = { _ in }
+        self.onChanges = onChanges
+        self.onCompacted = onCompacted
+        startRevision = from
     }
 
     deinit { stop() }
@@ -89,7 +131,7 @@ public final class EtcdWatch: @unchecked Sendable {
 
     private func loop() {
         var index = 0
-        var next: Int64 = 0  // the revision to resume from (0: from now)
+        var next: Int64 = startRevision  // the revision to resume from (0: from now)
         var pause = 0.05
         var missed = true  // the consumer must look once the watch is (re)created
         while true {
@@ -115,6 +157,7 @@ public final class EtcdWatch: @unchecked Sendable {
                 continue  // the same member, resuming after the last event seen
             case .compacted:
                 lastError = "etcd compacted the revision the watch resumed from (\(next)): restarted from the current revision"
+                onCompacted?()
                 next = 0
                 missed = true
                 lock.unlock()
@@ -159,8 +202,8 @@ public final class EtcdWatch: @unchecked Sendable {
             lock.unlock()
             conn.close()
         }
-        var create: [(String, JSON)] = [("key", .string(Base64.encode(key))), ("range_end", .string(Base64.encode(Keys.prefixEnd(key)))),
-                                        ("filters", ["NODELETE"])]
+        var create: [(String, JSON)] = [("key", .string(Base64.encode(key))), ("range_end", .string(Base64.encode(Keys.prefixEnd(key))))]
+        if onChanges == nil { create.append(("filters", ["NODELETE"])) }
         if next > 0 { create.append(("start_revision", .string(String(next)))) }
         var pending: [UInt8] = []
         var outcome: End?
@@ -213,7 +256,7 @@ public final class EtcdWatch: @unchecked Sendable {
             // From now: every event after the header's revision comes on this stream.
             if fromNow { next = EtcdClient.int(r["header"]?["revision"]) + 1; fromNow = false }
             established()
-            if missed { missed = false; onChange() }
+            if missed { missed = false; onChange(nil) }
             lock.lock()
             watching = true
             connectedTo = settings.endpoints.first { $0.contains(e.description) } ?? "http://" + e.description
@@ -221,9 +264,26 @@ public final class EtcdWatch: @unchecked Sendable {
             return nil
         }
         let events = r["events"]?.array ?? []
+        if let onChanges, !events.isEmpty {
+            var changes: [WatchedChange] = []
+            for ev in events {
+                guard let kv = ev["kv"], let k = try? EtcdClient.bytes(kv["key"]), let v = try? EtcdClient.bytes(kv["value"]) else {
+                    return .failed("the watch stream carried an event without a readable key: \(ev.serialized.prefix(120))")
+                }
+                changes.append(WatchedChange(key: k, value: ev["type"]?.string == "DELETE" ? nil : v, mod: EtcdClient.int(kv["mod_revision"])))
+            }
+            onChanges(changes)
+        }
         if let last = events.compactMap({ EtcdClient.int($0["kv"]?["mod_revision"]) }).max() {
             next = max(next, last + 1)
-            onChange()
+            if onChanges != nil { return nil }
+            // Each event's revision is its commit's etcd revision x eventsPerTxn + its index `i` (EtcdStore.swift).
+            let seen = events.compactMap { ev -> EtcdWatchedEvent? in
+                guard let kv = ev["kv"], let v = try? EtcdClient.bytes(kv["value"]), let j = try? JSON.parse(v) else { return nil }
+                return EtcdWatchedEvent(revision: EtcdClient.int(kv["mod_revision"]) * EtcdStore.eventsPerTxn + EtcdClient.int(j["i"]),
+                                        type: j["type"]?.string ?? "")
+            }
+            onChange(seen.count == events.count ? seen : nil)
         } else if !fromNow {
             // A progress notification: every event up to the header's revision was sent.
             next = max(next, EtcdClient.int(r["header"]?["revision"]) + 1)
