@@ -135,6 +135,9 @@ final class EtcdMirror: @unchecked Sendable {
         }
         let changes = inbox, rev = inboxRevision, ok = !lost && rev >= atLeast
         inbox.removeAll(keepingCapacity: true)
+        // Not there in time: its watch is stuck or gone. Load it again for the next transaction rather than have
+        // every one wait.
+        if !ok { lost = true }
         lock.unlock()
         for c in changes where c.mod > revision {
             if let v = c.value { rows.put(c.key, v, mod: c.mod) } else { rows.delete(c.key) }
@@ -187,7 +190,8 @@ final class EtcdMirror: @unchecked Sendable {
         lock.unlock()
     }
 
-    private func markLost() {
+    /// The copy missed changes: the next transaction loads it again (and watches from there).
+    func markLost() {
         lock.lock()
         lost = true
         lock.broadcast()

@@ -1,0 +1,200 @@
+// The etcd engine's local copy of the key-value state (EtcdMirror), against a real etcd: transactions read it instead
+// of etcd, a copy that is behind costs a conflict and never a wrong answer, it follows other writers (deletes too), it
+// has this berthd's own commits before the next transaction reads, and it is loaded again when it cannot catch up.
+@testable import BerthStore
+import BerthWire
+import Foundation
+import XCTest
+
+final class EtcdMirrorTests: EtcdTestCase {
+    typealias C = StoreContract
+    var site = ""
+
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        site = "mirror-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    }
+
+    func store(mirror: Bool = true) throws -> EtcdStore {
+        try EtcdStore(EtcdSettings(endpoints: [Self.etcd!.endpoint], site: site, mirror: mirror))
+    }
+
+    func assertAborted(_ body: @autoclosure () throws -> Void, _ why: String, line: UInt = #line) {
+        XCTAssertThrowsError(try body(), why, line: line) { e in
+            XCTAssertEqual((e as? BerthError)?.status, .aborted, "\(e)", line: line)
+        }
+    }
+
+    /// Reads in a transaction on the copy send no range request to etcd; a read-only one sends its compares in one Txn.
+    func testReadsComeFromTheCopy() throws {
+        let b = try store(mirror: false)
+        try C.inTransaction(b) { for i in 0..<20 { try C.put(b, "ns", C.bytes("k\(i)"), [UInt8(i)]) } }
+        let a = try store()
+        try C.inTransaction(a) { _ = try C.get(a, "ns", C.bytes("k0")) }  // loads the copy
+        let ranges = a.client.ranges.load(ordering: .relaxed), txns = a.client.txns.load(ordering: .relaxed)
+        try C.inTransaction(a) {
+            for i in 0..<20 { XCTAssertEqual(try C.get(a, "ns", C.bytes("k\(i)")), [UInt8(i)]) }
+            XCTAssertEqual(try C.scan(a, "ns", prefix: C.bytes("k1")).count, 11)  // k1, k10...k19
+            XCTAssertEqual(try C.bytes("k").withUnsafeBytes { try a.kvCountPrefix("ns", $0) }, 20)
+            XCTAssertNil(try C.get(a, "ns", C.bytes("absent")))
+        }
+        XCTAssertEqual(a.client.ranges.load(ordering: .relaxed), ranges, "no read went to etcd")
+        XCTAssertEqual(a.client.txns.load(ordering: .relaxed), txns + 1, "one Txn of compares for the read-only transaction")
+        // The same with the copy off: every read is a request.
+        let d = try store(mirror: false)
+        let before = d.client.ranges.load(ordering: .relaxed)
+        try C.inTransaction(d) { for i in 0..<20 { _ = try C.get(d, "ns", C.bytes("k\(i)")) } }
+        XCTAssertGreaterThanOrEqual(d.client.ranges.load(ordering: .relaxed) - before, 20)
+    }
+
+    /// A transaction reads the copy as it was when it began. Another writer's change in the meantime makes its commit
+    /// a conflict (writing or read-only), and the run after it reads etcd itself and sees the change.
+    func testACopyBehindIsAConflictNeverAWrongAnswer() throws {
+        let a = try store(), b = try store(mirror: false)
+        try C.inTransaction(b) { try C.put(b, "ns", C.bytes("k"), [0]) }
+        try C.inTransaction(a) { XCTAssertEqual(try C.get(a, "ns", C.bytes("k")), [0]) }
+
+        try a.begin()
+        try C.inTransaction(b) { try C.put(b, "ns", C.bytes("k"), [1]) }
+        let seen = try C.get(a, "ns", C.bytes("k"))!
+        XCTAssertEqual(seen, [0], "the copy as it was at begin")
+        try C.put(a, "ns", C.bytes("k"), [seen[0] + 10])
+        assertAborted(try a.commit(), "a read k before b changed it")
+        try C.inTransaction(a) { XCTAssertEqual(try C.get(a, "ns", C.bytes("k")), [1], "the run after the conflict reads etcd") }
+
+        // Read-only: its answer would be stale, so its commit is a conflict too.
+        try waitUntilTheCopyHas(a, "k", value: [1])
+        try a.begin()
+        try C.inTransaction(b) { try C.put(b, "ns", C.bytes("k"), [2]) }
+        XCTAssertEqual(try C.get(a, "ns", C.bytes("k")), [1])
+        assertAborted(try a.commit(), "a read-only transaction that read a stale k")
+        try C.inTransaction(a) { XCTAssertEqual(try C.get(a, "ns", C.bytes("k")), [2]) }
+
+        // A key created in a range the copy scanned, and a key deleted that the copy still had.
+        try C.inTransaction(b) { try C.put(b, "ns", C.bytes("p/a"), [1]) }
+        try waitUntilTheCopyHas(a, "p/a")
+        try a.begin()
+        try C.inTransaction(b) { try C.put(b, "ns", C.bytes("p/0"), [1]) }
+        XCTAssertEqual(try C.scan(a, "ns", prefix: C.bytes("p/")), [C.bytes("p/a")])
+        try C.put(a, "ns", C.bytes("q"), [1])
+        assertAborted(try a.commit(), "p/0 appeared in the range a scanned")
+        try waitUntilTheCopyHas(a, "p/0")
+        try a.begin()
+        try C.inTransaction(b) { try C.bytes("p/0").withUnsafeBytes { try b.kvDelete("ns", $0) } }
+        XCTAssertEqual(try C.next(a, "ns", prefix: C.bytes("p/"), after: []), C.bytes("p/0"))
+        try C.put(a, "ns", C.bytes("q"), [1])
+        assertAborted(try a.commit(), "the key a's scan returned was deleted")
+        XCTAssertNil(try C.get(b, "ns", C.bytes("q")), "nothing of the aborted transactions was applied")
+    }
+
+    /// Waits until a transaction of `a` on its copy sees `key` (another writer's change reaches it through the watch).
+    func waitUntilTheCopyHas(_ a: EtcdStore, _ key: String, present: Bool = true, value: [UInt8]? = nil, line: UInt = #line) throws {
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline {
+            try a.begin()
+            let v = try C.get(a, "ns", C.bytes(key))
+            let onCopy = a.txn?.mirror != nil
+            a.rollback()
+            if onCopy && (v != nil) == present && (value == nil || v == value) { return }
+            usleep(10_000)
+        }
+        XCTFail("the copy did not get \(key) \(present ? "put" : "deleted") within 5 s", line: line)
+    }
+
+    /// Puts and deletes by another writer reach the copy; this store's own commit is there for its next transaction
+    /// at once (it waits for the watch to bring it).
+    func testTheCopyFollowsOtherWritersAndHasItsOwnCommits() throws {
+        let a = try store(), b = try store(mirror: false)
+        try C.inTransaction(a) { _ = try C.get(a, "ns", C.bytes("x")) }
+        try C.inTransaction(b) { for i in 0..<5 { try C.put(b, "ns", C.bytes("o/\(i)"), [1]) } }
+        try waitUntilTheCopyHas(a, "o/4")
+        try C.inTransaction(b) { try C.bytes("o/").withUnsafeBytes { _ = try b.kvDeletePrefix("ns", $0) } }
+        try waitUntilTheCopyHas(a, "o/0", present: false)
+        try a.begin()
+        XCTAssertEqual(try C.scan(a, "ns", prefix: C.bytes("o/")), [], "the prefix delete reached the copy")
+        a.rollback()
+
+        for i in 0..<30 {
+            try C.inTransaction(a) { try C.put(a, "ns", C.bytes("own"), [UInt8(i)]) }
+            try a.begin()
+            XCTAssertNotNil(a.txn?.mirror, "the transaction reads the copy")
+            XCTAssertEqual(try C.get(a, "ns", C.bytes("own")), [UInt8(i)], "its own last commit")
+            a.rollback()
+        }
+        XCTAssertEqual(a.mirror!.fallbacks.load(ordering: .relaxed), 0)
+    }
+
+    /// A copy whose watch is gone does not hold transactions up: the next one reads etcd (after waiting at most the
+    /// copy's wait), and the one after that loads the copy again. One that lost changes is loaded again too.
+    func testACopyThatCannotCatchUpIsLoadedAgain() throws {
+        let a = try store(), b = try store(mirror: false)
+        try C.inTransaction(a) { try C.put(a, "ns", C.bytes("k"), [1]) }
+        try a.begin()  // the copy has that commit
+        XCTAssertNotNil(a.txn?.mirror)
+        a.rollback()
+        XCTAssertEqual(a.mirror!.loads.load(ordering: .relaxed), 1)
+        a.mirror!.stop()  // its watch: gone
+        try C.put(a, "ns", C.bytes("k"), [2])  // outside a transaction: committed at once
+        let t0 = Date()
+        try a.begin()
+        XCTAssertNil(a.txn?.mirror, "the copy did not get the last commit: etcd is read")
+        XCTAssertEqual(try C.get(a, "ns", C.bytes("k")), [2])
+        a.rollback()
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 2)
+        XCTAssertEqual(a.mirror!.fallbacks.load(ordering: .relaxed), 1)
+        try a.begin()
+        XCTAssertNotNil(a.txn?.mirror, "loaded again")
+        XCTAssertEqual(try C.get(a, "ns", C.bytes("k")), [2])
+        a.rollback()
+        XCTAssertEqual(a.mirror!.loads.load(ordering: .relaxed), 2)
+
+        a.mirror!.markLost()  // as when etcd compacted past what its watch had seen
+        try C.inTransaction(b) { try C.put(b, "ns", C.bytes("k"), [3]) }
+        try a.begin()
+        XCTAssertEqual(try C.get(a, "ns", C.bytes("k")), [3])
+        a.rollback()
+        XCTAssertEqual(a.mirror!.loads.load(ordering: .relaxed), 3)
+    }
+
+    /// The copy's ordered rows against a sorted reference: random puts and deletes (enough to split chunks), then
+    /// ordered walks from random keys with and without an end.
+    func testSortedRowsAgainstAReference() {
+        var rows = SortedRows(), reference: [[UInt8]: Int64] = [:]
+        var rng = SystemRandomNumberGenerator()
+        func key() -> [UInt8] { (0..<Int.random(in: 1...3, using: &rng)).map { _ in UInt8.random(in: 0...40, using: &rng) } }
+        for i in 0..<20_000 {
+            let k = key()
+            if Int.random(in: 0..<3, using: &rng) == 0 {
+                rows.delete(k)
+                reference[k] = nil
+            } else {
+                rows.put(k, [1], mod: Int64(i))
+                reference[k] = Int64(i)
+            }
+        }
+        XCTAssertEqual(rows.count, reference.count)
+        let sorted = reference.keys.sorted { $0.lexicographicallyPrecedes($1) }
+        for _ in 0..<200 {
+            let lo = key(), hi = Bool.random() ? key() : []
+            var walked: [[UInt8]] = []
+            rows.forEach(from: lo, below: hi) { walked.append($0); return true }
+            let expected = sorted.filter { !$0.lexicographicallyPrecedes(lo) && (hi.isEmpty || $0.lexicographicallyPrecedes(hi)) }
+            XCTAssertEqual(walked, expected)
+            if let first = expected.first { XCTAssertEqual(rows[first]?.mod, reference[first]) }
+        }
+    }
+
+    /// The contract cases that matter most, with the copy off (every other etcd class runs with it on).
+    var direct: OpenStore {
+        let e = Self.etcd!.endpoint
+        return { dir in try EtcdStore(EtcdSettings(endpoints: [e], site: String(dir.split(separator: "/").last!), mirror: false)) }
+    }
+    func testContractWithoutTheCopy() throws {
+        try C.orderedKeys(direct, "/\(site)-a")
+        try C.scanAfter(direct, "/\(site)-b")
+        try C.valuesAndDeletes(direct, "/\(site)-c")
+        try C.savepoints(direct, "/\(site)-d")
+        try C.prefixes(direct, "/\(site)-e")
+        try C.deletePrefixThenPut(direct, "/\(site)-f")
+    }
+}
