@@ -184,6 +184,27 @@ final class EtcdMirrorTests: EtcdTestCase {
         }
     }
 
+    /// The group commit checks the limits after every operation by counting compares and operations without building
+    /// them: the counts agree with what the commit sends, on random transactions (puts, deletes, prefix deletes, reads).
+    func testTheLimitCountsAgreeWithTheTxn() {
+        func key() -> [UInt8] { (0..<Int.random(in: 1...3)).map { _ in UInt8.random(in: 0...9) } }
+        for _ in 0..<300 {
+            let t = EtcdTxn()
+            t.snapshot = 5
+            for _ in 0..<Int.random(in: 0...30) {
+                switch Int.random(in: 0..<5) {
+                case 0: t.write(key(), [1])
+                case 1: t.write(key(), nil)
+                case 2: let lo = key(); t.deleteRange(lo, Keys.prefixEnd(lo))
+                case 3: t.noteRead(key(), Int64.random(in: 0...4), nil)
+                default: let lo = key(); t.ranges.append((lo, Keys.prefixEnd(lo))); t.noteVersion(key(), 3)
+                }
+            }
+            XCTAssertEqual(t.compareCount(), t.compares().count)
+            XCTAssertEqual(t.operationCount(), t.operations().count)
+        }
+    }
+
     /// The contract cases that matter most, with the copy off (every other etcd class runs with it on).
     var direct: OpenStore {
         let e = Self.etcd!.endpoint

@@ -114,7 +114,7 @@ public final class EtcdStore: StateStore {
     /// the cost of building it here is bounded).
     public var fitsOneCommit: Bool {
         guard let t = txn, t.touched else { return true }
-        return overLimit(t, compares: t.compares().count + (t.fenced ? 1 : 0), operations: t.operations().count) == nil
+        return overLimit(t, compares: t.compareCount() + (t.fenced ? 1 : 0), operations: t.operationCount()) == nil
     }
 
     /// Marks the open transaction as the scheduling leader's (HostStore): its commit holds only within this term.

@@ -192,6 +192,28 @@ final class EtcdTxn {
         return out
     }
 
+    /// How many compares `compares()` makes, without making them (checked after every operation of a group commit).
+    func compareCount() -> Int {
+        reads.count + versions.keys.filter { reads[$0] == nil }.count + Self.merged(ranges).count
+    }
+
+    /// How many operations `operations()` makes, without making them.
+    func operationCount() -> Int {
+        var n = 0
+        let puts = writes.compactMap { $0.value == nil ? nil : $0.key }
+        for t in Self.merged(tombstones) {
+            let inside = puts.filter { Keys.within($0, t.lo, t.hi) }.sorted(by: Keys.less)
+            var lo = t.lo
+            for k in inside {
+                if Keys.less(lo, k) { n += 1 }
+                lo = k + [0]
+            }
+            if t.hi.isEmpty || Keys.less(lo, t.hi) { n += 1 }
+        }
+        for (k, v) in writes where v != nil || !tombstones.contains(where: { Keys.within(k, $0.lo, $0.hi) }) { n += 1 }
+        return n
+    }
+
     /// The Txn's operations: the prefix deletes (split around keys put inside them: etcd refuses a put inside a
     /// delete of the same Txn), then every put and single-key delete not already covered by a prefix delete.
     func operations() -> [JSON] {
