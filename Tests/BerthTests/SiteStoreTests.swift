@@ -34,6 +34,12 @@ final class SiteStoreTests: XCTestCase {
         XCTAssertEqual(ok.store.unsupported, [], "https endpoints, TLS files and authentication are supported")
         XCTAssertEqual(ok.store.etcdSettings(site: "prod").password, "secret", "the password file's first line")
         XCTAssertEqual(ok.store.etcdSettings(site: "prod").tls?.ca, dir + "/ca.pem")
+        XCTAssertTrue(ok.store.etcdSettings(site: "prod").mirror, "the local copy is on by default")
+        let off = try SiteConfig.parse(Array(#"{"store": {"engine": "etcd", "endpoints": ["http://127.0.0.1:2379"], "mirror": false}}"#.utf8), baseDir: dir)
+        XCTAssertFalse(off.store.etcdSettings(site: "prod").mirror)
+        XCTAssertEqual(off.json["store"]?["mirror"], .bool(false))
+        expectProblem(#"{"mirror": false}"#, ["store.mirror: applies only to store.engine \"etcd\""])
+        expectProblem(#"{"engine": "etcd", "endpoints": ["http://127.0.0.1:2379"], "mirror": "yes"}"#, ["store.mirror"])
         let named = try SiteConfig.parse(Array(#"{"store": {"engine": "etcd", "endpoints": ["http://etcd-1.example:2379"]}}"#.utf8), baseDir: dir)
         XCTAssertEqual(named.store.unsupported.count, 1, "plain HTTP needs a numeric address: \(named.store.unsupported)")
 
