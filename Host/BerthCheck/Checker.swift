@@ -101,34 +101,9 @@ public enum PluginChecker {
         executor.start()
         defer { executor.stop() }
         let loader = Loader(copyDir: "\(dir)/plugins")
-        let loaded: LoadedPlugin
-        do {
-            if inProcess {
-                loaded = try loader.load(spec)
-            } else {
-                do {
-                    var isolated = spec
-                    isolated.isolation = "process"
-                    loaded = try RemotePlugin.load(isolated, loader: loader, callTimeoutMs: 30_000, runnerPath: runnerPath)
-                } catch let e as LoadError {
-                    // A runtime plugin runs in process only (Loader.validate): check it the way berthd would run it.
-                    guard case .isolationUnsupported = e.cause else { throw e }
-                    inProcess = true
-                    loaded = try loader.load(spec)
-                    add("isolation", true, "runtime plugins run in process (process isolation is not supported for the runtime kind yet): checked in process")
-                }
-            }
-            report.plugin = loaded
-            if name == nil { spec.name = loaded.name }
-            add("load", true, "dlopen(RTLD_NOW|RTLD_LOCAL) of the content-addressed copy, entry berth_plugin_entry_v1")
-            add("descriptor", true, "ABI 1.\(loaded.abiMinor), kinds \(loaded.kinds), \(loaded.concurrent ? "concurrent" : "serial")")
-        } catch let e as LoadError {
-            add("load", false, e.reason)
-            return report
-        } catch {
-            add("load", false, "\(error)")
-            return report
-        }
+        guard let loaded = load(spec, loader: loader, inProcess: &inProcess, runnerPath: runnerPath, add: add) else { return report }
+        report.plugin = loaded
+        if name == nil { spec.name = loaded.name }
         /// An instance of the plugin under check, the way the check runs it (in process or in a runner); `named` gives a
         /// second instance its own namespace (the discovery suite's reference instance).
         func instantiate(named: String? = nil) throws -> PluginInstance {
@@ -152,41 +127,80 @@ public enum PluginChecker {
         let kinds = kind.map { [$0] } ?? loaded.kinds.names
         for k in kinds {
             guard let current = instance else { add("\(k) suite", false, "no instance left to run the suite on"); continue }
-            switch k {
-            case "network" where loaded.kinds.contains(.network):
-                // "state survives a new instance": destroy the instance and create one with the same name on the same store.
-                let renew: () throws -> PluginInstance = {
-                    instance?.destroy()
-                    instance = nil
-                    let fresh = try instantiate()
-                    instance = fresh
-                    return fresh
-                }
-                report.cases += NetworkConformance.run(current, executor: executor, extended: extended, renew: renew,
-                                                       makeInstance: { try instantiate(named: $0) })
-            case "scheduler" where loaded.kinds.contains(.scheduler):
-                report.cases += SchedulerConformance.run(current, executor: executor, extended: extended)
-            case "storage" where loaded.kinds.contains(.storage): report.cases += StorageConformance.run(current, executor: executor, scratch: dir, config: config)
-            case "discovery" where loaded.kinds.contains(.discovery):
-                report.cases += DiscoveryConformance.run(current, executor: executor, extended: extended,
-                                                                                   makeInstance: { try instantiate(named: $0) })
-            case "runtime" where loaded.kinds.contains(.runtime):
-                report.cases += RuntimeConformance.run(current, rootfs: rootfs)
-            case "network", "storage", "scheduler", "discovery", "runtime":
-                if loaded.kinds.names.contains(k) {
-                    report.cases.append(.skip("\(k) suite", "no conformance cases for this kind in this version of berth"))
-                } else {
-                    add("\(k) suite", false, "the plugin does not declare the \(k) kind")
-                }
-            default:
-                add("kind", false, "unknown kind \"\(k)\" (network, storage, scheduler, discovery, runtime)")
+            // "state survives a new instance" (network): destroy the instance and create one with the same name on the same store.
+            let renew: () throws -> PluginInstance = {
+                instance?.destroy()
+                instance = nil
+                let fresh = try instantiate()
+                instance = fresh
+                return fresh
             }
+            report.cases += suite(k, on: current, loaded: loaded, executor: executor, scratch: dir, config: config, extended: extended,
+                                  rootfs: rootfs, renew: renew, makeInstance: { try instantiate(named: $0) })
         }
         if let instance {
             instance.destroy()
             add("destroy", true, "instance destroyed")
         }
         return report
+    }
+
+    /// Loads the plugin the way the check runs it: in a runner unless `inProcess`; a runtime plugin, which runs in
+    /// process only, falls back to in process (and sets `inProcess`). Nil when it does not load (the case says why).
+    private static func load(_ spec: PluginSpec, loader: Loader, inProcess: inout Bool, runnerPath: String,
+                             add: (String, Bool, String) -> Void) -> LoadedPlugin? {
+        let loaded: LoadedPlugin
+        do {
+            if inProcess {
+                loaded = try loader.load(spec)
+            } else {
+                do {
+                    var isolated = spec
+                    isolated.isolation = "process"
+                    loaded = try RemotePlugin.load(isolated, loader: loader, callTimeoutMs: 30_000, runnerPath: runnerPath)
+                } catch let e as LoadError {
+                    // A runtime plugin runs in process only (Loader.validate): check it the way berthd would run it.
+                    guard case .isolationUnsupported = e.cause else { throw e }
+                    inProcess = true
+                    loaded = try loader.load(spec)
+                    add("isolation", true, "runtime plugins run in process (process isolation is not supported for the runtime kind yet): checked in process")
+                }
+            }
+            add("load", true, "dlopen(RTLD_NOW|RTLD_LOCAL) of the content-addressed copy, entry berth_plugin_entry_v1")
+            add("descriptor", true, "ABI 1.\(loaded.abiMinor), kinds \(loaded.kinds), \(loaded.concurrent ? "concurrent" : "serial")")
+            return loaded
+        } catch let e as LoadError {
+            add("load", false, e.reason)
+            return nil
+        } catch {
+            add("load", false, "\(error)")
+            return nil
+        }
+    }
+
+    /// The conformance suite of kind `k` on `current`; a kind the plugin does not declare fails, a declared kind
+    /// without a suite in this version is skipped.
+    private static func suite(_ k: String, on current: PluginInstance, loaded: LoadedPlugin, executor: Executor, scratch dir: String,
+                              config: JSON, extended: Bool, rootfs: String?, renew: @escaping () throws -> PluginInstance,
+                              makeInstance: @escaping (String) throws -> PluginInstance) -> [CheckCase] {
+        switch k {
+        case "network" where loaded.kinds.contains(.network):
+            return NetworkConformance.run(current, executor: executor, extended: extended, renew: renew, makeInstance: makeInstance)
+        case "scheduler" where loaded.kinds.contains(.scheduler):
+            return SchedulerConformance.run(current, executor: executor, extended: extended)
+        case "storage" where loaded.kinds.contains(.storage): return StorageConformance.run(current, executor: executor, scratch: dir, config: config)
+        case "discovery" where loaded.kinds.contains(.discovery):
+            return DiscoveryConformance.run(current, executor: executor, extended: extended, makeInstance: makeInstance)
+        case "runtime" where loaded.kinds.contains(.runtime):
+            return RuntimeConformance.run(current, rootfs: rootfs)
+        case "network", "storage", "scheduler", "discovery", "runtime":
+            if loaded.kinds.names.contains(k) {
+                return [.skip("\(k) suite", "no conformance cases for this kind in this version of berth")]
+            }
+            return [CheckCase(name: "\(k) suite", passed: false, detail: "the plugin does not declare the \(k) kind")]
+        default:
+            return [CheckCase(name: "kind", passed: false, detail: "unknown kind \"\(k)\" (network, storage, scheduler, discovery, runtime)")]
+        }
     }
 }
 

@@ -157,6 +157,21 @@ public final class Loader: @unchecked Sendable {
 
     func validate(_ raw: UnsafePointer<berth_plugin_descriptor>, spec: PluginSpec, file: String, copy: String, digest: String) throws -> LoadedPlugin {
         let fail = { (c: LoadError.Cause) in LoadError(plugin: spec.name, file: file, cause: c) }
+        let d = try validateDescriptor(raw, fail: fail)
+        var schema: JSON? = nil
+        if let s = d.config_schema {
+            do { schema = try JSON.parse(String(cString: s)) } catch { throw fail(.badDescriptor("config_schema is not valid JSON: \(error)")) }
+            let lint = Schema.lint(schema!)
+            if !lint.isEmpty { throw fail(.badDescriptor("config_schema: \(lint.map { $0.description }.joined(separator: "; "))")) }
+        }
+        let kindSchema = try validateKindTables(d, spec: spec, fail: fail)
+        return LoadedPlugin(file: file, copy: copy, sha256: digest, raw: raw, schema: schema, kindSchema: kindSchema)
+    }
+
+    /// The descriptor's own fields: ABI version, size, name, version, create/destroy, thread contract, kind bits.
+    /// Returns a zero-padded copy of the descriptor.
+    private func validateDescriptor(_ raw: UnsafePointer<berth_plugin_descriptor>,
+                                    fail: (LoadError.Cause) -> LoadError) throws -> berth_plugin_descriptor {
         // Read the version fields first: they sit right after struct_size in every ABI 1.x descriptor.
         let size = Int(raw.pointee.struct_size)
         if size >= 8 {
@@ -180,12 +195,12 @@ public final class Loader: @unchecked Sendable {
         if d.thread_contract > 1 { throw fail(.badDescriptor("unknown thread_contract \(d.thread_contract)")) }
         let known: UInt32 = 0x1F
         if d.kinds & ~known != 0 { throw fail(.badDescriptor("unknown kind bits 0x\(String(d.kinds & ~known, radix: 16))")) }
-        var schema: JSON? = nil
-        if let s = d.config_schema {
-            do { schema = try JSON.parse(String(cString: s)) } catch { throw fail(.badDescriptor("config_schema is not valid JSON: \(error)")) }
-            let lint = Schema.lint(schema!)
-            if !lint.isEmpty { throw fail(.badDescriptor("config_schema: \(lint.map { $0.description }.joined(separator: "; "))")) }
-        }
+        return d
+    }
+
+    /// The kind tables the descriptor declares; returns the scheduler kind's schema when it has one.
+    private func validateKindTables(_ d: berth_plugin_descriptor, spec: PluginSpec,
+                                    fail: (LoadError.Cause) -> LoadError) throws -> JSON? {
         // Kinds: each declared kind has its table, of at least the 1.0 size, with its required group complete.
         func table<T>(_ kindBit: UInt32, _ p: UnsafePointer<T>?, _ kind: String, _ minSize: Int) throws -> UnsafePointer<T>? {
             let declared = d.kinds & kindBit != 0
@@ -244,7 +259,7 @@ public final class Loader: @unchecked Sendable {
             try group("runtime", [("start", o.start != nil), ("stop", o.stop != nil), ("state", o.state != nil),
                                   ("list", o.list != nil), ("remove", o.remove != nil)])
         }
-        return LoadedPlugin(file: file, copy: copy, sha256: digest, raw: raw, schema: schema, kindSchema: kindSchema)
+        return kindSchema
     }
 
     /// Validates the configuration against the plugin's schema and creates an instance. Runs the plugin's

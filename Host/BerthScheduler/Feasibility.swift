@@ -11,27 +11,6 @@ enum Rejection: Int, CaseIterable {
                         "not matching nodeSelector/constraints", "without free addresses"]
 }
 
-/// Why no node could take an instance, kube-style: "0/5 nodes are available: 2 down, 3 insufficient cpu".
-struct Diagnosis {
-    var counts = SIMD8<Int>()  // by Rejection
-    var pluginCodes: [UInt8: Int] = [:]
-    var plugin = ""
-    var explanation = ""
-
-    mutating func count(_ r: Rejection) { counts[r.rawValue] += 1 }
-
-    func text(total: Int) -> String {
-        var parts = Rejection.allCases.filter { counts[$0.rawValue] > 0 }.map { "\(counts[$0.rawValue]) \($0.text)" }
-        if !pluginCodes.isEmpty {
-            let names: [UInt8: String] = [1: "error", 2: "unschedulable", 3: "unresolvable", 4: "wait"]
-            let codes = pluginCodes.sorted { $0.key < $1.key }.map { "\($0.value) \(names[$0.key] ?? "code \($0.key)")" }
-            parts.append("\(pluginCodes.values.reduce(0, +)) rejected by plugin \(plugin) (\(codes.joined(separator: ", ")))")
-        }
-        let head = total == 0 ? "no nodes are registered (berth nodes add)" : "0/\(total) nodes are available: " + parts.joined(separator: ", ")
-        return explanation.isEmpty ? head : "\(head); \(explanation)"
-    }
-}
-
 /// The node is up; a draining node takes nothing new either.
 struct NodeUp {
     let nodes: [NodeInfo]
@@ -80,21 +59,6 @@ struct FreeAddresses {
     func reject(_ i: Int) -> Rejection? {
         let c = cache.get(i, now, lookup)
         return c.free == 0 && !(prefersReserved && c.reserved > 0) ? .addresses : nil
-    }
-}
-
-/// Free and reserved addresses of a network per node, each kept for 2 s and counted down by this scheduler's own
-/// placements in between.
-final class CapacityCache {
-    var free: [Int64] = [], reserved: [Int64] = [], at: [Double] = []
-    func resize(_ n: Int) {
-        if at.count != n { free = Array(repeating: -1, count: n); reserved = Array(repeating: 0, count: n); at = Array(repeating: 0, count: n) }
-    }
-    func get(_ i: Int, _ now: Double, _ lookup: (Int) -> (free: Int64, reserved: Int64)) -> (free: Int64, reserved: Int64) {
-        if now - at[i] < 2 { return (free[i], reserved[i]) }
-        let out = lookup(i)
-        free[i] = out.free; reserved[i] = out.reserved; at[i] = now
-        return out
     }
 }
 
@@ -158,20 +122,5 @@ extension Scheduler {
         }
         nextStart = start + scanned
         return found
-    }
-
-    private func growBatch(_ n: Int) {
-        guard batch.count < n else { return }
-        batch = NodeBatch(count: max(n, batch.count * 2)) { _ in (name: "", zone: 0, cpu: 0, mem: 0) }
-        slots = Array(repeating: 0, count: batch.count)
-        codes = Array(repeating: 0, count: batch.count)
-        scores = Array(repeating: 0, count: batch.count)
-    }
-
-    func capacityCache(_ network: String) -> CapacityCache {
-        let c = netFree[network] ?? CapacityCache()
-        netFree[network] = c
-        c.resize(state.nodes.count)
-        return c
     }
 }

@@ -6,6 +6,7 @@
 //   plugin       (Rank.swift) a custom kind's scheduler plugin filters, then scores, the feasible nodes in ONE batch
 //   rank         (Rank.swift) plugin score first, then bin-packing; a node where wiring just failed comes last
 //   placement    (Placement.swift) reserve → bind → wire (network, volumes) → record (placed + event)
+// (PipelineState.swift holds what the steps share: the node batch, the address capacity cache, the Diagnosis.)
 //
 // Terminating instances are torn down by the same passes: unwire, then gone, then pending again when their app
 // still wants the ordinal (previous node remembered), or removed for good.

@@ -66,6 +66,14 @@ extension APIServer {
             let valid = try NetworkService.validList(list, field: "valid", ifnameRequired: false)
             return Reply(try await net.gc(network: try param(ctx, "net"), valid: valid))
         }
+        registerNetworkAdminRoutes(router)
+    }
+
+    /// Status and capacity, pool and address administration, node and identity release, and the CNI adapter.
+    private func registerNetworkAdminRoutes(_ router: Router<Ctx>) {
+        let net = network
+        let limit = runtime.site.maxBodyBytes
+
         route(router, .get, "/v1/networks/{net}/status") { _, ctx in Reply(try await net.status(network: try param(ctx, "net"))) }
         route(router, .get, "/v1/networks/{net}/capacity") { req, ctx in
             Reply(try await net.capacity(network: try param(ctx, "net"), node: try query(req, "node")))

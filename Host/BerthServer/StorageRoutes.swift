@@ -35,26 +35,6 @@ extension APIServer {
         let st = runtime.storage
         let limit = runtime.site.maxBodyBytes
 
-        @Sendable func int(_ body: JSON, _ key: String) throws -> Int? {
-            guard let v = body[key], !v.isNull else { return nil }
-            guard let i = v.int, i >= 0 else { throw BerthError(.invalidArgument, "\(key) must be a non-negative integer") }
-            return i
-        }
-        @Sendable func bool(_ body: JSON, _ key: String) throws -> Bool {
-            guard let v = body[key], !v.isNull else { return false }
-            guard let b = v.bool else { throw BerthError(.invalidArgument, "\(key) must be true or false") }
-            return b
-        }
-        @Sendable func str(_ body: JSON, _ key: String) throws -> String? {
-            guard let v = body[key], !v.isNull else { return nil }
-            guard let s = v.string else { throw BerthError(.invalidArgument, "\(key) must be a string") }
-            return s
-        }
-        @Sendable func limitQuery(_ req: Request) throws -> Int? {
-            guard try query(req, "limit") != nil else { return nil }
-            return Int(try intQuery(req, "limit", default: 100, range: 1...1000))  // as StorageService.pageLimit
-        }
-
         route(router, .get, "/v1/storage") { _, _ in Reply(["plugins": st.plugins()]) }
         route(router, .get, "/v1/storage/{plugin}/capacity") { req, ctx in
             var body: JSON = .object([])
@@ -121,6 +101,12 @@ extension APIServer {
                 throw BerthError(.notFound, "unknown volume action \"\(action)\" (publish, unpublish, controller-publish, controller-unpublish, stage, unstage, node-publish, node-unpublish, expand, validate)")
             }
         }
+        registerSnapshotRoutes(router)
+    }
+
+    private func registerSnapshotRoutes(_ router: Router<Ctx>) {
+        let st = runtime.storage
+        let limit = runtime.site.maxBodyBytes
 
         // Snapshots
         route(router, .post, "/v1/storage/{plugin}/snapshots") { req, ctx in
@@ -142,4 +128,25 @@ extension APIServer {
             return Reply(["deleted": true, "snapshotId": .string(id)])
         }
     }
+}
+
+// Optional body fields and the page limit, each refused with a clear message when of the wrong type.
+private func int(_ body: JSON, _ key: String) throws -> Int? {
+    guard let v = body[key], !v.isNull else { return nil }
+    guard let i = v.int, i >= 0 else { throw BerthError(.invalidArgument, "\(key) must be a non-negative integer") }
+    return i
+}
+private func bool(_ body: JSON, _ key: String) throws -> Bool {
+    guard let v = body[key], !v.isNull else { return false }
+    guard let b = v.bool else { throw BerthError(.invalidArgument, "\(key) must be true or false") }
+    return b
+}
+private func str(_ body: JSON, _ key: String) throws -> String? {
+    guard let v = body[key], !v.isNull else { return nil }
+    guard let s = v.string else { throw BerthError(.invalidArgument, "\(key) must be a string") }
+    return s
+}
+private func limitQuery(_ req: Request) throws -> Int? {
+    guard try query(req, "limit") != nil else { return nil }
+    return Int(try intQuery(req, "limit", default: 100, range: 1...1000))  // as StorageService.pageLimit
 }

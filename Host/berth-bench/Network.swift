@@ -163,9 +163,6 @@ func networkSection() throws {
     func berthConf(_ d: BenchDaemon) -> JSON {
         ["cniVersion": "1.0.0", "name": "bn", "type": "berth-cni", "ipam": ["type": "berth-cni", "socket": .string(d.socket), "network": "net"]]
     }
-    func inUse(_ d: BenchDaemon) throws -> Int {
-        (try UnixHTTPConnection(path: d.socket).request("GET", "/v1/networks/net/capacity").json())["active"]?.int ?? 0
-    }
 
     // Start-up alone: CNI VERSION answers without any work (berth-cni does not even contact berthd).
     let hlVersion = try cniAddLatency(hostLocal, config: hlConf, n: n, prefix: "hl-v", command: "VERSION")
@@ -214,6 +211,18 @@ func networkSection() throws {
     rows.append(BenchRow(section: "network", name: "allocations/s through the batch API (64 x 64, sync=normal)", value: apiBatchNormal,
                          unit: "alloc/s", baseline: "host-local ADD rate", baselineValue: hlRate))
 
+    try networkFilledRows(d, hostLocalConfig: hlConf, dataDir: hlDir, berthConfig: berthConf(d), n: n, apiTotal: apiTotal,
+                          empty: (hostLocal: hlEmpty, berth: bcEmpty, apiRate: apiRate))
+}
+
+/// The network rows with 10,000 addresses in use on `d` (filled through the batch API) and in host-local's data
+/// directory (one file per address, as its own ADDs would leave), each next to its figure on empty pools.
+func networkFilledRows(_ d: BenchDaemon, hostLocalConfig hlConf: JSON, dataDir hlDir: String, berthConfig: JSON, n: Int,
+                       apiTotal: Int, empty: (hostLocal: Double, berth: Double, apiRate: Double)) throws {
+    func inUse(_ d: BenchDaemon) throws -> Int {
+        (try UnixHTTPConnection(path: d.socket).request("GET", "/v1/networks/net/capacity").json())["active"]?.int ?? 0
+    }
+    let (hlEmpty, bcEmpty, apiRate) = empty
     // Fill to 10,000 addresses in use, then measure again. host-local keeps one file per address in its data
     // directory: fill it the same way its own ADDs would.
     let fill = 10_000 - (try inUse(d))
@@ -225,7 +234,7 @@ func networkSection() throws {
         try "fill-\(i)\r\neth0".write(toFile: "\(hlNet)/\(ip)", atomically: false, encoding: .utf8)
     }
     let hlFull = try cniAddLatency(hostLocal, config: hlConf, n: n, prefix: "hl-f")
-    let bcFull = try cniAddLatency(binDir + "/berth-cni", config: berthConf(d), n: n, prefix: "bc-f")
+    let bcFull = try cniAddLatency(binDir + "/berth-cni", config: berthConfig, n: n, prefix: "bc-f")
     rows.append(BenchRow(section: "network", name: "berth-cni ADD latency, \(used.formatted()) in use", value: bcFull, unit: "ms",
                          baseline: "host-local ADD latency, 10,000 in use", baselineValue: hlFull))
     rows.append(BenchRow(section: "network", name: "berth-cni ADD latency, \(used.formatted()) in use", value: bcFull, unit: "ms",

@@ -73,19 +73,7 @@ struct Berthd: AsyncParsableCommand {
             throw ExitCode(2)
         }
         if check {
-            var quiet = logger  // the plugins' own info lines would drown the report
-            quiet.logLevel = max(level, .warning)
-            let report = config.check(logger: quiet)
-            for w in report.warnings { FileHandle.standardError.write(Data("berthd: warning: \(w)\n".utf8)) }
-            for e in report.etcd {
-                let members = e.members.map { "\($0.name) \($0.clientURLs.joined(separator: ","))" }.joined(separator: "; ")
-                FileHandle.standardError.write(Data("berthd: store: etcd \(e.endpoint) answers, version \(e.version), \(e.members.count) member(s): \(members)\n".utf8))
-            }
-            guard report.problems.isEmpty else {
-                FileHandle.standardError.write(Data("berthd: the site would not start cleanly:\n\(report.problems.map { "  - \($0)" }.joined(separator: "\n"))\n".utf8))
-                throw ExitCode(2)
-            }
-            print(config.json.pretty)
+            try checkSite(config, logger: logger)
             return
         }
         // One berthd per state directory and per socket; the lock is held until this process exits.
@@ -133,5 +121,23 @@ struct Berthd: AsyncParsableCommand {
         try await APIServer(runtime: runtime).run(logger: logger)
         runtime.shutdown()
         logger.info("berthd stopped")
+    }
+
+    /// --check: loads and creates every enabled plugin on a scratch store, prints warnings and the etcd members to
+    /// stderr, then the site with defaults filled in; exits 2 when the site would not start cleanly.
+    private func checkSite(_ config: SiteConfig, logger: Logger) throws {
+        var quiet = logger  // the plugins' own info lines would drown the report
+        quiet.logLevel = max(logger.logLevel, .warning)
+        let report = config.check(logger: quiet)
+        for w in report.warnings { FileHandle.standardError.write(Data("berthd: warning: \(w)\n".utf8)) }
+        for e in report.etcd {
+            let members = e.members.map { "\($0.name) \($0.clientURLs.joined(separator: ","))" }.joined(separator: "; ")
+            FileHandle.standardError.write(Data("berthd: store: etcd \(e.endpoint) answers, version \(e.version), \(e.members.count) member(s): \(members)\n".utf8))
+        }
+        guard report.problems.isEmpty else {
+            FileHandle.standardError.write(Data("berthd: the site would not start cleanly:\n\(report.problems.map { "  - \($0)" }.joined(separator: "\n"))\n".utf8))
+            throw ExitCode(2)
+        }
+        print(config.json.pretty)
     }
 }
