@@ -261,6 +261,10 @@ extension JSONScanner {
         case UInt8(ascii: "{"):
             i += 1
             var kv: [(String, V)] = []
+            // Keys seen, by position, once the object has more than 16 of them (a small one searches its few keys): a
+            // linear search for each key made a large object quadratic (the 65,536 keys of a pool's "macs": seconds
+            // of CPU for one request). String's hashing agrees with its ==, so the same keys are duplicates either way.
+            var index: [String: Int]? = nil
             skipWhitespace()
             if peek == UInt8(ascii: "}") { i += 1; return .jsonObject(kv) }
             while true {
@@ -272,11 +276,17 @@ extension JSONScanner {
                 i += 1
                 skipWhitespace()
                 let v: V = try value(depth: depth + 1, maxDepth: maxDepth, duplicates: duplicates)
-                if let at = kv.firstIndex(where: { $0.0 == k }) {
+                let at = index != nil ? index![k] : kv.firstIndex(where: { $0.0 == k })
+                if let at {
                     if duplicates == .refuse { throw fail("duplicate key \"\(k)\"") }
                     kv[at].1 = v
                 } else {
                     kv.append((k, v))
+                    if index != nil {
+                        index![k] = kv.count - 1
+                    } else if kv.count > 16 {
+                        index = Dictionary(uniqueKeysWithValues: kv.indices.map { (kv[$0].0, $0) })
+                    }
                 }
                 skipWhitespace()
                 guard let d = peek else { throw fail("unterminated object") }

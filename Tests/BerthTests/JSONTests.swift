@@ -92,4 +92,47 @@ final class JSONTests: XCTestCase {
         XCTAssertEqual(try parse("[1.5, 2]", .keepLast), .array([.double(1.5), .int(2)]))
         XCTAssertThrowsError(try parse(String(repeating: "[", count: 65), .keepLast)) { XCTAssertTrue("\($0)".contains("nesting deeper than 64")) }
     }
+    /// Objects past 16 keys find a repeated key through a dictionary (a linear search per key was quadratic: the 65,536
+    /// MAC bindings of the largest pool cost seconds per request; berth-bench --only stalls shows the time). The same
+    /// keys are repeats either way: at every size around the switch, a repeat of the first, middle or last key is
+    /// refused (the host) or keeps its last value in the key's place (the kit), and canonically equal keys are one key.
+    func testLargeObjectsFindRepeatedKeysAsSmallOnesDo() throws {
+        indirect enum V: JSONBuildable, Equatable {
+            case null, bool(Bool), string(String), number(String), array([V]), object(keys: [String], values: [V])
+            static var jsonNull: V { .null }
+            static func jsonBool(_ b: Bool) -> V { .bool(b) }
+            static func jsonString(_ s: String) -> V { .string(s) }
+            static func jsonNumber(_ text: String, integral: Bool) -> V? { .number(text) }
+            static func jsonArray(_ a: [V]) -> V { .array(a) }
+            static func jsonObject(_ kv: [(String, V)]) -> V { .object(keys: kv.map { $0.0 }, values: kv.map { $0.1 }) }
+        }
+        func parse(_ text: String, _ dup: JSONDuplicateKeys) throws -> V {
+            try Array(text.utf8).withUnsafeBufferPointer { b in
+                var s = JSONScanner(b)
+                return try s.document(V.self, maxDepth: 64, duplicates: dup)
+            }
+        }
+        func object(_ n: Int, repeating r: Int?, key: (Int) -> String = { "k\($0)" }) -> String {
+            var parts = (0..<n).map { "\"\(key($0))\":\($0)" }
+            if let r { parts.append("\"\(key(r))\":-1") }
+            return "{" + parts.joined(separator: ",") + "}"
+        }
+        for n in [1, 15, 16, 17, 18, 40, 5000] {
+            let keys = (0..<n).map { "k\($0)" }
+            XCTAssertEqual(try parse(object(n, repeating: nil), .refuse), .object(keys: keys, values: (0..<n).map { .number("\($0)") }))
+            for r in Set([0, n / 2, n - 1]) {
+                XCTAssertThrowsError(try parse(object(n, repeating: r), .refuse), "\(n) keys, k\(r) twice") {
+                    XCTAssertTrue("\($0)".contains("duplicate key \"k\(r)\""), "\($0)")
+                }
+                let values: [V] = (0..<n).map { .number($0 == r ? "-1" : "\($0)") }
+                XCTAssertEqual(try parse(object(n, repeating: r), .keepLast), .object(keys: keys, values: values), "\(n) keys, k\(r) twice")
+            }
+            // "e\u0301" then "\u00e9": one String, so one key, below the switch and past it.
+            let nfd = object(n, repeating: nil) { $0 == 0 ? "e\\u0301" : "k\($0)" }.dropLast() + ",\"\\u00e9\":-1}"
+            XCTAssertThrowsError(try parse(String(nfd), .refuse), "\(n) keys") { XCTAssertTrue("\($0)".contains("duplicate key"), "\($0)") }
+            guard case .object(let ks, let vs) = try parse(String(nfd), .keepLast) else { return XCTFail("not an object") }
+            XCTAssertEqual(ks.count, n)
+            XCTAssertEqual(vs.first, .number("-1"), "\(n) keys: the last value of the first key wins")
+        }
+    }
 }
