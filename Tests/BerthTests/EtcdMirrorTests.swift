@@ -156,6 +156,35 @@ final class EtcdMirrorTests: EtcdTestCase {
         XCTAssertEqual(a.mirror!.loads.load(ordering: .relaxed), 3)
     }
 
+    /// A read-only transaction that read more keys than a Txn may compare sends its compares in several Txns; and a
+    /// copy whose queue of changes overflowed (no transaction applied them) drops it and is loaded again, complete.
+    func testLargeReadsAndAnOverflowingQueue() throws {
+        let b = try store(mirror: false)
+        for chunk in 0..<3 {
+            try C.inTransaction(b) { for i in 0..<100 { try C.put(b, "ns", C.bytes("r/\(chunk * 100 + i)"), [1]) } }
+        }
+        let a = try store()
+        try C.inTransaction(a) { _ = try C.get(a, "ns", C.bytes("x")) }
+        let txns = a.client.txns.load(ordering: .relaxed)
+        try C.inTransaction(a) { for i in 0..<300 { XCTAssertEqual(try C.get(a, "ns", C.bytes("r/\(i)")), [1]) } }
+        XCTAssertEqual(a.client.txns.load(ordering: .relaxed) - txns, 3, "300 compares in Txns of at most 128")
+
+        let m = EtcdMirror(settings: a.settings, prefix: a.kvPrefix, inboxLimit: 10)
+        XCTAssertNotNil(m.ready(atLeast: 0, client: a.client))
+        XCTAssertEqual(m.loads.load(ordering: .relaxed), 1)
+        try C.inTransaction(b) { for i in 0..<20 { try C.put(b, "ns", C.bytes("s/\(i)"), [2]) } }
+        let deadline = Date().addingTimeInterval(5)
+        while m.loads.load(ordering: .relaxed) < 2 && Date() < deadline {
+            _ = m.ready(atLeast: 0, client: a.client)
+            usleep(20_000)
+        }
+        XCTAssertEqual(m.loads.load(ordering: .relaxed), 2, "the overflowing queue made it load again")
+        var copied = 0
+        m.rows.forEach(from: a.kvPrefix, below: Keys.prefixEnd(a.kvPrefix)) { _ in copied += 1; return true }
+        XCTAssertEqual(copied, 320, "every key, those whose changes were dropped too")
+        m.stop()
+    }
+
     /// The copy's ordered rows against a sorted reference: random puts and deletes (enough to split chunks), then
     /// ordered walks from random keys with and without an end.
     func testSortedRowsAgainstAReference() {

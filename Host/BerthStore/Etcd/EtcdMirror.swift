@@ -89,7 +89,7 @@ final class EtcdMirror: @unchecked Sendable {
     // The executor's thread only:
     private(set) var rows = SortedRows()
     /// The revision the copy is at: every change of the prefix up to it is applied, none after it.
-    private(set) var revision: Int64 = 0
+    private var revision: Int64 = 0
     private var watch: EtcdWatch?
     private var loaded = false
     /// Times the copy was (re)loaded, transactions that read etcd because the copy was not current in time, and how
@@ -97,11 +97,15 @@ final class EtcdMirror: @unchecked Sendable {
     let loads = Atomic<Int>(0), fallbacks = Atomic<Int>(0), waited = Atomic<Int>(0)
     /// How long a transaction waits for the copy to reach a revision this berthd wrote before it reads etcd instead.
     private let waitSeconds: Double
+    /// How many changes may wait for a transaction to apply them; past that (no transaction for a long while, others
+    /// busy) the queue is dropped and the copy loaded again.
+    private let inboxLimit: Int
 
-    init(settings: EtcdSettings, prefix: [UInt8], waitSeconds: Double = 0.5) {
+    init(settings: EtcdSettings, prefix: [UInt8], waitSeconds: Double = 0.5, inboxLimit: Int = 200_000) {
         self.settings = settings
         self.prefix = prefix
         self.waitSeconds = waitSeconds
+        self.inboxLimit = inboxLimit
     }
 
     deinit { watch?.stop() }
@@ -180,8 +184,7 @@ final class EtcdMirror: @unchecked Sendable {
     private func received(_ changes: [WatchedChange]) {
         lock.lock()
         inbox += changes
-        // No transaction has run for a long while (an idle berthd, others busy): load again rather than queue forever.
-        if inbox.count > 200_000 {
+        if inbox.count > inboxLimit {
             inbox.removeAll()
             lost = true
         }
