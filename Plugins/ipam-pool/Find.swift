@@ -163,9 +163,27 @@ extension Op {
             return ip
         }
         if let c = try cursor(p, fam), c.family == fam, p.range(containing: c) != nil, let ip = try claim(p.blockBase(c), after: c) { return ip }
-        for base in p.blockBases(fam) {
-            if let ip = try claim(base, after: nil) { return ip }
+        // From the claim mark (bclm/): the blocks below it are all claimed. The mark moves up to the lowest block left
+        // unclaimed (one without an available address stays unclaimed: an address may come free in it).
+        let markKey = Key.claimMark(p.name, fam)
+        let stored = try host.getString(markKey)
+        if stored == "end" { return nil }
+        let mark = stored.flatMap { IP(hex: $0) }
+        var lowestUnclaimed: String?, found: IP?
+        for base in p.blockBases(fam, from: mark) {
+            if try exists(Key.block(p.name, base)) { continue }
+            if let ip = try claim(base, after: nil) {
+                found = ip
+                if lowestUnclaimed == nil {
+                    var after = p.blockBases(fam, from: base).makeIterator()
+                    _ = after.next()
+                    lowestUnclaimed = after.next()?.hex ?? "end"
+                }
+                break
+            }
+            if lowestUnclaimed == nil { lowestUnclaimed = base.hex }
         }
-        return nil
+        if (lowestUnclaimed ?? "end") != stored { try put(markKey, text: lowestUnclaimed ?? "end") }
+        return found
     }
 }

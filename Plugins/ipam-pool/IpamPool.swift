@@ -808,7 +808,7 @@ final class IpamPool: NetworkPlugin {
                 guard let ip = IP(ref: String(key.dropFirst("free/\(name)/".count))) else { return }
                 if !spec.isMember(ip, explicitSet: explicitSet) { try op.delete(key) }
             }
-            try op.each("mac/\(name)/") { key, _ in try op.delete(key) }
+            _ = try op.host.delete(prefix: "mac/\(name)/")
             for ip in oldExplicit where !explicitSet.contains(ip) { try op.delete(Key.owner(ip)) }
 
             // High-water marks: kept for ranges that start where they did. Addresses that joined such a range
@@ -825,7 +825,8 @@ final class IpamPool: NetworkPlugin {
             // safe, allocation skips recorded addresses), and a new block size drops the claims (affinity only).
             try op.forgetHwms()
             let resized = oldDef.block4 != p.block4 || oldDef.block6 != p.block6
-            for prefix in resized ? ["hwmb", "blk", "nblk"] : ["hwmb"] { try op.each("\(prefix)/\(name)/") { key, _ in try op.delete(key) } }
+            // One prefix delete each (the marks were flushed just above): a pool with many blocks stays one operation.
+            for prefix in resized ? ["hwmb", "bclm", "blk", "nblk"] : ["hwmb", "bclm"] { _ = try op.host.delete(prefix: "\(prefix)/\(name)/") }
             op.forgetBlocks()
             // No free/ entry may lie at or above a piece's mark (it would be found twice): those are found lazily now.
             try op.each("free/\(name)/") { key, _ in

@@ -162,13 +162,16 @@ struct PoolDef {
         return pieces(blockBase(ip)).first { $0.contains(ip) }
     }
 
-    /// Every block of family `fam` in address order, by first address (lazily: an IPv6 range has very many).
-    func blockBases(_ fam: Int) -> AnySequence<IP> {
-        let rs = ranges.filter { $0.family == fam }
+    /// Every block of family `fam` in address order, by first address (lazily: an IPv6 range has very many); with
+    /// `from`, only the blocks whose first address is at or above it (found without walking the ones below).
+    func blockBases(_ fam: Int, from: IP? = nil) -> AnySequence<IP> {
+        var rs = ranges.filter { $0.family == fam }
         let len = blockPrefix(fam)
+        if let from { rs = rs.filter { $0.end >= from } }
         return AnySequence { () -> AnyIterator<IP> in
             var i = 0
-            var next: IP? = rs.first.map { $0.start.network(len) }
+            var next: IP? = rs.first.map { r in from.map { f in max(f, r.start) } ?? r.start }.map { $0.network(len) }
+            if let f = from, let b = next, b < f { next = b.lastAddress(len).successor }
             var lastBase: IP? = nil
             return AnyIterator {
                 while i < rs.count {

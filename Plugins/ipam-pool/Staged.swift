@@ -87,7 +87,7 @@ extension IpamPool {
     /// Keys one step of a deletion removes at most (the commit that holds them, and the ADDs in it, write every page
     /// they touched).
     static let stepKeys = 1024
-    static let deletePrefixes = ["addr", "free", "rsv", "hwm", "last", "mac", "cnt", "blk", "nblk", "hwmb"]
+    static let deletePrefixes = ["addr", "free", "rsv", "hwm", "last", "mac", "cnt", "blk", "nblk", "hwmb", "bclm"]
 
     /// The work a new pool's import writes per address.
     static func importWork(_ spec: PoolSpec) -> Int { spec.explicit.count + spec.reserved.count + spec.macs.count }

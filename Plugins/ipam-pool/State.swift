@@ -39,6 +39,9 @@
 // of identities and reserved addresses ignore blocks.
 //   blk/<P>/<baseref>     (text) the node that claimed the block starting at <baseref>.
 //   nblk/<P>/<node>/<baseref> "" — the blocks of a node.
+//   bclm/<P>/<family>     (text) hex of the lowest block that may be unclaimed ("end": none is): every block below it
+//                         is claimed, so a claim reads the blocks from there, not every claimed one (claims are not
+//                         given back; an import drops the mark). Absent: claims look from the lowest block.
 //   hwmb/<P>/<startref>   (text) like hwm/, per piece of a block (a block's part in one range, by its first
 //                         address). A piece without one starts from its range's hwm/ (the layout before blocks,
 //                         never written since), so a pool created by an earlier version keeps its state as it is.
@@ -90,6 +93,7 @@ enum Key {
     static func block(_ p: String, _ base: IP) -> String { "blk/\(p)/\(base.ref)" }
     static func nodeBlock(_ p: String, _ node: String, _ base: IP) -> String { "nblk/\(p)/\(esc(node))/\(base.ref)" }
     static func nodeBlockPrefix(_ p: String, _ node: String, _ fam: Int) -> String { "nblk/\(p)/\(esc(node))/\(fam)/" }
+    static func claimMark(_ p: String, _ fam: Int) -> String { "bclm/\(p)/\(fam)" }
     static func nodeCount(_ p: String, _ node: String) -> String { "cnt/\(p)/\(esc(node))" }
     static func mac(_ p: String, _ ip: IP) -> String { "mac/\(p)/\(ip.ref)" }
     static func owner(_ ip: IP) -> String { "owner/\(ip.ref)" }
@@ -589,7 +593,7 @@ final class Op {
         counts[pool] = c
         dirty.insert(pool)
         deltas = deltas.filter { !$0.key.hasPrefix("cnt/\(pool)/") }
-        try each("cnt/\(pool)/") { key, _ in try delete(key) }
+        _ = try host.delete(prefix: "cnt/\(pool)/")  // one operation however many nodes counted
     }
 
     /// Writes what the call changed in the caches. Call last, before returning OK.

@@ -2,6 +2,7 @@
 // borrow only when no block is free, fixed addresses follow their identity to any node, counts stay right; and 3
 // hosts on a real etcd (each its own engine connection, executor and plugin instance) allocating at once.
 @testable import BerthStore
+import BerthKinds
 import BerthPlugins
 import BerthWire
 import Foundation
@@ -209,6 +210,43 @@ final class IpamBlocksEtcdTests: XCTestCase {
         let cap = try ex.runSync { try ops.call(.capacity, ["network": "net"]) }
         XCTAssertEqual(cap["active"]?.int, 3 * per)
         print("3 hosts on etcd: \(3 * per) ADDs, \(conflicts) conflicts")
+    }
+
+    /// Claims read from the claim mark, not every claimed block: after 150 nodes each claimed a block (more than one
+    /// etcd Txn may compare), the next node's first ADD claims the next block in an ordinary commit. Before the mark,
+    /// that ADD read all 150 claims and failed (RESOURCE_EXHAUSTED, --max-txn-ops; it is now an exclusive commit).
+    /// The mark also reaches "end" when every block is claimed, and an import with other ranges drops it.
+    func testClaimsReadFromTheClaimMarkNotEveryClaimedBlock() throws {
+        let so = IpamPoolTests.soPath
+        guard FileManager.default.fileExists(atPath: so) else { throw XCTSkip("build the plugin first (swift build): \(so) is missing") }
+        let etcd = try EtcdProcess()
+        defer { etcd.stop() }
+        let config: JSON = ["pools": [["name": "p", "ranges": [["subnet": "10.40.0.0/20"]], "blockSize": 28, "nodeCounters": true]]]
+        let store = try EtcdStore(EtcdSettings(endpoints: [etcd.endpoint], site: "marks"))
+        let ex = Executor(store: store)
+        ex.start()
+        let spec = PluginSpec(name: "net", path: so, config: config)
+        let loader = Loader(copyDir: IpamPoolTests.copyDir)
+        let inst = try loader.instantiate(try loader.load(spec), spec: spec, executor: ex, log: { _, _ in })
+        defer { inst.destroy(); ex.stop() }
+        let ops = inst.networkOps!
+        func add(_ node: Int) throws -> String {
+            let r = try ex.runSync { try ops.call(.add, ["network": "net", "containerID": .string("c\(node)"), "ifname": "eth0", "node": .string("n\(node)")]) }
+            return String(r["ips"]?[0]?["address"]?.string?.split(separator: "/").first ?? "")
+        }
+        func mark() throws -> String? { try StoreContract.get(store, "net", Array("bclm/p/4".utf8)).map { String(decoding: $0, as: UTF8.self) } }
+        for n in 0..<150 { _ = try add(n) }
+        XCTAssertEqual(try mark(), "0a280960", "the mark is the block after the 150 claimed (10.40.9.96)")
+        XCTAssertEqual(try add(150), "10.40.9.96", "node 150 claims the next block")
+        XCTAssertEqual(store.exclusiveCommits.load(ordering: .relaxed), 0, "no claim read more than one Txn compares")
+        for n in 151..<256 { _ = try add(n) }
+        XCTAssertEqual(try mark(), "end", "every block of the /20 is claimed")
+        XCTAssertEqual(try add(256), "10.40.0.3", "then node 256 borrows (node 0 has 10.40.0.2; 10.40.0.1 is the gateway)")
+        XCTAssertEqual(store.exclusiveCommits.load(ordering: .relaxed), 1, "borrowing lists every claimed block: exclusive")
+        _ = try NetworkService.adminInSteps(ex, { inst }, "pool.import", ["name": "p", "ranges": [["subnet": "10.40.0.0/20"], ["subnet": "10.41.0.0/24"]],
+                                                                          "blockSize": 28, "nodeCounters": true])
+        XCTAssertNil(try mark(), "an import drops the mark (and the 256 nodes' counters and 256 blocks' marks, one prefix delete each)")
+        XCTAssertEqual(try add(257), "10.41.0.2", "a block of the new range is claimed (its first address is its gateway)")
     }
 
     /// A host that finds the pool already stored by another (a second berthd, or the same one restarted) keeps the

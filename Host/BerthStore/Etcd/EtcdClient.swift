@@ -287,8 +287,29 @@ final class EtcdClient {
         return (j["succeeded"]?.bool ?? false, Self.int(j["header"]?["revision"]))
     }
 
-    static func put(_ key: [UInt8], _ value: [UInt8]) -> JSON {
-        ["request_put": .object([("key", .string(Base64.encode(key))), ("value", .string(Base64.encode(value)))])]
+    /// One Txn with operations for when a compare fails: succeeded, the revision after it, and the responses of the
+    /// branch that ran (etcd's ResponseOp objects).
+    func txn(compares: [JSON], operations: [JSON], failure: [JSON]) throws -> (succeeded: Bool, revision: Int64, responses: [JSON]) {
+        let j = try call("/v3/kv/txn", .object([("compare", .array(compares)), ("success", .array(operations)), ("failure", .array(failure))]),
+                         idempotent: false)
+        return (j["succeeded"]?.bool ?? false, Self.int(j["header"]?["revision"]), j["responses"]?.array ?? [])
+    }
+
+    static func put(_ key: [UInt8], _ value: [UInt8], lease: Int64 = 0) -> JSON {
+        var f: [(String, JSON)] = [("key", .string(Base64.encode(key))), ("value", .string(Base64.encode(value)))]
+        if lease != 0 { f.append(("lease", .string(String(lease)))) }
+        return ["request_put": .object(f)]
+    }
+    static func get(_ key: [UInt8]) -> JSON {
+        ["request_range": .object([("key", .string(Base64.encode(key)))])]
+    }
+    /// Compare: `key` does not exist (its version is 0).
+    static func compareAbsent(_ key: [UInt8]) -> JSON {
+        .object([("target", "VERSION"), ("result", "EQUAL"), ("key", .string(Base64.encode(key))), ("version", "0")])
+    }
+    /// Compare: `key` exists and was created at revision `rev` (it is the same key instance).
+    static func compareCreated(_ key: [UInt8], _ rev: Int64) -> JSON {
+        .object([("target", "CREATE"), ("result", "EQUAL"), ("key", .string(Base64.encode(key))), ("create_revision", .string(String(rev)))])
     }
     static func delete(_ key: [UInt8], _ end: [UInt8]) -> JSON {
         var f: [(String, JSON)] = [("key", .string(Base64.encode(key)))]

@@ -127,6 +127,6 @@ public struct Leadership: Equatable, Sendable {
 
     /// The compare that holds only while this term lasts.
     var compare: JSON {
-        .object([("target", "CREATE"), ("result", "EQUAL"), ("key", .string(Base64.encode(key))), ("create_revision", .string(String(createRevision)))])
+        EtcdClient.compareCreated(key, createRevision)
     }
 }

@@ -14,6 +14,7 @@
 //                                  appendEvent answers 0 and `committedEventRevision` has the last one after it.
 import BerthWire
 import Foundation
+import Synchronization
 
 public final class EtcdStore: StateStore {
     public let settings: EtcdSettings
@@ -45,8 +46,10 @@ public final class EtcdStore: StateStore {
     /// transaction reads etcd instead (after a conflict: the copy may not have the change that caused it yet).
     let mirror: EtcdMirror?
     private var mirrorAtLeast: Int64 = 0
-    private var directNext = false
+    var directNext = false
     let kvPrefix: [UInt8]
+    /// Commits made exclusively (EtcdExclusive.swift): their reads did not fit one Txn's compares.
+    let exclusiveCommits = Atomic<Int>(0)
 
     /// Connects to etcd (and checks it answers). Nothing is created: an empty site reads as an empty store.
     public init(_ settings: EtcdSettings) throws {
@@ -94,14 +97,13 @@ public final class EtcdStore: StateStore {
         try send(t)
     }
 
-    /// Why the transaction cannot be one Txn under etcd's limits (nil when it can).
-    func overLimit(_ t: EtcdTxn, compares: Int, operations: Int) -> String? {
+    /// Why the transaction cannot be committed under etcd's limits (nil when it can). Its writes must fit one Txn;
+    /// its reads need not: a transaction that read more keys and ranges than one Txn compares commits exclusively
+    /// (EtcdExclusive.swift).
+    func overLimit(_ t: EtcdTxn, operations: Int) -> String? {
         let limit = settings.maxTxnOps
         if operations > limit {
             return "the transaction has \(operations) writes (puts and deletes); etcd allows at most \(limit) operations per Txn (--max-txn-ops): split it into smaller transactions"
-        }
-        if compares > limit {
-            return "the transaction read \(compares) keys and ranges; etcd allows at most \(limit) compares per Txn (--max-txn-ops): split it into smaller transactions"
         }
         let size = t.requestBytes()
         if size > settings.maxRequestBytes {
@@ -110,11 +112,13 @@ public final class EtcdStore: StateStore {
         return nil
     }
 
-    /// Whether the open transaction still fits in one Txn (what `send` would check; it stays below the limits, so
-    /// the cost of building it here is bounded).
+    /// Whether the open transaction still fits in one Txn: its writes, and its reads in the compares of one commit
+    /// (with the exclusive key's and the term's). A group commit ends before an operation that would take it past
+    /// them; an operation that alone reads more commits exclusively. The cost of counting is bounded by the limits.
     public var fitsOneCommit: Bool {
         guard let t = txn, t.touched else { return true }
-        return overLimit(t, compares: t.compareCount() + (t.fenced ? 1 : 0), operations: t.operationCount()) == nil
+        return overLimit(t, operations: t.operationCount()) == nil
+            && t.compareCount() + 1 + (t.fenced ? 1 : 0) <= settings.maxTxnOps
     }
 
     /// Marks the open transaction as the scheduling leader's (HostStore): its commit holds only within this term.
@@ -124,7 +128,8 @@ public final class EtcdStore: StateStore {
 
     /// Sends the transaction as one Txn. A read-only transaction sends nothing when its reads were one snapshot of
     /// etcd; when they came from the local copy, its compares are sent alone (the copy may be behind: a reader must not
-    /// be answered with what another berthd already changed).
+    /// be answered with what another berthd already changed). A writing one also compares that no exclusive commit is
+    /// under way (EtcdExclusive.swift), or is one when its compares do not fit one Txn.
     func send(_ t: EtcdTxn) throws {
         guard t.touched else { return try validate(t) }
         let term = t.fenced ? fence : nil
@@ -132,17 +137,23 @@ public final class EtcdStore: StateStore {
             throw BerthError(.failedPrecondition, "this berthd is not the scheduling leader (no term held): the scheduler's commit was refused and nothing was applied")
         }
         let compares = t.compares() + (term.map { [$0.compare] } ?? []), ops = t.operations()
-        if let why = overLimit(t, compares: compares.count, operations: ops.count) { throw BerthError(.resourceExhausted, why) }
-        let r = try client.txn(compares: compares, operations: ops)
-        if r.succeeded, let last = lastEventIndex(t) { committedEventRevision = r.revision * Self.eventsPerTxn + last }
-        if r.succeeded && mirror != nil && t.writes(under: kvPrefix) { mirrorAtLeast = max(mirrorAtLeast, r.revision) }
-        if !r.succeeded {
-            directNext = true
-            if let f = term, try !termLasts(f) {
-                throw BerthError(.failedPrecondition, "this berthd is no longer the leader (its term of \(String(decoding: f.key, as: UTF8.self)), created at revision \(f.createRevision), has ended); the commit was refused and nothing was applied")
-            }
-            throw BerthError(.aborted, "etcd transaction conflict: a key or range it read (at revision \(t.snapshot)) was changed by another writer; nothing was applied, run it again")
+        if let why = overLimit(t, operations: ops.count) { throw BerthError(.resourceExhausted, why) }
+        if compares.count + 1 > settings.maxTxnOps { return try sendExclusive(t, compares: compares, operations: ops, term: term) }
+        let r = try client.txn(compares: compares + [EtcdClient.compareAbsent(exclusiveKey)], operations: ops,
+                               failure: [EtcdClient.get(exclusiveKey)])
+        if r.succeeded { return committed(t, at: r.revision) }
+        directNext = true
+        if let f = term, try !termLasts(f) {
+            throw BerthError(.failedPrecondition, "this berthd is no longer the leader (its term of \(String(decoding: f.key, as: UTF8.self)), created at revision \(f.createRevision), has ended); the commit was refused and nothing was applied")
         }
+        if Self.exclusiveHeld(r.responses) { waitForExclusive() }
+        throw BerthError(.aborted, "etcd transaction conflict: a key or range it read (at revision \(t.snapshot)) was changed by another writer; nothing was applied, run it again")
+    }
+
+    /// What a commit that succeeded at `revision` leaves: the event revision, and what the local copy must reach.
+    func committed(_ t: EtcdTxn, at revision: Int64) {
+        if let last = lastEventIndex(t) { committedEventRevision = revision * Self.eventsPerTxn + last }
+        if mirror != nil && t.writes(under: kvPrefix) { mirrorAtLeast = max(mirrorAtLeast, revision) }
     }
 
     /// A read-only transaction that read the local copy: its compares, in Txns of at most --max-txn-ops each, all
