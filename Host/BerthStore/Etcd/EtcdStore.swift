@@ -117,8 +117,13 @@ public final class EtcdStore: StateStore {
     /// them; an operation that alone reads more commits exclusively. The cost of counting is bounded by the limits.
     public var fitsOneCommit: Bool {
         guard let t = txn, t.touched else { return true }
-        return overLimit(t, operations: t.operationCount()) == nil
-            && t.compareCount() + 1 + (t.fenced ? 1 : 0) <= settings.maxTxnOps
+        let extra = 1 + (t.fenced ? 1 : 0)
+        // Upper bounds first (no sorting): most group commits are far below the limits, and this runs after each
+        // operation of one.
+        let compares = t.reads.count + t.versions.count + t.ranges.count + extra <= settings.maxTxnOps
+            ? 0 : t.compareCount() + extra
+        let operations = t.tombstones.isEmpty ? t.writes.count : t.operationCount()
+        return overLimit(t, operations: operations) == nil && compares <= settings.maxTxnOps
     }
 
     /// Marks the open transaction as the scheduling leader's (HostStore): its commit holds only within this term.

@@ -2,9 +2,23 @@
 // revision seen, scanned ranges), its buffered writes with an undo log for savepoints, and the one Txn it commits as.
 import BerthWire
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Byte-string helpers on etcd keys (unsigned byte order, shorter first on a common prefix: `[UInt8]` comparison).
 enum Keys {
-    static func less(_ a: [UInt8], _ b: [UInt8]) -> Bool { a.lexicographicallyPrecedes(b) }
+    static func less(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        // memcmp, not lexicographicallyPrecedes (an iterator per element): the local copy's lookups and the commit's
+        // range merging compare keys many times per operation.
+        a.withUnsafeBufferPointer { pa in
+            b.withUnsafeBufferPointer { pb in
+                let n = min(pa.count, pb.count)
+                let c = n == 0 ? 0 : memcmp(pa.baseAddress!, pb.baseAddress!, n)
+                return c != 0 ? c < 0 : pa.count < pb.count
+            }
+        }
+    }
     /// The smallest key after every key that starts with `p` ([] when there is none: p is all 0xFF).
     static func prefixEnd(_ p: [UInt8]) -> [UInt8] {
         var e = p
