@@ -19,6 +19,11 @@ public final class ClusterMember: @unchecked Sendable {
     let node: String
     let stateDir: String
     let ttl: Int
+    /// store.historySeconds (0: off); the leader's notes of etcd's revision (loop thread only); and the revision it
+    /// last compacted etcd's history through (under `lock`; shown by `berth status`).
+    let historySeconds: Int
+    private var historyMarks: [(time: Double, revision: Int64)] = []
+    private var compactedThrough: Int64?
     let info: JSON
     let logger: Logger
     /// Waked by the watch of other berthds' changes (the agent, event waiters).
@@ -44,6 +49,7 @@ public final class ClusterMember: @unchecked Sendable {
         node = host.site.nodeName
         stateDir = host.site.stateDir
         ttl = host.site.store.leaseSeconds
+        historySeconds = host.site.store.historySeconds
         logger = host.logger
         info = ["node": .string(node), "version": .string(BerthVersion.current), "pid": .int(Int64(getpid())), "started": .number(wallClock()),
                 "socket": .string(host.site.socketPath), "listen": host.site.listen.map { .string($0) } ?? .null]
@@ -79,7 +85,7 @@ public final class ClusterMember: @unchecked Sendable {
     /// What `berth status` shows of the cluster: this node, the leader, the live and known members, the etcd members.
     public func status() -> JSON {
         lock.lock()
-        let leader = leaderNode, leads = term != nil, err = lastError, leaseID = lease?.id
+        let leader = leaderNode, leads = term != nil, err = lastError, leaseID = lease?.id, compacted = compactedThrough
         lock.unlock()
         var live: [(node: String, info: JSON)] = []
         var members: [String] = []
@@ -100,6 +106,7 @@ public final class ClusterMember: @unchecked Sendable {
                        "watch": ["on": watch.flatMap { $0.endpoint }.map { .string($0) } ?? .null, "reconnects": .int(Int64(watch?.reconnects ?? 0)),
                                  "lastFailure": watch.flatMap { $0.lastFailure }.map { .string($0) } ?? .null],
                        "leaseSeconds": .int(Int64(ttl)), "lease": leaseID.map { .string(String($0)) } ?? .null,
+                       "history": ["seconds": .int(Int64(historySeconds)), "compactedThrough": compacted.map { .int($0) } ?? .null],
                        "members": .array(members.map { m in ["node": .string(m), "live": .bool(liveNames.contains(m))] }),
                        "etcd": etcd]
         if let err { j = j.setting("lastError", .string(err)) }
@@ -154,7 +161,10 @@ public final class ClusterMember: @unchecked Sendable {
             try keepLease()
             try join()
             try campaign()
-            if term != nil { try markLostMembers() }
+            if term != nil {
+                try markLostMembers()
+                try compactHistory()
+            }
             note(nil)
         } catch {
             note("\(error)")
@@ -213,7 +223,24 @@ public final class ClusterMember: @unchecked Sendable {
         lock.withLock { leaderNode = leader }
     }
 
+    /// The leader's duty when `store.historySeconds` is set: every that many seconds it notes etcd's revision, and
+    /// compacts etcd's history to the revision it noted that many seconds before (the way Kubernetes' API server
+    /// does), so every version of the last `historySeconds` stays for watches and transactions to read.
+    private func compactHistory() throws {
+        guard historySeconds > 0 else { return }
+        let now = Double(monotonicNanos()) / 1e9
+        if let last = historyMarks.last, now - last.time < Double(historySeconds) { return }
+        historyMarks.append((now, try store.etcdRevision()))
+        guard let i = historyMarks.lastIndex(where: { now - $0.time >= Double(historySeconds) }) else { return }
+        let through = historyMarks[i].revision
+        historyMarks.removeFirst(i + 1)
+        try store.compactHistory(through: through)
+        lock.withLock { compactedThrough = through }
+        logger.info("cluster: compacted etcd's history through revision \(through) (store.historySeconds \(historySeconds))")
+    }
+
     private func stepDown() {
+        historyMarks = []
         guard term != nil else { return }
         workloads.setLeading(false)
         store.fence = nil

@@ -42,6 +42,15 @@ private struct StoreCounters {
     }
 }
 
+/// CPU seconds (user + system, every thread) a process has used so far, from /proc/PID/stat.
+private func cpuSeconds(_ pid: Int32) -> Double {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = text.lastIndex(of: ")") else { return 0 }
+    let f = text[text.index(after: close)...].split(separator: " ")
+    guard f.count > 13, let u = Double(f[11]), let s = Double(f[12]) else { return 0 }  // utime, stime (fields 14, 15)
+    return (u + s) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
 /// Allocations through the API of several berthd at once: `clients` keep-alive connections to each, every client
 /// allocating `perClient` attachments for its berthd's node, one ADD per request. An ADD answered ABORTED (it
 /// conflicted on every retry of the executor) is sent again, as a client would, and counted.
@@ -91,7 +100,7 @@ private func apiAllocations(_ targets: [(daemon: BenchDaemon, node: String)], cl
 /// 3 berthd of a fresh site on `etcd` (their own prefix), allocating through the API at once: the rate and the sum of
 /// their store counters over the allocations.
 private func clusterAllocations(_ etcd: BenchEtcd, plugins: JSON, hosts: Int, clients: Int, perClient: Int,
-                                mirror: Bool) throws -> (rate: Double, aborted: Int, counters: StoreCounters) {
+                                mirror: Bool) throws -> (rate: Double, aborted: Int, counters: StoreCounters, etcdCPU: Double, berthdCPU: Double) {
     let site = mirror ? "bench-cluster" : "bench-direct"
     let daemons = try (0..<hosts).map { i in
         try BenchDaemon(plugins: plugins, extra: [("store", ["engine": "etcd", "endpoints": [.string(etcd.endpoint)], "mirror": .bool(mirror)]),
@@ -100,9 +109,11 @@ private func clusterAllocations(_ etcd: BenchEtcd, plugins: JSON, hosts: Int, cl
     defer { for d in daemons { d.stop() } }
     let targets = daemons.enumerated().map { (daemon: $1, node: "bench-\($0)") }
     let before = try daemons.map(StoreCounters.read)
+    let cpu0 = (cpuSeconds(etcd.process.processIdentifier), daemons.map { cpuSeconds($0.process.processIdentifier) }.reduce(0, +))
     let r = try apiAllocations(targets, clients: clients, perClient: perClient, prefix: site)
+    let cpu1 = (cpuSeconds(etcd.process.processIdentifier), daemons.map { cpuSeconds($0.process.processIdentifier) }.reduce(0, +))
     let after = try daemons.map(StoreCounters.read)
-    return (r.rate, r.aborted, zip(after, before).map { $0 - $1 }.reduce(StoreCounters(), +))
+    return (r.rate, r.aborted, zip(after, before).map { $0 - $1 }.reduce(StoreCounters(), +), cpu1.0 - cpu0.0, cpu1.1 - cpu0.1)
 }
 
 func clusterAPISection() throws {
@@ -118,17 +129,25 @@ func clusterAPISection() throws {
 
     // etcd's own rate with every client of the run at once, half before and half after the berthds' allocations.
     let rawTotal = hosts * clients * perClient
+    let etcdPid = etcd.process.processIdentifier
+    var rawCPU = -cpuSeconds(etcdPid)
     let rawBefore = try etcdRawTxnRate(etcd, clients: hosts * clients, total: rawTotal / 2)
+    rawCPU += cpuSeconds(etcdPid)
     let cluster = try clusterAllocations(etcd, plugins: plugins, hosts: hosts, clients: clients, perClient: perClient, mirror: true)
     let direct = try clusterAllocations(etcd, plugins: plugins, hosts: hosts, clients: clients, perClient: perClient, mirror: false)
+    rawCPU -= cpuSeconds(etcdPid)
     let rawAfter = try etcdRawTxnRate(etcd, clients: hosts * clients, total: rawTotal / 2)
+    rawCPU += cpuSeconds(etcdPid)
+    let rawTxns = Double(max(1, rawTotal / 2 / (hosts * clients)) * hosts * clients * 2)
     let raw = 2 / (1 / rawBefore + 1 / rawAfter)  // the rate of both halves together (equal counts)
     let delta = cluster.counters
 
     // One berthd on SQLite (store.sync full, the default), as many clients in all, the same plugin and pool.
     let single = try BenchDaemon(plugins: plugins)
     defer { single.stop() }
+    var sqliteCPU = -cpuSeconds(single.process.processIdentifier)
     let sqlite = try apiAllocations([(single, "bench-0")], clients: hosts * clients, perClient: perClient, prefix: "sapi")
+    sqliteCPU += cpuSeconds(single.process.processIdentifier)
 
     let total = hosts * clients
     rows.append(BenchRow(section: "cluster-api", name: "allocations/s through the API, 3 berthd on one etcd (\(hosts) x \(clients) clients)",
@@ -145,6 +164,13 @@ func clusterAPISection() throws {
                          baseline: "clients per berthd", baselineValue: Double(clients)))
     rows.append(BenchRow(section: "cluster-api", name: "ADDs answered ABORTED (sent again), 3 berthd on one etcd", value: Double(cluster.aborted),
                          unit: "ADDs", baseline: "ADDs made (same run)", baselineValue: Double(hosts * clients * perClient)))
+    // Where the CPU goes (every process shares the machine's cores): etcd's per ADD against its per raw Txn, and the
+    // berthds' per ADD against one berthd's on SQLite.
+    let adds = Double(hosts * clients * perClient)
+    rows.append(BenchRow(section: "cluster-api", name: "etcd CPU per ADD, 3 berthd on one etcd", value: cluster.etcdCPU / adds * 1000, unit: "ms",
+                         baseline: "etcd CPU per single-key Txn (raw, same run)", baselineValue: rawCPU / rawTxns * 1000))
+    rows.append(BenchRow(section: "cluster-api", name: "berthd CPU per ADD, 3 berthd on one etcd (all three)", value: cluster.berthdCPU / adds * 1000, unit: "ms",
+                         baseline: "berthd CPU per ADD, one berthd on SQLite", baselineValue: sqliteCPU / adds * 1000))
     rows.append(BenchRow(section: "cluster-api", name: "allocations/s through the API, one berthd on SQLite (\(total) clients, sync=full)",
                          value: sqlite.rate, unit: "alloc/s", baseline: "etcd's own single-key Txn/s (\(total) clients, same run)", baselineValue: raw))
 }

@@ -225,7 +225,11 @@ extension EtcdStore {
         guard keepRevisions >= 0 else {
             throw BerthError(.invalidArgument, "compactHistory: keepRevisions (\(keepRevisions)) must be >= 0")
         }
-        let at = try etcdRevision() - keepRevisions
+        try compactHistory(through: try etcdRevision() - keepRevisions)
+    }
+
+    /// Compacts etcd's MVCC history up to revision `at` (nothing when it is not positive, or already compacted).
+    public func compactHistory(through at: Int64) throws {
         guard at > 0 else { return }
         do {
             _ = try client.call("/v3/kv/compaction", .object([("revision", .string(String(at)))]), idempotent: true)
