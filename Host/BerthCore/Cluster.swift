@@ -230,17 +230,19 @@ public final class ClusterMember: @unchecked Sendable {
         guard historySeconds > 0 else { return }
         let now = Double(monotonicNanos()) / 1e9
         if let last = historyMarks.last, now - last.time < Double(historySeconds) { return }
-        historyMarks.append((now, try store.etcdRevision()))
+        // On connections of its own: the store's client is the executor thread's.
+        historyMarks.append((now, try EtcdStore.etcdRevision(store.settings)))
         guard let i = historyMarks.lastIndex(where: { now - $0.time >= Double(historySeconds) }) else { return }
         let through = historyMarks[i].revision
         historyMarks.removeFirst(i + 1)
-        try store.compactHistory(through: through)
+        try EtcdStore.compactHistory(store.settings, through: through)
         lock.withLock { compactedThrough = through }
         logger.info("cluster: compacted etcd's history through revision \(through) (store.historySeconds \(historySeconds))")
     }
 
     private func stepDown() {
         historyMarks = []
+        lock.withLock { compactedThrough = nil }
         guard term != nil else { return }
         workloads.setLeading(false)
         store.fence = nil

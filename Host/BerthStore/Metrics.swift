@@ -23,7 +23,7 @@ extension EtcdStore {
     var metricsText: String {
         let m = mirror
         return [
-            "# HELP berth_store_etcd_requests_total Requests this berthd's store sent to etcd (each attempt), by kind: range reads, Txns (commits, and the compares of read-only transactions that read the local copy), other (leases, authentication, compaction).\n# TYPE berth_store_etcd_requests_total counter\n",
+            "# HELP berth_store_etcd_requests_total Requests this berthd's store sent to etcd (each attempt), by kind: range reads, Txns (commits, the compares of read-only transactions that read the local copy, and an exclusive commit's key and checks), other (leases, authentication, compaction).\n# TYPE berth_store_etcd_requests_total counter\n",
             "berth_store_etcd_requests_total{kind=\"range\"} \(client.ranges.load(ordering: .relaxed))\nberth_store_etcd_requests_total{kind=\"txn\"} \(client.txns.load(ordering: .relaxed))\nberth_store_etcd_requests_total{kind=\"other\"} \(client.others.load(ordering: .relaxed))\n",
             "# HELP berth_store_etcd_exclusive_commits_total Commits whose reads did not fit one Txn's compares (etcd's --max-txn-ops), made while holding the site's exclusive key (no other berthd commits meanwhile).\n# TYPE berth_store_etcd_exclusive_commits_total counter\nberth_store_etcd_exclusive_commits_total \(exclusiveCommits.load(ordering: .relaxed))\n",
             "# HELP berth_store_mirror_loads_total Times the local copy of the key-value state was loaded from etcd (at start, and again after its watch lost changes).\n# TYPE berth_store_mirror_loads_total counter\nberth_store_mirror_loads_total \(m?.loads.load(ordering: .relaxed) ?? 0)\n",

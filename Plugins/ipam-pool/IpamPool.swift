@@ -808,7 +808,9 @@ final class IpamPool: NetworkPlugin {
                 guard let ip = IP(ref: String(key.dropFirst("free/\(name)/".count))) else { return }
                 if !spec.isMember(ip, explicitSet: explicitSet) { try op.delete(key) }
             }
-            _ = try op.host.delete(prefix: "mac/\(name)/")
+            // Per key, not one prefix delete: the bindings are put again below, and on etcd each put inside a prefix
+            // deleted in the same transaction splits the delete (twice the operations).
+            try op.each("mac/\(name)/") { key, _ in try op.delete(key) }
             for ip in oldExplicit where !explicitSet.contains(ip) { try op.delete(Key.owner(ip)) }
 
             // High-water marks: kept for ranges that start where they did. Addresses that joined such a range
@@ -826,7 +828,9 @@ final class IpamPool: NetworkPlugin {
             try op.forgetHwms()
             let resized = oldDef.block4 != p.block4 || oldDef.block6 != p.block6
             // One prefix delete each (the marks were flushed just above): a pool with many blocks stays one operation.
-            for prefix in resized ? ["hwmb", "bclm", "blk", "nblk"] : ["hwmb", "bclm"] { _ = try op.host.delete(prefix: "\(prefix)/\(name)/") }
+            // The claim mark stays right while the blocks and their claims do (same ranges, same size).
+            let sameBlocks = !resized && oldDef.ranges.map { [$0.start, $0.end] } == p.ranges.map { [$0.start, $0.end] }
+            for prefix in resized ? ["hwmb", "bclm", "blk", "nblk"] : sameBlocks ? ["hwmb"] : ["hwmb", "bclm"] { _ = try op.host.delete(prefix: "\(prefix)/\(name)/") }
             op.forgetBlocks()
             // No free/ entry may lie at or above a piece's mark (it would be found twice): those are found lazily now.
             try op.each("free/\(name)/") { key, _ in

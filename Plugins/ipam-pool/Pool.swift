@@ -183,6 +183,7 @@ struct PoolDef {
                     next = b.lastAddress(len).successor
                     if next == nil { i = rs.count }
                     if let l = lastBase, b <= l { continue }  // two ranges in one block: once
+                    if let f = from, b < f { continue }       // a block that starts below `from`
                     lastBase = b
                     return b
                 }

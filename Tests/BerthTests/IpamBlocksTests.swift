@@ -243,6 +243,9 @@ final class IpamBlocksEtcdTests: XCTestCase {
         XCTAssertEqual(try mark(), "end", "every block of the /20 is claimed")
         XCTAssertEqual(try add(256), "10.40.0.3", "then node 256 borrows (node 0 has 10.40.0.2; 10.40.0.1 is the gateway)")
         XCTAssertEqual(store.exclusiveCommits.load(ordering: .relaxed), 1, "borrowing lists every claimed block: exclusive")
+        _ = try NetworkService.adminInSteps(ex, { inst }, "pool.import", ["name": "p", "ranges": [["subnet": "10.40.0.0/20"]], "blockSize": 28,
+                                                                          "nodeCounters": true, "exclude": ["10.40.15.255"]])
+        XCTAssertEqual(try mark(), "end", "an import with the same ranges and block size keeps the mark")
         _ = try NetworkService.adminInSteps(ex, { inst }, "pool.import", ["name": "p", "ranges": [["subnet": "10.40.0.0/20"], ["subnet": "10.41.0.0/24"]],
                                                                           "blockSize": 28, "nodeCounters": true])
         XCTAssertNil(try mark(), "an import drops the mark (and the 256 nodes' counters and 256 blocks' marks, one prefix delete each)")

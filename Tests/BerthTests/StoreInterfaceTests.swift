@@ -404,24 +404,25 @@ final class EtcdStoreInterfaceTests: EtcdTestCase {
         for k in keys { _ = try C.get(a, "ns", k) }
         try C.inTransaction(b) { try C.put(b, "ns", keys[250], [2]) }
         try C.put(a, "ns", C.bytes("sum"), [45])
-        assertAborted(try a.commit(), "b changed a key a read (in its third chunk of compares)")
+        assertAborted(try a.commit(), "b changed a key a read (in one of its chunks of compares)")
         XCTAssertEqual(try C.get(b, "ns", C.bytes("sum")), [44], "nothing of the aborted transaction is applied")
         XCTAssertEqual(a.exclusiveCommits.load(ordering: .relaxed), 1)
         XCTAssertEqual(try b.client.range(b.exclusiveKey, [], revision: 0, countOnly: true).count, 0, "the exclusive key was released")
 
-        // Another berthd holding the key (here: put by hand, deleted 0.4 s later): b's commit waits, then is a conflict.
+        // Another berthd holding the key (here: put by hand; deleted by a store of its own once c polls for it).
         _ = try b.client.txn(compares: [], operations: [EtcdClient.put(b.exclusiveKey, C.bytes("other"))])
-        let release = Thread {
-            usleep(400_000)
-            _ = try? b.client.txn(compares: [], operations: [EtcdClient.delete(b.exclusiveKey, [])])
-        }
-        let c = try open(dir) as! EtcdStore
-        release.start()
-        let t0 = Date()
+        let c = try open(dir) as! EtcdStore, d = try open(dir) as! EtcdStore
         try c.begin()
         try C.put(c, "ns", C.bytes("during"), [1])
+        let polls = c.client.ranges.load(ordering: .relaxed)
+        let released = DispatchSemaphore(value: 0)
+        Thread {
+            while c.client.ranges.load(ordering: .relaxed) < polls + 2 { usleep(2_000) }  // c is waiting for the key
+            _ = try? d.client.txn(compares: [], operations: [EtcdClient.delete(d.exclusiveKey, [])])
+            released.signal()
+        }.start()
         assertAborted(try c.commit(), "the exclusive key is held")
-        XCTAssertGreaterThan(Date().timeIntervalSince(t0), 0.3, "it waited for the release")
+        XCTAssertEqual(released.wait(timeout: .now() + 10), .success, "c waited for the key's release")
         XCTAssertNil(try C.get(b, "ns", C.bytes("during")))
         try C.inTransaction(c) { try C.put(c, "ns", C.bytes("during"), [1]) }
         XCTAssertEqual(try C.get(b, "ns", C.bytes("during")), [1])

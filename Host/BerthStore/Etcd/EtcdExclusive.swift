@@ -23,28 +23,34 @@ extension EtcdStore {
     /// applies `operations` in one Txn that compares the key (and `term`). A read found changed, or the key held by
     /// another berthd, is a conflict (ABORTED: nothing was applied, the operation runs again).
     func sendExclusive(_ t: EtcdTxn, compares: [JSON], operations: [JSON], term: Leadership?) throws {
-        let key = exclusiveKey
-        let grant = try client.call("/v3/lease/grant", .object([("TTL", .string(String(Self.exclusiveTTLSeconds)))]), idempotent: false)
-        let lease = EtcdClient.int(grant["ID"])
-        guard lease != 0 else { throw BerthError(.unavailable, "etcd granted no lease for an exclusive commit: \(grant.serialized)") }
-        defer { _ = try? client.call("/v3/lease/revoke", .object([("ID", .string(String(lease)))]), idempotent: true) }
-        let take = try client.txn(compares: [EtcdClient.compareAbsent(key)], operations: [EtcdClient.put(key, eventWriter, lease: lease)],
-                                  failure: [EtcdClient.get(key)])
-        // A conflict below runs the operation again on etcd itself (the local copy may not have the change yet).
+        // A conflict runs the operation again on etcd itself (the local copy may not have the change yet).
         var succeeded = false
         defer { if !succeeded { directNext = true } }
-        guard take.succeeded else {
-            waitForExclusive()
-            throw BerthError(.aborted, "etcd transaction conflict: another berthd is committing exclusively; nothing was applied, run it again")
+        let held: JSON
+        do {
+            held = try takeExclusive()
+        } catch let e as BerthError where e.status == .unavailable {
+            throw BerthError(.aborted, "etcd did not answer while an exclusive commit took its key (\(e.message)); nothing was applied, run it again")
         }
-        let held = EtcdClient.compareCreated(key, take.revision)
-        var i = 0
-        while i < compares.count {
-            let chunk = Array(compares[i..<min(i + settings.maxTxnOps - 1, compares.count)])
-            if try !client.txn(compares: chunk + [held], operations: []).succeeded {
-                throw BerthError(.aborted, "etcd transaction conflict: a key or range it read (at revision \(t.snapshot)) was changed by another writer before its exclusive commit; nothing was applied, run it again")
+        let lease = exclusiveLease
+        defer { _ = try? client.call("/v3/lease/revoke", .object([("ID", .string(String(lease)))]), idempotent: true) }
+        do {
+            var i = 0, renewed = monotonicNanos()
+            while i < compares.count {
+                let chunk = Array(compares[i..<min(i + settings.maxTxnOps - 1, compares.count)])
+                if try !client.txn(compares: chunk + [held], operations: []).succeeded {
+                    throw BerthError(.aborted, "etcd transaction conflict: a key or range it read (at revision \(t.snapshot)) was changed by another writer before its exclusive commit; nothing was applied, run it again")
+                }
+                i += chunk.count
+                // Many chunks on a slow etcd: the key's lease is renewed every second, so it outlives the checks.
+                if monotonicNanos() - renewed > 1_000_000_000 {
+                    _ = try client.call("/v3/lease/keepalive", .object([("ID", .string(String(lease)))]), idempotent: true)
+                    renewed = monotonicNanos()
+                }
             }
-            i += chunk.count
+        } catch let e as BerthError where e.status == .unavailable {
+            // Only reads (and the lease) so far: nothing of the transaction was applied.
+            throw BerthError(.aborted, "etcd did not answer during an exclusive commit's checks (\(e.message)); nothing was applied, run it again")
         }
         let r = try client.txn(compares: [held] + (term.map { [$0.compare] } ?? []), operations: operations)
         guard r.succeeded else {
@@ -58,15 +64,37 @@ extension EtcdStore {
         committed(t, at: r.revision)
     }
 
+    /// Grants the exclusive key's lease (`exclusiveLease`) and creates the key under it; returns the compare that
+    /// holds while this berthd holds the key. The key held by another berthd: waits for its release, then ABORTED.
+    private func takeExclusive() throws -> JSON {
+        let key = exclusiveKey
+        let grant = try client.call("/v3/lease/grant", .object([("TTL", .string(String(Self.exclusiveTTLSeconds)))]), idempotent: false)
+        let lease = EtcdClient.int(grant["ID"])
+        guard lease != 0 else { throw BerthError(.unavailable, "etcd granted no lease for an exclusive commit: \(grant.serialized)") }
+        exclusiveLease = lease
+        do {
+            let take = try client.txn(compares: [EtcdClient.compareAbsent(key)], operations: [EtcdClient.put(key, eventWriter, lease: lease)],
+                                      failure: [EtcdClient.get(key)])
+            if take.succeeded { return EtcdClient.compareCreated(key, take.revision) }
+        } catch {
+            _ = try? client.call("/v3/lease/revoke", .object([("ID", .string(String(lease)))]), idempotent: true)
+            throw error
+        }
+        _ = try? client.call("/v3/lease/revoke", .object([("ID", .string(String(lease)))]), idempotent: true)
+        waitForExclusive()
+        throw BerthError(.aborted, "etcd transaction conflict: another berthd is committing exclusively; nothing was applied, run it again")
+    }
+
     /// True when a failed Txn's failure branch (a get of the exclusive key) found the key.
     static func exclusiveHeld(_ responses: [JSON]) -> Bool {
         guard let kvs = responses.last?["response_range"]?["kvs"]?.array else { return false }
         return !kvs.isEmpty
     }
 
-    /// Waits (polling) until the exclusive key is gone, at most about its lease's TTL.
+    /// Waits (polling) until the exclusive key is gone, at most about twice its lease's TTL (etcd may raise a TTL
+    /// below its minimum, and extends leases when its leader changes). Past that the caller runs again anyway.
     func waitForExclusive() {
-        let deadline = monotonicNanos() + UInt64(Self.exclusiveTTLSeconds + 1) * 1_000_000_000
+        let deadline = monotonicNanos() + UInt64(2 * Self.exclusiveTTLSeconds + 1) * 1_000_000_000
         var pause: UInt32 = 2_000
         while monotonicNanos() < deadline {
             guard let r = try? client.range(exclusiveKey, [], revision: 0, countOnly: true), r.count > 0 else { return }

@@ -229,7 +229,20 @@ extension EtcdStore {
     }
 
     /// Compacts etcd's MVCC history up to revision `at` (nothing when it is not positive, or already compacted).
-    public func compactHistory(through at: Int64) throws {
+    public func compactHistory(through at: Int64) throws { try Self.compactHistory(client, through: at) }
+
+    /// The same on a connection of its own (another thread than the executor's: a connection serves one thread).
+    public static func compactHistory(_ settings: EtcdSettings, through at: Int64) throws {
+        try compactHistory(try EtcdClient(settings), through: at)
+    }
+
+    /// etcd's store revision now, on a connection of its own.
+    public static func etcdRevision(_ settings: EtcdSettings) throws -> Int64 {
+        let root = Array((settings.prefix ?? "/berth/\(settings.site)/").utf8)
+        return try EtcdClient(settings).range(root, [], revision: 0, countOnly: true).revision
+    }
+
+    static func compactHistory(_ client: EtcdClient, through at: Int64) throws {
         guard at > 0 else { return }
         do {
             _ = try client.call("/v3/kv/compaction", .object([("revision", .string(String(at)))]), idempotent: true)

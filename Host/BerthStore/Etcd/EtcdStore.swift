@@ -48,8 +48,10 @@ public final class EtcdStore: StateStore {
     private var mirrorAtLeast: Int64 = 0
     var directNext = false
     let kvPrefix: [UInt8]
-    /// Commits made exclusively (EtcdExclusive.swift): their reads did not fit one Txn's compares.
+    /// Commits made exclusively (EtcdExclusive.swift): their reads did not fit one Txn's compares; and the lease of
+    /// the exclusive key of the one under way (executor thread only).
     let exclusiveCommits = Atomic<Int>(0)
+    var exclusiveLease: Int64 = 0
 
     /// Connects to etcd (and checks it answers). Nothing is created: an empty site reads as an empty store.
     public init(_ settings: EtcdSettings) throws {
@@ -100,12 +102,12 @@ public final class EtcdStore: StateStore {
     /// Why the transaction cannot be committed under etcd's limits (nil when it can). Its writes must fit one Txn;
     /// its reads need not: a transaction that read more keys and ranges than one Txn compares commits exclusively
     /// (EtcdExclusive.swift).
-    func overLimit(_ t: EtcdTxn, operations: Int) -> String? {
+    func overLimit(_ t: EtcdTxn, operations: Int, exclusive: Bool = false) -> String? {
         let limit = settings.maxTxnOps
         if operations > limit {
             return "the transaction has \(operations) writes (puts and deletes); etcd allows at most \(limit) operations per Txn (--max-txn-ops): split it into smaller transactions"
         }
-        let size = t.requestBytes()
+        let size = t.requestBytes(readsToo: !exclusive)  // an exclusive commit sends its reads apart, in chunks
         if size > settings.maxRequestBytes {
             return "the transaction is about \(size) bytes; etcd allows at most \(settings.maxRequestBytes) bytes per request (--max-request-bytes): split it into smaller transactions"
         }
@@ -142,8 +144,9 @@ public final class EtcdStore: StateStore {
             throw BerthError(.failedPrecondition, "this berthd is not the scheduling leader (no term held): the scheduler's commit was refused and nothing was applied")
         }
         let compares = t.compares() + (term.map { [$0.compare] } ?? []), ops = t.operations()
-        if let why = overLimit(t, operations: ops.count) { throw BerthError(.resourceExhausted, why) }
-        if compares.count + 1 > settings.maxTxnOps { return try sendExclusive(t, compares: compares, operations: ops, term: term) }
+        let exclusive = compares.count + 1 > settings.maxTxnOps
+        if let why = overLimit(t, operations: ops.count, exclusive: exclusive) { throw BerthError(.resourceExhausted, why) }
+        if exclusive { return try sendExclusive(t, compares: compares, operations: ops, term: term) }
         let r = try client.txn(compares: compares + [EtcdClient.compareAbsent(exclusiveKey)], operations: ops,
                                failure: [EtcdClient.get(exclusiveKey)])
         if r.succeeded { return committed(t, at: r.revision) }

@@ -249,11 +249,14 @@ final class EtcdTxn {
     }
 
     /// A bound on the protobuf size etcd checks against --max-request-bytes (keys, values and a few bytes per field).
-    func requestBytes() -> Int {
+    /// `readsToo` false: the writes alone (an exclusive commit sends its compares in other requests).
+    func requestBytes(readsToo: Bool = true) -> Int {
         var n = 0
-        for k in reads.keys { n += k.count + 24 }
-        for k in versions.keys { n += k.count + 24 }
-        for r in ranges { n += r.lo.count + r.hi.count + 24 }
+        if readsToo {
+            for k in reads.keys { n += k.count + 24 }
+            for k in versions.keys { n += k.count + 24 }
+            for r in ranges { n += r.lo.count + r.hi.count + 24 }
+        }
         for (k, v) in writes { n += k.count + (v?.count ?? 0) + 16 }
         for t in tombstones { n += t.lo.count + t.hi.count + 16 }
         return n
