@@ -250,14 +250,19 @@ public final class ClusterMember: @unchecked Sendable {
         logger.warning("cluster: node \(node) is no longer the scheduling leader")
     }
 
-    /// The leader's duty: members whose registration went with their lease are down.
+    /// The leader's duty: members whose registration went with their lease are down; those whose node was removed
+    /// are members no more.
     private func markLostMembers() throws {
         guard let l = lease else { return }
         let live = Set(try l.liveNodes().map(\.node))
         let lost = try l.members().filter { !live.contains($0) }
         guard !lost.isEmpty else { return }
-        let down = try workloads.markLost(lost)
+        let (down, removed) = try workloads.markLost(lost)
         if !down.isEmpty { logger.warning("cluster: node(s) \(down.joined(separator: ", ")) lost (lease expired): set down, their instances rescheduled") }
+        for n in removed {
+            try l.forgetMember(node: n)
+            logger.info("cluster: node \(n) was removed (berth nodes rm) and its berthd is gone: no longer a member of the site")
+        }
     }
 
     /// This host's capacity for its node: its processors, memory, and the disk of the state directory.

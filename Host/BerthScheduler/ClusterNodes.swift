@@ -25,19 +25,23 @@ extension WorkloadService {
 
     /// The leader, for the members whose lease is gone: those of `names` that are up are set down (their instances
     /// evicted and rescheduled by their kind's rules). Fenced: a berthd that no longer leads changes nothing. Returns
-    /// the nodes it set down.
-    public func markLost(_ names: [String]) throws -> [String] {
-        let down: [String] = try txSync {
+    /// the nodes it set down, and those of `names` that are no node of the site any more (removed).
+    public func markLost(_ names: [String]) throws -> (down: [String], removed: [String]) {
+        let (down, removed): ([String], [String]) = try txSync {
             self.store.fenceTransaction()
-            var out: [String] = []
+            var out: [String] = [], gone: [String] = []
             for n in names {
-                guard let i = self.state.nodeIndex[n], self.state.nodes[i].state == .up else { continue }
+                guard let i = self.state.nodeIndex[n] else {
+                    gone.append(n)  // removed (`berth nodes rm`): no longer a node of the site
+                    continue
+                }
+                guard self.state.nodes[i].state == .up else { continue }
                 _ = try self.setNodeStateInTransaction(n, .down)
                 out.append(n)
             }
-            return out
+            return (out, gone)
         }
         if !down.isEmpty { kick() }
-        return down
+        return (down, removed)
     }
 }

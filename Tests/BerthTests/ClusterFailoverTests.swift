@@ -264,4 +264,25 @@ final class ClusterFailoverTests: XCTestCase {
         XCTAssertEqual(try b.request("GET", "/v1/networks/vlan/attachments").1["attachments"]?.array?.count, 7)
         XCTAssertEqual(try cluster(b)["leader"]?.string, "ha", "a led throughout")
     }
+    /// A node removed for good (DELETE /v1/nodes/NAME, `berth nodes rm`) once its berthd is gone is no longer a member
+    /// of the site: the leader forgets it in etcd (members/), and `berth status` stops listing it. Before, it stayed a
+    /// member for ever (listed with live false). Its berthd, started again, is a member again.
+    func testARemovedNodeIsNoLongerAMember() throws {
+        let etcd = try EtcdProcess()
+        defer { etcd.stop() }
+        let store: JSON = ["engine": "etcd", "endpoints": [.string(etcd.endpoint)], "leaseSeconds": .number(Double(Self.lease))]
+        let plugins: JSON = [["name": "vlan", "path": .string(Paths.plugin("ipam-pool")), "config": Self.pool]]
+        let a = try Daemon(plugins: plugins, tag: "cluster-ma", extra: [("site", "members"), ("node", "ma"), ("store", store)])
+        let b = try Daemon(plugins: plugins, tag: "cluster-mb", extra: [("site", "members"), ("node", "mb"), ("store", store)])
+        func members() throws -> [String] { (try cluster(a)["members"]?.array ?? []).compactMap { $0["node"]?.string }.sorted() }
+        _ = try waitFor("a leads, 2 members", { try cluster(a) }) { $0["leader"]?.string == "ma" && ($0["members"]?.array ?? []).count == 2 }
+        b.stop()
+        _ = try waitFor("mb down", timeout: 20, { try a.request("GET", "/v1/nodes/mb").1 }) { $0["state"]?.string == "down" }
+        XCTAssertEqual(try members(), ["ma", "mb"], "a node that is down is still a member")
+        let (st, body) = try a.request("DELETE", "/v1/nodes/mb")
+        XCTAssertEqual(st, 200, body.serialized)
+        _ = try waitFor("mb no longer a member", timeout: 10, { .array(try members().map { .string($0) }) }) { $0 == ["ma"] }
+        try b.start()
+        _ = try waitFor("mb a member again", timeout: 20, { .array(try members().map { .string($0) }) }) { $0 == ["ma", "mb"] }
+    }
 }

@@ -56,6 +56,14 @@ public final class EtcdLease {
         _ = try client.txn(compares: [], operations: [EtcdClient.put(root + Array("members/".utf8) + Array(node.utf8), Array("{}".utf8))])
     }
 
+    /// Forgets `node` as a member of the site, unless it is registered (live) at that moment: a node removed for good.
+    /// A berthd of that node that starts again records itself again.
+    public func forgetMember(node: String) throws {
+        try Names.check(node, "node")
+        _ = try client.txn(compares: [EtcdClient.compareAbsent(nodeKey(node))],
+                           operations: [EtcdClient.delete(root + Array("members/".utf8) + Array(node.utf8), [])])
+    }
+
     /// Every node that ever joined the site (`recordMember`), live or not.
     public func members() throws -> [String] { try Self.members(client, root) }
 
