@@ -42,6 +42,17 @@ final class ClusterFailoverTests: XCTestCase {
 
     func cluster(_ d: Daemon) throws -> JSON { try d.request("GET", "/healthz").1["store"]?["cluster"] ?? .null }
 
+    /// Two berthd of site `site` on `etcd`, nodes `site.prefix(1)` + "a" and + "b", with ipam-pool on the test's pool;
+    /// `store` adds to (or replaces) the store keys, whose lease is the class's.
+    func pair(_ etcd: EtcdProcess, site: String, store more: [(String, JSON)] = []) throws -> (Daemon, Daemon) {
+        var store: JSON = ["engine": "etcd", "endpoints": [.string(etcd.endpoint)], "leaseSeconds": .number(Double(Self.lease))]
+        for (k, v) in more { store = store.setting(k, v) }
+        let plugins: JSON = [["name": "vlan", "path": .string(Paths.plugin("ipam-pool")), "config": Self.pool]]
+        let n = String(site.prefix(1))
+        return (try Daemon(plugins: plugins, tag: "cluster-\(n)a", extra: [("site", .string(site)), ("node", .string(n + "a")), ("store", store)]),
+                try Daemon(plugins: plugins, tag: "cluster-\(n)b", extra: [("site", .string(site)), ("node", .string(n + "b")), ("store", store)]))
+    }
+
     func instance(_ d: Daemon, _ ord: Int) throws -> JSON { try d.request("GET", "/v1/instances/StatefulApp/db/\(ord)").1 }
 
     func placed(_ d: Daemon, _ ord: Int) throws -> JSON {
@@ -199,10 +210,7 @@ final class ClusterFailoverTests: XCTestCase {
     func testARestartWithinTheLeaseMovesNothing() throws {
         let etcd = try EtcdProcess()
         defer { etcd.stop() }
-        let store: JSON = ["engine": "etcd", "endpoints": [.string(etcd.endpoint)], "leaseSeconds": .number(Double(Self.lease))]
-        let plugins: JSON = [["name": "vlan", "path": .string(Paths.plugin("ipam-pool")), "config": Self.pool]]
-        let a = try Daemon(plugins: plugins, tag: "cluster-ra", extra: [("site", "restart"), ("node", "ra"), ("store", store)])
-        let b = try Daemon(plugins: plugins, tag: "cluster-rb", extra: [("site", "restart"), ("node", "rb"), ("store", store)])
+        let (a, b) = try pair(etcd, site: "restart")
         _ = try waitFor("a leads", { try cluster(b) }) { $0["leader"]?.string == "ra" && ($0["members"]?.array ?? []).count == 2 }
         _ = try waitFor("both nodes up", { try b.request("GET", "/v1/nodes").1 }) {
             ($0["nodes"]?.array ?? []).filter { $0["state"]?.string == "up" }.count == 2
@@ -234,10 +242,7 @@ final class ClusterFailoverTests: XCTestCase {
         let etcd = try EtcdProcess()
         defer { etcd.stop() }
         // A longer lease than the other cases: the leader must stay the leader throughout, even on a loaded machine.
-        let store: JSON = ["engine": "etcd", "endpoints": [.string(etcd.endpoint)], "leaseSeconds": 15, "historySeconds": 1]
-        let plugins: JSON = [["name": "vlan", "path": .string(Paths.plugin("ipam-pool")), "config": Self.pool]]
-        let a = try Daemon(plugins: plugins, tag: "cluster-ha", extra: [("site", "history"), ("node", "ha"), ("store", store)])
-        let b = try Daemon(plugins: plugins, tag: "cluster-hb", extra: [("site", "history"), ("node", "hb"), ("store", store)])
+        let (a, b) = try pair(etcd, site: "history", store: [("leaseSeconds", 15), ("historySeconds", 1)])
         _ = try waitFor("a leads", { try cluster(b) }) { $0["leader"]?.string == "ha" && ($0["members"]?.array ?? []).count == 2 }
         for i in 0..<5 {
             let (st, body) = try b.request("POST", "/v1/networks/vlan/attachments", ["containerID": .string("h\(i)"), "ifname": "eth0", "node": "hb"])
@@ -270,10 +275,7 @@ final class ClusterFailoverTests: XCTestCase {
     func testARemovedNodeIsNoLongerAMember() throws {
         let etcd = try EtcdProcess()
         defer { etcd.stop() }
-        let store: JSON = ["engine": "etcd", "endpoints": [.string(etcd.endpoint)], "leaseSeconds": .number(Double(Self.lease))]
-        let plugins: JSON = [["name": "vlan", "path": .string(Paths.plugin("ipam-pool")), "config": Self.pool]]
-        let a = try Daemon(plugins: plugins, tag: "cluster-ma", extra: [("site", "members"), ("node", "ma"), ("store", store)])
-        let b = try Daemon(plugins: plugins, tag: "cluster-mb", extra: [("site", "members"), ("node", "mb"), ("store", store)])
+        let (a, b) = try pair(etcd, site: "members")
         func members() throws -> [String] { (try cluster(a)["members"]?.array ?? []).compactMap { $0["node"]?.string }.sorted() }
         _ = try waitFor("a leads, 2 members", { try cluster(a) }) { $0["leader"]?.string == "ma" && ($0["members"]?.array ?? []).count == 2 }
         b.stop()
