@@ -428,6 +428,23 @@ final class EtcdStoreInterfaceTests: EtcdTestCase {
         XCTAssertEqual(try C.get(b, "ns", C.bytes("during")), [1])
     }
 
+    /// A holder of the exclusive key that dies (its key under a lease nobody renews) holds up other writers only until
+    /// etcd ends that lease: a commit meanwhile waits, is ABORTED with nothing applied, and commits when run again.
+    func testAHolderThatDiedReleasesTheExclusiveKeyWithItsLease() throws {
+        let b = try open(dir) as! EtcdStore, c = try open(dir) as! EtcdStore
+        let lease = try b.client.grantLease(ttlSeconds: 2)
+        _ = try b.client.txn(compares: [], operations: [EtcdClient.put(b.exclusiveKey, C.bytes("dead"), lease: lease.id)])
+        let t0 = Date()
+        try c.begin()
+        try C.put(c, "ns", C.bytes("after"), [1])
+        assertAborted(try c.commit(), "the dead holder's key is still there")
+        XCTAssertGreaterThanOrEqual(Date().timeIntervalSince(t0), 1.0, "it waited for the lease to end")
+        XCTAssertEqual(try b.client.range(b.exclusiveKey, [], revision: 0, countOnly: true).count, 0, "etcd ended the lease and its key")
+        XCTAssertNil(try C.get(b, "ns", C.bytes("after")))
+        try C.inTransaction(c) { try C.put(c, "ns", C.bytes("after"), [1]) }
+        XCTAssertEqual(try C.get(b, "ns", C.bytes("after")), [1])
+    }
+
     /// Two engines append events: revisions are one sequence across both, strictly increasing in commit order and
     /// never reused, and either engine reads every event. Two transactions appending at once both commit: events share
     /// no counter key, so writers on many hosts do not conflict on the event log (the old "evseq" key made the second

@@ -295,6 +295,29 @@ final class EtcdClient {
         return (j["succeeded"]?.bool ?? false, Self.int(j["header"]?["revision"]), j["responses"]?.array ?? [])
     }
 
+    // MARK: leases (EtcdLease's, and the exclusive key's)
+
+    /// Grants a lease of `ttlSeconds`; its id and the TTL etcd gave (it raises one below its minimum).
+    func grantLease(ttlSeconds: Int) throws -> (id: Int64, ttl: Int) {
+        let j = try call("/v3/lease/grant", .object([("TTL", .string(String(ttlSeconds)))]), idempotent: false)
+        let id = Self.int(j["ID"])
+        guard id != 0 else { throw BerthError(.unavailable, "etcd granted no lease: \(j.serialized)") }
+        return (id, Int(Self.int(j["TTL"])))
+    }
+
+    /// Renews lease `id`; the TTL it has again. NOT_FOUND when it already expired (its keys are gone).
+    func keepLeaseAlive(_ id: Int64) throws -> Int {
+        let j = try call("/v3/lease/keepalive", .object([("ID", .string(String(id)))]), idempotent: true)
+        let ttl = Self.int(j["result"]?["TTL"] ?? j["TTL"])
+        guard ttl > 0 else { throw BerthError(.notFound, "lease \(id) has expired: the keys bound to it are gone") }
+        return Int(ttl)
+    }
+
+    /// Ends lease `id` now: every key bound to it is deleted. An expired lease is fine.
+    func revokeLease(_ id: Int64) throws {
+        do { _ = try call("/v3/lease/revoke", .object([("ID", .string(String(id)))]), idempotent: true) } catch let e as BerthError where e.message.contains("lease not found") {}
+    }
+
     static func put(_ key: [UInt8], _ value: [UInt8], lease: Int64 = 0) -> JSON {
         var f: [(String, JSON)] = [("key", .string(Base64.encode(key))), ("value", .string(Base64.encode(value)))]
         if lease != 0 { f.append(("lease", .string(String(lease)))) }

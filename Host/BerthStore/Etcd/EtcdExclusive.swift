@@ -26,14 +26,13 @@ extension EtcdStore {
         // A conflict runs the operation again on etcd itself (the local copy may not have the change yet).
         var succeeded = false
         defer { if !succeeded { directNext = true } }
-        let held: JSON
+        let (held, lease): (JSON, Int64)
         do {
-            held = try takeExclusive()
+            (held, lease) = try takeExclusive()
         } catch let e as BerthError where e.status == .unavailable {
             throw BerthError(.aborted, "etcd did not answer while an exclusive commit took its key (\(e.message)); nothing was applied, run it again")
         }
-        let lease = exclusiveLease
-        defer { _ = try? client.call("/v3/lease/revoke", .object([("ID", .string(String(lease)))]), idempotent: true) }
+        defer { try? client.revokeLease(lease) }
         do {
             var i = 0, renewed = monotonicNanos()
             while i < compares.count {
@@ -44,7 +43,7 @@ extension EtcdStore {
                 i += chunk.count
                 // Many chunks on a slow etcd: the key's lease is renewed every second, so it outlives the checks.
                 if monotonicNanos() - renewed > 1_000_000_000 {
-                    _ = try client.call("/v3/lease/keepalive", .object([("ID", .string(String(lease)))]), idempotent: true)
+                    _ = try client.keepLeaseAlive(lease)
                     renewed = monotonicNanos()
                 }
             }
@@ -64,23 +63,20 @@ extension EtcdStore {
         committed(t, at: r.revision)
     }
 
-    /// Grants the exclusive key's lease (`exclusiveLease`) and creates the key under it; returns the compare that
-    /// holds while this berthd holds the key. The key held by another berthd: waits for its release, then ABORTED.
-    private func takeExclusive() throws -> JSON {
+    /// Grants the exclusive key's lease and creates the key under it; returns the compare that holds while this
+    /// berthd holds the key, and the lease. The key held by another berthd: waits for its release, then ABORTED.
+    private func takeExclusive() throws -> (held: JSON, lease: Int64) {
         let key = exclusiveKey
-        let grant = try client.call("/v3/lease/grant", .object([("TTL", .string(String(Self.exclusiveTTLSeconds)))]), idempotent: false)
-        let lease = EtcdClient.int(grant["ID"])
-        guard lease != 0 else { throw BerthError(.unavailable, "etcd granted no lease for an exclusive commit: \(grant.serialized)") }
-        exclusiveLease = lease
+        let lease = try client.grantLease(ttlSeconds: Self.exclusiveTTLSeconds).id
         do {
             let take = try client.txn(compares: [EtcdClient.compareAbsent(key)], operations: [EtcdClient.put(key, eventWriter, lease: lease)],
                                       failure: [EtcdClient.get(key)])
-            if take.succeeded { return EtcdClient.compareCreated(key, take.revision) }
+            if take.succeeded { return (EtcdClient.compareCreated(key, take.revision), lease) }
         } catch {
-            _ = try? client.call("/v3/lease/revoke", .object([("ID", .string(String(lease)))]), idempotent: true)
+            try? client.revokeLease(lease)
             throw error
         }
-        _ = try? client.call("/v3/lease/revoke", .object([("ID", .string(String(lease)))]), idempotent: true)
+        try? client.revokeLease(lease)
         waitForExclusive()
         throw BerthError(.aborted, "etcd transaction conflict: another berthd is committing exclusively; nothing was applied, run it again")
     }

@@ -20,24 +20,16 @@ public final class EtcdLease {
         guard ttlSeconds > 0 else { throw BerthError(.invalidArgument, "a lease needs a TTL of at least 1 second, got \(ttlSeconds)") }
         client = try EtcdClient(settings.validated())
         root = Array((settings.prefix ?? "/berth/\(settings.site)/").utf8)
-        let j = try client.call("/v3/lease/grant", .object([("TTL", .string(String(ttlSeconds)))]), idempotent: false)
-        id = EtcdClient.int(j["ID"])
-        self.ttlSeconds = Int(EtcdClient.int(j["TTL"]))
-        guard id != 0 else { throw BerthError(.unavailable, "etcd granted no lease: \(j.serialized)") }
+        (id, self.ttlSeconds) = try client.grantLease(ttlSeconds: ttlSeconds)
     }
 
     /// Renews the lease; returns the TTL it has again. NOT_FOUND when it already expired (its keys are gone).
     @discardableResult
-    public func keepAlive() throws -> Int {
-        let j = try client.call("/v3/lease/keepalive", .object([("ID", .string(String(id)))]), idempotent: true)
-        let ttl = EtcdClient.int(j["result"]?["TTL"] ?? j["TTL"])
-        guard ttl > 0 else { throw BerthError(.notFound, "lease \(id) has expired: the keys bound to it are gone") }
-        return Int(ttl)
-    }
+    public func keepAlive() throws -> Int { try client.keepLeaseAlive(id) }
 
     /// Ends the lease now: every key bound to it is deleted. An expired lease is fine.
     public func revoke() throws {
-        do { _ = try client.call("/v3/lease/revoke", .object([("ID", .string(String(id)))]), idempotent: true) } catch let e as BerthError where e.message.contains("lease not found") {}
+        try client.revokeLease(id)
     }
 
     // MARK: nodes

@@ -48,10 +48,8 @@ public final class EtcdStore: StateStore {
     private var mirrorAtLeast: Int64 = 0
     var directNext = false
     let kvPrefix: [UInt8]
-    /// Commits made exclusively (EtcdExclusive.swift): their reads did not fit one Txn's compares; and the lease of
-    /// the exclusive key of the one under way (executor thread only).
+    /// Commits made exclusively (EtcdExclusive.swift): their reads did not fit one Txn's compares.
     let exclusiveCommits = Atomic<Int>(0)
-    var exclusiveLease: Int64 = 0
 
     /// Connects to etcd (and checks it answers). Nothing is created: an empty site reads as an empty store.
     public init(_ settings: EtcdSettings) throws {
