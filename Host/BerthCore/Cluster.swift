@@ -103,7 +103,7 @@ public final class ClusterMember: @unchecked Sendable {
         }
         let liveNames = Set(live.map(\.node))
         var j: JSON = ["node": .string(node), "leader": leader.map { .string($0) } ?? .null, "leading": .bool(leads),
-                       "watch": ["on": watch.flatMap { $0.endpoint }.map { .string($0) } ?? .null, "reconnects": .int(Int64(watch?.reconnects ?? 0)),
+                       "watch": ["on": watch.flatMap { $0.endpoint }.map { .string($0) } ?? .null, "over": watch.flatMap { $0.transport }.map { .string($0) } ?? .null, "reconnects": .int(Int64(watch?.reconnects ?? 0)),
                                  "lastFailure": watch.flatMap { $0.lastFailure }.map { .string($0) } ?? .null],
                        "leaseSeconds": .int(Int64(ttl)), "lease": leaseID.map { .string(String($0)) } ?? .null,
                        "history": ["seconds": .int(Int64(historySeconds)), "compactedThrough": compacted.map { .int($0) } ?? .null],

@@ -315,6 +315,23 @@ public final class UnixHTTPConnection {
         if fd >= 0 { _ = shutdown(fd, Int32(SHUT_RDWR)) } else { stream?.close() }
     }
 
+    /// Writes `bytes` as they are, connecting first (a protocol other than HTTP/1.1 on the same connection: etcd's
+    /// gRPC watch speaks HTTP/2 over it, BerthStore/Etcd/EtcdGRPC.swift).
+    public func writeRaw(_ bytes: [UInt8]) throws {
+        if !connected { try connect() }
+        try writeAll(bytes)
+    }
+
+    /// The bytes received and not yet consumed, else the next bytes to arrive (waiting at most `timeoutSeconds`, then
+    /// a "timed out" error); an error when the peer closed the connection.
+    public func readRaw() throws -> [UInt8] {
+        if bufferStart == buffer.count { try fill() }
+        let out = Array(buffer[bufferStart...])
+        buffer.removeAll(keepingCapacity: true)
+        bufferStart = 0
+        return out
+    }
+
     /// Streams the chunked response to `method` with `body` (etcd's watch: a POST), as `stream(_:headers:onChunk:)`.
     public func stream(_ method: String, _ target: String, body: [UInt8]?, headers: [(String, String)] = [], onChunk: ([UInt8]) -> Bool) throws {
         if !connected { try connect() }

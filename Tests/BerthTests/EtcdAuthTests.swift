@@ -39,6 +39,29 @@ final class EtcdAuthTests: XCTestCase {
         XCTAssertEqual(try StoreContract.get(store, "ns", Array("k".utf8)), Array("v2".utf8))
         // The watch authenticates too (and renews its token when it reconnects).
         try assertAWatchWakes(settings(etcd, user: "root", password: "s3cret-pw"), onEventFrom: store)
+
+        // A gRPC watch that reconnects with its expired token (idle past the token's TTL): etcd does not establish
+        // it, the gateway says why ("invalid auth token"), the token is renewed, and the watch is over gRPC again.
+        var short = settings(etcd, user: "root", password: "s3cret-pw")
+        short.timeoutSeconds = 3
+        let woke = Shared(0)
+        let watch = EtcdWatch(short) { woke.with { $0 += 1 } }
+        watch.start()
+        defer { watch.stop() }
+        var deadline = Date().addingTimeInterval(8)
+        while !watch.isWatching && Date() < deadline { usleep(20_000) }
+        XCTAssertEqual(watch.transport, "grpc", watch.lastFailure ?? "not watching")
+        sleep(4)  // an idle timeout after 3 s: the token of the first watch expired 1 to 2 s after it was used
+        let before = woke.with { $0 }
+        _ = try store.appendEvent(type: "test.watch", subject: "after-expiry")
+        deadline = Date().addingTimeInterval(8)
+        while woke.with({ $0 }) == before && Date() < deadline { usleep(20_000) }
+        XCTAssertGreaterThan(woke.with { $0 }, before, "an event woke the watch after its token expired: \(watch.lastFailure ?? "")")
+        XCTAssertGreaterThan(watch.reconnects, 0)
+        XCTAssertTrue(watch.lastFailure?.contains("invalid auth token") == true, watch.lastFailure ?? "")
+        while watch.transport != "grpc" && Date() < deadline { usleep(20_000) }
+        XCTAssertEqual(watch.transport, "grpc", watch.lastFailure ?? "")
+        print("EtcdAuthTests: a watch idle past its token: \(watch.reconnects) reconnects, last: \(watch.lastFailure ?? "-")")
         try store.removeSite()
     }
 

@@ -31,15 +31,23 @@ final class EtcdWatchTests: EtcdTestCase {
 
     func appendOne(_ st: EtcdStore) throws { _ = try st.appendEvent(type: "t", subject: "s", actor: "test", data: .object([])) }
 
-    func testAnEventAppendedElsewhereWakesTheWatch() throws {
-        let site = "watch-wake-\(getpid())"
+    func testAnEventAppendedElsewhereWakesTheWatch() throws { try wakes(grpc: true) }
+
+    /// The same over etcd's JSON gateway (`grpcWatch: false`; a gRPC watch not established falls back to it).
+    func testAnEventAppendedElsewhereWakesTheGatewaysWatch() throws { try wakes(grpc: false) }
+
+    func wakes(grpc: Bool) throws {
+        let site = "watch-wake-\(grpc)-\(getpid())"
         let a = try EtcdStore(settings(site)), b = try EtcdStore(settings(site))
         defer { try? a.removeSite() }
         let changes = ChangeCounter()
-        let watch = EtcdWatch(settings(site)) { changes.bump() }
+        var s = settings(site)
+        s.grpcWatch = grpc
+        let watch = EtcdWatch(s) { changes.bump() }
         defer { watch.stop() }
         watch.start()
         XCTAssertNotNil(waitFor(5) { watch.isWatching }, "the watch was never established: \(watch.lastFailure ?? "")")
+        XCTAssertEqual(watch.transport, grpc ? "grpc" : "json", watch.lastFailure ?? "")
         XCTAssertEqual(changes.count, 1, "one call once the watch exists (events appended before it are the consumer's to read)")
         // Each event through store b (another berthd's writer) wakes the watch; the latency is measured.
         var latencies: [Double] = []
@@ -52,7 +60,7 @@ final class EtcdWatchTests: EtcdTestCase {
             latencies.append(Date().timeIntervalSince(start))
         }
         latencies.sort()
-        print("EtcdWatch: event appended by another store -> onChange: median \(Int(latencies[10] * 1e6)) us, max \(Int(latencies.last! * 1e6)) us (20 events)")
+        print("EtcdWatch (\(grpc ? "gRPC" : "JSON gateway")): event appended by another store -> onChange: median \(Int(latencies[10] * 1e6)) us, max \(Int(latencies.last! * 1e6)) us (20 events)")
         XCTAssertLessThan(latencies.last!, 2)
         // Deletes of events (retention) and keys outside the event log do not wake it.
         let base = changes.count

@@ -29,6 +29,9 @@ public struct EtcdSettings: Sendable {
     /// Transactions read the site's key-value state from a local copy kept current by a watch (EtcdMirror), every
     /// read checked at commit as a read from etcd is; false: every read is a request to etcd.
     public var mirror: Bool
+    /// Watches are gRPC streams (false: the JSON gateway's, as unary calls are; a gRPC watch that is not established
+    /// asks the gateway anyway, which says why). Tests and benchmarks compare the two.
+    public var grpcWatch = true
 
     public init(endpoints: [String], site: String, prefix: String? = nil, maxTxnOps: Int = 128, maxRequestBytes: Int = 1_572_864,
                 timeoutSeconds: Int = 10, username: String? = nil, password: String? = nil, tls: EtcdTLSFiles? = nil, mirror: Bool = true) {
@@ -88,6 +91,21 @@ final class EtcdClient {
         return UnixHTTPConnection(endpoint: endpoints[i], timeoutSeconds: timeout) {
             try TLSByteStream(host: host, port: port, context: ctx, timeoutSeconds: timeout)
         }
+    }
+
+    /// A connection to endpoint `i` for gRPC (HTTP/2): TLS offers ALPN "h2" only, as etcd's gRPC over TLS needs.
+    /// Whether it is TLS is the second value.
+    func grpcConnection(_ i: Int) throws -> (UnixHTTPConnection, Bool) {
+        guard secure[i], case .tcp(let host, let port) = endpoints[i] else {
+            return (UnixHTTPConnection(endpoint: endpoints[i], timeoutSeconds: settings.timeoutSeconds), false)
+        }
+        var configuration = try (settings.tls ?? EtcdTLSFiles()).configuration()
+        configuration.applicationProtocols = ["h2"]
+        let ctx = try NIOSSLContext(configuration: configuration)
+        let timeout = settings.timeoutSeconds
+        return (UnixHTTPConnection(endpoint: endpoints[i], timeoutSeconds: timeout) {
+            try TLSByteStream(host: host, port: port, context: ctx, timeoutSeconds: timeout)
+        }, true)
     }
 
     init(_ settings: EtcdSettings) throws {

@@ -53,6 +53,9 @@ public final class EtcdWatch: @unchecked Sendable {
     private var renewToken = false
     private var watching = false
     private var connectedTo: String?
+    private var over = "grpc"
+    /// The transport of the attempt in progress (the watch thread's own).
+    private var attempt = "grpc"
     private var reconnectCount = 0
     private var lastError: String?
     private let done = DispatchSemaphore(value: 0)
@@ -99,6 +102,8 @@ public final class EtcdWatch: @unchecked Sendable {
     public var isWatching: Bool { lock.lock(); defer { lock.unlock() }; return watching }
     /// The endpoint the watch is on (nil while it is not established).
     public var endpoint: String? { lock.lock(); defer { lock.unlock() }; return connectedTo }
+    /// How the established watch reaches etcd: "grpc", or "json" (the gateway); nil while it is not established.
+    public var transport: String? { lock.lock(); defer { lock.unlock() }; return watching ? over : nil }
     /// How many times the watch was re-established after it was lost (errors and idle timeouts).
     public var reconnects: Int { lock.lock(); defer { lock.unlock() }; return reconnectCount }
     /// Why the watch was last lost (nil: never).
@@ -179,31 +184,124 @@ public final class EtcdWatch: @unchecked Sendable {
         }
     }
 
-    /// One watch on one member until its stream ends. `next` advances past every event seen.
+    /// One watch on one member until its stream ends. `next` advances past every event seen. Over gRPC unless the
+    /// settings say otherwise; a gRPC watch that etcd did not establish (it ended the call, cancelled the watch as it
+    /// created it, or the member does not speak HTTP/2 there) is asked of the same member's JSON gateway at once,
+    /// which either works or answers why in words (a refused token among them).
     private func watchOnce(_ e: HTTPEndpoint, _ index: Int, from next: inout Int64, missed: inout Bool, established: () -> Void) -> End {
-        let conn: UnixHTTPConnection, auth: [(String, String)]
+        var created = false
+        if settings.grpcWatch {
+            let end = watchOnceGRPC(e, index, from: &next, missed: &missed, established: { created = true; established() })
+            switch end {
+            case .failed(let why) where !created && why.hasPrefix(EtcdWatch.notEstablished): break
+            default: return end
+            }
+        }
+        return watchOnceJSON(e, index, from: &next, missed: &missed, established: established)
+    }
+
+    /// The client of endpoint `index` (made once), and the headers that authenticate a request to it.
+    private func client(_ index: Int) throws -> (EtcdClient, [(String, String)]) {
+        var one = settings
+        one.endpoints = [settings.endpoints[index]]
+        let c = try clients[index] ?? EtcdClient(one)
+        clients[index] = c
+        let auth = try c.authHeaders(renew: renewToken)
+        renewToken = false
+        return (c, auth)
+    }
+
+    /// Makes `conn` the active connection (interrupted by `stop()`), or says the watch is stopping.
+    private func activate(_ conn: UnixHTTPConnection) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        if stopping { return false }
+        active = conn
+        return true
+    }
+
+    private func deactivate(_ conn: UnixHTTPConnection) {
+        lock.lock()
+        active = nil
+        lock.unlock()
+        conn.close()
+    }
+
+    /// How a stream that threw `error` ended: stopped, idle (it timed out after the watch was created), or failed.
+    private func ending(_ error: Error, created: Bool, outcome: End?) -> End {
+        lock.lock()
+        let stop = stopping
+        lock.unlock()
+        if stop { return .stopped }
+        if let outcome { return outcome }
+        let message = (error as? WireError)?.message ?? "\(error)"
+        // Idle after the watch was created: the same member again. Before: it does not answer; the next one.
+        if message.hasPrefix("timed out") { return created ? .idle : .failed("no answer within \(settings.timeoutSeconds) s") }
+        return .failed(message)
+    }
+
+    /// The event log's watch has etcd filter deletes out (retention's); the copy's needs them.
+    private var withoutDeletes: Bool { onChanges == nil }
+
+    /// How a gRPC watch that etcd did not establish fails (the JSON gateway is then asked).
+    static let notEstablished = "etcd did not establish the gRPC watch"
+
+    /// One watch over etcd's gRPC Watch (EtcdGRPC.swift).
+    private func watchOnceGRPC(_ e: HTTPEndpoint, _ index: Int, from next: inout Int64, missed: inout Bool, established: () -> Void) -> End {
+        let conn: UnixHTTPConnection, secure: Bool, auth: [(String, String)]
         do {
-            var one = settings
-            one.endpoints = [settings.endpoints[index]]
-            let c = try clients[index] ?? EtcdClient(one)
-            clients[index] = c
-            conn = c.connection(0)
-            auth = try c.authHeaders(renew: renewToken)
-            renewToken = false
+            let (c, headers) = try client(index)
+            (conn, secure) = try c.grpcConnection(0)
+            auth = headers.map { ("token", $0.1) }
             try conn.open()
         } catch { return .failed("\(error)") }
-        lock.lock()
-        if stopping { lock.unlock(); conn.close(); return .stopped }
-        active = conn
-        lock.unlock()
-        defer {
-            lock.lock()
-            active = nil
-            lock.unlock()
-            conn.close()
+        guard activate(conn) else { conn.close(); return .stopped }
+        defer { deactivate(conn) }
+        attempt = "grpc"
+        var create: [UInt8] = []
+        Protobuf.bytes(1, key, into: &create)
+        Protobuf.bytes(2, Keys.prefixEnd(key), into: &create)
+        Protobuf.int(3, next, into: &create)
+        if withoutDeletes { Protobuf.int(5, 1, into: &create) }  // filters: NODELETE
+        var request: [UInt8] = []
+        Protobuf.bytes(1, create, into: &request)  // WatchRequest.create_request
+        var startedFromNow = next == 0
+        var created = false
+        var outcome: End?
+        let call = GRPCStream(conn)
+        do {
+            // "hasleader": as in watchOnceJSON.
+            try call.start(path: "/etcdserverpb.Watch/Watch", authority: e.description, secure: secure,
+                           metadata: [("hasleader", "true")] + auth, first: request)
+            while outcome == nil {
+                let m = try call.next()
+                let message: WatchMessage
+                do { message = try WatchMessage(protobuf: m) } catch { return .failed("\(error)") }
+                if !created && message.canceled && message.compactRevision == 0 { return .failed(EtcdWatch.notEstablished + ": " + message.cancelReason) }
+                outcome = apply(message, e, &next, &missed, &startedFromNow, { created = true; established() })
+            }
+            return outcome ?? .failed("the member ended the watch stream")
+        } catch let ended as GRPCStream.Ended where !created {
+            return ending(ended, created: created, outcome: .failed(EtcdWatch.notEstablished + ": " + ended.description))
+        } catch {
+            return ending(error, created: created, outcome: outcome)
         }
+    }
+
+    /// One watch over the JSON gateway (POST /v3/watch, a chunked stream of JSON lines).
+    private func watchOnceJSON(_ e: HTTPEndpoint, _ index: Int, from next: inout Int64, missed: inout Bool, established: () -> Void) -> End {
+        let conn: UnixHTTPConnection, auth: [(String, String)]
+        do {
+            let (c, headers) = try client(index)
+            conn = c.connection(0)
+            auth = headers
+            try conn.open()
+        } catch { return .failed("\(error)") }
+        guard activate(conn) else { conn.close(); return .stopped }
+        defer { deactivate(conn) }
+        attempt = "json"
         var create: [(String, JSON)] = [("key", .string(Base64.encode(key))), ("range_end", .string(Base64.encode(Keys.prefixEnd(key))))]
-        if onChanges == nil { create.append(("filters", ["NODELETE"])) }
+        if withoutDeletes { create.append(("filters", ["NODELETE"])) }
         if next > 0 { create.append(("start_revision", .string(String(next)))) }
         var pending: [UInt8] = []
         var outcome: End?
@@ -220,74 +318,121 @@ public final class EtcdWatch: @unchecked Sendable {
                     let line = Array(pending[..<nl])
                     pending.removeSubrange(...nl)
                     guard line.contains(where: { $0 != 0x20 && $0 != 0x0D }) else { continue }
-                    if let end = handle(line, e, &next, &missed, &startedFromNow, { created = true; established() }) { outcome = end; return false }
+                    let end: End?
+                    switch Result(catching: { try WatchMessage(json: line) }) {
+                    case .success(let m): end = apply(m, e, &next, &missed, &startedFromNow, { created = true; established() })
+                    case .failure(let error): end = .failed("\(error)")
+                    }
+                    if let end { outcome = end; return false }
                 }
                 return true
             }
-        } catch let w as WireError {
-            lock.lock()
-            let stop = stopping
-            lock.unlock()
-            if stop { return .stopped }
-            // Idle after the watch was created: the same member again. Before: it does not answer; the next one.
-            if outcome == nil && w.message.hasPrefix("timed out") { return created ? .idle : .failed("no answer within \(settings.timeoutSeconds) s") }
-            return outcome ?? .failed(w.message)
         } catch {
-            return outcome ?? .failed("\(error)")
+            return ending(error, created: created, outcome: outcome)
         }
         return outcome ?? .failed("the member ended the watch stream")
     }
 
-    /// One message of the stream; returns how the stream ends when this message ends it.
-    private func handle(_ line: [UInt8], _ e: HTTPEndpoint, _ next: inout Int64, _ missed: inout Bool, _ fromNow: inout Bool,
-                        _ established: () -> Void) -> End? {
-        guard let j = try? JSON.parse(line) else {
-            return .failed("the watch stream carried something that is not JSON: \(String(decoding: line.prefix(120), as: UTF8.self))")
+    /// One message of the stream, however it came; returns how the stream ends when this message ends it.
+    private func apply(_ r: WatchMessage, _ e: HTTPEndpoint, _ next: inout Int64, _ missed: inout Bool, _ fromNow: inout Bool,
+                       _ established: () -> Void) -> End? {
+        if let error = r.error { return .failed("etcd ended the watch: \(error)") }
+        if r.canceled {
+            if r.compactRevision > 0 { return .compacted }
+            return .failed("etcd cancelled the watch: \(r.cancelReason)")
         }
-        if let err = j["error"] {
-            return .failed("etcd ended the watch: \(err["message"]?.string ?? err.serialized)")
-        }
-        guard let r = j["result"] else { return nil }
-        if r["canceled"]?.bool == true {
-            if EtcdClient.int(r["compact_revision"]) > 0 { return .compacted }
-            return .failed("etcd cancelled the watch: \(r["cancel_reason"]?.string ?? r.serialized)")
-        }
-        if r["created"]?.bool == true {
+        if r.created {
             // From now: every event after the header's revision comes on this stream.
-            if fromNow { next = EtcdClient.int(r["header"]?["revision"]) + 1; fromNow = false }
+            if fromNow { next = r.headerRevision + 1; fromNow = false }
             established()
             if missed { missed = false; onChange(nil) }
             lock.lock()
             watching = true
             connectedTo = settings.endpoints.first { $0.contains(e.description) } ?? "http://" + e.description
+            over = attempt
             lock.unlock()
             return nil
         }
-        let events = r["events"]?.array ?? []
-        if let onChanges, !events.isEmpty {
-            var changes: [WatchedChange] = []
-            for ev in events {
-                guard let kv = ev["kv"], let k = try? EtcdClient.bytes(kv["key"]), let v = try? EtcdClient.bytes(kv["value"]) else {
-                    return .failed("the watch stream carried an event without a readable key: \(ev.serialized.prefix(120))")
-                }
-                changes.append(WatchedChange(key: k, value: ev["type"]?.string == "DELETE" ? nil : v, mod: EtcdClient.int(kv["mod_revision"])))
-            }
-            onChanges(changes)
-        }
-        if let last = events.compactMap({ EtcdClient.int($0["kv"]?["mod_revision"]) }).max() {
+        if let onChanges, !r.events.isEmpty { onChanges(r.events) }
+        if let last = r.events.map(\.mod).max() {
             next = max(next, last + 1)
             if onChanges != nil { return nil }
             // Each event's revision is its commit's etcd revision x eventsPerTxn + its index `i` (EtcdStore.swift).
-            let seen = events.compactMap { ev -> EtcdWatchedEvent? in
-                guard let kv = ev["kv"], let v = try? EtcdClient.bytes(kv["value"]), let j = try? JSON.parse(v) else { return nil }
-                return EtcdWatchedEvent(revision: EtcdClient.int(kv["mod_revision"]) * EtcdStore.eventsPerTxn + EtcdClient.int(j["i"]),
-                                        type: j["type"]?.string ?? "")
+            let seen = r.events.compactMap { ev -> EtcdWatchedEvent? in
+                guard let v = ev.value, let j = try? JSON.parse(v) else { return nil }
+                return EtcdWatchedEvent(revision: ev.mod * EtcdStore.eventsPerTxn + EtcdClient.int(j["i"]), type: j["type"]?.string ?? "")
             }
-            onChange(seen.count == events.count ? seen : nil)
+            onChange(seen.count == r.events.count ? seen : nil)
         } else if !fromNow {
             // A progress notification: every event up to the header's revision was sent.
-            next = max(next, EtcdClient.int(r["header"]?["revision"]) + 1)
+            next = max(next, r.headerRevision + 1)
         }
         return nil
+    }
+}
+
+/// One message of a watch stream (etcd's WatchResponse), read from the gateway's JSON or from gRPC's protobuf.
+struct WatchMessage {
+    /// The gateway's error object's message (gRPC ends the call instead).
+    var error: String?
+    var created = false
+    var canceled = false
+    var compactRevision: Int64 = 0
+    var cancelReason = ""
+    var headerRevision: Int64 = 0
+    var events: [WatchedChange] = []
+
+    struct Unreadable: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    init(json line: [UInt8]) throws {
+        guard let j = try? JSON.parse(line) else {
+            throw Unreadable(description: "the watch stream carried something that is not JSON: \(String(decoding: line.prefix(120), as: UTF8.self))")
+        }
+        if let err = j["error"] { error = err["message"]?.string ?? err.serialized; return }
+        guard let r = j["result"] else { return }
+        created = r["created"]?.bool == true
+        canceled = r["canceled"]?.bool == true
+        compactRevision = EtcdClient.int(r["compact_revision"])
+        cancelReason = r["cancel_reason"]?.string ?? r.serialized
+        headerRevision = EtcdClient.int(r["header"]?["revision"])
+        for ev in r["events"]?.array ?? [] {
+            guard let kv = ev["kv"], let k = try? EtcdClient.bytes(kv["key"]), let v = try? EtcdClient.bytes(kv["value"]) else {
+                throw Unreadable(description: "the watch stream carried an event without a readable key: \(ev.serialized.prefix(120))")
+            }
+            events.append(WatchedChange(key: k, value: ev["type"]?.string == "DELETE" ? nil : v, mod: EtcdClient.int(kv["mod_revision"])))
+        }
+    }
+
+    /// WatchResponse: header 1 (ResponseHeader: revision 3), created 3, canceled 4, compact_revision 5,
+    /// cancel_reason 6, events 11 (mvccpb.Event: type 1, DELETE = 1; kv 2: key 1, mod_revision 3, value 5).
+    init(protobuf m: [UInt8]) throws {
+        for f in try Protobuf.fields(m[...]) {
+            switch f.number {
+            case 1: headerRevision = try Protobuf.fields(f.bytes).first { $0.number == 3 }?.int ?? 0
+            case 3: created = f.varint != 0
+            case 4: canceled = f.varint != 0
+            case 5: compactRevision = f.int
+            case 6: cancelReason = String(decoding: f.bytes, as: UTF8.self)
+            case 11:
+                var delete = false, key: [UInt8]?, value: [UInt8] = [], mod: Int64 = 0
+                for g in try Protobuf.fields(f.bytes) {
+                    if g.number == 1 { delete = g.varint == 1 }
+                    guard g.number == 2 else { continue }
+                    for h in try Protobuf.fields(g.bytes) {
+                        switch h.number {
+                        case 1: key = Array(h.bytes)
+                        case 3: mod = h.int
+                        case 5: value = Array(h.bytes)
+                        default: break
+                        }
+                    }
+                }
+                guard let key else { throw Unreadable(description: "the watch stream carried an event without a key") }
+                events.append(WatchedChange(key: key, value: delete ? nil : value, mod: mod))
+            default: break
+            }
+        }
     }
 }
