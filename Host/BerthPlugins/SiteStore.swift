@@ -22,6 +22,8 @@ public struct StoreSettings: Sendable, Equatable {
     public var leaseSeconds: Int = 10
     /// Transactions read the key-value state from a local copy kept current by an etcd watch (EtcdMirror).
     public var mirror: Bool = true
+    /// "grpc": etcd's Range, Txn and Watch over gRPC, the rest through its JSON gateway; "gateway": all through the gateway.
+    public var transport: String = "grpc"
     /// How long etcd keeps old versions of keys: the scheduling leader compacts etcd's history every this many seconds,
     /// to the revision it saw this many seconds before. 0: never (etcd's own --auto-compaction-* does it).
     public var historySeconds: Int = 300
@@ -32,6 +34,7 @@ public struct StoreSettings: Sendable, Equatable {
     "engine": {"enum": ["sqlite", "etcd"], "description": "Where the state lives: sqlite (default, one host, in stateDir) or etcd (cluster mode: every berthd of the site shares it, docs/cluster.md)."},
     "leaseSeconds": {"type": "integer", "minimum": 2, "maximum": 300, "description": "Cluster mode: the TTL of this berthd's lease in etcd (default 10). A berthd not heard from for this long is down (its node too), and a new scheduling leader takes over."},
     "historySeconds": {"type": "integer", "minimum": 0, "maximum": 604800, "description": "Cluster mode: how long etcd keeps the old versions of keys (default 300). The scheduling leader compacts etcd's history every this many seconds, to the revision it saw this many seconds before, so etcd's database stops growing (defragment it to give the space back). 0: berthd never compacts (set etcd's own --auto-compaction-mode and --auto-compaction-retention on every member instead)."},
+    "transport": {"enum": ["grpc", "gateway"], "description": "Cluster mode: how berthd talks to etcd (default grpc). grpc: reads, transactions and watches are etcd's gRPC calls (HTTP/2 on the client port, ALPN h2 over TLS), the rest (leases, authentication, members) goes through etcd's JSON gateway; gateway: everything through the JSON gateway (HTTP/1.1), for a proxy in front of etcd that does not carry HTTP/2. The gateway costs etcd about twice the CPU per allocation (docs/cluster.md)."},
     "mirror": {"type": "boolean", "description": "Cluster mode: keep a local copy of the site's key-value state, loaded at start and kept current by an etcd watch, and read it in transactions (default true). Every read is still checked at commit, so a copy that is behind costs a retry, never a wrong answer. false: every read is a request to etcd (less memory, lower throughput)."},
     "endpoints": {"type": "array", "minItems": 1, "maxItems": 16, "items": {"type": "string", "pattern": "^https?://[^/]+:[0-9]+/?$"},
                   "description": "etcd client URLs, http(s)://HOST:PORT; tried in order. Required with engine etcd."},
@@ -61,6 +64,7 @@ public struct StoreSettings: Sendable, Equatable {
         s.prefix = j["prefix"]?.string
         if let l = j["leaseSeconds"]?.int { s.leaseSeconds = l }
         if let m = j["mirror"]?.bool { s.mirror = m }
+        if let t = j["transport"]?.string { s.transport = t }
         if let h = j["historySeconds"]?.int { s.historySeconds = h }
         if let p = s.prefix, p.utf8.contains(0) { problems.append("store.prefix: contains a NUL character") }
         problems += s.problems(given: Set((j.object ?? []).map(\.0)))
@@ -71,7 +75,7 @@ public struct StoreSettings: Sendable, Equatable {
     func problems(given: Set<String>) -> [String] {
         var out: [String] = []
         if engine == "sqlite" {
-            for k in ["endpoints", "tls", "username", "password", "passwordFile", "prefix", "leaseSeconds", "mirror", "historySeconds"] where given.contains(k) {
+            for k in ["endpoints", "tls", "username", "password", "passwordFile", "prefix", "leaseSeconds", "mirror", "historySeconds", "transport"] where given.contains(k) {
                 out.append("store.\(k): applies only to store.engine \"etcd\" (the engine is \"sqlite\"); remove it or set store.engine to \"etcd\"")
             }
             return out
@@ -108,7 +112,7 @@ public struct StoreSettings: Sendable, Equatable {
     public func etcdSettings(site: String) -> EtcdSettings {
         EtcdSettings(endpoints: endpoints, site: site, prefix: prefix, username: username, password: resolvedPassword,
                      tls: endpoints.contains { $0.hasPrefix("https://") } ? EtcdTLSFiles(ca: tlsCA, certificate: tlsCertificate, key: tlsKey) : nil,
-                     mirror: mirror)
+                     mirror: mirror, grpc: transport == "grpc")
     }
 
     /// The password, from store.password or the first line of store.passwordFile (nil when unreadable: checked apart).
@@ -131,7 +135,7 @@ public struct StoreSettings: Sendable, Equatable {
         if password != nil { j = j.setting("password", "(set)") }
         if let passwordFile { j = j.setting("passwordFile", .string(passwordFile)) }
         if let prefix { j = j.setting("prefix", .string(prefix)) }
-        return j.setting("leaseSeconds", .int(Int64(leaseSeconds))).setting("mirror", .bool(mirror))
+        return j.setting("leaseSeconds", .int(Int64(leaseSeconds))).setting("mirror", .bool(mirror)).setting("transport", .string(transport))
             .setting("historySeconds", .int(Int64(historySeconds)))
     }
 }

@@ -33,7 +33,7 @@ final class EtcdWatchTests: EtcdTestCase {
 
     func testAnEventAppendedElsewhereWakesTheWatch() throws { try wakes(grpc: true) }
 
-    /// The same over etcd's JSON gateway (`grpcWatch: false`; a gRPC watch not established falls back to it).
+    /// The same over etcd's JSON gateway (`grpc: false`; a gRPC watch not established falls back to it).
     func testAnEventAppendedElsewhereWakesTheGatewaysWatch() throws { try wakes(grpc: false) }
 
     func wakes(grpc: Bool) throws {
@@ -42,7 +42,7 @@ final class EtcdWatchTests: EtcdTestCase {
         defer { try? a.removeSite() }
         let changes = ChangeCounter()
         var s = settings(site)
-        s.grpcWatch = grpc
+        s.grpc = grpc
         let watch = EtcdWatch(s) { changes.bump() }
         defer { watch.stop() }
         watch.start()

@@ -29,12 +29,14 @@ public struct EtcdSettings: Sendable {
     /// Transactions read the site's key-value state from a local copy kept current by a watch (EtcdMirror), every
     /// read checked at commit as a read from etcd is; false: every read is a request to etcd.
     public var mirror: Bool
-    /// Watches are gRPC streams (false: the JSON gateway's, as unary calls are; a gRPC watch that is not established
-    /// asks the gateway anyway, which says why). Tests and benchmarks compare the two.
-    public var grpcWatch = true
+    /// Range, Txn and Watch go over etcd's gRPC (GRPC.swift); the rest (leases, authentication, members,
+    /// compaction) through its JSON gateway. false: everything through the gateway (`store.transport: "gateway"`).
+    /// A gRPC watch that is not established asks the gateway anyway, which says why.
+    public var grpc: Bool
 
     public init(endpoints: [String], site: String, prefix: String? = nil, maxTxnOps: Int = 128, maxRequestBytes: Int = 1_572_864,
-                timeoutSeconds: Int = 10, username: String? = nil, password: String? = nil, tls: EtcdTLSFiles? = nil, mirror: Bool = true) {
+                timeoutSeconds: Int = 10, username: String? = nil, password: String? = nil, tls: EtcdTLSFiles? = nil, mirror: Bool = true, grpc: Bool = true) {
+        self.grpc = grpc
         self.tls = tls
         self.mirror = mirror
         self.username = username
@@ -78,6 +80,8 @@ final class EtcdClient {
     private let endpoints: [HTTPEndpoint]
     private var current = 0
     private var conn: UnixHTTPConnection
+    /// The gRPC connection to the same endpoint (made on the first Range or Txn).
+    private var rpc: GRPCConnection?
     /// Which endpoints are https://, and the TLS context they share.
     private let secure: [Bool]
     private let tlsContext: NIOSSLContext?
@@ -215,8 +219,51 @@ final class EtcdClient {
         return idempotent && (message.contains("etcdserver: leader changed") || message.contains("etcdserver: request timed out"))
     }
 
+    /// One request on the current endpoint: etcd's Range and Txn over gRPC (unless `settings.grpc` is off), the rest
+    /// through the gateway. The answer is in the gateway's JSON either way.
+    private func exchange(_ path: String, _ body: JSON, method: String) throws -> JSON {
+        guard settings.grpc, let m = EtcdProto.method(path) else {
+            let r = try conn.request(method, path, body: method == "GET" ? nil : body.bytes, headers: token.map { [("Authorization", $0)] } ?? [])
+            let j = try r.json()
+            if r.status != 200 { throw EtcdClient.serverError(path, r.status, j) }
+            return j
+        }
+        let message = try m.request.encode(body)
+        let g: GRPCConnection
+        if let rpc, rpc.isUsable || !rpc.started {
+            g = rpc
+        } else {
+            rpc?.close()
+            let (c, secure) = try grpcConnection(current)
+            g = GRPCConnection(c, authority: endpoints[current].description, secure: secure)
+            rpc = g
+        }
+        func once() throws -> [UInt8] {
+            do {
+                return try g.unary(m.grpc, metadata: token.map { [("token", $0)] } ?? [], message: message)
+            } catch let e as GRPCConnection.Ended {
+                throw WireError(.io, e.description)
+            }
+        }
+        do {
+            let reused = g.isUsable
+            let answer: [UInt8]
+            do { answer = try once() } catch let e as WireError where reused && e.kind == .io {
+                // As the gateway's client does: a kept connection the member closed is opened again, once.
+                g.close()
+                answer = try once()
+            }
+            return try m.response.decode(answer[...])
+        } catch let s as GRPCStatus {
+            throw EtcdClient.serverError(path, 200, .object([("message", .string(s.message)), ("code", .int(Int64(s.code)))]))
+        } catch let e as Protobuf.Malformed {
+            throw BerthError(.internal, "etcd answered \(path): \(e)")
+        } catch let e as HPACKDecoder.Malformed {
+            throw WireError(.protocolError, "\(e)")
+        }
+    }
+
     private func callOnce(_ path: String, _ body: JSON, idempotent: Bool, method: String) throws -> JSON {
-        let bytes: [UInt8]? = method == "GET" ? nil : body.bytes
         var lastError = ""
         for attempt in 0..<endpoints.count {
             switch path {
@@ -225,13 +272,12 @@ final class EtcdClient {
             default: others.add(1, ordering: .relaxed)
             }
             do {
-                let r = try conn.request(method, path, body: bytes, headers: token.map { [("Authorization", $0)] } ?? [])
-                let j = try r.json()
-                if r.status != 200 { throw EtcdClient.serverError(path, r.status, j) }
-                return j
+                return try exchange(path, body, method: method)
             } catch let e as WireError {
                 lastError = "\(endpoints[current].description): \(e.message)"
                 conn.close()
+                rpc?.close()
+                rpc = nil
                 current = (current + 1) % endpoints.count
                 conn = connection(current)
                 // A write is sent again elsewhere only when it never left (the connection was refused).

@@ -190,7 +190,7 @@ public final class EtcdWatch: @unchecked Sendable {
     /// which either works or answers why in words (a refused token among them).
     private func watchOnce(_ e: HTTPEndpoint, _ index: Int, from next: inout Int64, missed: inout Bool, established: () -> Void) -> End {
         var created = false
-        if settings.grpcWatch {
+        if settings.grpc {
             let end = watchOnceGRPC(e, index, from: &next, missed: &missed, established: { created = true; established() })
             switch end {
             case .failed(let why) where !created && why.hasPrefix(EtcdWatch.notEstablished): break
@@ -268,20 +268,22 @@ public final class EtcdWatch: @unchecked Sendable {
         var startedFromNow = next == 0
         var created = false
         var outcome: End?
-        let call = GRPCStream(conn)
+        let call = GRPCConnection(conn, authority: e.description, secure: secure)
         do {
             // "hasleader": as in watchOnceJSON.
-            try call.start(path: "/etcdserverpb.Watch/Watch", authority: e.description, secure: secure,
-                           metadata: [("hasleader", "true")] + auth, first: request)
+            let id = try call.open("/etcdserverpb.Watch/Watch", metadata: [("hasleader", "true")] + auth, message: request, last: false)
             while outcome == nil {
-                let m = try call.next()
+                let m = try call.next(id)
                 let message: WatchMessage
                 do { message = try WatchMessage(protobuf: m) } catch { return .failed("\(error)") }
                 if !created && message.canceled && message.compactRevision == 0 { return .failed(EtcdWatch.notEstablished + ": " + message.cancelReason) }
                 outcome = apply(message, e, &next, &missed, &startedFromNow, { created = true; established() })
             }
             return outcome ?? .failed("the member ended the watch stream")
-        } catch let ended as GRPCStream.Ended where !created {
+        } catch let status as GRPCStatus {
+            // etcd's own refusal (a refused token, "no leader"): as the gateway's would be.
+            return ending(status, created: created, outcome: .failed("etcd ended the watch: \(status.message)"))
+        } catch let ended as GRPCConnection.Ended where !created {
             return ending(ended, created: created, outcome: .failed(EtcdWatch.notEstablished + ": " + ended.description))
         } catch {
             return ending(error, created: created, outcome: outcome)

@@ -174,7 +174,7 @@ func assertAWatchWakes(_ settings: EtcdSettings, onEventFrom store: EtcdStore, f
     let deadline = Date().addingTimeInterval(8)
     while !watch.isWatching && Date() < deadline { usleep(20_000) }
     XCTAssertTrue(watch.isWatching, watch.lastFailure ?? "not watching", file: file, line: line)
-    XCTAssertEqual(watch.transport, settings.grpcWatch ? "grpc" : "json", watch.lastFailure ?? "", file: file, line: line)
+    XCTAssertEqual(watch.transport, settings.grpc ? "grpc" : "json", watch.lastFailure ?? "", file: file, line: line)
     let before = woke.with { $0 }
     _ = try store.appendEvent(type: "test.watch", subject: "x")
     while woke.with({ $0 }) == before && Date() < deadline { usleep(20_000) }
