@@ -100,10 +100,10 @@ private func apiAllocations(_ targets: [(daemon: BenchDaemon, node: String)], cl
 /// 3 berthd of a fresh site on `etcd` (their own prefix), allocating through the API at once: the rate and the sum of
 /// their store counters over the allocations.
 private func clusterAllocations(_ etcd: BenchEtcd, plugins: JSON, hosts: Int, clients: Int, perClient: Int,
-                                mirror: Bool) throws -> (rate: Double, aborted: Int, counters: StoreCounters, etcdCPU: Double, berthdCPU: Double) {
-    let site = mirror ? "bench-cluster" : "bench-direct"
+                                mirror: Bool, transport: String = "grpc") throws -> (rate: Double, aborted: Int, counters: StoreCounters, etcdCPU: Double, berthdCPU: Double) {
+    let site = "bench-\(mirror ? "cluster" : "direct")-\(transport)"
     let daemons = try (0..<hosts).map { i in
-        try BenchDaemon(plugins: plugins, extra: [("store", ["engine": "etcd", "endpoints": [.string(etcd.endpoint)], "mirror": .bool(mirror)]),
+        try BenchDaemon(plugins: plugins, extra: [("store", ["engine": "etcd", "endpoints": [.string(etcd.endpoint)], "mirror": .bool(mirror), "transport": .string(transport)]),
                                                   ("node", .string("bench-\(i)")), ("site", .string(site))])
     }
     defer { for d in daemons { d.stop() } }
@@ -130,7 +130,8 @@ func clusterAPISection() throws {
     // etcd's own rate with every client of the run at once, half before and half after the berthds' allocations.
     let rawTotal = hosts * clients * perClient
     let etcdPid = etcd.process.processIdentifier
-    var rawCPU = -cpuSeconds(etcdPid)
+    // Both over gRPC, the engine's transport; then the same pair over the JSON gateway (store.transport "gateway").
+    var rawCPU = -cpuSeconds(etcdPid), gatewayRawCPU = 0.0
     let rawBefore = try etcdRawTxnRate(etcd, clients: hosts * clients, total: rawTotal / 2)
     rawCPU += cpuSeconds(etcdPid)
     let cluster = try clusterAllocations(etcd, plugins: plugins, hosts: hosts, clients: clients, perClient: perClient, mirror: true)
@@ -138,6 +139,11 @@ func clusterAPISection() throws {
     rawCPU -= cpuSeconds(etcdPid)
     let rawAfter = try etcdRawTxnRate(etcd, clients: hosts * clients, total: rawTotal / 2)
     rawCPU += cpuSeconds(etcdPid)
+    gatewayRawCPU -= cpuSeconds(etcdPid)
+    let gatewayRaw = try etcdRawTxnRate(etcd, clients: hosts * clients, total: rawTotal / 2, grpc: false)
+    gatewayRawCPU += cpuSeconds(etcdPid)
+    let gateway = try clusterAllocations(etcd, plugins: plugins, hosts: hosts, clients: clients, perClient: perClient, mirror: true,
+                                         transport: "gateway")
     let rawTxns = Double(max(1, rawTotal / 2 / (hosts * clients)) * hosts * clients * 2)
     let raw = 2 / (1 / rawBefore + 1 / rawAfter)  // the rate of both halves together (equal counts)
     let delta = cluster.counters
@@ -152,6 +158,9 @@ func clusterAPISection() throws {
     let total = hosts * clients
     rows.append(BenchRow(section: "cluster-api", name: "allocations/s through the API, 3 berthd on one etcd (\(hosts) x \(clients) clients)",
                          value: cluster.rate, unit: "alloc/s", baseline: "etcd's own single-key Txn/s (\(total) clients, same run)", baselineValue: raw))
+    rows.append(BenchRow(section: "cluster-api", name: "allocations/s through the API, 3 berthd on one etcd, store.transport gateway",
+                         value: gateway.rate, unit: "alloc/s", baseline: "etcd's own single-key Txn/s through its JSON gateway (same run)",
+                         baselineValue: gatewayRaw))
     rows.append(BenchRow(section: "cluster-api", name: "allocations/s through the API, 3 berthd on one etcd, store.mirror false",
                          value: direct.rate, unit: "alloc/s", baseline: "etcd's own single-key Txn/s (\(total) clients, same run)", baselineValue: raw))
     rows.append(BenchRow(section: "cluster-api", name: "etcd requests (ranges + Txns) per ADD, 3 berthd on one etcd",
@@ -169,8 +178,14 @@ func clusterAPISection() throws {
     let adds = Double(hosts * clients * perClient)
     rows.append(BenchRow(section: "cluster-api", name: "etcd CPU per ADD, 3 berthd on one etcd", value: cluster.etcdCPU / adds * 1000, unit: "ms",
                          baseline: "etcd CPU per single-key Txn (raw, same run)", baselineValue: rawCPU / rawTxns * 1000))
+    rows.append(BenchRow(section: "cluster-api", name: "etcd CPU per ADD, 3 berthd on one etcd, store.transport gateway", value: gateway.etcdCPU / adds * 1000,
+                         unit: "ms", baseline: "etcd CPU per single-key Txn through its JSON gateway (raw, same run)",
+                         baselineValue: gatewayRawCPU / (rawTxns / 2) * 1000))
     rows.append(BenchRow(section: "cluster-api", name: "berthd CPU per ADD, 3 berthd on one etcd (all three)", value: cluster.berthdCPU / adds * 1000, unit: "ms",
                          baseline: "berthd CPU per ADD, one berthd on SQLite", baselineValue: sqliteCPU / adds * 1000))
+    rows.append(BenchRow(section: "cluster-api", name: "berthd CPU per ADD, 3 berthd on one etcd (all three), store.transport gateway",
+                         value: gateway.berthdCPU / adds * 1000, unit: "ms", baseline: "the same over gRPC (same run)",
+                         baselineValue: cluster.berthdCPU / adds * 1000))
     rows.append(BenchRow(section: "cluster-api", name: "allocations/s through the API, one berthd on SQLite (\(total) clients, sync=full)",
                          value: sqlite.rate, unit: "alloc/s", baseline: "etcd's own single-key Txn/s (\(total) clients, same run)", baselineValue: raw))
 }

@@ -471,3 +471,18 @@ enum Base64 {
         return out
     }
 }
+
+/// etcd's own single-key Txn through the engine's transport and nothing else of the engine: the baseline of
+/// `berth-bench --only cluster-api` (its allocations against etcd's raw rate, both over the same transport).
+public final class EtcdRawClient {
+    private let client: EtcdClient
+
+    public init(endpoint: String, grpc: Bool) throws {
+        client = try EtcdClient(EtcdSettings(endpoints: [endpoint], site: "raw", grpc: grpc))
+    }
+
+    /// One Txn putting `value` at `key`, no compare.
+    public func put(_ key: [UInt8], _ value: [UInt8]) throws {
+        _ = try client.txn(compares: [], operations: [EtcdClient.put(key, value)])
+    }
+}
