@@ -375,6 +375,11 @@ final class EtcdStoreInterfaceTests: EtcdTestCase {
         let mib = [UInt8](repeating: 7, count: 1 << 20)
         expectLimit("--max-request-bytes", st) { try C.put(st, "ns", C.bytes("big1"), mib); try C.put(st, "ns", C.bytes("big2"), mib) }
         XCTAssertNil(try C.get(st, "ns", C.bytes("big1")))
+        // Under it, a request many times etcd's HTTP/2 windows (64 KiB) goes through: the gRPC transport waits for
+        // them to open (the gateway's HTTP/1.1 has no windows).
+        try C.inTransaction(st) { try C.put(st, "ns", C.bytes("big1"), mib) }
+        XCTAssertEqual(try C.get(st, "ns", C.bytes("big1")), mib)
+        try C.inTransaction(st) { try C.bytes("big1").withUnsafeBytes { try st.kvDelete("ns", $0) } }
         // Reads past the limit are no error: that transaction commits exclusively (testReadsBeyondOneTxnCommitExclusively).
 
         let lax = try EtcdStore(EtcdSettings(endpoints: [endpoint], site: String(dir.dropFirst()), maxTxnOps: 1000, maxRequestBytes: 8 << 20))

@@ -130,7 +130,13 @@ struct ProtoMessage: Sendable {
             Protobuf.int(f.number, v.bool == true ? 1 : 0, into: &out, present: f.present)
         case .enumeration(let names):
             let n: Int
-            if let s = v.string { guard let x = names.firstIndex(of: s) else { throw BerthError(.internal, "gRPC \(name).\(f.name): no value \(s)") }; n = x } else { n = Int(v.int ?? 0) }
+            if let s = v.string {
+                // A name, or the number of a value newer than this table (as `decode` gives it).
+                guard let x = names.firstIndex(of: s) ?? Int(s) else { throw BerthError(.internal, "gRPC \(name).\(f.name): no value \(s)") }
+                n = x
+            } else {
+                n = Int(v.int ?? 0)
+            }
             Protobuf.int(f.number, Int64(n), into: &out, present: f.present)
         case .message(let m):
             Protobuf.bytes(f.number, try m.encode(v), into: &out)

@@ -49,6 +49,8 @@ final class GRPCConnection {
 
     /// The windows this client opens: etcd may send this much before it waits for a WINDOW_UPDATE.
     static let window = 1 << 30
+    /// The largest message taken (the engine reads in pages of 1,000 keys; etcd's own request limit is 1.5 MiB).
+    static let maxMessage = 256 << 20
 
     init(_ conn: UnixHTTPConnection, authority: String, secure: Bool) {
         self.conn = conn
@@ -153,6 +155,7 @@ final class GRPCConnection {
         guard let d = data[id], d.count >= 5 else { return nil }
         if d[0] != 0 { throw Ended(description: "etcd sent a compressed gRPC message, which was not asked for") }
         let n = Int(d[1]) << 24 | Int(d[2]) << 16 | Int(d[3]) << 8 | Int(d[4])
+        if n > Self.maxMessage { throw Ended(description: "etcd announced a gRPC message of \(n) bytes, over this client's \(Self.maxMessage)") }
         guard d.count >= 5 + n else { return nil }
         data[id] = Array(d[(5 + n)...])
         return Array(d[5..<(5 + n)])

@@ -1,0 +1,158 @@
+// The etcd engine's gRPC transport in pieces (Host/BerthStore/Etcd/GRPC.swift, EtcdProto.swift): HPACK and its
+// Huffman code against RFC 7541's own examples, the protobuf tables against known encodings, and an HTTP/2 peer
+// that answers nonsense. Against a real etcd the transport is exercised by every Etcd* and Cluster* test.
+@testable import BerthStore
+import BerthWire
+import Foundation
+import XCTest
+
+final class GRPCTests: XCTestCase {
+    func hex(_ s: String) -> [UInt8] {
+        var out: [UInt8] = []
+        var it = s.filter { !$0.isWhitespace }.makeIterator()
+        while let a = it.next(), let b = it.next() { out.append(UInt8(String([a, b]), radix: 16)!) }
+        return out
+    }
+
+    /// The canonical code of each symbol, from the lengths alone (as the decoder builds it), to encode test strings.
+    func huffmanEncode(_ s: [UInt8]) -> [UInt8] {
+        let lengths = Huffman.lengths
+        let order = (0..<257).sorted { (lengths[$0], $0) < (lengths[$1], $1) }
+        var codes = [UInt64](repeating: 0, count: 257)
+        var code: UInt64 = 0
+        for (i, sym) in order.enumerated() {
+            if i > 0 { code = (code + 1) << UInt64(lengths[sym] - lengths[order[i - 1]]) }
+            codes[sym] = code
+        }
+        var bits: [Bool] = []
+        for b in s { for k in stride(from: Int(lengths[Int(b)]) - 1, through: 0, by: -1) { bits.append(codes[Int(b)] >> UInt64(k) & 1 == 1) } }
+        while bits.count % 8 != 0 { bits.append(true) }
+        return stride(from: 0, to: bits.count, by: 8).map { i in bits[i..<(i + 8)].reduce(0) { $0 << 1 | ($1 ? 1 : 0) } }
+    }
+
+    /// RFC 7541 C.4 and C.6: Huffman-coded strings.
+    func testHuffmanDecodesTheRFCExamples() throws {
+        let cases = [("f1e3c2e5f23a6ba0ab90f4ff", "www.example.com"), ("a8eb10649cbf", "no-cache"),
+                     ("25a849e95ba97d7f", "custom-key"), ("25a849e95bb8e8b4bf", "custom-value"), ("6402", "302"),
+                     ("aec3771a4b", "private"), ("d07abe941054d444a8200595040b8166e082a62d1bff", "Mon, 21 Oct 2013 20:13:21 GMT"),
+                     ("9d29ad171863c78f0b97c8e9ae82ae43d3", "https://www.example.com")]
+        for (h, text) in cases {
+            XCTAssertEqual(String(decoding: try Huffman.decode(hex(h)[...]), as: UTF8.self), text)
+            XCTAssertEqual(huffmanEncode(Array(text.utf8)), hex(h), "the test's encoder agrees with the RFC")
+        }
+    }
+
+    /// Every byte value, in random strings, decodes to itself; padding that is not all ones, or 8 bits or more of it,
+    /// and an EOS inside a string are refused.
+    func testHuffmanRoundTripsEveryByteAndRefusesBadPadding() throws {
+        var g = SystemRandomNumberGenerator()
+        XCTAssertEqual(try Huffman.decode(huffmanEncode(Array(0...255))[...]), Array(0...255))
+        for _ in 0..<200 {
+            let s = (0..<Int.random(in: 0...40, using: &g)).map { _ in UInt8.random(in: 0...255, using: &g) }
+            XCTAssertEqual(try Huffman.decode(huffmanEncode(s)[...]), s)
+        }
+        XCTAssertThrowsError(try Huffman.decode([0x00][...]), "'0' (00000) then padding 000: not ones")
+        XCTAssertThrowsError(try Huffman.decode(hex("f1e3c2e5f23a6ba0ab90f4ff")[...] + [0xFF]), "a whole byte of padding")
+        XCTAssertThrowsError(try Huffman.decode([0xFF, 0xFF, 0xFF, 0xFF][...]), "EOS (30 ones) inside the string")
+    }
+
+    /// RFC 7541 C.3 (plain strings) and C.4 (Huffman): three requests on one decoder, the later ones indexing the
+    /// dynamic table the earlier ones filled.
+    func testHPACKDecodesTheRFCRequests() throws {
+        for (first, second, third) in [
+            ("828684410f7777772e6578616d706c652e636f6d", "828684be58086e6f2d6361636865",
+             "828785bf400a637573746f6d2d6b65790c637573746f6d2d76616c7565"),
+            ("828684418cf1e3c2e5f23a6ba0ab90f4ff", "828684be5886a8eb10649cbf", "828785bf408825a849e95ba97d7f8925a849e95bb8e8b4bf"),
+        ] {
+            var d = HPACKDecoder()
+            let one = try d.decode(hex(first)[...])
+            XCTAssertEqual(one.map { "\($0.0): \($0.1)" }, [":method: GET", ":scheme: http", ":path: /", ":authority: www.example.com"])
+            let two = try d.decode(hex(second)[...])
+            XCTAssertEqual(two.map { "\($0.0): \($0.1)" }, [":method: GET", ":scheme: http", ":path: /", ":authority: www.example.com", "cache-control: no-cache"])
+            let three = try d.decode(hex(third)[...])
+            XCTAssertEqual(three.map { "\($0.0): \($0.1)" }, [":method: GET", ":scheme: https", ":path: /index.html", ":authority: www.example.com", "custom-key: custom-value"])
+        }
+        var d = HPACKDecoder()
+        XCTAssertThrowsError(try d.decode([0xBE][...]), "index 62 with an empty dynamic table")
+        XCTAssertThrowsError(try d.decode([0x40, 0x85, 0xF1][...]), "a string longer than the block")
+        // A size update to 0 empties the table: the entry just added is gone.
+        _ = try d.decode(hex("400a637573746f6d2d6b65790c637573746f6d2d76616c7565")[...])
+        XCTAssertEqual(try d.decode([0xBE][...]).first?.0, "custom-key")
+        XCTAssertThrowsError(try d.decode([0x20, 0xBE][...]))
+    }
+
+    /// The field tables against encodings worked out by hand from etcd's rpc.proto, both ways.
+    func testTxnRequestEncodesAsEtcdExpects() throws {
+        let key = Array("k".utf8), value = Array("v".utf8)
+        let request: JSON = .object([
+            ("compare", .array([EtcdClient.compareMod(key, [], "EQUAL", 0), EtcdClient.compareMod(key, [], "LESS", 5)])),
+            ("success", .array([EtcdClient.put(key, value), EtcdClient.delete(key, [0])])),
+        ])
+        let bytes = try EtcdProto.txnRequest.encode(request)
+        // compare 1: {result EQUAL (default, omitted), target MOD = 2, key "k", mod_revision 0 (a oneof: written)}
+        // compare 2: {result LESS = 2, target MOD, key "k", mod_revision 5}
+        // success: {request_put: {key "k", value "v"}}, {request_delete_range: {key "k", range_end "\0"}}
+        XCTAssertEqual(bytes, hex("""
+            0a 07 1002 1a016b 3000
+            0a 09 1002 0802 1a016b 3005
+            12 08 1206 0a016b 120176
+            12 08 1a06 0a016b 120100
+            """))
+        let back = try EtcdProto.txnRequest.decode(bytes[...])
+        XCTAssertEqual(back["success"]?.array?.count, 2)
+        XCTAssertEqual(back["compare"]?.array?[1]["result"]?.string, "LESS")
+        XCTAssertEqual(back["compare"]?.array?[1]["mod_revision"]?.string, "5")
+        XCTAssertEqual(try EtcdClient.bytes(back["success"]?.array?[0]["request_put"]?["value"]), value)
+        XCTAssertThrowsError(try EtcdProto.txnRequest.encode(["compare": [["nonsense": "1"]]]), "a field the table does not know")
+
+        // A TxnResponse as etcd sends it: header {revision 42}, succeeded, responses [{response_range: {kvs: [{key
+        // "k", mod_revision 7, value "v"}], count 1}}], in the gateway's JSON.
+        let answer = try EtcdProto.txnResponse.decode(hex("0a02182a 1001 1a0e 0a0c 1208 0a016b 1807 2a0176 2001")[...])
+        XCTAssertEqual(EtcdClient.int(answer["header"]?["revision"]), 42)
+        XCTAssertEqual(answer["succeeded"]?.bool, true)
+        let kv = answer["responses"]?.array?.first?["response_range"]?["kvs"]?.array?.first
+        XCTAssertEqual(try EtcdClient.bytes(kv?["key"]), key)
+        XCTAssertEqual(EtcdClient.int(kv?["mod_revision"]), 7)
+        XCTAssertThrowsError(try EtcdProto.txnResponse.decode(hex("0a05182a")[...]), "a message cut short")
+    }
+
+    /// An HTTP/2 peer that answers with garbage, with a frame that is not HTTP/2, or not at all: each call fails with
+    /// an error (never a crash, never a hang).
+    func testAPeerThatSpeaksNonsenseIsAnError() throws {
+        final class Canned: ByteStream {
+            var chunks: [[UInt8]]
+            init(_ chunks: [[UInt8]]) { self.chunks = chunks }
+            func write(_ bytes: [UInt8]) throws {}
+            func read(timeoutSeconds: Int) throws -> [UInt8] { chunks.isEmpty ? [] : chunks.removeFirst() }
+            func close() {}
+        }
+        let settings = GRPCConnection.frame(type: 0x4, flags: 0, stream: 0, [])
+        let answers: [(String, [[UInt8]])] = [
+            ("nothing", []),
+            ("HTTP/1.1", [Array("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n".utf8)]),
+            ("a reset", [settings, GRPCConnection.frame(type: 0x3, flags: 0, stream: 1, [0, 0, 0, 2])]),
+            ("GOAWAY", [settings, GRPCConnection.frame(type: 0x7, flags: 0, stream: 0, [0, 0, 0, 0, 0, 0, 0, 1])]),
+            ("a bad header block", [GRPCConnection.frame(type: 0x1, flags: 0x5, stream: 1, [0xFF, 0xFF, 0xFF])]),
+            ("data without an end", [GRPCConnection.frame(type: 0x0, flags: 0, stream: 1, [0, 0, 0, 0, 9, 1, 2])]),
+            ("trailers with an error", [GRPCConnection.frame(type: 0x1, flags: 0x5, stream: 1,
+                                                             [0x00, 0x0B] + Array("grpc-status".utf8) + [0x01] + Array("9".utf8)
+                                                             + [0x00, 0x0C] + Array("grpc-message".utf8) + [0x06] + Array("no%20k".utf8))]),
+        ]
+        for (what, chunks) in answers {
+            let conn = UnixHTTPConnection(endpoint: .tcp(host: "127.0.0.1", port: 1), timeoutSeconds: 1) { Canned(chunks) }
+            let g = GRPCConnection(conn, authority: "test", secure: false)
+            XCTAssertThrowsError(try g.unary("/etcdserverpb.KV/Range", metadata: [], message: [0x0A, 0x01, 0x6B]), what) { e in
+                if what == "trailers with an error" {
+                    XCTAssertEqual((e as? GRPCStatus)?.code, 9)
+                    XCTAssertEqual((e as? GRPCStatus)?.message, "no k", "grpc-message is percent-decoded")
+                }
+            }
+        }
+        // A whole answer: the response message, then trailers with status 0.
+        let ok: [[UInt8]] = [settings, GRPCConnection.frame(type: 0x1, flags: 0x4, stream: 1, [0x88]),
+                             GRPCConnection.frame(type: 0x0, flags: 0, stream: 1, GRPCConnection.grpcMessage([0x10, 0x01])),
+                             GRPCConnection.frame(type: 0x1, flags: 0x5, stream: 1, [0x00, 0x0B] + Array("grpc-status".utf8) + [0x01, 0x30])]
+        let g = GRPCConnection(UnixHTTPConnection(endpoint: .tcp(host: "127.0.0.1", port: 1), timeoutSeconds: 1) { Canned(ok) }, authority: "test", secure: false)
+        XCTAssertEqual(try g.unary("/etcdserverpb.KV/Txn", metadata: [], message: []), [0x10, 0x01])
+    }
+}
