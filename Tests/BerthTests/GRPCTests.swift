@@ -114,6 +114,16 @@ final class GRPCTests: XCTestCase {
         XCTAssertEqual(try EtcdClient.bytes(kv?["key"]), key)
         XCTAssertEqual(EtcdClient.int(kv?["mod_revision"]), 7)
         XCTAssertThrowsError(try EtcdProto.txnResponse.decode(hex("0a05182a")[...]), "a message cut short")
+
+        // Found by the grpc fuzzer (Tests/Fuzz/corpus/grpc): a message field sent twice is merged, a scalar sent twice
+        // is its last value (protobuf's rules; before, both were kept as two JSON keys); an enum value past the table,
+        // even one with all 64 bits set, is its number (before: a trap converting it to Int).
+        let twice = try EtcdProto.txnResponse.decode(hex("0a021002 0a020802 1001 1000")[...])
+        XCTAssertEqual(twice.serialized, #"{"header":{"member_id":"2","cluster_id":"2"},"succeeded":false}"#)
+        let odd = try EtcdProto.compare.decode(hex("10ffffffffffffffffff01 0809")[...])
+        XCTAssertEqual(odd["target"]?.string, "-1")
+        XCTAssertEqual(odd["result"]?.string, "9")
+        XCTAssertEqual(try EtcdProto.compare.decode(try EtcdProto.compare.encode(odd)[...]), odd, "and encodes back to the same")
     }
 
     /// An HTTP/2 peer that answers with garbage, with a frame that is not HTTP/2, or not at all: each call fails with

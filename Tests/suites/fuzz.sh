@@ -4,6 +4,7 @@
 #   cni   CNI invocations as berth-cni forwards them, through CNI.swift into a real ipam-pool (Tests/Fuzz/cni)
 #   site  the site file parser (Tests/Fuzz/site)
 #   pool  ipam-pool's pool documents and address syntax (Tests/Fuzz/pool)
+#   grpc  what an etcd member sends the engine's gRPC transport: HTTP/2 frames, HPACK, protobuf (Tests/Fuzz/grpc)
 # The modules under test are compiled here with swiftc -sanitize=fuzzer,address, whole (every source file of the
 # module, so they never go stale); their third-party dependencies (swift-log, swift-crypto) are linked from the
 # debug build uninstrumented. Each fuzzer starts from its corpus (Tests/Fuzz/corpus/<name>) and runs for
@@ -15,7 +16,7 @@ root=$(pwd)
 out="${BERTH_TEST_OUT:-$(mktemp -d /tmp/berth-test.XXXXXX)}/fuzz"
 mkdir -p "$out"
 seconds="${BERTH_FUZZ_SECONDS:-20}"
-names=("${@:-json cni site pool}"); names=(${names[*]})
+names=("${@:-json cni site pool grpc}"); names=(${names[*]})
 passed=0; failed=0
 pass() { passed=$((passed + 1)); echo "PASS $1"; }
 fail() { failed=$((failed + 1)); echo "FAIL $1${2:+: $2}"; }
@@ -97,9 +98,9 @@ echo "modules built in $(( $(date +%s) - t0 )) s"
 for n in "${names[@]}"; do
   case "$n" in
     json) libs=(-lBerthWire "${KIT[@]}") ;;
-    cni|site) libs=("${CORE[@]}") ;;
+    cni|site|grpc) libs=("${CORE[@]}") ;;
     pool) libs=(-lBerthIpamPoolPlugin "${KIT[@]}") ;;
-    *) fail "$n" "no such fuzzer (json, cni, site, pool)"; continue ;;
+    *) fail "$n" "no such fuzzer (json, cni, site, pool, grpc)"; continue ;;
   esac
   if ! fuzzer "$n" "${libs[@]}"; then fail "$n" "did not build (see $out/build-fuzz-$n.log)"; continue; fi
   d="$out/$n"; mkdir -p "$d/corpus" "$d/crashes"

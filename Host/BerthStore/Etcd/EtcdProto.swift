@@ -144,9 +144,12 @@ struct ProtoMessage: Sendable {
     }
 
     /// `m` in the gateway's JSON: fields this table does not know are left out, as are defaults (as the gateway does).
+    /// A field that is not repeated but comes more than once is read as protobuf says: the last value of a scalar,
+    /// the merge of every occurrence of a message.
     func decode(_ m: ArraySlice<UInt8>) throws -> JSON {
         var pairs: [(String, JSON)] = []
-        var repeatedAt: [String: Int] = [:]
+        var at: [String: Int] = [:]
+        var merged: [String: [UInt8]] = [:]  // the bytes of every occurrence of a message field
         for raw in try Protobuf.fields(m) {
             guard let f = field(numbered: raw.number) else { continue }
             let v: JSON
@@ -156,18 +159,20 @@ struct ProtoMessage: Sendable {
             case .int64: v = .string(String(raw.int))
             case .uint64: v = .string(String(raw.varint))
             case .bool: v = .bool(raw.varint != 0)
-            case .enumeration(let names): v = .string(Int(raw.varint) < names.count ? names[Int(raw.varint)] : String(raw.varint))
-            case .message(let sub): v = try sub.decode(raw.bytes)
-            }
-            if f.repeated {
-                if let at = repeatedAt[f.name], case .array(let a) = pairs[at].1 {
-                    pairs[at].1 = .array(a + [v])
+            case .enumeration(let names): v = .string(raw.varint < UInt64(names.count) ? names[Int(raw.varint)] : String(raw.int))
+            case .message(let sub):
+                if f.repeated {
+                    v = try sub.decode(raw.bytes)
                 } else {
-                    repeatedAt[f.name] = pairs.count
-                    pairs.append((f.name, .array([v])))
+                    merged[f.name, default: []] += raw.bytes
+                    v = try sub.decode(merged[f.name]![...])
                 }
+            }
+            if let i = at[f.name] {
+                if f.repeated, case .array(let a) = pairs[i].1 { pairs[i].1 = .array(a + [v]) } else { pairs[i].1 = v }
             } else {
-                pairs.append((f.name, v))
+                at[f.name] = pairs.count
+                pairs.append((f.name, f.repeated ? .array([v]) : v))
             }
         }
         return .object(pairs)
