@@ -169,6 +169,9 @@ public final class UnixHTTPConnection {
         return s
     }
 
+    /// Who errors name: berthd on its unix socket, else the TCP peer (etcd's connections are sockets too).
+    private var peer: String { if case .tcp = endpoint { return endpoint.description }; return "berthd" }
+
     /// The Host header: the TCP peer as named, "berthd" on the unix socket.
     private var hostHeader: String { if case .tcp = endpoint { return endpoint.description }; return "berthd" }
 
@@ -207,7 +210,7 @@ public final class UnixHTTPConnection {
             let n = data.withUnsafeBytes { send(fd, $0.baseAddress! + off, data.count - off, Int32(MSG_NOSIGNAL)) }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw WireError(.io, "write to berthd failed: \(String(cString: strerror(errno)))")
+                throw WireError(.io, "write to \(peer) failed: \(String(cString: strerror(errno)))")
             }
             off += n
         }
@@ -225,10 +228,10 @@ public final class UnixHTTPConnection {
         while true {
             let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, 65536, 0) }
             if n > 0 { buffer.append(contentsOf: chunk[0..<n]); return }
-            if n == 0 { throw WireError(.io, "berthd closed the connection") }
+            if n == 0 { throw WireError(.io, "\(peer) closed the connection") }
             if errno == EINTR { continue }
-            if errno == EAGAIN || errno == EWOULDBLOCK { throw WireError(.io, "timed out waiting for berthd after \(timeoutSeconds)s") }
-            throw WireError(.io, "read from berthd failed: \(String(cString: strerror(errno)))")
+            if errno == EAGAIN || errno == EWOULDBLOCK { throw WireError(.io, "timed out waiting for \(peer) after \(timeoutSeconds)s") }
+            throw WireError(.io, "read from \(peer) failed: \(String(cString: strerror(errno)))")
         }
     }
 

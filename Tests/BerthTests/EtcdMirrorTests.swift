@@ -234,6 +234,22 @@ final class EtcdMirrorTests: EtcdTestCase {
         }
     }
 
+    /// The same over the JSON gateway alone (`store.transport: "gateway"`; every other etcd class runs over gRPC),
+    /// with the copy on and off.
+    func testContractOverTheGateway() throws {
+        let e = Self.etcd!.endpoint
+        for mirror in [true, false] {
+            let open: OpenStore = { dir in
+                try EtcdStore(EtcdSettings(endpoints: [e], site: String(dir.split(separator: "/").last!), mirror: mirror, grpc: false))
+            }
+            try C.orderedKeys(open, "/\(site)-g\(mirror)a")
+            try C.scanAfter(open, "/\(site)-g\(mirror)b")
+            try C.valuesAndDeletes(open, "/\(site)-g\(mirror)c")
+            try C.savepoints(open, "/\(site)-g\(mirror)d")
+            try C.deletePrefixThenPut(open, "/\(site)-g\(mirror)f")
+        }
+    }
+
     /// The contract cases that matter most, with the copy off (every other etcd class runs with it on).
     var direct: OpenStore {
         let e = Self.etcd!.endpoint

@@ -45,6 +45,13 @@ final class SiteStoreTests: XCTestCase {
         XCTAssertEqual(keep.json["store"]?["historySeconds"], .int(0))
         expectProblem(#"{"historySeconds": 60}"#, ["store.historySeconds: applies only to store.engine \"etcd\""])
         expectProblem(#"{"engine": "etcd", "endpoints": ["http://127.0.0.1:2379"], "mirror": "yes"}"#, ["store.mirror"])
+        XCTAssertTrue(ok.store.etcdSettings(site: "prod").grpc, "gRPC by default")
+        XCTAssertEqual(ok.json["store"]?["transport"], "grpc")
+        let gw = try SiteConfig.parse(Array(#"{"store": {"engine": "etcd", "endpoints": ["http://127.0.0.1:2379"], "transport": "gateway"}}"#.utf8), baseDir: dir)
+        XCTAssertFalse(gw.store.etcdSettings(site: "prod").grpc)
+        XCTAssertEqual(gw.json["store"]?["transport"], "gateway")
+        expectProblem(#"{"transport": "gateway"}"#, ["store.transport: applies only to store.engine \"etcd\""])
+        expectProblem(#"{"engine": "etcd", "endpoints": ["http://127.0.0.1:2379"], "transport": "http2"}"#, ["store.transport"])
         let named = try SiteConfig.parse(Array(#"{"store": {"engine": "etcd", "endpoints": ["http://etcd-1.example:2379"]}}"#.utf8), baseDir: dir)
         XCTAssertEqual(named.store.unsupported.count, 1, "plain HTTP needs a numeric address: \(named.store.unsupported)")
 

@@ -96,6 +96,8 @@ final class GRPCConnection {
     /// Starts call `path` with `metadata` (lowercase names) and sends `message`; `last`: the request ends with it
     /// (a unary call), else the stream stays open for more. Returns the stream's id.
     func open(_ path: String, metadata: [(String, String)], message: [UInt8], last: Bool) throws -> Int {
+        // Stream ids are 31 bits: a connection that used them all (a billion calls) is replaced.
+        if started && nextStream > 0x7FFF_FFFF { close() }
         if !started { try handshake() }
         if let goingAway { throw WireError(.io, goingAway) }
         let id = nextStream
@@ -105,8 +107,8 @@ final class GRPCConnection {
         let headers = [(":method", "POST"), (":scheme", secure ? "https" : "http"), (":path", path), (":authority", authority),
                        ("content-type", "application/grpc"), ("te", "trailers")] + metadata
         for (name, value) in headers { HPACKDecoder.literal(name, value, into: &block) }
-        try conn.writeRaw(Self.frame(type: 0x1, flags: 0x4, stream: id, block))  // HEADERS, END_HEADERS
-        try send(id, Self.grpcMessage(message), last: last)
+        // HEADERS (END_HEADERS) and the first DATA in one write.
+        try send(id, Self.grpcMessage(message), last: last, after: Self.frame(type: 0x1, flags: 0x4, stream: id, block))
         return id
     }
 
@@ -161,12 +163,15 @@ final class GRPCConnection {
         return Array(d[5..<(5 + n)])
     }
 
-    /// Sends `bytes` as DATA on stream `id`, in frames the peer allows, waiting for its windows to open.
-    private func send(_ id: Int, _ bytes: [UInt8], last: Bool) throws {
+    /// Sends `bytes` as DATA on stream `id`, in frames the peer allows, waiting for its windows to open; `frames`
+    /// (already made) go first, in the same write.
+    private func send(_ id: Int, _ bytes: [UInt8], last: Bool, after frames: [UInt8] = []) throws {
         var off = 0
+        var pending = frames
         repeat {
             let room = min(sendWindow, streamSendWindow[id] ?? 0, peerMaxFrame)
             if room <= 0 && off < bytes.count {
+                if !pending.isEmpty { try conn.writeRaw(pending); pending = [] }
                 try readFrame()  // a WINDOW_UPDATE, in time
                 // The call ended while it was being sent (etcd refused a message over its limit): the caller reads
                 // its status.
@@ -175,7 +180,8 @@ final class GRPCConnection {
             }
             let n = min(room, bytes.count - off)
             let end = off + n == bytes.count
-            try conn.writeRaw(Self.frame(type: 0x0, flags: end && last ? 0x1 : 0, stream: id, Array(bytes[off..<(off + n)])))
+            try conn.writeRaw(pending + Self.frame(type: 0x0, flags: end && last ? 0x1 : 0, stream: id, Array(bytes[off..<(off + n)])))
+            pending = []
             sendWindow -= n
             streamSendWindow[id, default: 0] -= n
             off += n
