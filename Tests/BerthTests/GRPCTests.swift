@@ -85,8 +85,8 @@ final class GRPCTests: XCTestCase {
     func testTxnRequestEncodesAsEtcdExpects() throws {
         let key = Array("k".utf8), value = Array("v".utf8)
         let request: JSON = .object([
-            ("compare", .array([EtcdClient.compareMod(key, [], "EQUAL", 0), EtcdClient.compareMod(key, [], "LESS", 5)])),
-            ("success", .array([EtcdClient.put(key, value), EtcdClient.delete(key, [0])])),
+            ("compare", .array([EtcdClient.compareMod(key, [], .equal, 0).json, EtcdClient.compareMod(key, [], .less, 5).json])),
+            ("success", .array([EtcdClient.put(key, value).json, EtcdClient.delete(key, [0]).json])),
         ])
         let bytes = try EtcdProto.txnRequest.encode(request)
         // compare 1: {result EQUAL (default, omitted), target MOD = 2, key "k", mod_revision 0 (a oneof: written)}
@@ -124,6 +124,25 @@ final class GRPCTests: XCTestCase {
         XCTAssertEqual(odd["target"]?.string, "-1")
         XCTAssertEqual(odd["result"]?.string, "9")
         XCTAssertEqual(try EtcdProto.compare.decode(try EtcdProto.compare.encode(odd)[...]), odd, "and encodes back to the same")
+    }
+
+    /// The engine's Txn parts encode to the same protobuf directly (the gRPC transport's way) as through their
+    /// gateway JSON and the tables (how every other request goes), for random keys, values and numbers.
+    func testTxnPartsEncodeAsTheTablesDo() throws {
+        var g = SystemRandomNumberGenerator()
+        func bytes() -> [UInt8] { (0..<Int.random(in: 0...20, using: &g)).map { _ in UInt8.random(in: 0...255, using: &g) } }
+        for _ in 0..<500 {
+            let n = Int64.random(in: -5...Int64.max, using: &g) / (Bool.random(using: &g) ? 1 : 1 << 40)
+            let parts: [EtcdTxnPart] = [
+                .put(key: bytes(), value: bytes(), lease: Bool.random(using: &g) ? 0 : n), .delete(key: bytes(), end: bytes()), .range(key: bytes()),
+                .compare(.mod, .less, key: bytes(), end: bytes(), n), .compare(.version, .equal, key: bytes(), end: [], 0),
+                .compare(.create, .notEqual, key: bytes(), end: [], n), .compare(.mod, .greater, key: bytes(), end: [], n),
+            ]
+            for p in parts {
+                let table = if case .compare = p { EtcdProto.compare } else { EtcdProto.requestOp }
+                XCTAssertEqual(p.protobuf, try table.encode(p.json), "\(p.json.serialized)")
+            }
+        }
     }
 
     /// An HTTP/2 peer that answers with garbage, with a frame that is not HTTP/2, or not at all: each call fails with

@@ -532,7 +532,7 @@ final class EtcdStoreInterfaceTests: EtcdTestCase {
             for i in 0..<block {  // what etcd's own STM sends for a read-modify-write: a Range, then a Txn comparing it
                 let k = Array("/raw/stm".utf8)
                 let mod = try raw.range(k, [], revision: 0).kvs.first?.modRevision ?? 0
-                let r = try raw.txn(compares: [EtcdClient.compareMod(k, [], "EQUAL", mod)], operations: [EtcdClient.put(k, Array(String(i).utf8))])
+                let r = try raw.txn(compares: [EtcdClient.compareMod(k, [], .equal, mod)], operations: [EtcdClient.put(k, Array(String(i).utf8))])
                 XCTAssertTrue(r.succeeded)
             }
             stmNanos += monotonicNanos() - t0

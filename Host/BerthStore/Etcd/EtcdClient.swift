@@ -144,8 +144,8 @@ final class EtcdClient {
         token = nil
         let j: JSON
         do {
-            j = try callOnce("/v3/auth/authenticate", .object([("name", .string(user)), ("password", .string(settings.password ?? ""))]),
-                             idempotent: true, method: "POST")
+            j = try callOnce("/v3/auth/authenticate", idempotent: true, method: "POST",
+                             json: { .object([("name", .string(user)), ("password", .string(self.settings.password ?? ""))]) }, protobuf: nil)
         } catch let e as BerthError where e.message.contains("authentication failed") {
             throw BerthError(.failedPrecondition, "etcd refused user \"\(user)\": authentication failed, invalid user name or password (store.username, store.password or store.passwordFile)")
         }
@@ -193,6 +193,12 @@ final class EtcdClient {
     /// is asked again on any of them; a write only on "no leader", which a member gives before proposing anything (the
     /// others may come after the write was applied, and are returned as unavailable).
     func call(_ path: String, _ body: JSON, idempotent: Bool, method: String = "POST") throws -> JSON {
+        try call(path, idempotent: idempotent, method: method, json: { body }, protobuf: nil)
+    }
+
+    /// As `call(_:_:idempotent:method:)`, the request made by `json` (the gateway's form) or, over gRPC, by
+    /// `protobuf` when given (the request's message already encoded; else `json`'s is transcoded).
+    func call(_ path: String, idempotent: Bool, method: String = "POST", json: () -> JSON, protobuf: (() -> [UInt8])?) throws -> JSON {
         var pause: UInt32 = 25_000
         var reauthenticated = false
         // The budget is the time since the first attempt, not the pauses alone: with the quorum lost each attempt
@@ -200,7 +206,7 @@ final class EtcdClient {
         let deadline = monotonicNanos() + UInt64(settings.timeoutSeconds) * 1_000_000_000
         while true {
             do {
-                return try callOnce(path, body, idempotent: idempotent, method: method)
+                return try callOnce(path, idempotent: idempotent, method: method, json: json, protobuf: protobuf)
             } catch let e as BerthError where token != nil && !reauthenticated && Self.tokenRefused(e.message) {
                 // Refused before it was applied: a new token, and the request once more.
                 reauthenticated = true
@@ -221,14 +227,14 @@ final class EtcdClient {
 
     /// One request on the current endpoint: etcd's Range and Txn over gRPC (unless `settings.grpc` is off), the rest
     /// through the gateway. The answer is in the gateway's JSON either way.
-    private func exchange(_ path: String, _ body: JSON, method: String) throws -> JSON {
+    private func exchange(_ path: String, method: String, json: () -> JSON, protobuf: (() -> [UInt8])?) throws -> JSON {
         guard settings.grpc, let m = EtcdProto.method(path) else {
-            let r = try conn.request(method, path, body: method == "GET" ? nil : body.bytes, headers: token.map { [("Authorization", $0)] } ?? [])
+            let r = try conn.request(method, path, body: method == "GET" ? nil : json().bytes, headers: token.map { [("Authorization", $0)] } ?? [])
             let j = try r.json()
             if r.status != 200 { throw EtcdClient.serverError(path, r.status, j) }
             return j
         }
-        let message = try m.request.encode(body)
+        let message = try protobuf?() ?? m.request.encode(json())
         let g: GRPCConnection
         if let rpc, rpc.isUsable || !rpc.started {
             g = rpc
@@ -263,7 +269,7 @@ final class EtcdClient {
         }
     }
 
-    private func callOnce(_ path: String, _ body: JSON, idempotent: Bool, method: String) throws -> JSON {
+    private func callOnce(_ path: String, idempotent: Bool, method: String, json: () -> JSON, protobuf: (() -> [UInt8])?) throws -> JSON {
         var lastError = ""
         for attempt in 0..<endpoints.count {
             switch path {
@@ -272,7 +278,7 @@ final class EtcdClient {
             default: others.add(1, ordering: .relaxed)
             }
             do {
-                return try exchange(path, body, method: method)
+                return try exchange(path, method: method, json: json, protobuf: protobuf)
             } catch let e as WireError {
                 lastError = "\(endpoints[current].description): \(e.message)"
                 conn.close()
@@ -346,16 +352,26 @@ final class EtcdClient {
     }
 
     /// One Txn: succeeded (every compare held and the operations were applied) and the revision after it.
-    func txn(compares: [JSON], operations: [JSON]) throws -> (succeeded: Bool, revision: Int64) {
-        let j = try call("/v3/kv/txn", .object([("compare", .array(compares)), ("success", .array(operations))]), idempotent: false)
-        return (j["succeeded"]?.bool ?? false, Self.int(j["header"]?["revision"]))
+    func txn(compares: [EtcdTxnPart], operations: [EtcdTxnPart]) throws -> (succeeded: Bool, revision: Int64) {
+        let r = try txn(compares: compares, operations: operations, failure: [])
+        return (r.succeeded, r.revision)
     }
 
     /// One Txn with operations for when a compare fails: succeeded, the revision after it, and the responses of the
-    /// branch that ran (etcd's ResponseOp objects).
-    func txn(compares: [JSON], operations: [JSON], failure: [JSON]) throws -> (succeeded: Bool, revision: Int64, responses: [JSON]) {
-        let j = try call("/v3/kv/txn", .object([("compare", .array(compares)), ("success", .array(operations)), ("failure", .array(failure))]),
-                         idempotent: false)
+    /// branch that ran (etcd's ResponseOp objects, in the gateway's JSON).
+    func txn(compares: [EtcdTxnPart], operations: [EtcdTxnPart], failure: [EtcdTxnPart]) throws -> (succeeded: Bool, revision: Int64, responses: [JSON]) {
+        let j = try call("/v3/kv/txn", idempotent: false, json: {
+            var f: [(String, JSON)] = [("compare", .array(compares.map(\.json))), ("success", .array(operations.map(\.json)))]
+            if !failure.isEmpty { f.append(("failure", .array(failure.map(\.json)))) }
+            return .object(f)
+        }, protobuf: {
+            // TxnRequest: compare 1, success 2, failure 3 (each part an embedded message).
+            var out: [UInt8] = []
+            for c in compares { Protobuf.bytes(1, c.protobuf, into: &out) }
+            for o in operations { Protobuf.bytes(2, o.protobuf, into: &out) }
+            for o in failure { Protobuf.bytes(3, o.protobuf, into: &out) }
+            return out
+        })
         return (j["succeeded"]?.bool ?? false, Self.int(j["header"]?["revision"]), j["responses"]?.array ?? [])
     }
 
@@ -382,33 +398,16 @@ final class EtcdClient {
         do { _ = try call("/v3/lease/revoke", .object([("ID", .string(String(id)))]), idempotent: true) } catch let e as BerthError where e.message.contains("lease not found") {}
     }
 
-    static func put(_ key: [UInt8], _ value: [UInt8], lease: Int64 = 0) -> JSON {
-        var f: [(String, JSON)] = [("key", .string(Base64.encode(key))), ("value", .string(Base64.encode(value)))]
-        if lease != 0 { f.append(("lease", .string(String(lease)))) }
-        return ["request_put": .object(f)]
-    }
-    static func get(_ key: [UInt8]) -> JSON {
-        ["request_range": .object([("key", .string(Base64.encode(key)))])]
-    }
+    static func put(_ key: [UInt8], _ value: [UInt8], lease: Int64 = 0) -> EtcdTxnPart { .put(key: key, value: value, lease: lease) }
+    static func get(_ key: [UInt8]) -> EtcdTxnPart { .range(key: key) }
     /// Compare: `key` does not exist (its version is 0).
-    static func compareAbsent(_ key: [UInt8]) -> JSON {
-        .object([("target", "VERSION"), ("result", "EQUAL"), ("key", .string(Base64.encode(key))), ("version", "0")])
-    }
-    /// Compare: `key` exists and was created at revision `rev` (it is the same key instance).
-    static func compareCreated(_ key: [UInt8], _ rev: Int64) -> JSON {
-        .object([("target", "CREATE"), ("result", "EQUAL"), ("key", .string(Base64.encode(key))), ("create_revision", .string(String(rev)))])
-    }
-    static func delete(_ key: [UInt8], _ end: [UInt8]) -> JSON {
-        var f: [(String, JSON)] = [("key", .string(Base64.encode(key)))]
-        if !end.isEmpty { f.append(("range_end", .string(Base64.encode(end)))) }
-        return ["request_delete_range": .object(f)]
-    }
-    /// Compare: the mod revision of `key` (every key in [key, end) when end is set) `result` ("EQUAL", "LESS") `rev`.
-    static func compareMod(_ key: [UInt8], _ end: [UInt8], _ result: String, _ rev: Int64) -> JSON {
-        var f: [(String, JSON)] = [("target", "MOD"), ("result", .string(result)), ("key", .string(Base64.encode(key))),
-                                   ("mod_revision", .string(String(rev)))]
-        if !end.isEmpty { f.append(("range_end", .string(Base64.encode(end)))) }
-        return .object(f)
+    static func compareAbsent(_ key: [UInt8]) -> EtcdTxnPart { .compare(.version, .equal, key: key, end: [], 0) }
+    /// Compare: `key` exists and was created at revision `rev` (it is the same key instance); 0: it does not exist.
+    static func compareCreated(_ key: [UInt8], _ rev: Int64) -> EtcdTxnPart { .compare(.create, .equal, key: key, end: [], rev) }
+    static func delete(_ key: [UInt8], _ end: [UInt8]) -> EtcdTxnPart { .delete(key: key, end: end) }
+    /// Compare: the mod revision of `key` (every key in [key, end) when end is set) `result` `rev`.
+    static func compareMod(_ key: [UInt8], _ end: [UInt8], _ result: EtcdTxnPart.Result, _ rev: Int64) -> EtcdTxnPart {
+        .compare(.mod, result, key: key, end: end, rev)
     }
 
     static func bytes(_ j: JSON?) throws -> [UInt8] {

@@ -22,11 +22,11 @@ extension EtcdStore {
     /// Commits `t` exclusively: takes the exclusive key, checks `compares` in Txns of at most --max-txn-ops, and then
     /// applies `operations` in one Txn that compares the key (and `term`). A read found changed, or the key held by
     /// another berthd, is a conflict (ABORTED: nothing was applied, the operation runs again).
-    func sendExclusive(_ t: EtcdTxn, compares: [JSON], operations: [JSON], term: Leadership?) throws {
+    func sendExclusive(_ t: EtcdTxn, compares: [EtcdTxnPart], operations: [EtcdTxnPart], term: Leadership?) throws {
         // A conflict runs the operation again on etcd itself (the local copy may not have the change yet).
         var succeeded = false
         defer { if !succeeded { directNext = true } }
-        let (held, lease): (JSON, Int64)
+        let (held, lease): (EtcdTxnPart, Int64)
         do {
             (held, lease) = try takeExclusive()
         } catch let e as BerthError where e.status == .unavailable {
@@ -65,7 +65,7 @@ extension EtcdStore {
 
     /// Grants the exclusive key's lease and creates the key under it; returns the compare that holds while this
     /// berthd holds the key, and the lease. The key held by another berthd: waits for its release, then ABORTED.
-    private func takeExclusive() throws -> (held: JSON, lease: Int64) {
+    private func takeExclusive() throws -> (held: EtcdTxnPart, lease: Int64) {
         let key = exclusiveKey
         let lease = try client.grantLease(ttlSeconds: Self.exclusiveTTLSeconds).id
         do {

@@ -90,8 +90,7 @@ public final class EtcdLease {
     /// leadership won, or nil when another holder has it (see `leader`). Already ours: the same leadership again.
     public func campaign(_ election: String, value: String) throws -> Leadership? {
         let key = electionKey(election)
-        let create: JSON = .object([("target", "CREATE"), ("result", "EQUAL"), ("key", .string(Base64.encode(key))), ("create_revision", "0")])
-        _ = try client.txn(compares: [create], operations: [put(key, Array(value.utf8))])
+        _ = try client.txn(compares: [EtcdClient.compareCreated(key, 0)], operations: [put(key, Array(value.utf8))])
         guard let held = try leader(election) else { return nil }
         return held.lease == id ? held : nil
     }
@@ -107,14 +106,10 @@ public final class EtcdLease {
 
     /// Steps down: deletes the election key if this lease still holds it.
     public func resign(_ l: Leadership) throws {
-        let same: JSON = .object([("target", "CREATE"), ("result", "EQUAL"), ("key", .string(Base64.encode(l.key))),
-                                  ("create_revision", .string(String(l.createRevision)))])
-        _ = try client.txn(compares: [same], operations: [EtcdClient.delete(l.key, [])])
+        _ = try client.txn(compares: [l.compare], operations: [EtcdClient.delete(l.key, [])])
     }
 
-    func put(_ key: [UInt8], _ value: [UInt8]) -> JSON {
-        ["request_put": .object([("key", .string(Base64.encode(key))), ("value", .string(Base64.encode(value))), ("lease", .string(String(id)))])]
-    }
+    func put(_ key: [UInt8], _ value: [UInt8]) -> EtcdTxnPart { EtcdClient.put(key, value, lease: id) }
 }
 
 /// One term of a leader: the election key as created by its holder. A later holder's key has a higher create
@@ -126,7 +121,7 @@ public struct Leadership: Equatable, Sendable {
     public let value: String
 
     /// The compare that holds only while this term lasts.
-    var compare: JSON {
+    var compare: EtcdTxnPart {
         EtcdClient.compareCreated(key, createRevision)
     }
 }

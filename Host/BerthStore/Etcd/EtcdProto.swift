@@ -257,3 +257,72 @@ enum EtcdProto {
         }
     }
 }
+
+/// One compare or operation of a Txn (etcd's Compare and RequestOp), as EtcdClient's helpers build it. Each
+/// transport encodes it its own way: the gateway's JSON, or protobuf straight from the bytes (no base64, no JSON).
+enum EtcdTxnPart: Equatable {
+    case put(key: [UInt8], value: [UInt8], lease: Int64)
+    case delete(key: [UInt8], end: [UInt8])
+    case range(key: [UInt8])
+    /// Compare `target` of `key` (every key in [key, end) when `end` is set) with `number`.
+    case compare(Target, Result, key: [UInt8], end: [UInt8], Int64)
+
+    /// etcd's CompareTarget, as far as the engine compares (VALUE and LEASE are not used).
+    enum Target: Int { case version = 0, create = 1, mod = 2 }
+    /// etcd's CompareResult.
+    enum Result: Int { case equal = 0, greater = 1, less = 2, notEqual = 3 }
+
+    private static let targetNames = ["VERSION", "CREATE", "MOD"]
+    private static let resultNames = ["EQUAL", "GREATER", "LESS", "NOT_EQUAL"]
+    private static let numberFields = ["version", "create_revision", "mod_revision"]
+
+    /// The gateway's JSON (a RequestOp, or a Compare).
+    var json: JSON {
+        switch self {
+        case .put(let k, let v, let lease):
+            var f: [(String, JSON)] = [("key", .string(Base64.encode(k))), ("value", .string(Base64.encode(v)))]
+            if lease != 0 { f.append(("lease", .string(String(lease)))) }
+            return ["request_put": .object(f)]
+        case .delete(let k, let end):
+            var f: [(String, JSON)] = [("key", .string(Base64.encode(k)))]
+            if !end.isEmpty { f.append(("range_end", .string(Base64.encode(end)))) }
+            return ["request_delete_range": .object(f)]
+        case .range(let k):
+            return ["request_range": .object([("key", .string(Base64.encode(k)))])]
+        case .compare(let t, let r, let k, let end, let n):
+            var f: [(String, JSON)] = [("target", .string(Self.targetNames[t.rawValue])), ("result", .string(Self.resultNames[r.rawValue])),
+                                       ("key", .string(Base64.encode(k))), (Self.numberFields[t.rawValue], .string(String(n)))]
+            if !end.isEmpty { f.append(("range_end", .string(Base64.encode(end)))) }
+            return .object(f)
+        }
+    }
+
+    /// The protobuf message (RequestOp or Compare; field numbers as in EtcdProto's tables).
+    var protobuf: [UInt8] {
+        var out: [UInt8] = []
+        switch self {
+        case .put(let k, let v, let lease):
+            var m: [UInt8] = []
+            Protobuf.bytes(1, k, into: &m)
+            Protobuf.bytes(2, v, into: &m)
+            Protobuf.int(3, lease, into: &m)
+            Protobuf.bytes(2, m, into: &out)  // request_put
+        case .delete(let k, let end):
+            var m: [UInt8] = []
+            Protobuf.bytes(1, k, into: &m)
+            if !end.isEmpty { Protobuf.bytes(2, end, into: &m) }
+            Protobuf.bytes(3, m, into: &out)  // request_delete_range
+        case .range(let k):
+            var m: [UInt8] = []
+            Protobuf.bytes(1, k, into: &m)
+            Protobuf.bytes(1, m, into: &out)  // request_range
+        case .compare(let t, let r, let k, let end, let n):
+            Protobuf.int(2, Int64(t.rawValue), into: &out)  // in the JSON form's order: the same bytes either way
+            Protobuf.int(1, Int64(r.rawValue), into: &out)
+            Protobuf.bytes(3, k, into: &out)
+            Protobuf.int(4 + t.rawValue, n, into: &out, present: true)  // version 4, create_revision 5, mod_revision 6 (a oneof)
+            if !end.isEmpty { Protobuf.bytes(64, end, into: &out) }
+        }
+        return out
+    }
+}

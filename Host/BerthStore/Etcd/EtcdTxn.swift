@@ -198,11 +198,11 @@ final class EtcdTxn {
     /// The Txn's compares: every point read still at the mod revision seen, every scanned range unmodified since the
     /// snapshot. Overlapping ranges are merged, and point reads inside a merged range still need their own compare (a
     /// delete leaves no key to compare in a range).
-    func compares() -> [JSON] {
-        var out: [JSON] = reads.map { EtcdClient.compareMod($0.key, [], "EQUAL", $0.value.mod) }
-        for (k, mod) in versions where reads[k] == nil { out.append(EtcdClient.compareMod(k, [], "EQUAL", mod)) }
+    func compares() -> [EtcdTxnPart] {
+        var out: [EtcdTxnPart] = reads.map { EtcdClient.compareMod($0.key, [], .equal, $0.value.mod) }
+        for (k, mod) in versions where reads[k] == nil { out.append(EtcdClient.compareMod(k, [], .equal, mod)) }
         let seen = mirror != nil ? mirrorRevision : snapshot
-        for r in Self.merged(ranges) { out.append(EtcdClient.compareMod(r.lo, r.hi, "LESS", seen + 1)) }
+        for r in Self.merged(ranges) { out.append(EtcdClient.compareMod(r.lo, r.hi, .less, seen + 1)) }
         return out
     }
 
@@ -230,8 +230,8 @@ final class EtcdTxn {
 
     /// The Txn's operations: the prefix deletes (split around keys put inside them: etcd refuses a put inside a
     /// delete of the same Txn), then every put and single-key delete not already covered by a prefix delete.
-    func operations() -> [JSON] {
-        var out: [JSON] = []
+    func operations() -> [EtcdTxnPart] {
+        var out: [EtcdTxnPart] = []
         let puts = writes.compactMap { $0.value == nil ? nil : $0.key }.sorted(by: Keys.less)
         for t in Self.merged(tombstones) {
             var lo = t.lo
