@@ -196,9 +196,16 @@ final class EtcdClient {
         try call(path, idempotent: idempotent, method: method, json: { body }, protobuf: nil)
     }
 
+    /// The request's message made straight for gRPC, and the fields of the answer wanted (nil: every field the
+    /// method's table knows).
+    struct GRPCBody {
+        var message: () -> [UInt8]
+        var answer: ProtoMessage?
+    }
+
     /// As `call(_:_:idempotent:method:)`, the request made by `json` (the gateway's form) or, over gRPC, by
-    /// `protobuf` when given (the request's message already encoded; else `json`'s is transcoded).
-    func call(_ path: String, idempotent: Bool, method: String = "POST", json: () -> JSON, protobuf: (() -> [UInt8])?) throws -> JSON {
+    /// `protobuf` when given (else `json`'s is transcoded).
+    func call(_ path: String, idempotent: Bool, method: String = "POST", json: () -> JSON, protobuf: GRPCBody?) throws -> JSON {
         var pause: UInt32 = 25_000
         var reauthenticated = false
         // The budget is the time since the first attempt, not the pauses alone: with the quorum lost each attempt
@@ -227,14 +234,14 @@ final class EtcdClient {
 
     /// One request on the current endpoint: etcd's Range and Txn over gRPC (unless `settings.grpc` is off), the rest
     /// through the gateway. The answer is in the gateway's JSON either way.
-    private func exchange(_ path: String, method: String, json: () -> JSON, protobuf: (() -> [UInt8])?) throws -> JSON {
+    private func exchange(_ path: String, method: String, json: () -> JSON, protobuf: GRPCBody?) throws -> JSON {
         guard settings.grpc, let m = EtcdProto.method(path) else {
             let r = try conn.request(method, path, body: method == "GET" ? nil : json().bytes, headers: token.map { [("Authorization", $0)] } ?? [])
             let j = try r.json()
             if r.status != 200 { throw EtcdClient.serverError(path, r.status, j) }
             return j
         }
-        let message = try protobuf?() ?? m.request.encode(json())
+        let message = try protobuf?.message() ?? m.request.encode(json())
         let g: GRPCConnection
         if let rpc, rpc.isUsable || !rpc.started {
             g = rpc
@@ -259,7 +266,7 @@ final class EtcdClient {
                 g.close()
                 answer = try once()
             }
-            return try m.response.decode(answer[...])
+            return try (protobuf?.answer ?? m.response).decode(answer[...])
         } catch let s as GRPCStatus {
             throw EtcdClient.serverError(path, 200, .object([("message", .string(s.message)), ("code", .int(Int64(s.code)))]))
         } catch let e as Protobuf.Malformed {
@@ -269,7 +276,7 @@ final class EtcdClient {
         }
     }
 
-    private func callOnce(_ path: String, idempotent: Bool, method: String, json: () -> JSON, protobuf: (() -> [UInt8])?) throws -> JSON {
+    private func callOnce(_ path: String, idempotent: Bool, method: String, json: () -> JSON, protobuf: GRPCBody?) throws -> JSON {
         var lastError = ""
         for attempt in 0..<endpoints.count {
             switch path {
@@ -358,20 +365,21 @@ final class EtcdClient {
     }
 
     /// One Txn with operations for when a compare fails: succeeded, the revision after it, and the responses of the
-    /// branch that ran (etcd's ResponseOp objects, in the gateway's JSON).
+    /// branch that ran (etcd's ResponseOp objects, in the gateway's JSON). Without a failure branch, over gRPC, the
+    /// responses are not read (always empty).
     func txn(compares: [EtcdTxnPart], operations: [EtcdTxnPart], failure: [EtcdTxnPart]) throws -> (succeeded: Bool, revision: Int64, responses: [JSON]) {
         let j = try call("/v3/kv/txn", idempotent: false, json: {
             var f: [(String, JSON)] = [("compare", .array(compares.map(\.json))), ("success", .array(operations.map(\.json)))]
             if !failure.isEmpty { f.append(("failure", .array(failure.map(\.json)))) }
             return .object(f)
-        }, protobuf: {
+        }, protobuf: GRPCBody(message: {
             // TxnRequest: compare 1, success 2, failure 3 (each part an embedded message).
             var out: [UInt8] = []
             for c in compares { Protobuf.bytes(1, c.protobuf, into: &out) }
             for o in operations { Protobuf.bytes(2, o.protobuf, into: &out) }
             for o in failure { Protobuf.bytes(3, o.protobuf, into: &out) }
             return out
-        })
+        }, answer: failure.isEmpty ? EtcdProto.txnOutcome : nil))
         return (j["succeeded"]?.bool ?? false, Self.int(j["header"]?["revision"]), j["responses"]?.array ?? [])
     }
 

@@ -248,6 +248,10 @@ enum EtcdProto {
         .init(name: "responses", number: 3, kind: .message(responseOp), repeated: true),
     ])
 
+    /// A TxnResponse read for its outcome alone (its header and whether it succeeded): etcd answers each put of a
+    /// group commit with a response and a header of its own, which nobody reads when the Txn has no failure branch.
+    static let txnOutcome = ProtoMessage(name: "TxnResponse", fields: Array(txnResponse.fields.prefix(2)))
+
     /// The gRPC method and messages of a gateway path the transport carries (nil: the gateway carries it).
     static func method(_ path: String) -> (grpc: String, request: ProtoMessage, response: ProtoMessage)? {
         switch path {
