@@ -463,6 +463,25 @@ enum Huffman {
         return (first, count, offset, symbols)
     }()
 
+    /// `s` in the code, padded with ones to a whole byte (the other direction of `decode`; this client sends its
+    /// own headers as plain strings, so the tests and the fuzzer are its users).
+    static func encode(_ s: [UInt8]) -> [UInt8] {
+        let t = tables
+        var codes = [UInt32](repeating: 0, count: 257)
+        for len in 1...30 {
+            for k in 0..<t.count[len] { codes[t.symbols[t.offset[len] + k]] = t.first[len] + UInt32(k) }
+        }
+        var out: [UInt8] = [], acc: UInt64 = 0, n = 0
+        for b in s {
+            acc = acc << UInt64(lengths[Int(b)]) | UInt64(codes[Int(b)])
+            n += Int(lengths[Int(b)])
+            while n >= 8 { out.append(UInt8(acc >> UInt64(n - 8) & 0xFF)); n -= 8 }
+            acc &= (1 << UInt64(n)) - 1
+        }
+        if n > 0 { out.append(UInt8((acc << UInt64(8 - n)) & 0xFF) | UInt8((1 << (8 - n)) - 1)) }
+        return out
+    }
+
     static func decode(_ bytes: ArraySlice<UInt8>) throws -> [UInt8] {
         let t = tables
         var out: [UInt8] = []

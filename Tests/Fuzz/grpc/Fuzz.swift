@@ -37,7 +37,7 @@ public func fuzzGRPC(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         _ = try? d.decode(rest.reversed()[...])
         if let s = try? Huffman.decode(rest[...]) {
             // Whatever decodes is bytes; encode them back with the canonical code and decode again.
-            if (try? Huffman.decode(encode(s)[...])) != s { fatalError("Huffman round trip failed for \(s)") }
+            if (try? Huffman.decode(Huffman.encode(s)[...])) != s { fatalError("Huffman round trip failed for \(s)") }
         }
     default:
         for m in [EtcdProto.txnResponse, EtcdProto.rangeResponse, EtcdProto.txnRequest] {
@@ -52,25 +52,4 @@ public func fuzzGRPC(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         _ = try? WatchMessage(protobuf: rest)
     }
     return 0
-}
-
-/// The canonical Huffman code from the lengths (as the decoder builds it).
-func encode(_ s: [UInt8]) -> [UInt8] {
-    let lengths = Huffman.lengths
-    let order = (0..<257).sorted { (lengths[$0], $0) < (lengths[$1], $1) }
-    var codes = [UInt64](repeating: 0, count: 257)
-    var code: UInt64 = 0
-    for (i, sym) in order.enumerated() {
-        if i > 0 { code = (code + 1) << UInt64(lengths[sym] - lengths[order[i - 1]]) }
-        codes[sym] = code
-    }
-    var out: [UInt8] = [], acc: UInt64 = 0, n = 0
-    for b in s {
-        acc = acc << UInt64(lengths[Int(b)]) | codes[Int(b)]
-        n += Int(lengths[Int(b)])
-        while n >= 8 { out.append(UInt8(acc >> UInt64(n - 8) & 0xFF)); n -= 8 }
-        acc &= (1 << UInt64(n)) - 1
-    }
-    if n > 0 { out.append(UInt8((acc << UInt64(8 - n)) & 0xFF) | UInt8((1 << (8 - n)) - 1)) }
-    return out
 }
