@@ -318,8 +318,8 @@ public final class UnixHTTPConnection {
         if fd >= 0 { _ = shutdown(fd, Int32(SHUT_RDWR)) } else { stream?.close() }
     }
 
-    /// Writes `bytes` as they are, connecting first (a protocol other than HTTP/1.1 on the same connection: etcd's
-    /// gRPC watch speaks HTTP/2 over it, BerthStore/Etcd/EtcdGRPC.swift).
+    /// Writes `bytes` as they are, connecting first (a protocol other than HTTP/1.1 on the same connection: the etcd
+    /// engine's gRPC speaks HTTP/2 over it, BerthStore/Etcd/GRPC.swift).
     public func writeRaw(_ bytes: [UInt8]) throws {
         if !connected { try connect() }
         try writeAll(bytes)

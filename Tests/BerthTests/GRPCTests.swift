@@ -168,4 +168,116 @@ final class GRPCTests: XCTestCase {
         let g = GRPCConnection(UnixHTTPConnection(endpoint: .tcp(host: "127.0.0.1", port: 1), timeoutSeconds: 1) { Canned(ok) }, authority: "test", secure: false)
         XCTAssertEqual(try g.unary("/etcdserverpb.KV/Txn", metadata: [], message: []), [0x10, 0x01])
     }
+
+    /// A fake etcd on loopback that answers calls with an empty message and status 0, except those `drop` names (by
+    /// their order, from 1): it reads the whole request and closes the connection without an answer. It counts the
+    /// requests it received whole.
+    final class FakeEtcd: @unchecked Sendable {
+        let port = freeLoopbackPort()
+        private let fd: Int32
+        private let lock = NSLock()
+        private var received = 0
+        var requests: Int { lock.withLock { received } }
+
+        init(drop: Set<Int>) throws {
+            fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = in_port_t(UInt16(port).bigEndian)
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            guard rc == 0, listen(fd, 4) == 0 else { throw NSError(domain: "FakeEtcd", code: 1) }
+            Thread.detachNewThread { [self] in
+                while true {
+                    let c = accept(fd, nil, nil)
+                    if c < 0 { return }
+                    serve(c, drop)
+                }
+            }
+        }
+
+        deinit { close(fd) }
+
+        private func serve(_ c: Int32, _ drop: Set<Int>) {
+            defer { close(c) }
+            let settings = GRPCConnection.frame(type: 0x4, flags: 0, stream: 0, [])
+            _ = settings.withUnsafeBytes { send(c, $0.baseAddress!, $0.count, Int32(MSG_NOSIGNAL)) }
+            var buf: [UInt8] = [], skipped = false
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = chunk.withUnsafeMutableBytes { recv(c, $0.baseAddress!, 65536, 0) }
+                if n <= 0 { return }
+                buf += chunk[0..<n]
+                if !skipped { guard buf.count >= 24 else { continue }; buf.removeFirst(24); skipped = true }
+                while buf.count >= 9 {
+                    let len = Int(buf[0]) << 16 | Int(buf[1]) << 8 | Int(buf[2])
+                    guard buf.count >= 9 + len else { break }
+                    let type = buf[3], flags = buf[4], stream = Int(buf[5] & 0x7F) << 24 | Int(buf[6]) << 16 | Int(buf[7]) << 8 | Int(buf[8])
+                    buf.removeFirst(9 + len)
+                    guard type == 0x0, flags & 0x1 != 0 else { continue }  // a request ends with DATA and END_STREAM
+                    let nth = lock.withLock { received += 1; return received }
+                    if drop.contains(nth) { return }
+                    let answer = GRPCConnection.frame(type: 0x1, flags: 0x4, stream: stream, [0x88])
+                        + GRPCConnection.frame(type: 0x0, flags: 0, stream: stream, GRPCConnection.grpcMessage([]))
+                        + GRPCConnection.frame(type: 0x1, flags: 0x5, stream: stream, [0x00, 0x0B] + Array("grpc-status".utf8) + [0x01, 0x30])
+                    _ = answer.withUnsafeBytes { send(c, $0.baseAddress!, $0.count, Int32(MSG_NOSIGNAL)) }
+                }
+            }
+        }
+    }
+
+    /// On a kept connection that fails after the request was sent, a read is sent again on a new connection; a
+    /// write is not (etcd may have applied it): it fails as UNAVAILABLE with its outcome unknown, and etcd received
+    /// it once. Before, the gRPC transport sent such a write again.
+    func testAWriteWhoseAnswerIsLostIsNotSentAgain() throws {
+        let reads = try FakeEtcd(drop: [2])
+        let client = try EtcdClient(EtcdSettings(endpoints: ["http://127.0.0.1:\(reads.port)"], site: "t", timeoutSeconds: 2))
+        _ = try client.range(Array("k".utf8), [], revision: 0)
+        _ = try client.range(Array("k".utf8), [], revision: 0)  // dropped, then asked again on a new connection
+        XCTAssertEqual(reads.requests, 3)
+
+        let writes = try FakeEtcd(drop: [2])
+        let w = try EtcdClient(EtcdSettings(endpoints: ["http://127.0.0.1:\(writes.port)"], site: "t", timeoutSeconds: 2))
+        _ = try w.txn(compares: [], operations: [EtcdClient.put(Array("k".utf8), [1])])
+        XCTAssertThrowsError(try w.txn(compares: [], operations: [EtcdClient.put(Array("k".utf8), [2])])) { e in
+            XCTAssertEqual((e as? BerthError)?.status, .unavailable, "\(e)")
+            XCTAssertTrue("\(e)".contains("outcome of this write is unknown"), "\(e)")
+        }
+        XCTAssertEqual(writes.requests, 2, "the write etcd may have applied was sent once")
+    }
+
+    /// What etcd says it did not act on (GOAWAY past the stream, REFUSED_STREAM) is marked so; other resets are not.
+    /// Out-of-range settings and an HPACK table over 4096 bytes are errors.
+    func testWhatEtcdDidNotProcessIsKnown() throws {
+        final class Canned: ByteStream {
+            var chunks: [[UInt8]]
+            init(_ chunks: [[UInt8]]) { self.chunks = chunks }
+            func write(_ bytes: [UInt8]) throws {}
+            func read(timeoutSeconds: Int) throws -> [UInt8] { chunks.isEmpty ? [] : chunks.removeFirst() }
+            func close() {}
+        }
+        func call(_ chunks: [[UInt8]]) -> Error? {
+            let g = GRPCConnection(UnixHTTPConnection(endpoint: .tcp(host: "127.0.0.1", port: 1), timeoutSeconds: 1) { Canned(chunks) },
+                                   authority: "t", secure: false)
+            if case .failure(let e) = Result(catching: { try g.unary("/etcdserverpb.KV/Txn", metadata: [], message: []) }) { return e }
+            return nil
+        }
+        let goaway = GRPCConnection.frame(type: 0x7, flags: 0, stream: 0, [0, 0, 0, 0, 0, 0, 0, 0])
+        XCTAssertEqual((call([goaway]) as? GRPCConnection.Ended)?.unprocessed, true)
+        XCTAssertEqual((call([GRPCConnection.frame(type: 0x3, flags: 0, stream: 1, [0, 0, 0, 7])]) as? GRPCConnection.Ended)?.unprocessed, true)
+        XCTAssertEqual((call([GRPCConnection.frame(type: 0x3, flags: 0, stream: 1, [0, 0, 0, 2])]) as? GRPCConnection.Ended)?.unprocessed, false)
+        let tinyFrames = GRPCConnection.frame(type: 0x4, flags: 0, stream: 0, [0, 5, 0, 0, 0, 1])
+        XCTAssertTrue("\(call([tinyFrames]).map { "\($0)" } ?? "")".contains("frame size of 1"))
+        let hugeWindow = GRPCConnection.frame(type: 0x4, flags: 0, stream: 0, [0, 4, 0x80, 0, 0, 0])
+        XCTAssertTrue("\(call([hugeWindow]).map { "\($0)" } ?? "")".contains("initial window"))
+        var d = HPACKDecoder()
+        XCTAssertThrowsError(try d.decode([0x3F, 0xE2, 0x1F][...]), "a table size update to 4097")
+        XCTAssertNoThrow(try d.decode([0x3F, 0xE1, 0x1F][...]), "to 4096")
+        // A trailers-only answer without grpc-status (a proxy's) names what it was.
+        let proxy = GRPCConnection.frame(type: 0x1, flags: 0x5, stream: 1, [0x8E])  // :status 500 (static entry 14)
+        let said = call([proxy]).map { "\($0)" } ?? ""
+        XCTAssertTrue(said.contains("without a gRPC status (HTTP 500)"), said)
+    }
 }

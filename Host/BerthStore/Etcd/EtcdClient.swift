@@ -1,5 +1,6 @@
-// The etcd engine's transport: etcd v3's JSON gateway (HTTP/1.1 POST of JSON to /v3/kv/range and /v3/kv/txn on the
-// client port, keys and values base64, int64 as strings) over BerthWire's small keep-alive HTTP client.
+// The etcd engine's client: Range and Txn over etcd's gRPC (GRPC.swift, EtcdProto.swift) unless store.transport says
+// "gateway", and everything else through etcd v3's JSON gateway (HTTP/1.1 POST of JSON on the client port, keys and
+// values base64, int64 as strings) over BerthWire's small keep-alive HTTP client.
 import BerthWire
 import NIOSSL
 import Synchronization
@@ -85,6 +86,8 @@ final class EtcdClient {
     /// Which endpoints are https://, and the TLS context they share.
     private let secure: [Bool]
     private let tlsContext: NIOSSLContext?
+    /// The same for gRPC (ALPN "h2"), made on the first gRPC connection over TLS.
+    private var h2Context: NIOSSLContext?
 
     /// A connection to endpoint `i`: a socket, or a TLS stream for an https:// endpoint (the watch makes its own).
     func connection(_ i: Int) -> UnixHTTPConnection {
@@ -103,9 +106,12 @@ final class EtcdClient {
         guard secure[i], case .tcp(let host, let port) = endpoints[i] else {
             return (UnixHTTPConnection(endpoint: endpoints[i], timeoutSeconds: settings.timeoutSeconds), false)
         }
-        var configuration = try (settings.tls ?? EtcdTLSFiles()).configuration()
-        configuration.applicationProtocols = ["h2"]
-        let ctx = try NIOSSLContext(configuration: configuration)
+        if h2Context == nil {
+            var configuration = try (settings.tls ?? EtcdTLSFiles()).configuration()
+            configuration.applicationProtocols = ["h2"]
+            h2Context = try NIOSSLContext(configuration: configuration)
+        }
+        let ctx = h2Context!
         let timeout = settings.timeoutSeconds
         return (UnixHTTPConnection(endpoint: endpoints[i], timeoutSeconds: timeout) {
             try TLSByteStream(host: host, port: port, context: ctx, timeoutSeconds: timeout)
@@ -234,7 +240,7 @@ final class EtcdClient {
 
     /// One request on the current endpoint: etcd's Range and Txn over gRPC (unless `settings.grpc` is off), the rest
     /// through the gateway. The answer is in the gateway's JSON either way.
-    private func exchange(_ path: String, method: String, json: () -> JSON, protobuf: GRPCBody?) throws -> JSON {
+    private func exchange(_ path: String, idempotent: Bool, method: String, json: () -> JSON, protobuf: GRPCBody?) throws -> JSON {
         guard settings.grpc, let m = EtcdProto.method(path) else {
             let r = try conn.request(method, path, body: method == "GET" ? nil : json().bytes, headers: token.map { [("Authorization", $0)] } ?? [])
             let j = try r.json()
@@ -251,20 +257,27 @@ final class EtcdClient {
             g = GRPCConnection(c, authority: endpoints[current].description, secure: secure)
             rpc = g
         }
-        func once() throws -> [UInt8] {
-            do {
-                return try g.unary(m.grpc, metadata: token.map { [("token", $0)] } ?? [], message: message)
-            } catch let e as GRPCConnection.Ended {
-                throw WireError(.io, e.description)
-            }
+        let metadata = token.map { [("token", $0)] } ?? []
+        /// The stream's end (not etcd's status) as the gateway's client reports its failures: one etcd certainly did
+        /// not act on as "unreachable" (a write may go to the next endpoint), any other as I/O (a write's outcome is
+        /// unknown).
+        func failure(_ e: GRPCConnection.Ended) -> WireError { WireError(e.unprocessed ? .unreachable : .io, e.description) }
+        /// The call on a new connection.
+        func again() throws -> [UInt8] {
+            g.close()
+            do { return try g.unary(m.grpc, metadata: metadata, message: message) } catch let e as GRPCConnection.Ended { throw failure(e) }
         }
         do {
+            // Sent again, once: a read whose kept connection failed (as the gateway's client does), or a write etcd
+            // certainly did not act on. Any other write's outcome is unknown.
             let reused = g.isUsable
             let answer: [UInt8]
-            do { answer = try once() } catch let e as WireError where reused && e.kind == .io {
-                // As the gateway's client does: a kept connection the member closed is opened again, once.
-                g.close()
-                answer = try once()
+            do { answer = try g.unary(m.grpc, metadata: metadata, message: message) } catch let e as GRPCConnection.Ended where (idempotent && reused) || e.unprocessed {
+                answer = try again()
+            } catch let e as GRPCConnection.Ended {
+                throw failure(e)
+            } catch let e as WireError where idempotent && reused && e.kind == .io {
+                answer = try again()
             }
             return try (protobuf?.answer ?? m.response).decode(answer[...])
         } catch let s as GRPCStatus {
@@ -285,7 +298,7 @@ final class EtcdClient {
             default: others.add(1, ordering: .relaxed)
             }
             do {
-                return try exchange(path, method: method, json: json, protobuf: protobuf)
+                return try exchange(path, idempotent: idempotent, method: method, json: json, protobuf: protobuf)
             } catch let e as WireError {
                 lastError = "\(endpoints[current].description): \(e.message)"
                 conn.close()

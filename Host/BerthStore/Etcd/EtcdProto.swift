@@ -1,7 +1,8 @@
 // etcd's protobuf messages, for the gRPC transport (GRPC.swift): the wire format, and the few messages the engine
-// sends and reads, described by field tables rather than generated code. Requests are built as the JSON gateway
-// takes them (EtcdClient's helpers, snake_case names, bytes in base64, int64 as strings) and answers are given back
-// in the gateway's shape, so the engine has one request language whichever transport carries it.
+// sends and reads, described by field tables rather than generated code. A Txn's parts are typed (EtcdTxnPart) and
+// encoded straight to protobuf or to the gateway's JSON; other requests are built as the JSON gateway takes them
+// (snake_case names, bytes in base64, int64 as strings) and transcoded through the tables, and answers are given back
+// in the gateway's shape, so the engine reads one answer language whichever transport carries it.
 import BerthWire
 
 /// Protocol buffers' wire format, as far as etcd's messages need it.

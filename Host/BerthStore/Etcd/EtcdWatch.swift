@@ -1,6 +1,7 @@
 // Tells a berthd when any berthd of the site appended events: a background thread holding one etcd v3 Watch on the
-// site's event prefix (R + "ev/") through the JSON gateway (POST /v3/watch, answered as a chunked stream of JSON lines).
-// The same watch, on the key-value prefix and with its changes, keeps the engine's local copy current (EtcdMirror).
+// site's event prefix (R + "ev/"), a gRPC stream (GRPC.swift) or, when that is not established or not wanted, the JSON
+// gateway's (POST /v3/watch, a chunked stream of JSON lines). The same watch, on the key-value prefix and with its
+// changes, keeps the engine's local copy current (EtcdMirror).
 import BerthWire
 import Foundation
 
@@ -246,7 +247,7 @@ public final class EtcdWatch: @unchecked Sendable {
     /// How a gRPC watch that etcd did not establish fails (the JSON gateway is then asked).
     static let notEstablished = "etcd did not establish the gRPC watch"
 
-    /// One watch over etcd's gRPC Watch (EtcdGRPC.swift).
+    /// One watch over etcd's gRPC Watch (GRPC.swift).
     private func watchOnceGRPC(_ e: HTTPEndpoint, _ index: Int, from next: inout Int64, missed: inout Bool, established: () -> Void) -> End {
         let conn: UnixHTTPConnection, secure: Bool, auth: [(String, String)]
         do {

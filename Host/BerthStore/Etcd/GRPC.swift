@@ -22,6 +22,9 @@ final class GRPCConnection {
     /// How a stream ended without a gRPC status (a reset, the connection's end, GOAWAY).
     struct Ended: Error, CustomStringConvertible {
         var description: String
+        /// etcd certainly did not act on the request: it was not sent whole, or etcd said so (GOAWAY past it,
+        /// REFUSED_STREAM). Only such a write may be sent again.
+        var unprocessed = false
     }
 
     let conn: UnixHTTPConnection
@@ -43,6 +46,8 @@ final class GRPCConnection {
     private var data: [Int: [UInt8]] = [:]
     private var trailers: [Int: [(String, String)]] = [:]
     private var ended: [Int: String] = [:]
+    /// Streams etcd said it did not process (see `Ended.unprocessed`).
+    private var unprocessed: Set<Int> = []
     private var hpack = HPACKDecoder()
     /// The connection was ended by the peer (GOAWAY); no new stream may start on it.
     private var goingAway: String?
@@ -51,6 +56,8 @@ final class GRPCConnection {
     static let window = 1 << 30
     /// The largest message taken (the engine reads in pages of 1,000 keys; etcd's own request limit is 1.5 MiB).
     static let maxMessage = 256 << 20
+    /// The largest header block taken (etcd's are a few hundred bytes).
+    static let maxHeaderBlock = 64 << 10
 
     init(_ conn: UnixHTTPConnection, authority: String, secure: Bool) {
         self.conn = conn
@@ -86,6 +93,7 @@ final class GRPCConnection {
         data = [:]
         trailers = [:]
         ended = [:]
+        unprocessed = []
         unacknowledged = [:]
         unacknowledgedConnection = 0
         hpack = HPACKDecoder()
@@ -107,14 +115,28 @@ final class GRPCConnection {
         let headers = [(":method", "POST"), (":scheme", secure ? "https" : "http"), (":path", path), (":authority", authority),
                        ("content-type", "application/grpc"), ("te", "trailers")] + metadata
         for (name, value) in headers { HPACKDecoder.literal(name, value, into: &block) }
-        // HEADERS (END_HEADERS) and the first DATA in one write.
-        try send(id, Self.grpcMessage(message), last: last, after: Self.frame(type: 0x1, flags: 0x4, stream: id, block))
+        // HEADERS, and CONTINUATION frames when the block is over the peer's frame size (the last with
+        // END_HEADERS), then the first DATA, in one write.
+        var frames: [UInt8] = []
+        var off = 0
+        repeat {
+            let n = min(peerMaxFrame, block.count - off), end = off + n == block.count
+            frames += Self.frame(type: off == 0 ? 0x1 : 0x9, flags: end ? 0x4 : 0, stream: id, Array(block[off..<(off + n)]))
+            off += n
+        } while off < block.count
+        try send(id, Self.grpcMessage(message), last: last, after: frames)
         return id
     }
 
     /// One unary call: the response message, or the call's gRPC status when it is not OK (GRPCStatus).
     func unary(_ path: String, metadata: [(String, String)], message: [UInt8]) throws -> [UInt8] {
-        let id = try open(path, metadata: metadata, message: message, last: true)
+        let id: Int
+        do { id = try open(path, metadata: metadata, message: message, last: true) } catch let e as WireError where e.kind != .unreachable {
+            throw Ended(description: e.message, unprocessed: true)  // not sent whole: etcd cannot have acted on it
+        } catch var e as Ended {
+            e.unprocessed = true
+            throw e
+        }
         defer { forget(id) }
         var response: [UInt8]?
         while true {
@@ -122,12 +144,20 @@ final class GRPCConnection {
             if let t = trailers[id] {
                 let code = Int(t.first { $0.0 == "grpc-status" }?.1 ?? "") ?? -1
                 if code == 0, let response { return response }
-                let message = Self.percentDecoded(t.first { $0.0 == "grpc-message" }?.1 ?? "")
-                throw GRPCStatus(code: code, message: code == 0 ? "etcd answered without a message" : message)
+                throw Self.status(t, code: code, answered: response != nil)
             }
-            if let why = ended[id] { throw Ended(description: why) }
+            if let why = ended[id] { throw Ended(description: why, unprocessed: unprocessed.contains(id)) }
             try readFrame()
         }
+    }
+
+    /// The call's status from its trailers, with words when etcd gave none (a proxy's answer, grpc-go's own codes).
+    private static func status(_ t: [(String, String)], code: Int, answered: Bool) -> GRPCStatus {
+        let message = percentDecoded(t.first { $0.0 == "grpc-message" }?.1 ?? "")
+        if code == 0 { return GRPCStatus(code: 0, message: "etcd answered without a message") }
+        if !message.isEmpty { return GRPCStatus(code: code, message: message) }
+        if code < 0 { return GRPCStatus(code: code, message: "the call ended without a gRPC status (HTTP \(t.first { $0.0 == ":status" }?.1 ?? "?"))") }
+        return GRPCStatus(code: code, message: "gRPC status \(code)")
     }
 
     /// The next message of stream `id`; throws `Ended` (or the call's GRPCStatus) when the stream ends, and the
@@ -135,10 +165,7 @@ final class GRPCConnection {
     func next(_ id: Int) throws -> [UInt8] {
         while true {
             if let m = try take(id) { return m }
-            if let t = trailers[id] {
-                let code = Int(t.first { $0.0 == "grpc-status" }?.1 ?? "") ?? -1
-                throw GRPCStatus(code: code, message: Self.percentDecoded(t.first { $0.0 == "grpc-message" }?.1 ?? "the call ended"))
-            }
+            if let t = trailers[id] { throw Self.status(t, code: Int(t.first { $0.0 == "grpc-status" }?.1 ?? "") ?? -1, answered: false) }
             if let why = ended[id] { throw Ended(description: why) }
             try readFrame()
         }
@@ -148,6 +175,7 @@ final class GRPCConnection {
         data[id] = nil
         trailers[id] = nil
         ended[id] = nil
+        unprocessed.remove(id)
         streamSendWindow[id] = nil
         unacknowledged[id] = nil
     }
@@ -168,10 +196,17 @@ final class GRPCConnection {
     private func send(_ id: Int, _ bytes: [UInt8], last: Bool, after frames: [UInt8] = []) throws {
         var off = 0
         var pending = frames
+        var waitingSince: UInt64?
         repeat {
             let room = min(sendWindow, streamSendWindow[id] ?? 0, peerMaxFrame)
             if room <= 0 && off < bytes.count {
                 if !pending.isEmpty { try conn.writeRaw(pending); pending = [] }
+                // A peer that keeps the window shut while it sends other frames (PINGs) is given the read timeout.
+                let now = monotonicNanos()
+                if now - (waitingSince ?? now) > UInt64(max(conn.timeoutSeconds, 1)) * 1_000_000_000 {
+                    throw WireError(.io, "timed out waiting for \(conn.endpoint.description) to take more of the request (HTTP/2 flow control)")
+                }
+                waitingSince = waitingSince ?? now
                 try readFrame()  // a WINDOW_UPDATE, in time
                 // The call ended while it was being sent (etcd refused a message over its limit): the caller reads
                 // its status.
@@ -203,34 +238,41 @@ final class GRPCConnection {
         switch type {
         case 0x0:  // DATA (padding, when flagged, is the first byte's count at the end)
             if flags & 0x8 != 0, let pad = payload.first { payload = payload.dropFirst().dropLast(Int(pad)) }
-            if data[stream] != nil || streamSendWindow[stream] != nil { data[stream, default: []] += payload }
+            let known = streamSendWindow[stream] != nil  // a stream of ours still open (not one already forgotten)
+            if known { data[stream, default: []] += payload }
             try acknowledge(stream, length)
-            if flags & 0x1 != 0 { ended[stream] = ended[stream] ?? "etcd ended the gRPC call without its status" }
+            if known && flags & 0x1 != 0 { ended[stream] = ended[stream] ?? "etcd ended the gRPC call without its status" }
         case 0x1:  // HEADERS: the response's, or its trailers when they end the stream
             var block = payload
             if flags & 0x8 != 0, let pad = block.first { block = block.dropFirst().dropLast(Int(pad)) }
             if flags & 0x20 != 0 { block = block.dropFirst(5) }  // PRIORITY
-            while flags & 0x4 == 0 {  // CONTINUATION frames follow until END_HEADERS
-                let (more, endHeaders) = try continuation()
+            while flags & 0x4 == 0 {  // CONTINUATION frames of the same stream follow until END_HEADERS
+                let (more, endHeaders) = try continuation(stream)
                 block += more
+                if block.count > Self.maxHeaderBlock { throw Ended(description: "etcd sent a header block over \(Self.maxHeaderBlock) bytes") }
                 if endHeaders { break }
             }
-            let fields = try hpack.decode(block)
+            let fields = try hpack.decode(block)  // decoded even for a stream not ours: HPACK's state is the connection's
+            guard streamSendWindow[stream] != nil else { break }
             if flags & 0x1 != 0 {
                 trailers[stream] = fields
             } else if let status = fields.first(where: { $0.0 == ":status" })?.1, status != "200" {
                 ended[stream] = "etcd answered HTTP \(status) to a gRPC call"
             }
-        case 0x3:  // RST_STREAM
-            ended[stream] = "etcd reset the gRPC stream (HTTP/2 error \(Self.u32(payload)))"
+        case 0x3 where streamSendWindow[stream] != nil:  // RST_STREAM; REFUSED_STREAM (7): etcd did not act on it
+            let code = Self.u32(payload)
+            ended[stream] = "etcd reset the gRPC stream (HTTP/2 error \(code))"
+            if code == 7 { unprocessed.insert(stream) }
         case 0x4 where flags & 0x1 == 0:  // SETTINGS, not an ACK: applied and acknowledged
             var p = payload
             while p.count >= 6 {
                 let id = Int(p[p.startIndex]) << 8 | Int(p[p.startIndex + 1]), value = Self.u32(p.dropFirst(2))
                 if id == 0x4 {
+                    guard value <= 0x7FFF_FFFF else { throw Ended(description: "etcd set an initial window of \(value), over HTTP/2's 2^31-1") }
                     for s in streamSendWindow.keys { streamSendWindow[s, default: 0] += value - peerInitialWindow }
                     peerInitialWindow = value
                 } else if id == 0x5 {
+                    guard (16_384...16_777_215).contains(value) else { throw Ended(description: "etcd set a frame size of \(value), outside HTTP/2's 16384 to 2^24-1") }
                     peerMaxFrame = value
                 }
                 p = p.dropFirst(6)
@@ -242,7 +284,10 @@ final class GRPCConnection {
             let last = Self.u32(payload) & 0x7FFF_FFFF
             let why = "etcd closed the HTTP/2 connection (GOAWAY, error \(Self.u32(payload.dropFirst(4))))"
             goingAway = why
-            for s in streamSendWindow.keys where s > last { ended[s] = why }
+            for s in streamSendWindow.keys where s > last {
+                ended[s] = why
+                unprocessed.insert(s)
+            }
         case 0x8:  // WINDOW_UPDATE
             let n = Self.u32(payload) & 0x7FFF_FFFF
             if stream == 0 { sendWindow += n } else if streamSendWindow[stream] != nil { streamSendWindow[stream, default: 0] += n }
@@ -250,10 +295,13 @@ final class GRPCConnection {
         }
     }
 
-    private func continuation() throws -> (ArraySlice<UInt8>, Bool) {
+    private func continuation(_ stream: Int) throws -> (ArraySlice<UInt8>, Bool) {
         while inbox.count - start < 9 { try fill() }
         let length = Int(inbox[start]) << 16 | Int(inbox[start + 1]) << 8 | Int(inbox[start + 2])
-        guard inbox[start + 3] == 0x9, length <= 16_384 else { throw Ended(description: "etcd broke HTTP/2 (a header block without its CONTINUATION)") }
+        let id = (Int(inbox[start + 5]) & 0x7F) << 24 | Int(inbox[start + 6]) << 16 | Int(inbox[start + 7]) << 8 | Int(inbox[start + 8])
+        guard inbox[start + 3] == 0x9, id == stream, length <= 16_384 else {
+            throw Ended(description: "etcd broke HTTP/2 (a header block without its CONTINUATION)")
+        }
         let endHeaders = inbox[start + 4] & 0x4 != 0
         while inbox.count - start < 9 + length { try fill() }
         let payload = inbox[(start + 9)..<(start + 9 + length)]
@@ -338,8 +386,9 @@ struct HPACKDecoder {
                 let f = try literal(block, &i, prefix: 6)
                 add(f)
                 out.append(f)
-            } else if b & 0xE0 == 0x20 {  // dynamic table size update
+            } else if b & 0xE0 == 0x20 {  // dynamic table size update: at most the 4096 a decoder starts with
                 maxSize = Int(try Self.integer(block, &i, prefix: 5))
+                guard maxSize <= 4096 else { throw Malformed() }
                 evict()
             } else {  // literal without indexing / never indexed
                 out.append(try literal(block, &i, prefix: 4))
