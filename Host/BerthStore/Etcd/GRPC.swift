@@ -36,21 +36,29 @@ final class GRPCConnection {
     private var nextStream = 1
     /// What this client may still send: the connection's window, each open stream's, the peer's frame size.
     private var sendWindow = 65_535
-    private var streamSendWindow: [Int: Int] = [:]
     private var peerInitialWindow = 65_535
     private var peerMaxFrame = 16_384
-    /// Bytes received since the receive windows were last opened again.
-    private var unacknowledged: [Int: Int] = [:]
-    private var unacknowledgedConnection = 0
-    /// Per open stream: the gRPC bytes of its DATA not yet taken, its trailers once they came, how it ended.
-    private var data: [Int: [UInt8]] = [:]
-    private var trailers: [Int: [(String, String)]] = [:]
-    private var ended: [Int: String] = [:]
-    /// Streams etcd said it did not process (see `Ended.unprocessed`).
-    private var unprocessed: Set<Int> = []
+    /// Bytes received since the connection's receive window was last opened again.
+    private var unacknowledged = 0
+    /// The streams of this client that are open (a stream not here is not ours, or already forgotten).
+    private var streams: [Int: Stream] = [:]
     private var hpack = HPACKDecoder()
     /// The connection was ended by the peer (GOAWAY); no new stream may start on it.
     private var goingAway: String?
+
+    /// One open stream.
+    private struct Stream {
+        /// What this client may still send on it.
+        var sendWindow: Int
+        /// Bytes received since its receive window was last opened again.
+        var unacknowledged = 0
+        /// The gRPC bytes of its DATA not yet taken, its trailers once they came, how it ended otherwise.
+        var data: [UInt8] = []
+        var trailers: [(String, String)]?
+        var ended: String?
+        /// etcd said it did not process it (see `Ended.unprocessed`).
+        var unprocessed = false
+    }
 
     /// The windows this client opens: etcd may send this much before it waits for a WINDOW_UPDATE.
     static let window = 1 << 30
@@ -89,13 +97,8 @@ final class GRPCConnection {
         sendWindow = 65_535
         peerInitialWindow = 65_535
         peerMaxFrame = 16_384
-        streamSendWindow = [:]
-        data = [:]
-        trailers = [:]
-        ended = [:]
-        unprocessed = []
-        unacknowledged = [:]
-        unacknowledgedConnection = 0
+        streams = [:]
+        unacknowledged = 0
         hpack = HPACKDecoder()
         goingAway = nil
         started = true
@@ -110,7 +113,7 @@ final class GRPCConnection {
         if let goingAway { throw WireError(.io, goingAway) }
         let id = nextStream
         nextStream += 2
-        streamSendWindow[id] = peerInitialWindow
+        streams[id] = Stream(sendWindow: peerInitialWindow)
         var block: [UInt8] = []
         let headers = [(":method", "POST"), (":scheme", secure ? "https" : "http"), (":path", path), (":authority", authority),
                        ("content-type", "application/grpc"), ("te", "trailers")] + metadata
@@ -141,12 +144,12 @@ final class GRPCConnection {
         var response: [UInt8]?
         while true {
             if response == nil, let m = try take(id) { response = m; continue }
-            if let t = trailers[id] {
+            if let t = streams[id]?.trailers {
                 let code = Int(t.first { $0.0 == "grpc-status" }?.1 ?? "") ?? -1
                 if code == 0, let response { return response }
                 throw Self.status(t, code: code, answered: response != nil)
             }
-            if let why = ended[id] { throw Ended(description: why, unprocessed: unprocessed.contains(id)) }
+            if let why = streams[id]?.ended { throw Ended(description: why, unprocessed: streams[id]?.unprocessed ?? false) }
             try readFrame()
         }
     }
@@ -165,29 +168,24 @@ final class GRPCConnection {
     func next(_ id: Int) throws -> [UInt8] {
         while true {
             if let m = try take(id) { return m }
-            if let t = trailers[id] { throw Self.status(t, code: Int(t.first { $0.0 == "grpc-status" }?.1 ?? "") ?? -1, answered: false) }
-            if let why = ended[id] { throw Ended(description: why) }
+            if let t = streams[id]?.trailers { throw Self.status(t, code: Int(t.first { $0.0 == "grpc-status" }?.1 ?? "") ?? -1, answered: false) }
+            if let why = streams[id]?.ended { throw Ended(description: why) }
             try readFrame()
         }
     }
 
     private func forget(_ id: Int) {
-        data[id] = nil
-        trailers[id] = nil
-        ended[id] = nil
-        unprocessed.remove(id)
-        streamSendWindow[id] = nil
-        unacknowledged[id] = nil
+        streams[id] = nil
     }
 
     /// One whole gRPC message of stream `id`, when its bytes are in.
     private func take(_ id: Int) throws -> [UInt8]? {
-        guard let d = data[id], d.count >= 5 else { return nil }
+        guard let d = streams[id]?.data, d.count >= 5 else { return nil }
         if d[0] != 0 { throw Ended(description: "etcd sent a compressed gRPC message, which was not asked for") }
         let n = Int(d[1]) << 24 | Int(d[2]) << 16 | Int(d[3]) << 8 | Int(d[4])
         if n > Self.maxMessage { throw Ended(description: "etcd announced a gRPC message of \(n) bytes, over this client's \(Self.maxMessage)") }
         guard d.count >= 5 + n else { return nil }
-        data[id] = Array(d[(5 + n)...])
+        streams[id]?.data = Array(d[(5 + n)...])
         return Array(d[5..<(5 + n)])
     }
 
@@ -198,7 +196,7 @@ final class GRPCConnection {
         var pending = frames
         var waitingSince: UInt64?
         repeat {
-            let room = min(sendWindow, streamSendWindow[id] ?? 0, peerMaxFrame)
+            let room = min(sendWindow, streams[id]?.sendWindow ?? 0, peerMaxFrame)
             if room <= 0 && off < bytes.count {
                 if !pending.isEmpty { try conn.writeRaw(pending); pending = [] }
                 // A peer that keeps the window shut while it sends other frames (PINGs) is given the read timeout.
@@ -210,7 +208,7 @@ final class GRPCConnection {
                 try readFrame()  // a WINDOW_UPDATE, in time
                 // The call ended while it was being sent (etcd refused a message over its limit): the caller reads
                 // its status.
-                if trailers[id] != nil || ended[id] != nil { return }
+                if streams[id]?.trailers != nil || streams[id]?.ended != nil { return }
                 continue
             }
             let n = min(room, bytes.count - off)
@@ -218,7 +216,7 @@ final class GRPCConnection {
             try conn.writeRaw(pending + Self.frame(type: 0x0, flags: end && last ? 0x1 : 0, stream: id, Array(bytes[off..<(off + n)])))
             pending = []
             sendWindow -= n
-            streamSendWindow[id, default: 0] -= n
+            streams[id]?.sendWindow -= n
             off += n
         } while off < bytes.count
     }
@@ -238,10 +236,9 @@ final class GRPCConnection {
         switch type {
         case 0x0:  // DATA (padding, when flagged, is the first byte's count at the end)
             if flags & 0x8 != 0, let pad = payload.first { payload = payload.dropFirst().dropLast(Int(pad)) }
-            let known = streamSendWindow[stream] != nil  // a stream of ours still open (not one already forgotten)
-            if known { data[stream, default: []] += payload }
+            streams[stream]?.data += payload
             try acknowledge(stream, length)
-            if known && flags & 0x1 != 0 { ended[stream] = ended[stream] ?? "etcd ended the gRPC call without its status" }
+            if flags & 0x1 != 0, streams[stream]?.ended == nil { streams[stream]?.ended = "etcd ended the gRPC call without its status" }
         case 0x1:  // HEADERS: the response's, or its trailers when they end the stream
             var block = payload
             if flags & 0x8 != 0, let pad = block.first { block = block.dropFirst().dropLast(Int(pad)) }
@@ -253,23 +250,23 @@ final class GRPCConnection {
                 if endHeaders { break }
             }
             let fields = try hpack.decode(block)  // decoded even for a stream not ours: HPACK's state is the connection's
-            guard streamSendWindow[stream] != nil else { break }
+            guard streams[stream] != nil else { break }
             if flags & 0x1 != 0 {
-                trailers[stream] = fields
+                streams[stream]?.trailers = fields
             } else if let status = fields.first(where: { $0.0 == ":status" })?.1, status != "200" {
-                ended[stream] = "etcd answered HTTP \(status) to a gRPC call"
+                streams[stream]?.ended = "etcd answered HTTP \(status) to a gRPC call"
             }
-        case 0x3 where streamSendWindow[stream] != nil:  // RST_STREAM; REFUSED_STREAM (7): etcd did not act on it
+        case 0x3 where streams[stream] != nil:  // RST_STREAM; REFUSED_STREAM (7): etcd did not act on it
             let code = Self.u32(payload)
-            ended[stream] = "etcd reset the gRPC stream (HTTP/2 error \(code))"
-            if code == 7 { unprocessed.insert(stream) }
+            streams[stream]?.ended = "etcd reset the gRPC stream (HTTP/2 error \(code))"
+            if code == 7 { streams[stream]?.unprocessed = true }
         case 0x4 where flags & 0x1 == 0:  // SETTINGS, not an ACK: applied and acknowledged
             var p = payload
             while p.count >= 6 {
                 let id = Int(p[p.startIndex]) << 8 | Int(p[p.startIndex + 1]), value = Self.u32(p.dropFirst(2))
                 if id == 0x4 {
                     guard value <= 0x7FFF_FFFF else { throw Ended(description: "etcd set an initial window of \(value), over HTTP/2's 2^31-1") }
-                    for s in streamSendWindow.keys { streamSendWindow[s, default: 0] += value - peerInitialWindow }
+                    for s in streams.keys { streams[s]?.sendWindow += value - peerInitialWindow }
                     peerInitialWindow = value
                 } else if id == 0x5 {
                     guard (16_384...16_777_215).contains(value) else { throw Ended(description: "etcd set a frame size of \(value), outside HTTP/2's 16384 to 2^24-1") }
@@ -284,13 +281,13 @@ final class GRPCConnection {
             let last = Self.u32(payload) & 0x7FFF_FFFF
             let why = "etcd closed the HTTP/2 connection (GOAWAY, error \(Self.u32(payload.dropFirst(4))))"
             goingAway = why
-            for s in streamSendWindow.keys where s > last {
-                ended[s] = why
-                unprocessed.insert(s)
+            for s in streams.keys where s > last {
+                streams[s]?.ended = why
+                streams[s]?.unprocessed = true
             }
         case 0x8:  // WINDOW_UPDATE
             let n = Self.u32(payload) & 0x7FFF_FFFF
-            if stream == 0 { sendWindow += n } else if streamSendWindow[stream] != nil { streamSendWindow[stream, default: 0] += n }
+            if stream == 0 { sendWindow += n } else { streams[stream]?.sendWindow += n }
         default: break  // PRIORITY, unknown types
         }
     }
@@ -311,18 +308,19 @@ final class GRPCConnection {
 
     /// Opens the windows again for what was received, once half of them is used.
     private func acknowledge(_ stream: Int, _ n: Int) throws {
-        unacknowledgedConnection += n
+        unacknowledged += n
         var out: [UInt8] = []
-        if unacknowledgedConnection >= Self.window / 2 {
-            out += Self.frame(type: 0x8, flags: 0, stream: 0, Self.be32(unacknowledgedConnection))
-            unacknowledgedConnection = 0
+        if unacknowledged >= Self.window / 2 {
+            out += Self.frame(type: 0x8, flags: 0, stream: 0, Self.be32(unacknowledged))
+            unacknowledged = 0
         }
-        if streamSendWindow[stream] != nil {
-            unacknowledged[stream, default: 0] += n
-            if let u = unacknowledged[stream], u >= Self.window / 2 {
-                out += Self.frame(type: 0x8, flags: 0, stream: stream, Self.be32(u))
-                unacknowledged[stream] = 0
+        if var st = streams[stream] {
+            st.unacknowledged += n
+            if st.unacknowledged >= Self.window / 2 {
+                out += Self.frame(type: 0x8, flags: 0, stream: stream, Self.be32(st.unacknowledged))
+                st.unacknowledged = 0
             }
+            streams[stream] = st
         }
         if !out.isEmpty { try conn.writeRaw(out) }
     }
