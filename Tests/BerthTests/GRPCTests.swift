@@ -6,6 +6,15 @@ import BerthWire
 import Foundation
 import XCTest
 
+/// A peer's answer, given back in the chunks it is made of, then the end of the stream (writes are dropped).
+private final class Canned: ByteStream {
+    var chunks: [[UInt8]]
+    init(_ chunks: [[UInt8]]) { self.chunks = chunks }
+    func write(_ bytes: [UInt8]) throws {}
+    func read(timeoutSeconds: Int) throws -> [UInt8] { chunks.isEmpty ? [] : chunks.removeFirst() }
+    func close() {}
+}
+
 final class GRPCTests: XCTestCase {
     func hex(_ s: String) -> [UInt8] {
         var out: [UInt8] = []
@@ -132,13 +141,6 @@ final class GRPCTests: XCTestCase {
     /// An HTTP/2 peer that answers with garbage, with a frame that is not HTTP/2, or not at all: each call fails with
     /// an error (never a crash, never a hang).
     func testAPeerThatSpeaksNonsenseIsAnError() throws {
-        final class Canned: ByteStream {
-            var chunks: [[UInt8]]
-            init(_ chunks: [[UInt8]]) { self.chunks = chunks }
-            func write(_ bytes: [UInt8]) throws {}
-            func read(timeoutSeconds: Int) throws -> [UInt8] { chunks.isEmpty ? [] : chunks.removeFirst() }
-            func close() {}
-        }
         let settings = GRPCConnection.frame(type: 0x4, flags: 0, stream: 0, [])
         let answers: [(String, [[UInt8]])] = [
             ("nothing", []),
@@ -251,13 +253,6 @@ final class GRPCTests: XCTestCase {
     /// What etcd says it did not act on (GOAWAY past the stream, REFUSED_STREAM) is marked so; other resets are not.
     /// Out-of-range settings and an HPACK table over 4096 bytes are errors.
     func testWhatEtcdDidNotProcessIsKnown() throws {
-        final class Canned: ByteStream {
-            var chunks: [[UInt8]]
-            init(_ chunks: [[UInt8]]) { self.chunks = chunks }
-            func write(_ bytes: [UInt8]) throws {}
-            func read(timeoutSeconds: Int) throws -> [UInt8] { chunks.isEmpty ? [] : chunks.removeFirst() }
-            func close() {}
-        }
         func call(_ chunks: [[UInt8]]) -> Error? {
             let g = GRPCConnection(UnixHTTPConnection(endpoint: .tcp(host: "127.0.0.1", port: 1), timeoutSeconds: 1) { Canned(chunks) },
                                    authority: "t", secure: false)
