@@ -171,7 +171,7 @@ final class GRPCTests: XCTestCase {
         XCTAssertEqual(try g.unary("/etcdserverpb.KV/Txn", metadata: [], message: []), [0x10, 0x01])
     }
 
-    /// A fake etcd on loopback that answers calls with an empty message and status 0, except those `drop` names (by
+    /// A fake etcd on loopback that answers calls with `succeeded: true` (field 2) and status 0, except those `drop` names (by
     /// their order, from 1): it reads the whole request and closes the connection without an answer. It counts the
     /// requests it received whole.
     final class FakeEtcd: @unchecked Sendable {
@@ -181,7 +181,9 @@ final class GRPCTests: XCTestCase {
         private var received = 0
         var requests: Int { lock.withLock { received } }
 
-        init(drop: Set<Int>) throws {
+        /// `drop`: requests answered by closing the connection; `refuse`: requests answered with GOAWAY naming no
+        /// stream as processed (then the connection is closed).
+        init(drop: Set<Int>, refuse: Set<Int> = []) throws {
             fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             var one: Int32 = 1
             setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
@@ -195,14 +197,14 @@ final class GRPCTests: XCTestCase {
                 while true {
                     let c = accept(fd, nil, nil)
                     if c < 0 { return }
-                    serve(c, drop)
+                    serve(c, drop, refuse)
                 }
             }
         }
 
         deinit { close(fd) }
 
-        private func serve(_ c: Int32, _ drop: Set<Int>) {
+        private func serve(_ c: Int32, _ drop: Set<Int>, _ refuse: Set<Int>) {
             defer { close(c) }
             let settings = GRPCConnection.frame(type: 0x4, flags: 0, stream: 0, [])
             _ = settings.withUnsafeBytes { send(c, $0.baseAddress!, $0.count, Int32(MSG_NOSIGNAL)) }
@@ -221,8 +223,13 @@ final class GRPCTests: XCTestCase {
                     guard type == 0x0, flags & 0x1 != 0 else { continue }  // a request ends with DATA and END_STREAM
                     let nth = lock.withLock { received += 1; return received }
                     if drop.contains(nth) { return }
+                    if refuse.contains(nth) {
+                        let goaway = GRPCConnection.frame(type: 0x7, flags: 0, stream: 0, [0, 0, 0, 0, 0, 0, 0, 0])
+                        _ = goaway.withUnsafeBytes { send(c, $0.baseAddress!, $0.count, Int32(MSG_NOSIGNAL)) }
+                        return
+                    }
                     let answer = GRPCConnection.frame(type: 0x1, flags: 0x4, stream: stream, [0x88])
-                        + GRPCConnection.frame(type: 0x0, flags: 0, stream: stream, GRPCConnection.grpcMessage([]))
+                        + GRPCConnection.frame(type: 0x0, flags: 0, stream: stream, GRPCConnection.grpcMessage([0x10, 0x01]))  // succeeded
                         + GRPCConnection.frame(type: 0x1, flags: 0x5, stream: stream, [0x00, 0x0B] + Array("grpc-status".utf8) + [0x01, 0x30])
                     _ = answer.withUnsafeBytes { send(c, $0.baseAddress!, $0.count, Int32(MSG_NOSIGNAL)) }
                 }
@@ -248,6 +255,14 @@ final class GRPCTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("outcome of this write is unknown"), "\(e)")
         }
         XCTAssertEqual(writes.requests, 2, "the write etcd may have applied was sent once")
+
+        // A write etcd says it did not process (GOAWAY naming no stream) is sent again on a new connection, and
+        // commits.
+        let refused = try FakeEtcd(drop: [], refuse: [2])
+        let r = try EtcdClient(EtcdSettings(endpoints: ["http://127.0.0.1:\(refused.port)"], site: "t", timeoutSeconds: 2))
+        _ = try r.txn(compares: [], operations: [EtcdClient.put(Array("k".utf8), [1])])
+        XCTAssertTrue(try r.txn(compares: [], operations: [EtcdClient.put(Array("k".utf8), [2])]).succeeded)
+        XCTAssertEqual(refused.requests, 3, "refused once, then answered")
     }
 
     /// What etcd says it did not act on (GOAWAY past the stream, REFUSED_STREAM) is marked so; other resets are not.

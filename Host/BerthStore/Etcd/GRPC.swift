@@ -145,17 +145,24 @@ final class GRPCConnection {
         while true {
             if response == nil, let m = try take(id) { response = m; continue }
             if let t = streams[id]?.trailers {
-                let code = Int(t.first { $0.0 == "grpc-status" }?.1 ?? "") ?? -1
-                if code == 0, let response { return response }
-                throw Self.status(t, code: code, answered: response != nil)
+                let status = Self.status(t)
+                if status.code == 0, let response { return response }
+                throw status
             }
-            if let why = streams[id]?.ended { throw Ended(description: why, unprocessed: streams[id]?.unprocessed ?? false) }
+            try throwIfEnded(id)
             try readFrame()
         }
     }
 
-    /// The call's status from its trailers, with words when etcd gave none (a proxy's answer, grpc-go's own codes).
-    private static func status(_ t: [(String, String)], code: Int, answered: Bool) -> GRPCStatus {
+    /// How stream `id` ended without its status, if it did.
+    private func throwIfEnded(_ id: Int) throws {
+        if let s = streams[id], let why = s.ended { throw Ended(description: why, unprocessed: s.unprocessed) }
+    }
+
+    /// The call's status from its trailers (-1: none), with words when etcd gave none (a proxy's answer, grpc-go's
+    /// own codes).
+    private static func status(_ t: [(String, String)]) -> GRPCStatus {
+        let code = Int(t.first { $0.0 == "grpc-status" }?.1 ?? "") ?? -1
         let message = percentDecoded(t.first { $0.0 == "grpc-message" }?.1 ?? "")
         if code == 0 { return GRPCStatus(code: 0, message: "etcd answered without a message") }
         if !message.isEmpty { return GRPCStatus(code: code, message: message) }
@@ -168,8 +175,8 @@ final class GRPCConnection {
     func next(_ id: Int) throws -> [UInt8] {
         while true {
             if let m = try take(id) { return m }
-            if let t = streams[id]?.trailers { throw Self.status(t, code: Int(t.first { $0.0 == "grpc-status" }?.1 ?? "") ?? -1, answered: false) }
-            if let why = streams[id]?.ended { throw Ended(description: why) }
+            if let t = streams[id]?.trailers { throw Self.status(t) }
+            try throwIfEnded(id)
             try readFrame()
         }
     }
