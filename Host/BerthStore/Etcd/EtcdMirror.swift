@@ -8,7 +8,7 @@ import Synchronization
 /// Keys in unsigned byte order with their mod revision and value: sorted chunks (a lookup is two binary searches,
 /// an insert moves at most one chunk) and a dictionary.
 struct SortedRows {
-    private(set) var rows: [[UInt8]: (mod: Int64, value: [UInt8])] = [:]
+    private(set) var rows = BytesMap<(mod: Int64, value: [UInt8])>()
     private var chunks: [[[UInt8]]] = []
     private static let chunkLimit = 512
 

@@ -42,13 +42,13 @@ final class EtcdTxn {
     var mirror: EtcdMirror?
     var mirrorRevision: Int64 = 0
     /// Point reads: key -> (mod revision seen, 0 when absent; the value seen, nil when absent).
-    var reads: [[UInt8]: (mod: Int64, value: [UInt8]?)] = [:]
+    var reads = BytesMap<(mod: Int64, value: [UInt8]?)>()
     /// Keys counted: key -> mod revision seen (their values were not read).
-    var versions: [[UInt8]: Int64] = [:]
+    var versions = BytesMap<Int64>()
     /// Scanned ranges [lo, hi): at commit no key in them may have been modified after `snapshot`.
     var ranges: [(lo: [UInt8], hi: [UInt8])] = []
     /// Buffered writes: key -> value, or nil for a delete. They override `tombstones`.
-    var writes: [[UInt8]: [UInt8]?] = [:]
+    var writes = BytesMap<[UInt8]?>()
     /// Buffered prefix deletes [lo, hi), applied before `writes`.
     var tombstones: [(lo: [UInt8], hi: [UInt8])] = []
     /// The store's event sequence number of this transaction's first appended event (-1: none appended yet); an
@@ -139,7 +139,7 @@ final class EtcdTxn {
 
     func deleteRange(_ lo: [UInt8], _ hi: [UInt8]) {
         let inside = writes.filter { Keys.within($0.key, lo, hi) }
-        for k in inside.keys { writes[k] = nil }
+        for (k, _) in inside { writes[k] = nil }
         undo.append(.tombstone(removed: inside.map { ($0.key, $0.value) }))
         tombstones.append((lo, hi))
     }
@@ -208,7 +208,9 @@ final class EtcdTxn {
 
     /// How many compares `compares()` makes, without making them (checked after every operation of a group commit).
     func compareCount() -> Int {
-        reads.count + versions.keys.filter { reads[$0] == nil }.count + Self.merged(ranges).count
+        var counted = 0
+        for (k, _) in versions where reads[k] == nil { counted += 1 }
+        return reads.count + counted + Self.merged(ranges).count
     }
 
     /// How many operations `operations()` makes, without making them.
