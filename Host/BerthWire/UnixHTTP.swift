@@ -62,6 +62,9 @@ public final class UnixHTTPConnection {
     private var fd: Int32 = -1
     private var buffer: [UInt8] = []
     private var bufferStart = 0
+    /// Where a socket read lands (allocated once per connection).
+    private static let scratchSize = 65536
+    private let scratch = UnsafeMutableRawPointer.allocate(byteCount: UnixHTTPConnection.scratchSize, alignment: 16)
     /// Seconds to wait for a response before giving up (0 = forever).
     public var timeoutSeconds: Int
 
@@ -86,7 +89,10 @@ public final class UnixHTTPConnection {
 
     private var connected: Bool { fd >= 0 || stream != nil }
 
-    deinit { close() }
+    deinit {
+        close()
+        scratch.deallocate()
+    }
 
     public func close() {
         if fd >= 0 { _ = Glibc.close(fd); fd = -1 }
@@ -224,10 +230,11 @@ public final class UnixHTTPConnection {
             buffer.append(contentsOf: bytes)
             return
         }
-        var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, 65536, 0) }
-            if n > 0 { buffer.append(contentsOf: chunk[0..<n]); return }
+            // Into the connection's one receive area (not a zeroed 64 KiB array made for each read), then only the
+            // bytes received are copied.
+            let n = recv(fd, scratch, Self.scratchSize, 0)
+            if n > 0 { buffer.append(contentsOf: UnsafeRawBufferPointer(start: scratch, count: n)); return }
             if n == 0 { throw WireError(.io, "\(peer) closed the connection") }
             if errno == EINTR { continue }
             if errno == EAGAIN || errno == EWOULDBLOCK { throw WireError(.io, "timed out waiting for \(peer) after \(timeoutSeconds)s") }

@@ -72,6 +72,45 @@ final class EtcdWatchTests: EtcdTestCase {
         XCTAssertEqual(watch.reconnects, 0, watch.lastFailure ?? "")
     }
 
+    /// The watch reads each event's index and type from the start of its value (no JSON parse); what it reports is
+    /// what the event log itself says, for several events of one Txn, and a value in another key order (written
+    /// before "i" came first) is still read, by parsing it.
+    func testTheWatchReportsEachEventsRevisionAndType() throws {
+        let site = "watch-types-\(getpid())"
+        let a = try EtcdStore(settings(site)), b = try EtcdStore(settings(site))
+        defer { try? a.removeSite() }
+        final class Seen: @unchecked Sendable {
+            let lock = NSLock()
+            var events: [EtcdWatchedEvent] = []
+        }
+        let seen = Seen()
+        let watch = EtcdWatch(settings(site), onEvents: { evs in if let evs { seen.lock.withLock { seen.events += evs } } })
+        defer { watch.stop() }
+        watch.start()
+        XCTAssertNotNil(waitFor(5) { watch.isWatching }, watch.lastFailure ?? "")
+        try b.begin()
+        for type in ["network.attached", "instance.placed", "t-\u{e9}"] {
+            _ = try b.appendEvent(type: type, subject: "s", actor: "test", data: ["x": "y \" } {"])
+        }
+        try b.commit()
+        // A value in the old key order, written straight to the event log.
+        let old: JSON = ["time": 1, "type": "old.order", "subject": "s", "actor": "a", "data": .object([]), "i": 0]
+        XCTAssertNil(EtcdStore.indexAndType(old.bytes))
+        _ = try a.client.txn(compares: [], operations: [EtcdClient.put(a.evPrefix + Array("zz/0000000000000001".utf8), old.bytes)])
+        XCTAssertNotNil(waitFor(5) { seen.lock.withLock { seen.events.count } >= 4 }, "the watch did not report 4 events")
+        let logged = try a.events(since: 0, limit: 10, type: nil, subject: nil)
+        // One Txn's events come in the order of its puts, not of their index: ordered by revision here.
+        let got = seen.lock.withLock { seen.events }.sorted { $0.revision < $1.revision }
+        XCTAssertEqual(got.map(\.type), ["network.attached", "instance.placed", "t-\u{e9}", "old.order"])
+        XCTAssertEqual(Array(got.prefix(3).map(\.revision)), Array(logged.prefix(3).map(\.rev)), "the revisions the watch reports are the log's")
+        XCTAssertEqual(Set(got.map(\.revision)).count, 4)
+        XCTAssertEqual(EtcdStore.indexAndType(Array(#"{"i":7,"type":"a\"b"}"#.utf8))?.i, nil, "an escape in the type: parsed instead")
+        XCTAssertEqual(EtcdStore.indexAndType(Array(#"{"i":12,"type":"a.b","time":1}"#.utf8))?.i, 12)
+        XCTAssertEqual(EtcdStore.indexAndType(Array(#"{"i":12,"type":"a.b","time":1}"#.utf8))?.type, "a.b")
+        XCTAssertNil(EtcdStore.indexAndType(Array(#"{"i":,"type":"a"}"#.utf8)))
+        XCTAssertNil(EtcdStore.indexAndType(Array(#"{"i":1,"type":"unterminated"#.utf8)))
+    }
+
     func testStopReturnsPromptlyWhileIdleAndWhileRetrying() throws {
         let site = "watch-stop-\(getpid())"
         let watch = EtcdWatch(settings(site)) {}

@@ -202,11 +202,11 @@ final class EtcdClient {
         try call(path, idempotent: idempotent, method: method, json: { body }, protobuf: nil)
     }
 
-    /// The request's message made straight for gRPC, and the fields of the answer wanted (nil: every field the
-    /// method's table knows).
+    /// The request's message made straight for gRPC, and how to read its answer (nil: every field the method's table
+    /// knows).
     struct GRPCBody {
         var message: () -> [UInt8]
-        var answer: ProtoMessage?
+        var answer: ((ArraySlice<UInt8>) throws -> JSON)?
     }
 
     /// As `call(_:_:idempotent:method:)`, the request made by `json` (the gateway's form) or, over gRPC, by
@@ -279,7 +279,7 @@ final class EtcdClient {
             } catch let e as WireError where idempotent && reused && e.kind == .io {
                 answer = try again()
             }
-            return try (protobuf?.answer ?? m.response).decode(answer[...])
+            return try protobuf?.answer?(answer[...]) ?? m.response.decode(answer[...])
         } catch let s as GRPCStatus {
             throw EtcdClient.serverError(path, 200, .object([("message", .string(s.message)), ("code", .int(Int64(s.code)))]))
         } catch let e as Protobuf.Malformed {
@@ -378,8 +378,8 @@ final class EtcdClient {
     }
 
     /// One Txn with operations for when a compare fails: succeeded, the revision after it, and the responses of the
-    /// branch that ran (etcd's ResponseOp objects, in the gateway's JSON). Without a failure branch, over gRPC, the
-    /// responses are not read (always empty).
+    /// branch that ran (etcd's ResponseOp objects, in the gateway's JSON). Over gRPC the responses are read only when
+    /// the failure branch ran (else always empty).
     func txn(compares: [EtcdTxnPart], operations: [EtcdTxnPart], failure: [EtcdTxnPart]) throws -> (succeeded: Bool, revision: Int64, responses: [JSON]) {
         let j = try call("/v3/kv/txn", idempotent: false, json: {
             var f: [(String, JSON)] = [("compare", .array(compares.map(\.json))), ("success", .array(operations.map(\.json)))]
@@ -392,7 +392,11 @@ final class EtcdClient {
             for o in operations { Protobuf.bytes(2, o.protobuf, into: &out) }
             for o in failure { Protobuf.bytes(3, o.protobuf, into: &out) }
             return out
-        }, answer: failure.isEmpty ? EtcdProto.txnOutcome : nil))
+        }, answer: { bytes in
+            // The outcome alone unless the failure branch ran: a group commit's puts each have a response nobody reads.
+            let outcome = try EtcdProto.txnOutcome.decode(bytes)
+            return failure.isEmpty || outcome["succeeded"]?.bool == true ? outcome : try EtcdProto.txnResponse.decode(bytes)
+        }))
         return (j["succeeded"]?.bool ?? false, Self.int(j["header"]?["revision"]), j["responses"]?.array ?? [])
     }
 

@@ -26,8 +26,9 @@ extension EtcdStore {
         guard i < Self.eventsPerTxn else {
             throw BerthError(.resourceExhausted, "more than \(Self.eventsPerTxn) events in one transaction; etcd's Txn cannot hold them: split the work")
         }
-        let value: JSON = ["time": .number(wallClock()), "type": .string(type), "subject": .string(subject),
-                           "actor": .string(actor), "data": data, "i": .number(Double(i))]
+        // "i" and "type" first: every berthd's watch reads them from each event without parsing it (indexAndType).
+        let value: JSON = ["i": .number(Double(i)), "type": .string(type), "time": .number(wallClock()), "subject": .string(subject),
+                           "actor": .string(actor), "data": data]
         t.write(eventWriter + Self.hex16(eventSeq), value.bytes)
         return 0  // known at commit: committedEventRevision
     }
@@ -90,6 +91,21 @@ extension EtcdStore {
         if let type, e.type != type, !e.type.hasPrefix(type + ".") { return false }
         if let subject, e.subject != subject, !e.subject.hasPrefix(subject + "/") { return false }
         return true
+    }
+
+    /// An event value's index in its Txn and its type, read from its start when it begins `{"i":N,"type":"T"`
+    /// (appendEvent writes them first, T without escapes); nil otherwise (the caller parses the JSON).
+    static func indexAndType(_ v: [UInt8]) -> (i: Int64, type: String)? {
+        let head: [UInt8] = Array(#"{"i":"#.utf8), mid: [UInt8] = Array(#","type":""#.utf8)
+        guard v.count > head.count + mid.count + 2, v.starts(with: head) else { return nil }
+        var p = head.count, i: Int64 = 0
+        while p < v.count, v[p] >= 0x30, v[p] <= 0x39, p - head.count < 5 { i = i * 10 + Int64(v[p] - 0x30); p += 1 }
+        guard p > head.count, v[p...].starts(with: mid) else { return nil }
+        p += mid.count
+        let start = p
+        while p < v.count, v[p] != 0x22 { if v[p] == 0x5C || v[p] < 0x20 { return nil }; p += 1 }
+        guard p < v.count else { return nil }
+        return (i, String(decoding: v[start..<p], as: UTF8.self))
     }
 
     private func decode(_ kv: EtcdKV) throws -> Event? {

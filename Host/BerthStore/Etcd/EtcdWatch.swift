@@ -362,7 +362,9 @@ public final class EtcdWatch: @unchecked Sendable {
             if onChanges != nil { return nil }
             // Each event's revision is its commit's etcd revision x eventsPerTxn + its index `i` (EtcdStore.swift).
             let seen = r.events.compactMap { ev -> EtcdWatchedEvent? in
-                guard let v = ev.value, let j = try? JSON.parse(v) else { return nil }
+                guard let v = ev.value else { return nil }
+                if let (i, type) = EtcdStore.indexAndType(v) { return EtcdWatchedEvent(revision: ev.mod * EtcdStore.eventsPerTxn + i, type: type) }
+                guard let j = try? JSON.parse(v) else { return nil }
                 return EtcdWatchedEvent(revision: ev.mod * EtcdStore.eventsPerTxn + EtcdClient.int(j["i"]), type: j["type"]?.string ?? "")
             }
             onChange(seen.count == r.events.count ? seen : nil)
