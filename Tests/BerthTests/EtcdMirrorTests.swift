@@ -185,6 +185,30 @@ final class EtcdMirrorTests: EtcdTestCase {
         m.stop()
     }
 
+    /// BytesMap (byte-string keys hashed in one call) against a Dictionary: random puts, deletes of present and
+    /// absent keys and nil-valued entries (a transaction's buffered delete), keys that are prefixes of each other and
+    /// the empty key; the same lookups, count and contents after every step.
+    func testBytesMapAgainstADictionary() {
+        var rng = SystemRandomNumberGenerator()
+        var m = BytesMap<[UInt8]?>(), ref: [[UInt8]: [UInt8]?] = [:]
+        let keys: [[UInt8]] = [[], [0], [0, 0], [1], [1, 2, 3], Array("kv/net addr/p/4/0ac00005".utf8), Array("kv/net addr/p/4/0ac00005x".utf8)]
+            + (0..<40).map { _ in (0..<Int.random(in: 0...24, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) } }
+        for step in 0..<5_000 {
+            let k = keys.randomElement(using: &rng)!
+            switch Int.random(in: 0..<4, using: &rng) {
+            case 0: m[k] = [UInt8(step & 255)]; ref[k] = [UInt8(step & 255)]
+            case 1: m[k] = .some(nil); ref[k] = .some(nil)
+            case 2: XCTAssertEqual(m.removeValue(forKey: k) == nil, ref.removeValue(forKey: k) == nil)
+            default: XCTAssertEqual(m.updateValue([9], forKey: k).map { $0 ?? [] }, ref.updateValue([9], forKey: k).map { $0 ?? [] })
+            }
+            XCTAssertEqual(m.count, ref.count)
+            XCTAssertEqual(m[k].map { $0 ?? [] }, ref[k].map { $0 ?? [] })
+        }
+        XCTAssertEqual(Set(m.keys.map { Data($0) }), Set(ref.keys.map { Data($0) }))
+        for (k, v) in m { XCTAssertEqual(ref[k]!, v) }
+        XCTAssertEqual(Array(m).count, ref.count)
+    }
+
     /// The copy's ordered rows against a sorted reference: random puts and deletes (enough to split chunks), then
     /// ordered walks from random keys with and without an end.
     func testSortedRowsAgainstAReference() {

@@ -45,4 +45,20 @@ final class UnixHTTPTests: XCTestCase {
         XCTAssertEqual(second.status, 200)
         XCTAssertEqual(second.text, "ok")
     }
+
+    /// A body several times the client's 64 KiB receive area, then another response on the same connection: every
+    /// byte arrives in order across the reads, and nothing of the first is left for the second.
+    func testABodyLargerThanOneReadArrivesWhole() throws {
+        let path = tempDir("http-large") + "/s"
+        var rng = SystemRandomNumberGenerator()
+        let body = String((0..<300_000).map { _ in "abcdefghijklmnopqrstuvwxyz0123456789".randomElement(using: &rng)! })
+        _ = try serve(path, ["HTTP/1.1 200 OK\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body,
+                             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"])
+        let conn = UnixHTTPConnection(path: path, timeoutSeconds: 5)
+        let first = try conn.request("GET", "/large")
+        XCTAssertEqual(first.status, 200)
+        XCTAssertEqual(first.body.count, 300_000)
+        XCTAssertTrue(first.text == body, "the body came back changed")
+        XCTAssertEqual(try conn.request("GET", "/b").text, "ok")
+    }
 }
