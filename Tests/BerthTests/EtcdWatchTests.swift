@@ -93,6 +93,16 @@ final class EtcdWatchTests: EtcdTestCase {
             _ = try b.appendEvent(type: type, subject: "s", actor: "test", data: ["x": "y \" } {"])
         }
         try b.commit()
+        // What appendEvent stored is read without parsing (the watch's fast path), to the same index and type.
+        let stored = try a.client.range(a.evPrefix, Keys.prefixEnd(a.evPrefix), revision: 0).kvs
+        XCTAssertEqual(stored.count, 3)
+        for kv in stored {
+            let j = try JSON.parse(kv.value)
+            let fast = EtcdStore.indexAndType(kv.value)
+            XCTAssertNotNil(fast, "an event as appendEvent writes it is not read by the fast path: \(String(decoding: kv.value, as: UTF8.self))")
+            XCTAssertEqual(fast?.i, Int64(j["i"]?.int ?? -1))
+            XCTAssertEqual(fast?.type, j["type"]?.string)
+        }
         // A value in the old key order, written straight to the event log.
         let old: JSON = ["time": 1, "type": "old.order", "subject": "s", "actor": "a", "data": .object([]), "i": 0]
         XCTAssertNil(EtcdStore.indexAndType(old.bytes))
