@@ -118,7 +118,9 @@ final class EtcdMirror: @unchecked Sendable {
     /// Makes the copy current up to at least `atLeast` (a revision this berthd committed to the prefix) and returns
     /// its revision, or nil when it cannot be used for this transaction: it could not be loaded, its watch lost
     /// changes, or it did not reach `atLeast` in time (the transaction then reads etcd, as without a copy).
-    func ready(atLeast: Int64, client: EtcdClient) -> Int64? {
+    /// `within`: wait at most that long, and not reaching `atLeast` then is no sign of a stuck watch (the revision
+    /// may be one that changed nothing under the prefix): the copy is kept, only this transaction reads etcd.
+    func ready(atLeast: Int64, client: EtcdClient, within: Double? = nil) -> Int64? {
         lock.lock()
         if lost {
             lost = false
@@ -133,7 +135,7 @@ final class EtcdMirror: @unchecked Sendable {
         }
         lock.lock()
         if inboxRevision < atLeast {
-            let t0 = monotonicNanos(), deadline = Date().addingTimeInterval(waitSeconds)
+            let t0 = monotonicNanos(), deadline = Date().addingTimeInterval(within ?? waitSeconds)
             while inboxRevision < atLeast && !lost && lock.wait(until: deadline) {}
             waited.add(Int(monotonicNanos() - t0), ordering: .relaxed)
         }
@@ -141,7 +143,7 @@ final class EtcdMirror: @unchecked Sendable {
         inbox.removeAll(keepingCapacity: true)
         // Not there in time: its watch is stuck or gone. Load it again for the next transaction rather than have
         // every one wait.
-        if !ok { lost = true }
+        if !ok && within == nil { lost = true }
         lock.unlock()
         for c in changes where c.mod > revision {
             if let v = c.value { rows.put(c.key, v, mod: c.mod) } else { rows.delete(c.key) }

@@ -43,10 +43,17 @@ public final class EtcdStore: StateStore {
     let retention = EtcdRetentionState()
     /// The local copy of the key-value state transactions read from (nil: `EtcdSettings.mirror` off), the newest
     /// revision this store committed to it (a transaction waits for the copy to have it), and whether the next
-    /// transaction reads etcd instead (after a conflict: the copy may not have the change that caused it yet).
+    /// transaction reads etcd instead (after an exclusive commit or a read-only check failed).
     let mirror: EtcdMirror?
     private var mirrorAtLeast: Int64 = 0
     var directNext = false
+    /// After a commit's compares failed: etcd's revision then, which includes the change that caused the conflict.
+    /// The run after it reads the copy once the copy has that revision (it usually does within a millisecond or
+    /// two), else etcd: a run on etcd itself costs a round trip per read, and two nodes claiming blocks at the same
+    /// moment made those runs most of a busy cluster's etcd requests.
+    private var conflictAt: Int64 = 0
+    /// How long the run after a conflict waits for the copy before it reads etcd instead.
+    static let conflictCatchUpSeconds = 0.05
     let kvPrefix: [UInt8]
     /// Commits made exclusively (EtcdExclusive.swift): their reads did not fit one Txn's compares.
     let exclusiveCommits = Atomic<Int>(0)
@@ -80,11 +87,14 @@ public final class EtcdStore: StateStore {
     public func begin() throws {
         guard txn == nil else { throw BerthError(.failedPrecondition, "begin: a transaction is already open on this etcd store") }
         let t = EtcdTxn()
-        if let m = mirror, !directNext, let rev = m.ready(atLeast: mirrorAtLeast, client: client) {
+        if let m = mirror, !directNext,
+           let rev = conflictAt > 0 ? m.ready(atLeast: max(mirrorAtLeast, conflictAt), client: client, within: Self.conflictCatchUpSeconds)
+                                    : m.ready(atLeast: mirrorAtLeast, client: client) {
             t.mirror = m
             t.mirrorRevision = rev
         }
         directNext = false
+        conflictAt = 0
         txn = t
         committedEventRevision = nil
     }
@@ -148,7 +158,7 @@ public final class EtcdStore: StateStore {
         let r = try client.txn(compares: compares + [EtcdClient.compareAbsent(exclusiveKey)], operations: ops,
                                failure: [EtcdClient.get(exclusiveKey)])
         if r.succeeded { return committed(t, at: r.revision) }
-        directNext = true
+        if mirror != nil { conflictAt = r.revision } else { directNext = true }
         if let f = term, try !termLasts(f) {
             throw BerthError(.failedPrecondition, "this berthd is no longer the leader (its term of \(String(decoding: f.key, as: UTF8.self)), created at revision \(f.createRevision), has ended); the commit was refused and nothing was applied")
         }
