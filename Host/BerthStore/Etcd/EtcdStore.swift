@@ -43,11 +43,12 @@ public final class EtcdStore: StateStore {
     let retention = EtcdRetentionState()
     /// The local copy of the key-value state transactions read from (nil: `EtcdSettings.mirror` off), the newest
     /// revision this store committed to it (a transaction waits for the copy to have it), and whether the next
-    /// transaction reads etcd instead (after an exclusive commit or a read-only check failed).
+    /// transaction reads etcd instead (after an exclusive commit failed).
     let mirror: EtcdMirror?
     private var mirrorAtLeast: Int64 = 0
     var directNext = false
-    /// After a commit's compares failed: etcd's revision then, which includes the change that caused the conflict.
+    /// After a commit's (or a read-only check's) compares failed: etcd's revision then, which includes the change that
+    /// caused the conflict.
     /// The run after it reads the copy once the copy has that revision (it usually does within a millisecond or
     /// two), else etcd: a run on etcd itself costs a round trip per read, and two nodes claiming blocks at the same
     /// moment made those runs most of a busy cluster's etcd requests.
@@ -174,15 +175,17 @@ public final class EtcdStore: StateStore {
 
     /// A read-only transaction that read the local copy: its compares, in Txns of at most --max-txn-ops each, all
     /// hold now (each Txn proves its keys unchanged since the copy's revision until it ran, so all of them held when
-    /// the first ran). One that fails is a conflict; the transaction runs again on etcd itself.
+    /// the first ran). One that fails is a conflict; the transaction runs again, on the copy once it has etcd's
+    /// revision at the conflict (as after a commit's conflict), else on etcd itself.
     private func validate(_ t: EtcdTxn) throws {
         guard t.mirror != nil else { return }
         let all = t.compares()
         var i = 0
         while i < all.count {
             let chunk = Array(all[i..<min(i + settings.maxTxnOps, all.count)])
-            if try !client.txn(compares: chunk, operations: []).succeeded {
-                directNext = true
+            let r = try client.txn(compares: chunk, operations: [])
+            if !r.succeeded {
+                conflictAt = r.revision
                 throw BerthError(.aborted, "etcd transaction conflict: a key or range it read in the local copy (at revision \(t.mirrorRevision)) has changed since; run it again")
             }
             i += chunk.count
