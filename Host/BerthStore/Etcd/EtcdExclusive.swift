@@ -25,7 +25,7 @@ extension EtcdStore {
     func sendExclusive(_ t: EtcdTxn, compares: [EtcdTxnPart], operations: [EtcdTxnPart], term: Leadership?) throws {
         // A conflict runs the operation again on etcd itself (the local copy may not have the change yet).
         var succeeded = false
-        defer { if !succeeded { directNext = true } }
+        defer { if !succeeded { nextRead = .etcd } }
         let (held, lease): (EtcdTxnPart, Int64)
         do {
             (held, lease) = try takeExclusive()

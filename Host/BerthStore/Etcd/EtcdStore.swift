@@ -41,19 +41,24 @@ public final class EtcdStore: StateStore {
     private let fenceLock = NSLock()
     /// The site's event compaction mark as this store knows it (EtcdRetention.swift).
     let retention = EtcdRetentionState()
-    /// The local copy of the key-value state transactions read from (nil: `EtcdSettings.mirror` off), the newest
-    /// revision this store committed to it (a transaction waits for the copy to have it), and whether the next
-    /// transaction reads etcd instead (after an exclusive commit failed).
+    /// The local copy of the key-value state transactions read from (nil: `EtcdSettings.mirror` off), and the newest
+    /// revision this store committed to it (a transaction waits for the copy to have it).
     let mirror: EtcdMirror?
     private var mirrorAtLeast: Int64 = 0
-    var directNext = false
-    /// After a commit's (or a read-only check's) compares failed: etcd's revision then, which includes the change that
-    /// caused the conflict.
-    /// The run after it reads the copy once the copy has that revision (it usually does within a millisecond or
-    /// two), else etcd: a run on etcd itself costs a round trip per read, and two nodes claiming blocks at the same
-    /// moment made those runs most of a busy cluster's etcd requests.
-    private var conflictAt: Int64 = 0
-    /// How long the run after a conflict waits for the copy before it reads etcd instead.
+    /// Where the run after a failed commit reads (a conflict runs the operation again from the start).
+    enum NextRead {
+        /// The copy, as always.
+        case copy
+        /// The copy once it has this revision: etcd's at the conflict, which includes the change that caused it. It
+        /// usually does within a millisecond or two; after `conflictCatchUpSeconds` the run reads etcd instead (and
+        /// the copy is kept: the revision may have changed nothing under its prefix). A run on etcd itself costs a
+        /// round trip per read, and two nodes claiming blocks at the same moment made those runs most of a busy
+        /// cluster's etcd requests.
+        case copyAt(Int64)
+        /// etcd itself (after an exclusive commit failed: its failures carry no one revision).
+        case etcd
+    }
+    var nextRead = NextRead.copy
     static let conflictCatchUpSeconds = 0.05
     let kvPrefix: [UInt8]
     /// Commits made exclusively (EtcdExclusive.swift): their reads did not fit one Txn's compares.
@@ -88,14 +93,19 @@ public final class EtcdStore: StateStore {
     public func begin() throws {
         guard txn == nil else { throw BerthError(.failedPrecondition, "begin: a transaction is already open on this etcd store") }
         let t = EtcdTxn()
-        if let m = mirror, !directNext,
-           let rev = conflictAt > 0 ? m.ready(atLeast: max(mirrorAtLeast, conflictAt), client: client, within: Self.conflictCatchUpSeconds)
-                                    : m.ready(atLeast: mirrorAtLeast, client: client) {
-            t.mirror = m
-            t.mirrorRevision = rev
+        if let m = mirror {
+            let rev: Int64?
+            switch nextRead {
+            case .copy: rev = m.ready(atLeast: mirrorAtLeast, client: client)
+            case .copyAt(let r): rev = m.ready(atLeast: max(mirrorAtLeast, r), client: client, within: Self.conflictCatchUpSeconds)
+            case .etcd: rev = nil
+            }
+            if let rev {
+                t.mirror = m
+                t.mirrorRevision = rev
+            }
         }
-        directNext = false
-        conflictAt = 0
+        nextRead = .copy
         txn = t
         committedEventRevision = nil
     }
@@ -159,7 +169,7 @@ public final class EtcdStore: StateStore {
         let r = try client.txn(compares: compares + [EtcdClient.compareAbsent(exclusiveKey)], operations: ops,
                                failure: [EtcdClient.get(exclusiveKey)])
         if r.succeeded { return committed(t, at: r.revision) }
-        if mirror != nil { conflictAt = r.revision } else { directNext = true }
+        nextRead = .copyAt(r.revision)
         if let f = term, try !termLasts(f) {
             throw BerthError(.failedPrecondition, "this berthd is no longer the leader (its term of \(String(decoding: f.key, as: UTF8.self)), created at revision \(f.createRevision), has ended); the commit was refused and nothing was applied")
         }
@@ -185,7 +195,7 @@ public final class EtcdStore: StateStore {
             let chunk = Array(all[i..<min(i + settings.maxTxnOps, all.count)])
             let r = try client.txn(compares: chunk, operations: [])
             if !r.succeeded {
-                conflictAt = r.revision
+                nextRead = .copyAt(r.revision)
                 throw BerthError(.aborted, "etcd transaction conflict: a key or range it read in the local copy (at revision \(t.mirrorRevision)) has changed since; run it again")
             }
             i += chunk.count
